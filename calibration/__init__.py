@@ -1,0 +1,1 @@
+"""fer_edge.calibration: representative sets of real faces for INT8 calibration (numpy only)."""

@@ -1,0 +1,199 @@
+"""Inference backends: one small class per interpreter, chosen from a dict.
+
+Every backend takes a float32 N x H x W x C batch (the output of `preprocess`) and returns float32
+N x K probabilities, quantizing int8/uint8 inputs and dequantizing outputs itself. All faces of a frame
+go through one call. The interpreter is built once per model, never per frame.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+
+import numpy as np
+
+from fer_edge.runtime.errors import MissingExtraError, ModelError
+from fer_edge.runtime.labels import get_label_set
+from fer_edge.runtime.metadata import ModelMetadata, read_metadata
+from fer_edge.runtime.preprocess import PreprocessSpec, preprocess
+
+
+def _quantize(x: np.ndarray, dtype, scale: float, zero_point: int) -> np.ndarray:
+    if np.issubdtype(dtype, np.floating):
+        return x.astype(dtype, copy=False)
+    info = np.iinfo(dtype)
+    return np.clip(np.round(x / scale) + zero_point, info.min, info.max).astype(dtype)
+
+
+def _dequantize(y: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    if np.issubdtype(y.dtype, np.floating):
+        return y.astype(np.float32, copy=False)
+    return ((y.astype(np.float32) - zero_point) * scale).astype(np.float32)
+
+
+class LiteRTBackend:
+    """.tflite through ai-edge-litert, else tflite-runtime, else tensorflow.lite (whichever is installed).
+
+    kernels: 'default' (XNNPACK delegate applied by the interpreter) or 'builtin' (the reference
+    built-in kernels, BUILTIN_WITHOUT_DEFAULT_DELEGATES); an INT8 file can answer differently on each.
+    """
+
+    MODULES = ("ai_edge_litert.interpreter", "tflite_runtime.interpreter", "tensorflow")  # first found wins
+    KERNELS = ("default", "builtin")
+
+    def __init__(self, path: str | os.PathLike, threads: int | None = None, kernels: str = "default", **_):
+        if kernels not in self.KERNELS:
+            raise ModelError(f"unknown kernels {kernels!r}: expected one of {', '.join(self.KERNELS)}")
+        mod = None
+        for name in self.MODULES:
+            try:
+                mod = importlib.import_module(name)
+                mod = getattr(mod, "lite", mod)  # tensorflow -> tensorflow.lite
+                break
+            except ImportError:
+                continue
+        if mod is None:
+            raise MissingExtraError("ai-edge-litert", "litert")  # base install carries it
+        self.module = name.split(".")[0]
+        kwargs = {"model_path": str(path), "num_threads": threads}
+        if kernels == "builtin":
+            kwargs["experimental_op_resolver_type"] = mod.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES \
+                if hasattr(mod, "experimental") else mod.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        Interpreter = getattr(mod, "Interpreter")
+        try:
+            self.interp = Interpreter(**kwargs)
+            self.interp.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            raise ModelError(f"{path}: not a loadable .tflite model ({str(exc).splitlines()[0]})") from None
+        inputs, outputs = self.interp.get_input_details(), self.interp.get_output_details()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise ModelError(f"{path}: expected one input and one output, found {len(inputs)} and {len(outputs)}")
+        self.inp, self.out = inputs[0], outputs[0]
+        self.input_shape = tuple(int(v) for v in self.inp["shape"][1:])
+        self.num_outputs = int(self.out["shape"][-1])
+        self.input_dtype = np.dtype(self.inp["dtype"])
+        self.kernels = kernels
+        self._batch = int(self.inp["shape"][0])
+
+    def _resize(self, n: int) -> None:
+        if n != self._batch:
+            self.interp.resize_tensor_input(self.inp["index"], [n, *self.input_shape])
+            self.interp.allocate_tensors()
+            self.inp = self.interp.get_input_details()[0]
+            self.out = self.interp.get_output_details()[0]
+            self._batch = n
+
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        if len(x) == 0:
+            return np.zeros((0, self.num_outputs), np.float32)
+        self._resize(len(x))
+        scale, zp = self.inp["quantization"]
+        self.interp.set_tensor(self.inp["index"], _quantize(x, self.input_dtype, scale, zp))
+        self.interp.invoke()
+        y = self.interp.get_tensor(self.out["index"])
+        return _dequantize(y, *self.out["quantization"])
+
+
+class OnnxBackend:
+    """.onnx through onnxruntime; providers e.g. ['CPUExecutionProvider'] or CUDA/TensorRT on a Jetson."""
+
+    def __init__(self, path: str | os.PathLike, threads: int | None = None, providers=None, **_):
+        try:
+            ort = importlib.import_module("onnxruntime")
+        except ImportError:
+            raise MissingExtraError("onnxruntime", "onnx") from None
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+            opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        available = ort.get_available_providers()
+        providers = list(providers or ["CPUExecutionProvider"])
+        missing = [p for p in providers if p not in available]
+        if missing:
+            raise ModelError(f"onnxruntime provider {', '.join(missing)} is not available: this build has {', '.join(available)}")
+        try:
+            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own exception types for bad files
+            raise ModelError(f"{path}: not a loadable .onnx model ({str(exc).splitlines()[0][:200]})") from None
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise ModelError(f"{path}: expected one input and one output, found {len(inputs)} and {len(outputs)}")
+        self.inp, self.out = inputs[0], outputs[0]
+        self.input_shape = tuple(int(v) for v in self.inp.shape[1:])
+        self.num_outputs = int(self.out.shape[-1])
+        self.input_dtype = np.dtype({"tensor(float)": np.float32, "tensor(uint8)": np.uint8,
+                                     "tensor(int8)": np.int8}.get(self.inp.type, np.float32))
+        self.module = "onnxruntime"
+        self.kernels = ",".join(providers)
+
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        if len(x) == 0:
+            return np.zeros((0, self.num_outputs), np.float32)
+        y = self.session.run([self.out.name], {self.inp.name: x.astype(self.input_dtype, copy=False)})[0]
+        return np.asarray(y, dtype=np.float32)
+
+
+BACKENDS = {".tflite": LiteRTBackend, ".onnx": OnnxBackend}
+
+
+def open_backend(path: str | os.PathLike, **options):
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"{path}: no such model file")
+    cls = BACKENDS.get(path.suffix.lower())
+    if cls is None:
+        raise ModelError(f"{path}: the runtime runs {', '.join(BACKENDS)} files, found {path.suffix or 'no suffix'!r}"
+                         " (convert Keras models with fer-convert)")
+    return cls(path, **options)
+
+
+def resolve_metadata(path, meta: ModelMetadata | None, labels: str | None = None, normalize: str | None = None,
+                     equalize: bool | None = None, input_shape: tuple[int, int, int] | None = None) -> ModelMetadata:
+    """The model's own metadata, or one built from the user's flags; a model with neither is refused."""
+    if meta is not None and labels is None and normalize is None and equalize is None:
+        return meta
+    if meta is None and (labels is None or normalize is None):
+        raise ModelError(f"{path}: carries no fer-edge metadata: state its classes and scaling with "
+                         "--labels fer2013|ferplus and --normalize 0,1|-1,1 (and --equalize if it was trained on equalised faces)")
+    base = meta or ModelMetadata(get_label_set(labels), PreprocessSpec(
+        size=input_shape[:2] if input_shape else (48, 48), channels=input_shape[2] if input_shape else 1))
+    spec = base.preprocess
+    spec = PreprocessSpec(size=spec.size, channels=spec.channels,
+                          value_range=PreprocessSpec.parse_range(normalize) if normalize else spec.value_range,
+                          equalize=spec.equalize if equalize is None else equalize, crop_margin=spec.crop_margin)
+    return base.replace(label_set=get_label_set(labels) if labels else base.label_set, preprocess=spec)
+
+
+class Classifier:
+    """A model file plus its metadata: face crops in, probabilities out."""
+
+    def __init__(self, path: str | os.PathLike, labels: str | None = None, normalize: str | None = None,
+                 equalize: bool | None = None, **backend_options):
+        self.path = Path(path)
+        self.backend = open_backend(self.path, **backend_options)
+        self.meta = resolve_metadata(self.path, read_metadata(self.path), labels, normalize, equalize,
+                                     self.backend.input_shape)
+        spec = self.meta.preprocess
+        expected = (*spec.size, spec.channels)
+        if self.backend.input_shape != expected:
+            raise ModelError(f"{self.path}: the model takes input {self.backend.input_shape} but its preprocessing "
+                             f"gives {expected}")
+        if self.backend.num_outputs != len(self.meta.labels):
+            raise ModelError(f"{self.path}: the model has {self.backend.num_outputs} outputs but label set "
+                             f"{self.meta.label_set.name} has {len(self.meta.labels)} classes")
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.meta.labels
+
+    def predict(self, faces) -> np.ndarray:
+        """Face crops (any size, grey/BGR/BGRA uint8) -> N x K probabilities."""
+        if len(faces) == 0:
+            return np.zeros((0, len(self.labels)), np.float32)
+        return self.backend.infer(preprocess(faces, self.meta.preprocess))
+
+    def predict_batched(self, faces, batch_size: int = 256) -> np.ndarray:
+        """predict over a large array of faces (datasets) in fixed-size batches."""
+        parts = [self.predict(faces[i:i + batch_size]) for i in range(0, len(faces), batch_size)]
+        return np.concatenate(parts) if parts else np.zeros((0, len(self.labels)), np.float32)

@@ -1,0 +1,32 @@
+"""The library's own error types. CLIs catch FerEdgeError and print `ErrorType: message`."""
+
+
+class FerEdgeError(Exception):
+    """A user-facing error: the message says what was expected and what was found."""
+
+
+class DataError(FerEdgeError):
+    """A dataset file or folder is missing or malformed."""
+
+
+class ModelError(FerEdgeError):
+    """A model file is missing, unreadable, or lacks what fer-edge needs."""
+
+
+class MissingExtraError(FerEdgeError):
+    """An optional dependency is not installed; the message gives the pip line."""
+
+    def __init__(self, module: str, extra: str):
+        super().__init__(f"{module} is not installed: run  pip install 'fer-edge[{extra}]'")
+
+
+def require(module: str, extra: str):
+    """Import an optional dependency or raise MissingExtraError with the install line."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        if exc.name and module.split(".")[0] != exc.name.split(".")[0]:
+            raise  # the module exists but one of its own imports failed: show the real cause
+        raise MissingExtraError(module, extra) from None

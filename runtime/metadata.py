@@ -1,0 +1,227 @@
+"""Model metadata: one JSON document stored inside every model file, readable with the runtime alone.
+
+Mechanism per format (none needs TensorFlow, onnx or onnxruntime to read or write):
+
+- `.tflite`: a zip archive holding `fer_edge.json` appended after the flatbuffer (the approach
+  Ultralytics uses). Interpreters ignore trailing bytes; `zipfile` finds the archive from the end.
+- `.onnx`: an entry `fer_edge` in the ModelProto's `metadata_props` (field 14). Written by appending
+  the serialized field to the protobuf (protobuf merges repeated fields on parse), read with a tiny
+  protobuf walker; `onnx` and onnxruntime (`get_modelmeta().custom_metadata_map`) see it too.
+- `.keras`: the Keras 3 file is itself a zip; `fer_edge.json` is one more member, ignored by Keras.
+
+Legacy `.h5` files carry no fer-edge metadata: the user states labels and preprocessing instead.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fer_edge.runtime.errors import FerEdgeError, ModelError
+from fer_edge.runtime.fileio import atomic_output
+from fer_edge.runtime.labels import LabelSet, get_label_set
+from fer_edge.runtime.preprocess import PreprocessSpec
+
+FORMAT = "fer-edge/1"
+MEMBER = "fer_edge.json"  # zip member name in .tflite and .keras files
+ONNX_KEY = "fer_edge"  # metadata_props key in .onnx files
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    label_set: LabelSet
+    preprocess: PreprocessSpec
+    provenance: dict = field(default_factory=dict)  # source model hash, calibration hash, recipe, command
+    figures: dict = field(default_factory=dict)  # accuracy and parity figures
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.label_set.labels
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "format": FORMAT,
+                "label_set": self.label_set.name,
+                "labels": list(self.label_set.labels),
+                "preprocess": self.preprocess.to_dict(),
+                "provenance": self.provenance,
+                "figures": self.figures,
+            },
+            indent=1,
+            sort_keys=True,
+        )
+
+    @classmethod
+    def from_json(cls, text: str | bytes, source: str = "metadata") -> "ModelMetadata":
+        try:
+            d = json.loads(text)
+            if d.get("format") != FORMAT:
+                raise FerEdgeError(f"format is {d.get('format')!r}, expected {FORMAT!r}")
+            label_set = get_label_set(d["label_set"])
+            if tuple(d["labels"]) != label_set.labels:
+                raise FerEdgeError(f"labels {d['labels']} differ from label set {label_set.name} {list(label_set.labels)}")
+            spec = PreprocessSpec.from_dict(d["preprocess"])
+            return cls(label_set, spec, dict(d.get("provenance", {})), dict(d.get("figures", {})))
+        except (ValueError, KeyError, TypeError, AttributeError, FerEdgeError) as exc:
+            what = f"missing key {exc}" if isinstance(exc, KeyError) else str(exc)
+            raise ModelError(f"{source}: invalid fer-edge metadata: {what}") from None
+
+    def replace(self, **changes) -> "ModelMetadata":
+        d = {"label_set": self.label_set, "preprocess": self.preprocess,
+             "provenance": self.provenance, "figures": self.figures}
+        d.update(changes)
+        return ModelMetadata(**d)
+
+
+# --- ONNX: a minimal protobuf walker for ModelProto.metadata_props ------------------------------
+
+def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if pos >= len(buf):
+            raise ValueError("truncated varint")
+        b = buf[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return result, pos
+        shift += 7
+
+
+def _encode_varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _fields(buf: bytes):
+    """Yield (field number, wire type, value, start, end) for one protobuf message.
+
+    value is the payload bytes for wire type 2 (length-delimited); start:end is the field's raw span.
+    """
+    pos = 0
+    while pos < len(buf):
+        start = pos
+        key, pos = _varint(buf, pos)
+        num, wt = key >> 3, key & 7
+        if wt == 0:
+            val, pos = _varint(buf, pos)
+        elif wt in (1, 5):
+            n = 8 if wt == 1 else 4
+            val, pos = buf[pos:pos + n], pos + n
+        elif wt == 2:
+            n, pos = _varint(buf, pos)
+            val, pos = buf[pos:pos + n], pos + n
+        else:
+            raise ValueError(f"unsupported wire type {wt}")
+        if pos > len(buf):
+            raise ValueError("truncated field")
+        yield num, wt, val, start, pos
+
+
+def _entry(val: bytes) -> tuple[str, str]:
+    """StringStringEntryProto {1: key, 2: value} -> (key, value)."""
+    d = {n: v for n, w, v, _, _ in _fields(val) if w == 2}
+    return d.get(1, b"").decode(), d.get(2, b"").decode()
+
+
+def _onnx_props(buf: bytes) -> dict[str, str]:
+    # ModelProto field 14 is metadata_props
+    return dict(_entry(val) for num, wt, val, _, _ in _fields(buf) if num == 14 and wt == 2)
+
+
+def _onnx_prop_bytes(key: str, value: str) -> bytes:
+    k, v = key.encode(), value.encode()
+    entry = b"\x0a" + _encode_varint(len(k)) + k + b"\x12" + _encode_varint(len(v)) + v
+    return b"\x72" + _encode_varint(len(entry)) + entry
+
+
+# --- read and write --------------------------------------------------------------------------
+
+def _read_zip_member(path: Path) -> bytes | None:
+    try:
+        with zipfile.ZipFile(path) as z:
+            return z.read(MEMBER) if MEMBER in z.namelist() else None
+    except zipfile.BadZipFile:
+        return None
+
+
+def read_metadata(path: str | os.PathLike) -> ModelMetadata | None:
+    """The fer-edge metadata stored in a model file, or None when the file carries none."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelError(f"{path}: no such model file")
+    suffix = path.suffix.lower()
+    if suffix in (".tflite", ".keras"):
+        raw = _read_zip_member(path)
+    elif suffix == ".onnx":
+        try:
+            raw = _onnx_props(path.read_bytes()).get(ONNX_KEY)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ModelError(f"{path}: not a readable ONNX file ({exc})") from None
+    elif suffix in (".h5", ".hdf5") or path.is_dir():
+        return None
+    else:
+        raise ModelError(f"{path}: unknown model format {suffix!r}: expected .tflite, .onnx, .keras or .h5")
+    return None if raw is None else ModelMetadata.from_json(raw, source=str(path))
+
+
+def write_metadata(path: str | os.PathLike, meta: ModelMetadata) -> None:
+    """Store metadata inside an existing model file (atomically; replaces earlier fer-edge metadata)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    text = meta.to_json()
+    with atomic_output(path, force=True) as tmp:
+        if suffix == ".onnx":
+            data = path.read_bytes()
+            tmp.write_bytes(_strip_onnx_prop(data, ONNX_KEY) + _onnx_prop_bytes(ONNX_KEY, text))
+        elif suffix in (".tflite", ".keras"):
+            if suffix == ".keras":
+                _rewrite_keras_zip(path, tmp, text)
+            else:
+                data = _strip_appended_zip(path) if _read_zip_member(path) is not None else path.read_bytes()
+                buf = io.BytesIO()
+                with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+                    z.writestr(MEMBER, text)
+                tmp.write_bytes(data + buf.getvalue())
+        else:
+            raise ModelError(f"{path}: cannot store metadata in {suffix!r} files: expected .tflite, .onnx or .keras")
+
+
+def _strip_onnx_prop(data: bytes, key: str) -> bytes:
+    """The ModelProto bytes without the metadata_props entries named `key`."""
+    return b"".join(
+        data[start:end] for num, wt, val, start, end in _fields(data)
+        if not (num == 14 and wt == 2 and _entry(val)[0] == key)
+    )
+
+
+def _strip_appended_zip(path: Path) -> bytes:
+    """The flatbuffer without the zip archive that write_metadata appended earlier."""
+    with zipfile.ZipFile(path) as z:  # zipfile reports header offsets from the start of the file
+        start = min(i.header_offset for i in z.infolist())
+    return path.read_bytes()[:start]
+
+
+def _rewrite_keras_zip(src: Path, dst: Path, text: str) -> None:
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w", zipfile.ZIP_DEFLATED) as zout:
+        for item in zin.infolist():
+            if item.filename != MEMBER:
+                zout.writestr(item, zin.read(item.filename))
+        zout.writestr(MEMBER, text)
+
+
+def copy_with_metadata(src: str | os.PathLike, dst: str | os.PathLike, meta: ModelMetadata, force: bool = False) -> None:
+    """Copy a model file and store metadata in the copy."""
+    with atomic_output(dst, force=force) as tmp:
+        shutil.copyfile(src, tmp)
+        write_metadata(tmp, meta)

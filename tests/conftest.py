@@ -1,0 +1,44 @@
+"""Shared test fixtures. Tests that need FER2013 find it through $FER_EDGE_DATA (CI: ../shared/data)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _data_dir() -> Path | None:
+    value = os.environ.get("FER_EDGE_DATA")
+    return Path(value) if value else None
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    d = _data_dir()
+    if d is None:
+        pytest.skip("FER_EDGE_DATA is not set: point it at the folder holding fer2013.npz (CI uses ../shared/data)")
+    if not (d / "fer2013.npz").is_file():
+        pytest.skip(f"FER_EDGE_DATA={d} holds no fer2013.npz")
+    return d
+
+
+@pytest.fixture(scope="session")
+def fer2013(data_dir):
+    from fer_edge.runtime.datasets import read_npz
+
+    return read_npz(data_dir / "fer2013.npz")
+
+
+@pytest.fixture(scope="session")
+def samples_dir(data_dir) -> Path:
+    return data_dir / "samples"
+
+
+@pytest.fixture(scope="session")
+def blazeface_model(data_dir) -> Path:
+    p = data_dir.parent / "models" / "face_detection_short_range.tflite"
+    if not p.is_file():
+        pytest.skip(f"no BlazeFace model at {p}")
+    return p

@@ -1,0 +1,90 @@
+"""Training input: augmentation of uint8 faces, then the one preprocessing contract.
+
+A `keras.utils.PyDataset` (backend-agnostic, so the same code trains on TensorFlow, on a GPU, or on
+Keras's PyTorch backend, which measured ~1.6x faster per epoch on a 2-core CPU, see DESIGN.md).
+Every batch draws its randomness from (seed, epoch, batch index), so a run is repeatable and a resumed
+run sees the same augmentations it would have seen without the interruption.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from fer_edge.runtime.preprocess import PreprocessSpec, preprocess
+
+
+@dataclass(frozen=True)
+class Augment:
+    flip: bool = True
+    max_rotate: float = 10.0  # degrees
+    max_shift: float = 0.1  # fraction of the side
+    max_zoom: float = 0.1  # scale in [1 - z, 1 + z]
+    brightness: float = 0.2  # +- fraction of 255
+    contrast: float = 0.2  # scale in [1 - c, 1 + c] around the mean
+    erase: float = 0.25  # probability of erasing one random rectangle (random erasing)
+
+    def __call__(self, faces: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        n, h, w = faces.shape[:3]
+        out = np.empty_like(faces)
+        for i in range(n):
+            angle = rng.uniform(-self.max_rotate, self.max_rotate)
+            scale = rng.uniform(1 - self.max_zoom, 1 + self.max_zoom)
+            m = cv2.getRotationMatrix2D((w / 2, h / 2), angle, scale)
+            m[:, 2] += rng.uniform(-self.max_shift, self.max_shift, 2) * (w, h)
+            if self.flip and rng.random() < 0.5:
+                m[0] = -m[0]
+                m[0, 2] += w - 1
+            out[i] = cv2.warpAffine(faces[i], m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+        x = out.astype(np.float32)
+        mean = x.mean(axis=(1, 2), keepdims=True)
+        c = rng.uniform(1 - self.contrast, 1 + self.contrast, (n, 1, 1))
+        b = rng.uniform(-self.brightness, self.brightness, (n, 1, 1)) * 255
+        x = (x - mean) * c + mean + b
+        for i in np.flatnonzero(rng.random(n) < self.erase):
+            eh, ew = rng.integers(h // 8, h // 3, 2)
+            y0, x0 = rng.integers(0, h - eh), rng.integers(0, w - ew)
+            x[i, y0:y0 + eh, x0:x0 + ew] = rng.uniform(0, 255)
+        return np.clip(x, 0, 255).astype(np.uint8)
+
+
+def class_weights(labels: np.ndarray, k: int, mode: str) -> np.ndarray:
+    """Per-class loss weights: 'none', 'balanced' (inverse frequency) or 'sqrt' (its square root, milder)."""
+    counts = np.bincount(labels, minlength=k).astype(np.float64)
+    if mode == "none":
+        w = np.ones(k)
+    else:
+        w = counts.sum() / (k * np.maximum(counts, 1))
+        if mode == "sqrt":
+            w = np.sqrt(w)
+    return (w / (w * counts).sum() * counts.sum()).astype(np.float32)  # mean weight over samples is 1
+
+
+def make_sequence(images, targets, weights, spec: PreprocessSpec, batch_size: int, seed: int,
+                  augment: Augment | None, **pydataset_kwargs):
+    import keras
+
+    class FaceSequence(keras.utils.PyDataset):
+        def __init__(self):
+            super().__init__(**pydataset_kwargs)
+            self.epoch = 0
+
+        def __len__(self):
+            return int(np.ceil(len(images) / batch_size))
+
+        def _order(self):
+            return np.random.default_rng([seed, self.epoch]).permutation(len(images))
+
+        def __getitem__(self, idx):
+            rng = np.random.default_rng([seed, self.epoch, idx])
+            pick = self._order()[idx * batch_size:(idx + 1) * batch_size]
+            faces = images[pick]
+            if augment is not None:
+                faces = augment(faces, rng)
+            return preprocess(faces, spec), targets[pick], weights[pick]
+
+        def on_epoch_end(self):
+            self.epoch += 1
+
+    return FaceSequence()

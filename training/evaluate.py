@@ -1,0 +1,166 @@
+"""fer-eval: accuracy, macro-F1, per-class table, confusion matrix and ROC AUC as JSON, Markdown and PNG."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from fer_edge.runtime.datasets import FaceDataset, load_dataset
+from fer_edge.runtime.errors import FerEdgeError, ModelError, require
+from fer_edge.runtime.fileio import atomic_output
+from fer_edge.runtime.metadata import ModelMetadata, read_metadata, write_metadata
+from fer_edge.runtime.metrics import classification_report
+from fer_edge.runtime.preprocess import preprocess
+
+EVAL_SPLITS = ("PublicTest", "PrivateTest")
+
+
+def load_keras(path: str | Path, safe_mode: bool = True):
+    """A Keras model (.keras, legacy .h5, or SavedModel folder) and its fer-edge metadata (or None)."""
+    keras = require("keras", "train")
+    path = Path(path)
+    if not path.exists():
+        raise ModelError(f"{path}: no such model file")
+    try:
+        model = keras.models.load_model(path, compile=False, safe_mode=safe_mode)
+    except Exception as exc:  # Keras raises many types for unreadable files; report it as one line
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"{path}: not a loadable Keras model ({first[:200]})") from None
+    return model, read_metadata(path)
+
+
+def predict(model, faces: np.ndarray, meta: ModelMetadata, batch_size: int = 512) -> np.ndarray:
+    x = preprocess(faces, meta.preprocess)
+    return np.asarray(model.predict(x, batch_size=batch_size, verbose=0), dtype=np.float32)
+
+
+def markdown(reports: dict, title: str) -> str:
+    lines = [f"# {title}", ""]
+    lines += ["| split | faces | accuracy | macro-F1 |", "|---|---|---|---|"]
+    for split, r in reports.items():
+        lines.append(f"| {split} | {r['n']} | {100 * r['accuracy']:.2f}% | {100 * r['macro_f1']:.2f}% |")
+    for split, r in reports.items():
+        lines += ["", f"## {split}: per class", "", "| class | precision | recall | F1 | ROC AUC | support |",
+                  "|---|---|---|---|---|---|"]
+        for name, c in r["per_class"].items():
+            auc = "-" if c["roc_auc"] is None else f"{c['roc_auc']:.3f}"
+            lines.append(f"| {name} | {c['precision']:.3f} | {c['recall']:.3f} | {c['f1']:.3f} | {auc} | {c['support']} |")
+        lines += ["", f"Confusion matrix ({split}, rows true, columns predicted):", "",
+                  "| | " + " | ".join(r["labels"]) + " |", "|---" * (len(r["labels"]) + 1) + "|"]
+        for name, row in zip(r["labels"], r["confusion"]):
+            lines.append(f"| **{name}** | " + " | ".join(str(v) for v in row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_confusion(report: dict, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cm = np.array(report["confusion"], dtype=np.float64)
+    norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    labels = report["labels"]
+    fig, ax = plt.subplots(figsize=(6.4, 5.6))
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    for i in range(len(labels)):
+        for j in range(len(labels)):
+            ax.text(j, i, f"{norm[i, j]:.2f}\n{int(cm[i, j])}", ha="center", va="center", fontsize=7,
+                    color="white" if norm[i, j] > 0.5 else "black")
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"{title}: accuracy {100 * report['accuracy']:.1f}%")
+    fig.tight_layout()
+    with atomic_output(path, force=True) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+def plot_curves(history: Path, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(l) for l in history.read_text().splitlines() if l.strip()]
+    if not rows:
+        return
+    ep = [r["epoch"] for r in rows]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
+    a.plot(ep, [r.get("loss") for r in rows], label="train")
+    a.plot(ep, [r.get("val_loss") for r in rows], label="validation")
+    a.set_title("loss")
+    b.plot(ep, [r.get("accuracy") for r in rows], label="train")
+    b.plot(ep, [r.get("val_accuracy") for r in rows], label="validation")
+    b.set_title("accuracy")
+    for ax in (a, b):
+        ax.set_xlabel("epoch")
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_output(path, force=True) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+def evaluate_to(model_path, ds: FaceDataset, out_dir, history=None, log=print, update_metadata=False,
+                splits=EVAL_SPLITS, meta_override: ModelMetadata | None = None) -> dict:
+    """Evaluate a Keras model on the given splits and write report.json/.md and PNG figures to out_dir."""
+    model, meta = load_keras(model_path)
+    meta = meta_override or meta
+    if meta is None:
+        raise ModelError(f"{model_path}: carries no fer-edge metadata: give --labels and --normalize")
+    if tuple(ds.label_set.labels) != meta.labels:
+        raise FerEdgeError(f"the data has label set {ds.label_set.name} but the model predicts {meta.label_set.name}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    reports = {}
+    for split in splits:
+        part = ds.subset(split) if ds.has_split(split) else None
+        if part is None or not len(part):
+            log(f"note: no {split} faces in {ds.source}: skipped")
+            continue
+        probs = predict(model, part.images, meta)
+        reports[split] = classification_report(part.labels, probs, meta.labels)
+        log(f"{split}: accuracy {100 * reports[split]['accuracy']:.2f}%  macro-F1 {100 * reports[split]['macro_f1']:.2f}%  ({len(part)} faces)")
+        plot_confusion(reports[split], out_dir / f"confusion_{split}.png", f"{Path(model_path).name} on {split}")
+    doc = {"model": str(model_path), "data": ds.source, "splits": reports}
+    with atomic_output(out_dir / "report.json", force=True) as tmp:
+        tmp.write_text(json.dumps(doc, indent=1))
+    with atomic_output(out_dir / "report.md", force=True) as tmp:
+        tmp.write_text(markdown(reports, f"Evaluation of {Path(model_path).name}"))
+    if history and Path(history).is_file():
+        plot_curves(Path(history), out_dir / "curves.png")
+    if update_metadata and reports:
+        figures = dict(meta.figures)
+        for split, r in reports.items():
+            figures[split] = {"accuracy": r["accuracy"], "macro_f1": r["macro_f1"], "n": r["n"]}
+        write_metadata(model_path, meta.replace(figures=figures))
+    return doc
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="fer-eval", description=__doc__)
+    p.add_argument("model", help=".keras / .h5 model")
+    p.add_argument("--data", required=True)
+    p.add_argument("--out", default=None, help="report folder (default: <model>_eval/)")
+    p.add_argument("--splits", default=",".join(EVAL_SPLITS))
+    args = p.parse_args(argv)
+    try:
+        meta = read_metadata(args.model)
+        ds = load_dataset(args.data, labels=meta.label_set.name if meta else "fer2013")
+        out = args.out or str(Path(args.model).with_suffix("")) + "_eval"
+        evaluate_to(args.model, ds, out, splits=tuple(args.splits.split(",")), log=lambda m: print(m, flush=True))
+    except FerEdgeError as exc:
+        print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

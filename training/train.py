@@ -1,0 +1,301 @@
+"""fer-train: train a FER model on FER2013 (or FER+) and write a .keras file carrying its metadata.
+
+Resumable: every epoch ends with DIR/checkpoint.keras (model and optimizer) and DIR/state.json written
+atomically; `--resume` (or re-running the same command with --resume) continues from there. The best
+epoch on the validation split (PublicTest) is kept in DIR/model.keras with labels and preprocessing.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from fer_edge.runtime.datasets import FaceDataset, load_dataset
+from fer_edge.runtime.errors import FerEdgeError
+from fer_edge.runtime.fileio import atomic_output, sha256_file
+from fer_edge.runtime.labels import FER2013
+from fer_edge.runtime.metadata import ModelMetadata, write_metadata
+from fer_edge.runtime.preprocess import PreprocessSpec, preprocess
+
+STATE = "state.json"
+CHECKPOINT = "checkpoint.keras"
+BEST = "model.keras"
+HISTORY = "history.jsonl"
+
+
+@dataclass
+class TrainConfig:
+    data: str
+    out: str
+    arch: str = "edge"
+    labels: str = "fer2013"
+    soft: bool = False  # FER+ vote distributions as targets
+    epochs: int = 60
+    batch_size: int = 128
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup: int = 2  # epochs of linear warm-up before the cosine decay
+    patience: int = 15
+    label_smoothing: float = 0.1
+    class_weight: str = "sqrt"
+    seed: int = 0
+    input_size: int = 48
+    value_range: tuple = (0.0, 1.0)
+    equalize: bool = False
+    crop_margin: float = 0.0
+    augment: bool = True
+    limit: int = 0  # keep only this many training faces (tiny runs, tests)
+    strategy: str = "auto"  # auto | mirrored | none
+    workers: int = 1
+    force: bool = False
+    resume: bool = False
+    command: str = field(default="", repr=False)
+
+
+def lr_at(epoch: int, cfg: TrainConfig) -> float:
+    """Linear warm-up then cosine decay to 1% of the peak, as a function of the epoch (resume-safe)."""
+    if epoch < cfg.warmup:
+        return cfg.lr * (epoch + 1) / cfg.warmup
+    t = (epoch - cfg.warmup) / max(1, cfg.epochs - cfg.warmup)
+    return cfg.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
+
+
+def _gpu_count() -> int:
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return len(tf.config.list_physical_devices("GPU"))
+    if backend == "torch":
+        import torch
+
+        return torch.cuda.device_count()
+    return 0
+
+
+def split_validation(ds: FaceDataset, seed: int, log) -> tuple[FaceDataset, FaceDataset]:
+    """(train, validation): PublicTest when present, else a seeded stratified 10% of Training."""
+    train = ds.subset("Training")
+    if ds.has_split("PublicTest"):
+        return train, ds.subset("PublicTest")
+    rng = np.random.default_rng(seed)
+    val_idx = np.concatenate([rng.permutation(np.flatnonzero(train.labels == c))[: max(1, int(0.1 * (train.labels == c).sum()))]
+                              for c in np.unique(train.labels)])
+    mask = np.zeros(len(train), bool)
+    mask[val_idx] = True
+    log(f"note: {ds.source} has no PublicTest split: validating on a seeded 10% of Training ({mask.sum()} faces, seed {seed})")
+    return train.take(np.flatnonzero(~mask)), train.take(np.flatnonzero(mask))
+
+
+def _targets(ds: FaceDataset, cfg: TrainConfig) -> np.ndarray:
+    k = len(ds.label_set)
+    if cfg.soft:
+        if ds.soft is None:
+            raise FerEdgeError("--soft needs vote distributions: use --labels ferplus")
+        return ds.soft.astype(np.float32)
+    return np.eye(k, dtype=np.float32)[ds.labels]
+
+
+def prepare_out(cfg: TrainConfig) -> Path:
+    out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise FerEdgeError(f"--out {out} is a file: expected a folder")
+    if cfg.resume:
+        if not (out / STATE).is_file():
+            raise FerEdgeError(f"--resume: {out} holds no {STATE} from an earlier run")
+        return out
+    if out.is_dir() and any(out.iterdir()) and not cfg.force:
+        raise FerEdgeError(f"--out {out} is not empty: pass --force to overwrite it, or --resume to continue its run")
+    out.mkdir(parents=True, exist_ok=True)
+    for name in (STATE, CHECKPOINT, BEST, HISTORY):
+        (out / name).unlink(missing_ok=True)
+    return out
+
+
+def train(cfg: TrainConfig, log=print) -> Path:
+    from fer_edge.runtime.errors import require
+
+    keras = require("keras", "train")
+    from fer_edge.training.architectures import ARCHITECTURES, build
+    from fer_edge.training.data import Augment, class_weights, make_sequence
+
+    if cfg.arch not in ARCHITECTURES:
+        raise FerEdgeError(f"unknown architecture {cfg.arch!r}: expected one of {', '.join(ARCHITECTURES)}")
+    if cfg.strategy not in ("auto", "mirrored", "none"):
+        raise FerEdgeError(f"unknown --strategy {cfg.strategy!r}: expected auto, mirrored or none")
+    ds = load_dataset(cfg.data, labels=cfg.labels)
+    for note in ds.notes:
+        log(f"note: {note}")
+    out = prepare_out(cfg)
+    if cfg.resume:  # the saved configuration wins, so a resumed run is the same run
+        saved = json.loads((out / STATE).read_text())["config"]
+        saved.update(resume=True, workers=cfg.workers, command=cfg.command)
+        cfg = TrainConfig(**{**saved, "value_range": tuple(saved["value_range"])})
+    keras.utils.set_random_seed(cfg.seed)
+
+    train_ds, val_ds = split_validation(ds, cfg.seed, log)
+    if cfg.limit:
+        pick = np.random.default_rng(cfg.seed).permutation(len(train_ds))[: cfg.limit]
+        train_ds = train_ds.take(np.sort(pick))
+        val_ds = val_ds.take(np.arange(min(len(val_ds), max(64, cfg.limit // 4))))
+    spec = PreprocessSpec(size=(cfg.input_size, cfg.input_size), channels=1, value_range=cfg.value_range,
+                          equalize=cfg.equalize, crop_margin=cfg.crop_margin)
+    k = len(ds.label_set)
+    weights = class_weights(train_ds.labels, k, cfg.class_weight)[train_ds.labels]
+    seq = make_sequence(train_ds.images, _targets(train_ds, cfg), weights, spec, cfg.batch_size, cfg.seed,
+                        Augment() if cfg.augment else None, workers=cfg.workers)
+    x_val, y_val = preprocess(val_ds.images, spec), _targets(val_ds, cfg)
+
+    gpus = _gpu_count()
+    strategy = None
+    if cfg.strategy == "mirrored":
+        if keras.backend.backend() != "tensorflow":
+            raise FerEdgeError("--strategy mirrored needs the TensorFlow backend (KERAS_BACKEND=tensorflow)")
+        import tensorflow as tf
+
+        strategy = tf.distribute.MirroredStrategy()
+        log(f"MirroredStrategy over {strategy.num_replicas_in_sync} devices")
+    if gpus:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+        log(f"{gpus} GPU(s) found: mixed precision on")
+
+    state = json.loads((out / STATE).read_text()) if cfg.resume else {"epoch": 0, "best": -1.0, "best_epoch": -1}
+    scope = strategy.scope() if strategy else _nullcontext()
+    with scope:
+        if cfg.resume:
+            model = keras.models.load_model(out / CHECKPOINT)
+            log(f"resuming {out} at epoch {state['epoch'] + 1} (best val accuracy so far {state['best']:.4f})")
+        else:
+            model = build(cfg.arch, (cfg.input_size, cfg.input_size, 1), k)
+            model.compile(
+                optimizer=keras.optimizers.AdamW(cfg.lr, weight_decay=cfg.weight_decay),
+                loss=keras.losses.CategoricalCrossentropy(label_smoothing=0.0 if cfg.soft else cfg.label_smoothing),
+                metrics=["accuracy"],
+            )
+    seq.epoch = state["epoch"]
+    log(f"{cfg.arch}: {model.count_params():,} parameters; {len(train_ds)} training faces, {len(val_ds)} validation faces; "
+        f"backend {keras.backend.backend()}")
+    meta = ModelMetadata(ds.label_set, spec, provenance={
+        "arch": cfg.arch, "parameters": int(model.count_params()), "command": cfg.command,
+        "data": str(ds.source), "data_sha256": sha256_file(ds.source) if Path(ds.source).is_file() else None,
+        "labels": cfg.labels, "soft": cfg.soft, "seed": cfg.seed, "keras": keras.__version__,
+        "backend": keras.backend.backend(),
+    })
+
+    class Epochs(keras.callbacks.Callback):
+        """One line per epoch, best-model keeping, early stopping and the resume checkpoint."""
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.model.optimizer.learning_rate = lr_at(epoch, cfg)
+            self.t0 = time.time()
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = dict(logs or {})
+            val = float(logs.get("val_accuracy", 0.0))
+            improved = val > state["best"]
+            if improved:
+                state.update(best=val, best_epoch=epoch)
+                save_model(self.model, out / BEST, meta.replace(figures={"val_accuracy": val, "epoch": epoch + 1}))
+            state["epoch"] = epoch + 1
+            with atomic_output(out / CHECKPOINT, force=True) as tmp:
+                self.model.save(tmp)
+            with atomic_output(out / STATE, force=True) as tmp:
+                tmp.write_text(json.dumps({**state, "config": asdict(cfg)}, indent=1))
+            row = {"epoch": epoch + 1, "lr": lr_at(epoch, cfg), "seconds": round(time.time() - self.t0, 1),
+                   **{k: round(float(v), 5) for k, v in logs.items() if k != "learning_rate"}}
+            with open(out / HISTORY, "a") as f:
+                f.write(json.dumps(row) + "\n")
+            log(f"epoch {epoch + 1}/{cfg.epochs}  loss {row.get('loss', 0):.4f}  acc {row.get('accuracy', 0):.4f}  "
+                f"val_loss {row.get('val_loss', 0):.4f}  val_acc {val:.4f}{'  *best' if improved else ''}  "
+                f"lr {row['lr']:.2e}  {row['seconds']:.0f}s")
+            if epoch - state["best_epoch"] >= cfg.patience:
+                log(f"early stop: no better validation accuracy for {cfg.patience} epochs")
+                self.model.stop_training = True
+
+    if state["epoch"] < cfg.epochs and state["epoch"] - state["best_epoch"] <= cfg.patience:
+        model.fit(seq, validation_data=(x_val, y_val), epochs=cfg.epochs, initial_epoch=state["epoch"],
+                  callbacks=[Epochs()], verbose=1 if sys.stdout.isatty() else 0)
+    log(f"best validation accuracy {state['best']:.4f} at epoch {state['best_epoch'] + 1}; model in {out / BEST}")
+    from fer_edge.training.evaluate import evaluate_to
+
+    evaluate_to(out / BEST, ds, out / "eval", history=out / HISTORY, log=log, update_metadata=True)
+    return out / BEST
+
+
+class _nullcontext:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def save_model(model, path: Path, meta: ModelMetadata) -> None:
+    with atomic_output(path, force=True) as tmp:
+        model.save(tmp)
+        write_metadata(tmp, meta)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from fer_edge.training.architectures import ARCHITECTURES
+
+    p = argparse.ArgumentParser(prog="fer-train", description=__doc__.splitlines()[0])
+    p.add_argument("--data", required=True, help="fer2013.csv, fer2013.npz, an image-folder root, or a data folder")
+    p.add_argument("--arch", default="edge", help=f"architecture: {', '.join(ARCHITECTURES)} (default edge)")
+    p.add_argument("--out", required=True, help="output folder (model.keras, checkpoint, history, eval/)")
+    p.add_argument("--labels", default="fer2013", choices=["fer2013", "ferplus"])
+    p.add_argument("--soft", action="store_true", help="FER+ only: train on vote distributions")
+    p.add_argument("--epochs", type=int, default=60)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--patience", type=int, default=15)
+    p.add_argument("--label-smoothing", type=float, default=0.1)
+    p.add_argument("--class-weight", default="sqrt", choices=["none", "sqrt", "balanced"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--input-size", type=int, default=48)
+    p.add_argument("--normalize", default="0,1", choices=["0,1", "-1,1"], help="model input value range")
+    p.add_argument("--equalize", action="store_true", help="histogram-equalise faces (recorded in the model)")
+    p.add_argument("--crop-margin", type=float, default=0.0, help="runtime crop margin recorded in the model")
+    p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--limit", type=int, default=0, help="use only this many training faces (quick runs)")
+    p.add_argument("--strategy", default="auto", choices=["auto", "mirrored", "none"])
+    p.add_argument("--workers", type=int, default=1, help="threads preparing batches")
+    p.add_argument("--force", action="store_true", help="overwrite a non-empty --out")
+    p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    cfg = TrainConfig(
+        data=args.data, out=args.out, arch=args.arch, labels=args.labels, soft=args.soft, epochs=args.epochs,
+        batch_size=args.batch_size, lr=args.lr, patience=args.patience, label_smoothing=args.label_smoothing,
+        class_weight=args.class_weight, seed=args.seed, input_size=args.input_size,
+        value_range=PreprocessSpec.parse_range(args.normalize), equalize=args.equalize, crop_margin=args.crop_margin,
+        augment=not args.no_augment, limit=args.limit, strategy=args.strategy, workers=args.workers,
+        force=args.force, resume=args.resume,
+        command="fer-train " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)),
+    )
+    try:
+        train(cfg, log=lambda m: print(m, flush=True))
+    except FerEdgeError as exc:
+        print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: resume with --resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
