@@ -81,8 +81,11 @@ def read_npz(path: str | os.PathLike) -> FaceDataset:
         for key in ("pixels", "emotion", "usage"):
             if key not in z.files:
                 raise DataError(f"{path}: missing array {key!r}: expected pixels, emotion and usage, found {', '.join(z.files)}")
-        pixels, emotion, usage = z["pixels"], z["emotion"], z["usage"]
-        names = z["jpeg_relpath"] if "jpeg_relpath" in z.files else None
+        try:
+            pixels, emotion, usage = z["pixels"], z["emotion"], z["usage"]
+            names = z["jpeg_relpath"] if "jpeg_relpath" in z.files else None
+        except (OSError, ValueError) as exc:  # e.g. object arrays, which would need pickle
+            raise DataError(f"{path}: unreadable array ({exc})") from None
     if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[1:] != (SIDE, SIDE):
         raise DataError(f"{path}: pixels must be uint8 (N, 48, 48), found {pixels.dtype} {pixels.shape}")
     if not len(pixels) == len(emotion) == len(usage):
@@ -100,49 +103,60 @@ def read_npz(path: str | os.PathLike) -> FaceDataset:
 def read_csv(path: str | os.PathLike) -> FaceDataset:
     path = Path(path)
     images, labels, split = [], [], []
-    with open(path, newline="") as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if header is None:
-            raise DataError(f"{path}: empty file: expected a header line 'emotion,pixels,Usage'")
-        cols = [h.strip() for h in header]
-        missing = [c for c in ("emotion", "pixels", "Usage") if c not in cols]
-        if missing:
-            raise DataError(f"{path}: line 1: missing column {', '.join(missing)}: expected emotion,pixels,Usage, found {','.join(cols)}")
-        ie, ip, iu = cols.index("emotion"), cols.index("pixels"), cols.index("Usage")
-        for row in reader:
-            line = reader.line_num
-            if not row:
-                continue
-            if len(row) != len(cols):
-                raise DataError(f"{path}: line {line}: expected {len(cols)} fields, found {len(row)}")
-            where = f"{path}: line {line}"
-            try:
-                label = int(row[ie])
-            except ValueError:
-                raise DataError(f"{where}: emotion must be an integer 0..6, found {row[ie]!r}") from None
-            if not 0 <= label < len(FER2013):
-                raise DataError(f"{where}: emotion must be 0..6, found {label}")
-            parts = row[ip].split()
-            if len(parts) != SIDE * SIDE:
-                raise DataError(f"{where}: expected {SIDE * SIDE} pixels, found {len(parts)}")
-            try:
-                px = np.array(parts, dtype=np.int32)
-            except ValueError:
-                bad = next(p for p in parts if not p.isdigit())
-                raise DataError(f"{where}: pixels must be integers 0..255, found {bad!r}") from None
-            if px.min() < 0 or px.max() > 255:
-                raise DataError(f"{where}: pixels must be integers 0..255, found {px.min() if px.min() < 0 else px.max()}")
-            try:
-                split.append(split_code(row[iu].strip()))
-            except DataError as exc:
-                raise DataError(f"{where}: {exc}") from None
-            images.append(px.astype(np.uint8).reshape(SIDE, SIDE))
-            labels.append(label)
+    try:
+        # utf-8-sig: spreadsheet tools often save the CSV with a byte-order mark before "emotion"
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f)
+            _read_csv_rows(path, reader, images, labels, split)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"{path}: line {reader.line_num + 1}: not a text CSV file ({exc})") from None
     if not labels:
         raise DataError(f"{path}: no data rows after the header")
     return FaceDataset(np.stack(images), np.array(labels, dtype=np.int64), np.array(split, dtype=np.uint8),
                        FER2013, str(path), rows=np.arange(len(labels)))
+
+
+def _read_csv_rows(path: Path, reader, images: list, labels: list, split: list) -> None:
+    """Parse and check the rows one at a time, appending to the lists (the file is never held whole)."""
+    header = next(reader, None)
+    if header is None:
+        raise DataError(f"{path}: empty file: expected a header line 'emotion,pixels,Usage'")
+    cols = [h.strip() for h in header]
+    missing = [c for c in ("emotion", "pixels", "Usage") if c not in cols]
+    if missing:
+        raise DataError(f"{path}: line 1: missing column {', '.join(missing)}: expected emotion,pixels,Usage, found {','.join(cols)}")
+    ie, ip, iu = cols.index("emotion"), cols.index("pixels"), cols.index("Usage")
+    for row in reader:
+        line = reader.line_num
+        if not row:
+            continue
+        if len(row) != len(cols):
+            raise DataError(f"{path}: line {line}: expected {len(cols)} fields, found {len(row)}")
+        where = f"{path}: line {line}"
+        try:
+            label = int(row[ie])
+        except ValueError:
+            raise DataError(f"{where}: emotion must be an integer 0..6, found {row[ie]!r}") from None
+        if not 0 <= label < len(FER2013):
+            raise DataError(f"{where}: emotion must be 0..6, found {label}")
+        parts = row[ip].split()
+        if len(parts) != SIDE * SIDE:
+            raise DataError(f"{where}: expected {SIDE * SIDE} pixels, found {len(parts)}")
+        try:
+            px = np.array(parts, dtype=np.int32)
+        except (ValueError, OverflowError):
+            bad = next((p for p in parts if not p.isdigit() or int(p) > 255), parts[0])
+            raise DataError(f"{where}: pixels must be integers 0..255, found {bad!r}") from None
+        if px.min() < 0 or px.max() > 255:
+            raise DataError(f"{where}: pixels must be integers 0..255, found {px.min() if px.min() < 0 else px.max()}")
+        try:
+            split.append(split_code(row[iu].strip()))
+        except DataError as exc:
+            raise DataError(f"{where}: {exc}") from None
+        images.append(px.astype(np.uint8).reshape(SIDE, SIDE))
+        labels.append(label)
 
 
 # --- Kaggle image folders: train/<class>/*.jpg, test/<class>/*.jpg --------------------------------
@@ -235,13 +249,18 @@ def read_ferplus(ferplus_csv: str | os.PathLike, fer2013: FaceDataset) -> FaceDa
         raise DataError(f"{path}: no labelled rows")
     votes = np.array(votes, dtype=np.float32)
     rows = np.array(keep_rows)
-    if rows.max() >= len(fer2013):
-        raise DataError(f"{path}: has {rows.max() + 1} rows but FER2013 has {len(fer2013)}")
     majority = votes.argmax(axis=1)
     ok = majority < len(FERPLUS)  # drop unknown (8) and NF (9) majorities
     votes8 = votes[ok, :len(FERPLUS)]
     total = votes8.sum(axis=1, keepdims=True)
-    pos = np.searchsorted(fer2013.rows, rows[ok])
+    # Join on the original row index; fer2013 may be in any order, but must hold every row FER+ labels.
+    order = np.argsort(fer2013.rows, kind="stable")
+    at = np.minimum(np.searchsorted(fer2013.rows, rows[ok], sorter=order), len(order) - 1)
+    pos = order[at]
+    missing = np.flatnonzero(fer2013.rows[pos] != rows[ok])
+    if len(missing):
+        raise DataError(f"{path}: line {rows[ok][missing[0]] + 2} labels FER2013 row {rows[ok][missing[0]]}, "
+                        f"which {fer2013.source} ({len(fer2013)} faces) does not hold: join FER+ to the whole FER2013")
     return FaceDataset(fer2013.images[pos], majority[ok].astype(np.int64), fer2013.split[pos], FERPLUS,
                        f"{path} + {fer2013.source}", names=np.array(names)[ok],
                        soft=(votes8 / np.maximum(total, 1)).astype(np.float32), rows=rows[ok])
