@@ -180,10 +180,16 @@ def write_metadata(path: str | os.PathLike, meta: ModelMetadata) -> None:
     path = Path(path)
     suffix = path.suffix.lower()
     text = meta.to_json()
+    if not path.is_file():
+        raise ModelError(f"{path}: no such model file")
     with atomic_output(path, force=True) as tmp:
         if suffix == ".onnx":
             data = path.read_bytes()
-            tmp.write_bytes(_strip_onnx_prop(data, ONNX_KEY) + _onnx_prop_bytes(ONNX_KEY, text))
+            try:
+                data = _strip_onnx_prop(data, ONNX_KEY)
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise ModelError(f"{path}: not a readable ONNX file ({exc})") from None
+            tmp.write_bytes(data + _onnx_prop_bytes(ONNX_KEY, text))
         elif suffix in (".tflite", ".keras"):
             if suffix == ".keras":
                 _rewrite_keras_zip(path, tmp, text)

@@ -34,6 +34,8 @@ class PreprocessSpec:
         lo, hi = (float(v) for v in self.value_range)
         if not lo < hi:
             raise FerEdgeError(f"value range must be (low, high) with low < high, found {self.value_range}")
+        if not isinstance(self.equalize, (bool, np.bool_)):  # bool("false") would be True
+            raise FerEdgeError(f"preprocessing equalize must be true or false, found {self.equalize!r}")
         if not 0.0 <= self.crop_margin <= 1.0:
             raise FerEdgeError(f"crop margin must be between 0 and 1, found {self.crop_margin}")
         object.__setattr__(self, "size", size)
@@ -82,8 +84,10 @@ def to_gray(image: np.ndarray) -> np.ndarray:
 
 def preprocess(faces: np.ndarray | Sequence[np.ndarray], spec: PreprocessSpec) -> np.ndarray:
     """Face crops (a uint8 batch NxHxW[xC] or a list of crops of any size) -> float32 NxHxWxC model input."""
-    if isinstance(faces, np.ndarray) and faces.ndim == 2:
-        raise FerEdgeError("preprocess takes a batch of faces: wrap a single face in a list")
+    if isinstance(faces, np.ndarray) and (faces.ndim == 2 or (faces.ndim == 3 and faces.shape[2] in (3, 4))):
+        # (H, W, 3|4) is one BGR(A) face, not H grey faces 3 or 4 pixels wide
+        raise FerEdgeError(f"preprocess takes a batch of faces, found one image of shape {faces.shape}: "
+                           "wrap a single face in a list")
     h, w = spec.size
     lo, hi = spec.value_range
     out = np.empty((len(faces), h, w, spec.channels), dtype=np.float32)
