@@ -1,0 +1,226 @@
+"""fer-edge: faces and emotions from a camera, stream, video, image or folder; `verify` checks accuracy.
+
+    fer-edge --camera 0                                   # window if OpenCV has a GUI, summary on Ctrl-C
+    fer-edge --source video.mp4 --json out.jsonl --record out.mp4
+    fer-edge --source rtsp://cam/stream --detector blazeface --detector-model face_detection_short_range.tflite
+    fer-edge --image photo.jpg [--record annotated.jpg]
+    fer-edge verify --model models/fer-vgg_int8.tflite --data ../shared/data
+
+Thin: parses, builds a Pipeline, wires sinks and signals, prints `ErrorType: message` for user errors.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+
+from fer_edge.runtime.errors import FerEdgeError
+from fer_edge.runtime.detectors import DETECTORS
+from fer_edge.runtime.preprocess import VALUE_RANGES
+from fer_edge.runtime.labels import LABEL_SETS
+
+log = logging.getLogger("fer_edge.runtime")
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--model", help="classifier .tflite or .onnx (default: the model shipped with fer-edge)")
+    g.add_argument("--labels", choices=sorted(LABEL_SETS), help="label set, for a model without fer-edge metadata")
+    g.add_argument("--normalize", choices=sorted(VALUE_RANGES), help="input scaling, for a model without metadata")
+    g.add_argument("--equalize", action=argparse.BooleanOptionalAction, default=None,
+                   help="histogram-equalise faces (overrides the model's metadata)")
+    g.add_argument("--threads", type=int, default=None, help="interpreter threads (default: the interpreter's)")
+    g.add_argument("--providers", help="onnxruntime providers, comma-separated, e.g. "
+                   "CUDAExecutionProvider,CPUExecutionProvider (default CPU)")
+    g.add_argument("--kernels", choices=("default", "builtin"), default="default",
+                   help="LiteRT kernels: default (XNNPACK) or builtin (reference)")
+
+
+def run_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fer-edge", description="Facial expressions from a camera, stream or file. "
+                                "`fer-edge verify --help` for on-device accuracy checks.")
+    src = p.add_argument_group("source (one of)").add_mutually_exclusive_group(required=True)
+    src.add_argument("--camera", type=int, metavar="N", help="OpenCV camera index")
+    src.add_argument("--picamera", action="store_true", help="Raspberry Pi camera through picamera2")
+    src.add_argument("--source", metavar="SPEC", help="video file, image, folder of images, rtsp/http URL or "
+                     "GStreamer pipeline")
+    src.add_argument("--image", metavar="PATH", help="one photo (or a folder): print its faces and emotions")
+    _model_args(p)
+    d = p.add_argument_group("detection and tracking")
+    d.add_argument("--detector", choices=sorted(DETECTORS), default="haar")
+    d.add_argument("--detector-model", metavar="PATH", help="BlazeFace face_detection_short_range.tflite "
+                   "(default: look inside an installed mediapipe package)")
+    d.add_argument("--detect-every", type=int, default=1, metavar="K", help="run the detector every K frames, "
+                   "follow faces in between (default 1)")
+    d.add_argument("--smooth", type=float, default=0.0, metavar="A", help="per-track EMA of probabilities: "
+                   "A * previous + (1 - A) * new, A in [0, 1) (default 0 = off)")
+    o = p.add_argument_group("outputs")
+    o.add_argument("--json", metavar="FILE", help="JSON Lines, one object per frame ('-' = stdout)")
+    o.add_argument("--record", metavar="FILE", help="annotated video (.mp4/.avi/.mkv) or image (.jpg/.png)")
+    o.add_argument("--window", choices=("auto", "on", "off"), default="auto",
+                   help="show annotated frames (auto: when OpenCV has a GUI and a display)")
+    o.add_argument("--summary", metavar="FILE", help="also write the end-of-run summary as JSON")
+    o.add_argument("--force", action="store_true", help="overwrite existing output files")
+    o.add_argument("--quiet", action="store_true", help="no summary on stderr")
+    r = p.add_argument_group("run")
+    r.add_argument("--loop", type=int, default=1, metavar="N", help="pass over a file source N times")
+    r.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
+    r.add_argument("--stall-timeout", type=float, default=5.0, metavar="S",
+                   help="reopen a live source that gave no frame for S seconds (default 5)")
+    return p
+
+
+def verify_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fer-edge verify", description="Accuracy of a model on this device, "
+                                "with the runtime alone (no TensorFlow).")
+    _model_args(p)
+    p.add_argument("--data", required=True, help="fer2013.npz, fer2013.csv, an image-folder root or a data folder")
+    p.add_argument("--split", default="PrivateTest", help="Training, PublicTest or PrivateTest (default PrivateTest)")
+    p.add_argument("--limit", type=int, help="use the first N faces of the split")
+    p.add_argument("--json", metavar="FILE", help="write the full report as JSON ('-' = stdout)")
+    return p
+
+
+def _classifier_kwargs(a) -> dict:
+    kw = {"labels": a.labels, "normalize": a.normalize, "equalize": a.equalize, "threads": a.threads}
+    if a.providers:
+        kw["providers"] = [x.strip() for x in a.providers.split(",") if x.strip()]
+    return kw
+
+
+def verify(argv: list[str]) -> int:
+    a = verify_parser().parse_args(argv)
+    from fer_edge.runtime.backends import Classifier
+    from fer_edge.runtime.datasets import load_dataset
+    from fer_edge.runtime.metrics import classification_report
+    from fer_edge.runtime.pipeline import default_model
+
+    kw = _classifier_kwargs(a)
+    if not str(a.model or "").lower().endswith(".onnx"):
+        kw.pop("providers", None)
+        kw["kernels"] = a.kernels
+    clf = Classifier(a.model or default_model(), **kw)
+    data = load_dataset(a.data, clf.meta.label_set.name)
+    if not data.has_split(a.split):
+        raise FerEdgeError(f"{a.data}: no faces in split {a.split}")
+    data = data.subset(a.split)
+    if a.limit:
+        data = data.take(slice(0, a.limit))
+    t0 = time.perf_counter()
+    probs = clf.predict_batched(data.images)
+    seconds = time.perf_counter() - t0
+    report = classification_report(data.labels, probs, clf.labels)
+    report.update(model=str(clf.path), split=a.split, backend=clf.backend.module, seconds=round(seconds, 3),
+                  ms_per_face=round(seconds * 1000 / max(len(data), 1), 4))
+    claimed = clf.meta.figures
+    print(f"{clf.path.name} on {a.split} ({report['n']} faces, {clf.backend.module}): accuracy {report['accuracy']:.4f}, "
+          f"macro-F1 {report['macro_f1']:.4f}, {report['ms_per_face']:.3f} ms/face", file=sys.stderr)
+    if claimed:
+        print(f"figures stored in the model: {json.dumps(claimed, sort_keys=True)[:300]}", file=sys.stderr)
+    if a.json:
+        text = json.dumps(report, indent=1)
+        if a.json == "-":
+            print(text)
+        else:
+            with open(a.json, "w", encoding="utf-8") as f:
+                f.write(text + "\n")
+    return 0
+
+
+def run(argv: list[str]) -> int:
+    a = run_parser().parse_args(argv)
+    from fer_edge.runtime.pipeline import Pipeline, PipelineOptions
+    from fer_edge.runtime.sinks import JsonLinesSink, PrintSink, RecordSink, WindowSink, format_summary, gui_available
+    from fer_edge.runtime.sources import open_source
+
+    if a.loop < 1:
+        raise FerEdgeError(f"--loop must be 1 or more, found {a.loop}")
+    kw = _classifier_kwargs(a)
+    opts = PipelineOptions(model=a.model, kernels=a.kernels, detector=a.detector, detector_model=a.detector_model,
+                           detect_every=a.detect_every, smooth=a.smooth, **kw)
+    stop = threading.Event()
+    with Pipeline(opts) as pipe:  # the model first: a wrong model path fails before a camera opens
+        source = open_source(a.source or a.image, camera=a.camera, picamera=a.picamera, loop=a.loop,
+                             stall_timeout=a.stall_timeout)
+        sinks = []
+        try:
+            if a.image:
+                sinks.append(PrintSink())
+            if a.json:
+                sinks.append(JsonLinesSink(a.json, a.force))
+            if a.record:
+                sinks.append(RecordSink(a.record, getattr(source, "fps", 0.0), a.force))
+            show, why = (False, "") if a.window == "off" else gui_available()
+            if show:
+                sinks.append(WindowSink())
+            elif a.window == "on":
+                raise FerEdgeError(f"--window on: cannot open a window: {why}")
+            elif why and not a.image and (a.camera is not None or a.picamera):
+                log.info("no window: %s; use --json or --record for output", why)
+        except BaseException:
+            for s in sinks:
+                s.close()
+            source.close()
+            raise
+        with _stop_on_signals(stop):
+            stats = pipe.run(source, sinks, stop, a.max_frames)
+    summary = stats.summary()
+    if not a.quiet and not a.image:
+        print(format_summary(summary), file=sys.stderr)
+    if a.summary:
+        with open(a.summary, "w", encoding="utf-8") as f:
+            json.dump(summary, f, indent=1)
+            f.write("\n")
+    return 0
+
+
+class _stop_on_signals:
+    """SIGINT/SIGTERM set `stop` (the run finishes its frame, flushes outputs, prints the summary)."""
+
+    def __init__(self, stop: threading.Event):
+        self.stop, self.old = stop, {}
+
+    def _handler(self, signum, _frame):
+        log.info("%s: stopping", signal.Signals(signum).name)
+        self.stop.set()
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.old[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, old in self.old.items():
+            signal.signal(sig, old)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("fer-edge: %(message)s"))
+    logger = logging.getLogger("fer_edge")
+    logger.addHandler(handler)
+    old_level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        if argv[:1] == ["verify"]:
+            return verify(argv[1:])
+        return run(argv)
+    except FerEdgeError as exc:
+        print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # Ctrl-C while the model loads, before the signal handlers are in place
+        print("interrupted", file=sys.stderr)
+        return 130
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

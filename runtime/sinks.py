@@ -1,0 +1,177 @@
+"""Outputs of a run: JSON Lines, an annotated video or image, a window, and the end-of-run summary.
+
+Every sink has `write(frame, result)` (returns False to ask the run to stop, e.g. a closed window) and
+`close()`; the pipeline closes them all however the run ends, so outputs are flushed on SIGINT/SIGTERM.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from fer_edge.runtime.datasets import IMAGE_SUFFIXES
+from fer_edge.runtime.errors import FerEdgeError
+from fer_edge.runtime.fileio import check_writable
+from fer_edge.runtime.pipeline import FrameResult, as_bgr
+
+log = logging.getLogger("fer_edge.runtime")
+
+COLOURS = [(80, 200, 80), (60, 160, 255), (255, 140, 60), (200, 80, 200), (60, 220, 220), (240, 240, 80)]
+
+
+def draw(image: np.ndarray, result: FrameResult, bars: bool = True) -> np.ndarray:
+    """A BGR copy of the frame with each face's box, label and probability bars (like the classic demo)."""
+    out = as_bgr(image).copy()
+    fh, fw = out.shape[:2]
+    font, fs = cv2.FONT_HERSHEY_SIMPLEX, max(0.35, min(fw, fh) / 900)
+    th = max(1, int(round(fs * 2)))
+    line = int(22 * fs / 0.5)
+    for face in result.faces:
+        x, y, w, h = face.box
+        colour = COLOURS[face.track % len(COLOURS)]
+        cv2.rectangle(out, (x, y), (x + w, y + h), colour, th + 1)
+        text = f"#{face.track} {face.label} {face.probs[face.label]:.0%}"
+        cv2.putText(out, text, (x, max(line, y - 6)), font, fs * 1.2, colour, th + 1, cv2.LINE_AA)
+        if not bars:
+            continue
+        # bars beside the box (right side if there is room, else left)
+        width = int(110 * fs / 0.5)
+        bx = x + w + 6 if x + w + 6 + width < fw else max(0, x - width - 6)
+        for i, (label, p) in enumerate(face.probs.items()):
+            by = y + i * line
+            if by + line > fh:
+                break
+            cv2.rectangle(out, (bx, by + 2), (bx + int(width * p), by + line - 2), colour, -1)
+            cv2.putText(out, f"{label} {p:.2f}", (bx + 2, by + line - 5), font, fs * 0.8, (255, 255, 255), th,
+                        cv2.LINE_AA)
+    return out
+
+
+class JsonLinesSink:
+    """One JSON object per processed frame: {frame, time, faces: [{box, label, probs, track}]}."""
+
+    def __init__(self, target: str | os.PathLike, force: bool = False):
+        if str(target) == "-":
+            self.file, self._own = sys.stdout, False
+        else:
+            self.file, self._own = open(check_writable(target, force), "w", encoding="utf-8"), True
+        self.lines = 0
+
+    def write(self, frame, result: FrameResult):
+        self.file.write(json.dumps(result.to_dict(), separators=(",", ":")) + "\n")
+        self.file.flush()  # a line per frame survives a kill; cheap next to a detector run
+        self.lines += 1
+
+    def close(self) -> None:
+        if self.file is None:
+            return
+        self.file.flush()
+        if self._own:
+            self.file.close()
+        self.file = None
+
+
+class RecordSink:
+    """Annotated frames to a video file (.mp4, .avi, .mkv) or to image files (.jpg, .png: one per frame)."""
+
+    FOURCC = {".mp4": "mp4v", ".avi": "MJPG", ".mkv": "mp4v"}
+
+    def __init__(self, path: str | os.PathLike, fps: float = 0.0, force: bool = False):
+        self.path = check_writable(path, force)
+        suffix = self.path.suffix.lower()
+        if suffix not in IMAGE_SUFFIXES and suffix not in self.FOURCC:
+            raise FerEdgeError(f"{self.path}: cannot record {suffix or 'files without a suffix'}: expected one of "
+                               f"{', '.join(sorted(self.FOURCC))} (video) or {', '.join(sorted(IMAGE_SUFFIXES))} (images)")
+        self.images = suffix in IMAGE_SUFFIXES
+        self.fps = fps if 0 < fps <= 240 else 25.0  # live sources have no container rate: a nominal one
+        self.writer = None
+        self.frames = 0
+
+    def write(self, frame, result: FrameResult):
+        annotated = draw(frame.image, result)
+        if self.images:
+            target = self.path if self.frames == 0 else self.path.with_name(
+                f"{self.path.stem}-{result.frame:06d}{self.path.suffix}")
+            if not cv2.imwrite(str(target), annotated):
+                raise FerEdgeError(f"{target}: OpenCV could not write this image")
+        else:
+            if self.writer is None:
+                h, w = annotated.shape[:2]
+                self.size = (w, h)
+                self.writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*self.FOURCC[self.path.suffix.lower()]),
+                                              self.fps, self.size)
+                if not self.writer.isOpened():
+                    raise FerEdgeError(f"{self.path}: OpenCV could not open a video writer for it")
+            if annotated.shape[1::-1] != self.size:  # a stream that changed resolution
+                annotated = cv2.resize(annotated, self.size)
+            self.writer.write(annotated)
+        self.frames += 1
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.release()
+            self.writer = None
+
+
+def gui_available() -> tuple[bool, str]:
+    """Whether OpenCV can open a window here, and why not."""
+    info = cv2.getBuildInformation()
+    gui = info.split("GUI:", 1)[1].splitlines()[0].strip() if "GUI:" in info else ""
+    if gui.upper() in ("", "NONE"):
+        return False, "this OpenCV build has no GUI (opencv-python-headless)"
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        return False, "no display (DISPLAY is not set)"
+    return True, ""
+
+
+class WindowSink:
+    """The annotated frames in an OpenCV window; q or Esc stops the run."""
+
+    def __init__(self, title: str = "fer-edge"):
+        self.title = title
+        cv2.namedWindow(title, cv2.WINDOW_NORMAL)
+
+    def write(self, frame, result: FrameResult):
+        cv2.imshow(self.title, draw(frame.image, result))
+        key = cv2.waitKey(1) & 0xFF
+        return key not in (ord("q"), 27)
+
+    def close(self) -> None:
+        cv2.destroyWindow(self.title)
+
+
+class PrintSink:
+    """One readable line per face (the --image output)."""
+
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stdout
+
+    def write(self, frame, result: FrameResult):
+        name = Path(frame.name).name if frame.name else f"frame {result.frame}"
+        if not result.faces:
+            print(f"{name}: no face", file=self.stream)
+        for f in result.faces:
+            top = sorted(f.probs.items(), key=lambda kv: -kv[1])[:3]
+            print(f"{name}: face {f.track} at {list(f.box)}: {f.label} "
+                  f"({', '.join(f'{k} {v:.2f}' for k, v in top)})", file=self.stream)
+
+    def close(self) -> None:
+        self.stream.flush()
+
+
+def format_summary(summary: dict) -> str:
+    lines = [f"frames {summary['frames']} in {summary['seconds']:.2f} s = {summary['fps']:.1f} fps "
+             f"({summary['stopped_by']}); faces {summary['faces']} on {summary['frames_with_face']} frames; "
+             f"corrupt frames skipped {summary['corrupt_frames']}; reconnects {summary['reconnects']}",
+             "per frame ms: " + ", ".join(f"{k} {v:.2f}" for k, v in summary["stage_ms"].items())]
+    if summary["faces"]:
+        share = sorted(summary["emotion_share"].items(), key=lambda kv: -kv[1])
+        lines.append("emotions: " + ", ".join(f"{k} {v:.1%}" for k, v in share if v > 0))
+    for t in summary["tracks"]:
+        lines.append(f"track {t['track']}: {t['dominant']} on {t['share']:.0%} of {t['frames']} frames")
+    return "\n".join(lines)

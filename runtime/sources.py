@@ -1,0 +1,306 @@
+"""Frame sources: files give every frame; live sources hand over the newest frame and reconnect.
+
+`open_source` picks the class from what it is given: a camera index, `picamera`, a video file, an image,
+a folder of images, an RTSP/HTTP/RTMP/UDP URL, or a GStreamer pipeline string (anything holding `!`,
+e.g. a Jetson CSI camera's `nvarguscamerasrc ! ... ! appsink`).
+
+Every source yields `Frame`s; a frame that could not be decoded comes as `Frame(image=None)` so the
+pipeline counts it and carries on. A live source's grabber thread reads continuously and keeps only
+the newest frame (a slow consumer never sees stale ones); when the device or stream fails or stalls it
+logs one line and reopens it with exponential backoff, for ever, until the source is closed.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import cv2
+import numpy as np
+
+from fer_edge.runtime.datasets import IMAGE_SUFFIXES
+from fer_edge.runtime.errors import FerEdgeError
+
+log = logging.getLogger("fer_edge.runtime")
+
+URL_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
+PICAMERA_MISSING = ("--picamera needs picamera2, which comes with Raspberry Pi OS, not from pip: "
+                    "sudo apt install python3-picamera2, then create the venv with --system-site-packages")
+MAX_BAD_READS = 25  # consecutive failed reads of a video file before it is treated as ended
+
+
+class SourceError(FerEdgeError):
+    """A frame source cannot be opened (wrong path, no such camera, unsupported kind)."""
+
+
+@dataclass
+class Frame:
+    image: np.ndarray | None  # None: a frame that could not be decoded (counted as corrupt)
+    index: int  # position in the stream, from 0, counting corrupt frames and every --loop pass
+    time: float  # seconds: the media timestamp for files, seconds since opening for live sources
+    name: str = ""  # file name for image sources
+
+
+class VideoFileSource:
+    """Every frame of a video file, `loop` times over."""
+
+    live = False
+    stills = False
+
+    def __init__(self, path: str | os.PathLike, loop: int = 1):
+        self.path, self.loop = Path(path), max(1, int(loop))
+        self.corrupt = 0
+        self.reconnects = 0
+        cap = cv2.VideoCapture(str(self.path))
+        ok = cap.isOpened()
+        self.fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0) if ok else 0.0
+        cap.release()
+        if not ok:
+            raise SourceError(f"{self.path}: OpenCV cannot open this video file")
+        self._cap = None
+
+    def __iter__(self) -> Iterator[Frame]:
+        index, offset = 0, 0.0
+        for _ in range(self.loop):
+            self._cap = cap = cv2.VideoCapture(str(self.path))
+            count = cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0
+            last_t, bad = 0.0, 0
+            try:
+                while True:
+                    ok, image = cap.read()
+                    pos = cap.get(cv2.CAP_PROP_POS_FRAMES)
+                    if ok and image is not None and image.size:
+                        bad = 0
+                        last_t = cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
+                        yield Frame(image, index, offset + last_t)
+                    else:
+                        bad += 1  # a read fails at the end and on an undecodable frame: tell them apart
+                        if bad >= MAX_BAD_READS or not count or pos >= count:
+                            break
+                        self.corrupt += 1
+                        yield Frame(None, index, offset + last_t)
+                    index += 1
+            finally:
+                cap.release()
+                self._cap = None
+            offset += last_t + (1.0 / self.fps if self.fps else 0.0)
+
+    def close(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+
+
+class ImageSource:
+    """Image files (one, a list, or a folder's images in name order), `loop` times over."""
+
+    live = False
+    stills = True
+    fps = 0.0
+
+    def __init__(self, paths: list[Path], loop: int = 1):
+        if not paths:
+            raise SourceError("no images to read")
+        self.paths, self.loop = paths, max(1, int(loop))
+        self.corrupt = 0
+        self.reconnects = 0
+
+    @classmethod
+    def from_path(cls, path: Path, loop: int = 1) -> "ImageSource":
+        if path.is_dir():
+            files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            if not files:
+                raise SourceError(f"{path}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in this folder")
+            return cls(files, loop)
+        return cls([path], loop)
+
+    def __iter__(self) -> Iterator[Frame]:
+        index = 0
+        for _ in range(self.loop):
+            for p in self.paths:
+                image = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)  # grey, BGR and BGRA as they are
+                if image is None or image.size == 0:
+                    self.corrupt += 1
+                    log.warning("%s: not a readable image, skipped", p)
+                    image = None
+                yield Frame(image, index, 0.0, name=str(p))
+                index += 1
+
+    def close(self) -> None:
+        pass
+
+
+class LiveSource:
+    """A camera or stream read by a grabber thread that keeps only the newest frame.
+
+    `opener()` returns a VideoCapture-like object (`read() -> (ok, image)`, `release()`, optional
+    `isOpened()`) or raises; it is called again after a failure, with backoff from `backoff` doubling
+    up to `max_backoff` seconds. A stream with no new frame for `stall_timeout` seconds is reopened.
+    """
+
+    live = True
+    stills = False
+    fps = 0.0
+
+    def __init__(self, opener: Callable[[], object], name: str, backoff: float = 0.5, max_backoff: float = 10.0,
+                 stall_timeout: float = 5.0, fail_reads: int = 10):
+        self.opener, self.name = opener, name
+        self.backoff, self.max_backoff, self.stall_timeout, self.fail_reads = backoff, max_backoff, stall_timeout, fail_reads
+        self.corrupt = 0
+        self.reconnects = 0
+        self._cond = threading.Condition()
+        self._latest: np.ndarray | None = None
+        self._seq = 0  # frames handed over by the grabber
+        self._stop = threading.Event()
+        self._generation = 0  # bumped to abandon a grabber stuck inside a blocking read
+        self._t0 = time.monotonic()
+        self._thread: threading.Thread | None = None
+
+    def _open(self, generation: int):
+        delay = self.backoff
+        while not self._stop.is_set() and generation == self._generation:
+            try:
+                cap = self.opener()
+                if cap is not None and getattr(cap, "isOpened", lambda: True)():
+                    return cap
+                if cap is not None:
+                    cap.release()
+                why = "it did not open"
+            except (OSError, RuntimeError, cv2.error, FerEdgeError) as exc:
+                why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            log.warning("%s: cannot open (%s); retrying in %.1f s", self.name, why, delay)
+            self._stop.wait(delay)
+            delay = min(delay * 2, self.max_backoff)
+        return None
+
+    def _grab(self, generation: int) -> None:
+        cap, fails = None, 0
+        try:
+            while not self._stop.is_set() and generation == self._generation:
+                if cap is None:
+                    cap = self._open(generation)
+                    if cap is None:
+                        return
+                    fails = 0
+                ok, image = cap.read()
+                if generation != self._generation:
+                    return  # a newer grabber took over while this read was blocked
+                if ok and image is not None and getattr(image, "size", 0):
+                    fails = 0
+                    with self._cond:
+                        self._latest, self._seq = image, self._seq + 1
+                        self._cond.notify_all()
+                    continue
+                fails += 1
+                if fails >= self.fail_reads:
+                    log.warning("%s: lost the stream after %d failed reads; reconnecting", self.name, fails)
+                    cap.release()
+                    cap = None
+                    with self._cond:
+                        self.reconnects += 1
+                    self._stop.wait(self.backoff)
+        finally:
+            if cap is not None:
+                cap.release()
+
+    def _start(self) -> None:
+        self._generation += 1
+        self._thread = threading.Thread(target=self._grab, args=(self._generation,), daemon=True,
+                                        name=f"fer-edge-grabber-{self._generation}")
+        self._thread.start()
+
+    def __iter__(self) -> Iterator[Frame]:
+        self._t0 = time.monotonic()
+        self._start()
+        seen, index, waited_since = 0, 0, time.monotonic()
+        while not self._stop.is_set():
+            with self._cond:
+                self._cond.wait_for(lambda: self._seq != seen or self._stop.is_set(), timeout=0.1)
+                image, seq = self._latest, self._seq
+            if self._stop.is_set():
+                return
+            if seq == seen:
+                if time.monotonic() - waited_since > self.stall_timeout:
+                    log.warning("%s: no frame for %.1f s; reopening", self.name, self.stall_timeout)
+                    self.reconnects += 1
+                    self._start()  # the old grabber exits when its read returns
+                    waited_since = time.monotonic()
+                continue
+            seen, waited_since = seq, time.monotonic()
+            yield Frame(image, index, time.monotonic() - self._t0)
+            index += 1
+
+    def close(self) -> None:
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=2.0)
+
+
+class _PiCamera:
+    """picamera2 behind the VideoCapture surface LiveSource uses."""
+
+    def __init__(self, size: tuple[int, int] = (640, 480)):
+        try:
+            from picamera2 import Picamera2  # noqa: PLC0415 (only on a Raspberry Pi)
+        except ImportError:
+            raise SourceError(PICAMERA_MISSING) from None
+        self.cam = Picamera2()
+        # RGB888 is B, G, R in memory: what OpenCV expects
+        self.cam.configure(self.cam.create_video_configuration(main={"size": size, "format": "RGB888"}))
+        self.cam.start()
+
+    def read(self):
+        return True, self.cam.capture_array("main")
+
+    def release(self) -> None:
+        self.cam.stop()
+        self.cam.close()
+
+
+def _capture(target, api: int = cv2.CAP_ANY, params: list[int] | None = None):
+    def open_():
+        return cv2.VideoCapture(target, api, params or [])
+    return open_
+
+
+def open_source(spec: str | int | None = None, camera: int | None = None, picamera: bool = False, loop: int = 1,
+                **live_options):
+    """A source from the command line's --camera N, --picamera or --source SPEC."""
+    if picamera:
+        try:
+            import picamera2  # noqa: F401,PLC0415 (checked here so a missing package is an error, not a retry loop)
+        except ImportError:
+            raise SourceError(PICAMERA_MISSING) from None
+        return LiveSource(_PiCamera, "picamera", **live_options)
+    if camera is not None or (isinstance(spec, int)) or (isinstance(spec, str) and spec.isdigit()):
+        index = int(camera if camera is not None else spec)
+        return LiveSource(_capture(index), f"camera {index}", **live_options)
+    if spec is None:
+        raise SourceError("no source: pass --camera N, --picamera, --source FILE|FOLDER|URL|PIPELINE or --image PATH")
+    text = str(spec)
+    if text.lower().startswith(URL_SCHEMES):
+        # timeouts so a dead server or a stalled stream returns from open/read instead of blocking for ever
+        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, 10000, cv2.CAP_PROP_READ_TIMEOUT_MSEC, 5000]
+        return LiveSource(_capture(text, cv2.CAP_FFMPEG, params), _redact(text), **live_options)
+    if "!" in text:
+        return LiveSource(_capture(text, cv2.CAP_GSTREAMER), "gstreamer pipeline", **live_options)
+    path = Path(text)
+    if not path.exists():
+        raise SourceError(f"{path}: no such file or folder (sources: a video file, an image, a folder of images, "
+                          "an rtsp:// or http:// URL, a GStreamer pipeline, or --camera N)")
+    if path.is_dir() or path.suffix.lower() in IMAGE_SUFFIXES:
+        return ImageSource.from_path(path, loop)
+    return VideoFileSource(path, loop)
+
+
+def _redact(url: str) -> str:
+    """rtsp://user:password@host/... -> rtsp://***@host/... for log lines."""
+    scheme, _, rest = url.partition("://")
+    if "@" in rest.split("/", 1)[0]:
+        rest = "***@" + rest.split("@", 1)[1]
+    return f"{scheme}://{rest}"
