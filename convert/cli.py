@@ -1,0 +1,135 @@
+"""fer-convert: Keras model -> TFLite / ONNX (fp32, fp16, dynamic, INT8) with a parity report.
+
+    fer-convert --int8 model.h5 --data DATA --out DIR
+    fer-convert model.keras --formats tflite-fp32,tflite-int8,onnx-int8 --data DATA --out DIR
+    fer-convert verify DIR/model_int8.tflite --reference model.keras --data DATA
+
+Exit codes: 0 success, 2 a user error (one line `ErrorType: message`), 3 an exported file broke the
+accuracy budget (--max-drop, --min-agreement); the report says which.
+"""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+
+from fer_edge.runtime.errors import FerEdgeError
+
+USER_ERROR = 2
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    from fer_edge.convert.parity import DEFAULT_MAX_DROP, DEFAULT_MIN_AGREEMENT
+    from fer_edge.runtime.labels import LABEL_SETS
+    from fer_edge.runtime.preprocess import VALUE_RANGES
+
+    p.add_argument("--data", help="FER2013 (.npz, .csv, image folders, or a folder holding fer2013.npz)")
+    p.add_argument("--out", help="output folder (convert: default MODEL_export/; verify: no report files unless given)")
+    p.add_argument("--labels", choices=sorted(LABEL_SETS), help="label set of a model without fer-edge metadata")
+    p.add_argument("--normalize", choices=list(VALUE_RANGES), help="input scaling of a model without metadata")
+    p.add_argument("--equalize", action="store_true", default=None,
+                   help="the model (without metadata) was trained on histogram-equalised faces")
+    p.add_argument("--eval-split", default="PrivateTest", choices=("PublicTest", "PrivateTest", "Training"))
+    p.add_argument("--max-drop", type=float, default=DEFAULT_MAX_DROP, help="largest accuracy drop, percentage points")
+    p.add_argument("--min-agreement", type=float, default=DEFAULT_MIN_AGREEMENT,
+                   help="smallest share of faces with the reference's top-1 class (0..1)")
+    p.add_argument("--force", action="store_true", help="overwrite existing output files")
+
+
+def convert_parser() -> argparse.ArgumentParser:
+    from fer_edge.convert.formats import FORMATS, INT8_FORMATS
+    from fer_edge.convert.onnx_int8 import RECIPES
+
+    p = argparse.ArgumentParser(prog="fer-convert", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", help=".keras, Keras 2 .h5, or SavedModel folder")
+    p.add_argument("--int8", action="store_true", help=f"shorthand for --formats {','.join(INT8_FORMATS)}")
+    p.add_argument("--formats", help=f"comma-separated: {','.join(FORMATS)} (default: all)")
+    p.add_argument("--calibration", help="reuse a calibration set NAME.npz (+ NAME.json) instead of building one")
+    p.add_argument("--calibration-size", type=int, default=500)
+    p.add_argument("--calibration-seed", type=int, default=0)
+    p.add_argument("--force-calibration", action="store_true",
+                   help="accept a calibration set under 100 faces or missing a class")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17; tf2onnx handles 13-18)")
+    p.add_argument("--onnx-recipe", choices=list(RECIPES), default=None,
+                   help="skip the ONNX INT8 recipe search and use this one")
+    _common(p)
+    return p
+
+
+def verify_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fer-convert verify",
+                                description="Measure existing .tflite/.onnx files against their Keras reference.")
+    p.add_argument("files", nargs="+", help=".tflite / .onnx files")
+    p.add_argument("--reference", required=True, help="the Keras model the files were made from")
+    _common(p)
+    return p
+
+
+def _join_values(argv: list[str]) -> list[str]:
+    """`--normalize -1,1` -> `--normalize=-1,1`: argparse would take '-1,1' for an option."""
+    out, i = [], 0
+    while i < len(argv):
+        if argv[i] == "--normalize" and i + 1 < len(argv) and argv[i + 1].startswith("-"):
+            out.append(f"--normalize={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
+
+
+def _run(argv: list[str]) -> int:
+    from fer_edge.convert.formats import FORMATS, INT8_FORMATS, parse_formats
+    from fer_edge.convert.pipeline import ConvertOptions, convert, verify
+
+    if argv and argv[0] == "verify":
+        a = verify_parser().parse_args(argv[1:])
+        if not a.data:
+            raise FerEdgeError("verify needs --data DATA to measure the files on")
+        doc, code = verify(a.files, a.reference, a.data, a.out, a.labels, a.normalize, a.equalize, a.eval_split,
+                           a.max_drop, a.min_agreement, a.force, log=_log)
+    else:
+        a = convert_parser().parse_args(argv)
+        if a.int8 and a.formats:
+            raise FerEdgeError("give either --int8 or --formats, not both")
+        if a.calibration_size < 1:
+            raise FerEdgeError(f"--calibration-size must be positive, found {a.calibration_size}")
+        formats = parse_formats(",".join(INT8_FORMATS) if a.int8 else a.formats or ",".join(FORMATS))
+        opts = ConvertOptions(
+            model=a.model, formats=formats, out=a.out, data=a.data, calibration=a.calibration,
+            calibration_size=a.calibration_size, calibration_seed=a.calibration_seed,
+            force_calibration=a.force_calibration, labels=a.labels, normalize=a.normalize, equalize=a.equalize,
+            eval_split=a.eval_split, max_drop=a.max_drop, min_agreement=a.min_agreement, force=a.force,
+            format_options={"opset": a.opset, "onnx_recipe": a.onnx_recipe,
+                            "calibration": a.calibration},
+            command=shlex.join(["fer-convert", *argv]))
+        doc, code = convert(opts, log=_log)
+    if doc.get("eval") is not None:
+        print(f"parity on {doc['eval']['split']}: {'pass' if not doc['failures'] else 'FAIL'}")
+    for f in doc["failures"]:
+        print(f"FAIL {f}")
+    return code
+
+
+def main(argv=None) -> int:
+    argv = _join_values(list(sys.argv[1:] if argv is None else argv))
+    try:
+        return _run(argv)
+    except FerEdgeError as exc:
+        print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
+        return USER_ERROR
+    except OSError as exc:  # disk full, permissions changed under us: one line, no traceback
+        print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
+        return USER_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,199 @@
+"""Export formats as rows of data: name, file suffix, the options it takes, and one function.
+
+Each function writes one model file to the path it is given and returns the provenance it wants
+recorded in that file's metadata (the recipe). TFLite goes through `model.export` (a SavedModel) and
+`TFLiteConverter.from_saved_model`: `from_concrete_functions` produced broken files (READ_VARIABLE ops)
+on TF 2.21. ONNX goes through tf2onnx.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from fer_edge.runtime.errors import FerEdgeError, ModelError, require
+
+DEFAULT_OPSET = 17  # tf2onnx 1.17 converts opsets 13-18 for Keras 3 models; 19 fails
+
+
+@dataclass
+class ExportContext:
+    """What every export function may use; the SavedModel is made once, on first use."""
+    source: object  # convert.source.SourceModel
+    calibration: object | None = None  # calibration.CalibrationSet
+    options: dict = field(default_factory=dict)
+    heldout: tuple | None = None  # (float32 inputs, reference probabilities) to choose INT8 recipes by
+    heldout_name: str = ""  # where the held-out faces come from, for the record
+    log: Callable[[str], None] = print
+    _tmp: tempfile.TemporaryDirectory | None = None
+    _saved_model: Path | None = None
+    _onnx_fp32: Path | None = None
+
+    def workdir(self) -> Path:
+        if self._tmp is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="fer-convert-")
+        return Path(self._tmp.name)
+
+    def saved_model(self) -> Path:
+        if self._saved_model is None:
+            self.log("exporting the Keras model as a SavedModel")
+            d = self.workdir() / "saved_model"
+            with _quiet():
+                try:
+                    self.source.model.export(str(d), verbose=False)
+                except TypeError:  # Keras versions without the verbose argument
+                    self.source.model.export(str(d))
+            self._saved_model = d
+        return self._saved_model
+
+    def onnx_fp32(self) -> Path:
+        """The float ONNX graph (made once; onnx-int8 quantizes it)."""
+        if self._onnx_fp32 is None:
+            p = self.workdir() / "model_fp32.onnx"
+            _onnx_fp32(self, p)
+            self._onnx_fp32 = p
+        return self._onnx_fp32
+
+    def close(self) -> None:
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Silence the converters' chatter on stdout (their warnings on stderr stay)."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        yield
+
+
+# --- TFLite ------------------------------------------------------------------------------------
+
+def _tflite(ctx: ExportContext, path: Path, kind: str) -> dict:
+    tf = require("tensorflow", "convert")
+    conv = tf.lite.TFLiteConverter.from_saved_model(str(ctx.saved_model()))
+    recipe = {"converter": "TFLiteConverter.from_saved_model", "tensorflow": tf.__version__}
+    if kind == "fp16":
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.target_spec.supported_types = [tf.float16]
+        recipe["quantization"] = "float16 weights"
+    elif kind == "dynamic":
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        recipe["quantization"] = "dynamic range (int8 weights, float activations)"
+    elif kind == "int8":
+        cs = ctx.calibration
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.representative_dataset = cs.representative_dataset()
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        conv.inference_input_type = tf.int8
+        conv.inference_output_type = tf.int8
+        recipe.update(quantization="full integer, int8 input and output", calibration_faces=len(cs))
+    else:
+        recipe["quantization"] = "none (float32)"
+    with _quiet():
+        try:
+            data = conv.convert()
+        except Exception as exc:  # the converter raises ConverterError and friends, one line is enough
+            raise ModelError(f"TFLite conversion ({kind}) failed: {str(exc).strip().splitlines()[0][:300]}") from None
+    path.write_bytes(data)
+    return recipe
+
+
+def tflite_fp32(ctx, path):
+    return _tflite(ctx, path, "fp32")
+
+
+def tflite_fp16(ctx, path):
+    return _tflite(ctx, path, "fp16")
+
+
+def tflite_dynamic(ctx, path):
+    return _tflite(ctx, path, "dynamic")
+
+
+def tflite_int8(ctx, path):
+    return _tflite(ctx, path, "int8")
+
+
+# --- ONNX --------------------------------------------------------------------------------------
+
+def _onnx_fp32(ctx: ExportContext, path: Path) -> dict:
+    tf = require("tensorflow", "convert")
+    tf2onnx = require("tf2onnx", "convert")
+    opset = int(ctx.options.get("opset") or DEFAULT_OPSET)
+    h, w, c = ctx.source.input_shape
+    sig = (tf.TensorSpec((None, h, w, c), tf.float32, name="face"),)
+    ctx.log(f"converting to ONNX (tf2onnx {tf2onnx.__version__}, opset {opset})")
+    with _quiet():
+        try:
+            tf2onnx.convert.from_keras(ctx.source.model, input_signature=sig, opset=opset, output_path=str(path))
+        except Exception as exc:  # tf2onnx raises assorted types; report one line
+            raise ModelError(f"ONNX conversion failed: {str(exc).strip().splitlines()[0][:300]}") from None
+    return {"converter": "tf2onnx.convert.from_keras", "tf2onnx": tf2onnx.__version__, "opset": opset,
+            "quantization": "none (float32)"}
+
+
+def onnx_fp32(ctx, path):
+    src = ctx.onnx_fp32()
+    path.write_bytes(src.read_bytes())
+    return {"converter": "tf2onnx.convert.from_keras", "opset": int(ctx.options.get("opset") or DEFAULT_OPSET),
+            "quantization": "none (float32)"}
+
+
+def onnx_int8(ctx, path):
+    from fer_edge.convert.onnx_int8 import quantize_onnx
+
+    return quantize_onnx(ctx, path)
+
+
+# --- the table ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Format:
+    name: str
+    suffix: str  # appended to the model's stem
+    options: tuple[str, ...]  # option names this format accepts
+    export: Callable
+    calibrated: bool = False  # needs a calibration set
+    int8: bool = False  # integer kernels: evaluated on every kernel path
+
+
+FORMATS = {f.name: f for f in (
+    Format("tflite-fp32", "_fp32.tflite", (), tflite_fp32),
+    Format("tflite-fp16", "_fp16.tflite", (), tflite_fp16),
+    Format("tflite-dynamic", "_dynamic.tflite", (), tflite_dynamic),
+    Format("tflite-int8", "_int8.tflite", ("calibration",), tflite_int8, calibrated=True, int8=True),
+    Format("onnx-fp32", "_fp32.onnx", ("opset",), onnx_fp32),
+    Format("onnx-int8", "_int8.onnx", ("opset", "calibration", "onnx_recipe"), onnx_int8, calibrated=True, int8=True),
+)}
+INT8_FORMATS = ("tflite-int8", "onnx-int8")
+
+
+def parse_formats(text: str) -> list[Format]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise FerEdgeError(f"--formats is empty: expected a comma-separated list of {', '.join(FORMATS)}")
+    unknown = [n for n in names if n not in FORMATS]
+    if unknown:
+        raise FerEdgeError(f"unknown format {', '.join(unknown)}: expected one of {', '.join(FORMATS)}")
+    return [FORMATS[n] for n in dict.fromkeys(names)]
+
+
+def check_options(formats: list[Format], given: dict) -> None:
+    """Reject an option that none of the chosen formats takes, naming the ones that do."""
+    for opt, value in given.items():
+        if value is None or value is False:
+            continue
+        takers = [f.name for f in FORMATS.values() if opt in f.options]
+        if not any(opt in f.options for f in formats):
+            flag = "--" + opt.replace("_", "-")
+            raise FerEdgeError(f"{flag} applies to {', '.join(takers)}, not to the chosen formats "
+                               f"({', '.join(f.name for f in formats)})")
+
+
+def output_path(out_dir: str | os.PathLike, stem: str, fmt: Format) -> Path:
+    return Path(out_dir) / f"{stem}{fmt.suffix}"

@@ -1,0 +1,162 @@
+"""Parity of exported files against the Keras reference, measured with the runtime's own Classifier.
+
+Every file is evaluated through `fer_edge.runtime.backends.Classifier`, the code a device runs, so the
+preprocessing and the (de)quantization of int8 inputs and outputs are exactly the deployed ones. INT8
+.tflite files are evaluated on both LiteRT kernel paths (the XNNPACK delegate and the built-in kernels),
+which can disagree with each other; the gate applies to each path and the report gives their spread.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fer_edge.runtime.backends import Classifier
+from fer_edge.runtime.metrics import agreement, classification_report
+
+DEFAULT_MAX_DROP = 1.0  # percentage points of accuracy a file may lose against the reference
+DEFAULT_MIN_AGREEMENT = 0.97  # share of faces on which a file must give the reference's top-1 class
+GATE_EXIT = 3  # exit code when a file breaks the budget
+
+
+@dataclass(frozen=True)
+class EvalSet:
+    faces: np.ndarray  # uint8 N x 48 x 48
+    labels: np.ndarray  # int64 (N,)
+    split: str
+    source: str
+
+
+def reference_entry(path, sha256: str, ref_probs: np.ndarray, ev: EvalSet, labels) -> dict:
+    r = classification_report(ev.labels, ref_probs, tuple(labels))
+    return {"path": str(path), "sha256": sha256, "runtime": "keras", "n": r["n"], "accuracy": r["accuracy"],
+            "macro_f1": r["macro_f1"], "recall": {k: v["recall"] for k, v in r["per_class"].items()}}
+
+
+def _compare(probs: np.ndarray, ref_probs: np.ndarray, ev: EvalSet, labels, reference: dict) -> dict:
+    r = classification_report(ev.labels, probs, tuple(labels))
+    return {
+        "accuracy": r["accuracy"],
+        "macro_f1": r["macro_f1"],
+        "accuracy_drop": 100.0 * (reference["accuracy"] - r["accuracy"]),
+        "agreement": agreement(probs, ref_probs),
+        "recall_delta": {k: 100.0 * (v["recall"] - reference["recall"][k]) for k, v in r["per_class"].items()},
+        "max_prob_diff": float(np.abs(probs - ref_probs).max()) if len(probs) else 0.0,
+    }
+
+
+def evaluate_file(path: Path, ev: EvalSet, ref_probs: np.ndarray, reference: dict, int8: bool,
+                  display_path: str | None = None, **classifier_options) -> dict:
+    """One `formats` entry: size, accuracy, drop, agreement, recall deltas, largest probability difference."""
+    path = Path(path)
+    classifier_options.setdefault("threads", os.cpu_count())  # LiteRT would otherwise run one thread
+    clf = Classifier(path, **classifier_options)
+    probs = clf.predict_batched(ev.faces)
+    entry = {"path": display_path or str(path), "bytes": path.stat().st_size, "runtime": clf.backend.module}
+    entry.update(_compare(probs, ref_probs, ev, clf.labels, reference))
+    if int8 and path.suffix.lower() == ".tflite":
+        builtin = Classifier(path, kernels="builtin", **classifier_options).predict_batched(ev.faces)
+        entry["kernels"] = {
+            "default": {k: entry[k] for k in ("accuracy", "accuracy_drop", "agreement", "max_prob_diff")},
+            "builtin": {k: v for k, v in _compare(builtin, ref_probs, ev, clf.labels, reference).items()
+                        if k in ("accuracy", "accuracy_drop", "agreement", "max_prob_diff")},
+            "spread": {"agreement": agreement(probs, builtin), "max_prob_diff": float(np.abs(probs - builtin).max())},
+        }
+    return entry
+
+
+def gate(entry: dict, max_drop: float, min_agreement: float) -> list[str]:
+    """The reasons an entry breaks the budget (empty when it passes), on every kernel path measured."""
+    paths = entry.get("kernels") or {"default": entry}
+    out = []
+    for kernels, m in paths.items():
+        if kernels == "spread":
+            continue
+        where = f" ({kernels} kernels)" if "kernels" in entry else ""
+        if m["accuracy_drop"] > max_drop:
+            out.append(f"{entry['path']}{where}: accuracy drop {m['accuracy_drop']:.2f} pp > {max_drop:g} pp")
+        if m["agreement"] < min_agreement:
+            out.append(f"{entry['path']}{where}: agreement {100 * m['agreement']:.2f}% < {100 * min_agreement:g}%")
+    return out
+
+
+def build_report(reference: dict, ev: EvalSet | None, formats: dict, max_drop: float, min_agreement: float,
+                 extra: dict | None = None) -> dict:
+    failures = []
+    for name, entry in formats.items():
+        if "accuracy" in entry:
+            entry["failures"] = gate(entry, max_drop, min_agreement)
+            entry["pass"] = not entry["failures"]
+            failures += entry["failures"]
+    doc = {
+        "reference": reference,
+        "eval": None if ev is None else {"data": ev.source, "split": ev.split, "n": int(len(ev.labels))},
+        "thresholds": {"max_drop_pp": max_drop, "min_agreement": min_agreement},
+        "formats": formats,
+        "pass": not failures,
+        "failures": failures,
+    }
+    doc.update(extra or {})
+    return doc
+
+
+def _pct(v) -> str:
+    return "-" if v is None else f"{100 * v:.2f}%"
+
+
+def markdown(doc: dict) -> str:
+    ref, ev = doc["reference"], doc["eval"]
+    lines = ["# fer-convert parity report", ""]
+    if ev is None:
+        lines += ["No evaluation data was given (--data): files were converted but not measured.", ""]
+    else:
+        lines += [f"Reference `{ref['path']}` (Keras fp32) on {ev['split']} ({ev['n']} faces of `{ev['data']}`): "
+                  f"accuracy {_pct(ref['accuracy'])}, macro-F1 {_pct(ref['macro_f1'])}.", "",
+                  f"Budget: accuracy drop <= {doc['thresholds']['max_drop_pp']:g} pp and agreement >= "
+                  f"{100 * doc['thresholds']['min_agreement']:g}% on every kernel path.", ""]
+    lines += ["| format | file | bytes | accuracy | macro-F1 | drop (pp) | agreement | max prob diff | verdict |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for name, e in doc["formats"].items():
+        if "accuracy" not in e:
+            lines.append(f"| {name} | `{Path(e['path']).name}` | {e['bytes']} | - | - | - | - | - | not measured |")
+            continue
+        verdict = "pass" if e["pass"] else "**FAIL**"
+        lines.append(f"| {name} | `{Path(e['path']).name}` | {e['bytes']} | {_pct(e['accuracy'])} | {_pct(e['macro_f1'])} "
+                     f"| {e['accuracy_drop']:+.2f} | {_pct(e['agreement'])} | {e['max_prob_diff']:.4f} | {verdict} |")
+    kern = {n: e["kernels"] for n, e in doc["formats"].items() if "kernels" in e}
+    if kern:
+        lines += ["", "## INT8 kernel paths (LiteRT XNNPACK delegate vs built-in kernels)", "",
+                  "| format | default accuracy | builtin accuracy | default agreement | builtin agreement "
+                  "| default vs builtin agreement | default vs builtin max prob diff |", "|---|---|---|---|---|---|---|"]
+        for n, k in kern.items():
+            lines.append(f"| {n} | {_pct(k['default']['accuracy'])} | {_pct(k['builtin']['accuracy'])} | "
+                         f"{_pct(k['default']['agreement'])} | {_pct(k['builtin']['agreement'])} | "
+                         f"{_pct(k['spread']['agreement'])} | {k['spread']['max_prob_diff']:.4f} |")
+    measured = {n: e for n, e in doc["formats"].items() if "recall_delta" in e}
+    if measured:
+        labels = list(next(iter(measured.values()))["recall_delta"])
+        lines += ["", "## Per-class recall change (pp, file minus reference)", "",
+                  "| format | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
+        for n, e in measured.items():
+            lines.append(f"| {n} | " + " | ".join(f"{e['recall_delta'][c]:+.2f}" for c in labels) + " |")
+    recipe = doc.get("onnx_int8_recipe")
+    if recipe:
+        lines += ["", "## ONNX INT8 recipe search", "", recipe.get("selection", ""), "",
+                  "| recipe | agreement | max prob diff | bytes |", "|---|---|---|---|"]
+        for row in recipe.get("candidates", []):
+            chosen = " (chosen)" if row["recipe"] == recipe["recipe"]["name"] else ""
+            lines.append(f"| {row['recipe']}{chosen} | {_pct(row.get('agreement'))} | "
+                         f"{row.get('max_prob_diff', float('nan')):.4f} | {row.get('bytes', row.get('error', '-'))} |")
+    lines += ["", "## Verdict", ""]
+    if doc["failures"]:
+        lines += ["FAIL: these files break the budget:", ""] + [f"- {f}" for f in doc["failures"]]
+    else:
+        lines.append("pass" if ev is not None else "not measured")
+    return "\n".join(lines) + "\n"
+
+
+def report_texts(doc: dict) -> tuple[str, str]:
+    return json.dumps(doc, indent=1, sort_keys=False) + "\n", markdown(doc)

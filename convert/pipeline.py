@@ -1,0 +1,295 @@
+"""fer-convert's two jobs: convert a Keras model to the chosen formats, and verify existing files.
+
+All checks that can fail on user input run before any file is written. Outputs are written under
+hidden temporary names in the output folder and renamed into place together at the end, so a failure
+half-way leaves nothing behind (and a folder we created is removed again).
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from fer_edge.convert.formats import FORMATS, ExportContext, Format, check_options, output_path
+from fer_edge.convert.parity import (DEFAULT_MAX_DROP, DEFAULT_MIN_AGREEMENT, EvalSet, build_report,
+                                     evaluate_file, reference_entry, report_texts)
+from fer_edge.runtime.datasets import load_dataset, split_code
+from fer_edge.runtime.errors import DataError, FerEdgeError
+from fer_edge.runtime.fileio import check_writable, sha256_file
+from fer_edge.runtime.metadata import read_metadata, write_metadata
+from fer_edge.runtime.preprocess import preprocess
+
+HELDOUT_SPLIT = "PublicTest"  # INT8 recipes are chosen here; parity is reported on PrivateTest
+HELDOUT_FACES = 1000
+
+
+@dataclass
+class ConvertOptions:
+    model: str
+    formats: list[Format]
+    out: str | None = None
+    data: str | None = None
+    calibration: str | None = None  # an existing NAME.npz (+ NAME.json)
+    calibration_size: int = 500
+    calibration_seed: int = 0
+    force_calibration: bool = False
+    labels: str | None = None
+    normalize: str | None = None
+    equalize: bool | None = None
+    eval_split: str = "PrivateTest"
+    max_drop: float = DEFAULT_MAX_DROP
+    min_agreement: float = DEFAULT_MIN_AGREEMENT
+    force: bool = False
+    format_options: dict = field(default_factory=dict)  # opset, onnx_recipe
+    command: str = ""
+
+
+class Staging:
+    """Files written under temporary names, renamed into place by commit(), removed on failure."""
+
+    def __init__(self, out_dir: Path, force: bool):
+        self.out_dir, self.force, self.items, self.created = out_dir, force, [], False
+
+    def prepare(self, finals: list[Path]) -> None:
+        if self.out_dir.exists() and not self.out_dir.is_dir():
+            raise FerEdgeError(f"--out {self.out_dir} is a file: expected a folder")
+        parent = self.out_dir
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+        if not parent.is_dir():
+            raise FerEdgeError(f"cannot write to {self.out_dir}: {parent} is a file, not a folder")
+        try:  # a real probe: os.access says yes to root on read-only folders and file systems
+            with tempfile.TemporaryFile(dir=parent):
+                pass
+        except OSError as exc:
+            raise FerEdgeError(f"cannot write to {self.out_dir}: folder {parent} is not writable "
+                               f"({exc.strerror or exc})") from None
+        for f in finals:
+            if f.exists() and not self.force:
+                raise FerEdgeError(f"{f} already exists: pass --force to overwrite it")
+
+    def path(self, final: Path) -> Path:
+        if not self.out_dir.exists():
+            self.out_dir.mkdir(parents=True)
+            self.created = True
+        tmp = final.with_name(f".{final.name}.tmp{os.getpid()}{final.suffix}")
+        self.items.append((tmp, final))
+        return tmp
+
+    def commit(self) -> None:
+        for tmp, final in self.items:
+            check_writable(final, self.force)
+        for tmp, final in self.items:
+            os.replace(tmp, final)
+        self.items = []
+
+    def abort(self) -> None:
+        for tmp, _ in self.items:
+            tmp.unlink(missing_ok=True)
+        self.items = []
+        if self.created and self.out_dir.is_dir() and not any(self.out_dir.iterdir()):
+            self.out_dir.rmdir()
+
+
+def _clock(log):
+    t0 = time.perf_counter()
+    return lambda msg: log(f"[{time.perf_counter() - t0:6.1f}s] {msg}")
+
+
+def _eval_set(ds, split: str) -> EvalSet:
+    code = split_code(split)
+    idx = np.flatnonzero(ds.split == code)
+    if not len(idx):
+        raise DataError(f"{ds.source}: no {split} faces to evaluate on (--eval-split)")
+    return EvalSet(ds.images[idx], ds.labels[idx], split, str(ds.source))
+
+
+def _calibration(opts: ConvertOptions, ds, spec, staging: Staging, out_dir: Path, log):
+    from fer_edge.calibration import build_calibration, load_calibration, manifest_path, save_calibration
+
+    if opts.calibration:
+        cs = load_calibration(opts.calibration, force=opts.force_calibration)
+        cs.check_spec(spec, where=opts.calibration)
+        log(f"calibration: {len(cs)} faces from {opts.calibration}")
+        return cs, str(opts.calibration)
+    cs = build_calibration(ds, spec, size=opts.calibration_size, seed=opts.calibration_seed,
+                           split="Training", force=opts.force_calibration)
+    final = out_dir / "calibration.npz"
+    tmp = staging.path(final)
+    mtmp = staging.path(manifest_path(final))
+    save_calibration(cs, tmp, force=True)
+    os.replace(manifest_path(tmp), mtmp)
+    log(f"calibration: {len(cs)} Training faces, class-stratified, seed {opts.calibration_seed} "
+        f"({', '.join(f'{k} {v}' for k, v in cs.manifest['counts'].items())}) -> {final}")
+    return cs, str(final)
+
+
+def convert(opts: ConvertOptions, log=print) -> tuple[dict, int]:
+    """Convert, measure, write the report; returns (report, exit code: 0 or 3 when the budget is broken)."""
+    from fer_edge.convert.parity import GATE_EXIT
+    from fer_edge.convert.source import load_source
+
+    log = _clock(log)
+    check_options(opts.formats, opts.format_options)
+    needs_cal = any(f.calibrated for f in opts.formats)
+    if needs_cal and not (opts.data or opts.calibration):
+        names = ", ".join(f.name for f in opts.formats if f.calibrated)
+        raise FerEdgeError(f"{names} need real faces to calibrate on: give --data DATA (FER2013) or "
+                           "--calibration FILE.npz")
+    model_path = Path(opts.model)
+    stem = model_path.stem if model_path.suffix else model_path.name
+    out_dir = Path(opts.out) if opts.out else model_path.parent / f"{stem}_export"
+    finals = [output_path(out_dir, stem, f) for f in opts.formats] + [out_dir / "report.json", out_dir / "report.md"]
+    if needs_cal and not opts.calibration:
+        finals += [out_dir / "calibration.npz", out_dir / "calibration.json"]
+    staging = Staging(out_dir, opts.force)
+    staging.prepare(finals)
+    if opts.data and not Path(opts.data).exists():
+        raise DataError(f"{opts.data}: no such file or folder")
+
+    log(f"loading {model_path}")
+    src = load_source(model_path, opts.labels, opts.normalize, opts.equalize)
+    spec = src.meta.preprocess
+    log(f"model: input {src.input_shape}, {src.num_outputs} classes ({src.meta.label_set.name}), "
+        f"value range {list(spec.value_range)}, equalize {spec.equalize}")
+    ds = load_dataset(opts.data, labels=src.meta.label_set.name) if opts.data else None
+    ev = _eval_set(ds, opts.eval_split) if ds is not None else None
+    ctx = ExportContext(src, options=dict(opts.format_options), log=log)
+    try:
+        cal_file = None
+        if needs_cal:
+            ctx.calibration, cal_file = _calibration(opts, ds, spec, staging, out_dir, log)
+        ref_probs, reference = None, {"path": str(model_path), "sha256": src.sha256, "runtime": "keras"}
+        if ev is not None:
+            log(f"reference: Keras on {len(ev.labels)} {ev.split} faces")
+            ref_probs = src.predict(ev.faces)
+            reference = reference_entry(model_path, src.sha256, ref_probs, ev, src.meta.labels)
+            log(f"reference accuracy {100 * reference['accuracy']:.2f}%, macro-F1 {100 * reference['macro_f1']:.2f}%")
+        if any(f.name == "onnx-int8" for f in opts.formats):
+            if ds is not None and ds.has_split(HELDOUT_SPLIT):
+                idx = np.flatnonzero(ds.split == split_code(HELDOUT_SPLIT))
+                idx = np.sort(np.random.default_rng(0).permutation(idx)[:HELDOUT_FACES])
+                x = preprocess(ds.images[idx], spec)
+                ctx.heldout, ctx.heldout_name = (x, src.predict_inputs(x)), HELDOUT_SPLIT
+            elif ctx.calibration is not None:  # no held-out faces: measure on the calibration set itself
+                ctx.heldout = (ctx.calibration.inputs, src.predict_inputs(ctx.calibration.inputs))
+                ctx.heldout_name = "calibration (not held out)"
+        cal_sha = ctx.calibration.manifest_sha256 if ctx.calibration is not None else None
+        base_prov = {"source_model": model_path.name, "source_sha256": src.sha256, "command": opts.command,
+                     "training": src.meta.provenance}
+        entries, staged, extra = {}, {}, {}
+        for fmt in opts.formats:
+            final = output_path(out_dir, stem, fmt)
+            tmp = staging.path(final)
+            log(f"{fmt.name}: converting")
+            recipe = fmt.export(ctx, tmp)
+            prov = dict(base_prov, format=fmt.name, recipe=recipe,
+                        calibration_manifest_sha256=cal_sha if fmt.calibrated else None,
+                        calibration_file=Path(cal_file).name if fmt.calibrated and cal_file else None)
+            meta = src.meta.replace(provenance=prov, figures={})
+            write_metadata(tmp, meta)
+            staged[fmt.name] = (tmp, final, meta)
+            if fmt.name == "onnx-int8":
+                extra["onnx_int8_recipe"] = recipe
+            if ev is not None:
+                log(f"{fmt.name}: evaluating {final.name} ({tmp.stat().st_size} bytes) on {ev.split}"
+                    + (" with both LiteRT kernel paths" if fmt.int8 and final.suffix == ".tflite" else ""))
+                entries[fmt.name] = evaluate_file(tmp, ev, ref_probs, reference, fmt.int8, display_path=str(final))
+                e = entries[fmt.name]
+                log(f"{fmt.name}: accuracy {100 * e['accuracy']:.2f}% (drop {e['accuracy_drop']:+.2f} pp), "
+                    f"agreement {100 * e['agreement']:.2f}%")
+            else:
+                entries[fmt.name] = {"path": str(final), "bytes": tmp.stat().st_size}
+        extra["calibration"] = None if ctx.calibration is None else {
+            "file": cal_file, "manifest_sha256": cal_sha, "faces": len(ctx.calibration),
+            "counts": ctx.calibration.manifest.get("counts")}
+        doc = build_report(reference, ev, entries, opts.max_drop, opts.min_agreement, extra)
+        for name, (tmp, final, meta) in staged.items():
+            e = entries[name]
+            if ev is not None:
+                figs = {k: e[k] for k in ("accuracy", "macro_f1", "accuracy_drop", "agreement", "max_prob_diff")}
+                figs.update(split=ev.split, n=int(len(ev.labels)), reference_accuracy=reference["accuracy"],
+                            passed=e["pass"])
+                if "kernels" in e:
+                    figs["kernels"] = e["kernels"]
+                write_metadata(tmp, meta.replace(figures={ev.split: figs}))
+            e["sha256"] = sha256_file(tmp)
+        _write_report(doc, staging, out_dir)
+        staging.commit()
+    except BaseException:
+        staging.abort()
+        raise
+    finally:
+        ctx.close()
+    log(f"wrote {len(opts.formats)} files, report.json and report.md to {out_dir}")
+    for f in doc["failures"]:
+        log(f"FAIL {f}")
+    return doc, (GATE_EXIT if doc["failures"] else 0)
+
+
+def _write_report(doc: dict, staging: Staging, out_dir: Path) -> None:
+    text_json, text_md = report_texts(doc)
+    staging.path(out_dir / "report.json").write_text(text_json)
+    staging.path(out_dir / "report.md").write_text(text_md)
+
+
+def verify(files: list[str], reference: str, data: str, out: str | None = None, labels: str | None = None,
+           normalize: str | None = None, equalize: bool | None = None, eval_split: str = "PrivateTest",
+           max_drop: float = DEFAULT_MAX_DROP, min_agreement: float = DEFAULT_MIN_AGREEMENT,
+           force: bool = False, log=print) -> tuple[dict, int]:
+    """The parity checks on files that already exist (CI); returns (report, exit code)."""
+    from fer_edge.convert.parity import GATE_EXIT
+    from fer_edge.convert.source import load_source
+
+    log = _clock(log)
+    paths = [Path(f) for f in files]
+    for p in paths:
+        if not p.is_file():
+            raise FerEdgeError(f"{p}: no such model file")
+        read_metadata(p)  # refuses unknown suffixes and unreadable metadata early
+    staging = None
+    if out:
+        staging = Staging(Path(out), force)
+        staging.prepare([Path(out) / "report.json", Path(out) / "report.md"])
+    log(f"loading reference {reference}")
+    src = load_source(reference, labels, normalize, equalize)
+    ds = load_dataset(data, labels=src.meta.label_set.name)
+    ev = _eval_set(ds, eval_split)
+    log(f"reference: Keras on {len(ev.labels)} {ev.split} faces")
+    ref_probs = src.predict(ev.faces)
+    ref = reference_entry(reference, src.sha256, ref_probs, ev, src.meta.labels)
+    entries = {}
+    for p in paths:
+        meta = read_metadata(p)
+        fmt = (meta.provenance.get("format") if meta else None) or p.name
+        int8 = fmt in FORMATS and FORMATS[fmt].int8 or "int8" in p.name
+        flags = {} if meta else {"labels": labels or src.meta.label_set.name,
+                                 "normalize": normalize or _range_name(src.meta.preprocess.value_range),
+                                 "equalize": src.meta.preprocess.equalize}
+        log(f"{p.name}: evaluating on {ev.split}")
+        entries[fmt if fmt not in entries else p.name] = evaluate_file(p, ev, ref_probs, ref, int8, **flags)
+    doc = build_report(ref, ev, entries, max_drop, min_agreement)
+    if staging is not None:
+        try:
+            _write_report(doc, staging, Path(out))
+            staging.commit()
+        except BaseException:
+            staging.abort()
+            raise
+    for name, e in entries.items():
+        log(f"{name}: accuracy {100 * e['accuracy']:.2f}% (drop {e['accuracy_drop']:+.2f} pp), "
+            f"agreement {100 * e['agreement']:.2f}%: {'pass' if e['pass'] else 'FAIL'}")
+    return doc, (GATE_EXIT if doc["failures"] else 0)
+
+
+def _range_name(value_range) -> str:
+    from fer_edge.runtime.preprocess import VALUE_RANGES
+
+    for k, v in VALUE_RANGES.items():
+        if tuple(v) == tuple(value_range):
+            return k
+    raise FerEdgeError(f"value range {list(value_range)} has no command-line name")

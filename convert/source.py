@@ -1,0 +1,127 @@
+"""The model being converted: loaded once, checked once, with its metadata resolved.
+
+Everything a user can get wrong about the source model is refused here, before any output exists:
+not a model file, a truncated file, more than one input or output, an input that is not H x W x 1|3,
+an output size that does not match the label set, no metadata and no flags to stand in for it.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fer_edge.runtime.backends import resolve_metadata
+from fer_edge.runtime.errors import ModelError, require
+from fer_edge.runtime.fileio import sha256_file
+from fer_edge.runtime.metadata import ModelMetadata, read_metadata
+from fer_edge.runtime.preprocess import PreprocessSpec, preprocess
+
+KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
+
+
+@dataclass
+class SourceModel:
+    path: Path
+    model: object  # keras.Model
+    meta: ModelMetadata
+    sha256: str
+    input_shape: tuple[int, int, int]  # H, W, C
+    num_outputs: int
+
+    def predict(self, faces: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """Face crops -> probabilities from the Keras model itself (the reference)."""
+        x = preprocess(faces, self.meta.preprocess)
+        return self.predict_inputs(x, batch_size)
+
+    def predict_inputs(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        out = [np.asarray(self.model(x[i:i + batch_size], training=False), dtype=np.float32)
+               for i in range(0, len(x), batch_size)]
+        return np.concatenate(out) if out else np.zeros((0, self.num_outputs), np.float32)
+
+
+def _tree_sha256(folder: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in sorted(p for p in folder.rglob("*") if p.is_file()):
+        h.update(str(f.relative_to(folder)).encode() + b"\0" + sha256_file(f).encode())
+    return h.hexdigest()
+
+
+def _load_saved_model(path: Path):
+    """A SavedModel folder wrapped as a one-input Keras model (Keras 3 loads SavedModels only as a layer)."""
+    keras = require("keras", "convert")
+    tf = require("tensorflow", "convert")
+    if not (path / "saved_model.pb").is_file():
+        raise ModelError(f"{path}: a folder is read as a SavedModel, but it holds no saved_model.pb")
+    try:
+        sig = tf.saved_model.load(str(path)).signatures["serving_default"]
+        layer = keras.layers.TFSMLayer(str(path), call_endpoint="serving_default")
+    except Exception as exc:  # TensorFlow raises many types for unreadable SavedModels
+        raise ModelError(f"{path}: not a loadable SavedModel ({str(exc).strip().splitlines()[0][:200]})") from None
+    inputs = list(sig.structured_input_signature[1].values())
+    if len(inputs) != 1:
+        raise ModelError(f"{path}: expected a model with one input and one output, found {len(inputs)} inputs")
+    inp = keras.Input(tuple(inputs[0].shape)[1:], name="face")
+    out = layer(inp)
+    if isinstance(out, dict):
+        if len(out) != 1:
+            raise ModelError(f"{path}: expected a model with one input and one output, found {len(out)} outputs")
+        out = next(iter(out.values()))
+    return keras.Model(inp, out)
+
+
+def load_source(path: str | os.PathLike, labels: str | None = None, normalize: str | None = None,
+                equalize: bool | None = None) -> SourceModel:
+    """Load a .keras / Keras 2 .h5 / SavedModel folder and resolve its metadata (or the user's flags)."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelError(f"{path}: no such model file")
+    if path.is_dir():
+        model = _load_saved_model(path)
+        sha = _tree_sha256(path)
+        meta = None
+    else:
+        if path.suffix.lower() not in KERAS_SUFFIXES:
+            raise ModelError(f"{path}: fer-convert reads Keras models: expected .keras, .h5 or a SavedModel folder, "
+                             f"found {path.suffix or 'no suffix'!r}")
+        from fer_edge.training.evaluate import load_keras
+
+        model, meta = load_keras(path)
+        sha = sha256_file(path)
+    inputs, outputs = list(model.inputs), list(model.outputs)
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise ModelError(f"{path}: expected a model with one input and one output, found {len(inputs)} inputs "
+                         f"and {len(outputs)} outputs")
+    ishape, oshape = tuple(inputs[0].shape), tuple(outputs[0].shape)
+    if len(ishape) != 4 or None in ishape[1:] or ishape[3] not in (1, 3):
+        raise ModelError(f"{path}: expected an image input N x H x W x 1 (or x 3), found {ishape}")
+    if len(oshape) != 2 or oshape[1] is None:
+        raise ModelError(f"{path}: expected an output of N x classes probabilities, found {oshape}")
+    input_shape = tuple(int(v) for v in ishape[1:])
+    own = meta
+    meta = resolve_metadata(path, own, labels, normalize, equalize, input_shape)
+    spec = meta.preprocess
+    if (*spec.size, spec.channels) != input_shape:
+        if own is not None:
+            raise ModelError(f"{path}: the model takes input {input_shape} but its metadata says "
+                             f"{(*spec.size, spec.channels)}")
+        meta = meta.replace(preprocess=PreprocessSpec(input_shape[:2], input_shape[2], spec.value_range,
+                                                      spec.equalize, spec.crop_margin))
+    if int(oshape[1]) != len(meta.labels):
+        raise ModelError(f"{path}: the model has {oshape[1]} outputs but label set {meta.label_set.name} has "
+                         f"{len(meta.labels)} classes ({', '.join(meta.labels)})")
+    return SourceModel(path, model, meta, sha, input_shape, int(oshape[1]))
+
+
+def read_source_metadata(path: str | os.PathLike) -> ModelMetadata | None:
+    """Metadata of a source model without loading it (None for .h5 and SavedModel folders)."""
+    path = Path(path)
+    if path.is_dir() or not path.exists():
+        return None
+    try:
+        return read_metadata(path) if path.suffix.lower() in KERAS_SUFFIXES else None
+    except ModelError:
+        return None
