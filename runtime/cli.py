@@ -140,6 +140,10 @@ def run(argv: list[str]) -> int:
     if a.loop < 1:
         raise FerEdgeError(f"--loop must be 1 or more, found {a.loop}")
     kw = _classifier_kwargs(a)
+    if a.threads:
+        import cv2
+
+        cv2.setNumThreads(a.threads)  # Haar and resizing too, so --threads 1 means one core
     opts = PipelineOptions(model=a.model, kernels=a.kernels, detector=a.detector, detector_model=a.detector_model,
                            detect_every=a.detect_every, smooth=a.smooth, **kw)
     stop = threading.Event()
