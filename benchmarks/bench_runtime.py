@@ -40,20 +40,23 @@ def rss_mb(pid: int) -> float | None:
 
 def run_child(argv: list[str], frames_per_pass: int | None = None, json_path: Path | None = None) -> dict:
     """Run one fer-edge process; peak RSS from wait4, RSS samples per pass when json_path is given."""
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    samples = []  # (frames written, rss MB)
-    while proc.poll() is None and json_path is not None:
-        time.sleep(0.05)
-        r = rss_mb(proc.pid)
-        if r is not None and json_path.exists():
-            with open(json_path, "rb") as f:
-                samples.append((f.read().count(b"\n"), r))
-    _, status, usage = os.wait4(proc.pid, 0) if proc.returncode is None else (0, 0, None)
-    err = proc.stderr.read()
-    proc.wait()
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(argv)} failed:\n{err}")
-    out = {"peak_rss_mb": round(usage.ru_maxrss / 1024, 1) if usage else None}
+    with tempfile.TemporaryFile("w+") as err:  # a file, not a pipe: a chatty child cannot block on it
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err, text=True)
+        samples = []  # (frames written, rss MB)
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)  # reaps the child and keeps its rusage
+            if pid:
+                break
+            time.sleep(0.05)
+            r = rss_mb(proc.pid)
+            if r is not None and json_path is not None and json_path.exists():
+                with open(json_path, "rb") as f:
+                    samples.append((f.read().count(b"\n"), r))
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            err.seek(0)
+            raise SystemExit(f"{' '.join(argv)} failed:\n{err.read()[-3000:]}")
+    out = {"peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}  # ru_maxrss is in KiB on Linux
     if samples and frames_per_pass:
         after_first = [r for n, r in samples if n >= frames_per_pass]
         if after_first:

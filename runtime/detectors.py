@@ -23,7 +23,7 @@ from fer_edge.runtime.backends import LiteRTBackend
 from fer_edge.runtime.errors import FerEdgeError, MissingExtraError, ModelError
 
 MIN_FACE = 12  # pixels: smaller boxes cannot give a meaningful 48x48 crop
-HAAR_SCALE, HAAR_LIFT = 1.15, 0.12  # BlazeFace box -> Haar-like framing (see BlazeFaceDetector.detect)
+HAAR_SCALE, HAAR_LIFT = 1.15, 0.08  # BlazeFace box -> Haar-like framing (see BlazeFaceDetector.detect)
 
 
 @dataclass(frozen=True)
@@ -221,7 +221,8 @@ class BlazeFaceDetector:
         for (x0, y0, x1, y1), score in weighted_nms(corners, scores, self.iou_threshold):
             # BlazeFace boxes are tighter and lower than Haar's (brows to chin); FER2013 faces were framed
             # like Haar's, so grow and lift them to hand the classifier the framing it was trained on
-            # (fitted on the sample photos: Haar box ~1.15x the size, centre ~0.12 of a box higher)
+            # (Haar box ~1.15x the size, centre 0.04 (video) to 0.14 (photos) of a box higher: mean IoU
+            # with Haar 0.82 on the sample video at 1.15 / 0.08, against 0.75 for the raw box)
             cx, cy, side = (x0 + x1) / 2, (y0 + y1) / 2 - HAAR_LIFT * (y1 - y0), HAAR_SCALE * max(x1 - x0, y1 - y0)
             x0, y0, x1, y1 = cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2
             # input [0, 1] -> letterboxed pixels -> frame pixels

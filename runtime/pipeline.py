@@ -141,7 +141,7 @@ class RunStats:
     def summary(self) -> dict:
         n = max(self.frames, 1)
         tracks = []
-        for t in self.tracks:
+        for t in sorted(self.tracks, key=lambda t: t.id):
             total = sum(t.counts.values())
             if total:
                 label, count = max(t.counts.items(), key=lambda kv: kv[1])

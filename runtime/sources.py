@@ -288,6 +288,9 @@ def open_source(spec: str | int | None = None, camera: int | None = None, picame
         params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, 10000, cv2.CAP_PROP_READ_TIMEOUT_MSEC, 5000]
         return LiveSource(_capture(text, cv2.CAP_FFMPEG, params), _redact(text), **live_options)
     if "!" in text:
+        if not cv2.videoio_registry.hasBackend(cv2.CAP_GSTREAMER):
+            raise SourceError("this OpenCV build cannot read GStreamer pipelines (pip wheels have no GStreamer): "
+                              "use the system OpenCV (e.g. JetPack's python3-opencv, venv with --system-site-packages)")
         return LiveSource(_capture(text, cv2.CAP_GSTREAMER), "gstreamer pipeline", **live_options)
     path = Path(text)
     if not path.exists():
