@@ -3,6 +3,7 @@
     fer-convert --int8 model.h5 --data DATA --out DIR
     fer-convert model.keras --formats tflite-fp32,tflite-int8,onnx-int8 --data DATA --out DIR
     fer-convert verify DIR/model_int8.tflite --reference model.keras --data DATA
+    fer-convert verify models/fer-vgg_int8.tflite --reference models/fer-vgg_golden.npz --data DATA   # no TF
 
 Exit codes: 0 success, 2 a user error (one line `ErrorType: message`), 3 an exported file broke the
 accuracy budget (--max-drop, --min-agreement); the report says which.
@@ -65,7 +66,8 @@ def verify_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fer-convert verify",
                                 description="Measure existing .tflite/.onnx files against their Keras reference.")
     p.add_argument("files", nargs="+", help=".tflite / .onnx files")
-    p.add_argument("--reference", required=True, help="the Keras model the files were made from")
+    p.add_argument("--reference", required=True, help="the Keras model the files were made from, or its golden "
+                   "outputs (.npz, see fer_edge.convert.golden): then no TensorFlow is needed")
     _common(p)
     return p
 

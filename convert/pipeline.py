@@ -255,21 +255,38 @@ def verify(files: list[str], reference: str, data: str, out: str | None = None, 
     if out:
         staging = Staging(Path(out), force)
         staging.prepare([Path(out) / "report.json", Path(out) / "report.md"])
-    log(f"loading reference {reference}")
-    src = load_source(reference, labels, normalize, equalize)
-    ds = load_dataset(data, labels=src.meta.label_set.name)
-    ev = _eval_set(ds, eval_split)
-    log(f"reference: Keras on {len(ev.labels)} {ev.split} faces")
-    ref_probs = src.predict(ev.faces)
-    ref = reference_entry(reference, src.sha256, ref_probs, ev, src.meta.labels)
+    if Path(reference).suffix.lower() == ".npz":  # golden outputs: no TensorFlow needed
+        from fer_edge.convert.golden import load_golden
+
+        log(f"reference: golden outputs {reference}")
+        first = read_metadata(paths[0])
+        ds = load_dataset(data, labels=labels or (first.label_set.name if first else "fer2013"))
+        ref, ref_probs, ev = load_golden(reference, ds)
+        ref_meta = None
+    else:
+        log(f"loading reference {reference}")
+        src = load_source(reference, labels, normalize, equalize)
+        ds = load_dataset(data, labels=src.meta.label_set.name)
+        ev = _eval_set(ds, eval_split)
+        log(f"reference: Keras on {len(ev.labels)} {ev.split} faces")
+        ref_probs = src.predict(ev.faces)
+        ref = reference_entry(reference, src.sha256, ref_probs, ev, src.meta.labels)
+        ref_meta = src.meta
     entries = {}
     for p in paths:
         meta = read_metadata(p)
+        made_from = meta.provenance.get("source_sha256") if meta else None
+        if made_from and made_from != ref["sha256"]:
+            raise FerEdgeError(f"{p}: was converted from a model with sha256 {made_from[:12]}…, but the reference "
+                               f"{reference} is {ref['sha256'][:12]}…: compare files with their own reference")
         fmt = (meta.provenance.get("format") if meta else None) or p.name
         int8 = fmt in FORMATS and FORMATS[fmt].int8 or "int8" in p.name
-        flags = {} if meta else {"labels": labels or src.meta.label_set.name,
-                                 "normalize": normalize or _range_name(src.meta.preprocess.value_range),
-                                 "equalize": src.meta.preprocess.equalize}
+        if meta is None and ref_meta is None and not (labels and normalize):
+            raise FerEdgeError(f"{p}: carries no fer-edge metadata: give --labels and --normalize")
+        flags = {} if meta else {"labels": labels or ref_meta.label_set.name,
+                                 "normalize": normalize or _range_name(ref_meta.preprocess.value_range),
+                                 "equalize": bool(equalize) if ref_meta is None or equalize is not None
+                                 else ref_meta.preprocess.equalize}
         log(f"{p.name}: evaluating on {ev.split}")
         entries[fmt if fmt not in entries else p.name] = evaluate_file(p, ev, ref_probs, ref, int8, **flags)
     doc = build_report(ref, ev, entries, max_drop, min_agreement)

