@@ -1,0 +1,84 @@
+"""The CI accuracy-parity gate: shipped INT8 files against the fp32 reference's golden outputs,
+with the runtime alone (no TensorFlow), on both LiteRT kernel paths; and proof that it bites."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from fer_edge.convert.cli import main as convert_main
+from fer_edge.runtime.fileio import sha256_file
+from fer_edge.runtime.metadata import read_metadata
+from conftest import ROOT
+
+MODELS = ROOT / "models"
+GOLDEN = MODELS / "fer-vgg_golden.npz"
+SHIPPED_INT8 = [MODELS / "fer-vgg_int8.tflite", MODELS / "fer-vgg_int8.onnx"]
+GATE_EXIT = 3
+
+
+def test_shipped_files_come_from_the_golden_reference():
+    """Golden outputs, the .keras reference and every shipped export name the same model."""
+    with np.load(GOLDEN, allow_pickle=False) as z:
+        golden_sha = str(z["model_sha256"])
+        probs = z["probs"]
+    assert golden_sha == sha256_file(MODELS / "fer-vgg.keras")
+    assert probs.dtype == np.float16 and probs.shape[1] == 7
+    assert np.allclose(probs.astype(np.float32).sum(axis=1), 1.0, atol=0.02)
+    for f in [*SHIPPED_INT8, MODELS / "fer-vgg_fp32.tflite"]:
+        assert read_metadata(f).provenance["source_sha256"] == golden_sha, f
+
+
+def _verify(files, data_dir, out):
+    code = convert_main(["verify", *map(str, files), "--reference", str(GOLDEN), "--data", str(data_dir),
+                         "--out", str(out)])
+    return code, json.loads((out / "report.json").read_text())
+
+
+def test_shipped_int8_files_pass_the_gate_on_both_kernel_paths(data_dir, tmp_path):
+    pytest.importorskip("onnxruntime")
+    code, doc = _verify(SHIPPED_INT8, data_dir, tmp_path / "gate")
+    assert code == 0, doc["failures"]
+    assert doc["reference"]["runtime"] == "golden" and doc["eval"]["n"] == 3589
+    tfl = doc["formats"]["tflite-int8"]
+    assert set(tfl["kernels"]) == {"default", "builtin", "spread"}
+    for path in ("default", "builtin"):
+        assert tfl["kernels"][path]["accuracy_drop"] <= 1.0
+        assert tfl["kernels"][path]["agreement"] >= 0.97
+    assert doc["formats"]["onnx-int8"]["agreement"] >= 0.97
+
+
+def damage(src, dst, steps: int, seed: int = 0) -> None:
+    """Add random noise of up to +-steps to the largest int8 weight tensor of a .tflite, in place in the
+    flatbuffer bytes (found by content), keeping the file's metadata: a quantization gone wrong."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_path=str(src))
+    interp.allocate_tensors()
+    weights = []
+    for t in interp.get_tensor_details():
+        try:
+            a = interp.get_tensor(t["index"])
+        except ValueError:
+            continue
+        if a.dtype == np.int8:
+            weights.append(a)
+    a = max(weights, key=lambda w: w.size)
+    data = bytearray(src.read_bytes())
+    off = bytes(data).find(a.tobytes())
+    assert off > 0
+    noise = np.random.default_rng(seed).integers(-steps, steps + 1, a.shape)
+    data[off:off + a.size] = np.clip(a.astype(np.int16) + noise, -127, 127).astype(np.int8).tobytes()
+    dst.write_bytes(bytes(data))
+
+
+def test_gate_fails_a_damaged_int8_model(data_dir, tmp_path):
+    bad = tmp_path / "fer-vgg_int8.tflite"
+    damage(SHIPPED_INT8[0], bad, steps=60)
+    assert read_metadata(bad) == read_metadata(SHIPPED_INT8[0])  # same claims, different weights
+    code, doc = _verify([bad], data_dir, tmp_path / "gate")
+    assert code == GATE_EXIT
+    assert not doc["pass"]
+    assert any("default kernels" in f for f in doc["failures"])
+    assert any("builtin kernels" in f for f in doc["failures"])
