@@ -9,11 +9,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import shlex
+import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +21,6 @@ import numpy as np
 from fer_edge.runtime.datasets import FaceDataset, load_dataset
 from fer_edge.runtime.errors import FerEdgeError
 from fer_edge.runtime.fileio import atomic_output, sha256_file
-from fer_edge.runtime.labels import FER2013
 from fer_edge.runtime.metadata import ModelMetadata, write_metadata
 from fer_edge.runtime.preprocess import PreprocessSpec, preprocess
 
@@ -106,41 +105,95 @@ def _targets(ds: FaceDataset, cfg: TrainConfig) -> np.ndarray:
     return np.eye(k, dtype=np.float32)[ds.labels]
 
 
-def prepare_out(cfg: TrainConfig) -> Path:
+def check_out(cfg: TrainConfig) -> Path:
+    """Refuse an unusable --out before anything is read or written (it writes nothing itself)."""
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
         raise FerEdgeError(f"--out {out} is a file: expected a folder")
     if cfg.resume:
         if not (out / STATE).is_file():
             raise FerEdgeError(f"--resume: {out} holds no {STATE} from an earlier run")
+        if not (out / CHECKPOINT).is_file():
+            raise FerEdgeError(f"--resume: {out} holds {STATE} but no {CHECKPOINT}")
         return out
     if out.is_dir() and any(out.iterdir()) and not cfg.force:
         raise FerEdgeError(f"--out {out} is not empty: pass --force to overwrite it, or --resume to continue its run")
-    out.mkdir(parents=True, exist_ok=True)
-    for name in (STATE, CHECKPOINT, BEST, HISTORY):
-        (out / name).unlink(missing_ok=True)
     return out
 
 
-def train(cfg: TrainConfig, log=print) -> Path:
-    from fer_edge.runtime.errors import require
+def prepare_out(cfg: TrainConfig) -> Path:
+    """The first write of a run: create --out, clearing an earlier run's files under --force."""
+    out = check_out(cfg)
+    if cfg.resume:
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    for name in (STATE, CHECKPOINT, BEST, HISTORY):
+        (out / name).unlink(missing_ok=True)
+    shutil.rmtree(out / "eval", ignore_errors=True)  # stale reports of an earlier run would mislead
+    return out
 
-    keras = require("keras", "train")
-    from fer_edge.training.architectures import ARCHITECTURES, build
-    from fer_edge.training.data import Augment, class_weights, make_sequence
+
+def restore_config(cfg: TrainConfig, log) -> TrainConfig:
+    """--resume: the configuration saved in state.json wins, so a resumed run is the same run. Only where the
+    data lives, --out, --workers and the command line are taken from this invocation (folders move)."""
+    path = Path(cfg.out) / STATE
+    try:
+        saved = json.loads(path.read_text())["config"]
+        known = {f.name for f in fields(TrainConfig)}
+        saved = {k: v for k, v in saved.items() if k in known}
+        saved.update(data=cfg.data, out=cfg.out, resume=True, force=False, workers=cfg.workers, command=cfg.command)
+        restored = TrainConfig(**{**saved, "value_range": tuple(saved["value_range"])})
+    except (ValueError, KeyError, TypeError) as exc:
+        raise FerEdgeError(f"--resume: {path} is not a fer-train state file ({type(exc).__name__}: {exc})") from None
+    changed = [f.name for f in fields(TrainConfig) if f.name not in ("data", "out", "resume", "force", "workers", "command")
+               and getattr(cfg, f.name) != getattr(restored, f.name) and getattr(cfg, f.name) != getattr(TrainConfig, f.name, None)]
+    if changed:
+        log(f"note: --resume keeps the saved {', '.join(changed)}: options given now for them are ignored")
+    return restored
+
+
+def validate(cfg: TrainConfig) -> None:
+    from fer_edge.training.architectures import ARCHITECTURES
 
     if cfg.arch not in ARCHITECTURES:
         raise FerEdgeError(f"unknown architecture {cfg.arch!r}: expected one of {', '.join(ARCHITECTURES)}")
     if cfg.strategy not in ("auto", "mirrored", "none"):
         raise FerEdgeError(f"unknown --strategy {cfg.strategy!r}: expected auto, mirrored or none")
+    for name in ("epochs", "batch_size", "workers"):
+        if getattr(cfg, name) < 1:
+            raise FerEdgeError(f"--{name.replace('_', '-')} must be at least 1, found {getattr(cfg, name)}")
+    if cfg.limit < 0:
+        raise FerEdgeError(f"--limit must be 0 (all faces) or a positive count, found {cfg.limit}")
+    if cfg.lr <= 0:
+        raise FerEdgeError(f"--lr must be positive, found {cfg.lr}")
+    if cfg.soft and cfg.labels != "ferplus":
+        raise FerEdgeError("--soft needs vote distributions: use it with --labels ferplus")
+
+
+def train(cfg: TrainConfig, log=print) -> Path:
+    """Train as `cfg` says; every check on the user's input happens before the first write to --out."""
+    from fer_edge.runtime.errors import require
+
+    keras = require("keras", "train")
+    if cfg.resume:
+        check_out(cfg)
+        cfg = restore_config(cfg, log)
+    validate(cfg)
+    check_out(cfg)
+    policy = keras.mixed_precision.global_policy()
+    try:
+        return _train(cfg, log, keras)
+    finally:  # the policy is process-wide: leave it as found, so later models in this process are float32
+        keras.mixed_precision.set_global_policy(policy)
+
+
+def _train(cfg: TrainConfig, log, keras) -> Path:
+    from fer_edge.training.architectures import build
+    from fer_edge.training.data import Augment, class_weights, make_sequence
+
     ds = load_dataset(cfg.data, labels=cfg.labels)
     for note in ds.notes:
         log(f"note: {note}")
-    out = prepare_out(cfg)
-    if cfg.resume:  # the saved configuration wins, so a resumed run is the same run
-        saved = json.loads((out / STATE).read_text())["config"]
-        saved.update(resume=True, workers=cfg.workers, command=cfg.command)
-        cfg = TrainConfig(**{**saved, "value_range": tuple(saved["value_range"])})
     keras.utils.set_random_seed(cfg.seed)
 
     train_ds, val_ds = split_validation(ds, cfg.seed, log)
@@ -148,6 +201,8 @@ def train(cfg: TrainConfig, log=print) -> Path:
         pick = np.random.default_rng(cfg.seed).permutation(len(train_ds))[: cfg.limit]
         train_ds = train_ds.take(np.sort(pick))
         val_ds = val_ds.take(np.arange(min(len(val_ds), max(64, cfg.limit // 4))))
+    if not len(train_ds) or not len(val_ds):
+        raise FerEdgeError(f"{ds.source}: {len(train_ds)} training and {len(val_ds)} validation faces: need some of both")
     spec = PreprocessSpec(size=(cfg.input_size, cfg.input_size), channels=1, value_range=cfg.value_range,
                           equalize=cfg.equalize, crop_margin=cfg.crop_margin)
     k = len(ds.label_set)
@@ -164,11 +219,15 @@ def train(cfg: TrainConfig, log=print) -> Path:
         import tensorflow as tf
 
         strategy = tf.distribute.MirroredStrategy()
-        log(f"MirroredStrategy over {strategy.num_replicas_in_sync} devices")
-    if gpus:
+        log(f"MirroredStrategy over {strategy.num_replicas_in_sync} device(s)")
+    elif gpus > 1:
+        log(f"{gpus} GPUs found: training on one; --strategy mirrored uses all of them")
+    mixed = gpus > 0
+    if mixed:
         keras.mixed_precision.set_global_policy("mixed_float16")
-        log(f"{gpus} GPU(s) found: mixed precision on")
+        log(f"{gpus} GPU(s) found: mixed precision on (the saved model.keras is float32)")
 
+    out = Path(cfg.out)
     state = json.loads((out / STATE).read_text()) if cfg.resume else {"epoch": 0, "best": -1.0, "best_epoch": -1}
     scope = strategy.scope() if strategy else _nullcontext()
     with scope:
@@ -176,12 +235,18 @@ def train(cfg: TrainConfig, log=print) -> Path:
             model = keras.models.load_model(out / CHECKPOINT)
             log(f"resuming {out} at epoch {state['epoch'] + 1} (best val accuracy so far {state['best']:.4f})")
         else:
-            model = build(cfg.arch, (cfg.input_size, cfg.input_size, 1), k)
+            try:
+                model = build(cfg.arch, (cfg.input_size, cfg.input_size, 1), k)
+            except ValueError as exc:  # e.g. an input too small for the architecture's pooling
+                raise FerEdgeError(f"{cfg.arch} cannot take --input-size {cfg.input_size}: {str(exc).splitlines()[0][:200]}") from None
             model.compile(
                 optimizer=keras.optimizers.AdamW(cfg.lr, weight_decay=cfg.weight_decay),
                 loss=keras.losses.CategoricalCrossentropy(label_smoothing=0.0 if cfg.soft else cfg.label_smoothing),
                 metrics=["accuracy"],
             )
+    out = prepare_out(cfg)  # the first write: every check on the user's input has passed
+    if cfg.resume:
+        _truncate_history(out / HISTORY, state["epoch"])
     seq.epoch = state["epoch"]
     log(f"{cfg.arch}: {model.count_params():,} parameters; {len(train_ds)} training faces, {len(val_ds)} validation faces; "
         f"backend {keras.backend.backend()}")
@@ -190,7 +255,20 @@ def train(cfg: TrainConfig, log=print) -> Path:
         "data": str(ds.source), "data_sha256": sha256_file(ds.source) if Path(ds.source).is_file() else None,
         "labels": cfg.labels, "soft": cfg.soft, "seed": cfg.seed, "keras": keras.__version__,
         "backend": keras.backend.backend(),
+        "validation": "PublicTest" if ds.has_split("PublicTest") else f"seeded 10% of Training (seed {cfg.seed})",
     })
+
+    def float32_copy(m):
+        """The mixed-precision model's weights in a float32 model: what conversion and the runtime expect."""
+        if not mixed:
+            return m
+        keras.mixed_precision.set_global_policy("float32")
+        try:
+            clone = build(cfg.arch, (cfg.input_size, cfg.input_size, 1), k)
+        finally:
+            keras.mixed_precision.set_global_policy("mixed_float16")
+        clone.set_weights(m.get_weights())
+        return clone
 
     class Epochs(keras.callbacks.Callback):
         """One line per epoch, best-model keeping, early stopping and the resume checkpoint."""
@@ -205,16 +283,17 @@ def train(cfg: TrainConfig, log=print) -> Path:
             improved = val > state["best"]
             if improved:
                 state.update(best=val, best_epoch=epoch)
-                save_model(self.model, out / BEST, meta.replace(figures={"val_accuracy": val, "epoch": epoch + 1}))
+                save_model(float32_copy(self.model), out / BEST, meta.replace(figures={"val_accuracy": val, "epoch": epoch + 1}))
+            row = {"epoch": epoch + 1, "lr": lr_at(epoch, cfg), "seconds": round(time.time() - self.t0, 1),
+                   **{k: round(float(v), 5) for k, v in logs.items() if k != "learning_rate"}}
+            # history before state: a crash in between leaves a row that resume drops, never a missing one
+            with open(out / HISTORY, "a") as f:
+                f.write(json.dumps(row) + "\n")
             state["epoch"] = epoch + 1
             with atomic_output(out / CHECKPOINT, force=True) as tmp:
                 self.model.save(tmp)
             with atomic_output(out / STATE, force=True) as tmp:
                 tmp.write_text(json.dumps({**state, "config": asdict(cfg)}, indent=1))
-            row = {"epoch": epoch + 1, "lr": lr_at(epoch, cfg), "seconds": round(time.time() - self.t0, 1),
-                   **{k: round(float(v), 5) for k, v in logs.items() if k != "learning_rate"}}
-            with open(out / HISTORY, "a") as f:
-                f.write(json.dumps(row) + "\n")
             log(f"epoch {epoch + 1}/{cfg.epochs}  loss {row.get('loss', 0):.4f}  acc {row.get('accuracy', 0):.4f}  "
                 f"val_loss {row.get('val_loss', 0):.4f}  val_acc {val:.4f}{'  *best' if improved else ''}  "
                 f"lr {row['lr']:.2e}  {row['seconds']:.0f}s")
@@ -223,13 +302,29 @@ def train(cfg: TrainConfig, log=print) -> Path:
                 self.model.stop_training = True
 
     if state["epoch"] < cfg.epochs and state["epoch"] - state["best_epoch"] <= cfg.patience:
+        # shuffle=False: the sequence orders each epoch itself from (seed, epoch), so a resumed run is repeatable;
+        # Keras's own batch shuffling draws from Python's global random state, which a resume does not restore
+        # a TTY gets Keras's progress bar, listed first so that it ends its line before ours is printed
+        tty = sys.stdout.isatty()
         model.fit(seq, validation_data=(x_val, y_val), epochs=cfg.epochs, initial_epoch=state["epoch"],
-                  callbacks=[Epochs()], verbose=1 if sys.stdout.isatty() else 0)
+                  callbacks=[keras.callbacks.ProgbarLogger(), Epochs()] if tty else [Epochs()], shuffle=False,
+                  verbose=1 if tty else 0)
+    else:
+        log(f"{out} has finished its run ({state['epoch']} of {cfg.epochs} epochs): nothing to train")
     log(f"best validation accuracy {state['best']:.4f} at epoch {state['best_epoch'] + 1}; model in {out / BEST}")
     from fer_edge.training.evaluate import evaluate_to
 
     evaluate_to(out / BEST, ds, out / "eval", history=out / HISTORY, log=log, update_metadata=True)
     return out / BEST
+
+
+def _truncate_history(path: Path, epochs: int) -> None:
+    """Keep the rows of the epochs the checkpoint holds (a crash may have logged one more)."""
+    if not path.is_file():
+        return
+    rows = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["epoch"] <= epochs]
+    with atomic_output(path, force=True) as tmp:
+        tmp.write_text("".join(r + "\n" for r in rows))
 
 
 class _nullcontext:
