@@ -11,9 +11,10 @@ import numpy as np
 from fer_edge.runtime.datasets import FaceDataset, load_dataset
 from fer_edge.runtime.errors import FerEdgeError, ModelError, require
 from fer_edge.runtime.fileio import atomic_output
+from fer_edge.runtime.labels import LABEL_SETS, get_label_set
 from fer_edge.runtime.metadata import ModelMetadata, read_metadata, write_metadata
 from fer_edge.runtime.metrics import classification_report
-from fer_edge.runtime.preprocess import preprocess
+from fer_edge.runtime.preprocess import VALUE_RANGES, PreprocessSpec, preprocess
 
 EVAL_SPLITS = ("PublicTest", "PrivateTest")
 
@@ -30,6 +31,23 @@ def load_keras(path: str | Path, safe_mode: bool = True):
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"{path}: not a loadable Keras model ({first[:200]})") from None
     return model, read_metadata(path)
+
+
+def metadata_from_flags(model, path, labels: str | None, normalize: str | None) -> ModelMetadata:
+    """Metadata for a model that carries none (third-party .h5): the user states labels and value range;
+    the input size and channels are read from the model."""
+    if labels is None or normalize is None:
+        raise ModelError(f"{path} carries no fer-edge metadata: give --labels ({', '.join(LABEL_SETS)}) "
+                         f"and --normalize ({', '.join(VALUE_RANGES)})")
+    shape = model.input_shape
+    if len(shape) != 4:
+        raise ModelError(f"{path}: input shape {shape}: expected (batch, height, width, channels)")
+    label_set = get_label_set(labels)
+    if model.output_shape[-1] != len(label_set):
+        raise ModelError(f"{path} predicts {model.output_shape[-1]} classes but --labels {labels} has {len(label_set)}")
+    return ModelMetadata(label_set, PreprocessSpec(size=shape[1:3], channels=shape[3],
+                                                   value_range=PreprocessSpec.parse_range(normalize)),
+                         provenance={"metadata": "from the command line"})
 
 
 def predict(model, faces: np.ndarray, meta: ModelMetadata, batch_size: int = 512) -> np.ndarray:
@@ -114,7 +132,7 @@ def evaluate_to(model_path, ds: FaceDataset, out_dir, history=None, log=print, u
     model, meta = load_keras(model_path)
     meta = meta_override or meta
     if meta is None:
-        raise ModelError(f"{model_path}: carries no fer-edge metadata: give --labels and --normalize")
+        meta = metadata_from_flags(model, model_path, None, None)  # raises: says which flags to give
     if tuple(ds.label_set.labels) != meta.labels:
         raise FerEdgeError(f"the data has label set {ds.label_set.name} but the model predicts {meta.label_set.name}")
     out_dir = Path(out_dir)
@@ -150,12 +168,18 @@ def main(argv=None) -> int:
     p.add_argument("--data", required=True)
     p.add_argument("--out", default=None, help="report folder (default: <model>_eval/)")
     p.add_argument("--splits", default=",".join(EVAL_SPLITS))
+    p.add_argument("--labels", choices=sorted(LABEL_SETS), help="label set, for models without metadata")
+    p.add_argument("--normalize", choices=list(VALUE_RANGES), help="input value range, for models without metadata")
     args = p.parse_args(argv)
     try:
         meta = read_metadata(args.model)
-        ds = load_dataset(args.data, labels=meta.label_set.name if meta else "fer2013")
+        override = None
+        if meta is None:  # checked before the (slow) data load, so a missing flag is reported at once
+            override = metadata_from_flags(load_keras(args.model)[0], args.model, args.labels, args.normalize)
+        ds = load_dataset(args.data, labels=(meta or override).label_set.name)
         out = args.out or str(Path(args.model).with_suffix("")) + "_eval"
-        evaluate_to(args.model, ds, out, splits=tuple(args.splits.split(",")), log=lambda m: print(m, flush=True))
+        evaluate_to(args.model, ds, out, splits=tuple(args.splits.split(",")), log=lambda m: print(m, flush=True),
+                    meta_override=override)
     except FerEdgeError as exc:
         print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
