@@ -1,0 +1,155 @@
+"""fer-explain: integrated gradients over one face, drawn beside it (face | attribution | overlay).
+
+Integrated gradients (Sundararajan et al. 2017): attribution = (x - baseline) * the mean gradient of the
+class probability along the straight path from a black face (the baseline) to the face. The attributions
+of all pixels sum to p(class | face) - p(class | black face); the command prints how close they come.
+The face goes through the model's own preprocessing (fer_edge.runtime.preprocess), so the map shows
+what the model sees.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from fer_edge.runtime.errors import FerEdgeError, require
+from fer_edge.runtime.fileio import atomic_output, check_writable
+from fer_edge.runtime.labels import LABEL_SETS
+from fer_edge.runtime.preprocess import VALUE_RANGES, PreprocessSpec, crop_faces, preprocess
+
+HAAR = "haarcascade_frontalface_default.xml"
+SMALL = 2  # an image at most this many times the model input on each side is taken as the face itself
+
+
+def find_face(image: np.ndarray, spec: PreprocessSpec, whole: bool = False, name: str = "image"):
+    """(face crop, box or None): the largest Haar face of a photo, or the whole image when it is a face crop."""
+    h, w = image.shape[:2]
+    if whole or (h <= SMALL * spec.size[0] and w <= SMALL * spec.size[1]):
+        return image, None
+    cascade = cv2.CascadeClassifier(str(Path(cv2.data.haarcascades) / HAAR))
+    if cascade.empty():
+        raise FerEdgeError(f"OpenCV's {HAAR} is missing: install opencv-python-headless 4.x (OpenCV 5 dropped it)")
+    gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
+    boxes = cascade.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5, minSize=(spec.size[1], spec.size[0]))
+    if len(boxes) == 0:
+        raise FerEdgeError(f"{name}: no face found in the {w}x{h} photo: pass a face crop, or --whole-image to use all of it")
+    box = max((tuple(int(v) for v in b) for b in boxes), key=lambda b: b[2] * b[3])
+    return crop_faces(image, [box], spec)[0], box
+
+
+def integrated_gradients(model, x: np.ndarray, target: int, baseline: np.ndarray, steps: int = 50) -> np.ndarray:
+    """Attributions (same shape as x, one face HxWxC) for class `target`, trapezoidal rule over `steps`."""
+    tf = require("tensorflow", "train")
+    alphas = tf.reshape(tf.linspace(0.0, 1.0, steps + 1), (-1, 1, 1, 1))
+    x_t, b_t = tf.constant(x[None], tf.float32), tf.constant(baseline[None], tf.float32)
+    path = b_t + alphas * (x_t - b_t)
+    with tf.GradientTape() as tape:
+        tape.watch(path)
+        probs = tf.cast(model(path, training=False), tf.float32)[:, target]
+    grads = tape.gradient(probs, path).numpy()
+    mean_grad = ((grads[:-1] + grads[1:]) / 2).mean(axis=0)
+    return (x - baseline) * mean_grad
+
+
+def draw(face: np.ndarray, attr: np.ndarray, title: str, path: Path, force: bool) -> None:
+    """face | signed attribution (red for, blue against the class) | |attribution| over the face."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lim = float(np.abs(attr).max()) or 1.0
+    fig, axes = plt.subplots(1, 3, figsize=(10.5, 3.9))
+    axes[0].imshow(face, cmap="gray", vmin=0, vmax=255)
+    axes[0].set_title("face (model input)")
+    im = axes[1].imshow(attr, cmap="RdBu_r", vmin=-lim, vmax=lim)
+    axes[1].set_title("integrated gradients")
+    fig.colorbar(im, ax=axes[1], fraction=0.046, pad=0.04)
+    axes[2].imshow(face, cmap="gray", vmin=0, vmax=255)
+    axes[2].imshow(np.abs(attr), cmap="inferno", alpha=0.55, vmin=0, vmax=lim)
+    axes[2].set_title("overlay |attribution|")
+    for ax in axes:
+        ax.axis("off")
+    fig.suptitle(title)
+    fig.tight_layout()
+    with atomic_output(path, force=force) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+def explain(model_path, image_path, out, labels=None, normalize=None, target=None, steps=50,
+            whole_image=False, force=False, log=print) -> dict:
+    from fer_edge.training.evaluate import load_keras, metadata_from_flags
+
+    out, image_path = Path(out), Path(image_path)
+    if out.suffix.lower() != ".png":
+        raise FerEdgeError(f"--out {out}: expected a .png file name, found {out.suffix or 'no suffix'}")
+    check_writable(out, force)  # before any work, so a refused output costs nothing
+    if steps < 2:
+        raise FerEdgeError(f"--steps must be at least 2, found {steps}")
+    if not image_path.is_file():
+        raise FerEdgeError(f"{image_path}: no such image file")
+    image = cv2.imread(str(image_path), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise FerEdgeError(f"{image_path}: not an image OpenCV can read: expected .jpg, .png, .bmp, ...")
+    if image.dtype != np.uint8:  # 16-bit PNGs and the like
+        image = cv2.convertScaleAbs(image, alpha=255.0 / max(1, int(image.max())))
+
+    model, meta = load_keras(model_path)
+    if meta is None:
+        meta = metadata_from_flags(model, model_path, labels, normalize)
+    elif labels or normalize:
+        log(f"note: {model_path} carries its own labels and preprocessing: --labels/--normalize ignored")
+    spec = meta.preprocess
+    if tuple(model.input_shape[1:]) != (*spec.size, spec.channels):
+        raise FerEdgeError(f"{model_path}: input shape {model.input_shape[1:]} does not match its preprocessing "
+                           f"{(*spec.size, spec.channels)}")
+
+    crop, box = find_face(image, spec, whole_image, str(image_path))
+    x = preprocess([crop], spec)[0]
+    baseline = preprocess([np.zeros(spec.size, np.uint8)], spec)[0]  # black, in the model's value range
+    probs = np.asarray(model(np.stack([x, baseline]), training=False), np.float32)
+    pred = int(probs[0].argmax())
+    k = meta.label_set.index(target) if target else pred
+    attr = integrated_gradients(model, x, k, baseline, steps).sum(axis=-1)
+    gap = float(probs[0, k] - probs[1, k])
+    completeness = abs(float(attr.sum()) - gap)
+
+    name = meta.labels[k]
+    title = f"{meta.labels[pred]} {probs[0, pred]:.2f}" + ("" if k == pred else f"  (explaining {name} {probs[0, k]:.2f})")
+    lo, hi = spec.value_range
+    face = (x[:, :, 0] - lo) * (255.0 / (hi - lo))  # the model input, back on the 0..255 scale
+    draw(face, attr, f"{image_path.name}: {title}", out, force)
+    where = "whole image" if box is None else f"face at x={box[0]} y={box[1]} {box[2]}x{box[3]}"
+    log(f"{image_path.name}: {meta.labels[pred]} {probs[0, pred]:.3f} ({where}); integrated gradients for {name} "
+        f"over {steps} steps sum to {attr.sum():+.4f} vs p(face) - p(black) {gap:+.4f}; wrote {out}")
+    return {"label": meta.labels[pred], "probability": float(probs[0, pred]), "target": name, "box": box,
+            "attribution_sum": float(attr.sum()), "probability_gap": gap, "completeness_error": completeness}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="fer-explain", description=__doc__.splitlines()[0])
+    p.add_argument("model", help=".keras (with fer-edge metadata) or .h5 model")
+    p.add_argument("image", help="a face crop, or a photo in which the largest face is found (OpenCV Haar)")
+    p.add_argument("--out", required=True, help="PNG to write")
+    p.add_argument("--target", default=None, help="class to explain (default: the predicted one)")
+    p.add_argument("--steps", type=int, default=50, help="integration steps (default 50)")
+    p.add_argument("--whole-image", action="store_true", help="use the whole image as the face, no detection")
+    p.add_argument("--labels", choices=sorted(LABEL_SETS), help="label set, for models without metadata")
+    p.add_argument("--normalize", choices=list(VALUE_RANGES), help="input value range, for models without metadata")
+    p.add_argument("--force", action="store_true", help="overwrite --out")
+    args = p.parse_args(argv)
+    try:
+        explain(args.model, args.image, args.out, labels=args.labels, normalize=args.normalize, target=args.target,
+                steps=args.steps, whole_image=args.whole_image, force=args.force, log=lambda m: print(m, flush=True))
+    except FerEdgeError as exc:
+        print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
