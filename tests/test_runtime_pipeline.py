@@ -102,6 +102,7 @@ def test_thirty_faces_in_one_call(pipe):
 
 
 def test_tflite_and_onnx_agree():
+    pytest.importorskip("onnxruntime", reason="the [onnx] extra is not installed (base runtime install)")
     crops = frames(5, (64, 64, 3), seed=3)
     with Pipeline(model=TFLITE, threads=1) as a, Pipeline(model=ONNX, threads=1) as b:
         pa, pb = a.classifier.predict(crops), b.classifier.predict(crops)
