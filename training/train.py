@@ -135,13 +135,16 @@ def prepare_out(cfg: TrainConfig) -> Path:
 
 def restore_config(cfg: TrainConfig, log) -> TrainConfig:
     """--resume: the configuration saved in state.json wins, so a resumed run is the same run. Only where the
-    data lives, --out, --workers and the command line are taken from this invocation (folders move)."""
+    data lives, --out and --workers are taken from this invocation (folders move); the command line is appended
+    to the recorded one."""
     path = Path(cfg.out) / STATE
     try:
         saved = json.loads(path.read_text())["config"]
         known = {f.name for f in fields(TrainConfig)}
         saved = {k: v for k, v in saved.items() if k in known}
-        saved.update(data=cfg.data, out=cfg.out, resume=True, force=False, workers=cfg.workers, command=cfg.command)
+        first = saved.get("command") or ""  # keep the command that started the run, and each resume after it
+        command = f"{first} [then: {cfg.command}]" if first and cfg.command and cfg.command not in first else first or cfg.command
+        saved.update(data=cfg.data, out=cfg.out, resume=True, force=False, workers=cfg.workers, command=command)
         restored = TrainConfig(**{**saved, "value_range": tuple(saved["value_range"])})
     except (ValueError, KeyError, TypeError) as exc:
         raise FerEdgeError(f"--resume: {path} is not a fer-train state file ({type(exc).__name__}: {exc})") from None
