@@ -72,19 +72,6 @@ def verify_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _join_values(argv: list[str]) -> list[str]:
-    """`--normalize -1,1` -> `--normalize=-1,1`: argparse would take '-1,1' for an option."""
-    out, i = [], 0
-    while i < len(argv):
-        if argv[i] == "--normalize" and i + 1 < len(argv) and argv[i + 1].startswith("-"):
-            out.append(f"--normalize={argv[i + 1]}")
-            i += 2
-        else:
-            out.append(argv[i])
-            i += 1
-    return out
-
-
 def _run(argv: list[str]) -> int:
     from fer_edge.convert.formats import FORMATS, INT8_FORMATS, parse_formats
     from fer_edge.convert.pipeline import ConvertOptions, convert, verify
@@ -119,7 +106,9 @@ def _run(argv: list[str]) -> int:
 
 
 def main(argv=None) -> int:
-    argv = _join_values(list(sys.argv[1:] if argv is None else argv))
+    from fer_edge.runtime.preprocess import PreprocessSpec
+
+    argv = PreprocessSpec.fix_argv(argv)
     try:
         return _run(argv)
     except FerEdgeError as exc:

@@ -170,7 +170,7 @@ def main(argv=None) -> int:
     p.add_argument("--splits", default=",".join(EVAL_SPLITS))
     p.add_argument("--labels", choices=sorted(LABEL_SETS), help="label set, for models without metadata")
     p.add_argument("--normalize", choices=list(VALUE_RANGES), help="input value range, for models without metadata")
-    args = p.parse_args(argv)
+    args = p.parse_args(PreprocessSpec.fix_argv(argv))
     try:
         meta = read_metadata(args.model)
         override = None

@@ -141,7 +141,7 @@ def main(argv=None) -> int:
     p.add_argument("--labels", choices=sorted(LABEL_SETS), help="label set, for models without metadata")
     p.add_argument("--normalize", choices=list(VALUE_RANGES), help="input value range, for models without metadata")
     p.add_argument("--force", action="store_true", help="overwrite --out")
-    args = p.parse_args(argv)
+    args = p.parse_args(PreprocessSpec.fix_argv(argv))
     try:
         explain(args.model, args.image, args.out, labels=args.labels, normalize=args.normalize, target=args.target,
                 steps=args.steps, whole_image=args.whole_image, force=args.force, log=lambda m: print(m, flush=True))

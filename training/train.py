@@ -374,7 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(PreprocessSpec.fix_argv(argv))
     cfg = TrainConfig(
         data=args.data, out=args.out, arch=args.arch, labels=args.labels, soft=args.soft, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, patience=args.patience, label_smoothing=args.label_smoothing,
