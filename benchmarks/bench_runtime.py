@@ -10,109 +10,21 @@ whole process: interpreter, OpenCV, Python); frames/s and per-stage ms come from
 run per backend passes over the video 20 times (--loop 20) while this script samples the child's RSS,
 and reports how much it grew after the first pass. `--keras` adds the tutorials' loop for reference
 (Haar at scale 1.3 on every frame, then Keras `model.predict` per face; needs TensorFlow, which only
-this reference row imports).
+this reference row imports). The runs themselves are `fer_edge.convert.bench_e2e`, shared with fer-bench
+(which measures every format's accuracy, latency and frames/s; this script adds memory).
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
-import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
+from fer_edge.convert.bench_e2e import keras_tutorial, run_fer_edge
+from fer_edge.runtime.errors import FerEdgeError
+
 DETECT_EVERY = (1, 3)
-
-
-def rss_mb(pid: int) -> float | None:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
-
-
-def run_child(argv: list[str], frames_per_pass: int | None = None, json_path: Path | None = None) -> dict:
-    """Run one fer-edge process; peak RSS from wait4, RSS samples per pass when json_path is given."""
-    with tempfile.TemporaryFile("w+") as err:  # a file, not a pipe: a chatty child cannot block on it
-        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err, text=True)
-        samples = []  # (frames written, rss MB)
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)  # reaps the child and keeps its rusage
-            if pid:
-                break
-            time.sleep(0.05)
-            r = rss_mb(proc.pid)
-            if r is not None and json_path is not None and json_path.exists():
-                with open(json_path, "rb") as f:
-                    samples.append((f.read().count(b"\n"), r))
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        if proc.returncode != 0:
-            err.seek(0)
-            raise SystemExit(f"{' '.join(argv)} failed:\n{err.read()[-3000:]}")
-    out = {"peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}  # ru_maxrss is in KiB on Linux
-    if samples and frames_per_pass:
-        after_first = [r for n, r in samples if n >= frames_per_pass]
-        if after_first:
-            out["rss_after_pass1_mb"] = round(after_first[0], 1)
-            out["rss_end_mb"] = round(after_first[-1], 1)
-            out["rss_growth_after_pass1_mb"] = round(max(after_first) - after_first[0], 1)
-    return out
-
-
-def fer_edge(args, model: str, detector: str, every: int, tmp: Path, loop: int = 1) -> dict:
-    summary, js = tmp / "summary.json", tmp / "out.jsonl"
-    for p in (summary, js):
-        p.unlink(missing_ok=True)
-    argv = [sys.executable, "-m", "fer_edge.runtime.cli", "--source", args.video, "--model", model, "--threads", "1",
-            "--detector", detector, "--detect-every", str(every), "--window", "off", "--quiet",
-            "--summary", str(summary), "--json", str(js), "--loop", str(loop)]
-    if detector == "blazeface":
-        argv += ["--detector-model", args.blazeface]
-    mem = run_child(argv, args.frames if loop > 1 else None, js if loop > 1 else None)
-    s = json.loads(summary.read_text())
-    return {"model": Path(model).name, "detector": detector, "detect_every": every, "loop": loop,
-            "fps": s["fps"], "stage_ms": s["stage_ms"], "frames": s["frames"],
-            "frames_with_face": s["frames_with_face"], "emotion_share": s["emotion_share"], **mem}
-
-
-def keras_tutorial(args) -> dict:
-    """The tutorials' webcam loop on the same frames, at one thread (reference only)."""
-    code = r'''
-import json, sys, time, cv2, numpy as np
-import tensorflow as tf
-tf.config.threading.set_intra_op_parallelism_threads(1); tf.config.threading.set_inter_op_parallelism_threads(1)
-cv2.setNumThreads(1)
-import keras
-model = keras.models.load_model(sys.argv[2], compile=False)
-cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
-cap = cv2.VideoCapture(sys.argv[1]); n = faces = 0; det = pred = 0.0; t0 = time.perf_counter()
-while True:
-    ok, frame = cap.read()
-    if not ok: break
-    n += 1; gray = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
-    a = time.perf_counter(); rects = cascade.detectMultiScale(gray, 1.3, 5); det += time.perf_counter() - a
-    for (x, y, w, h) in rects:
-        roi = cv2.resize(gray[y:y + h, x:x + w], (48, 48)).astype("float32")[None, :, :, None] / 255.0
-        a = time.perf_counter(); model.predict(roi, verbose=0); pred += time.perf_counter() - a; faces += 1
-s = time.perf_counter() - t0
-print(json.dumps({"fps": n / s, "frames": n, "faces": faces, "detect_ms": det * 1000 / n,
-                  "predict_ms_per_face": pred * 1000 / max(faces, 1)}))
-'''
-    out = subprocess.run([sys.executable, "-c", code, args.video, args.keras], capture_output=True, text=True)
-    if out.returncode:
-        raise SystemExit(f"keras tutorial loop failed:\n{out.stderr[-2000:]}")
-    d = json.loads(out.stdout.strip().splitlines()[-1])
-    return {"model": Path(args.keras).name + " (tutorial loop)", "detector": "haar 1.3", "detect_every": 1,
-            "fps": round(d["fps"], 2), "stage_ms": {"detect": round(d["detect_ms"], 2),
-                                                   "classify": round(d["predict_ms_per_face"], 2)},
-            "frames": d["frames"]}
 
 
 def markdown(results: list[dict], command: str) -> str:
@@ -140,18 +52,20 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     detectors = ["haar"] + (["blazeface"] if a.blazeface else [])
     results = []
-    with tempfile.TemporaryDirectory() as d:
-        tmp = Path(d)
+    try:
         for model in a.model:
             for det in detectors:
                 for every in DETECT_EVERY:
-                    results.append(fer_edge(a, model, det, every, tmp))
+                    results.append(run_fer_edge(a.video, model, det, every, blazeface=a.blazeface))
                     print(json.dumps(results[-1]), file=sys.stderr)
             if a.loop > 1:
-                results.append(fer_edge(a, model, detectors[-1], 1, tmp, loop=a.loop))
+                results.append(run_fer_edge(a.video, model, detectors[-1], 1, loop=a.loop, blazeface=a.blazeface,
+                                            frames_per_pass=a.frames))
                 print(json.dumps(results[-1]), file=sys.stderr)
-    if a.keras:
-        results.append(keras_tutorial(a))
+        if a.keras:
+            results.append(keras_tutorial(a.video, a.keras))
+    except FerEdgeError as exc:
+        raise SystemExit(str(exc)) from None
     command = "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
     Path(a.out).write_text(json.dumps({"command": command, "platform": platform.platform(), "results": results},
                                       indent=1) + "\n")

@@ -1,0 +1,150 @@
+"""Benchmark runs in child processes: one `fer-edge` process per configuration, and everything Keras.
+
+Shared by `fer-bench` (frames/s per format and detector) and `benchmarks/bench_runtime.py` (per-stage ms,
+peak RSS and RSS growth over a looped video). Every run is its own process so that its frames/s and
+memory are those of a real deployment (interpreter, OpenCV and Python), not of this benchmarking process.
+Everything Keras (latency of `model.predict`, the reference's probabilities, the tutorials' loop) imports
+TensorFlow, so it runs in a child too (`fer_edge.convert.bench_keras`), one per thread count.
+"""
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from fer_edge.runtime.errors import FerEdgeError
+
+if TYPE_CHECKING:
+    from fer_edge.convert.bench import Settings
+
+
+def rss_mb(pid: int) -> float | None:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def run_child(argv: list[str], frames_per_pass: int | None = None, json_path: Path | None = None) -> dict:
+    """Run one fer-edge process; peak RSS from wait4, RSS samples per pass when json_path is given."""
+    with tempfile.TemporaryFile("w+") as err:  # a file, not a pipe: a chatty child cannot block on it
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err, text=True)
+        samples = []  # (frames written, rss MB)
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)  # reaps the child and keeps its rusage
+            if pid:
+                break
+            time.sleep(0.05)
+            r = rss_mb(proc.pid)
+            if r is not None and json_path is not None and json_path.exists():
+                with open(json_path, "rb") as f:
+                    samples.append((f.read().count(b"\n"), r))
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            err.seek(0)
+            raise FerEdgeError(f"{' '.join(argv)} failed:\n{err.read()[-3000:]}")
+    out = {"peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}  # ru_maxrss is in KiB on Linux
+    if samples and frames_per_pass:
+        after_first = [r for n, r in samples if n >= frames_per_pass]
+        if after_first:
+            out["rss_after_pass1_mb"] = round(after_first[0], 1)
+            out["rss_end_mb"] = round(after_first[-1], 1)
+            out["rss_growth_after_pass1_mb"] = round(max(after_first) - after_first[0], 1)
+    return out
+
+
+def run_fer_edge(video: str | os.PathLike, model: str | os.PathLike, detector: str = "haar", every: int = 1,
+                 loop: int = 1, threads: int = 1, kernels: str = "default", blazeface: str | None = None,
+                 max_frames: int | None = None, frames_per_pass: int | None = None) -> dict:
+    """One `fer-edge --source VIDEO` process; frames/s and per-stage ms from its --summary.
+
+    With loop > 1 and frames_per_pass, the child's RSS is sampled and its growth after pass 1 reported.
+    """
+    with tempfile.TemporaryDirectory(prefix="fer-bench-") as d:
+        summary, js = Path(d) / "summary.json", Path(d) / "out.jsonl"
+        argv = [sys.executable, "-m", "fer_edge.runtime.cli", "--source", str(video), "--model", str(model),
+                "--threads", str(threads), "--detector", detector, "--detect-every", str(every), "--window", "off",
+                "--quiet", "--summary", str(summary), "--json", str(js), "--loop", str(loop)]
+        if str(model).lower().endswith(".tflite"):
+            argv += ["--kernels", kernels]
+        if detector == "blazeface":
+            if not blazeface:
+                raise FerEdgeError("the blazeface detector needs its model file (face_detection_short_range.tflite)")
+            argv += ["--detector-model", str(blazeface)]
+        if max_frames:
+            argv += ["--max-frames", str(max_frames)]
+        track = loop > 1 and frames_per_pass
+        mem = run_child(argv, frames_per_pass if track else None, js if track else None)
+        s = json.loads(summary.read_text())
+    return {"model": Path(model).name, "kernels": kernels, "detector": detector, "detect_every": every, "loop": loop,
+            "threads": threads, "fps": s["fps"], "stage_ms": s["stage_ms"], "frames": s["frames"],
+            "frames_with_face": s["frames_with_face"], "emotion_share": s["emotion_share"], **mem}
+
+
+def e2e_median(video, model, detector: str, kernels: str, repeats: int, blazeface: str | None = None,
+               max_frames: int | None = None) -> dict:
+    """`repeats` fer-edge runs at one thread; frames/s is their median, stages are those of the median run."""
+    runs = [run_fer_edge(video, model, detector, kernels=kernels, blazeface=blazeface, max_frames=max_frames)
+            for _ in range(max(repeats, 1))]
+    med = sorted(runs, key=lambda r: r["fps"])[len(runs) // 2]
+    return {"fps": round(statistics.median(r["fps"] for r in runs), 2), "fps_runs": [r["fps"] for r in runs],
+            "stage_ms": med["stage_ms"], "frames": med["frames"], "frames_with_face": med["frames_with_face"]}
+
+
+def keras_worker(args: list[str]) -> dict:
+    """Run `python -m fer_edge.convert.bench_keras ARGS` (TensorFlow stays out of this process)."""
+    out = subprocess.run([sys.executable, "-m", "fer_edge.convert.bench_keras", *args], capture_output=True, text=True,
+                         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    if out.returncode:
+        raise FerEdgeError(f"the Keras worker failed ({' '.join(args)}):\n{out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def keras_tutorial(video: str | os.PathLike, keras_model: str | os.PathLike, repeats: int = 1,
+                   max_frames: int | None = None) -> dict:
+    """The tutorials' webcam loop on the same frames at one thread: Haar (scale 1.3) on every frame, then
+    Keras `model.predict` per face. Frames/s is the median over `repeats` passes in one process."""
+    args = [str(keras_model), "--threads", "1", "--tutorial", str(video), "--repeats", str(repeats)]
+    if max_frames:
+        args += ["--max-frames", str(max_frames)]
+    return tutorial_row(keras_worker(args)["tutorial"], keras_model)
+
+
+def tutorial_row(d: dict, keras_model: str | os.PathLike) -> dict:
+    """The worker's `tutorial` answer as a row of end-to-end results."""
+    return {"model": Path(keras_model).name + " (tutorial loop)", "kernels": "keras", "detector": "haar 1.3",
+            "detect_every": 1, "threads": 1, "fps": d["fps"], "fps_runs": d["fps_runs"],
+            "stage_ms": {"detect": d["detect_ms"], "classify": d["predict_ms_per_face"]}, "frames": d["frames"],
+            "faces": d["faces"]}
+
+
+def keras_row(model: Path, accuracy: bool, threads: list[int], batches: list[int], s: Settings, tmp: str,
+              tutorial: str | None = None) -> dict:
+    """Latency of `model.predict` (one child per thread count), probabilities of the faces in TMP/faces.npy
+    (to TMP/keras.npy, with `accuracy`) and the tutorials' loop at 1 thread (with `tutorial`, a video)."""
+    row, lat = {}, {}
+    for i, t in enumerate(threads):
+        args = [str(model), "--threads", str(t), "--latency", "--batches", ",".join(map(str, batches)),
+                "--warmup", str(min(s.warmup, 5)), "--rounds", str(s.rounds), "--iters", str(s.keras_iters)]
+        if accuracy and i == len(threads) - 1:  # accuracy once, in the child with the most threads
+            args += ["--faces", str(Path(tmp) / "faces.npy"), "--probs-out", str(Path(tmp) / "keras.npy")]
+        if tutorial and t == 1:
+            args += ["--tutorial", str(tutorial), "--repeats", str(s.e2e_repeats)]
+            args += ["--max-frames", str(s.max_frames)] if s.max_frames else []
+        d = keras_worker(args)
+        lat.update({f"t{t}_b{b}": v for b, v in d["latency"].items()})
+        if "tutorial" in d:
+            row["tutorial"] = d["tutorial"]
+    row["latency"] = {f"t{t}_b{b}": lat[f"t{t}_b{b}"] for t in threads for b in batches}
+    row["timed_call"] = "model.predict(x, verbose=0)"
+    return row

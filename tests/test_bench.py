@@ -1,0 +1,100 @@
+"""fer-bench on the tiny committed models: the report has the agreed columns and records where it ran.
+
+No timing is asserted anywhere: numbers depend on the machine and its load; only their presence is checked.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from fer_edge.convert.bench import discover, main
+from fer_edge.convert.bench_report import int8_findings, markdown
+
+ASSETS = Path(__file__).parent / "assets"
+TINY = [ASSETS / "tiny_fer.tflite", ASSETS / "tiny_fer.onnx"]
+LATENCY_KEYS = {"t1_b1", "t1_b8", "t2_b1", "t2_b8"}
+LATENCY_HEADER = "| 1 thr, batch 1 | 1 thr, batch 8 | 2 thr, batch 1 | 2 thr, batch 8 |"
+
+
+def run(tmp_path, *extra) -> tuple[dict, str]:
+    js, md = tmp_path / "bench.json", tmp_path / "BENCHMARKS.md"
+    assert main(["--quick", *map(str, TINY), "--json", str(js), "--markdown", str(md), *map(str, extra)]) == 0
+    return json.loads(js.read_text()), md.read_text()
+
+
+def test_quick_without_data_gives_sizes_and_latency(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("FER_EDGE_DATA", raising=False)
+    doc, md = run(tmp_path)
+    assert [(r["name"], r["format"], r["kernels"]) for r in doc["rows"]] == [
+        ("tiny_fer.tflite", "tflite-fp32", "default"), ("tiny_fer.onnx", "onnx-fp32", "cpu")]
+    for r in doc["rows"]:
+        assert r["bytes"] == Path(r["file"]).stat().st_size and len(r["sha256"]) == 64
+        assert set(r["latency"]) == LATENCY_KEYS
+        assert all(v["p50_ms"] > 0 and v["p95_ms"] >= v["p50_ms"] for v in r["latency"].values())
+        assert "accuracy" not in r and "e2e" not in r
+    assert doc["machine"]["cpu"] and doc["machine"]["cores"] >= 1
+    assert {"python", "numpy", "opencv", "ai-edge-litert"} <= set(doc["versions"])
+    assert doc["command"].startswith("fer-bench --quick ")
+    assert "| file | format | kernels | size | accuracy | agreement " + LATENCY_HEADER in md
+    assert "not measured" in md and doc["command"] in md and doc["machine"]["cpu"] in md
+    assert "## INT8 against fp32 on this machine" in md
+    assert capsys.readouterr().out.strip() == md.strip()  # the same report on stdout
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_quick_with_data_and_video_gives_accuracy_and_frames_per_second(tmp_path, data_dir, samples_dir,
+                                                                        blazeface_model):
+    pytest.importorskip("onnxruntime")
+    doc, md = run(tmp_path, "--data", data_dir, "--video", samples_dir / "fer_test.mp4", "--blazeface", blazeface_model)
+    assert doc["reference"]["split"] == "PrivateTest" and doc["reference"]["n"] == 256
+    for r in doc["rows"]:
+        assert 0.0 <= r["accuracy"] <= 1.0 and "agreement" not in r  # no golden, no .keras: nothing to agree with
+        assert set(r["e2e"]) == {"haar", "blazeface"}
+        for e in r["e2e"].values():
+            assert e["fps"] > 0 and e["frames"] == 15 and {"detect", "classify"} <= set(e["stage_ms"])
+    assert "## End to end on `fer_test.mp4` (15 frames, 1 thread)" in md
+    assert "| file | kernels | haar frames/s | haar detect / classify ms | blazeface frames/s |" in md
+
+
+def _row(name, fmt, kernels, p50, fps):
+    return {"name": name, "file": name, "format": fmt, "kernels": kernels, "bytes": 1000, "sha256": "0" * 64,
+            "latency": {"t1_b1": {"p50_ms": p50, "p95_ms": p50}},
+            "e2e": {"haar": {"fps": fps, "frames": 10, "stage_ms": {"detect": 1.0, "classify": 1.0}}}}
+
+
+def test_int8_slower_than_fp32_is_said_plainly():
+    """The findings compare each INT8 row with the fp32 file of its runtime; values here are made up."""
+    rows = [_row("m_fp32.tflite", "tflite-fp32", "default", 2.0, 30.0),
+            _row("m_int8.tflite", "tflite-int8", "default", 0.5, 31.0),
+            _row("m_int8.tflite", "tflite-int8", "builtin", 3.0, 29.0)]
+    findings = int8_findings({"rows": rows})
+    assert [(f["int8"], f["what"], f["slower"]) for f in findings] == [
+        ("m_int8.tflite", "latency p50, 1 thread, batch 1", False),
+        ("m_int8.tflite", "end-to-end frames/s, haar", False),
+        ("m_int8.tflite (built-in kernels)", "latency p50, 1 thread, batch 1", True),
+        ("m_int8.tflite (built-in kernels)", "end-to-end frames/s, haar", True)]
+    doc = {"machine": {"cpu": "X", "cores": 2, "usable_cores": 2, "arch": "x86_64", "platform": "Linux"},
+           "versions": {"python": "3"}, "settings": {"threads": [1], "batches": [1], "rounds": 1, "iters": 1,
+                                                     "warmup": 0, "keras_iters": 1, "e2e_repeats": 1, "video": "v.mp4"},
+           "rows": rows, "reference": None, "baseline": None, "findings": findings, "command": "fer-bench x",
+           "seconds": 1.0}
+    md = markdown(doc)
+    assert "INT8 is **slower** than fp32 here" in md
+    assert "- `m_int8.tflite (built-in kernels)`: latency p50, 1 thread, batch 1: 3.000 against 2.000 ms/face" in md
+
+
+def test_discover_reads_folders_and_refuses_other_files(tmp_path):
+    assert [m.format for m in discover([str(ASSETS)])] == ["tflite-fp32", "onnx-fp32"]
+    (tmp_path / "notes.txt").write_text("x")
+    assert main([str(tmp_path / "notes.txt")]) == 2
+    assert main([str(tmp_path)]) == 2  # a folder without models
+
+
+def test_existing_output_needs_force(tmp_path, capsys):
+    out = tmp_path / "BENCHMARKS.md"
+    out.write_text("old")
+    assert main(["--quick", str(TINY[0]), "--markdown", str(out)]) == 2
+    assert "--force" in capsys.readouterr().err and out.read_text() == "old"
