@@ -5,6 +5,8 @@
     fer-edge --source rtsp://cam/stream --detector blazeface --detector-model face_detection_short_range.tflite
     fer-edge --image photo.jpg [--record annotated.jpg]
     fer-edge verify --model models/fer-vgg_int8.tflite --data ../shared/data
+    fer-edge --config /etc/fer-edge/config.toml --mqtt mqtt://broker:1883/fer/door --serve 0.0.0.0:8080
+    fer-edge serve-api --port 8000                        # HTTP API: POST /predict, GET /health
 
 Thin: parses, builds a Pipeline, wires sinks and signals, prints `ErrorType: message` for user errors.
 """
@@ -22,6 +24,9 @@ from fer_edge.runtime.errors import FerEdgeError
 from fer_edge.runtime.detectors import DETECTORS
 from fer_edge.runtime.preprocess import VALUE_RANGES
 from fer_edge.runtime.labels import LABEL_SETS
+from fer_edge.runtime.config import add_config_argument, with_config
+from fer_edge.runtime.mqtt import add_mqtt_arguments
+from fer_edge.runtime.preview import add_preview_arguments
 
 log = logging.getLogger("fer_edge.runtime")
 
@@ -71,6 +76,9 @@ def run_parser() -> argparse.ArgumentParser:
     r.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
     r.add_argument("--stall-timeout", type=float, default=5.0, metavar="S",
                    help="reopen a live source that gave no frame for S seconds (default 5)")
+    add_mqtt_arguments(p)
+    add_preview_arguments(p)
+    add_config_argument(p)
     return p
 
 
@@ -82,6 +90,7 @@ def verify_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="PrivateTest", help="Training, PublicTest or PrivateTest (default PrivateTest)")
     p.add_argument("--limit", type=int, help="use the first N faces of the split")
     p.add_argument("--json", metavar="FILE", help="write the full report as JSON ('-' = stdout)")
+    add_config_argument(p)
     return p
 
 
@@ -93,7 +102,8 @@ def _classifier_kwargs(a) -> dict:
 
 
 def verify(argv: list[str]) -> int:
-    a = verify_parser().parse_args(argv)
+    p = verify_parser()
+    a = p.parse_args(with_config(p, argv))
     from fer_edge.runtime.backends import Classifier
     from fer_edge.runtime.datasets import load_dataset
     from fer_edge.runtime.metrics import classification_report
@@ -132,7 +142,8 @@ def verify(argv: list[str]) -> int:
 
 
 def run(argv: list[str]) -> int:
-    a = run_parser().parse_args(argv)
+    p = run_parser()
+    a = p.parse_args(with_config(p, argv))
     from fer_edge.runtime.pipeline import Pipeline, PipelineOptions
     from fer_edge.runtime.sinks import JsonLinesSink, PrintSink, RecordSink, WindowSink, format_summary, gui_available
     from fer_edge.runtime.sources import open_source
@@ -158,6 +169,14 @@ def run(argv: list[str]) -> int:
                 sinks.append(JsonLinesSink(a.json, a.force))
             if a.record:
                 sinks.append(RecordSink(a.record, getattr(source, "fps", 0.0), a.force))
+            if a.mqtt:
+                from fer_edge.runtime.mqtt import MqttSink
+
+                sinks.append(MqttSink.from_args(a))
+            if a.serve:
+                from fer_edge.runtime.preview import PreviewServer
+
+                sinks.append(PreviewServer.from_args(a))
             show, why = (False, "") if a.window == "off" else gui_available()
             if show:
                 sinks.append(WindowSink())
@@ -214,6 +233,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if argv[:1] == ["verify"]:
             return verify(argv[1:])
+        if argv[:1] == ["serve-api"]:
+            from fer_edge.runtime.api import serve_api
+
+            return serve_api(argv[1:])
         return run(argv)
     except FerEdgeError as exc:
         print(f"{type(exc).__name__}: {exc}", file=sys.stderr)

@@ -1,0 +1,158 @@
+"""`--config FILE.toml`: the command-line options written as TOML keys; flags on the command line win.
+
+    # /etc/fer-edge/config.toml
+    camera = 0
+    detector = "blazeface"
+    detect_every = 3          # dashes or underscores: detect-every works too
+    mqtt = "mqtt://broker.local:1883/fer/kitchen"
+    serve = "0.0.0.0:8080"
+
+The file is turned into command-line tokens placed before the real ones and parsed by the same
+argparse parser, so a key takes exactly the values, types and choices of its flag, and a later flag
+overrides it (argparse keeps the last value). Booleans: `true` gives the flag, `false` gives `--no-X`
+where the flag has one and nothing otherwise. Where the file and the command line both name a member of
+a mutually exclusive group (e.g. `source` in the file, `--camera 0` on the command line), the command
+line's choice wins and the file's is dropped. Unknown keys are an error that names them and lists the
+valid ones.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from fer_edge.runtime.errors import FerEdgeError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser from PyPI (a conditional dependency in pyproject.toml)
+    import tomli as tomllib
+
+CONFIG_FLAG = "--config"
+
+
+class ConfigError(FerEdgeError):
+    """A config file that is missing, not TOML, or holds a key or value the command does not take."""
+
+
+def _long_options(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
+    """'--detect-every' -> its action, for every long option but --help and --config."""
+    out = {}
+    for action in parser._actions:  # argparse offers no public list of its actions
+        for opt in action.option_strings:
+            if opt.startswith("--") and opt not in ("--help", CONFIG_FLAG) and not opt.startswith("--no-"):
+                out[opt] = action
+    return out
+
+
+def _config_path(argv: list[str]) -> tuple[str | None, list[str]]:
+    """The --config value (the last one wins, like any flag) and argv without it."""
+    path, rest, i = None, [], 0
+    while i < len(argv):
+        tok = argv[i]
+        if tok == "--":
+            rest += argv[i:]
+            break
+        if tok == CONFIG_FLAG:
+            if i + 1 >= len(argv):
+                raise ConfigError(f"{CONFIG_FLAG} needs a file name")
+            path, i = argv[i + 1], i + 2
+            continue
+        if tok.startswith(CONFIG_FLAG + "="):
+            path = tok.split("=", 1)[1]
+        else:
+            rest.append(tok)
+        i += 1
+    return path, rest
+
+
+def read_config(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file ({exc.strerror})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+
+
+def config_tokens(config: dict, parser: argparse.ArgumentParser, source: str = "config") -> list[tuple[str, list[str]]]:
+    """[(option, tokens)] for each key of a parsed config file, checked against the parser's options."""
+    options = _long_options(parser)
+    out = []
+    for key, value in config.items():
+        opt = "--" + str(key).replace("_", "-")
+        action = options.get(opt)
+        if action is None:
+            valid = ", ".join(sorted(o[2:] for o in options))
+            raise ConfigError(f"{source}: unknown key {key!r}; valid keys: {valid}")
+        if isinstance(value, dict):
+            raise ConfigError(f"{source}: key {key!r} must be a value, found a table")
+        if action.nargs == 0:  # a flag: store_true / store_false / BooleanOptionalAction
+            if not isinstance(value, bool):
+                raise ConfigError(f"{source}: key {key!r} takes true or false, found {value!r}")
+            negative = "--no-" + opt[2:]
+            if isinstance(action, argparse.BooleanOptionalAction):
+                out.append((opt, [opt if value else negative]))
+            elif value == bool(action.const):  # store_true: true gives the flag; false is its default
+                out.append((opt, [opt]))
+            continue
+        values = value if isinstance(value, list) else [value]
+        if isinstance(value, list) and action.nargs in (None, "?"):
+            raise ConfigError(f"{source}: key {key!r} takes one value, found a list")
+        tokens = []
+        for v in values:
+            if isinstance(v, bool):
+                raise ConfigError(f"{source}: key {key!r} takes a value, not {str(v).lower()}")
+            if isinstance(v, (dict, list)):
+                raise ConfigError(f"{source}: key {key!r} takes plain values, found {v!r}")
+            tokens.append(str(v))
+        out.append((opt, [f"{opt}={tokens[0]}"] if len(tokens) == 1 else [opt, *tokens]))
+    return out
+
+
+def _named_on_command_line(argv: list[str], options: dict[str, argparse.Action]) -> set[str]:
+    """The long options argv names (full names, or unambiguous prefixes as argparse accepts them)."""
+    named = set()
+    for tok in argv:
+        if tok == "--":
+            break
+        if not tok.startswith("--"):
+            continue
+        name = tok.split("=", 1)[0]
+        if name.startswith("--no-") and "--" + name[5:] in options:
+            name = "--" + name[5:]
+        if name in options:
+            named.add(name)
+        else:
+            hits = [o for o in options if o.startswith(name)]
+            if len(hits) == 1:
+                named.add(hits[0])
+    return named
+
+
+def with_config(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
+    """argv with the --config file's keys put in front as flags (the command line overrides them)."""
+    path, argv = _config_path(list(argv))
+    if path is None:
+        return argv
+    tokens = config_tokens(read_config(path), parser, source=str(path))
+    options = _long_options(parser)
+    named = _named_on_command_line(argv, options)
+    # the command line's member of a mutually exclusive group replaces the file's member of it
+    overridden = set()
+    for group in parser._mutually_exclusive_groups:
+        members = {o for a in group._group_actions for o in a.option_strings}
+        if members & named:
+            overridden |= members
+    front = [t for opt, toks in tokens if opt not in overridden for t in toks]
+    return front + argv
+
+
+def add_config_argument(parser: argparse.ArgumentParser) -> None:
+    """--config in the help text (with_config removes it from argv before parsing)."""
+    parser.add_argument(CONFIG_FLAG, metavar="FILE.toml", help="read options from a TOML file whose keys are the "
+                        "long option names (dashes or underscores); flags on the command line override it")

@@ -1,0 +1,288 @@
+"""MQTT output (`--mqtt mqtt://[user:pass@]host[:port]/topic`): per-face events and a periodic summary as JSON.
+
+Topics under the base topic T of the URL:
+
+    T/face      one message per face per frame: {device, frame, time, ts, track, box, label, probs}
+                (the JSON Lines face plus its frame, media time and wall-clock ts)
+    T/summary   every --mqtt-summary-every seconds and once at the end ("final": true): frames, faces,
+                fps, emotion shares, the current label per track, and the link's counts (sent, dropped...)
+    T/status    retained {"device", "online"}: true on connect, false as the broker's last will
+
+The frame loop never waits for the network. Messages go into a bounded offline queue (--mqtt-queue);
+a pump thread hands them to paho-mqtt while connected, at most MAX_INFLIGHT unacknowledged at a time
+(QoS 1 by default: what paho holds when the link drops it re-sends on reconnect). While the broker is
+unreachable the queue fills; when full it drops the oldest message and counts it. paho's network thread
+reconnects with exponential backoff (BACKOFF_MIN_S doubling to BACKOFF_MAX_S). At the end of the run
+the sink waits up to --mqtt-flush-timeout seconds for the queue to drain.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import urllib.parse
+from dataclasses import dataclass
+
+from fer_edge.runtime.errors import FerEdgeError, require
+
+log = logging.getLogger("fer_edge.runtime")
+
+MAX_INFLIGHT = 64  # unacknowledged QoS 1 messages handed to paho; the rest wait in our bounded queue
+BACKOFF_MIN_S, BACKOFF_MAX_S = 0.5, 30.0  # reconnect delay doubles from min to max, reset on success
+PASSWORD_ENV = "FER_EDGE_MQTT_PASSWORD"  # used when the URL names a user but no password (keeps it off disk)
+
+
+@dataclass(frozen=True)
+class MqttTarget:
+    host: str
+    port: int
+    topic: str
+    tls: bool
+    username: str | None = None
+    password: str | None = None
+
+    def redacted(self) -> str:
+        user = f"{self.username}:***@" if self.username else ""
+        return f"{'mqtts' if self.tls else 'mqtt'}://{user}{self.host}:{self.port}/{self.topic}"
+
+
+def parse_mqtt_url(url: str, tls: bool = False) -> MqttTarget:
+    """mqtt://[user[:pass]@]host[:port]/topic (1883) or mqtts://... (TLS, 8883)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("mqtt", "mqtts"):
+        raise FerEdgeError(f"--mqtt: expected mqtt://[user:pass@]host[:port]/topic or mqtts://..., found "
+                           f"{parts.scheme + '://' if parts.scheme else 'no scheme'}")
+    tls = tls or parts.scheme == "mqtts"
+    try:
+        port = parts.port or (8883 if tls else 1883)
+    except ValueError:
+        raise FerEdgeError(f"--mqtt: the port in {url.split('@')[-1]!r} is not a number from 1 to 65535") from None
+    topic = urllib.parse.unquote(parts.path.lstrip("/")).rstrip("/")
+    if not parts.hostname:
+        raise FerEdgeError("--mqtt: the URL names no broker host")
+    if not topic:
+        raise FerEdgeError("--mqtt: the URL names no topic (mqtt://host:1883/fer/kitchen)")
+    if any(c in topic for c in "+#\0"):
+        raise FerEdgeError(f"--mqtt: the topic {topic!r} holds a wildcard (+ or #); publish topics cannot")
+    user = urllib.parse.unquote(parts.username) if parts.username else None
+    password = urllib.parse.unquote(parts.password) if parts.password is not None else None
+    if user and password is None:
+        password = os.environ.get(PASSWORD_ENV)
+    return MqttTarget(parts.hostname, port, topic, tls, user, password)
+
+
+class OfflineQueue:
+    """A bounded FIFO that drops its oldest item when full, and counts what it dropped."""
+
+    def __init__(self, maxlen: int):
+        if maxlen < 1:
+            raise FerEdgeError(f"--mqtt-queue must be 1 or more, found {maxlen}")
+        self.items: collections.deque = collections.deque()
+        self.maxlen, self.dropped = maxlen, 0
+        self.cond = threading.Condition()
+
+    def put(self, item) -> None:
+        with self.cond:
+            if len(self.items) >= self.maxlen:
+                self.items.popleft()
+                self.dropped += 1
+            self.items.append(item)
+            self.cond.notify_all()
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+def add_mqtt_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("MQTT events (pip install 'fer-edge[mqtt]')")
+    g.add_argument("--mqtt", metavar="URL", help="publish per-face events and a periodic summary to "
+                   "mqtt://[user:pass@]host[:port]/topic (mqtts:// for TLS); a user without a password "
+                   f"reads it from ${PASSWORD_ENV}")
+    g.add_argument("--mqtt-tls", action="store_true", help="TLS with mqtt:// too (mqtts:// implies it)")
+    g.add_argument("--mqtt-ca", metavar="FILE", help="CA certificate(s) to verify the broker (default: the system's)")
+    g.add_argument("--mqtt-cert", metavar="FILE", help="client certificate for TLS client authentication")
+    g.add_argument("--mqtt-key", metavar="FILE", help="private key of --mqtt-cert")
+    g.add_argument("--mqtt-insecure", action="store_true", help="TLS without checking the broker's host name")
+    g.add_argument("--mqtt-qos", type=int, choices=(0, 1), default=1, help="QoS of events (default 1)")
+    g.add_argument("--mqtt-queue", type=int, default=1000, metavar="N",
+                   help="messages kept while the broker is unreachable; the oldest are dropped (default 1000)")
+    g.add_argument("--mqtt-summary-every", type=float, default=10.0, metavar="S",
+                   help="seconds between summary messages (default 10; 0 = only the final one)")
+    g.add_argument("--mqtt-client-id", metavar="ID", help="MQTT client id (default fer-edge-<host>-<pid>)")
+    g.add_argument("--mqtt-flush-timeout", type=float, default=5.0, metavar="S",
+                   help="at the end, wait up to S seconds to deliver queued messages (default 5)")
+
+
+class MqttSink:
+    """A sink (write/close) publishing to an MQTT broker through paho-mqtt 2.x."""
+
+    def __init__(self, url: str, *, tls: bool = False, ca: str | None = None, cert: str | None = None,
+                 key: str | None = None, insecure: bool = False, qos: int = 1, queue: int = 1000,
+                 summary_every: float = 10.0, client_id: str | None = None, flush_timeout: float = 5.0):
+        mqtt = require("paho.mqtt.client", "mqtt")
+        self.target = t = parse_mqtt_url(url, tls)
+        for name, path in (("--mqtt-ca", ca), ("--mqtt-cert", cert), ("--mqtt-key", key)):
+            if path and not os.path.isfile(path):
+                raise FerEdgeError(f"{name}: no such file {path}")
+        if key and not cert:
+            raise FerEdgeError("--mqtt-key needs --mqtt-cert")
+        self.qos, self.summary_every, self.flush_timeout = int(qos), float(summary_every), float(flush_timeout)
+        self.device = socket.gethostname()
+        self.queue = OfflineQueue(int(queue))
+        self.sent: collections.Counter = collections.Counter()  # acknowledged messages per kind (face, summary, status)
+        self.reconnects = self.connects = 0
+        self.connected = False
+        self._inflight: dict[int, str] = {}  # mid -> kind
+        self._acked_early: set[int] = set()
+        self._closing = self._stop_now = False
+        self.frames = self.faces = 0
+        self.label_counts: collections.Counter = collections.Counter()
+        self.track_labels: dict[int, str] = {}
+        self.started = self._last_summary = time.monotonic()
+
+        client_id = client_id or f"fer-edge-{self.device}-{os.getpid()}"
+        self.client = c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True)
+        if t.username:
+            c.username_pw_set(t.username, t.password)
+        if t.tls:
+            import ssl
+
+            c.tls_set(ca_certs=ca, certfile=cert, keyfile=key, cert_reqs=ssl.CERT_REQUIRED)
+            c.tls_insecure_set(insecure)
+        c.will_set(f"{t.topic}/status", json.dumps({"device": self.device, "online": False}), qos=1, retain=True)
+        c.reconnect_delay_set(BACKOFF_MIN_S, BACKOFF_MAX_S)
+        c.on_connect, c.on_disconnect, c.on_publish = self._on_connect, self._on_disconnect, self._on_publish
+        try:
+            c.connect_async(t.host, t.port, keepalive=30)
+        except (OSError, ValueError) as exc:
+            raise FerEdgeError(f"--mqtt {t.redacted()}: {exc}") from None
+        c.loop_start()  # paho's network thread: connects, and reconnects with backoff for ever
+        self._pump_thread = threading.Thread(target=self._pump, name="fer-edge-mqtt", daemon=True)
+        self._pump_thread.start()
+        log.info("mqtt: publishing to %s", t.redacted())
+
+    @classmethod
+    def from_args(cls, a) -> "MqttSink":
+        return cls(a.mqtt, tls=a.mqtt_tls, ca=a.mqtt_ca, cert=a.mqtt_cert, key=a.mqtt_key, insecure=a.mqtt_insecure,
+                   qos=a.mqtt_qos, queue=a.mqtt_queue, summary_every=a.mqtt_summary_every,
+                   client_id=a.mqtt_client_id, flush_timeout=a.mqtt_flush_timeout)
+
+    # -- paho callbacks (its network thread) ----------------------------------------------------
+
+    def _on_connect(self, client, _userdata, _flags, reason, _props):
+        if reason.is_failure:
+            log.warning("mqtt: %s refused the connection: %s", self.target.redacted(), reason)
+            return
+        status = (f"{self.target.topic}/status", json.dumps({"device": self.device, "online": True}), True)
+        with self.queue.cond:
+            self.connected = True
+            self.connects += 1
+            self.reconnects = self.connects - 1
+            self.queue.items.appendleft(status)  # first out; never dropped for being old (it is new)
+            self.queue.cond.notify_all()
+        log.info("mqtt: connected to %s%s", self.target.redacted(), " again" if self.connects > 1 else "")
+
+    def _on_disconnect(self, _client, _userdata, _flags, reason, _props):
+        with self.queue.cond:
+            was, self.connected = self.connected, False
+        if was and not self._closing:
+            log.warning("mqtt: lost %s (%s); reconnecting with backoff, queueing up to %d messages",
+                        self.target.redacted(), reason, self.queue.maxlen)
+
+    def _on_publish(self, _client, _userdata, mid, _reason, _props):
+        with self.queue.cond:
+            kind = self._inflight.pop(mid, None)
+            if kind is None:
+                self._acked_early.add(mid)  # acknowledged before _pump recorded it
+            else:
+                self.sent[kind] += 1
+            self.queue.cond.notify_all()
+
+    # -- the pump thread ------------------------------------------------------------------------
+
+    def _pump(self) -> None:
+        q = self.queue
+        while True:
+            with q.cond:
+                while not self._stop_now and (not self.connected or not q.items or len(self._inflight) >= MAX_INFLIGHT):
+                    if self._closing and not q.items and not self._inflight:
+                        return
+                    q.cond.wait(0.5)
+                if self._stop_now:
+                    return
+                topic, payload, retain = q.items.popleft()
+            info = self.client.publish(topic, payload, self.qos, retain)
+            kind = topic.rsplit("/", 1)[1]
+            with q.cond:
+                if self.qos == 0 and info.rc != 0:  # QoS 0 is not kept by paho: back to the front
+                    q.items.appendleft((topic, payload, retain))
+                    q.cond.wait(0.2)
+                elif info.mid in self._acked_early:  # QoS 1 is kept by paho, connected or not
+                    self._acked_early.discard(info.mid)
+                    self.sent[kind] += 1
+                else:
+                    self._inflight[info.mid] = kind
+
+    # -- the sink -------------------------------------------------------------------------------
+
+    def _put(self, subtopic: str, doc: dict) -> None:
+        self.queue.put((f"{self.target.topic}/{subtopic}", json.dumps(doc, separators=(",", ":")), False))
+
+    def write(self, frame, result) -> None:
+        ts = round(time.time(), 3)
+        self.frames += 1
+        for f in result.faces:
+            self.faces += 1
+            self.label_counts[f.label] += 1
+            self.track_labels[f.track] = f.label
+            self._put("face", {"device": self.device, "frame": result.frame, "time": round(result.time, 4), "ts": ts,
+                               **f.to_dict()})
+        if self.summary_every > 0 and time.monotonic() - self._last_summary >= self.summary_every:
+            self._put("summary", self.summary())
+
+    def stats(self) -> dict:
+        with self.queue.cond:
+            return {"connected": self.connected, "sent": sum(self.sent.values()), "sent_faces": self.sent["face"],
+                    "queued": len(self.queue.items),
+                    "inflight": len(self._inflight), "dropped": self.queue.dropped, "reconnects": self.reconnects}
+
+    def summary(self, final: bool = False) -> dict:
+        now = time.monotonic()
+        self._last_summary = now
+        seconds = now - self.started
+        return {"device": self.device, "ts": round(time.time(), 3), "final": final, "frames": self.frames,
+                "faces": self.faces, "seconds": round(seconds, 3),
+                "fps": round(self.frames / seconds, 2) if seconds > 0 else 0.0,
+                "emotion_share": {k: round(v / self.faces, 4) for k, v in sorted(self.label_counts.items())},
+                "tracks": {str(k): v for k, v in sorted(self.track_labels.items())}, "mqtt": self.stats()}
+
+    def close(self) -> None:
+        if self._closing:
+            return
+        self._put("summary", self.summary(final=True))
+        with self.queue.cond:
+            self._closing = True
+            self.queue.cond.notify_all()
+        self._pump_thread.join(self.flush_timeout)
+        with self.queue.cond:
+            self._stop_now = True
+            self.queue.cond.notify_all()
+        self._pump_thread.join(1.0)
+        s = self.stats()
+        lost = s["queued"] + s["inflight"]
+        (log.warning if lost or s["dropped"] else log.info)(
+            "mqtt: sent %d messages (%d face events), dropped %d (queue full), undelivered at exit %d, reconnects %d",
+            s["sent"], s["sent_faces"], s["dropped"], lost, s["reconnects"])
+        try:
+            if self.connected:
+                self.client.publish(f"{self.target.topic}/status",
+                                    json.dumps({"device": self.device, "online": False}), 1, True).wait_for_publish(1.0)
+        except (RuntimeError, ValueError):
+            pass  # the link went down during shutdown: the broker's last will says the same
+        self.client.disconnect()
+        self.client.loop_stop()

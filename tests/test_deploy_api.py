@@ -1,0 +1,143 @@
+"""HTTP API (fer-edge serve-api): /predict, /health, the upload limit, 4xx for bad input, and a
+schemathesis run against the app's own OpenAPI schema that must find no server error.
+
+Runs in-process against the ASGI app (no socket); the model is the tiny committed one.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi", reason="the [api] extra is not installed (pip install 'fer-edge[api]')")
+pytest.importorskip("multipart", reason="python-multipart is not installed (pip install 'fer-edge[api]')")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from fer_edge.runtime.api import create_app  # noqa: E402
+from fer_edge.runtime.pipeline import PipelineOptions  # noqa: E402
+
+TFLITE = Path(__file__).parent / "assets" / "tiny_fer.tflite"
+LIMIT = 300_000  # bytes: small so the 413 path is cheap to reach
+FUZZ_EXAMPLES = 60  # per operation; keeps the schemathesis run well under a minute on 2 cores
+
+APP = create_app(PipelineOptions(model=TFLITE, threads=1), max_upload_bytes=LIMIT)
+
+
+@pytest.fixture(scope="module")
+def client():
+    with TestClient(APP) as c:
+        yield c
+
+
+def _png(image) -> bytes:
+    return cv2.imencode(".png", image)[1].tobytes()
+
+
+def test_health_and_schema(client):
+    r = client.get("/health")
+    assert r.status_code == 200 and r.json()["status"] == "ok" and "happy" in r.json()["labels"]
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"/predict", "/health"} <= set(paths) and {"400", "413"} <= set(paths["/predict"]["post"]["responses"])
+
+
+def test_predict_a_photo(client, samples_dir):
+    data = (samples_dir / "fer_justin.jpg").read_bytes()
+    r = client.post("/predict", files={"file": ("justin.jpg", data, "image/jpeg")})
+    assert r.status_code == 200, r.text
+    doc = r.json()
+    assert len(doc["faces"]) == 1 and doc["width"] > 0
+    face = doc["faces"][0]
+    assert set(face["probs"]) == set(doc["labels"]) and face["label"] == max(face["probs"], key=face["probs"].get)
+
+
+@pytest.mark.parametrize("image", [np.full((60, 80), 127, np.uint8), np.zeros((40, 40, 4), np.uint8),
+                                   np.zeros((1, 1, 3), np.uint8)])
+def test_no_face_is_an_empty_list(client, image):
+    r = client.post("/predict", files={"file": ("x.png", _png(image), "image/png")})
+    assert r.status_code == 200 and r.json()["faces"] == []
+
+
+@pytest.mark.parametrize("data, words", [(b"", "empty"), (b"not an image at all", "not a decodable image"),
+                                         (b"\x89PNG\r\n\x1a\n" + b"\0" * 50, "not a decodable image")])
+def test_bad_uploads_are_400_with_a_message(client, data, words):
+    r = client.post("/predict", files={"file": ("x.png", data, "image/png")})
+    assert r.status_code == 400 and words in r.json()["detail"]
+
+
+def test_missing_file_is_422(client):
+    assert client.post("/predict").status_code == 422
+    assert client.post("/predict", data={"other": "x"}).status_code == 422
+
+
+def test_upload_limit_is_413(client):
+    big = np.random.default_rng(0).integers(0, 255, (400, 400, 3), dtype=np.uint8)  # ~480 kB as PNG
+    r = client.post("/predict", files={"file": ("big.png", _png(big), "image/png")})
+    assert r.status_code == 413 and "limit" in r.json()["detail"]
+
+    def chunks():  # no Content-Length: counted while it streams
+        for _ in range(20):
+            yield b"\0" * 32768
+
+    r = client.post("/predict", content=chunks(), headers={"content-type": "multipart/form-data; boundary=x"})
+    assert r.status_code == 413
+
+
+@pytest.mark.slow
+def test_serve_api_subcommand_on_loopback(tmp_path):
+    """`fer-edge serve-api` as a user starts it: uvicorn on a free loopback port, config file included."""
+    import json
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    pytest.importorskip("uvicorn", reason="the [api] extra is not installed")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = tmp_path / "api.toml"
+    cfg.write_text(f'model = "{TFLITE}"\nthreads = 1\nport = {port}\nmax_upload_mb = 0.5\n')
+    proc = subprocess.Popen([sys.executable, "-m", "fer_edge.runtime.cli", "serve-api", "--config", str(cfg)],
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                health = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2))
+                break
+            except OSError:
+                assert proc.poll() is None, proc.stderr.read()
+                assert time.monotonic() < deadline, "serve-api did not answer in 60 s"
+                time.sleep(0.2)
+        assert health["model"] == TFLITE.name
+    finally:
+        proc.terminate()
+        proc.wait(20)
+
+
+schemathesis = pytest.importorskip("schemathesis", reason="schemathesis is not installed (the [dev] extra)")
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+SCHEMA = schemathesis.openapi.from_asgi("/openapi.json", APP)
+SCHEMA.config.generation.update(modes=[schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE])
+STATUSES: Counter = Counter()  # status codes the fuzzer saw, printed at the end of the module (pytest -s)
+
+
+@SCHEMA.parametrize()
+@settings(max_examples=FUZZ_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+def test_fuzz_the_api_with_its_own_schema(case):
+    # every default check (no 5xx, status codes, content types and bodies as the schema says, invalid
+    # requests rejected) but positive_data_acceptance: the schema can only say `file` is binary, so any
+    # bytes are "valid" to it, and a 400 for bytes that are no image is the documented answer
+    response = case.call_and_validate(excluded_checks=[schemathesis.checks.positive_data_acceptance])
+    STATUSES[f"{case.method} {case.path} {response.status_code}"] += 1
+    assert response.status_code < 500
+
+
+def test_fuzz_report():
+    print(f"schemathesis: {sum(STATUSES.values())} requests, status codes {dict(sorted(STATUSES.items()))}")
+    assert not [k for k in STATUSES if k.rsplit(" ", 1)[1].startswith("5")]
