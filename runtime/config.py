@@ -136,9 +136,11 @@ def _named_on_command_line(argv: list[str], options: dict[str, argparse.Action])
 
 def with_config(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
     """argv with the --config file's keys put in front as flags (the command line overrides them)."""
+    from fer_edge.runtime.preprocess import PreprocessSpec
+
     path, argv = _config_path(list(argv))
     if path is None:
-        return argv
+        return PreprocessSpec.fix_argv(argv)
     tokens = config_tokens(read_config(path), parser, source=str(path))
     options = _long_options(parser)
     named = _named_on_command_line(argv, options)
@@ -149,7 +151,7 @@ def with_config(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
         if members & named:
             overridden |= members
     front = [t for opt, toks in tokens if opt not in overridden for t in toks]
-    return front + argv
+    return PreprocessSpec.fix_argv(front + argv)  # `--normalize -1,1` from either place
 
 
 def add_config_argument(parser: argparse.ArgumentParser) -> None:
