@@ -19,7 +19,7 @@ import numpy as np
 
 from fer_edge.convert.parity import EvalSet, reference_entry
 from fer_edge.runtime.datasets import FaceDataset, load_dataset, split_code
-from fer_edge.runtime.errors import DataError, FerEdgeError, ModelError
+from fer_edge.runtime.errors import cli_main, DataError, ModelError
 from fer_edge.runtime.fileio import atomic_output
 
 KEYS = ("rows", "labels", "probs", "model_sha256", "model", "label_set", "split")
@@ -77,6 +77,7 @@ def load_golden(path: str | Path, ds: FaceDataset) -> tuple[dict, np.ndarray, Ev
     return ref, probs, ev
 
 
+@cli_main
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m fer_edge.convert.golden", description=__doc__.splitlines()[0])
     ap.add_argument("model", help="the fp32 Keras reference (.keras)")
@@ -85,12 +86,7 @@ def main(argv=None) -> int:
     ap.add_argument("--split", default="PrivateTest", choices=("PublicTest", "PrivateTest"))
     ap.add_argument("--force", action="store_true")
     a = ap.parse_args(argv)
-    try:
-        make_golden(a.model, a.data, a.out, a.split, a.force, log=lambda m: print(m, file=sys.stderr))
-    except FerEdgeError as exc:
-        print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    make_golden(a.model, a.data, a.out, a.split, a.force, log=lambda m: print(m, file=sys.stderr))
 
 
 if __name__ == "__main__":

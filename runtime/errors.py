@@ -30,3 +30,23 @@ def require(module: str, extra: str):
         if exc.name and module.split(".")[0] != exc.name.split(".")[0]:
             raise  # the module exists but one of its own imports failed: show the real cause
         raise MissingExtraError(module, extra) from None
+
+
+USER_ERROR = 2  # exit code of a CLI for a user mistake
+
+
+def cli_main(fn):
+    """Decorate a CLI's `main(argv=None)`: a FerEdgeError becomes one line `ErrorType: message` on stderr
+    and exit code 2, never a traceback; main's own return value (None = 0) is the exit code otherwise."""
+    import functools
+    import sys
+
+    @functools.wraps(fn)
+    def wrapper(argv=None):
+        try:
+            return fn(argv) or 0
+        except FerEdgeError as exc:
+            print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
+            return USER_ERROR
+
+    return wrapper

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from fer_edge.runtime.datasets import FaceDataset, load_dataset
-from fer_edge.runtime.errors import FerEdgeError, ModelError, require
+from fer_edge.runtime.errors import cli_main, FerEdgeError, ModelError, require
 from fer_edge.runtime.fileio import atomic_output
 from fer_edge.runtime.labels import LABEL_SETS, get_label_set
 from fer_edge.runtime.metadata import ModelMetadata, read_metadata, write_metadata
@@ -162,6 +162,7 @@ def evaluate_to(model_path, ds: FaceDataset, out_dir, history=None, log=print, u
     return doc
 
 
+@cli_main
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="fer-eval", description=__doc__)
     p.add_argument("model", help=".keras / .h5 model")
@@ -171,19 +172,14 @@ def main(argv=None) -> int:
     p.add_argument("--labels", choices=sorted(LABEL_SETS), help="label set, for models without metadata")
     p.add_argument("--normalize", choices=list(VALUE_RANGES), help="input value range, for models without metadata")
     args = p.parse_args(PreprocessSpec.fix_argv(argv))
-    try:
-        meta = read_metadata(args.model)
-        override = None
-        if meta is None:  # checked before the (slow) data load, so a missing flag is reported at once
-            override = metadata_from_flags(load_keras(args.model)[0], args.model, args.labels, args.normalize)
-        ds = load_dataset(args.data, labels=(meta or override).label_set.name)
-        out = args.out or str(Path(args.model).with_suffix("")) + "_eval"
-        evaluate_to(args.model, ds, out, splits=tuple(args.splits.split(",")), log=lambda m: print(m, flush=True),
-                    meta_override=override)
-    except FerEdgeError as exc:
-        print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    meta = read_metadata(args.model)
+    override = None
+    if meta is None:  # checked before the (slow) data load, so a missing flag is reported at once
+        override = metadata_from_flags(load_keras(args.model)[0], args.model, args.labels, args.normalize)
+    ds = load_dataset(args.data, labels=(meta or override).label_set.name)
+    out = args.out or str(Path(args.model).with_suffix("")) + "_eval"
+    evaluate_to(args.model, ds, out, splits=tuple(args.splits.split(",")), log=lambda m: print(m, flush=True),
+                meta_override=override)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from fer_edge.runtime.errors import FerEdgeError, require
+from fer_edge.runtime.errors import cli_main, FerEdgeError, require
 from fer_edge.runtime.fileio import atomic_output, check_writable
 from fer_edge.runtime.labels import LABEL_SETS
 from fer_edge.runtime.preprocess import VALUE_RANGES, PreprocessSpec, crop_faces, preprocess
@@ -130,6 +130,7 @@ def explain(model_path, image_path, out, labels=None, normalize=None, target=Non
             "attribution_sum": float(attr.sum()), "probability_gap": gap, "completeness_error": completeness}
 
 
+@cli_main
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="fer-explain", description=__doc__.splitlines()[0])
     p.add_argument("model", help=".keras (with fer-edge metadata) or .h5 model")
@@ -142,13 +143,8 @@ def main(argv=None) -> int:
     p.add_argument("--normalize", choices=list(VALUE_RANGES), help="input value range, for models without metadata")
     p.add_argument("--force", action="store_true", help="overwrite --out")
     args = p.parse_args(PreprocessSpec.fix_argv(argv))
-    try:
-        explain(args.model, args.image, args.out, labels=args.labels, normalize=args.normalize, target=args.target,
-                steps=args.steps, whole_image=args.whole_image, force=args.force, log=lambda m: print(m, flush=True))
-    except FerEdgeError as exc:
-        print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    explain(args.model, args.image, args.out, labels=args.labels, normalize=args.normalize, target=args.target,
+            steps=args.steps, whole_image=args.whole_image, force=args.force, log=lambda m: print(m, flush=True))
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from fer_edge.runtime.errors import FerEdgeError
+from fer_edge.runtime.errors import cli_main, FerEdgeError
 from fer_edge.runtime.fileio import atomic_output, sha256_file
 from fer_edge.runtime.metadata import read_metadata, write_metadata
 
@@ -143,6 +143,7 @@ def write_card(run: Path, out: Path, name: str, parity: dict | None = None) -> P
     return card
 
 
+@cli_main
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m fer_edge.training.ship", description=__doc__.splitlines()[0])
     ap.add_argument("run", type=Path)
@@ -151,12 +152,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=Path("models"))
     ap.add_argument("--force", action="store_true")
     args = ap.parse_args(argv)
-    try:
-        print(ship(args.run, args.data, args.out, args.name, args.force, log=lambda m: print(m, file=sys.stderr)))
-    except FerEdgeError as exc:
-        print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    print(ship(args.run, args.data, args.out, args.name, args.force, log=lambda m: print(m, file=sys.stderr)))
 
 
 if __name__ == "__main__":

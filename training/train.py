@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from fer_edge.runtime.datasets import FaceDataset, load_dataset
-from fer_edge.runtime.errors import FerEdgeError
+from fer_edge.runtime.errors import cli_main, FerEdgeError
 from fer_edge.runtime.fileio import atomic_output, sha256_file
 from fer_edge.runtime.metadata import ModelMetadata, write_metadata
 from fer_edge.runtime.preprocess import PreprocessSpec, preprocess
@@ -373,6 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@cli_main
 def main(argv=None) -> int:
     args = build_parser().parse_args(PreprocessSpec.fix_argv(argv))
     cfg = TrainConfig(
@@ -386,9 +387,6 @@ def main(argv=None) -> int:
     )
     try:
         train(cfg, log=lambda m: print(m, flush=True))
-    except FerEdgeError as exc:
-        print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("interrupted: resume with --resume", file=sys.stderr)
         return 130
