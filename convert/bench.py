@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fer_edge.runtime.errors import FerEdgeError, ModelError
+from fer_edge.runtime.errors import FerEdgeError, ModelError, cli_main
 
 # Display order of the formats.
 FORMAT_ORDER = ("keras", "tflite-fp32", "tflite-fp16", "tflite-dynamic", "tflite-int8", "onnx-fp32", "onnx-int8")
@@ -249,7 +249,7 @@ def run_bench(models: list[ModelFile], data: str | None = None, golden: str | No
         elif golden:
             raise FerEdgeError("--golden needs --data: the golden outputs are compared on FER2013 faces")
         for m, kernels in _rows(models):
-            row = {"file": str(m.path), "name": m.path.name, "format": m.format, "kernels": kernels,
+            row = {"file": m.path.name if m.exported_from else str(m.path), "name": m.path.name, "format": m.format, "kernels": kernels,
                    "bytes": m.path.stat().st_size, "sha256": sha256_file(m.path)}
             if m.exported_from:
                 row["exported_from"] = m.exported_from
@@ -336,6 +336,7 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+@cli_main  # a FerEdgeError: one line `ErrorType: message`, exit code 2
 def main(argv=None) -> int:
     from fer_edge.convert.bench_report import markdown, write_text
     from fer_edge.runtime.fileio import check_writable
@@ -369,9 +370,6 @@ def main(argv=None) -> int:
             write_text(a.markdown, text)
         print(text)
         log(f"done in {doc['seconds'] + export_seconds:.0f} s")
-    except FerEdgeError as exc:
-        print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
