@@ -68,7 +68,10 @@ class HaarDetector:
                                "install opencv-python-headless<5 or use --detector blazeface")
         if not path.is_file():
             raise ModelError(f"{path}: no such Haar cascade file")
-        self.cascade = cv2.CascadeClassifier(str(path))
+        try:
+            self.cascade = cv2.CascadeClassifier(str(path))
+        except (cv2.error, SystemError):  # OpenCV 4.14 raises on a non-cascade file instead of returning an empty one
+            raise ModelError(f"{path}: not a loadable Haar cascade (expected an OpenCV .xml cascade)") from None
         if self.cascade.empty():
             raise ModelError(f"{path}: not a loadable Haar cascade")
         self.scale_factor, self.min_neighbors, self.min_size = scale_factor, min_neighbors, (min_size, min_size)
