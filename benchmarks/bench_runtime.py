@@ -3,7 +3,7 @@
     python benchmarks/bench_runtime.py --video ../shared/data/samples/fer_test.mp4 \
         --model models/fer-vgg_int8.tflite --model models/fer-vgg_int8.onnx \
         --blazeface ../shared/models/face_detection_short_range.tflite \
-        [--keras runs/vgg-ref/model.keras] --out benchmarks/results.json --markdown BENCHMARKS.md
+        --keras models/fer-vgg.keras --out benchmarks/fer-vgg_runtime.json --markdown BENCHMARKS.md
 
 Every configuration runs as its own `fer-edge` process at --threads 1 (so the peak RSS is that of the
 whole process: interpreter, OpenCV, Python); frames/s and per-stage ms come from its --summary. A second
@@ -11,7 +11,9 @@ run per backend passes over the video 20 times (--loop 20) while this script sam
 and reports how much it grew after the first pass. `--keras` adds the tutorials' loop for reference
 (Haar at scale 1.3 on every frame, then Keras `model.predict` per face; needs TensorFlow, which only
 this reference row imports). The runs themselves are `fer_edge.convert.bench_e2e`, shared with fer-bench
-(which measures every format's accuracy, latency and frames/s; this script adds memory).
+(which measures every format's accuracy, latency and frames/s; this script adds memory and detection
+scheduling). Run it after fer-bench: --markdown replaces this script's section of that file (from its
+heading to the end) and leaves fer-bench's part alone.
 """
 from __future__ import annotations
 
@@ -27,16 +29,34 @@ from fer_edge.runtime.errors import FerEdgeError
 DETECT_EVERY = (1, 3)
 
 
+SECTION = "## fer-edge runtime: detection scheduling and memory"
+
+
 def markdown(results: list[dict], command: str) -> str:
-    rows = ["| model | detector | every K | fps | read | detect | track | classify | output | peak RSS MB | RSS growth after pass 1 (loop 20) MB |",
-            "|---|---|---|---|---|---|---|---|---|---|---|"]
+    tutorial = next((r["fps"] for r in results if r["kernels"] == "keras"), None)
+    rows = ["| model | detector | every K | frames/s | vs tutorial loop | read | detect | track | classify | output "
+            "| peak RSS MB | RSS growth after pass 1 (loop 20) MB |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         st = r["stage_ms"]
-        rows.append(f"| {r['model']} | {r['detector']} | {r['detect_every']} | {r['fps']} | "
+        ratio = f"{r['fps'] / tutorial:.1f}x" if tutorial else ""
+        loop = f" (--loop {r['loop']})" if r.get("loop", 1) > 1 else ""
+        rows.append(f"| {r['model']} | {r['detector']} | {r['detect_every']}{loop} | {r['fps']} | {ratio} | "
                     + " | ".join(str(st.get(k, "")) for k in ("read", "detect", "track", "classify", "output"))
                     + f" | {r.get('peak_rss_mb', '')} | {r.get('rss_growth_after_pass1_mb', '')} |")
-    return (f"## fer-edge runtime benchmark\n\n{platform.platform()}, {platform.processor() or platform.machine()}, "
-            f"Python {platform.python_version()}, 1 thread\n\n```\n{command}\n```\n\n" + "\n".join(rows) + "\n")
+    return (f"{SECTION}\n\n{platform.platform()}, {platform.processor() or platform.machine()}, "
+            f"Python {platform.python_version()}, 1 thread. One `fer-edge` process per row (stages in ms per frame, "
+            "peak RSS of the whole process); `every K` runs the detector on every K-th frame and follows the "
+            "tracked boxes in between.\n\n```\n" + command + "\n```\n\n" + "\n".join(rows) + "\n")
+
+
+def write_section(path: Path, text: str) -> None:
+    """Put this script's section at the end of `path`, replacing an earlier one; the rest stays as it was."""
+    old = path.read_text() if path.is_file() else ""
+    keep = old[: old.index(SECTION)] if SECTION in old else old
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text((keep.rstrip("\n") + "\n\n" if keep.strip() else "") + text)
+    tmp.replace(path)
 
 
 def main(argv=None) -> int:
@@ -48,7 +68,7 @@ def main(argv=None) -> int:
     p.add_argument("--keras", help="a .keras model: adds the tutorials' Keras loop as the reference row")
     p.add_argument("--loop", type=int, default=20, help="passes for the RSS-growth run (0 = skip)")
     p.add_argument("--out", default="benchmarks/results.json")
-    p.add_argument("--markdown", help="also write a Markdown table here")
+    p.add_argument("--markdown", help="also write the table as the last section of this Markdown file")
     a = p.parse_args(argv)
     detectors = ["haar"] + (["blazeface"] if a.blazeface else [])
     results = []
@@ -58,8 +78,8 @@ def main(argv=None) -> int:
                 for every in DETECT_EVERY:
                     results.append(run_fer_edge(a.video, model, det, every, blazeface=a.blazeface))
                     print(json.dumps(results[-1]), file=sys.stderr)
-            if a.loop > 1:
-                results.append(run_fer_edge(a.video, model, detectors[-1], 1, loop=a.loop, blazeface=a.blazeface,
+            for det in detectors if a.loop > 1 else ():
+                results.append(run_fer_edge(a.video, model, det, 1, loop=a.loop, blazeface=a.blazeface,
                                             frames_per_pass=a.frames))
                 print(json.dumps(results[-1]), file=sys.stderr)
         if a.keras:
@@ -70,7 +90,7 @@ def main(argv=None) -> int:
     Path(a.out).write_text(json.dumps({"command": command, "platform": platform.platform(), "results": results},
                                       indent=1) + "\n")
     if a.markdown:
-        Path(a.markdown).write_text(markdown(results, command))
+        write_section(Path(a.markdown), markdown(results, command))
     print(markdown(results, command))
     return 0
 

@@ -2,7 +2,8 @@
 
 A detector run gives boxes; `Tracker.update` matches them to the live tracks by IoU (greedy, highest
 first), opens a track for each unmatched box and keeps an unmatched track alive for `max_missed`
-detector runs at its last box (a face the detector misses for a frame or two does not blink out).
+detector runs at its last box (a face the detector misses for a frame or two does not blink out); a
+track matched on one run only ends at its first miss, so a one-off false box is not carried on.
 On frames where the detector does not run (`--detect-every K`), `Tracker.follow` moves every box by
 template matching a grey patch from the previous frame in a window around it: ~0.1 ms per face.
 """
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from fer_edge.runtime.detectors import FaceBox, clip_box
+from fer_edge.runtime.detectors import FaceBox, clip_box, nested
 
 FOLLOW_SIDE = 32  # template side in pixels after shrinking: enough texture to match, cheap to search
 SEARCH = 0.5  # search window = box grown by this fraction of its size on every side
@@ -74,9 +75,12 @@ class Tracker:
         for ti, t in enumerate(self.tracks):
             if ti not in used_t:
                 t.missed += 1
-            (alive if t.missed <= self.max_missed else self.finished).append(t)
+            # a track seen on one detector run only is dropped at its first miss: a one-off false box must not
+            # be reported for max_missed more runs, while a confirmed face survives a missed detection or two
+            (alive if t.missed <= (self.max_missed if t.hits > 1 else 0) else self.finished).append(t)
         for bi, b in enumerate(boxes):
-            if bi not in used_b:
+            # a new box inside a face already tracked (a mouth, on a frame where the face itself was missed)
+            if bi not in used_b and not any(nested(b, t.box) for t in alive):
                 alive.append(Track(self._next_id, b))
                 self._next_id += 1
         self.tracks = alive

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from fer_edge.runtime.cli import main
-from fer_edge.runtime.detectors import FaceBox, blazeface_anchors, weighted_nms
+from fer_edge.runtime.detectors import FaceBox, blazeface_anchors, drop_nested, weighted_nms
 from fer_edge.runtime.pipeline import FaceResult, FrameResult, Pipeline, PipelineOptions
 from fer_edge.runtime.sources import Frame, LiveSource, SourceError, open_source
 from fer_edge.runtime.tracking import Tracker
@@ -128,6 +128,17 @@ def test_tracks_keep_ids_and_smoothing_is_an_ema():
     tr = t.tracks[0]
     t.smooth_probs(tr, np.array([1.0, 0.0]))
     np.testing.assert_allclose(t.smooth_probs(tr, np.array([0.0, 1.0])), [0.5, 0.5])
+
+
+def test_one_off_boxes_are_not_carried_and_nested_boxes_open_no_track():
+    t = Tracker(iou_threshold=0.3, max_missed=3)
+    face = FaceBox(100, 100, 80, 80)
+    t.update([face, FaceBox(10, 10, 40, 40)])  # the second box is a one-off false detection
+    t.update([face])
+    assert [tr.id for tr in t.tracks] == [1]  # seen once, missed once: gone (a confirmed face would be kept)
+    mouth = FaceBox(120, 140, 30, 30)
+    assert [tr.id for tr in t.update([mouth])] == [1]  # the face was missed, its mouth found: no new track
+    assert drop_nested([face, mouth, FaceBox(300, 10, 40, 40)]) == [face, FaceBox(300, 10, 40, 40)]
 
 
 def test_detect_every_k_follows_boxes_between_detections():

@@ -277,6 +277,21 @@ def test_fer_eval_cli(tiny_model, small_data, tmp_path, capsys):
     assert again["confusion"] == r["confusion"]
 
 
+def test_fer_eval_keeps_earlier_reports_without_force(tiny_model, small_data, tmp_path, capsys):
+    out = tmp_path / "report"
+    argv = [str(tiny_model / "model.keras"), "--data", str(small_data), "--out", str(out), "--splits", "PrivateTest"]
+    assert _run(capsys, argv, main=evaluate.main)[0] == 0
+    (out / "report.json").write_text("earlier")
+    code, _, err = _run(capsys, argv, main=evaluate.main)
+    _one_line_error(code, err, "not empty", "--force")
+    assert (out / "report.json").read_text() == "earlier"
+    code, _, err = _run(capsys, argv[:-1] + ["Private", "--force"], main=evaluate.main)
+    _one_line_error(code, err, "unknown split 'Private'", "PrivateTest")
+    assert (out / "report.json").read_text() == "earlier"
+    assert _run(capsys, argv + ["--force"], main=evaluate.main)[0] == 0
+    assert json.loads((out / "report.json").read_text())["splits"]["PrivateTest"]["n"] == PER_SPLIT[2]
+
+
 def test_fer_eval_missing_model(small_data, tmp_path, capsys):
     code, _, err = _run(capsys, [str(tmp_path / "no.keras"), "--data", str(small_data)], main=evaluate.main)
     _one_line_error(code, err, "no.keras")
@@ -339,3 +354,23 @@ def test_fer_explain_user_mistakes(tiny_model, samples_dir, tmp_path, capsys):
     assert code == 0, err
     assert "whole image" in stdout  # a 48x48 image is a face crop: no detection
     assert not list(tmp_path.glob(".*tmp*"))  # atomic writes leave no temporaries
+
+
+def test_model_card_command_trains_the_same_run_afresh():
+    """The card's command is the saved configuration: parsed back by fer-train it gives the same run."""
+    import shlex
+    from dataclasses import asdict
+
+    from fer_edge.training.ship import reproduce_command
+    from fer_edge.training.train import TrainConfig, build_parser
+
+    cfg = TrainConfig(data="../shared/data", out="runs/x", arch="vgg", epochs=40, patience=20, value_range=(-1.0, 1.0),
+                      equalize=True, augment=False, class_weight="balanced", resume=True, command="fer-train ... --resume")
+    words = shlex.split(reproduce_command(json.loads(json.dumps(asdict(cfg)))))  # as state.json stores it
+    assert words[0] == "fer-train" and "--resume" not in words
+    from fer_edge.runtime.preprocess import PreprocessSpec
+
+    a = build_parser().parse_args(PreprocessSpec.fix_argv(words[1:]))
+    assert (a.data, a.out, a.arch, a.epochs, a.patience, a.normalize, a.equalize, a.no_augment, a.class_weight) == \
+        ("../shared/data", "runs/x", "vgg", 40, 20, "-1,1", True, True, "balanced")
+    assert (a.lr, a.batch_size, a.seed) == (cfg.lr, cfg.batch_size, cfg.seed)

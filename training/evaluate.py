@@ -171,14 +171,23 @@ def main(argv=None) -> int:
     p.add_argument("--splits", default=",".join(EVAL_SPLITS))
     p.add_argument("--labels", choices=sorted(LABEL_SETS), help="label set, for models without metadata")
     p.add_argument("--normalize", choices=list(VALUE_RANGES), help="input value range, for models without metadata")
+    p.add_argument("--force", action="store_true", help="overwrite the reports of an earlier evaluation in --out")
     args = p.parse_args(PreprocessSpec.fix_argv(argv))
+    out = Path(args.out or str(Path(args.model).with_suffix("")) + "_eval")
+    if out.exists() and not out.is_dir():
+        raise FerEdgeError(f"--out {out} is a file: expected a folder")
+    if out.is_dir() and any(out.iterdir()) and not args.force:
+        raise FerEdgeError(f"--out {out} is not empty: pass --force to overwrite its reports")
+    splits = tuple(args.splits.split(","))
+    unknown = [s for s in splits if s not in EVAL_SPLITS + ("Training",)]
+    if unknown:
+        raise FerEdgeError(f"--splits: unknown split {unknown[0]!r}: expected Training, PublicTest or PrivateTest")
     meta = read_metadata(args.model)
     override = None
     if meta is None:  # checked before the (slow) data load, so a missing flag is reported at once
         override = metadata_from_flags(load_keras(args.model)[0], args.model, args.labels, args.normalize)
     ds = load_dataset(args.data, labels=(meta or override).label_set.name)
-    out = args.out or str(Path(args.model).with_suffix("")) + "_eval"
-    evaluate_to(args.model, ds, out, splits=tuple(args.splits.split(",")), log=lambda m: print(m, flush=True),
+    evaluate_to(args.model, ds, out, splits=splits, log=lambda m: print(m, flush=True),
                 meta_override=override)
 
 

@@ -1,6 +1,7 @@
 """Ship a trained run into models/: the fp32 reference, its exported files, golden outputs, model card.
 
     python -m fer_edge.training.ship runs/vgg-ref --data ../shared/data --name fer-vgg --out models --force
+    python -m fer_edge.training.ship runs/vgg-ref --card-only   (the card again, from RUN/eval and NAME_parity.json)
 
 Steps: the run's best model is saved without optimizer state as NAME.keras; fer-convert exports all
 formats with PrivateTest parity into a scratch folder (exit code 3 stops the shipping); the files the
@@ -61,6 +62,32 @@ def ship(run: Path, data: str, out: Path, name: str, force: bool = False, log=pr
     return write_card(run, out, name, doc)
 
 
+# fer-train's options as (flag, TrainConfig key); a run's saved config turns back into its command line
+OPTIONS = (("--arch", "arch"), ("--labels", "labels"), ("--soft", "soft"), ("--epochs", "epochs"),
+           ("--batch-size", "batch_size"), ("--lr", "lr"), ("--patience", "patience"),
+           ("--label-smoothing", "label_smoothing"), ("--class-weight", "class_weight"), ("--seed", "seed"),
+           ("--input-size", "input_size"), ("--normalize", "value_range"), ("--equalize", "equalize"),
+           ("--crop-margin", "crop_margin"), ("--no-augment", "augment"), ("--limit", "limit"),
+           ("--strategy", "strategy"))
+
+
+def reproduce_command(cfg: dict) -> str:
+    """The fer-train command that trains this run afresh, from its saved configuration (state.json): what a
+    reader needs even when the run was resumed, or its schedule changed by hand, along the way."""
+    from fer_edge.training.train import TrainConfig
+
+    default = TrainConfig(data="", out="")
+    words = ["fer-train", "--data", cfg["data"], "--out", cfg["out"]]
+    for flag, key in OPTIONS:
+        value, base = cfg[key], getattr(default, key)
+        if key == "value_range":
+            value, base = ",".join(f"{v:g}" for v in value), ",".join(f"{v:g}" for v in base)
+        if value == base:
+            continue
+        words += [flag] if isinstance(base, bool) else [flag, str(value)]
+    return " ".join(words)
+
+
 def write_card(run: Path, out: Path, name: str, parity: dict | None = None) -> Path:
     from fer_edge.training.evaluate import plot_curves
 
@@ -82,6 +109,8 @@ def write_card(run: Path, out: Path, name: str, parity: dict | None = None) -> P
               f"provisional: training in progress, epoch {state['epoch']} of {state['config']['epochs']}; "
               "these figures are the best epoch so far and will be replaced")
     cfg = state["config"]
+    # runs made before fer-train recorded its device were the reference's, on this 2-core CPU
+    device = p.get("device", "CPU (2 cores, x86_64), shared with other work")
     priv = splits.get("PrivateTest", {})
     lines = [
         f"# Model card: {name}",
@@ -102,8 +131,9 @@ def write_card(run: Path, out: Path, name: str, parity: dict | None = None) -> P
         f"AdamW lr {cfg['lr']} (warm-up {cfg['warmup']}, cosine), batch {cfg['batch_size']}, label smoothing "
         f"{cfg['label_smoothing']}, class weights `{cfg['class_weight']}`, seed {cfg['seed']}, augmentation "
         f"{'on' if cfg['augment'] else 'off'} |",
-        f"| trained with | Keras {p.get('keras')} ({p.get('backend')} backend), CPU |",
-        f"| command | `{p.get('command')}` |",
+        f"| trained with | Keras {p.get('keras')} ({p.get('backend')} backend), {device} |",
+        f"| command | `{reproduce_command(cfg)}` (the run's saved configuration as one command) |",
+        f"| as run | `{p.get('command')}` |",
         "",
         "## Figures (fp32, Keras)",
         "",
@@ -124,7 +154,7 @@ def write_card(run: Path, out: Path, name: str, parity: dict | None = None) -> P
     if history:
         lines += ["", f"![training curves]({name}_curves.png)", "",
                   f"Training time: {sum(h.get('seconds', 0) for h in history) / 3600:.1f} h over {len(history)} epochs "
-                  "on a 2-core x86 CPU, shared with other work."]
+                  f"on {device}."]
     if parity:
         lines += ["", "## Exported files (fer-convert parity on PrivateTest)", "",
                   "| format | bytes | accuracy | drop (pp) | agreement with fp32 |", "|---|---|---|---|---|"]
@@ -147,11 +177,22 @@ def write_card(run: Path, out: Path, name: str, parity: dict | None = None) -> P
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m fer_edge.training.ship", description=__doc__.splitlines()[0])
     ap.add_argument("run", type=Path)
-    ap.add_argument("--data", required=True)
+    ap.add_argument("--data", help="FER2013 (required unless --card-only)")
     ap.add_argument("--name", default="fer-vgg")
     ap.add_argument("--out", type=Path, default=Path("models"))
     ap.add_argument("--force", action="store_true")
+    ap.add_argument("--card-only", action="store_true",
+                    help="only rewrite MODEL_CARD.md from RUN/eval and the shipped NAME_parity.json")
     args = ap.parse_args(argv)
+    if args.card_only:
+        parity = args.out / f"{args.name}_parity.json"
+        if not parity.is_file() or not (args.run / "eval" / "report.json").is_file():
+            raise FerEdgeError(f"--card-only needs {parity} and {args.run / 'eval' / 'report.json'} "
+                               f"(fer-eval {args.out / args.name}.keras --data DATA --out {args.run / 'eval'})")
+        print(write_card(args.run, args.out, args.name, json.loads(parity.read_text())))
+        return 0
+    if not args.data:
+        raise FerEdgeError("--data is required to ship a run (FER2013: for conversion, parity and golden outputs)")
     print(ship(args.run, args.data, args.out, args.name, args.force, log=lambda m: print(m, file=sys.stderr)))
 
 

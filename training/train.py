@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import platform
 import shlex
 import shutil
 import sys
@@ -258,6 +260,7 @@ def _train(cfg: TrainConfig, log, keras) -> Path:
         "data": str(ds.source), "data_sha256": sha256_file(ds.source) if Path(ds.source).is_file() else None,
         "labels": cfg.labels, "soft": cfg.soft, "seed": cfg.seed, "keras": keras.__version__,
         "backend": keras.backend.backend(),
+        "device": f"{gpus} GPU(s), mixed precision" if mixed else f"CPU ({os.cpu_count()} cores, {platform.machine()})",
         "validation": "PublicTest" if ds.has_split("PublicTest") else f"seeded 10% of Training (seed {cfg.seed})",
     })
 
