@@ -25,6 +25,7 @@ from pathlib import Path
 
 from fer_edge.convert.bench_e2e import keras_tutorial, run_fer_edge
 from fer_edge.runtime.errors import FerEdgeError
+from fer_edge.runtime.fileio import atomic_output
 
 DETECT_EVERY = (1, 3)
 
@@ -54,9 +55,8 @@ def write_section(path: Path, text: str) -> None:
     """Put this script's section at the end of `path`, replacing an earlier one; the rest stays as it was."""
     old = path.read_text() if path.is_file() else ""
     keep = old[: old.index(SECTION)] if SECTION in old else old
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text((keep.rstrip("\n") + "\n\n" if keep.strip() else "") + text)
-    tmp.replace(path)
+    with atomic_output(path, force=True) as tmp:
+        tmp.write_text((keep.rstrip("\n") + "\n\n" if keep.strip() else "") + text)
 
 
 def main(argv=None) -> int:
@@ -89,9 +89,10 @@ def main(argv=None) -> int:
     command = "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
     Path(a.out).write_text(json.dumps({"command": command, "platform": platform.platform(), "results": results},
                                       indent=1) + "\n")
+    table = markdown(results, command)
     if a.markdown:
-        write_section(Path(a.markdown), markdown(results, command))
-    print(markdown(results, command))
+        write_section(Path(a.markdown), table)
+    print(table)
     return 0
 
 

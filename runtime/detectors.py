@@ -52,11 +52,16 @@ def clip_box(x0: float, y0: float, x1: float, y1: float, shape, score: float = 1
     return FaceBox(xa, ya, xb - xa, yb - ya, float(score))
 
 
+def intersection(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> int:
+    """Area shared by two (x, y, w, h) boxes."""
+    iw = max(0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    ih = max(0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    return iw * ih
+
+
 def nested(a: FaceBox, b: FaceBox, share: float = NESTED) -> bool:
     """True when box `a` is smaller than `b` and more than `share` of its area lies inside `b`."""
-    iw = max(0, min(a.x + a.w, b.x + b.w) - max(a.x, b.x))
-    ih = max(0, min(a.y + a.h, b.y + b.h) - max(a.y, b.y))
-    return b.w * b.h > a.w * a.h and iw * ih > share * a.w * a.h
+    return b.w * b.h > a.w * a.h and intersection(a.box, b.box) > share * a.w * a.h
 
 
 def drop_nested(boxes: list[FaceBox]) -> list[FaceBox]:

@@ -22,6 +22,17 @@ def check_writable(path: str | os.PathLike, force: bool = False) -> Path:
     return path
 
 
+def check_out_folder(path: str | os.PathLike, force: bool = False,
+                     remedy: str = "pass --force to overwrite it") -> Path:
+    """An --out folder: refuse a file, and a folder with something in it unless `force`."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise FerEdgeError(f"--out {path} is a file: expected a folder")
+    if path.is_dir() and any(path.iterdir()) and not force:
+        raise FerEdgeError(f"--out {path} is not empty: {remedy}")
+    return path
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike, force: bool = False):
     """Yield a temporary path to write; it replaces `path` only if the block finishes without error."""

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from fer_edge.runtime.detectors import FaceBox, clip_box, nested
+from fer_edge.runtime.detectors import FaceBox, clip_box, intersection, nested
 
 FOLLOW_SIDE = 32  # template side in pixels after shrinking: enough texture to match, cheap to search
 SEARCH = 0.5  # search window = box grown by this fraction of its size on every side
@@ -22,12 +22,8 @@ MIN_MATCH = 0.5  # normalised correlation below this: the face was lost, keep th
 
 
 def iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
-    ax, ay, aw, ah = a
-    bx, by, bw, bh = b
-    iw = max(0, min(ax + aw, bx + bw) - max(ax, bx))
-    ih = max(0, min(ay + ah, by + bh) - max(ay, by))
-    inter = iw * ih
-    union = aw * ah + bw * bh - inter
+    inter = intersection(a, b)
+    union = a[2] * a[3] + b[2] * b[3] - inter
     return inter / union if union > 0 else 0.0
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from fer_edge.runtime.datasets import FaceDataset, load_dataset
+from fer_edge.runtime.datasets import SPLITS, FaceDataset, load_dataset
 from fer_edge.runtime.errors import cli_main, FerEdgeError, ModelError, require
-from fer_edge.runtime.fileio import atomic_output
+from fer_edge.runtime.fileio import atomic_output, check_out_folder
 from fer_edge.runtime.labels import LABEL_SETS, get_label_set
 from fer_edge.runtime.metadata import ModelMetadata, read_metadata, write_metadata
 from fer_edge.runtime.metrics import classification_report
@@ -173,15 +173,12 @@ def main(argv=None) -> int:
     p.add_argument("--normalize", choices=list(VALUE_RANGES), help="input value range, for models without metadata")
     p.add_argument("--force", action="store_true", help="overwrite the reports of an earlier evaluation in --out")
     args = p.parse_args(PreprocessSpec.fix_argv(argv))
-    out = Path(args.out or str(Path(args.model).with_suffix("")) + "_eval")
-    if out.exists() and not out.is_dir():
-        raise FerEdgeError(f"--out {out} is a file: expected a folder")
-    if out.is_dir() and any(out.iterdir()) and not args.force:
-        raise FerEdgeError(f"--out {out} is not empty: pass --force to overwrite its reports")
+    out = check_out_folder(args.out or str(Path(args.model).with_suffix("")) + "_eval", args.force,
+                           remedy="pass --force to overwrite its reports")
     splits = tuple(args.splits.split(","))
-    unknown = [s for s in splits if s not in EVAL_SPLITS + ("Training",)]
+    unknown = [s for s in splits if s not in SPLITS]  # the report's keys: exact names, checked before any read
     if unknown:
-        raise FerEdgeError(f"--splits: unknown split {unknown[0]!r}: expected Training, PublicTest or PrivateTest")
+        raise FerEdgeError(f"--splits: unknown split {unknown[0]!r}: expected one of {', '.join(SPLITS)}")
     meta = read_metadata(args.model)
     override = None
     if meta is None:  # checked before the (slow) data load, so a missing flag is reported at once

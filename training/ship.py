@@ -62,29 +62,28 @@ def ship(run: Path, data: str, out: Path, name: str, force: bool = False, log=pr
     return write_card(run, out, name, doc)
 
 
-# fer-train's options as (flag, TrainConfig key); a run's saved config turns back into its command line
-OPTIONS = (("--arch", "arch"), ("--labels", "labels"), ("--soft", "soft"), ("--epochs", "epochs"),
-           ("--batch-size", "batch_size"), ("--lr", "lr"), ("--patience", "patience"),
-           ("--label-smoothing", "label_smoothing"), ("--class-weight", "class_weight"), ("--seed", "seed"),
-           ("--input-size", "input_size"), ("--normalize", "value_range"), ("--equalize", "equalize"),
-           ("--crop-margin", "crop_margin"), ("--no-augment", "augment"), ("--limit", "limit"),
-           ("--strategy", "strategy"))
+# fer-train options that say where and how a run is kept, not what it trains
+NOT_TRAINING = {"help", "data", "out", "force", "resume", "workers"}
 
 
 def reproduce_command(cfg: dict) -> str:
     """The fer-train command that trains this run afresh, from its saved configuration (state.json): what a
-    reader needs even when the run was resumed, or its schedule changed by hand, along the way."""
-    from fer_edge.training.train import TrainConfig
+    reader needs even when the run was resumed, or its schedule changed by hand, along the way. The options
+    are fer-train's own parser's, so a new one cannot be left out; a value at its default is not written."""
+    from fer_edge.training.train import build_parser
 
-    default = TrainConfig(data="", out="")
     words = ["fer-train", "--data", cfg["data"], "--out", cfg["out"]]
-    for flag, key in OPTIONS:
-        value, base = cfg[key], getattr(default, key)
-        if key == "value_range":
-            value, base = ",".join(f"{v:g}" for v in value), ",".join(f"{v:g}" for v in base)
-        if value == base:
+    for action in build_parser()._actions:
+        if action.dest in NOT_TRAINING:
             continue
-        words += [flag] if isinstance(base, bool) else [flag, str(value)]
+        if action.dest == "normalize":  # stored as the value range (lo, hi)
+            value = ",".join(f"{v:g}" for v in cfg["value_range"])
+        elif action.dest == "no_augment":
+            value = not cfg["augment"]
+        else:
+            value = cfg[action.dest]
+        if value != action.default:
+            words += [action.option_strings[0]] if action.nargs == 0 else [action.option_strings[0], str(value)]
     return " ".join(words)
 
 

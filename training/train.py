@@ -22,7 +22,7 @@ import numpy as np
 
 from fer_edge.runtime.datasets import FaceDataset, load_dataset
 from fer_edge.runtime.errors import cli_main, FerEdgeError
-from fer_edge.runtime.fileio import atomic_output, sha256_file
+from fer_edge.runtime.fileio import atomic_output, check_out_folder, sha256_file
 from fer_edge.runtime.metadata import ModelMetadata, write_metadata
 from fer_edge.runtime.preprocess import PreprocessSpec, preprocess
 
@@ -109,17 +109,13 @@ def _targets(ds: FaceDataset, cfg: TrainConfig) -> np.ndarray:
 
 def check_out(cfg: TrainConfig) -> Path:
     """Refuse an unusable --out before anything is read or written (it writes nothing itself)."""
-    out = Path(cfg.out)
-    if out.exists() and not out.is_dir():
-        raise FerEdgeError(f"--out {out} is a file: expected a folder")
+    out = check_out_folder(cfg.out, force=cfg.force or cfg.resume,  # a resume continues what is there
+                           remedy="pass --force to overwrite it, or --resume to continue its run")
     if cfg.resume:
         if not (out / STATE).is_file():
             raise FerEdgeError(f"--resume: {out} holds no {STATE} from an earlier run")
         if not (out / CHECKPOINT).is_file():
             raise FerEdgeError(f"--resume: {out} holds {STATE} but no {CHECKPOINT}")
-        return out
-    if out.is_dir() and any(out.iterdir()) and not cfg.force:
-        raise FerEdgeError(f"--out {out} is not empty: pass --force to overwrite it, or --resume to continue its run")
     return out
 
 
