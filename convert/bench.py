@@ -197,6 +197,19 @@ def load_eval(data: str, split: str, golden: str | None, label_set: str, max_fac
     return faces, np.asarray(labels, dtype=np.int64), ref, desc
 
 
+def file_cost(path: Path) -> dict:
+    """Multiply-adds and parameters per face, as fer-convert or fer-train recorded them in the file's metadata
+    (empty for files that carry none: third-party exports)."""
+    from fer_edge.runtime.metadata import read_metadata
+
+    try:
+        prov = read_metadata(path).provenance
+    except (ModelError, AttributeError):  # unreadable metadata, or none
+        return {}
+    cost = prov.get("cost") or {k: prov[k] for k in ("macs", "parameters") if k in prov}
+    return {k: cost[k] for k in ("macs", "parameters") if cost.get(k)}
+
+
 def _rows(models: list[ModelFile]) -> list[tuple[ModelFile, str]]:
     """(file, kernels) rows: INT8 .tflite on both LiteRT kernel paths."""
     rows = []
@@ -253,6 +266,7 @@ def run_bench(models: list[ModelFile], data: str | None = None, golden: str | No
                    "bytes": m.path.stat().st_size, "sha256": sha256_file(m.path)}
             if m.exported_from:
                 row["exported_from"] = m.exported_from
+            row.update(file_cost(m.path))
             log(f"{m.path.name} ({m.format}, {kernels})")
             if m.format == "keras":
                 tutorial = video if m.path == ref_keras and 1 in threads else None  # one TensorFlow start less

@@ -7,6 +7,7 @@ import platform
 from importlib import metadata
 from pathlib import Path
 
+from fer_edge.convert.cost import fmt_macs
 from fer_edge.runtime.fileio import atomic_output
 
 FP32_OF = {"tflite-int8": "tflite-fp32", "onnx-int8": "onnx-fp32"}
@@ -34,12 +35,32 @@ def cpu_model() -> str:
         or platform.machine()
 
 
+# CPU features that decide the INT8/fp32 balance: x86 vector width and int8 dot products (VNNI, AMX),
+# ARM int8 dot products (asimddp, "dotprod") and i8mm
+SIMD = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimd", "asimddp", "i8mm", "sve")
+
+
+def simd_flags() -> list[str]:
+    """The features of SIMD this CPU reports in /proc/cpuinfo (x86 'flags', ARM 'Features')."""
+    found = set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() in ("flags", "Features"):
+                    found.update(value.split())
+    except OSError:
+        pass
+    return [s for s in SIMD if s in found]
+
+
 def machine() -> dict:
     try:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:
         usable = os.cpu_count()
-    return {"cpu": cpu_model(), "cores": os.cpu_count(), "usable_cores": usable, "arch": platform.machine(),
+    return {"cpu": cpu_model(), "simd": simd_flags(), "cores": os.cpu_count(), "usable_cores": usable,
+            "arch": platform.machine(),
             "platform": platform.platform(),
             "load_average_at_start": [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None}
 
@@ -129,6 +150,7 @@ def markdown(doc: dict) -> str:
         L += [f"> **{doc['note']}**", ""]
     load = m.get("load_average_at_start")
     L += [f"Machine: **{m['cpu']}**, {m['cores']} cores ({m['usable_cores']} usable), {m['arch']}, {m['platform']}"
+          + (f"; SIMD: {', '.join(m['simd']) or 'none of ' + ', '.join(SIMD)}" if "simd" in m else "")
           + (f"; load average {load[0]} / {load[1]} / {load[2]} when the run started" if load else "") + ".", "",
           "Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()) + ".", ""]
     ref = doc.get("reference")
@@ -153,12 +175,13 @@ def markdown(doc: dict) -> str:
           f"outputs included, preprocessing excluded) divided by the batch size; median over {s['rounds']} rounds of "
           f"{s['iters']} calls after {s['warmup']} warm-up calls (Keras: {s['keras_iters']} calls of `model.predict` "
           "per round, the tutorials' call).", "",
-          "| file | format | kernels | size | accuracy | agreement | "
+          "| file | format | kernels | size | multiply-adds | parameters | accuracy | agreement | "
           + " | ".join(f"{k[1:].split('_b')[0]} thr, batch {k.split('_b')[1]}" for k in keys) + " |",
-          "|---" * (6 + len(keys)) + "|"]
+          "|---" * (8 + len(keys)) + "|"]
     for r in doc["rows"]:
         lat = r.get("latency", {})
         L.append(f"| `{r['name']}` | {r['format']} | {KERNEL_NAMES.get(r['kernels'], r['kernels'])} | {_size(r['bytes'])} | "
+                 f"{fmt_macs(r.get('macs'))} | {format(r['parameters'], ',') if r.get('parameters') else '-'} | "
                  f"{_pct(r.get('accuracy'))} | {_pct(r.get('agreement'))} | "
                  + " | ".join(f"{_fmt(lat[k]['p50_ms'])} / {_fmt(lat[k]['p95_ms'])}" if k in lat else "-" for k in keys)
                  + " |")

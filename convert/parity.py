@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fer_edge.convert.cost import fmt_macs
 from fer_edge.runtime.backends import Classifier
 from fer_edge.runtime.metrics import agreement, classification_report
 
@@ -115,6 +116,9 @@ def markdown(doc: dict) -> str:
     else:
         lines += [f"Reference `{ref['path']}` (Keras fp32) on {ev['split']} ({ev['n']} faces of `{ev['data']}`): "
                   f"accuracy {_pct(ref['accuracy'])}, macro-F1 {_pct(ref['macro_f1'])}.", "",
+                  *([f"Cost: {fmt_macs(ref['cost'].get('macs'))} multiply-adds per face, "
+                     f"{ref['cost']['parameters']:,} parameters (every exported file computes the same network)."]
+                    if ref.get("cost") else []), "",
                   f"Budget: accuracy drop <= {doc['thresholds']['max_drop_pp']:g} pp and agreement >= "
                   f"{100 * doc['thresholds']['min_agreement']:g}% on every kernel path.", ""]
     lines += ["| format | file | bytes | accuracy | macro-F1 | drop (pp) | agreement | max prob diff | verdict |",

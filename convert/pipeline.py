@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fer_edge.convert.cost import model_cost
 from fer_edge.convert.formats import FORMATS, ExportContext, Format, check_options, output_path
 from fer_edge.convert.parity import (DEFAULT_MAX_DROP, DEFAULT_MIN_AGREEMENT, EvalSet, build_report,
                                      evaluate_file, reference_entry, report_texts)
@@ -163,11 +164,14 @@ def convert(opts: ConvertOptions, log=print) -> tuple[dict, int]:
         cal_file = None
         if needs_cal:
             ctx.calibration, cal_file = _calibration(opts, ds, spec, staging, out_dir, log)
+        cost = model_cost(src.model)
+        cost = cost if cost["macs"] else {"macs": None, "parameters": cost["parameters"]}  # a SavedModel hides its layers
         ref_probs, reference = None, {"path": str(model_path), "sha256": src.sha256, "runtime": "keras"}
         if ev is not None:
             log(f"reference: Keras on {len(ev.labels)} {ev.split} faces")
             ref_probs = src.predict(ev.faces)
             reference = reference_entry(model_path, src.sha256, ref_probs, ev, src.meta.labels)
+        reference["cost"] = cost
             log(f"reference accuracy {100 * reference['accuracy']:.2f}%, macro-F1 {100 * reference['macro_f1']:.2f}%")
         if any(f.name == "onnx-int8" for f in opts.formats):
             if ds is not None and ds.has_split(HELDOUT_SPLIT):
@@ -180,7 +184,7 @@ def convert(opts: ConvertOptions, log=print) -> tuple[dict, int]:
                 ctx.heldout_name = "calibration (not held out)"
         cal_sha = ctx.calibration.manifest_sha256 if ctx.calibration is not None else None
         base_prov = {"source_model": model_path.name, "source_sha256": src.sha256, "command": opts.command,
-                     "training": src.meta.provenance}
+                     "training": src.meta.provenance, "cost": cost}
         entries, staged, extra = {}, {}, {}
         for fmt in opts.formats:
             final = output_path(out_dir, stem, fmt)

@@ -33,7 +33,8 @@ log = logging.getLogger("fer_edge.runtime")
 
 def _model_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
-    g.add_argument("--model", help="classifier .tflite or .onnx (default: the model shipped with fer-edge)")
+    g.add_argument("--model", help="classifier .tflite or .onnx, or the short name of a shipped model "
+                   "(e.g. vgg: the accurate one; default: the model shipped as fer-edge's default)")
     g.add_argument("--labels", choices=sorted(LABEL_SETS), help="label set, for a model without fer-edge metadata")
     g.add_argument("--normalize", choices=sorted(VALUE_RANGES), help="input scaling, for a model without metadata")
     g.add_argument("--equalize", action=argparse.BooleanOptionalAction, default=None,
@@ -107,13 +108,13 @@ def verify(argv: list[str]) -> int:
     from fer_edge.runtime.backends import Classifier
     from fer_edge.runtime.datasets import load_dataset
     from fer_edge.runtime.metrics import classification_report
-    from fer_edge.runtime.pipeline import default_model
+    from fer_edge.runtime.pipeline import resolve_model
 
     kw = _classifier_kwargs(a)
     if not str(a.model or "").lower().endswith(".onnx"):
         kw.pop("providers", None)
         kw["kernels"] = a.kernels
-    clf = Classifier(a.model or default_model(), **kw)
+    clf = Classifier(resolve_model(a.model), **kw)
     data = load_dataset(a.data, clf.meta.label_set.name)
     if not data.has_split(a.split):
         raise FerEdgeError(f"{a.data}: no faces in split {a.split}")

@@ -32,25 +32,54 @@ from fer_edge.runtime.tracking import Tracker
 log = logging.getLogger("fer_edge.runtime")
 
 DEFAULT_MODEL = "fer-vgg_int8.tflite"
+SHIPPED = "fer-{name}_int8.tflite"  # a shipped model's runtime file; `--model NAME` selects it by NAME
 STAGES = ("read", "detect", "track", "classify", "output")
 
 
-def default_model() -> Path:
-    """The model shipped in the fer_edge.models package data."""
-    candidates = []
+def _models_dirs() -> list[Path]:
+    """The folders of the fer_edge.models package data (shipped model files)."""
     try:
-        candidates.append(importlib.resources.files("fer_edge.models") / DEFAULT_MODEL)
+        return [Path(str(importlib.resources.files("fer_edge.models")))]
     except (ModuleNotFoundError, NotADirectoryError):
         # models/ holds no code, so it is a namespace package; Python 3.11's resources reader rejects the
         # path hook of a setuptools editable install ("MultiplexedPath only supports directories")
         spec = importlib.util.find_spec("fer_edge.models")
-        candidates += [Path(p) / DEFAULT_MODEL for p in (spec.submodule_search_locations or []) if spec
-                       and Path(p).is_dir()]
-    for p in candidates:
-        if p.is_file():
-            return Path(str(p))
+        return [Path(p) for p in (spec.submodule_search_locations or []) if spec and Path(p).is_dir()]
+
+
+def shipped_models() -> dict[str, Path]:
+    """Short name -> runtime file of every model this install ships (e.g. 'vgg' -> fer-vgg_int8.tflite)."""
+    prefix, suffix = SHIPPED.split("{name}")
+    found = {}
+    for folder in _models_dirs():
+        for f in sorted(folder.glob(SHIPPED.format(name="*"))):
+            found.setdefault(f.name[len(prefix):-len(suffix)], f)
+    return found
+
+
+def default_model() -> Path:
+    """The model shipped in the fer_edge.models package data."""
+    for folder in _models_dirs():
+        if (folder / DEFAULT_MODEL).is_file():
+            return folder / DEFAULT_MODEL
     raise ModelError(f"this install ships no default model ({DEFAULT_MODEL} in fer_edge.models): "
                      "pass --model FILE (.tflite or .onnx, made by fer-convert)")
+
+
+def resolve_model(model: str | os.PathLike | None) -> Path:
+    """--model: None is the shipped default; an existing path is itself; else the short name of a shipped
+    model ('vgg', or 'fer-vgg')."""
+    if model is None or str(model) == "":
+        return default_model()
+    path = Path(model)
+    if path.exists() or path.suffix or os.sep in str(model):  # a path, even a wrong one: let the loader say
+        return path
+    shipped = shipped_models()
+    name = str(model).removeprefix("fer-")
+    if name in shipped:
+        return shipped[name]
+    raise ModelError(f"--model {model}: no such file, and not the name of a shipped model: expected a .tflite or "
+                     f".onnx file or one of {', '.join(shipped) or '(none shipped)'}")
 
 
 @dataclass
@@ -162,7 +191,7 @@ class Pipeline:
     def __init__(self, options: PipelineOptions | None = None, **overrides):
         self.options = opts = options or PipelineOptions(**overrides)
         backend_options = {"threads": opts.threads}
-        model = Path(opts.model) if opts.model else default_model()
+        model = resolve_model(opts.model)
         if model.suffix.lower() == ".onnx":
             backend_options["providers"] = opts.providers
         else:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from fer_edge.convert.bench import discover, main
-from fer_edge.convert.bench_report import int8_findings, markdown
+from fer_edge.convert.bench_report import SIMD, int8_findings, markdown
 
 ASSETS = Path(__file__).parent / "assets"
 TINY = [ASSETS / "tiny_fer.tflite", ASSETS / "tiny_fer.onnx"]
@@ -37,7 +37,9 @@ def test_quick_without_data_gives_sizes_and_latency(tmp_path, monkeypatch, capsy
     assert doc["machine"]["cpu"] and doc["machine"]["cores"] >= 1
     assert {"python", "numpy", "opencv", "ai-edge-litert"} <= set(doc["versions"])
     assert doc["command"].startswith("fer-bench --quick ")
-    assert "| file | format | kernels | size | accuracy | agreement " + LATENCY_HEADER in md
+    assert "| file | format | kernels | size | multiply-adds | parameters | accuracy | agreement " + LATENCY_HEADER in md
+    assert all("macs" not in r for r in doc["rows"])  # the tiny test models record no cost: shown as "-"
+    assert "SIMD: " in md and set(doc["machine"]["simd"]) <= set(SIMD)
     assert "not measured" in md and doc["command"] in md and doc["machine"]["cpu"] in md
     assert "## INT8 against fp32 on this machine" in md
     assert capsys.readouterr().out.strip() == md.strip()  # the same report on stdout
@@ -98,3 +100,16 @@ def test_existing_output_needs_force(tmp_path, capsys):
     out.write_text("old")
     assert main(["--quick", str(TINY[0]), "--markdown", str(out)]) == 2
     assert "--force" in capsys.readouterr().err and out.read_text() == "old"
+
+
+def test_cost_recorded_in_a_file_is_reported(tmp_path):
+    """Multiply-adds and parameters come from the file's metadata (fer-convert writes them as `cost`)."""
+    from fer_edge.convert.bench import file_cost
+    from fer_edge.runtime.metadata import read_metadata, write_metadata
+
+    tfl = tmp_path / "m.tflite"
+    tfl.write_bytes(TINY[0].read_bytes())
+    meta = read_metadata(tfl)
+    write_metadata(tfl, meta.replace(provenance={**meta.provenance, "cost": {"macs": 29363968, "parameters": 1176359}}))
+    assert file_cost(tfl) == {"macs": 29363968, "parameters": 1176359}
+    assert file_cost(TINY[0]) == {}

@@ -64,6 +64,27 @@ def vgg(input_shape, num_classes, widths=(32, 64, 128, 256)):
     return keras.Model(inp, _head(x, num_classes, 0.4), name="vgg")
 
 
+def vgg_lite(input_shape, num_classes):
+    """The edge-sized default (29.4M multiply-adds at 48x48, a quarter of vgg's): vgg's widths at half the
+    resolution, through a stride-2 3x3 stem. Chosen by measurement over half-width variants of the same
+    cost: channels of 32 and more fill the int8 SIMD lanes, 16-channel layers do not, so this shape ran
+    INT8 at about a quarter of vgg's time under XNNPACK where vgg-half ran at 70% (benchmarks/arch_choice.md)."""
+    keras = _keras()
+    L = keras.layers
+    inp = keras.Input(input_shape, name="face")
+    x = _conv_bn_relu(inp, 32, strides=2)
+    x = _conv_bn_relu(x, 32)
+    x = L.MaxPooling2D(2)(x)
+    x = L.Dropout(0.1)(x)
+    for stage, filters in enumerate((64, 128, 256)):
+        x = _conv_bn_relu(x, filters)
+        x = _conv_bn_relu(x, filters)
+        if stage < 2:
+            x = L.MaxPooling2D(2)(x)
+        x = L.Dropout(0.15 + 0.05 * stage)(x)
+    return keras.Model(inp, _head(x, num_classes, 0.4), name="vgg_lite")
+
+
 def vgg_half(input_shape, num_classes):
     """vgg at half width (~0.3M parameters): about twice as fast to train on a CPU."""
     return vgg(input_shape, num_classes, widths=(16, 32, 64, 128))
@@ -107,6 +128,7 @@ def tutorial_vgg(input_shape, num_classes):
 ARCHITECTURES = {
     "edge": edge,
     "vgg": vgg,
+    "vgg-lite": vgg_lite,
     "vgg-half": vgg_half,
     "tutorial-allconv": tutorial_allconv,
     "tutorial-vgg": tutorial_vgg,

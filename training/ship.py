@@ -81,7 +81,11 @@ def reproduce_command(cfg: dict) -> str:
         elif action.dest == "no_augment":
             value = not cfg["augment"]
         else:
-            value = cfg[action.dest]
+            value = cfg.get(action.dest, action.default)  # runs made before an option existed lack it
+        if isinstance(value, (list, tuple)):  # repeatable options (--teacher)
+            for item in value:
+                words += [action.option_strings[0], str(item)]
+            continue
         if value != action.default:
             words += [action.option_strings[0]] if action.nargs == 0 else [action.option_strings[0], str(value)]
     return " ".join(words)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fer_edge.convert.cost import model_cost
 from fer_edge.runtime.datasets import FaceDataset, load_dataset
 from fer_edge.runtime.errors import cli_main, FerEdgeError
 from fer_edge.runtime.fileio import atomic_output, check_out_folder, sha256_file
@@ -53,6 +54,9 @@ class TrainConfig:
     equalize: bool = False
     crop_margin: float = 0.0
     augment: bool = True
+    teacher: tuple = ()  # fer-edge .keras references to distil from (averaged); empty: no distillation
+    temperature: float = 4.0  # distillation temperature T
+    soft_weight: float = 0.8  # weight w of the teacher's soft targets; 1 - w goes to the hard labels
     limit: int = 0  # keep only this many training faces (tiny runs, tests)
     strategy: str = "auto"  # auto | mirrored | none
     workers: int = 1
@@ -125,7 +129,9 @@ def prepare_out(cfg: TrainConfig) -> Path:
     if cfg.resume:
         return out
     out.mkdir(parents=True, exist_ok=True)
-    for name in (STATE, CHECKPOINT, BEST, HISTORY):
+    from fer_edge.training.distill import CACHE
+
+    for name in (STATE, CHECKPOINT, BEST, HISTORY, CACHE):
         (out / name).unlink(missing_ok=True)
     shutil.rmtree(out / "eval", ignore_errors=True)  # stale reports of an earlier run would mislead
     return out
@@ -143,7 +149,8 @@ def restore_config(cfg: TrainConfig, log) -> TrainConfig:
         first = saved.get("command") or ""  # keep the command that started the run, and each resume after it
         command = f"{first} [then: {cfg.command}]" if first and cfg.command and cfg.command not in first else first or cfg.command
         saved.update(data=cfg.data, out=cfg.out, resume=True, force=False, workers=cfg.workers, command=command)
-        restored = TrainConfig(**{**saved, "value_range": tuple(saved["value_range"])})
+        restored = TrainConfig(**{**saved, "value_range": tuple(saved["value_range"]),
+                                  "teacher": tuple(saved.get("teacher", ()))})
     except (ValueError, KeyError, TypeError) as exc:
         raise FerEdgeError(f"--resume: {path} is not a fer-train state file ({type(exc).__name__}: {exc})") from None
     changed = [f.name for f in fields(TrainConfig) if f.name not in ("data", "out", "resume", "force", "workers", "command")
@@ -169,6 +176,10 @@ def validate(cfg: TrainConfig) -> None:
         raise FerEdgeError(f"--lr must be positive, found {cfg.lr}")
     if cfg.soft and cfg.labels != "ferplus":
         raise FerEdgeError("--soft needs vote distributions: use it with --labels ferplus")
+    if cfg.temperature <= 0:
+        raise FerEdgeError(f"--temperature must be positive, found {cfg.temperature}")
+    if not 0 <= cfg.soft_weight <= 1:
+        raise FerEdgeError(f"--soft-weight must be between 0 and 1, found {cfg.soft_weight}")
 
 
 def train(cfg: TrainConfig, log=print) -> Path:
@@ -181,14 +192,20 @@ def train(cfg: TrainConfig, log=print) -> Path:
         cfg = restore_config(cfg, log)
     validate(cfg)
     check_out(cfg)
+    teachers = []
+    if cfg.teacher:
+        from fer_edge.runtime.labels import get_label_set
+        from fer_edge.training.distill import check_teachers
+
+        teachers = check_teachers(list(cfg.teacher), get_label_set(cfg.labels), cfg.input_size)
     policy = keras.mixed_precision.global_policy()
     try:
-        return _train(cfg, log, keras)
+        return _train(cfg, log, keras, teachers)
     finally:  # the policy is process-wide: leave it as found, so later models in this process are float32
         keras.mixed_precision.set_global_policy(policy)
 
 
-def _train(cfg: TrainConfig, log, keras) -> Path:
+def _train(cfg: TrainConfig, log, keras, teachers: list) -> Path:
     from fer_edge.training.architectures import build
     from fer_edge.training.data import Augment, class_weights, make_sequence
 
@@ -208,9 +225,26 @@ def _train(cfg: TrainConfig, log, keras) -> Path:
                           equalize=cfg.equalize, crop_margin=cfg.crop_margin)
     k = len(ds.label_set)
     weights = class_weights(train_ds.labels, k, cfg.class_weight)[train_ds.labels]
-    seq = make_sequence(train_ds.images, _targets(train_ds, cfg), weights, spec, cfg.batch_size, cfg.seed,
+    y_train, y_val = _targets(train_ds, cfg), _targets(val_ds, cfg)
+    distillation = None
+    if teachers:
+        from fer_edge.training import distill
+
+        out_dir = Path(cfg.out)
+        soft = distill.cached_targets(out_dir, teachers, train_ds.images, log) if cfg.resume else None
+        fresh = soft is None
+        if fresh:
+            soft = distill.teacher_probs(teachers, train_ds.images, log)[1]
+        val_soft, signal = distill.teacher_signal(teachers, val_ds.images, val_ds.labels, log)
+        distillation = {"teachers": [{"file": t.path.name, "sha256": t.sha256} for t in teachers],
+                        "temperature": cfg.temperature, "soft_weight": cfg.soft_weight,
+                        "targets": "teachers' average, flip-averaged, on the un-augmented training faces",
+                        "teacher_val_accuracy": signal}
+        y_train = np.concatenate([y_train, soft.astype(np.float32)], axis=1)
+        y_val = np.concatenate([y_val, val_soft.astype(np.float32)], axis=1)  # val_loss: the training loss
+    seq = make_sequence(train_ds.images, y_train, weights, spec, cfg.batch_size, cfg.seed,
                         Augment() if cfg.augment else None, workers=cfg.workers)
-    x_val, y_val = preprocess(val_ds.images, spec), _targets(val_ds, cfg)
+    x_val = preprocess(val_ds.images, spec)
 
     gpus = _gpu_count()
     strategy = None
@@ -233,6 +267,10 @@ def _train(cfg: TrainConfig, log, keras) -> Path:
     scope = strategy.scope() if strategy else _nullcontext()
     with scope:
         if cfg.resume:
+            if teachers:
+                from fer_edge.training.distill import ensure_registered
+
+                ensure_registered()  # the checkpoint's loss and metric
             model = keras.models.load_model(out / CHECKPOINT)
             log(f"resuming {out} at epoch {state['epoch'] + 1} (best val accuracy so far {state['best']:.4f})")
         else:
@@ -240,35 +278,44 @@ def _train(cfg: TrainConfig, log, keras) -> Path:
                 model = build(cfg.arch, (cfg.input_size, cfg.input_size, 1), k)
             except ValueError as exc:  # e.g. an input too small for the architecture's pooling
                 raise FerEdgeError(f"{cfg.arch} cannot take --input-size {cfg.input_size}: {str(exc).splitlines()[0][:200]}") from None
-            model.compile(
-                optimizer=keras.optimizers.AdamW(cfg.lr, weight_decay=cfg.weight_decay),
-                loss=keras.losses.CategoricalCrossentropy(label_smoothing=0.0 if cfg.soft else cfg.label_smoothing),
-                metrics=["accuracy"],
-            )
+            smoothing = 0.0 if cfg.soft else cfg.label_smoothing
+            if teachers:
+                from fer_edge.training.distill import loss_and_metric
+
+                loss, metric = loss_and_metric(k, cfg.temperature, cfg.soft_weight, smoothing)
+            else:
+                loss, metric = keras.losses.CategoricalCrossentropy(label_smoothing=smoothing), "accuracy"
+            model.compile(optimizer=keras.optimizers.AdamW(cfg.lr, weight_decay=cfg.weight_decay), loss=loss,
+                          metrics=[metric])
     out = prepare_out(cfg)  # the first write: every check on the user's input has passed
+    if teachers and fresh:
+        from fer_edge.training.distill import save_targets
+
+        save_targets(out, teachers, train_ds.images, soft)
     if cfg.resume:
         _truncate_history(out / HISTORY, state["epoch"])
     seq.epoch = state["epoch"]
     log(f"{cfg.arch}: {model.count_params():,} parameters; {len(train_ds)} training faces, {len(val_ds)} validation faces; "
         f"backend {keras.backend.backend()}")
     meta = ModelMetadata(ds.label_set, spec, provenance={
-        "arch": cfg.arch, "parameters": int(model.count_params()), "command": cfg.command,
+        "arch": cfg.arch, **model_cost(model), "command": cfg.command,
         "data": str(ds.source), "data_sha256": sha256_file(ds.source) if Path(ds.source).is_file() else None,
         "labels": cfg.labels, "soft": cfg.soft, "seed": cfg.seed, "keras": keras.__version__,
         "backend": keras.backend.backend(),
         "device": f"{gpus} GPU(s), mixed precision" if mixed else f"CPU ({os.cpu_count()} cores, {platform.machine()})",
         "validation": "PublicTest" if ds.has_split("PublicTest") else f"seeded 10% of Training (seed {cfg.seed})",
+        **({"distillation": distillation} if distillation else {}),
     })
 
     def float32_copy(m):
-        """The mixed-precision model's weights in a float32 model: what conversion and the runtime expect."""
-        if not mixed:
-            return m
+        """The weights in a fresh, uncompiled float32 model: what conversion and the runtime expect, with no
+        optimizer state and no training loss (a distillation loss would tie the file to fer-edge's code)."""
         keras.mixed_precision.set_global_policy("float32")
         try:
             clone = build(cfg.arch, (cfg.input_size, cfg.input_size, 1), k)
         finally:
-            keras.mixed_precision.set_global_policy("mixed_float16")
+            if mixed:
+                keras.mixed_precision.set_global_policy("mixed_float16")
         clone.set_weights(m.get_weights())
         return clone
 
@@ -364,6 +411,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--equalize", action="store_true", help="histogram-equalise faces (recorded in the model)")
     p.add_argument("--crop-margin", type=float, default=0.0, help="runtime crop margin recorded in the model")
     p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--teacher", action="append", metavar="MODEL",
+                   help="distil from this fer-edge .keras reference (repeat for an ensemble, averaged)")
+    p.add_argument("--temperature", type=float, default=4.0, help="distillation temperature (default 4)")
+    p.add_argument("--soft-weight", type=float, default=0.8,
+                   help="weight of the teacher's soft targets against the hard labels (default 0.8)")
     p.add_argument("--limit", type=int, default=0, help="use only this many training faces (quick runs)")
     p.add_argument("--strategy", default="auto", choices=["auto", "mirrored", "none"])
     p.add_argument("--workers", type=int, default=1, help="threads preparing batches")
@@ -380,7 +432,8 @@ def main(argv=None) -> int:
         batch_size=args.batch_size, lr=args.lr, patience=args.patience, label_smoothing=args.label_smoothing,
         class_weight=args.class_weight, seed=args.seed, input_size=args.input_size,
         value_range=PreprocessSpec.parse_range(args.normalize), equalize=args.equalize, crop_margin=args.crop_margin,
-        augment=not args.no_augment, limit=args.limit, strategy=args.strategy, workers=args.workers,
+        augment=not args.no_augment, teacher=tuple(args.teacher or ()), temperature=args.temperature,
+        soft_weight=args.soft_weight, limit=args.limit, strategy=args.strategy, workers=args.workers,
         force=args.force, resume=args.resume,
         command="fer-train " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)),
     )

@@ -1,0 +1,128 @@
+"""fer-train --teacher: knowledge distillation through the CLI on tiny runs, and every bad teacher refused
+with one line before anything is written."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tensorflow")
+
+from fer_edge.runtime.metadata import read_metadata, write_metadata  # noqa: E402
+from fer_edge.runtime.preprocess import PreprocessSpec  # noqa: E402
+from fer_edge.training import distill, train  # noqa: E402
+
+from test_training import TINY, _one_line_error, _run, small_data  # noqa: E402,F401  (small_data: a fixture)
+
+pytestmark = [pytest.mark.data,
+              pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")]
+
+
+@pytest.fixture(scope="module")
+def teacher(small_data, tmp_path_factory) -> Path:
+    """A tiny trained run used as the teacher (its accuracy does not matter here, its outputs do)."""
+    out = tmp_path_factory.mktemp("runs") / "teacher"
+    assert train.main(["--data", str(small_data), "--arch", "vgg-half", "--out", str(out), *TINY]) == 0
+    return out / "model.keras"
+
+
+def test_tiny_distillation_run_records_teacher_and_resumes(small_data, teacher, tmp_path, capsys):
+    out = tmp_path / "student"
+    argv = ["--data", str(small_data), "--arch", "vgg-lite", "--out", str(out), "--teacher", str(teacher),
+            "--temperature", "3", "--soft-weight", "0.6", "--limit", "128", "--epochs", "2", "--batch-size", "64"]
+    code, stdout, err = _run(capsys, argv)
+    assert code == 0, err
+    assert "flip-averaged" in stdout and "epoch 2/2" in stdout
+    meta = read_metadata(out / "model.keras")
+    d = meta.provenance["distillation"]
+    assert d["teachers"][0]["file"] == teacher.name and d["temperature"] == 3 and d["soft_weight"] == 0.6
+    assert set(d["teacher_val_accuracy"]) == {"plain", "flip_averaged"}
+    assert meta.provenance["macs"] > 0 and meta.provenance["parameters"] > 0
+    # the teacher's targets are cached in the run, keyed by the teacher and the faces, and are probabilities
+    with np.load(out / distill.CACHE, allow_pickle=False) as z:
+        probs = z["probs"]
+    assert probs.shape == (128, 7) and np.allclose(probs.sum(axis=1), 1, atol=1e-4)
+    # the best model carries no distillation loss: it loads without fer-edge's code registered
+    zipped = (out / "model.keras").read_bytes()
+    assert b"Distillation" not in zipped
+    # resume: one more epoch from the checkpoint (which does carry the loss), reusing the cached targets
+    state = json.loads((out / "state.json").read_text())
+    state["config"]["epochs"] = 3
+    (out / "state.json").write_text(json.dumps(state))
+    code, stdout, err = _run(capsys, ["--data", str(small_data), "--out", str(out), "--resume"])
+    assert code == 0, err
+    assert "resuming" in stdout and "epoch 3/3" in stdout
+    assert "mirror images" not in stdout  # the training targets came from the cache
+    assert read_metadata(out / "model.keras").provenance["distillation"]["teachers"][0]["sha256"] == d["teachers"][0]["sha256"]
+
+
+def test_distillation_loss_is_hinton_kd():
+    """The loss against a numpy reference: (1-w) CE(smoothed hard) + w T^2 KL(q_T || p_T)."""
+    loss, _ = distill.loss_and_metric(3, temperature=2.0, soft_weight=0.7, label_smoothing=0.1)
+    rng = np.random.default_rng(0)
+    p = rng.dirichlet(np.ones(3), 5).astype(np.float32)
+    q = rng.dirichlet(np.ones(3), 5).astype(np.float32)
+    hard = np.eye(3, dtype=np.float32)[rng.integers(0, 3, 5)]
+    got = float(np.asarray(loss(np.concatenate([hard, q], 1), p)))
+
+    def tempered(x, t):
+        e = np.exp(np.log(x) / t)
+        return e / e.sum(1, keepdims=True)
+
+    smooth = hard * 0.9 + 0.1 / 3
+    ce = -(smooth * np.log(p)).sum(1)
+    pt, qt = tempered(p, 2.0), tempered(q, 2.0)
+    kl = (qt * (np.log(qt) - np.log(pt))).sum(1)
+    assert got == pytest.approx(float(np.mean(0.3 * ce + 0.7 * 4 * kl)), rel=1e-4)
+
+
+def _teacher_variant(teacher: Path, tmp_path: Path, **changes) -> Path:
+    dst = tmp_path / "bad_teacher.keras"
+    shutil.copyfile(teacher, dst)
+    meta = read_metadata(dst)
+    write_metadata(dst, meta.replace(**changes))
+    return dst
+
+
+@pytest.mark.parametrize("case", ["missing", "folder", "no-metadata", "labels", "input-size", "suffix"])
+def test_bad_teacher_is_one_line_and_writes_nothing(case, small_data, teacher, tmp_path, capsys):
+    from fer_edge.runtime.labels import get_label_set
+
+    if case == "missing":
+        bad, expected = tmp_path / "nope.keras", "no such model file"
+    elif case == "folder":
+        (tmp_path / "dir.keras").mkdir()
+        bad, expected = tmp_path / "dir.keras", "no such model file"
+    elif case == "no-metadata":
+        import keras
+
+        bad = tmp_path / "plain.h5"
+        keras.models.load_model(teacher, compile=False).save(bad)
+        expected = "carries no fer-edge metadata"
+    elif case == "labels":
+        bad, expected = _teacher_variant(teacher, tmp_path, label_set=get_label_set("ferplus")), "label set ferplus"
+    elif case == "input-size":
+        bad = _teacher_variant(teacher, tmp_path, preprocess=PreprocessSpec(size=(64, 64)))
+        expected = "expected the same input size"
+    else:
+        bad = tmp_path / "teacher.tflite"
+        bad.write_bytes(b"x")
+        expected = "expected a Keras reference"
+    out = tmp_path / "run"
+    code, _, err = _run(capsys, ["--data", str(small_data), "--arch", "vgg-lite", "--out", str(out),
+                                 "--teacher", str(bad), *TINY])
+    assert code == 2
+    _one_line_error(code, err, "--teacher", expected)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("flags,expected", [(["--temperature", "0"], "--temperature must be positive"),
+                                            (["--soft-weight", "1.5"], "--soft-weight must be between 0 and 1")])
+def test_bad_distillation_options(flags, expected, small_data, teacher, tmp_path, capsys):
+    out = tmp_path / "run"
+    code, _, err = _run(capsys, ["--data", str(small_data), "--out", str(out), "--teacher", str(teacher), *flags, *TINY])
+    _one_line_error(code, err, expected)
+    assert not out.exists()
