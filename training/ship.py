@@ -18,6 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from fer_edge.convert.cost import fmt_macs
 from fer_edge.runtime.errors import cli_main, FerEdgeError
 from fer_edge.runtime.fileio import atomic_output, sha256_file
 from fer_edge.runtime.metadata import read_metadata, write_metadata
@@ -59,7 +60,9 @@ def ship(run: Path, data: str, out: Path, name: str, force: bool = False, log=pr
             with atomic_output(out / dst_name, force=True) as tmp:
                 shutil.copyfile(Path(scratch) / src_name, tmp)
     make_golden(str(dst), data, str(out / f"{name}_golden.npz"), force=True, log=log)
-    return write_card(run, out, name, doc)
+    card = write_card(run, out, name, doc)
+    write_overview(out)
+    return card
 
 
 # fer-train options that say where and how a run is kept, not what it trains
@@ -106,6 +109,7 @@ def write_card(run: Path, out: Path, name: str, parity: dict | None = None) -> P
                 shutil.copyfile(src, tmp)
     plot_curves(run / "history.jsonl", out / f"{name}_curves.png")
     p = meta.provenance
+    cost = (parity or {}).get("reference", {}).get("cost") or {k: p.get(k) for k in ("macs", "parameters")}
     spec = meta.preprocess
     finished = state["epoch"] >= state["config"]["epochs"] or state["epoch"] - state["best_epoch"] > state["config"]["patience"]
     status = ("final: training finished" if finished else
@@ -118,14 +122,17 @@ def write_card(run: Path, out: Path, name: str, parity: dict | None = None) -> P
     lines = [
         f"# Model card: {name}",
         "",
-        f"`{dst.name}` (sha256 `{sha256_file(dst)[:16]}…`) is fer-edge's full-precision reference: the model every "
-        "quantized file is held against, and the source of the default model the runtime ships.",
+        f"`{dst.name}` (sha256 `{sha256_file(dst)[:16]}…`) is the full-precision reference of the `{name}` models: "
+        f"the model every quantized `{name}_*` file is held against. [MODEL_CARD.md](MODEL_CARD.md) compares the "
+        "shipped models.",
         "",
         f"**Status: {status}.**",
         "",
         "| | |",
         "|---|---|",
         f"| architecture | `{p.get('arch')}` ({p.get('parameters', 0):,} parameters), see `training/architectures.py` |",
+        f"| cost | {fmt_macs(cost.get('macs'))} multiply-adds per face ({cost.get('parameters', 0):,} parameters): "
+        "the same on every CPU; milliseconds per CPU are in BENCHMARKS.md |",
         f"| input | {spec.size[0]}x{spec.size[1]}x{spec.channels} grey, values {spec.value_range}, "
         f"equalise {spec.equalize}, crop margin {spec.crop_margin} |",
         f"| labels | `{meta.label_set.name}`: {', '.join(meta.labels)} |",
@@ -135,6 +142,7 @@ def write_card(run: Path, out: Path, name: str, parity: dict | None = None) -> P
         f"{cfg['label_smoothing']}, class weights `{cfg['class_weight']}`, seed {cfg['seed']}, augmentation "
         f"{'on' if cfg['augment'] else 'off'} |",
         f"| trained with | Keras {p.get('keras')} ({p.get('backend')} backend), {device} |",
+        *([distillation_row(p["distillation"])] if p.get("distillation") else []),
         f"| command | `{reproduce_command(cfg)}` (the run's saved configuration as one command) |",
         f"| as run | `{p.get('command')}` |",
         "",
@@ -170,6 +178,60 @@ def write_card(run: Path, out: Path, name: str, parity: dict | None = None) -> P
               "FER2013 faces are 48x48 grey crops from web images; accuracy on live camera crops depends on the "
               "face detector's box matching that framing. Human agreement on FER2013 is about 65%. Disgust has 436 "
               "training faces and the lowest recall. Not for decisions about individuals.", ""]
+    card = out / f"{name}_CARD.md"
+    with atomic_output(card, force=True) as tmp:
+        tmp.write_text("\n".join(lines))
+    return card
+
+
+def distillation_row(d: dict) -> str:
+    acc = d.get("teacher_val_accuracy", {})
+    teachers = " + ".join(f"`{t['file']}` (sha256 `{t['sha256'][:16]}…`)" for t in d["teachers"])
+    return (f"| distilled from | {teachers}: "
+            f"temperature {d['temperature']:g}, soft-target weight {d['soft_weight']:g}; {d['targets']}; teacher on "
+            f"PublicTest {100 * acc.get('plain', 0):.2f}% ({100 * acc.get('flip_averaged', 0):.2f}% flip-averaged) |")
+
+
+def write_overview(out: Path) -> Path:
+    """MODEL_CARD.md: the shipped models side by side (accuracy, per-class recall, cost, INT8 parity), read
+    from each NAME.keras and NAME_parity.json; the runtime's default first."""
+    from fer_edge.runtime.pipeline import DEFAULT_MODEL, SHIPPED
+
+    models = []
+    for keras_file in sorted(out.glob("*.keras")):
+        name, parity_file = keras_file.stem, out / f"{keras_file.stem}_parity.json"
+        if parity_file.is_file() and (out / SHIPPED.format(name=name.removeprefix("fer-"))).is_file():
+            models.append((name, read_metadata(keras_file), json.loads(parity_file.read_text())))
+    models.sort(key=lambda m: SHIPPED.format(name=m[0].removeprefix("fer-")) != DEFAULT_MODEL)
+    lines = ["# Model card: the models fer-edge ships", "",
+             "Each is a Keras reference trained on FER2013 (Training; best epoch chosen on PublicTest; reported on "
+             "PrivateTest) with INT8 exports held to it by the parity gate. `fer-edge --model NAME` selects one by "
+             "its short name; the first is the default. Details per model: " +
+             ", ".join(f"[{n}_CARD.md]({n}_CARD.md)" for n, _, _ in models) + ".", "",
+             "| model | `--model` | role | architecture | multiply-adds per face | parameters | PublicTest | "
+             "PrivateTest | PrivateTest macro-F1 | INT8 .tflite bytes | INT8 .tflite agreement (XNNPACK / built-in) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for i, (name, meta, parity) in enumerate(models):
+        ref, f = parity["reference"], meta.figures
+        cost = ref.get("cost") or {k: meta.provenance.get(k) for k in ("macs", "parameters")}
+        int8 = parity["formats"].get("tflite-int8", {})
+        kern = int8.get("kernels", {})
+        lines.append(f"| {name} | `{name.removeprefix('fer-')}` | {'default' if i == 0 else 'option'} | "
+                     f"`{meta.provenance.get('arch')}` | {fmt_macs(cost.get('macs'))} | {cost.get('parameters') or 0:,} | "
+                     f"{100 * f.get('PublicTest', {}).get('accuracy', float('nan')):.2f}% | {100 * ref['accuracy']:.2f}% | "
+                     f"{100 * ref['macro_f1']:.2f}% | {int8.get('bytes', 0):,} | "
+                     f"{100 * kern.get('default', {}).get('agreement', float('nan')):.2f}% / "
+                     f"{100 * kern.get('builtin', {}).get('agreement', float('nan')):.2f}% |")
+    if models:
+        labels = list(models[0][2]["reference"]["recall"])
+        lines += ["", "PrivateTest recall per class (fp32 reference):", "",
+                  "| model | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
+        for name, _, parity in models:
+            rec = parity["reference"]["recall"]
+            lines.append(f"| {name} | " + " | ".join(f"{100 * rec[c]:.1f}%" for c in labels) + " |")
+    lines += ["", "Milliseconds per face depend on the CPU (its SIMD width and int8 dot-product instructions): "
+              "see [BENCHMARKS.md](../BENCHMARKS.md), or run `fer-edge verify --model NAME --data DATA` on the "
+              "device itself.", ""]
     card = out / "MODEL_CARD.md"
     with atomic_output(card, force=True) as tmp:
         tmp.write_text("\n".join(lines))
@@ -185,7 +247,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=Path("models"))
     ap.add_argument("--force", action="store_true")
     ap.add_argument("--card-only", action="store_true",
-                    help="only rewrite MODEL_CARD.md from RUN/eval and the shipped NAME_parity.json")
+                    help="only rewrite NAME_CARD.md and MODEL_CARD.md from RUN/eval and the shipped NAME_parity.json")
     args = ap.parse_args(argv)
     if args.card_only:
         parity = args.out / f"{args.name}_parity.json"
@@ -193,6 +255,7 @@ def main(argv=None) -> int:
             raise FerEdgeError(f"--card-only needs {parity} and {args.run / 'eval' / 'report.json'} "
                                f"(fer-eval {args.out / args.name}.keras --data DATA --out {args.run / 'eval'})")
         print(write_card(args.run, args.out, args.name, json.loads(parity.read_text())))
+        print(write_overview(args.out))
         return 0
     if not args.data:
         raise FerEdgeError("--data is required to ship a run (FER2013: for conversion, parity and golden outputs)")
