@@ -171,8 +171,8 @@ def convert(opts: ConvertOptions, log=print) -> tuple[dict, int]:
             log(f"reference: Keras on {len(ev.labels)} {ev.split} faces")
             ref_probs = src.predict(ev.faces)
             reference = reference_entry(model_path, src.sha256, ref_probs, ev, src.meta.labels)
-        reference["cost"] = cost
             log(f"reference accuracy {100 * reference['accuracy']:.2f}%, macro-F1 {100 * reference['macro_f1']:.2f}%")
+        reference["cost"] = cost
         if any(f.name == "onnx-int8" for f in opts.formats):
             if ds is not None and ds.has_split(HELDOUT_SPLIT):
                 idx = np.flatnonzero(ds.split == split_code(HELDOUT_SPLIT))
