@@ -49,7 +49,8 @@ def main(argv=None) -> int:
 
     import keras
 
-    from fer_edge.convert.bench import Settings, time_calls
+    from fer_edge.convert.bench import time_calls
+    from fer_edge.convert.bench_e2e import Settings
     from fer_edge.convert.bench_report import machine
     from fer_edge.convert.cost import fmt_macs, model_cost
     from fer_edge.runtime.backends import Classifier

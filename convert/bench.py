@@ -28,27 +28,12 @@ from pathlib import Path
 
 import numpy as np
 
+from fer_edge.convert.bench_e2e import FULL, QUICK, Settings
 from fer_edge.runtime.errors import FerEdgeError, ModelError, cli_main
 
 # Display order of the formats.
 FORMAT_ORDER = ("keras", "tflite-fp32", "tflite-fp16", "tflite-dynamic", "tflite-int8", "onnx-fp32", "onnx-int8")
 SUFFIXES = (".tflite", ".onnx", ".keras")
-
-
-@dataclass(frozen=True)
-class Settings:
-    """How hard to measure. FULL fits the shipped model in < 10 min on a 2-core x86 machine."""
-    warmup: int = 10  # calls before timing (XNNPACK packs weights and sizes buffers on the first calls)
-    rounds: int = 5  # latency rounds; p50/p95 reported are medians over rounds
-    iters: int = 30  # timed calls per round
-    keras_iters: int = 20  # model.predict is ~50x slower per call: fewer calls, same number of rounds
-    e2e_repeats: int = 3  # fer-edge processes per (file, detector); frames/s is their median
-    max_faces: int | None = None  # evaluate on the first N faces of the split (None = all)
-    max_frames: int | None = None  # frames of the video per end-to-end run (None = all)
-
-
-FULL = Settings()
-QUICK = Settings(warmup=2, rounds=2, iters=5, keras_iters=3, e2e_repeats=1, max_faces=256, max_frames=15)
 
 
 @dataclass(frozen=True)
@@ -139,14 +124,20 @@ def latency_inputs(spec, n: int) -> np.ndarray:
     return preprocess(faces, spec)
 
 
+def _litert_kernels(kernels: str) -> str | None:
+    """A row's kernels as the backend option: LiteRT's kernel paths, None for the others' rows ('cpu')."""
+    from fer_edge.runtime.backends import LiteRTBackend
+
+    return kernels if kernels in LiteRTBackend.KERNELS else None
+
+
 def measure_latency(path: Path, kernels: str, threads: list[int], batches: list[int], s: Settings) -> dict:
     """{"t1_b1": {...}, ...}: the interpreter call alone (`backend.infer`), built once per thread count."""
     from fer_edge.runtime.backends import Classifier
 
     out = {}
     for t in threads:
-        kw = {"kernels": kernels} if path.suffix.lower() == ".tflite" else {}
-        clf = Classifier(path, threads=t, **kw)
+        clf = Classifier(path, threads=t, kernels=_litert_kernels(kernels))
         x = latency_inputs(clf.meta.preprocess, max(batches))
         for b in batches:  # all calls of one batch size together: LiteRT reallocates on every size change
             out[f"t{t}_b{b}"] = time_calls(clf.backend.infer, x[:b], s.warmup, s.rounds, s.iters)
@@ -156,8 +147,7 @@ def measure_latency(path: Path, kernels: str, threads: list[int], batches: list[
 def measure_accuracy(path: Path, kernels: str, faces: np.ndarray, labels: np.ndarray, ref: np.ndarray | None) -> dict:
     from fer_edge.runtime.backends import Classifier
 
-    kw = {"kernels": kernels} if path.suffix.lower() == ".tflite" else {}
-    clf = Classifier(path, threads=os.cpu_count(), **kw)
+    clf = Classifier(path, threads=os.cpu_count(), kernels=_litert_kernels(kernels))
     probs = clf.predict_batched(faces)
     return scores(probs, labels, ref)
 

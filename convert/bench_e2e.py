@@ -16,12 +16,25 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 from fer_edge.runtime.errors import FerEdgeError
 
-if TYPE_CHECKING:
-    from fer_edge.convert.bench import Settings
+
+@dataclass(frozen=True)
+class Settings:
+    """How hard to measure. FULL fits the shipped model in < 10 min on a 2-core x86 machine."""
+    warmup: int = 10  # calls before timing (XNNPACK packs weights and sizes buffers on the first calls)
+    rounds: int = 5  # latency rounds; p50/p95 reported are medians over rounds
+    iters: int = 30  # timed calls per round
+    keras_iters: int = 20  # model.predict is ~50x slower per call: fewer calls, same number of rounds
+    e2e_repeats: int = 3  # fer-edge processes per (file, detector); frames/s is their median
+    max_faces: int | None = None  # evaluate on the first N faces of the split (None = all)
+    max_frames: int | None = None  # frames of the video per end-to-end run (None = all)
+
+
+FULL = Settings()
+QUICK = Settings(warmup=2, rounds=2, iters=5, keras_iters=3, e2e_repeats=1, max_faces=256, max_frames=15)
 
 
 def rss_mb(pid: int) -> float | None:
@@ -75,7 +88,7 @@ def run_fer_edge(video: str | os.PathLike, model: str | os.PathLike, detector: s
         argv = [sys.executable, "-m", "fer_edge.runtime.cli", "--source", str(video), "--model", str(model),
                 "--threads", str(threads), "--detector", detector, "--detect-every", str(every), "--window", "off",
                 "--quiet", "--summary", str(summary), "--json", str(js), "--loop", str(loop)]
-        if str(model).lower().endswith(".tflite"):
+        if kernels != "default":  # the default path needs no flag (and --kernels is for .tflite files only)
             argv += ["--kernels", kernels]
         if detector == "blazeface":
             if not blazeface:

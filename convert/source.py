@@ -36,9 +36,24 @@ class SourceModel:
         return self.predict_inputs(x, batch_size)
 
     def predict_inputs(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-        out = [np.asarray(self.model(x[i:i + batch_size], training=False), dtype=np.float32)
-               for i in range(0, len(x), batch_size)]
-        return np.concatenate(out) if out else np.zeros((0, self.num_outputs), np.float32)
+        """Model inputs -> probabilities (`model.predict`: compiled once, on every Keras backend)."""
+        if not len(x):
+            return np.zeros((0, self.num_outputs), np.float32)
+        return np.asarray(self.model.predict(x, batch_size=batch_size, verbose=0), dtype=np.float32)
+
+
+def load_keras(path: str | Path, safe_mode: bool = True):
+    """A Keras model file (.keras or legacy .h5) and its fer-edge metadata (or None); one line on failure."""
+    keras = require("keras", "convert")
+    path = Path(path)
+    if not path.exists():
+        raise ModelError(f"{path}: no such model file")
+    try:
+        model = keras.models.load_model(path, compile=False, safe_mode=safe_mode)
+    except Exception as exc:  # Keras raises many types for unreadable files; report it as one line
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"{path}: not a loadable Keras model ({first[:200]})") from None
+    return model, read_metadata(path)
 
 
 def _tree_sha256(folder: Path) -> str:
@@ -87,8 +102,6 @@ def load_source(path: str | os.PathLike, labels: str | None = None, normalize: s
         if path.suffix.lower() not in KERAS_SUFFIXES:
             raise ModelError(f"{path}: fer-convert reads Keras models: expected .keras, .h5 or a SavedModel folder, "
                              f"found {path.suffix or 'no suffix'!r}")
-        from fer_edge.training.evaluate import load_keras
-
         model, meta = load_keras(path)
         sha = sha256_file(path)
     inputs, outputs = list(model.inputs), list(model.outputs)

@@ -167,13 +167,13 @@ def _version() -> str:
 
 
 def api_parser() -> argparse.ArgumentParser:
-    from fer_edge.runtime.cli import _model_args
+    from fer_edge.runtime.cli_args import model_arguments
     from fer_edge.runtime.config import add_config_argument
     from fer_edge.runtime.detectors import DETECTORS
 
     p = argparse.ArgumentParser(prog="fer-edge serve-api", description="HTTP API: POST /predict with an image, "
                                 "GET /health, schema at /openapi.json (pip install 'fer-edge[api]').")
-    _model_args(p)
+    model_arguments(p)
     p.add_argument("--detector", choices=sorted(DETECTORS), default="haar")
     p.add_argument("--detector-model", metavar="PATH", help="BlazeFace face_detection_short_range.tflite")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
@@ -185,7 +185,7 @@ def api_parser() -> argparse.ArgumentParser:
 
 
 def serve_api(argv: list[str]) -> int:
-    from fer_edge.runtime.cli import _classifier_kwargs
+    from fer_edge.runtime.cli_args import classifier_options
     from fer_edge.runtime.config import with_config
     from fer_edge.runtime.pipeline import Pipeline, PipelineOptions
 
@@ -194,8 +194,8 @@ def serve_api(argv: list[str]) -> int:
     if a.max_upload_mb <= 0:
         raise FerEdgeError(f"--max-upload-mb must be above 0, found {a.max_upload_mb}")
     uvicorn = require("uvicorn", "api")
-    opts = PipelineOptions(model=a.model, kernels=a.kernels, detector=a.detector, detector_model=a.detector_model,
-                           **_classifier_kwargs(a))
+    opts = PipelineOptions(model=a.model, detector=a.detector, detector_model=a.detector_model,
+                           **classifier_options(a))
     with Pipeline(opts) as pipe:
         app = create_app(max_upload_bytes=int(a.max_upload_mb * 1e6), pipeline=pipe)
         print(f"fer-edge: API on http://{a.host}:{a.port}/ (schema /openapi.json)", file=sys.stderr)

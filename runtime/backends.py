@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fer_edge.runtime.errors import MissingExtraError, ModelError
+from fer_edge.runtime.errors import MissingExtraError, MissingInterpreterError, ModelError
 from fer_edge.runtime.labels import get_label_set
 from fer_edge.runtime.metadata import ModelMetadata, read_metadata
 from fer_edge.runtime.preprocess import PreprocessSpec, preprocess
@@ -40,8 +40,10 @@ class LiteRTBackend:
 
     MODULES = ("ai_edge_litert.interpreter", "tflite_runtime.interpreter", "tensorflow")  # first found wins
     KERNELS = ("default", "builtin")
+    OPTIONS = ("threads", "kernels")  # what open_backend may pass
 
-    def __init__(self, path: str | os.PathLike, threads: int | None = None, kernels: str = "default", **_):
+    def __init__(self, path: str | os.PathLike, threads: int | None = None, kernels: str | None = None):
+        kernels = kernels or "default"
         if kernels not in self.KERNELS:
             raise ModelError(f"unknown kernels {kernels!r}: expected one of {', '.join(self.KERNELS)}")
         mod = None
@@ -53,7 +55,7 @@ class LiteRTBackend:
             except ImportError:
                 continue
         if mod is None:
-            raise MissingExtraError("ai-edge-litert", "litert")  # base install carries it
+            raise MissingInterpreterError()
         self.module = name.split(".")[0]
         kwargs = {"model_path": str(path), "num_threads": threads}
         if kernels == "builtin":
@@ -97,7 +99,9 @@ class LiteRTBackend:
 class OnnxBackend:
     """.onnx through onnxruntime; providers e.g. ['CPUExecutionProvider'] or CUDA/TensorRT on a Jetson."""
 
-    def __init__(self, path: str | os.PathLike, threads: int | None = None, providers=None, **_):
+    OPTIONS = ("threads", "providers")  # what open_backend may pass
+
+    def __init__(self, path: str | os.PathLike, threads: int | None = None, providers=None):
         try:
             ort = importlib.import_module("onnxruntime")
         except ImportError:
@@ -138,6 +142,9 @@ BACKENDS = {".tflite": LiteRTBackend, ".onnx": OnnxBackend}
 
 
 def open_backend(path: str | os.PathLike, **options):
+    """The backend for the file's suffix, given the options it declares. An option set to None was not chosen
+    (the backend's default applies); a name no backend declares, or one this file's backend does not take, is
+    refused rather than dropped, so a misspelt or misplaced option never goes unnoticed."""
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"{path}: no such model file")
@@ -145,7 +152,15 @@ def open_backend(path: str | os.PathLike, **options):
     if cls is None:
         raise ModelError(f"{path}: the runtime runs {', '.join(BACKENDS)} files, found {path.suffix or 'no suffix'!r}"
                          " (convert Keras models with fer-convert)")
-    return cls(path, **options)
+    known = sorted({o for b in BACKENDS.values() for o in b.OPTIONS})
+    given = {k: v for k, v in options.items() if v is not None}
+    for name in given:
+        if name not in known:
+            raise ModelError(f"unknown backend option {name!r}: expected one of {', '.join(known)}")
+        if name not in cls.OPTIONS:
+            takers = ", ".join(s for s, b in BACKENDS.items() if name in b.OPTIONS)
+            raise ModelError(f"--{name} applies to {takers} models, not to {path.name}")
+    return cls(path, **given)
 
 
 def resolve_metadata(path, meta: ModelMetadata | None, labels: str | None = None, normalize: str | None = None,

@@ -22,28 +22,12 @@ import time
 
 from fer_edge.runtime.errors import FerEdgeError
 from fer_edge.runtime.detectors import DETECTORS
-from fer_edge.runtime.preprocess import VALUE_RANGES
-from fer_edge.runtime.labels import LABEL_SETS
+from fer_edge.runtime.cli_args import classifier_options, model_arguments
 from fer_edge.runtime.config import add_config_argument, with_config
 from fer_edge.runtime.mqtt import add_mqtt_arguments
 from fer_edge.runtime.preview import add_preview_arguments
 
 log = logging.getLogger("fer_edge.runtime")
-
-
-def _model_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("model")
-    g.add_argument("--model", help="classifier .tflite or .onnx, or the short name of a shipped model "
-                   "(e.g. vgg: the accurate one; default: the model shipped as fer-edge's default)")
-    g.add_argument("--labels", choices=sorted(LABEL_SETS), help="label set, for a model without fer-edge metadata")
-    g.add_argument("--normalize", choices=sorted(VALUE_RANGES), help="input scaling, for a model without metadata")
-    g.add_argument("--equalize", action=argparse.BooleanOptionalAction, default=None,
-                   help="histogram-equalise faces (overrides the model's metadata)")
-    g.add_argument("--threads", type=int, default=None, help="interpreter threads (default: the interpreter's)")
-    g.add_argument("--providers", help="onnxruntime providers, comma-separated, e.g. "
-                   "CUDAExecutionProvider,CPUExecutionProvider (default CPU)")
-    g.add_argument("--kernels", choices=("default", "builtin"), default="default",
-                   help="LiteRT kernels: default (XNNPACK) or builtin (reference)")
 
 
 def run_parser() -> argparse.ArgumentParser:
@@ -55,7 +39,7 @@ def run_parser() -> argparse.ArgumentParser:
     src.add_argument("--source", metavar="SPEC", help="video file, image, folder of images, rtsp/http URL or "
                      "GStreamer pipeline")
     src.add_argument("--image", metavar="PATH", help="one photo (or a folder): print its faces and emotions")
-    _model_args(p)
+    model_arguments(p)
     d = p.add_argument_group("detection and tracking")
     d.add_argument("--detector", choices=sorted(DETECTORS), default="haar")
     d.add_argument("--detector-model", metavar="PATH", help="BlazeFace face_detection_short_range.tflite "
@@ -86,20 +70,13 @@ def run_parser() -> argparse.ArgumentParser:
 def verify_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fer-edge verify", description="Accuracy of a model on this device, "
                                 "with the runtime alone (no TensorFlow).")
-    _model_args(p)
+    model_arguments(p)
     p.add_argument("--data", required=True, help="fer2013.npz, fer2013.csv, an image-folder root or a data folder")
     p.add_argument("--split", default="PrivateTest", help="Training, PublicTest or PrivateTest (default PrivateTest)")
     p.add_argument("--limit", type=int, help="use the first N faces of the split")
     p.add_argument("--json", metavar="FILE", help="write the full report as JSON ('-' = stdout)")
     add_config_argument(p)
     return p
-
-
-def _classifier_kwargs(a) -> dict:
-    kw = {"labels": a.labels, "normalize": a.normalize, "equalize": a.equalize, "threads": a.threads}
-    if a.providers:
-        kw["providers"] = [x.strip() for x in a.providers.split(",") if x.strip()]
-    return kw
 
 
 def verify(argv: list[str]) -> int:
@@ -110,11 +87,7 @@ def verify(argv: list[str]) -> int:
     from fer_edge.runtime.metrics import classification_report
     from fer_edge.runtime.pipeline import resolve_model
 
-    kw = _classifier_kwargs(a)
-    if not str(a.model or "").lower().endswith(".onnx"):
-        kw.pop("providers", None)
-        kw["kernels"] = a.kernels
-    clf = Classifier(resolve_model(a.model), **kw)
+    clf = Classifier(resolve_model(a.model), **classifier_options(a))
     data = load_dataset(a.data, clf.meta.label_set.name)
     if not data.has_split(a.split):
         raise FerEdgeError(f"{a.data}: no faces in split {a.split}")
@@ -151,12 +124,12 @@ def run(argv: list[str]) -> int:
 
     if a.loop < 1:
         raise FerEdgeError(f"--loop must be 1 or more, found {a.loop}")
-    kw = _classifier_kwargs(a)
+    kw = classifier_options(a)
     if a.threads:
         import cv2
 
         cv2.setNumThreads(a.threads)  # Haar and resizing too, so --threads 1 means one core
-    opts = PipelineOptions(model=a.model, kernels=a.kernels, detector=a.detector, detector_model=a.detector_model,
+    opts = PipelineOptions(model=a.model, detector=a.detector, detector_model=a.detector_model,
                            detect_every=a.detect_every, smooth=a.smooth, **kw)
     stop = threading.Event()
     with Pipeline(opts) as pipe:  # the model first: a wrong model path fails before a camera opens

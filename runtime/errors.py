@@ -20,6 +20,14 @@ class MissingExtraError(FerEdgeError):
         super().__init__(f"{module} is not installed: run  pip install 'fer-edge[{extra}]'")
 
 
+class MissingInterpreterError(FerEdgeError):
+    """No TFLite interpreter is importable (the base install carries ai-edge-litert where it has wheels)."""
+
+    def __init__(self):
+        super().__init__("no TFLite interpreter is installed: run  pip install ai-edge-litert  (or, on boards it "
+                         "has no wheels for, tflite-runtime)")
+
+
 def require(module: str, extra: str):
     """Import an optional dependency or raise MissingExtraError with the install line."""
     import importlib

@@ -90,7 +90,7 @@ class PipelineOptions:
     equalize: bool | None = None
     threads: int | None = None
     providers: list[str] | None = None  # onnxruntime execution providers
-    kernels: str = "default"  # LiteRT: default (XNNPACK) | builtin
+    kernels: str | None = None  # LiteRT: default (XNNPACK, when None) | builtin
     detector: str = "haar"
     detector_model: str | os.PathLike | None = None
     detect_every: int = 1  # run the detector every K frames, follow the boxes in between
@@ -190,16 +190,9 @@ class RunStats:
 class Pipeline:
     def __init__(self, options: PipelineOptions | None = None, **overrides):
         self.options = opts = options or PipelineOptions(**overrides)
-        backend_options = {"threads": opts.threads}
-        model = resolve_model(opts.model)
-        if model.suffix.lower() == ".onnx":
-            backend_options["providers"] = opts.providers
-        else:
-            if opts.providers:
-                raise FerEdgeError("--providers applies to .onnx models (onnxruntime) only")
-            backend_options["kernels"] = opts.kernels
-        self.classifier = Classifier(model, labels=opts.labels, normalize=opts.normalize, equalize=opts.equalize,
-                                     **backend_options)
+        self.classifier = Classifier(resolve_model(opts.model), labels=opts.labels, normalize=opts.normalize,
+                                     equalize=opts.equalize, threads=opts.threads, providers=opts.providers,
+                                     kernels=opts.kernels)
         self.detector = make_detector(opts.detector, opts.detector_model, threads=opts.threads)
         self.labels = self.classifier.labels
         self.tracker = Tracker(opts.iou_threshold, opts.max_missed, opts.smooth)

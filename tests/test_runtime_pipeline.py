@@ -320,3 +320,32 @@ def test_sigterm_mid_video_flushes_and_exits_cleanly(tmp_path):
     lines = out.read_text().splitlines()
     assert lines and all(json.loads(x)["faces"] == [] for x in lines)  # every line whole
     assert int(err.split("frames ")[1].split()[0]) == len(lines)
+
+
+# --- backend options: declared by each backend, checked by one opener ---------------------------------------
+
+def test_backend_options_are_checked_not_dropped():
+    from fer_edge.runtime.backends import open_backend
+    from fer_edge.runtime.errors import ModelError
+
+    assert open_backend(TFLITE, threads=1, kernels="builtin", providers=None).kernels == "builtin"
+    assert open_backend(TFLITE).kernels == "default"  # None / absent: the backend's own default
+    with pytest.raises(ModelError, match="unknown backend option 'kernal'"):
+        open_backend(TFLITE, kernal="builtin")  # a misspelt option is refused, not silently dropped
+    with pytest.raises(ModelError, match=r"--kernels applies to \.tflite models, not to tiny_fer\.onnx"):
+        open_backend(ONNX, kernels="builtin")
+    with pytest.raises(ModelError, match=r"--providers applies to \.onnx models"):
+        open_backend(TFLITE, providers=["CPUExecutionProvider"])
+
+
+def test_shipped_models_by_short_name(tmp_path):
+    from fer_edge.runtime.errors import ModelError
+    from fer_edge.runtime.pipeline import DEFAULT_MODEL, default_model, resolve_model, shipped_models
+
+    shipped = shipped_models()
+    assert "vgg" in shipped and shipped["vgg"].name == "fer-vgg_int8.tflite"
+    assert resolve_model("vgg") == resolve_model("fer-vgg") == shipped["vgg"]
+    assert resolve_model(None) == default_model() and default_model().name == DEFAULT_MODEL
+    assert resolve_model(str(TFLITE)) == TFLITE  # a path is itself
+    with pytest.raises(ModelError, match="not the name of a shipped model: expected .* or one of .*vgg"):
+        resolve_model("nosuchname")

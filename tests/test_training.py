@@ -79,7 +79,7 @@ def test_tiny_run_every_architecture(arch, small_data, tmp_path, capsys):
 
 def test_tiny_run_writes_model_with_metadata_and_reports(tiny_model, small_data):
     from fer_edge.runtime.labels import FER2013
-    from fer_edge.training.evaluate import load_keras
+    from fer_edge.convert.source import load_keras
 
     model, meta = load_keras(tiny_model / "model.keras")
     assert meta.labels == FER2013.labels
@@ -167,7 +167,7 @@ def ferplus_data(data_dir, fer2013, tmp_path_factory) -> Path:
 @pytest.mark.parametrize("soft", [False, True], ids=["hard", "soft"])
 def test_ferplus_gives_an_eight_class_model(soft, ferplus_data, tmp_path, capsys):
     from fer_edge.runtime.labels import FERPLUS
-    from fer_edge.training.evaluate import load_keras
+    from fer_edge.convert.source import load_keras
 
     out = tmp_path / "ferplus"
     argv = ["--data", str(ferplus_data), "--labels", "ferplus", "--arch", "vgg-half", "--out", str(out), *TINY]
@@ -243,7 +243,7 @@ def test_mixed_precision_path_saves_a_float32_model(small_data, tmp_path, capsys
     assert code == 0, err
     assert "mixed precision on" in stdout and "MirroredStrategy" in stdout
     assert keras.mixed_precision.global_policy().name == "float32"
-    from fer_edge.training.evaluate import load_keras
+    from fer_edge.convert.source import load_keras
 
     model, _ = load_keras(out / "model.keras")
     assert model.compute_dtype == "float32" and all(l.dtype_policy.name == "float32" for l in model.layers)

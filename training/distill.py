@@ -68,16 +68,16 @@ def check_teachers(paths: list[str], label_set, input_size: int) -> list[Teacher
 
 def teacher_probs(teachers: list[Teacher], faces: np.ndarray, log=print) -> tuple[np.ndarray, np.ndarray]:
     """(plain, flip-averaged) probabilities of the teachers' average on uint8 faces (N, H, W)."""
+    from fer_edge.convert.source import load_source
     from fer_edge.runtime.preprocess import preprocess
-    from fer_edge.training.evaluate import load_keras
 
     plain = np.zeros((len(faces), len(teachers[0].meta.labels)), np.float32)
     flipped = np.zeros_like(plain)
     for t in teachers:
-        model, _ = load_keras(t.path)
+        src = load_source(t.path)
         x = preprocess(faces, t.meta.preprocess)
-        plain += np.asarray(model.predict(x, batch_size=512, verbose=0), np.float32) / len(teachers)
-        flipped += np.asarray(model.predict(x[:, :, ::-1], batch_size=512, verbose=0), np.float32) / len(teachers)
+        plain += src.predict_inputs(x, batch_size=512) / len(teachers)
+        flipped += src.predict_inputs(x[:, :, ::-1], batch_size=512) / len(teachers)
         log(f"teacher {t.path.name}: {len(faces)} faces and their mirror images")
     return plain, (plain + flipped) / 2
 

@@ -9,50 +9,19 @@ from pathlib import Path
 import numpy as np
 
 from fer_edge.runtime.datasets import SPLITS, FaceDataset, load_dataset
-from fer_edge.runtime.errors import cli_main, FerEdgeError, ModelError, require
+from fer_edge.runtime.errors import cli_main, FerEdgeError
 from fer_edge.runtime.fileio import atomic_output, check_out_folder
-from fer_edge.runtime.labels import LABEL_SETS, get_label_set
-from fer_edge.runtime.metadata import ModelMetadata, read_metadata, write_metadata
+from fer_edge.runtime.labels import LABEL_SETS
+from fer_edge.runtime.metadata import write_metadata
 from fer_edge.runtime.metrics import classification_report
-from fer_edge.runtime.preprocess import VALUE_RANGES, PreprocessSpec, preprocess
+from fer_edge.runtime.preprocess import VALUE_RANGES, PreprocessSpec
 
 EVAL_SPLITS = ("PublicTest", "PrivateTest")
 
 
-def load_keras(path: str | Path, safe_mode: bool = True):
-    """A Keras model (.keras, legacy .h5, or SavedModel folder) and its fer-edge metadata (or None)."""
-    keras = require("keras", "train")
-    path = Path(path)
-    if not path.exists():
-        raise ModelError(f"{path}: no such model file")
-    try:
-        model = keras.models.load_model(path, compile=False, safe_mode=safe_mode)
-    except Exception as exc:  # Keras raises many types for unreadable files; report it as one line
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"{path}: not a loadable Keras model ({first[:200]})") from None
-    return model, read_metadata(path)
-
-
-def metadata_from_flags(model, path, labels: str | None, normalize: str | None) -> ModelMetadata:
-    """Metadata for a model that carries none (third-party .h5): the user states labels and value range;
-    the input size and channels are read from the model."""
-    if labels is None or normalize is None:
-        raise ModelError(f"{path} carries no fer-edge metadata: give --labels ({', '.join(LABEL_SETS)}) "
-                         f"and --normalize ({', '.join(VALUE_RANGES)})")
-    shape = model.input_shape
-    if len(shape) != 4:
-        raise ModelError(f"{path}: input shape {shape}: expected (batch, height, width, channels)")
-    label_set = get_label_set(labels)
-    if model.output_shape[-1] != len(label_set):
-        raise ModelError(f"{path} predicts {model.output_shape[-1]} classes but --labels {labels} has {len(label_set)}")
-    return ModelMetadata(label_set, PreprocessSpec(size=shape[1:3], channels=shape[3],
-                                                   value_range=PreprocessSpec.parse_range(normalize)),
-                         provenance={"metadata": "from the command line"})
-
-
-def predict(model, faces: np.ndarray, meta: ModelMetadata, batch_size: int = 512) -> np.ndarray:
-    x = preprocess(faces, meta.preprocess)
-    return np.asarray(model.predict(x, batch_size=batch_size, verbose=0), dtype=np.float32)
+def predict(src, faces: np.ndarray) -> np.ndarray:
+    """Probabilities of a loaded Keras reference (a convert.source.SourceModel) on uint8 faces."""
+    return src.predict(faces, batch_size=512)
 
 
 def markdown(reports: dict, title: str) -> str:
@@ -127,12 +96,13 @@ def plot_curves(history: Path, path: Path) -> None:
 
 
 def evaluate_to(model_path, ds: FaceDataset, out_dir, history=None, log=print, update_metadata=False,
-                splits=EVAL_SPLITS, meta_override: ModelMetadata | None = None) -> dict:
-    """Evaluate a Keras model on the given splits and write report.json/.md and PNG figures to out_dir."""
-    model, meta = load_keras(model_path)
-    meta = meta_override or meta
-    if meta is None:
-        meta = metadata_from_flags(model, model_path, None, None)  # raises: says which flags to give
+                splits=EVAL_SPLITS, src=None) -> dict:
+    """Evaluate a Keras model (loaded here, or `src` as convert.source.load_source gave it, e.g. with the user's
+    --labels/--normalize) on the given splits and write report.json/.md and PNG figures to out_dir."""
+    from fer_edge.convert.source import load_source
+
+    src = src or load_source(model_path)  # a model without metadata is refused here, with the flags to give
+    meta = src.meta
     if tuple(ds.label_set.labels) != meta.labels:
         raise FerEdgeError(f"the data has label set {ds.label_set.name} but the model predicts {meta.label_set.name}")
     out_dir = Path(out_dir)
@@ -143,7 +113,7 @@ def evaluate_to(model_path, ds: FaceDataset, out_dir, history=None, log=print, u
         if part is None or not len(part):
             log(f"note: no {split} faces in {ds.source}: skipped")
             continue
-        probs = predict(model, part.images, meta)
+        probs = predict(src, part.images)
         reports[split] = classification_report(part.labels, probs, meta.labels)
         log(f"{split}: accuracy {100 * reports[split]['accuracy']:.2f}%  macro-F1 {100 * reports[split]['macro_f1']:.2f}%  ({len(part)} faces)")
         plot_confusion(reports[split], out_dir / f"confusion_{split}.png", f"{Path(model_path).name} on {split}")
@@ -179,13 +149,12 @@ def main(argv=None) -> int:
     unknown = [s for s in splits if s not in SPLITS]  # the report's keys: exact names, checked before any read
     if unknown:
         raise FerEdgeError(f"--splits: unknown split {unknown[0]!r}: expected one of {', '.join(SPLITS)}")
-    meta = read_metadata(args.model)
-    override = None
-    if meta is None:  # checked before the (slow) data load, so a missing flag is reported at once
-        override = metadata_from_flags(load_keras(args.model)[0], args.model, args.labels, args.normalize)
-    ds = load_dataset(args.data, labels=(meta or override).label_set.name)
-    evaluate_to(args.model, ds, out, splits=splits, log=lambda m: print(m, flush=True),
-                meta_override=override)
+    from fer_edge.convert.source import load_source, read_source_metadata
+
+    own = read_source_metadata(args.model) is not None  # a model's own metadata wins over the flags
+    src = load_source(args.model, None if own else args.labels, None if own else args.normalize)
+    ds = load_dataset(args.data, labels=src.meta.label_set.name)  # after the model: a bad model fails at once
+    evaluate_to(args.model, ds, out, splits=splits, log=lambda m: print(m, flush=True), src=src)
 
 
 if __name__ == "__main__":

@@ -82,7 +82,7 @@ def draw(face: np.ndarray, attr: np.ndarray, title: str, path: Path, force: bool
 
 def explain(model_path, image_path, out, labels=None, normalize=None, target=None, steps=50,
             whole_image=False, force=False, log=print) -> dict:
-    from fer_edge.training.evaluate import load_keras, metadata_from_flags
+    from fer_edge.convert.source import load_source, read_source_metadata
 
     out, image_path = Path(out), Path(image_path)
     if out.suffix.lower() != ".png":
@@ -98,11 +98,11 @@ def explain(model_path, image_path, out, labels=None, normalize=None, target=Non
     if image.dtype != np.uint8:  # 16-bit PNGs and the like
         image = cv2.convertScaleAbs(image, alpha=255.0 / max(1, int(image.max())))
 
-    model, meta = load_keras(model_path)
-    if meta is None:
-        meta = metadata_from_flags(model, model_path, labels, normalize)
-    elif labels or normalize:
+    own = read_source_metadata(model_path) is not None
+    if own and (labels or normalize):
         log(f"note: {model_path} carries its own labels and preprocessing: --labels/--normalize ignored")
+    src = load_source(model_path, None if own else labels, None if own else normalize)
+    model, meta = src.model, src.meta
     spec = meta.preprocess
     if tuple(model.input_shape[1:]) != (*spec.size, spec.channels):
         raise FerEdgeError(f"{model_path}: input shape {model.input_shape[1:]} does not match its preprocessing "

@@ -34,7 +34,7 @@ def ship(run: Path, data: str, out: Path, name: str, force: bool = False, log=pr
     from fer_edge.convert.formats import FORMATS, output_path
     from fer_edge.convert.golden import make_golden
     from fer_edge.convert.pipeline import ConvertOptions, convert
-    from fer_edge.training.evaluate import load_keras
+    from fer_edge.convert.source import load_keras
 
     model_file = run / "model.keras"
     if not (run / "eval" / "report.json").is_file():
