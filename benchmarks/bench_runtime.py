@@ -1,4 +1,4 @@
-"""End-to-end benchmark of the fer-edge runtime on the sample video (issue 5).
+"""End-to-end benchmark of the fer-edge runtime on the sample video.
 
     python benchmarks/bench_runtime.py --video ../shared/data/samples/fer_test.mp4 \
         --model models/fer-vgg_int8.tflite --model models/fer-vgg_int8.onnx \

