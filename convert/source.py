@@ -12,10 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from fer_edge.runtime.backends import resolve_metadata
 from fer_edge.runtime.errors import ModelError, require
 from fer_edge.runtime.fileio import sha256_file
-from fer_edge.runtime.metadata import ModelMetadata, read_metadata
+from fer_edge.runtime.metadata import ModelMetadata, read_metadata, resolve_metadata
 from fer_edge.runtime.preprocess import PreprocessSpec, preprocess
 
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
