@@ -109,7 +109,7 @@ def write_card(run: Path, out: Path, name: str, parity: dict | None = None) -> P
                 shutil.copyfile(src, tmp)
     plot_curves(run / "history.jsonl", out / f"{name}_curves.png")
     p = meta.provenance
-    cost = (parity or {}).get("reference", {}).get("cost") or {k: p.get(k) for k in ("macs", "parameters")}
+    cost = (parity or {}).get("reference", {}).get("cost") or keras_cost(dst)
     spec = meta.preprocess
     finished = state["epoch"] >= state["config"]["epochs"] or state["epoch"] - state["best_epoch"] > state["config"]["patience"]
     status = ("final: training finished" if finished else
@@ -184,6 +184,14 @@ def write_card(run: Path, out: Path, name: str, parity: dict | None = None) -> P
     return card
 
 
+def keras_cost(path: Path) -> dict:
+    """Multiply-adds and parameters of a shipped reference whose parity report predates the cost figures."""
+    from fer_edge.convert.cost import model_cost
+    from fer_edge.convert.source import load_keras
+
+    return model_cost(load_keras(path)[0])
+
+
 def distillation_row(d: dict) -> str:
     acc = d.get("teacher_val_accuracy", {})
     teachers = " + ".join(f"`{t['file']}` (sha256 `{t['sha256'][:16]}…`)" for t in d["teachers"])
@@ -213,7 +221,7 @@ def write_overview(out: Path) -> Path:
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for i, (name, meta, parity) in enumerate(models):
         ref, f = parity["reference"], meta.figures
-        cost = ref.get("cost") or {k: meta.provenance.get(k) for k in ("macs", "parameters")}
+        cost = ref.get("cost") or keras_cost(out / f"{name}.keras")
         int8 = parity["formats"].get("tflite-int8", {})
         kern = int8.get("kernels", {})
         lines.append(f"| {name} | `{name.removeprefix('fer-')}` | {'default' if i == 0 else 'option'} | "
