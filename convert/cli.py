@@ -14,9 +14,7 @@ import argparse
 import shlex
 import sys
 
-from fer_edge.runtime.errors import FerEdgeError
-
-USER_ERROR = 2
+from fer_edge.runtime.errors import FerEdgeError, cli_main
 
 
 def _log(msg: str) -> None:
@@ -105,21 +103,11 @@ def _run(argv: list[str]) -> int:
     return code
 
 
+@cli_main  # exit codes and the one-line error, for every fer-* command
 def main(argv=None) -> int:
     from fer_edge.runtime.preprocess import PreprocessSpec
 
-    argv = PreprocessSpec.fix_argv(argv)
-    try:
-        return _run(argv)
-    except FerEdgeError as exc:
-        print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
-        return USER_ERROR
-    except OSError as exc:  # disk full, permissions changed under us: one line, no traceback
-        print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
-        return USER_ERROR
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    return _run(PreprocessSpec.fix_argv(argv))
 
 
 if __name__ == "__main__":

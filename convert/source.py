@@ -14,7 +14,7 @@ import numpy as np
 
 from fer_edge.runtime.errors import ModelError, require
 from fer_edge.runtime.fileio import sha256_file
-from fer_edge.runtime.metadata import ModelMetadata, read_metadata, resolve_metadata
+from fer_edge.runtime.metadata import ModelMetadata, check_model_path, read_metadata, resolve_metadata
 from fer_edge.runtime.preprocess import PreprocessSpec, preprocess
 
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
@@ -44,14 +44,14 @@ class SourceModel:
 def load_keras(path: str | Path, safe_mode: bool = True):
     """A Keras model file (.keras or legacy .h5) and its fer-edge metadata (or None); one line on failure."""
     keras = require("keras", "convert")
-    path = Path(path)
-    if not path.exists():
-        raise ModelError(f"{path}: no such model file")
+    path = check_model_path(path, folder_ok=True)
     try:
         model = keras.models.load_model(path, compile=False, safe_mode=safe_mode)
     except Exception as exc:  # Keras raises many types for unreadable files; report it as one line
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"{path}: not a loadable Keras model ({first[:200]})") from None
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        if len(text) > 600:  # whole sentences: the Lambda refusal's remedy is at its end
+            text = text[:600].rsplit(". ", 1)[0] + "."
+        raise ModelError(f"{path}: not a loadable Keras model ({text})") from None
     return model, read_metadata(path)
 
 

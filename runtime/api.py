@@ -7,8 +7,9 @@
 `POST /predict` (multipart field `file`, any image OpenCV decodes) answers the faces with their box,
 label and label->probability map. The model is loaded once when the app is made; requests share it under
 a lock (an interpreter is not thread-safe). Uploads over the size limit get 413 before they are parsed
-(by Content-Length, or counted while streaming when there is none); an empty or undecodable upload gets
-400 with a message; a request without `file` gets FastAPI's 422. A server error is a bug.
+(by Content-Length, or counted while streaming when there is none); an empty or undecodable upload, or one
+whose header declares too many pixels (checked before decoding, runtime/images.py), gets 400 with a
+message; a request without `file` gets FastAPI's 422. A server error is a bug.
 """
 # no `from __future__ import annotations`: FastAPI reads the endpoints' annotations as objects, and the
 # response models are local to create_app (they name its labels), where string annotations cannot be resolved
@@ -22,9 +23,9 @@ import cv2
 import numpy as np
 
 from fer_edge.runtime.errors import FerEdgeError, require
+from fer_edge.runtime.images import FORMATS, MAX_PIXELS, decode_image
 
 DEFAULT_MAX_UPLOAD_MB = 10.0
-MAX_PIXELS = 40_000_000  # a decoded image larger than this (e.g. 8000 x 5000) is refused: memory on a small board
 
 
 def _problem(status: int, detail: str):
@@ -71,21 +72,6 @@ class BodyLimit:
         if state["exceeded"] and not state["started"]:
             for message in _problem(413, too_large):
                 await send(message)
-
-
-def decode_image(data: bytes) -> np.ndarray:
-    """Upload bytes -> BGR uint8, or FerEdgeError with the reason (the API's 400)."""
-    if not data:
-        raise FerEdgeError("the upload is empty: send an image file in the form field 'file'")
-    try:
-        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    except cv2.error:
-        image = None
-    if image is None or image.size == 0:
-        raise FerEdgeError(f"not a decodable image ({len(data)} bytes): send JPEG, PNG, BMP, WebP or TIFF")
-    if image.shape[0] * image.shape[1] > MAX_PIXELS:
-        raise FerEdgeError(f"the image is {image.shape[1]}x{image.shape[0]} pixels, over the limit of {MAX_PIXELS}")
-    return image
 
 
 def create_app(options=None, max_upload_bytes: int = int(DEFAULT_MAX_UPLOAD_MB * 1e6), pipeline=None):
@@ -135,19 +121,20 @@ def create_app(options=None, max_upload_bytes: int = int(DEFAULT_MAX_UPLOAD_MB *
                       detector=pipe.options.detector, labels=list(pipe.labels))
 
     @app.post("/predict", response_model=Prediction,
-              responses={400: {"model": Problem, "description": "empty or undecodable image"},
+              responses={400: {"model": Problem, "description": f"empty, undecodable, not {FORMATS}, or "
+                                                      f"over {MAX_PIXELS} pixels (read from its header)"},
                          413: {"model": Problem, "description": f"upload over {max_upload_bytes} bytes"}})
     def predict(file: UploadFile = File(description="an image (JPEG, PNG, BMP, WebP, TIFF)")) -> Prediction:
         data = file.file.read(max_upload_bytes + 1)
         if len(data) > max_upload_bytes:
             raise HTTPException(413, f"the upload is larger than the limit of {max_upload_bytes} bytes")
         try:
-            image = decode_image(data)
+            image = decode_image(data)  # the size is checked from the header, before any pixel is decoded
+            t0 = time.perf_counter()
+            with lock:
+                result = pipe.process_image(image)
         except FerEdgeError as exc:
             raise HTTPException(400, str(exc)) from None
-        t0 = time.perf_counter()
-        with lock:
-            result = pipe.process_image(image)
         ms = (time.perf_counter() - t0) * 1000
         faces = [Face(box=list(f.box), label=f.label, probs={k: round(v, 5) for k, v in f.probs.items()},
                       score=round(float(f.score), 4)) for f in result.faces]
@@ -196,8 +183,23 @@ def serve_api(argv: list[str]) -> int:
     uvicorn = require("uvicorn", "api")
     opts = PipelineOptions(model=a.model, detector=a.detector, detector_model=a.detector_model,
                            **classifier_options(a))
-    with Pipeline(opts) as pipe:
-        app = create_app(max_upload_bytes=int(a.max_upload_mb * 1e6), pipeline=pipe)
-        print(f"fer-edge: API on http://{a.host}:{a.port}/ (schema /openapi.json)", file=sys.stderr)
-        uvicorn.run(app, host=a.host, port=a.port, log_level="warning")
+    sock = _listen(a.host, a.port)  # before the model loads: a taken port is a one-line error, no "API on"
+    try:
+        with Pipeline(opts) as pipe:
+            app = create_app(max_upload_bytes=int(a.max_upload_mb * 1e6), pipeline=pipe)
+            server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+            print(f"fer-edge: API on http://{a.host}:{sock.getsockname()[1]}/ (schema /openapi.json)", file=sys.stderr)
+            server.run(sockets=[sock])
+    finally:
+        sock.close()
     return 0
+
+
+def _listen(host: str, port: int):
+    import socket
+
+    try:
+        return socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET,
+                                    reuse_port=False)
+    except OSError as exc:
+        raise FerEdgeError(f"--host {host} --port {port}: cannot listen there ({exc.strerror or exc})") from None

@@ -6,14 +6,16 @@ go through one call. The interpreter is built once per model, never per frame.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
 
 from fer_edge.runtime.errors import MissingExtraError, MissingInterpreterError, ModelError
-from fer_edge.runtime.metadata import read_metadata, resolve_metadata
+from fer_edge.runtime.metadata import check_model_path, read_metadata, resolve_metadata
 from fer_edge.runtime.preprocess import preprocess
 
 
@@ -28,6 +30,24 @@ def _dequantize(y: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
     if np.issubdtype(y.dtype, np.floating):
         return y.astype(np.float32, copy=False)
     return ((y.astype(np.float32) - zero_point) * scale).astype(np.float32)
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Silence what native code writes to file descriptor 2 in the block (Python's own messages are flushed first)."""
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr at all
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 class LiteRTBackend:
@@ -63,7 +83,8 @@ class LiteRTBackend:
         Interpreter = getattr(mod, "Interpreter")
         try:
             self.interp = Interpreter(**kwargs)
-            self.interp.allocate_tensors()
+            with _quiet_stderr():  # LiteRT's "INFO: Created TensorFlow Lite XNNPACK delegate" on every start
+                self.interp.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise ModelError(f"{path}: not a loadable .tflite model ({str(exc).splitlines()[0]})") from None
         inputs, outputs = self.interp.get_input_details(), self.interp.get_output_details()
@@ -144,9 +165,7 @@ def open_backend(path: str | os.PathLike, **options):
     """The backend for the file's suffix, given the options it declares. An option set to None was not chosen
     (the backend's default applies); a name no backend declares, or one this file's backend does not take, is
     refused rather than dropped, so a misspelt or misplaced option never goes unnoticed."""
-    path = Path(path)
-    if not path.is_file():
-        raise ModelError(f"{path}: no such model file")
+    path = check_model_path(path)
     cls = BACKENDS.get(path.suffix.lower())
     if cls is None:
         raise ModelError(f"{path}: the runtime runs {', '.join(BACKENDS)} files, found {path.suffix or 'no suffix'!r}"

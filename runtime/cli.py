@@ -13,14 +13,16 @@ Thin: parses, builds a Pipeline, wires sinks and signals, prints `ErrorType: mes
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import logging
 import signal
 import sys
 import threading
 import time
 
-from fer_edge.runtime.errors import FerEdgeError
+from fer_edge.runtime.errors import FerEdgeError, cli_main
 from fer_edge.runtime.detectors import DETECTORS
 from fer_edge.runtime.cli_args import classifier_options, model_arguments
 from fer_edge.runtime.config import add_config_argument, with_config
@@ -75,6 +77,7 @@ def verify_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="PrivateTest", help="Training, PublicTest or PrivateTest (default PrivateTest)")
     p.add_argument("--limit", type=int, help="use the first N faces of the split")
     p.add_argument("--json", metavar="FILE", help="write the full report as JSON ('-' = stdout)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing --json file")
     add_config_argument(p)
     return p
 
@@ -84,46 +87,81 @@ def verify(argv: list[str]) -> int:
     a = p.parse_args(with_config(p, argv))
     from fer_edge.runtime.backends import Classifier
     from fer_edge.runtime.datasets import load_dataset
+    from fer_edge.runtime.fileio import OutputFile
     from fer_edge.runtime.metrics import classification_report
     from fer_edge.runtime.pipeline import resolve_model
 
-    clf = Classifier(resolve_model(a.model), **classifier_options(a))
-    data = load_dataset(a.data, clf.meta.label_set.name)
-    if not data.has_split(a.split):
-        raise FerEdgeError(f"{a.data}: no faces in split {a.split}")
-    data = data.subset(a.split)
-    if a.limit:
-        data = data.take(slice(0, a.limit))
-    t0 = time.perf_counter()
-    probs = clf.predict_batched(data.images)
-    seconds = time.perf_counter() - t0
-    report = classification_report(data.labels, probs, clf.labels)
-    report.update(model=str(clf.path), split=a.split, backend=clf.backend.module, seconds=round(seconds, 3),
-                  ms_per_face=round(seconds * 1000 / max(len(data), 1), 4))
-    claimed = clf.meta.figures
-    print(f"{clf.path.name} on {a.split} ({report['n']} faces, {clf.backend.module}): accuracy {report['accuracy']:.4f}, "
-          f"macro-F1 {report['macro_f1']:.4f}, {report['ms_per_face']:.3f} ms/face", file=sys.stderr)
-    if claimed:
-        print(f"figures stored in the model: {json.dumps(claimed, sort_keys=True)[:300]}", file=sys.stderr)
-    if a.json:
-        text = json.dumps(report, indent=1)
-        if a.json == "-":
-            print(text)
-        else:
-            with open(a.json, "w", encoding="utf-8") as f:
-                f.write(text + "\n")
+    if a.limit is not None and a.limit < 1:
+        raise FerEdgeError(f"--limit must be 1 or more, found {a.limit}")
+    with OutputFile(a.json, a.force, "--json") if a.json else contextlib.nullcontext() as out:
+        clf = Classifier(resolve_model(a.model), **classifier_options(a))
+        data = load_dataset(a.data, clf.meta.label_set.name)
+        if not data.has_split(a.split):
+            raise FerEdgeError(f"{a.data}: no faces in split {a.split}")
+        data = data.subset(a.split)
+        if a.limit:
+            data = data.take(slice(0, a.limit))
+        t0 = time.perf_counter()
+        probs = clf.predict_batched(data.images)
+        seconds = time.perf_counter() - t0
+        report = classification_report(data.labels, probs, clf.labels)
+        report.update(model=str(clf.path), split=a.split, backend=clf.backend.module, seconds=round(seconds, 3),
+                      ms_per_face=round(seconds * 1000 / max(len(data), 1), 4))
+        claimed = clf.meta.figures
+        print(f"{clf.path.name} on {a.split} ({report['n']} faces, {clf.backend.module}): accuracy "
+              f"{report['accuracy']:.4f}, macro-F1 {report['macro_f1']:.4f}, {report['ms_per_face']:.3f} ms/face",
+              file=sys.stderr)
+        if claimed:
+            print(f"figures stored in the model: {json.dumps(claimed, sort_keys=True)[:300]}", file=sys.stderr)
+        if out is not None:
+            _write_json(out, report)
     return 0
+
+
+def _write_json(out, doc: dict) -> None:
+    f = out.open("w", encoding="utf-8")
+    try:
+        f.write(json.dumps(doc, indent=1) + "\n")
+        f.flush()
+    finally:
+        if not out.stdout:
+            f.close()
 
 
 def run(argv: list[str]) -> int:
     p = run_parser()
     a = p.parse_args(with_config(p, argv))
+    from fer_edge.runtime.fileio import OutputFile, check_distinct
+
+    if a.loop < 1:
+        raise FerEdgeError(f"--loop must be 1 or more, found {a.loop}")
+    if a.max_frames is not None and a.max_frames < 1:
+        raise FerEdgeError(f"--max-frames must be 1 or more, found {a.max_frames}")
+    if a.stall_timeout <= 0:
+        raise FerEdgeError(f"--stall-timeout must be above 0 seconds, found {a.stall_timeout}")
+    outputs = {}
+    try:  # every output file is checked before the model loads, and none is left behind if the run fails
+        for opt in ("json", "record", "summary"):
+            value = getattr(a, opt)
+            outputs["--" + opt] = OutputFile(value, a.force, "--" + opt) if value else None
+        check_distinct(outputs)
+        summary = _run(a, outputs)
+        if outputs["--summary"] is not None:
+            _write_json(outputs["--summary"], summary)
+            outputs["--summary"].commit()
+    except BaseException:
+        for out in outputs.values():
+            if out is not None:
+                out.discard()
+        raise
+    return 0
+
+
+def _run(a, outputs: dict) -> dict:
     from fer_edge.runtime.pipeline import Pipeline, PipelineOptions
     from fer_edge.runtime.sinks import JsonLinesSink, PrintSink, RecordSink, WindowSink, format_summary, gui_available
     from fer_edge.runtime.sources import open_source
 
-    if a.loop < 1:
-        raise FerEdgeError(f"--loop must be 1 or more, found {a.loop}")
     kw = classifier_options(a)
     if a.threads:
         import cv2
@@ -140,9 +178,9 @@ def run(argv: list[str]) -> int:
             if a.image:
                 sinks.append(PrintSink())
             if a.json:
-                sinks.append(JsonLinesSink(a.json, a.force))
+                sinks.append(JsonLinesSink(outputs["--json"]))
             if a.record:
-                sinks.append(RecordSink(a.record, getattr(source, "fps", 0.0), a.force))
+                sinks.append(RecordSink(outputs["--record"], getattr(source, "fps", 0.0), a.force))
             if a.mqtt:
                 from fer_edge.runtime.mqtt import MqttSink
 
@@ -160,7 +198,7 @@ def run(argv: list[str]) -> int:
                 log.info("no window: %s; use --json or --record for output", why)
         except BaseException:
             for s in sinks:
-                s.close()
+                getattr(s, "discard", s.close)()
             source.close()
             raise
         with _stop_on_signals(stop):
@@ -168,11 +206,7 @@ def run(argv: list[str]) -> int:
     summary = stats.summary()
     if not a.quiet and not a.image:
         print(format_summary(summary), file=sys.stderr)
-    if a.summary:
-        with open(a.summary, "w", encoding="utf-8") as f:
-            json.dump(summary, f, indent=1)
-            f.write("\n")
-    return 0
+    return summary
 
 
 class _stop_on_signals:
@@ -196,8 +230,19 @@ class _stop_on_signals:
             signal.signal(sig, old)
 
 
+def _quiet_libraries() -> None:
+    """OpenCV's and FFmpeg's own warnings (a camera index that does not open, a refused RTSP connection)
+    would bury the one line fer-edge prints about the same problem."""
+    import cv2
+
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "8")  # AV_LOG_FATAL; read when FFmpeg is first used
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+
+
+@cli_main  # exit codes (0, 2 user error, 130 interrupted) and the one-line error
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    _quiet_libraries()
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("fer-edge: %(message)s"))
     logger = logging.getLogger("fer_edge")
@@ -212,12 +257,6 @@ def main(argv: list[str] | None = None) -> int:
 
             return serve_api(argv[1:])
         return run(argv)
-    except FerEdgeError as exc:
-        print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:  # Ctrl-C while the model loads, before the signal handlers are in place
-        print("interrupted", file=sys.stderr)
-        return 130
     finally:
         logger.removeHandler(handler)
         logger.setLevel(old_level)

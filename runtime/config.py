@@ -77,6 +77,9 @@ def read_config(path: str | Path) -> dict:
         raise ConfigError(f"{path}: cannot read the config file ({exc.strerror})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}): "
+                          "TOML files are UTF-8; re-save it as UTF-8") from None
 
 
 def config_tokens(config: dict, parser: argparse.ArgumentParser, source: str = "config") -> list[tuple[str, list[str]]]:
@@ -109,9 +112,23 @@ def config_tokens(config: dict, parser: argparse.ArgumentParser, source: str = "
                 raise ConfigError(f"{source}: key {key!r} takes a value, not {str(v).lower()}")
             if isinstance(v, (dict, list)):
                 raise ConfigError(f"{source}: key {key!r} takes plain values, found {v!r}")
-            tokens.append(str(v))
+            tokens.append(_checked(action, str(v), key, source))
         out.append((opt, [f"{opt}={tokens[0]}"] if len(tokens) == 1 else [opt, *tokens]))
     return out
+
+
+def _checked(action: argparse.Action, value: str, key: str, source: str) -> str:
+    """A config value converted and checked as argparse would, so a wrong one names the file and the key
+    instead of printing the command's usage."""
+    try:
+        converted = action.type(value) if callable(action.type) else value
+    except (TypeError, ValueError, argparse.ArgumentTypeError):
+        kind = getattr(action.type, "__name__", "")
+        wanted = {"int": "a whole number", "float": "a number"}.get(kind, f"a valid {kind or 'value'}")
+        raise ConfigError(f"{source}: key {key!r} takes {wanted}, found {value!r}") from None
+    if action.choices is not None and converted not in action.choices:
+        raise ConfigError(f"{source}: key {key!r} takes one of {', '.join(map(str, action.choices))}, found {value!r}")
+    return value
 
 
 def _named_on_command_line(argv: list[str], options: dict[str, argparse.Action]) -> set[str]:

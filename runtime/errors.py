@@ -40,21 +40,51 @@ def require(module: str, extra: str):
         raise MissingExtraError(module, extra) from None
 
 
-USER_ERROR = 2  # exit code of a CLI for a user mistake
+OK, USER_ERROR, PARITY_FAILED, INTERRUPTED = 0, 2, 3, 130  # the exit codes of every fer-* command
+
+
+class Interrupted(BaseException):
+    """SIGTERM turned into an exception, so `finally` blocks and temporary folders clean up as on Ctrl-C."""
+
+
+def _raise_interrupted(signum, _frame):
+    raise Interrupted(signal_name(signum))
+
+
+def signal_name(signum: int) -> str:
+    import signal
+
+    return signal.Signals(signum).name
 
 
 def cli_main(fn):
-    """Decorate a CLI's `main(argv=None)`: a FerEdgeError becomes one line `ErrorType: message` on stderr
-    and exit code 2, never a traceback; main's own return value (None = 0) is the exit code otherwise."""
+    """Decorate a CLI's `main(argv=None)`; it owns the exit codes of every command: main's own return value
+    (None = 0, 3 = parity gate failed), 2 with one line `ErrorType: message` on stderr for a user error
+    (a FerEdgeError, or an OSError such as a full disk), 130 on Ctrl-C or SIGTERM, never a traceback for
+    any of them. SIGTERM (systemd, `docker stop`, CI timeouts) unwinds like Ctrl-C, so temporary files go."""
     import functools
+    import signal
     import sys
+    import threading
 
     @functools.wraps(fn)
     def wrapper(argv=None):
+        main_thread = threading.current_thread() is threading.main_thread()
+        old = signal.signal(signal.SIGTERM, _raise_interrupted) if main_thread else None
         try:
-            return fn(argv) or 0
+            return fn(argv) or OK
         except FerEdgeError as exc:
             print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
             return USER_ERROR
+        except OSError as exc:  # disk full, a path that cannot be written: one line, no traceback
+            where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+            print(f"{type(exc).__name__}: {where}{exc.strerror or exc}", file=sys.stderr)
+            return USER_ERROR
+        except (KeyboardInterrupt, Interrupted) as exc:
+            print(f"interrupted ({exc or 'SIGINT'})", file=sys.stderr)
+            return INTERRUPTED
+        finally:
+            if main_thread:
+                signal.signal(signal.SIGTERM, old)
 
     return wrapper

@@ -4,22 +4,113 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import stat
+import sys
 from pathlib import Path
 
 from fer_edge.runtime.errors import FerEdgeError
 
 
-def check_writable(path: str | os.PathLike, force: bool = False) -> Path:
-    """Refuse to overwrite an existing file without force, and a folder we cannot write to."""
+def check_writable(path: str | os.PathLike, force: bool = False, option: str = "") -> Path:
+    """Refuse to overwrite an existing file without force, a folder as a file name, and a folder we cannot
+    write to. A device or a FIFO (/dev/null, a named pipe) is not a file to protect: it is allowed."""
     path = Path(path)
+    name = f"{option} {path}" if option else str(path)
+    if path.is_dir():
+        raise FerEdgeError(f"{name} is a folder: expected a file name")
+    if _is_special(path):
+        return path
     if path.exists() and not force:
-        raise FerEdgeError(f"{path} already exists: pass --force to overwrite it")
+        raise FerEdgeError(f"{name} already exists: pass --force to overwrite it")
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
-        raise FerEdgeError(f"cannot write {path}: folder {parent} does not exist")
+        raise FerEdgeError(f"cannot write {name}: folder {parent} does not exist")
     if not os.access(parent, os.W_OK):
-        raise FerEdgeError(f"cannot write {path}: folder {parent} is not writable")
+        raise FerEdgeError(f"cannot write {name}: folder {parent} is not writable")
     return path
+
+
+def _is_special(path: Path) -> bool:
+    """A character or block device, a FIFO or a socket: written in place, never renamed over."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return False
+    return stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
+
+
+class OutputFile:
+    """One output file of a command, checked before any work starts and written under a temporary name
+    beside it that replaces it only on `commit()`: a failed or killed run never leaves a half-written file
+    at the final name, nor destroys the file it was told to overwrite. `-` is standard output and a device
+    or FIFO is written in place (nothing to rename). As a context manager: commit on success, else discard.
+
+        out = OutputFile(a.json, a.force, "--json")      # raises FerEdgeError now, not after the run
+        with open(out.target, "w") as f: ...
+        out.commit()
+    """
+
+    def __init__(self, path: str | os.PathLike, force: bool = False, option: str = ""):
+        self.stdout = str(path) == "-"
+        self.path = Path(path)
+        self.tmp: Path | None = None
+        if self.stdout:
+            return
+        self.path = check_writable(path, force, option)
+        if _is_special(self.path):
+            return
+        self.tmp = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}{self.path.suffix}")
+        try:  # proves the folder takes a new file (a read-only mount, /proc) before any work
+            with open(self.tmp, "xb"):
+                pass
+        except OSError as exc:
+            self.tmp = None
+            raise FerEdgeError(f"cannot write {option + ' ' if option else ''}{self.path}: {exc.strerror}") from None
+
+    @property
+    def target(self) -> Path:
+        """Where to write now: the temporary file, or the device itself."""
+        return self.tmp or self.path
+
+    def open(self, mode: str = "w", **kwargs):
+        """The file object to write (sys.stdout for `-`; closing it is the caller's, but not for stdout)."""
+        if self.stdout:
+            return sys.stdout if "b" not in mode else sys.stdout.buffer
+        return open(self.target, mode, **kwargs)
+
+    def commit(self) -> None:
+        if self.tmp is not None:
+            os.replace(self.tmp, self.path)
+            self.tmp = None
+
+    def discard(self) -> None:
+        if self.tmp is not None:
+            self.tmp.unlink(missing_ok=True)
+            self.tmp = None
+
+    def same_file(self, other: "OutputFile") -> bool:
+        if self.stdout or other.stdout:
+            return False
+        return os.path.abspath(self.path) == os.path.abspath(other.path) or (
+            self.path.exists() and other.path.exists() and os.path.samefile(self.path, other.path))
+
+    def __enter__(self) -> "OutputFile":
+        return self
+
+    def __exit__(self, exc_type, *_):
+        if exc_type is None:
+            self.commit()
+        else:
+            self.discard()
+
+
+def check_distinct(outputs: dict[str, OutputFile | None]) -> None:
+    """Refuse two options naming the same file (e.g. --summary and --json): one would replace the other."""
+    given = [(opt, out) for opt, out in outputs.items() if out is not None]
+    for i, (opt_a, a) in enumerate(given):
+        for opt_b, b in given[i + 1:]:
+            if a.same_file(b) and not _is_special(a.path):
+                raise FerEdgeError(f"{opt_a} and {opt_b} name the same file {a.path}: give each its own")
 
 
 def check_out_folder(path: str | os.PathLike, force: bool = False,
@@ -36,14 +127,10 @@ def check_out_folder(path: str | os.PathLike, force: bool = False,
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike, force: bool = False):
     """Yield a temporary path to write; it replaces `path` only if the block finishes without error."""
-    path = check_writable(path, force)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}{path.suffix}")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with OutputFile(path, force) as out:
+        if out.tmp is not None:
+            out.tmp.unlink()  # writers that refuse an existing file (np.savez, Keras) get a fresh name
+        yield out.target
 
 
 def sha256_file(path: str | os.PathLike) -> str:

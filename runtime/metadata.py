@@ -172,11 +172,24 @@ def _read_zip_member(path: Path) -> bytes | None:
         return None
 
 
-def read_metadata(path: str | os.PathLike) -> ModelMetadata | None:
-    """The fer-edge metadata stored in a model file, or None when the file carries none."""
+def check_model_path(path: str | os.PathLike, folder_ok: bool = False) -> Path:
+    """A model path that names something loadable: not missing, not an empty file, not a folder (unless
+    `folder_ok`: a TensorFlow SavedModel), each said as such rather than as a loader's puzzling error."""
     path = Path(path)
+    if path.is_dir():
+        if folder_ok:
+            return path
+        raise ModelError(f"{path} is a folder: expected a model file (.tflite or .onnx)")
     if not path.exists():
         raise ModelError(f"{path}: no such model file")
+    if path.stat().st_size == 0:
+        raise ModelError(f"{path} is empty (0 bytes): not a model file (an interrupted copy or download?)")
+    return path
+
+
+def read_metadata(path: str | os.PathLike) -> ModelMetadata | None:
+    """The fer-edge metadata stored in a model file, or None when the file carries none."""
+    path = check_model_path(path, folder_ok=True)
     suffix = path.suffix.lower()
     if suffix in (".tflite", ".keras"):
         raw = _read_zip_member(path)

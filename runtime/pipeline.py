@@ -26,6 +26,7 @@ import numpy as np
 from fer_edge.runtime.backends import Classifier
 from fer_edge.runtime.detectors import FaceBox, make_detector
 from fer_edge.runtime.errors import FerEdgeError, ModelError
+from fer_edge.runtime.images import MIN_SIDE
 from fer_edge.runtime.preprocess import crop_faces
 from fer_edge.runtime.tracking import Tracker
 
@@ -208,7 +209,8 @@ class Pipeline:
         t0 = time.perf_counter()
         gray = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
         detect = self._since_detect % self.options.detect_every == 0 or not self.tracker.tracks
-        boxes = self.detector.detect(frame) if detect else None
+        # a sliver (2000x1) holds no face, and detectors that downscale it would make it 0 pixels high
+        boxes = (self.detector.detect(frame) if min(frame.shape[:2]) >= MIN_SIDE else []) if detect else None
         t1 = time.perf_counter()
         tracks = self.tracker.update(boxes, gray) if detect else self.tracker.follow(gray)
         self._since_detect = 1 if detect else self._since_detect + 1
@@ -246,6 +248,8 @@ class Pipeline:
         stop = stop or threading.Event()
         stats = self.stats = RunStats(self.labels)
         stills = getattr(source, "stills", False)  # unrelated photos: no tracking across them
+        if hasattr(source, "stop_with"):
+            source.stop_with(stop)  # a live source retrying a dead camera must end when the run is stopped
         frames = iter(source)
         try:
             while not stop.is_set():

@@ -5,6 +5,7 @@ Every sink has `write(frame, result)` (returns False to ask the run to stop, e.g
 """
 from __future__ import annotations
 
+import glob
 import json
 import logging
 import os
@@ -16,7 +17,7 @@ import numpy as np
 
 from fer_edge.runtime.datasets import IMAGE_SUFFIXES
 from fer_edge.runtime.errors import FerEdgeError
-from fer_edge.runtime.fileio import check_writable
+from fer_edge.runtime.fileio import OutputFile
 from fer_edge.runtime.pipeline import FrameResult, as_bgr
 
 log = logging.getLogger("fer_edge.runtime")
@@ -52,42 +53,63 @@ def draw(image: np.ndarray, result: FrameResult, bars: bool = True) -> np.ndarra
     return out
 
 
-class JsonLinesSink:
-    """One JSON object per processed frame: {frame, time, faces: [{box, label, probs, track}]}."""
+def _output(target, force: bool, option: str) -> OutputFile:
+    return target if isinstance(target, OutputFile) else OutputFile(target, force, option)
 
-    def __init__(self, target: str | os.PathLike, force: bool = False):
-        if str(target) == "-":
-            self.file, self._own = sys.stdout, False
-        else:
-            self.file, self._own = open(check_writable(target, force), "w", encoding="utf-8"), True
+
+class JsonLinesSink:
+    """One JSON object per processed frame: {frame, time, faces: [{box, label, probs, track}]}.
+
+    Written under a temporary name that becomes the file when the run ends, however it ends but SIGKILL;
+    `discard()` (a run that failed to start) leaves no file and the old one untouched."""
+
+    def __init__(self, target: str | os.PathLike | OutputFile, force: bool = False):
+        self.out = _output(target, force, "--json")
+        self.file = self.out.open("w", encoding="utf-8")
         self.lines = 0
 
     def write(self, frame, result: FrameResult):
         self.file.write(json.dumps(result.to_dict(), separators=(",", ":")) + "\n")
-        self.file.flush()  # a line per frame survives a kill; cheap next to a detector run
+        self.file.flush()  # a line per frame survives a kill (in the temporary file); cheap next to a detector run
         self.lines += 1
 
     def close(self) -> None:
         if self.file is None:
             return
         self.file.flush()
-        if self._own:
+        if not self.out.stdout:
             self.file.close()
         self.file = None
+        self.out.commit()
+
+    def discard(self) -> None:
+        if self.file is not None and not self.out.stdout:
+            self.file.close()
+        self.file = None
+        self.out.discard()
 
 
 class RecordSink:
-    """Annotated frames to a video file (.mp4, .avi, .mkv) or to image files (.jpg, .png: one per frame)."""
+    """Annotated frames to a video file (.mp4, .avi, .mkv) or to image files (.jpg, .png: the first frame
+    at the name given, the others at NAME-FRAME.jpg). Every file is written under a temporary name and
+    renamed when complete, so a killed run never leaves an unplayable video at the final name."""
 
     FOURCC = {".mp4": "mp4v", ".avi": "MJPG", ".mkv": "mp4v"}
 
-    def __init__(self, path: str | os.PathLike, fps: float = 0.0, force: bool = False):
-        self.path = check_writable(path, force)
-        suffix = self.path.suffix.lower()
+    def __init__(self, target: str | os.PathLike | OutputFile, fps: float = 0.0, force: bool = False):
+        path = Path(target.path if isinstance(target, OutputFile) else target)
+        suffix = path.suffix.lower()
         if suffix not in IMAGE_SUFFIXES and suffix not in self.FOURCC:
-            raise FerEdgeError(f"{self.path}: cannot record {suffix or 'files without a suffix'}: expected one of "
+            raise FerEdgeError(f"--record {path}: cannot record {suffix or 'files without a suffix'}: expected one of "
                                f"{', '.join(sorted(self.FOURCC))} (video) or {', '.join(sorted(IMAGE_SUFFIXES))} (images)")
         self.images = suffix in IMAGE_SUFFIXES
+        if self.images and not force:
+            taken = sorted(path.parent.glob(f"{glob.escape(path.stem)}-[0-9][0-9][0-9][0-9][0-9][0-9]{suffix}"))
+            if taken:
+                raise FerEdgeError(f"--record {path}: {taken[0].name} and {len(taken) - 1} more frame images already "
+                                   "exist: pass --force to overwrite them")
+        self.out = _output(target, force, "--record")
+        self.path = self.out.path
         self.fps = fps if 0 < fps <= 240 else 25.0  # live sources have no container rate: a nominal one
         self.writer = None
         self.frames = 0
@@ -95,15 +117,18 @@ class RecordSink:
     def write(self, frame, result: FrameResult):
         annotated = draw(frame.image, result)
         if self.images:
-            target = self.path if self.frames == 0 else self.path.with_name(
-                f"{self.path.stem}-{result.frame:06d}{self.path.suffix}")
-            if not cv2.imwrite(str(target), annotated):
-                raise FerEdgeError(f"{target}: OpenCV could not write this image")
+            if self.frames == 0:
+                self._imwrite(self.out.target, annotated)
+            else:
+                with OutputFile(self.path.with_name(f"{self.path.stem}-{result.frame:06d}{self.path.suffix}"),
+                                force=True) as out:
+                    self._imwrite(out.target, annotated)
         else:
             if self.writer is None:
                 h, w = annotated.shape[:2]
                 self.size = (w, h)
-                self.writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*self.FOURCC[self.path.suffix.lower()]),
+                self.writer = cv2.VideoWriter(str(self.out.target),
+                                              cv2.VideoWriter_fourcc(*self.FOURCC[self.path.suffix.lower()]),
                                               self.fps, self.size)
                 if not self.writer.isOpened():
                     raise FerEdgeError(f"{self.path}: OpenCV could not open a video writer for it")
@@ -112,10 +137,25 @@ class RecordSink:
             self.writer.write(annotated)
         self.frames += 1
 
+    @staticmethod
+    def _imwrite(target: Path, image: np.ndarray) -> None:
+        if not cv2.imwrite(str(target), image):
+            raise FerEdgeError(f"{target}: OpenCV could not write this image")
+
     def close(self) -> None:
         if self.writer is not None:
             self.writer.release()
             self.writer = None
+        if self.frames:
+            self.out.commit()
+        else:
+            self.out.discard()  # no frame: no empty file at the final name
+
+    def discard(self) -> None:
+        if self.writer is not None:
+            self.writer.release()
+            self.writer = None
+        self.out.discard()
 
 
 def gui_available() -> tuple[bool, str]:

@@ -24,6 +24,7 @@ import numpy as np
 
 from fer_edge.runtime.datasets import IMAGE_SUFFIXES
 from fer_edge.runtime.errors import FerEdgeError
+from fer_edge.runtime.images import ImageError, read_image
 
 log = logging.getLogger("fer_edge.runtime")
 
@@ -74,16 +75,19 @@ class VideoFileSource:
                     ok, image = cap.read()
                     pos = cap.get(cv2.CAP_PROP_POS_FRAMES)
                     if ok and image is not None and image.size:
+                        # failed reads followed by a good frame were damaged frames; trailing ones, the end
+                        for _ in range(bad):
+                            self.corrupt += 1
+                            yield Frame(None, index, offset + last_t)
+                            index += 1
                         bad = 0
                         last_t = cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
                         yield Frame(image, index, offset + last_t)
+                        index += 1
                     else:
                         bad += 1  # a read fails at the end and on an undecodable frame: tell them apart
                         if bad >= MAX_BAD_READS or not count or pos >= count:
                             break
-                        self.corrupt += 1
-                        yield Frame(None, index, offset + last_t)
-                    index += 1
             finally:
                 cap.release()
                 self._cap = None
@@ -115,16 +119,18 @@ class ImageSource:
             if not files:
                 raise SourceError(f"{path}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in this folder")
             return cls(files, loop)
+        read_image(path)  # one photo: an unreadable one is the user's error now, not a skipped frame
         return cls([path], loop)
 
     def __iter__(self) -> Iterator[Frame]:
         index = 0
         for _ in range(self.loop):
             for p in self.paths:
-                image = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)  # grey, BGR and BGRA as they are
-                if image is None or image.size == 0:
+                try:
+                    image = read_image(p)  # grey, BGR and BGRA as they are; the size checked before decoding
+                except ImageError as exc:
                     self.corrupt += 1
-                    log.warning("%s: not a readable image, skipped", p)
+                    log.warning("%s, skipped", exc)
                     image = None
                 yield Frame(image, index, 0.0, name=str(p))
                 index += 1
@@ -156,22 +162,37 @@ class LiveSource:
         self._seq = 0  # frames handed over by the grabber
         self._stop = threading.Event()
         self._generation = 0  # bumped to abandon a grabber stuck inside a blocking read
+        self._reading_since: float | None = None  # when the current capture opened; None while (re)opening
         self._t0 = time.monotonic()
         self._thread: threading.Thread | None = None
 
+    def stop_with(self, event: threading.Event) -> None:
+        """End iteration, retries and reconnects when `event` is set (the run's stop: a signal, a closed window)."""
+        self._stop = event
+
     def _open(self, generation: int):
-        delay = self.backoff
+        """A capture, retried with backoff; the failure is logged once, then at most once per max_backoff."""
+        delay, attempts, logged = self.backoff, 0, None
         while not self._stop.is_set() and generation == self._generation:
+            attempts += 1
             try:
                 cap = self.opener()
                 if cap is not None and getattr(cap, "isOpened", lambda: True)():
+                    if logged is not None:
+                        log.info("%s: opened after %d attempts", self.name, attempts)
                     return cap
                 if cap is not None:
                     cap.release()
                 why = "it did not open"
             except (OSError, RuntimeError, cv2.error, FerEdgeError) as exc:
                 why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            log.warning("%s: cannot open (%s); retrying in %.1f s", self.name, why, delay)
+            if logged is None:
+                log.warning("%s: cannot open (%s); retrying with backoff up to %.0f s", self.name, why,
+                            self.max_backoff)
+                logged = time.monotonic()
+            elif time.monotonic() - logged >= self.max_backoff:
+                log.warning("%s: still cannot open after %d attempts (%s)", self.name, attempts, why)
+                logged = time.monotonic()
             self._stop.wait(delay)
             delay = min(delay * 2, self.max_backoff)
         return None
@@ -181,10 +202,12 @@ class LiveSource:
         try:
             while not self._stop.is_set() and generation == self._generation:
                 if cap is None:
+                    self._reading_since = None
                     cap = self._open(generation)
                     if cap is None:
                         return
                     fails = 0
+                    self._reading_since = time.monotonic()
                 ok, image = cap.read()
                 if generation != self._generation:
                     return  # a newer grabber took over while this read was blocked
@@ -223,7 +246,8 @@ class LiveSource:
             if self._stop.is_set():
                 return
             if seq == seen:
-                if time.monotonic() - waited_since > self.stall_timeout:
+                opened = self._reading_since  # a stall is an open stream that gives nothing, not a retry
+                if opened is not None and time.monotonic() - max(waited_since, opened) > self.stall_timeout:
                     log.warning("%s: no frame for %.1f s; reopening", self.name, self.stall_timeout)
                     self.reconnects += 1
                     self._start()  # the old grabber exits when its read returns
@@ -238,7 +262,8 @@ class LiveSource:
         with self._cond:
             self._cond.notify_all()
         if self._thread is not None:
-            self._thread.join(timeout=2.0)
+            # a grabber inside a blocking open or read (an RTSP timeout) is a daemon: it cannot delay the exit
+            self._thread.join(timeout=0.5)
 
 
 class _PiCamera:

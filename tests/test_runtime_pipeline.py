@@ -264,7 +264,7 @@ def test_cli_refuses_a_model_without_metadata_unless_flags_say(tmp_path, capsys)
     bare.write_bytes(_strip_appended_zip(TFLITE))
     img = tmp_path / "grey.png"
     cv2.imwrite(str(img), np.full((60, 60), 100, np.uint8))
-    assert main(["--image", str(img), "--model", str(bare)]) == 1
+    assert main(["--image", str(img), "--model", str(bare)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("ModelError: ") and "--labels" in err and "Traceback" not in err
     assert main(["--image", str(img), "--model", str(bare), "--labels", "fer2013", "--normalize", "0,1"]) == 0
@@ -288,7 +288,7 @@ def test_cli_user_mistakes_are_one_line(argv, message, capsys, tmp_path):
     argv = [a.format(empty=empty) for a in argv]
     if "--model" not in argv:
         argv += ["--model", str(TFLITE)]
-    assert main(argv) == 1
+    assert main(argv) == 2
     err = capsys.readouterr().err
     assert message.format(empty=empty) in err and "Traceback" not in err
 
@@ -297,7 +297,7 @@ def test_cli_without_a_default_model_asks_for_one(monkeypatch, tmp_path, capsys)
     import fer_edge.runtime.pipeline as pipeline
 
     monkeypatch.setattr(pipeline, "DEFAULT_MODEL", "no-such-model.tflite")
-    assert main(["--source", str(write_video(tmp_path / "v.mp4", 2))]) == 1
+    assert main(["--source", str(write_video(tmp_path / "v.mp4", 2))]) == 2
     assert "pass --model" in capsys.readouterr().err
 
 
