@@ -139,12 +139,16 @@ def run(argv: list[str]) -> int:
         raise FerEdgeError(f"--max-frames must be 1 or more, found {a.max_frames}")
     if a.stall_timeout <= 0:
         raise FerEdgeError(f"--stall-timeout must be above 0 seconds, found {a.stall_timeout}")
+    if a.serve:
+        from fer_edge.runtime.preview import serve_token
+
+        a.serve_token, a.serve_token_file = serve_token(a), None  # an empty token fails here, before any work
     outputs = {}
     try:  # every output file is checked before the model loads, and none is left behind if the run fails
+        check_distinct({"--" + opt: getattr(a, opt) for opt in ("json", "record", "summary")})
         for opt in ("json", "record", "summary"):
             value = getattr(a, opt)
             outputs["--" + opt] = OutputFile(value, a.force, "--" + opt) if value else None
-        check_distinct(outputs)
         summary = _run(a, outputs)
         if outputs["--summary"] is not None:
             _write_json(outputs["--summary"], summary)

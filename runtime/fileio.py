@@ -88,12 +88,6 @@ class OutputFile:
             self.tmp.unlink(missing_ok=True)
             self.tmp = None
 
-    def same_file(self, other: "OutputFile") -> bool:
-        if self.stdout or other.stdout:
-            return False
-        return os.path.abspath(self.path) == os.path.abspath(other.path) or (
-            self.path.exists() and other.path.exists() and os.path.samefile(self.path, other.path))
-
     def __enter__(self) -> "OutputFile":
         return self
 
@@ -104,13 +98,14 @@ class OutputFile:
             self.discard()
 
 
-def check_distinct(outputs: dict[str, OutputFile | None]) -> None:
+def check_distinct(paths: dict[str, str | os.PathLike | None]) -> None:
     """Refuse two options naming the same file (e.g. --summary and --json): one would replace the other."""
-    given = [(opt, out) for opt, out in outputs.items() if out is not None]
+    given = [(opt, Path(p)) for opt, p in paths.items() if p is not None and str(p) != "-"]
     for i, (opt_a, a) in enumerate(given):
         for opt_b, b in given[i + 1:]:
-            if a.same_file(b) and not _is_special(a.path):
-                raise FerEdgeError(f"{opt_a} and {opt_b} name the same file {a.path}: give each its own")
+            same = os.path.abspath(a) == os.path.abspath(b) or (a.exists() and b.exists() and os.path.samefile(a, b))
+            if same and not _is_special(a):
+                raise FerEdgeError(f"{opt_a} and {opt_b} name the same file {a}: give each its own")
 
 
 def check_out_folder(path: str | os.PathLike, force: bool = False,

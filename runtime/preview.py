@@ -7,15 +7,19 @@ Paths: `/` the page, `/stream.mjpg` the annotated frames (multipart/x-mixed-repl
 newest one, `/state.json` the newest frame's faces, the fps and the frame count. The standard library's
 threading HTTP server runs in a daemon thread; the frame loop only stores a reference to the newest frame
 and result, and a frame is drawn and JPEG-encoded at most once, when a client asks for it. A bare port
-binds to 127.0.0.1: other machines see the preview only when an address is given. With a token every
-request needs `?token=T` or `Authorization: Bearer T` (the page passes its own on).
+binds to 127.0.0.1: other machines see the preview only when an address is given (without a token that
+logs a warning). With a token (--serve-token, --serve-token-file, or $FER_EDGE_SERVE_TOKEN, which stay
+out of the process list) every request needs `?token=T` or `Authorization: Bearer T` (the page passes its
+own on); an empty token is an error, never an open preview.
 """
 from __future__ import annotations
 
 import argparse
 import hmac
+import ipaddress
 import json
 import logging
+import os
 import threading
 import time
 import urllib.parse
@@ -29,6 +33,7 @@ from fer_edge.runtime.errors import FerEdgeError
 log = logging.getLogger("fer_edge.runtime")
 
 DEFAULT_HOST = "127.0.0.1"
+TOKEN_ENV = "FER_EDGE_SERVE_TOKEN"
 JPEG_QUALITY = 80
 MAX_STREAM_FPS = 30.0  # a client never gets frames faster than this, whatever the source gives
 BOUNDARY = "ferframe"
@@ -50,7 +55,33 @@ def add_preview_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("browser preview")
     g.add_argument("--serve", metavar="[HOST:]PORT", help="serve the annotated stream and live emotion bars over "
                    "HTTP (a bare port binds to 127.0.0.1; give 0.0.0.0:PORT to reach it from other machines)")
-    g.add_argument("--serve-token", metavar="TOKEN", help="require ?token=TOKEN (or a Bearer header) on every request")
+    g.add_argument("--serve-token", metavar="TOKEN", help="require ?token=TOKEN (or a Bearer header) on every request "
+                   f"(visible to local users in the process list: prefer --serve-token-file or ${TOKEN_ENV})")
+    g.add_argument("--serve-token-file", metavar="FILE", help="read the token from the first line of FILE")
+
+
+def serve_token(a) -> str | None:
+    """The preview's token from --serve-token, --serve-token-file or $FER_EDGE_SERVE_TOKEN, in that order.
+    An empty one (an unset shell variable, `serve_token = ""`) is an error, never a preview without a token."""
+    if a.serve_token is not None and a.serve_token_file:
+        raise FerEdgeError("give --serve-token or --serve-token-file, not both")
+    if a.serve_token_file:
+        try:
+            with open(a.serve_token_file, encoding="utf-8") as f:
+                token, where = f.readline().strip(), f"--serve-token-file {a.serve_token_file}"
+        except (OSError, UnicodeDecodeError) as exc:
+            raise FerEdgeError(f"--serve-token-file {a.serve_token_file}: cannot read it "
+                               f"({getattr(exc, 'strerror', None) or exc})") from None
+    elif a.serve_token is not None:
+        token, where = a.serve_token.strip(), "--serve-token"
+    elif TOKEN_ENV in os.environ:
+        token, where = os.environ[TOKEN_ENV].strip(), f"${TOKEN_ENV}"
+    else:
+        return None
+    if not token:
+        raise FerEdgeError(f"{where} is empty (an unset variable?): give a token, or no token option at all "
+                           "to serve without one")
+    return token
 
 
 PAGE = """<!doctype html>
@@ -120,10 +151,13 @@ class PreviewServer:
         self._thread.start()
         where = f"http://{host if ':' not in host else f'[{host}]'}:{self.port}/"
         log.info("preview: %s%s", where, " (token required)" if self.token else "")
+        if not self.token and not _loopback(host):
+            log.warning("preview: %s is open to other machines without a token: anyone who can reach it sees the "
+                        "camera; give --serve-token-file or $%s", where, TOKEN_ENV)
 
     @classmethod
     def from_args(cls, a) -> "PreviewServer":
-        return cls(a.serve, a.serve_token)
+        return cls(a.serve, serve_token(a))
 
     # -- sink ------------------------------------------------------------------------------------
 
@@ -182,6 +216,13 @@ class PreviewServer:
         return hmac.compare_digest(given.encode(), self.token.encode())
 
 
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
 class _Handler(BaseHTTPRequestHandler):
     preview: PreviewServer
     server_version = "fer-edge"
@@ -196,7 +237,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
         self.end_headers()
-        self.wfile.write(body)
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def do_HEAD(self):  # what GET would answer, without the body
+        self.do_GET()
 
     def do_GET(self):
         url = urllib.parse.urlsplit(self.path)
@@ -222,6 +267,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Connection", "close")
         self.end_headers()
         self.close_connection = True
+        if self.command == "HEAD":
+            return
         seq, last = -1, 0.0
         try:
             while True:
