@@ -19,9 +19,6 @@ import sys
 import threading
 import time
 
-import cv2
-import numpy as np
-
 from fer_edge.runtime.errors import FerEdgeError, require
 from fer_edge.runtime.images import FORMATS, MAX_PIXELS, decode_image
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import cv2
 import pytest
 
-from conftest import grey_image, leftovers, one_line, write_video
+from faults import grey_image, leftovers, one_line, write_video
 from fer_edge.runtime import images
 from fer_edge.runtime.cli import main
 

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import leftovers, start, terminate, wait_for_stderr_file, write_video
+from faults import leftovers, start, terminate, wait_for_stderr_file, write_video
 
 
 @pytest.mark.parametrize("source", [["--camera", "7"],
