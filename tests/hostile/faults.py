@@ -14,6 +14,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 
 CLI = [sys.executable, "-m", "fer_edge.runtime.cli"]
 
@@ -30,6 +31,13 @@ def png_bomb(path: Path, width: int = 30000, height: int = 30000) -> Path:
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit greyscale
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
     return path
+
+
+@pytest.fixture(scope="session")
+def bomb(tmp_path_factory) -> Path:
+    """The decompression bomb of the hostile run: 875 KB of PNG declaring 30000 x 30000 pixels. (A fixture
+    here, imported by the tests: a second conftest.py would shadow tests/conftest.py as a module.)"""
+    return png_bomb(tmp_path_factory.mktemp("bomb") / "bomb.png")
 
 
 def grey_image(path: Path, width: int = 64, height: int = 48) -> Path:

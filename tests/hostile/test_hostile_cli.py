@@ -9,7 +9,7 @@ from pathlib import Path
 import cv2
 import pytest
 
-from faults import grey_image, leftovers, one_line, write_video
+from faults import bomb, grey_image, leftovers, one_line, write_video  # noqa: F401 (bomb: a fixture)
 from fer_edge.runtime import images
 from fer_edge.runtime.cli import main
 

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from faults import one_line
+from faults import bomb, one_line  # noqa: F401 (bomb: a fixture)
 from fer_edge.runtime import images
 from fer_edge.runtime.pipeline import FrameResult
 from fer_edge.runtime.preview import PreviewServer
