@@ -15,8 +15,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import logging
+import os
 import signal
 import sys
 import threading

@@ -60,8 +60,9 @@ def _output(target, force: bool, option: str) -> OutputFile:
 class JsonLinesSink:
     """One JSON object per processed frame: {frame, time, faces: [{box, label, probs, track}]}.
 
-    Written under a temporary name that becomes the file when the run ends, however it ends but SIGKILL;
-    `discard()` (a run that failed to start) leaves no file and the old one untouched."""
+    Written under a temporary name that takes the final name with the first frame, so a run that fails to
+    start (`discard()`) leaves no file and an old one untouched, while a running camera's events can be
+    followed live (`tail -f`); every line is flushed, so even SIGKILL leaves whole lines."""
 
     def __init__(self, target: str | os.PathLike | OutputFile, force: bool = False):
         self.out = _output(target, force, "--json")
@@ -70,8 +71,10 @@ class JsonLinesSink:
 
     def write(self, frame, result: FrameResult):
         self.file.write(json.dumps(result.to_dict(), separators=(",", ":")) + "\n")
-        self.file.flush()  # a line per frame survives a kill (in the temporary file); cheap next to a detector run
+        self.file.flush()  # a line per frame survives a kill; cheap next to a detector run
         self.lines += 1
+        if self.lines == 1:
+            self.out.commit()  # the run has started: the events take the final name (the open file follows)
 
     def close(self) -> None:
         if self.file is None:

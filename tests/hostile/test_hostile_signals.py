@@ -35,7 +35,7 @@ def test_a_live_source_without_frames_stops_on_sigterm(tmp_path, source):
     assert text.count("cannot open") == 1 and "WARN" not in text and "Connection" not in text, text
 
 
-def test_sigkill_leaves_no_half_written_file_at_the_final_name(tmp_path):
+def test_sigkill_leaves_no_unplayable_video_at_the_final_name(tmp_path):
     video = write_video(tmp_path / "in.avi", 20)
     out, events = tmp_path / "out.mp4", tmp_path / "events.jsonl"
     proc = start(["--source", str(video), "--loop", "100000", "--record", str(out), "--json", str(events), "--quiet"])
@@ -47,7 +47,8 @@ def test_sigkill_leaves_no_half_written_file_at_the_final_name(tmp_path):
     finally:
         proc.kill()
         proc.wait()
-    assert not out.exists() and not events.exists()  # the partial files sit under hidden temporary names
+    assert not out.exists()  # the unfinished video sits under its hidden temporary name
+    assert all(json.loads(line)["frame"] >= 0 for line in events.read_text().splitlines())  # whole lines only
 
 
 def test_sigterm_on_a_file_run_completes_every_output(tmp_path):
@@ -59,7 +60,7 @@ def test_sigterm_on_a_file_run_completes_every_output(tmp_path):
                       "--summary", str(summary)], stderr=f)
     try:
         t0 = time.monotonic()
-        while not any(p.stat().st_size > 2000 for p in tmp_path.glob(".events.jsonl.tmp*")):
+        while not (events.exists() and events.stat().st_size > 2000):  # final name from the first frame on
             assert time.monotonic() - t0 < 60 and proc.poll() is None, err.read_text()
             time.sleep(0.1)
         rc, seconds = terminate(proc)
