@@ -26,8 +26,10 @@ class ExportContext:
     source: object  # convert.source.SourceModel
     calibration: object | None = None  # calibration.CalibrationSet
     options: dict = field(default_factory=dict)
-    heldout: tuple | None = None  # (float32 inputs, reference probabilities) to choose INT8 recipes by
+    heldout: tuple | None = None  # (float32 inputs, reference probabilities, labels or None) to choose INT8 recipes by
     heldout_name: str = ""  # where the held-out faces come from, for the record
+    target: dict = field(default_factory=dict)  # min_agreement, max_drop an INT8 recipe must meet on held-out faces
+    more_calibration: Callable | None = None  # size -> a larger CalibrationSet, when the data allows one
     log: Callable[[str], None] = print
     _tmp: tempfile.TemporaryDirectory | None = None
     _saved_model: Path | None = None
@@ -84,23 +86,19 @@ def _tflite(ctx: ExportContext, path: Path, kind: str) -> dict:
     elif kind == "dynamic":
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
         recipe["quantization"] = "dynamic range (int8 weights, float activations)"
-    elif kind == "int8":
-        cs = ctx.calibration
-        conv.optimizations = [tf.lite.Optimize.DEFAULT]
-        conv.representative_dataset = cs.representative_dataset()
-        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        conv.inference_input_type = tf.int8
-        conv.inference_output_type = tf.int8
-        recipe.update(quantization="full integer, int8 input and output", calibration_faces=len(cs))
     else:
         recipe["quantization"] = "none (float32)"
+    path.write_bytes(quiet_converter(conv, f"TFLite conversion ({kind})"))
+    return recipe
+
+
+def quiet_converter(conv, what: str) -> bytes:
+    """conv.convert() without its chatter; a failure is one line."""
     with _quiet():
         try:
-            data = conv.convert()
+            return conv.convert()
         except Exception as exc:  # the converter raises ConverterError and friends, one line is enough
-            raise ModelError(f"TFLite conversion ({kind}) failed: {str(exc).strip().splitlines()[0][:300]}") from None
-    path.write_bytes(data)
-    return recipe
+            raise ModelError(f"{what} failed: {str(exc).strip().splitlines()[0][:300]}") from None
 
 
 def tflite_fp32(ctx, path):
@@ -116,7 +114,9 @@ def tflite_dynamic(ctx, path):
 
 
 def tflite_int8(ctx, path):
-    return _tflite(ctx, path, "int8")
+    from fer_edge.convert.tflite_int8 import quantize_tflite
+
+    return quantize_tflite(ctx, path)
 
 
 # --- ONNX --------------------------------------------------------------------------------------
@@ -166,9 +166,9 @@ FORMATS = {f.name: f for f in (
     Format("tflite-fp32", "_fp32.tflite", (), tflite_fp32),
     Format("tflite-fp16", "_fp16.tflite", (), tflite_fp16),
     Format("tflite-dynamic", "_dynamic.tflite", (), tflite_dynamic),
-    Format("tflite-int8", "_int8.tflite", ("calibration",), tflite_int8, calibrated=True, int8=True),
+    Format("tflite-int8", "_int8.tflite", ("calibration", "integer_only"), tflite_int8, calibrated=True, int8=True),
     Format("onnx-fp32", "_fp32.onnx", ("opset",), onnx_fp32),
-    Format("onnx-int8", "_int8.onnx", ("opset", "calibration", "onnx_recipe"), onnx_int8, calibrated=True, int8=True),
+    Format("onnx-int8", "_int8.onnx", ("opset", "calibration", "onnx_recipe", "integer_only"), onnx_int8, calibrated=True, int8=True),
 )}
 INT8_FORMATS = ("tflite-int8", "onnx-int8")
 

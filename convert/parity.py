@@ -146,20 +146,45 @@ def markdown(doc: dict) -> str:
                   "| format | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
         for n, e in measured.items():
             lines.append(f"| {n} | " + " | ".join(f"{e['recall_delta'][c]:+.2f}" for c in labels) + " |")
-    recipe = doc.get("onnx_int8_recipe")
-    if recipe:
-        lines += ["", "## ONNX INT8 recipe search", "", recipe.get("selection", ""), "",
-                  "| recipe | agreement | max prob diff | bytes |", "|---|---|---|---|"]
-        for row in recipe.get("candidates", []):
-            chosen = " (chosen)" if row["recipe"] == recipe["recipe"]["name"] else ""
-            lines.append(f"| {row['recipe']}{chosen} | {_pct(row.get('agreement'))} | "
-                         f"{row.get('max_prob_diff', float('nan')):.4f} | {row.get('bytes', row.get('error', '-'))} |")
+    lines += _recipe_sections(doc)
     lines += ["", "## Verdict", ""]
     if doc["failures"]:
         lines += ["FAIL: these files break the budget:", ""] + [f"- {f}" for f in doc["failures"]]
     else:
         lines.append("pass" if ev is not None else "not measured")
     return "\n".join(lines) + "\n"
+
+
+def _recipe_sections(doc: dict) -> list[str]:
+    """The INT8 recipe searches: candidates tried, the winner, layers kept in float, the layers losing most."""
+    lines = []
+    for name in ("tflite-int8", "onnx-int8"):
+        recipe = doc.get(f"{name.replace('-', '_')}_recipe")
+        if not recipe:
+            continue
+        chosen = recipe["recipe"]["name"]
+        lines += ["", f"## {name} recipe search", "", recipe.get("selection", ""), "",
+                  "| recipe | float layers | agreement | accuracy drop (pp) | max prob diff | bytes |",
+                  "|---|---|---|---|---|---|"]
+        for row in recipe.get("candidates", []):
+            mark = " (chosen)" if row["recipe"] == chosen else ""
+            drop = row.get("accuracy_drop")
+            lines.append(f"| {row['recipe']}{mark} | {row.get('float_layers', 0)} | {_pct(row.get('agreement'))} | "
+                         f"{'-' if drop is None else f'{drop:+.2f}'} | {row.get('max_prob_diff', float('nan')):.4f} | "
+                         f"{row.get('bytes', row.get('error', '-'))} |")
+        floats = recipe["recipe"].get("float_layers") or recipe["recipe"].get("float_nodes") or []
+        if floats:
+            lines += ["", f"Kept in float ({len(floats)}): " + ", ".join(f"`{n[:90]}`" for n in floats)]
+        cost = recipe.get("cost")
+        if cost:
+            lines += ["", f"Cost against the plain INT8 recipe: {cost['bytes'][0]} -> {cost['bytes'][1]} bytes, "
+                      f"{cost['ms_per_face'][0]:.3f} -> {cost['ms_per_face'][1]:.3f} ms per face ({cost['measured']})."]
+        errors = recipe.get("layer_errors")
+        if errors:
+            lines += ["", f"Layers losing most in the plain INT8 recipe ({recipe.get('layer_errors_method', '')}):", "",
+                      "| layer | op | relative RMSE |", "|---|---|---|"]
+            lines += [f"| `{e['layer'][:90]}` | {e['op']} | {e['relative_rmse']:.4f} |" for e in errors]
+    return lines
 
 
 def report_texts(doc: dict) -> tuple[str, str]:

