@@ -7,14 +7,13 @@ on TF 2.21. ONNX goes through tf2onnx.
 """
 from __future__ import annotations
 
-import contextlib
-import io
 import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from fer_edge.convert.search import quiet, quiet_converter
 from fer_edge.runtime.errors import FerEdgeError, ModelError, require
 
 DEFAULT_OPSET = 17  # tf2onnx 1.17 converts opsets 13-18 for Keras 3 models; 19 fails
@@ -44,7 +43,7 @@ class ExportContext:
         if self._saved_model is None:
             self.log("exporting the Keras model as a SavedModel")
             d = self.workdir() / "saved_model"
-            with _quiet():
+            with quiet():
                 try:
                     self.source.model.export(str(d), verbose=False)
                 except TypeError:  # Keras versions without the verbose argument
@@ -66,13 +65,6 @@ class ExportContext:
             self._tmp = None
 
 
-@contextlib.contextmanager
-def _quiet():
-    """Silence the converters' chatter on stdout (their warnings on stderr stay)."""
-    with contextlib.redirect_stdout(io.StringIO()):
-        yield
-
-
 # --- TFLite ------------------------------------------------------------------------------------
 
 def _tflite(ctx: ExportContext, path: Path, kind: str) -> dict:
@@ -90,15 +82,6 @@ def _tflite(ctx: ExportContext, path: Path, kind: str) -> dict:
         recipe["quantization"] = "none (float32)"
     path.write_bytes(quiet_converter(conv, f"TFLite conversion ({kind})"))
     return recipe
-
-
-def quiet_converter(conv, what: str) -> bytes:
-    """conv.convert() without its chatter; a failure is one line."""
-    with _quiet():
-        try:
-            return conv.convert()
-        except Exception as exc:  # the converter raises ConverterError and friends, one line is enough
-            raise ModelError(f"{what} failed: {str(exc).strip().splitlines()[0][:300]}") from None
 
 
 def tflite_fp32(ctx, path):
@@ -128,7 +111,7 @@ def _onnx_fp32(ctx: ExportContext, path: Path) -> dict:
     h, w, c = ctx.source.input_shape
     sig = (tf.TensorSpec((None, h, w, c), tf.float32, name="face"),)
     ctx.log(f"converting to ONNX (tf2onnx {tf2onnx.__version__}, opset {opset})")
-    with _quiet():
+    with quiet():
         try:
             tf2onnx.convert.from_keras(ctx.source.model, input_signature=sig, opset=opset, output_path=str(path))
         except Exception as exc:  # tf2onnx raises assorted types; report one line

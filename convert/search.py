@@ -1,7 +1,13 @@
-"""What the INT8 recipe searches of tflite_int8 and onnx_int8 share: held-out scores and the mixed-precision steps."""
+"""What the converters share: quiet converter calls, and for the INT8 recipe searches (tflite_int8, onnx_int8)
+held-out scores and the mixed-precision steps."""
 from __future__ import annotations
 
+import contextlib
+import io
+
 import numpy as np
+
+from fer_edge.runtime.errors import ModelError
 
 FLOAT_STEPS = (1, 2, 4, 8, 16)  # mixed-precision candidates: this many most sensitive layers kept in float
 MAX_FLOAT_SHARE = 0.5  # never keep more than this share of the quantized layers in float
@@ -21,3 +27,19 @@ def heldout_scores(probs: np.ndarray, ref: np.ndarray, labels: np.ndarray | None
 def meets(row: dict, target: dict) -> bool:
     return (row.get("agreement", 0.0) >= target["min_agreement"]
             and row.get("accuracy_drop", 0.0) <= target["max_drop"])
+
+
+@contextlib.contextmanager
+def quiet():
+    """Silence the converters' chatter on stdout (their warnings on stderr stay)."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        yield
+
+
+def quiet_converter(conv, what: str) -> bytes:
+    """conv.convert() without its chatter; a failure is one line."""
+    with quiet():
+        try:
+            return conv.convert()
+        except Exception as exc:  # the converter raises ConverterError and friends, one line is enough
+            raise ModelError(f"{what} failed: {str(exc).strip().splitlines()[0][:300]}") from None

@@ -17,7 +17,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from fer_edge.convert.search import DEBUG_FACES, FLOAT_STEPS, MAX_FLOAT_SHARE, TABLE_ROWS, heldout_scores, meets
+from fer_edge.convert.search import (DEBUG_FACES, FLOAT_STEPS, MAX_FLOAT_SHARE, TABLE_ROWS, heldout_scores, meets,
+                                     quiet_converter)
 from fer_edge.runtime.errors import FerEdgeError, ModelError, require
 
 MORE_FACES = 2  # the "more calibration faces" step uses this many times the given calibration size
@@ -43,8 +44,6 @@ class TfliteRecipe:
 
 def _calibrated(ctx, cs) -> bytes:
     """The float model with min-max ranges of every tensor recorded on `cs` (quantized later, per variant)."""
-    from fer_edge.convert.formats import quiet_converter
-
     tf = require("tensorflow", "convert")
     conv = tf.lite.TFLiteConverter.from_saved_model(str(ctx.saved_model()))
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -57,8 +56,6 @@ def _calibrated(ctx, cs) -> bytes:
 
 def _int16(ctx, cs) -> bytes:
     """Every activation in 16 bits, weights in 8 (TFLite's 16x8 mode has its own calibrating converter)."""
-    from fer_edge.convert.formats import quiet_converter
-
     tf = require("tensorflow", "convert")
     conv = tf.lite.TFLiteConverter.from_saved_model(str(ctx.saved_model()))
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
