@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fer_edge.convert.search import DEBUG_FACES, FLOAT_STEPS, MAX_FLOAT_SHARE, TABLE_ROWS, heldout_scores, meets
+from fer_edge.convert.search import (DEBUG_FACES, FLOAT_STEPS, MAX_FLOAT_SHARE, TABLE_ROWS, heldout_scores, meets,
+                                     recipe_cost)
 from fer_edge.runtime.errors import FerEdgeError, ModelError, require
 
 
@@ -127,8 +128,10 @@ def layer_errors(pre: Path, qdq: Path, x: np.ndarray) -> list[dict]:
     rows = []
     for tensor, m in match.items():
         node = producers.get(tensor)
-        if node is None or not m.get("pre_qdq") or not m.get("post_qdq"):
-            continue  # the graph input, or a tensor without a QDQ pair
+        if node is None or not m.get("pre_qdq") or not m.get("post_qdq") or node.op_type in ("Relu", "Clip"):
+            # the graph input, a tensor without a QDQ pair, or an activation onnxruntime folds into the
+            # preceding node's QDQ pair (its value before the pair is then the pre-activation one)
+            continue
         before = np.concatenate([np.ravel(v) for v in m["pre_qdq"]]).astype(np.float64)
         after = np.concatenate([np.ravel(v) for v in m["post_qdq"]]).astype(np.float64)
         rel = float(np.sqrt(np.mean((after - before) ** 2) / max(np.mean(before ** 2), 1e-12)))
@@ -211,6 +214,8 @@ def quantize_onnx(ctx, path: Path) -> dict:
             name = max((r for r in table if "agreement" in r), key=lambda r: (r["agreement"], -r["float_layers"]))["recipe"]
     recipe, cand = cands[name]
     path.write_bytes(cand.read_bytes())
+    first = cands[table[0]["recipe"]][1] if table[0]["recipe"] in cands else None
+    cost = recipe_cost(first, cand, x_sel[:1]) if x_sel is not None and first is not None and first != cand else None
     ort = require("onnxruntime", "convert")
     return {
         "quantizer": "onnxruntime.quantization.quantize_static", "onnxruntime": ort.__version__,
@@ -223,6 +228,7 @@ def quantize_onnx(ctx, path: Path) -> dict:
                       f"{ctx.target['max_drop']:.2f} pp there: other calibration methods, then layers in float"
                       if x_sel is not None else "first recipe (no held-out faces to measure)"),
         "candidates": table,
+        "cost": cost,
         "layer_errors": errors[:TABLE_ROWS],
         "layer_errors_method": (f"onnxruntime qdq_loss_debug on {min(DEBUG_FACES, len(x_sel))} {ctx.heldout_name} "
                                 "faces: relative RMSE of each activation across its QuantizeLinear/DequantizeLinear "

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from fer_edge.convert.search import (DEBUG_FACES, FLOAT_STEPS, MAX_FLOAT_SHARE, TABLE_ROWS, heldout_scores, meets,
-                                     quiet_converter)
+                                     quiet_converter, recipe_cost)
 from fer_edge.runtime.errors import FerEdgeError, ModelError, require
 
 MORE_FACES = 2  # the "more calibration faces" step uses this many times the given calibration size
@@ -124,22 +124,6 @@ def _score(path, x: np.ndarray, ref: np.ndarray, labels) -> dict:
     return {k: (min if k == "agreement" else max)(r[k] for r in rows) for k in rows[0]}
 
 
-def latency_ms(path, face: np.ndarray, runs: int = 100) -> float:
-    """Median milliseconds of one face through the default kernels at 1 thread, on this machine."""
-    import time
-
-    from fer_edge.runtime.backends import LiteRTBackend
-
-    backend = LiteRTBackend(path, threads=1)
-    backend.infer(face)
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        backend.infer(face)
-        times.append(time.perf_counter() - t0)
-    return 1000.0 * float(np.median(times))
-
-
 def _probs(path, x: np.ndarray) -> np.ndarray:
     from fer_edge.runtime.backends import LiteRTBackend
 
@@ -229,12 +213,7 @@ def quantize_tflite(ctx, path) -> dict:
         recipe, cand, _ = max(tried, key=lambda t: (t[2]["agreement"], -len(t[0].float_layers)))
     path.write_bytes(cand.read_bytes())
     target = ctx.target if heldout is not None else None
-    cost = None
-    if recipe != tried[0][0] and heldout is not None:  # what the chosen recipe costs against the plain file
-        plain = tried[0][1]
-        cost = {"bytes": [plain.stat().st_size, cand.stat().st_size],
-                "ms_per_face": [latency_ms(plain, heldout[0][:1]), latency_ms(cand, heldout[0][:1])],
-                "measured": "median of 100 single faces, default kernels, 1 thread, on the converting machine"}
+    cost = recipe_cost(tried[0][1], cand, heldout[0][:1]) if recipe != tried[0][0] and heldout is not None else None
     return {
         "converter": "TFLiteConverter.from_saved_model (calibrate only) + mlir_quantize",
         "tensorflow": tf.__version__, "quantization": (
