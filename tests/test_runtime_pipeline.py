@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 from fer_edge.runtime.cli import main
-from fer_edge.runtime.detectors import FaceBox, blazeface_anchors, drop_nested, weighted_nms
+from fer_edge.runtime.boxes import FaceBox, drop_nested
+from fer_edge.runtime.detectors import blazeface_anchors, weighted_nms
 from fer_edge.runtime.pipeline import FaceResult, FrameResult, Pipeline, PipelineOptions
 from fer_edge.runtime.sources import Frame, LiveSource, SourceError, open_source
 from fer_edge.runtime.tracking import Tracker
@@ -61,11 +62,13 @@ class BoxDetector:
     """A detector answering fixed boxes, to test tracking and classification without a real face."""
 
     name = "fixed"
+    OPTIONS: dict = {}
+    SIZES = (None, None)  # the whole frame
 
     def __init__(self, boxes):
         self.boxes, self.calls = boxes, 0
 
-    def detect(self, frame):
+    def detect(self, frame, gray):
         self.calls += 1
         return list(self.boxes)
 

@@ -1,0 +1,104 @@
+"""Faces cut out the way the classifier saw them in training: FER2013's registered, tight crops.
+
+A detector's box is not a FER2013 crop: boxes differ by detector, sit higher or lower, and a tilted head
+stays tilted. Where the detector gives eye and mouth landmarks (YuNet, BlazeFace), `face_crops` turns
+the face so the eyes are level and cuts a square whose scale and offset put the eyes and mouth where
+FER2013 faces have them. The constants come from running YuNet on upscaled FER2013 Training faces
+(benchmarks/fer2013_framing.py, results in benchmarks/fer2013_framing.json): in a 48x48 FER2013 face the
+eye midpoint sits at about (23.8, 18.2), the eyes about 17.2 pixels apart, the mouth about 17.6 pixels
+below the eyes.
+
+Faces without landmarks (Haar, or `--framing box`) are cut at their box grown by the model's crop margin,
+as before. This module is the one place faces are cut: the stream pipeline, the HTTP API and fer-explain
+all call `face_crops`.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+from fer_edge.runtime.boxes import FaceBox
+from fer_edge.runtime.preprocess import PreprocessSpec, crop_faces
+
+MAX_UPSCALE = 4  # an aligned crop is cut at the face's own resolution, at most 4x the model input
+
+
+@dataclass(frozen=True)
+class Framing:
+    """Where FER2013 puts a face in its crop, as fractions of the crop's width (x) and height (y)."""
+
+    eye_x: float = 0.4967  # eye midpoint, from the left
+    eye_y: float = 0.3800  # eye midpoint, from the top
+    eye_dist: float = 0.3587  # distance between the eye centres
+    eye_mouth: float = 0.3661  # eye midpoint to mouth midpoint
+    level: bool = True  # turn the face so the eyes are level
+    # the face's size is judged from the eye distance and the eye-mouth distance, whichever gives the
+    # larger face: a turned head shortens the first and a nodding one the second, never both at once
+    size_from: str = "max"  # "max" | "eyes" | "mouth" | "mean"
+
+    def crop_side(self, eye_dist: float, eye_mouth: float) -> float:
+        """The side of the FER2013-like crop, in frame pixels, for a face with these distances."""
+        by_eyes, by_mouth = eye_dist / self.eye_dist, eye_mouth / self.eye_mouth
+        return {"max": max, "eyes": lambda a, b: a, "mouth": lambda a, b: b,
+                "mean": lambda a, b: (a + b) / 2}[self.size_from](by_eyes, by_mouth)
+
+    def describe(self) -> str:
+        """One sentence for a model card or a summary."""
+        turn = "eyes levelled, " if self.level else ""
+        return (f"{turn}eye midpoint at ({self.eye_x:.3f}, {self.eye_y:.3f}) of the crop, eyes {self.eye_dist:.3f} "
+                f"and mouth {self.eye_mouth:.3f} of the crop side from it (FER2013's median framing, measured "
+                f"with YuNet landmarks); faces without landmarks: the detector's box")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+FER2013 = Framing()
+FRAMINGS = {"fer2013": FER2013, "box": None}  # --framing: landmarks -> FER2013's framing, or the box only
+
+
+def face_geometry(landmarks, framing: Framing) -> tuple[float, float, float, float]:
+    """(eye midpoint x, y, eye-line angle in degrees, FER2013-like crop side in pixels) from 5 landmarks."""
+    (rx, ry), (lx, ly), _, (mrx, mry), (mlx, mly) = landmarks[:5]
+    ex, ey = (rx + lx) / 2, (ry + ly) / 2
+    mx, my = (mrx + mlx) / 2, (mry + mly) / 2
+    side = framing.crop_side(math.hypot(lx - rx, ly - ry), math.hypot(mx - ex, my - ey))
+    return ex, ey, math.degrees(math.atan2(ly - ry, lx - rx)), side
+
+
+def align_matrix(landmarks, framing: Framing, out_w: int, out_h: int) -> np.ndarray:
+    """The 2x3 affine map from frame pixels to an out_w x out_h crop framed like FER2013."""
+    ex, ey, angle, side = face_geometry(landmarks, framing)
+    m = cv2.getRotationMatrix2D((ex, ey), angle if framing.level else 0.0, out_w / max(side, 1e-6))
+    m[0, 2] += framing.eye_x * out_w - ex
+    m[1, 2] += framing.eye_y * out_h - ey
+    return m
+
+
+def face_crops(image: np.ndarray, faces: Sequence[FaceBox], spec: PreprocessSpec,
+               framing: Framing | None = FER2013) -> list[np.ndarray]:
+    """One crop per face, ready for `preprocess`: FER2013-framed where there are landmarks, else the box.
+
+    `image` is the frame in grey (what the classifier uses; cheaper to warp) or BGR.
+    """
+    crops = []
+    for face in faces:
+        if framing is not None and face.landmarks is not None:
+            crops.append(_aligned(image, face.landmarks, framing, spec))
+            continue
+        crops += crop_faces(image, [face.box], spec)
+    return crops
+
+
+def _aligned(image: np.ndarray, landmarks, framing: Framing, spec: PreprocessSpec) -> np.ndarray:
+    h, w = spec.size
+    # cut at the face's own resolution (never below the model input, at most MAX_UPSCALE times it), so
+    # preprocess shrinks it with INTER_AREA like any other crop instead of the warp aliasing a large face
+    out_w = int(min(max(round(face_geometry(landmarks, framing)[3]), w), MAX_UPSCALE * w))
+    out_h = max(1, round(out_w * h / w))
+    m = align_matrix(landmarks, framing, out_w, out_h)
+    return cv2.warpAffine(image, m, (out_w, out_h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
