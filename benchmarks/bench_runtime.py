@@ -64,13 +64,16 @@ def main(argv=None) -> int:
     p.add_argument("--video", required=True)
     p.add_argument("--frames", type=int, default=115, help="frames in one pass of the video")
     p.add_argument("--model", action="append", required=True, help=".tflite or .onnx (repeat)")
+    p.add_argument("--detector", action="append", choices=("yunet", "haar", "blazeface"),
+                   help="detectors to run (repeat; default: yunet, the runtime's default, and haar, plus blazeface "
+                   "with --blazeface)")
     p.add_argument("--blazeface", help="face_detection_short_range.tflite (adds the blazeface rows)")
     p.add_argument("--keras", help="a .keras model: adds the tutorials' Keras loop as the reference row")
     p.add_argument("--loop", type=int, default=20, help="passes for the RSS-growth run (0 = skip)")
     p.add_argument("--out", default="benchmarks/results.json")
     p.add_argument("--markdown", help="also write the table as the last section of this Markdown file")
     a = p.parse_args(argv)
-    detectors = ["haar"] + (["blazeface"] if a.blazeface else [])
+    detectors = a.detector or ["yunet", "haar"] + (["blazeface"] if a.blazeface else [])
     results = []
     try:
         for model in a.model:

@@ -7,8 +7,8 @@
   box and keypoint decoding and weighted NMS are done here in numpy. The model file is given by path, or
   found inside an installed `mediapipe` package.
 
-The pipeline owns the frame: it computes the grey image once, shrinks both to the detect size and maps the
-boxes back (`boxes.scale_faces`), so a detector only finds faces in what it is handed. Each detector
+The caller owns the frame: it computes the grey image once, and `detect_at` shrinks both to the detect size
+and maps the boxes back, so a detector only finds faces in what it is handed. Each detector
 declares the options it takes (`OPTIONS`, the `--detect-*` flags); `make_detector` refuses any other.
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from fer_edge.runtime.backends import LiteRTBackend
-from fer_edge.runtime.boxes import FaceBox, clip_box, corner_iou, drop_nested
+from fer_edge.runtime.boxes import FaceBox, clip_box, corner_iou, drop_nested, scale_faces
 from fer_edge.runtime.errors import FerEdgeError, MissingExtraError, ModelError
 from fer_edge.runtime.shipped import shipped_file
 
@@ -42,6 +42,16 @@ class Detector(Protocol):
 
     def close(self) -> None:
         """Release the model."""
+
+
+def detect_at(detector: Detector, frame: np.ndarray, gray: np.ndarray, width: int | None) -> list[FaceBox]:
+    """Faces found on a copy of the frame shrunk to `width` pixels (never enlarged), in frame pixels."""
+    if not width or frame.shape[1] <= width:
+        return detector.detect(frame, gray)
+    scale = width / frame.shape[1]
+    small = cv2.resize(frame, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    small_gray = cv2.resize(gray, small.shape[1::-1], interpolation=cv2.INTER_AREA)
+    return scale_faces(detector.detect(small, small_gray), 1.0 / scale, frame.shape)
 
 
 class YuNetDetector:

@@ -22,8 +22,8 @@ import cv2
 import numpy as np
 
 from fer_edge.runtime.backends import Classifier
-from fer_edge.runtime.boxes import FaceBox, scale_faces
-from fer_edge.runtime.detectors import DEFAULT_DETECTOR, make_detector
+from fer_edge.runtime.boxes import FaceBox
+from fer_edge.runtime.detectors import DEFAULT_DETECTOR, detect_at, make_detector
 from fer_edge.runtime.drawing import Drawing
 from fer_edge.runtime.errors import FerEdgeError, ModelError
 from fer_edge.runtime.framing import FRAMINGS, face_crops
@@ -218,14 +218,7 @@ class Pipeline:
 
     def detect(self, frame: np.ndarray, gray: np.ndarray, still: bool = False) -> list[FaceBox]:
         """Faces found on a copy shrunk to the detect size (photos and streams have their own defaults)."""
-        size = self.options.detect_size or self.detector.SIZES[1 if still else 0]
-        width = frame.shape[1]
-        if not size or width <= size:
-            return self.detector.detect(frame, gray)
-        scale = size / width
-        small = cv2.resize(frame, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        small_gray = cv2.resize(gray, small.shape[1::-1], interpolation=cv2.INTER_AREA)
-        return scale_faces(self.detector.detect(small, small_gray), 1.0 / scale, frame.shape)
+        return detect_at(self.detector, frame, gray, self.options.detect_size or self.detector.SIZES[1 if still else 0])
 
     def process_image(self, image, index: int = 0, t: float = 0.0, source: str = "") -> FrameResult:
         """One photo unrelated to the previous one: fresh tracks, the detector always runs."""

@@ -108,7 +108,7 @@ def test_detection_runs_on_a_copy_at_the_detect_size_of_streams_and_photos():
 
 def test_fer2013_framing_puts_the_eyes_where_fer2013_has_them():
     """A face tilted by 20 degrees: after framing the eyes are level, at FER2013's place and distance."""
-    eyes = Framing(size_from="eyes")
+    eyes = Framing(size_from="eyes", level_beyond=0.0)
     cx, cy, d, a = 200.0, 150.0, 60.0, math.radians(20)
     right = (cx - d / 2 * math.cos(a), cy - d / 2 * math.sin(a))
     left = (cx + d / 2 * math.cos(a), cy + d / 2 * math.sin(a))
@@ -119,7 +119,11 @@ def test_fer2013_framing_puts_the_eyes_where_fer2013_has_them():
     out = [m @ np.array([x, y, 1.0]) for x, y in (right, left)]
     np.testing.assert_allclose(out[0], [48 * (eyes.eye_x - eyes.eye_dist / 2), 48 * eyes.eye_y], atol=1e-6)
     np.testing.assert_allclose(out[1], [48 * (eyes.eye_x + eyes.eye_dist / 2), 48 * eyes.eye_y], atol=1e-6)
-    # the same on real pixels: two bright eyes drawn into a frame come out level, where FER2013 has them
+    # FER2013's framing turns only the tilt beyond its own (4 degrees): 16 of the 20 here
+    m = align_matrix(lms, FER2013, 48, 48)
+    (rx, ry), (lx, ly) = [m @ np.array([x, y, 1.0]) for x, y in (right, left)]
+    assert math.degrees(math.atan2(ly - ry, lx - rx)) == pytest.approx(FER2013.level_beyond, abs=1e-6)
+    # the same on real pixels: two bright eyes drawn into a frame come out nearly level, where FER2013 has them
     frame = np.zeros((300, 400), np.uint8)
     for x, y in (right, left):
         cv2.circle(frame, (round(x), round(y)), 3, 255, -1)

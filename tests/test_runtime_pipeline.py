@@ -279,7 +279,10 @@ def test_cli_refuses_a_model_without_metadata_unless_flags_say(tmp_path, capsys)
     (["--source", "{empty}"], "SourceError: {empty}: OpenCV cannot open this video file"),
     (["--source", "{empty}", "--model", "/nonexistent/model.h5"], "ModelError: /nonexistent/model.h5: no such model"),
     (["--camera", "0", "--detect-every", "0"], "FerEdgeError: --detect-every must be 1 or more"),
-    (["--source", "{empty}", "--detector", "haar", "--detector-model", str(TFLITE)], "not a loadable Haar cascade"),
+    (["--source", "{empty}", "--detector", "haar", "--detector-model", str(TFLITE)],
+     "not a loadable Haar cascade" if hasattr(cv2, "CascadeClassifier") else "OpenCV 5 removed them"),
+    (["--source", "{empty}", "--detector-model", str(TFLITE)], "not a loadable YuNet model"),
+    (["--source", "{empty}", "--detect-size", "8"], "--detect-size must be between 32 and 8192 pixels, found 8"),
     (["--source", "{empty}", "--providers", "CUDAExecutionProvider"], "--providers applies to .onnx models"),
     (["--source", "v4l2src ! videoconvert ! appsink"] if not cv2.videoio_registry.hasBackend(cv2.CAP_GSTREAMER)
      else ["--source", "{empty}", "--loop", "0"], "SourceError: this OpenCV build cannot read GStreamer"

@@ -21,6 +21,7 @@ from pathlib import Path
 from fer_edge.convert.cost import fmt_macs
 from fer_edge.runtime.errors import cli_main, FerEdgeError
 from fer_edge.runtime.fileio import atomic_output, sha256_file
+from fer_edge.runtime.framing import FER2013
 from fer_edge.runtime.metadata import read_metadata, write_metadata
 
 # Anchor on the same data: the most used FER package's mini-XCEPTION, as its authors report it.
@@ -176,7 +177,8 @@ def write_card(run: Path, out: Path, name: str, parity: dict | None = None) -> P
                   f"PrivateTest: `{name}_golden.npz` (the CI gate's reference where TensorFlow is absent)."]
     lines += ["", "## Limits", "",
               "FER2013 faces are 48x48 grey crops from web images; accuracy on live camera crops depends on the "
-              "face detector's box matching that framing. Human agreement on FER2013 is about 65%. Disgust has 436 "
+              "crops matching that framing. fer-edge cuts faces like FER2013's (`fer_edge.runtime.framing`): "
+              f"{FER2013.describe()}. Human agreement on FER2013 is about 65%. Disgust has 436 "
               "training faces and the lowest recall. Not for decisions about individuals.", ""]
     card = out / f"{name}_CARD.md"
     with atomic_output(card, force=True) as tmp:
