@@ -42,7 +42,8 @@ class Framing:
     level_beyond: float | None = 4.0  # degrees; None: never turn
     # the face's size is judged from the eye-mouth distance: on FER2013 it is measured alike with and without a
     # border around the face (0.371 and 0.379 of the crop), where the eye distance moves twice as much (0.359
-    # and 0.376); on tfeid-dev it gave the best accuracy of the four ways compared (benchmarks/framing_accuracy.md)
+    # and 0.376). On tfeid-dev the four ways lie within 2.4 points (57.6-60.0%, benchmarks/framing_accuracy.md), too
+    # close to choose by; the stability of the measurement decides
     size_from: str = "mouth"  # "mouth" | "eyes" | "mean" | "max"
 
     def crop_side(self, eye_dist: float, eye_mouth: float) -> float:
@@ -54,9 +55,11 @@ class Framing:
     def describe(self) -> str:
         """One sentence for a model card or a summary."""
         turn = f"eye tilt beyond {self.level_beyond:g} degrees levelled, " if self.level_beyond is not None else ""
-        return (f"{turn}eye midpoint at ({self.eye_x:.3f}, {self.eye_y:.3f}) of the crop, eyes {self.eye_dist:.3f} "
-                f"and mouth {self.eye_mouth:.3f} of the crop side from it (FER2013's median framing, measured "
-                f"with YuNet landmarks); faces without landmarks: the detector's box")
+        by = {"mouth": "eye-mouth distance", "eyes": "eye distance", "mean": "mean of both distances",
+              "max": "larger of both distances"}[self.size_from]
+        return (f"{turn}eye midpoint at ({self.eye_x:.3f}, {self.eye_y:.3f}) of the crop, crop side from the {by} "
+                f"(eyes {self.eye_dist:.3f} apart and mouth {self.eye_mouth:.3f} below them, as fractions of the side: "
+                f"FER2013's median framing, measured with YuNet landmarks); faces without landmarks: the detector's box")
 
     def to_dict(self) -> dict:
         return asdict(self)
