@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from fer_edge.runtime.backends import LiteRTBackend
-from fer_edge.runtime.boxes import FaceBox, clip_box, corner_iou, drop_nested, scale_faces
+from fer_edge.runtime.boxes import MIN_FACE, FaceBox, clip_box, corner_iou, drop_nested, scale_faces
 from fer_edge.runtime.errors import FerEdgeError, MissingExtraError, ModelError
 from fer_edge.runtime.shipped import shipped_file
 
@@ -91,12 +91,14 @@ class YuNetDetector:
 
     def detect(self, frame: np.ndarray, gray: np.ndarray) -> list[FaceBox]:
         h, w = frame.shape[:2]
+        if min(h, w) < MIN_FACE:  # no face fits; on a 1x1 image the network answers infinities
+            return []
         if (w, h) != self._input_size:
             self.net.setInputSize((w, h))
             self._input_size = (w, h)
         _, rows = self.net.detect(frame)
         faces = []
-        for r in () if rows is None else rows:
+        for r in () if rows is None else rows[np.isfinite(rows).all(axis=1)]:
             lms = tuple((float(r[4 + 2 * i]), float(r[5 + 2 * i])) for i in range(5))
             box = clip_box(r[0], r[1], r[0] + r[2], r[1] + r[3], frame.shape, float(r[14]), lms)
             if box is not None:
