@@ -22,9 +22,9 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from fer_edge.runtime.backends import LiteRTBackend
+from fer_edge.runtime.backends import litert_interpreter
 from fer_edge.runtime.boxes import MIN_FACE, FaceBox, clip_box, corner_iou, drop_nested, scale_faces
-from fer_edge.runtime.errors import FerEdgeError, MissingExtraError, ModelError
+from fer_edge.runtime.errors import FerEdgeError, ModelError
 from fer_edge.runtime.shipped import shipped_file
 
 HAAR_SCALE, HAAR_LIFT = 1.15, 0.08  # BlazeFace box -> Haar-like framing (see BlazeFaceDetector.detect)
@@ -152,21 +152,6 @@ class HaarDetector:
 def _check_unit(flag: str, value: float) -> None:
     if not 0.0 < float(value) < 1.0:
         raise FerEdgeError(f"{flag} must be between 0 and 1, found {value}")
-def litert_interpreter(path: str | os.PathLike, threads: int | None = None):
-    """A LiteRT interpreter from the first interpreter module installed (same order as LiteRTBackend)."""
-    for name in LiteRTBackend.MODULES:
-        try:
-            mod = importlib.import_module(name)
-        except ImportError:
-            continue
-        mod = getattr(mod, "lite", mod)
-        try:
-            interp = mod.Interpreter(model_path=str(path), num_threads=threads)
-            interp.allocate_tensors()
-        except (ValueError, RuntimeError) as exc:
-            raise ModelError(f"{path}: not a loadable .tflite model ({str(exc).splitlines()[0]})") from None
-        return interp
-    raise MissingExtraError("ai-edge-litert", "litert")
 
 
 def blazeface_anchors(size: int = 128, strides=(8, 16, 16, 16)) -> np.ndarray:
@@ -238,7 +223,7 @@ class BlazeFaceDetector:
                              "(or pip install mediapipe, whose wheel carries it)")
         if not path.is_file():
             raise ModelError(f"{path}: no such BlazeFace model file")
-        self.interp = litert_interpreter(path, threads)
+        self.interp = litert_interpreter(path, threads)[0]
         inp = self.interp.get_input_details()
         outs = {tuple(o["shape"][1:]): o["index"] for o in self.interp.get_output_details()}
         if len(inp) != 1 or tuple(inp[0]["shape"][1:]) != (self.SIZE, self.SIZE, 3) \
