@@ -12,7 +12,7 @@
 # mounted it crashed), so every .tflite here runs on LiteRT's built-in kernels (--kernels builtin, and
 # FER_EDGE_KERNELS=builtin for the tests). Timings under emulation mean nothing and none are taken.
 #
-# The userland (debootstrap + a venv holding the wheel's dependencies) is cached as a tar under
+# The userland (debootstrap + a venv holding the wheel's dependencies, and their wheels) is cached as a tar under
 # ${XDG_CACHE_HOME:-$HOME/.cache}/fer-edge/, keyed on the suite, the Debian packages and the pip
 # requirements; each run unpacks a fresh copy. FER_EDGE_ARM64_FRESH=1 rebuilds it from scratch.
 set -euo pipefail
@@ -22,7 +22,7 @@ WHEEL=${1:?usage: bash .ci/aarch64.sh WHEEL}
 DATA=${FER_EDGE_DATA:?set FER_EDGE_DATA to the folder holding fer2013.npz}
 SUITE=bookworm
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
-DEBS=python3,python3-venv  # pip brings its own CA certificates (certifi)
+DEBS=python3,python3-venv
 EXTRA_PIPS="onnxruntime pytest"  # the [onnx] extra (for the INT8 .onnx gate) and the test runner
 OUT=.ci-out/aarch64
 VIDEO=samples/fer_test.mp4
@@ -83,6 +83,16 @@ new_root() {
     chmod 755 "$ROOT"
 }
 
+mapfile -t reqs <<<"$REQS"
+fetch_wheels() {
+    # pip on the host fetches pip's aarch64 wheels for CPython 3.11 (natively, through the host's index,
+    # proxy and certificates); pip inside installs them offline
+    local plats=() v
+    for v in $(seq 17 36); do plats+=(--platform "manylinux_2_${v}_aarch64"); done  # bookworm: glibc 2.36
+    # shellcheck disable=SC2086
+    python3 -m pip download -q -d "$ROOT/ci-wheels" --only-binary=:all: --python-version 3.11 "${plats[@]}" \
+        "${reqs[@]}" $EXTRA_PIPS
+}
 if [ -f "$TAR" ] && [ "${FER_EDGE_ARM64_FRESH:-0}" != 1 ]; then
     say "userland from cache $TAR"
 else
@@ -92,15 +102,14 @@ else
     # one stage, driven from the host (its perl reads the package lists natively); only the arm64
     # programs inside (dpkg, maintainer scripts) run emulated
     debootstrap --arch=arm64 --variant=minbase --include="$DEBS" "$SUITE" "$ROOT" "$MIRROR" >/dev/null
-    cp -L /etc/resolv.conf "$ROOT/etc/resolv.conf"
     in_root python3 -m venv /opt/venv
-    mapfile -t reqs <<<"$REQS"
+    fetch_wheels
     # shellcheck disable=SC2086
-    in_root pip install -q "${reqs[@]}" $EXTRA_PIPS
+    in_root pip install -q --no-index --find-links /ci-wheels "${reqs[@]}" $EXTRA_PIPS
     in_root apt-get clean
     mkdir -p "$CACHE"
     rm -f "$CACHE"/arm64-"$SUITE"-*.tar  # one userland at a time
-    tar -C "$ROOT" -cf "$TAR.tmp" . && mv "$TAR.tmp" "$TAR"
+    tar --one-file-system -C "$ROOT" -cf "$TAR.tmp" . && mv "$TAR.tmp" "$TAR"
     say "userland built in $((SECONDS - start)) s, cached as $TAR ($(du -h "$TAR" | cut -f1))"
     cleanup; ROOT=""
 fi
@@ -121,12 +130,15 @@ say "machine inside: $(in_root uname -m), $(in_root python3 --version)"
 [ "$(in_root uname -m)" = aarch64 ] || fail "the userland does not run as aarch64"
 say "pip install $(basename "$WHEEL") (base dependencies) + $EXTRA_PIPS"
 # shellcheck disable=SC2086
-in_root pip install -q "/ci/$(basename "$WHEEL")" $EXTRA_PIPS
+in_root pip install -q --no-index --find-links /ci-wheels "/ci/$(basename "$WHEEL")" $EXTRA_PIPS
 if in_root python -c "import tensorflow" 2>/dev/null; then fail "tensorflow is importable in the aarch64 runtime"; fi
 
 say "runtime tests (LiteRT built-in kernels)"
+# The shipped files' gate test is left to the gate step below, which measures the same files the same way
+# (each pass over PrivateTest takes minutes under emulation); the damaged-file test runs here.
 # shellcheck disable=SC2086
-in_root sh -c "cd /ci/src && FER_EDGE_DATA=/ci/shared/data FER_EDGE_KERNELS=builtin python -m pytest -q -p no:cacheprovider $RUNTIME_TESTS"
+in_root sh -c "cd /ci/src && FER_EDGE_DATA=/ci/shared/data FER_EDGE_KERNELS=builtin python -m pytest -q -p no:cacheprovider \
+    -k 'not test_shipped_int8_files_pass_the_gate' $RUNTIME_TESTS"
 
 for g in $GOLDENS; do
     name=${g%_golden.npz}
