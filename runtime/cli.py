@@ -238,10 +238,13 @@ class _stop_on_signals:
 def _quiet_libraries() -> None:
     """OpenCV's and FFmpeg's own warnings (a camera index that does not open, a refused RTSP connection)
     would bury the one line fer-edge prints about the same problem."""
-    import cv2
-
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "8")  # AV_LOG_FATAL; read when FFmpeg is first used
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")  # read when OpenCV first logs
+    try:  # and for an OpenCV that has already logged; a fresh OpenCV 5.0 install once lacked this submodule
+        from cv2.utils import logging as cv_logging
+    except ImportError:
+        return
+    cv_logging.setLogLevel(cv_logging.LOG_LEVEL_ERROR)
 
 
 @cli_main  # exit codes (0, 2 user error, 130 interrupted) and the one-line error
