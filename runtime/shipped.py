@@ -1,20 +1,16 @@
 """Files shipped inside the package (`fer_edge.models`, data only): the classifiers and YuNet."""
 from __future__ import annotations
 
-import importlib.resources
 import importlib.util
 from pathlib import Path
 
 
 def models_dirs() -> list[Path]:
-    """The folders of the fer_edge.models package data (shipped model files)."""
-    try:
-        return [Path(str(importlib.resources.files("fer_edge.models")))]
-    except (ModuleNotFoundError, NotADirectoryError):
-        # models/ holds no code, so it is a namespace package; Python 3.11's resources reader rejects the
-        # path hook of a setuptools editable install ("MultiplexedPath only supports directories")
-        spec = importlib.util.find_spec("fer_edge.models")
-        return [Path(p) for p in (spec.submodule_search_locations or []) if spec and Path(p).is_dir()]
+    """The folders of the fer_edge.models package data (shipped model files). models/ holds no code, so it is
+    a namespace package: its spec's search locations are its folders, in a wheel and an editable install alike
+    (importlib.resources gives a MultiplexedPath there, whose str() is not a path)."""
+    spec = importlib.util.find_spec("fer_edge.models")
+    return [Path(p) for p in (spec.submodule_search_locations or []) if Path(p).is_dir()] if spec else []
 
 
 def shipped_file(name: str) -> Path | None:
