@@ -29,24 +29,13 @@ from fer_edge.runtime.errors import FerEdgeError, ModelError
 from fer_edge.runtime.framing import FRAMINGS, face_crops
 from fer_edge.runtime.images import MIN_SIDE
 from fer_edge.runtime.preprocess import FrameError, as_bgr
-from fer_edge.runtime.shipped import models_dirs, shipped_file
+from fer_edge.runtime.shipped import shipped_file, shipped_models
 from fer_edge.runtime.tracking import Tracker
 
 log = logging.getLogger("fer_edge.runtime")
 
 DEFAULT_MODEL = "fer-vgg_int8.tflite"
-SHIPPED = "fer-{name}_int8.tflite"  # a shipped model's runtime file; `--model NAME` selects it by NAME
 STAGES = ("read", "detect", "track", "classify", "output")
-
-
-def shipped_models() -> dict[str, Path]:
-    """Short name -> runtime file of every model this install ships (e.g. 'vgg' -> fer-vgg_int8.tflite)."""
-    prefix, suffix = SHIPPED.split("{name}")
-    found = {}
-    for folder in models_dirs():
-        for f in sorted(folder.glob(SHIPPED.format(name="*"))):
-            found.setdefault(f.name[len(prefix):-len(suffix)], f)
-    return found
 
 
 def default_model() -> Path:

@@ -19,3 +19,16 @@ def shipped_file(name: str) -> Path | None:
         if (folder / name).is_file():
             return folder / name
     return None
+
+
+SHIPPED = "fer-{name}_int8.tflite"  # a shipped model's runtime file; `--model NAME` selects it by NAME
+
+
+def shipped_models() -> dict[str, Path]:
+    """Short name -> runtime file of every model this install ships (e.g. 'vgg' -> fer-vgg_int8.tflite)."""
+    prefix, suffix = SHIPPED.split("{name}")
+    found = {}
+    for folder in models_dirs():
+        for f in sorted(folder.glob(SHIPPED.format(name="*"))):
+            found.setdefault(f.name[len(prefix):-len(suffix)], f)
+    return found

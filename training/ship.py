@@ -110,7 +110,7 @@ def write_card(run: Path, out: Path, name: str, parity: dict | None = None) -> P
                 shutil.copyfile(src, tmp)
     plot_curves(run / "history.jsonl", out / f"{name}_curves.png")
     p = meta.provenance
-    cost = (parity or {}).get("reference", {}).get("cost") or keras_cost(dst)
+    cost = reference_cost(parity, dst)
     spec = meta.preprocess
     finished = state["epoch"] >= state["config"]["epochs"] or state["epoch"] - state["best_epoch"] > state["config"]["patience"]
     status = ("final: training finished" if finished else
@@ -186,12 +186,16 @@ def write_card(run: Path, out: Path, name: str, parity: dict | None = None) -> P
     return card
 
 
-def keras_cost(path: Path) -> dict:
-    """Multiply-adds and parameters of a shipped reference whose parity report predates the cost figures."""
+def reference_cost(parity: dict | None, keras_file: Path) -> dict:
+    """Multiply-adds and parameters of a shipped reference: from its parity report, or counted from the model
+    where the report predates the cost figures."""
+    cost = (parity or {}).get("reference", {}).get("cost")
+    if cost:
+        return cost
     from fer_edge.convert.cost import model_cost
     from fer_edge.convert.source import load_keras
 
-    return model_cost(load_keras(path)[0])
+    return model_cost(load_keras(keras_file)[0])
 
 
 def distillation_row(d: dict) -> str:
@@ -205,14 +209,15 @@ def distillation_row(d: dict) -> str:
 def write_overview(out: Path) -> Path:
     """MODEL_CARD.md: the shipped models side by side (accuracy, per-class recall, cost, INT8 parity), read
     from each NAME.keras and NAME_parity.json; the runtime's default first."""
-    from fer_edge.runtime.pipeline import DEFAULT_MODEL, SHIPPED
+    from fer_edge.runtime.pipeline import DEFAULT_MODEL
+    from fer_edge.runtime.shipped import SHIPPED as RUNTIME_FILE  # not this module's SHIPPED (format names)
 
     models = []
     for keras_file in sorted(out.glob("*.keras")):
         name, parity_file = keras_file.stem, out / f"{keras_file.stem}_parity.json"
-        if parity_file.is_file() and (out / SHIPPED.format(name=name.removeprefix("fer-"))).is_file():
+        if parity_file.is_file() and (out / RUNTIME_FILE.format(name=name.removeprefix("fer-"))).is_file():
             models.append((name, read_metadata(keras_file), json.loads(parity_file.read_text())))
-    models.sort(key=lambda m: SHIPPED.format(name=m[0].removeprefix("fer-")) != DEFAULT_MODEL)
+    models.sort(key=lambda m: RUNTIME_FILE.format(name=m[0].removeprefix("fer-")) != DEFAULT_MODEL)
     lines = ["# Model card: the models fer-edge ships", "",
              "Each is a Keras reference trained on FER2013 (Training; best epoch chosen on PublicTest; reported on "
              "PrivateTest) with INT8 exports held to it by the parity gate. `fer-edge --model NAME` selects one by "
@@ -223,7 +228,7 @@ def write_overview(out: Path) -> Path:
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for i, (name, meta, parity) in enumerate(models):
         ref, f = parity["reference"], meta.figures
-        cost = ref.get("cost") or keras_cost(out / f"{name}.keras")
+        cost = reference_cost(parity, out / f"{name}.keras")
         int8 = parity["formats"].get("tflite-int8", {})
         kern = int8.get("kernels", {})
         lines.append(f"| {name} | `{name.removeprefix('fer-')}` | {'default' if i == 0 else 'option'} | "
