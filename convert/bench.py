@@ -200,6 +200,14 @@ def file_cost(path: Path) -> dict:
     return {k: cost[k] for k in ("macs", "parameters") if cost.get(k)}
 
 
+def e2e_detectors(blazeface: str | None) -> list[str]:
+    """The detectors an end-to-end run uses: the default (YuNet), Haar where this OpenCV still has it (4.x),
+    BlazeFace when its model file is given."""
+    import cv2
+
+    return ["yunet"] + (["haar"] if hasattr(cv2, "CascadeClassifier") else []) + (["blazeface"] if blazeface else [])
+
+
 def _rows(models: list[ModelFile]) -> list[tuple[ModelFile, str]]:
     """(file, kernels) rows: INT8 .tflite on both LiteRT kernel paths."""
     rows = []
@@ -272,7 +280,7 @@ def run_bench(models: list[ModelFile], data: str | None = None, golden: str | No
                 if video:
                     row["e2e"] = {det: e2e_median(video, m.path, det, kernels if m.runtime == "tflite" else "default",
                                                   settings.e2e_repeats, blazeface, settings.max_frames)
-                                  for det in ["haar"] + (["blazeface"] if blazeface else [])}
+                                  for det in e2e_detectors(blazeface)}
             doc["rows"].append(row)
         if video and ref_keras is not None and doc["baseline"] is None:
             log(f"tutorials' loop: {ref_keras.name}, Haar every frame, model.predict per face")

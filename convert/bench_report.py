@@ -223,7 +223,9 @@ def markdown(doc: dict) -> str:
         L.append(f"INT8 was faster or equal in the other {len(found) - len(slower)} of {len(found)} comparisons.")
     else:
         L.append(f"INT8 was not slower than fp32 in any of the {len(found)} configurations measured here.")
-    L += ["", "On ARM boards (Raspberry Pi, Jetson) the balance can differ: rerun the command there.", "",
+    L += ["", "On ARM boards (Raspberry Pi, Jetson) the balance can differ: CI proves accuracy and agreement on "
+          "emulated aarch64 but takes no timings there; measure on the board itself with `fer-edge verify` and "
+          "`fer-bench --quick` ([deploy/BOARDS.md](deploy/BOARDS.md)).", "",
           "## Files", "", "| file | sha256 |", "|---|---|"]
     seen = set()
     for r in doc["rows"]:

@@ -63,12 +63,27 @@ def convert_parser() -> argparse.ArgumentParser:
     return p
 
 
+def parse_kernel_paths(value: str) -> tuple[str, ...]:
+    from fer_edge.convert.parity import KERNEL_PATHS
+
+    paths = tuple(v.strip() for v in value.split(",") if v.strip())
+    bad = [v for v in paths if v not in KERNEL_PATHS]
+    if bad or not paths or len(set(paths)) != len(paths):
+        raise argparse.ArgumentTypeError(f"expected distinct kernel paths from {','.join(KERNEL_PATHS)}, found {value!r}")
+    return paths
+
+
 def verify_parser() -> argparse.ArgumentParser:
+    from fer_edge.convert.parity import KERNEL_PATHS
+
     p = argparse.ArgumentParser(prog="fer-convert verify",
                                 description="Measure existing .tflite/.onnx files against their Keras reference.")
     p.add_argument("files", nargs="+", help=".tflite / .onnx files")
     p.add_argument("--reference", required=True, help="the Keras model the files were made from, or its golden "
                    "outputs (.npz, see fer_edge.convert.golden): then no TensorFlow is needed")
+    p.add_argument("--kernels", default=",".join(KERNEL_PATHS), type=parse_kernel_paths,
+                   help="LiteRT kernel paths to measure INT8 .tflite files on, comma-separated (default: "
+                   "%(default)s; 'builtin' alone where XNNPACK cannot run, e.g. under qemu emulation)")
     _common(p)
     return p
 
@@ -82,7 +97,7 @@ def _run(argv: list[str]) -> int:
         if not a.data:
             raise FerEdgeError("verify needs --data DATA to measure the files on")
         doc, code = verify(a.files, a.reference, a.data, a.out, a.labels, a.normalize, a.equalize, a.eval_split,
-                           a.max_drop, a.min_agreement, a.force, log=_log)
+                           a.max_drop, a.min_agreement, a.force, log=_log, kernel_paths=a.kernels)
     else:
         a = convert_parser().parse_args(argv)
         if a.int8 and a.formats:

@@ -21,6 +21,9 @@ from fer_edge.runtime.metrics import agreement, classification_report
 DEFAULT_MAX_DROP = 1.0  # percentage points of accuracy a file may lose against the reference
 DEFAULT_MIN_AGREEMENT = 0.97  # share of faces on which a file must give the reference's top-1 class
 GATE_EXIT = 3  # exit code when a file breaks the budget
+# LiteRT kernel paths an INT8 .tflite is measured on: the XNNPACK delegate ('default') and the built-in
+# kernels. Under qemu-user emulation only 'builtin' runs (XNNPACK's cpuinfo needs a real /sys).
+KERNEL_PATHS = ("default", "builtin")
 
 
 @dataclass(frozen=True)
@@ -50,22 +53,29 @@ def _compare(probs: np.ndarray, ref_probs: np.ndarray, ev: EvalSet, labels, refe
 
 
 def evaluate_file(path: Path, ev: EvalSet, ref_probs: np.ndarray, reference: dict, int8: bool,
-                  display_path: str | None = None, **classifier_options) -> dict:
-    """One `formats` entry: size, accuracy, drop, agreement, recall deltas, largest probability difference."""
+                  display_path: str | None = None, kernel_paths: tuple[str, ...] = KERNEL_PATHS,
+                  **classifier_options) -> dict:
+    """One `formats` entry: size, accuracy, drop, agreement, recall deltas, largest probability difference.
+
+    A .tflite file runs on kernel_paths[0]; an INT8 one on every path of kernel_paths, each gated."""
     path = Path(path)
     classifier_options.setdefault("threads", os.cpu_count())  # LiteRT would otherwise run one thread
-    clf = Classifier(path, **classifier_options)
-    probs = clf.predict_batched(ev.faces)
+    tflite = path.suffix.lower() == ".tflite"
+    paths = (kernel_paths if int8 else kernel_paths[:1]) if tflite else (None,)
+    probs = {}
+    for k in paths:
+        clf = Classifier(path, **classifier_options, **({"kernels": k} if k else {}))
+        probs[k] = clf.predict_batched(ev.faces)
+    first = probs[paths[0]]
     entry = {"path": display_path or str(path), "bytes": path.stat().st_size, "runtime": clf.backend.module}
-    entry.update(_compare(probs, ref_probs, ev, clf.labels, reference))
-    if int8 and path.suffix.lower() == ".tflite":
-        builtin = Classifier(path, kernels="builtin", **classifier_options).predict_batched(ev.faces)
-        entry["kernels"] = {
-            "default": {k: entry[k] for k in ("accuracy", "accuracy_drop", "agreement", "max_prob_diff")},
-            "builtin": {k: v for k, v in _compare(builtin, ref_probs, ev, clf.labels, reference).items()
-                        if k in ("accuracy", "accuracy_drop", "agreement", "max_prob_diff")},
-            "spread": {"agreement": agreement(probs, builtin), "max_prob_diff": float(np.abs(probs - builtin).max())},
-        }
+    entry.update(_compare(first, ref_probs, ev, clf.labels, reference))
+    if int8 and tflite:
+        keep = ("accuracy", "accuracy_drop", "agreement", "max_prob_diff")
+        entry["kernels"] = {k: {f: v for f, v in _compare(p, ref_probs, ev, clf.labels, reference).items() if f in keep}
+                            for k, p in probs.items()}
+        if len(probs) == 2:
+            a, b = probs.values()
+            entry["kernels"]["spread"] = {"agreement": agreement(a, b), "max_prob_diff": float(np.abs(a - b).max())}
     return entry
 
 
@@ -111,6 +121,10 @@ def _pct(v) -> str:
 def markdown(doc: dict) -> str:
     ref, ev = doc["reference"], doc["eval"]
     lines = ["# fer-convert parity report", ""]
+    if doc.get("machine"):
+        m = doc["machine"]
+        lines += [f"Measured on {m['arch']} ({m['cpu']}), {m['platform']}; LiteRT kernels: "
+                  f"{', '.join(doc.get('kernel_paths', KERNEL_PATHS))}.", ""]
     if ev is None:
         lines += ["No evaluation data was given (--data): files were converted but not measured.", ""]
     else:
@@ -132,13 +146,17 @@ def markdown(doc: dict) -> str:
                      f"| {e['accuracy_drop']:+.2f} | {_pct(e['agreement'])} | {e['max_prob_diff']:.4f} | {verdict} |")
     kern = {n: e["kernels"] for n, e in doc["formats"].items() if "kernels" in e}
     if kern:
-        lines += ["", "## INT8 kernel paths (LiteRT XNNPACK delegate vs built-in kernels)", "",
-                  "| format | default accuracy | builtin accuracy | default agreement | builtin agreement "
-                  "| default vs builtin agreement | default vs builtin max prob diff |", "|---|---|---|---|---|---|---|"]
+        lines += ["", "## INT8 kernel paths (LiteRT XNNPACK delegate 'default', built-in kernels 'builtin')", "",
+                  "| format | kernels | accuracy | drop (pp) | agreement | max prob diff |", "|---|---|---|---|---|---|"]
         for n, k in kern.items():
-            lines.append(f"| {n} | {_pct(k['default']['accuracy'])} | {_pct(k['builtin']['accuracy'])} | "
-                         f"{_pct(k['default']['agreement'])} | {_pct(k['builtin']['agreement'])} | "
-                         f"{_pct(k['spread']['agreement'])} | {k['spread']['max_prob_diff']:.4f} |")
+            for path, m in k.items():
+                if path != "spread":
+                    lines.append(f"| {n} | {path} | {_pct(m['accuracy'])} | {m['accuracy_drop']:+.2f} | "
+                                 f"{_pct(m['agreement'])} | {m['max_prob_diff']:.4f} |")
+        for n, k in kern.items():
+            if "spread" in k:
+                lines += ["", f"{n}: default and builtin agree on {_pct(k['spread']['agreement'])} of faces "
+                          f"(max prob diff {k['spread']['max_prob_diff']:.4f})."]
     measured = {n: e for n, e in doc["formats"].items() if "recall_delta" in e}
     if measured:
         labels = list(next(iter(measured.values()))["recall_delta"])

@@ -16,7 +16,7 @@ import numpy as np
 
 from fer_edge.convert.cost import model_cost
 from fer_edge.convert.formats import FORMATS, ExportContext, Format, check_options, output_path
-from fer_edge.convert.parity import (DEFAULT_MAX_DROP, DEFAULT_MIN_AGREEMENT, EvalSet, build_report,
+from fer_edge.convert.parity import (DEFAULT_MAX_DROP, DEFAULT_MIN_AGREEMENT, KERNEL_PATHS, EvalSet, build_report,
                                      evaluate_file, reference_entry, report_texts)
 from fer_edge.runtime.datasets import load_dataset, split_code
 from fer_edge.runtime.errors import DataError, FerEdgeError
@@ -260,8 +260,11 @@ def _write_report(doc: dict, staging: Staging, out_dir: Path) -> None:
 def verify(files: list[str], reference: str, data: str, out: str | None = None, labels: str | None = None,
            normalize: str | None = None, equalize: bool | None = None, eval_split: str = "PrivateTest",
            max_drop: float = DEFAULT_MAX_DROP, min_agreement: float = DEFAULT_MIN_AGREEMENT,
-           force: bool = False, log=print) -> tuple[dict, int]:
-    """The parity checks on files that already exist (CI); returns (report, exit code)."""
+           force: bool = False, log=print, kernel_paths: tuple[str, ...] = KERNEL_PATHS) -> tuple[dict, int]:
+    """The parity checks on files that already exist (CI); returns (report, exit code).
+
+    The report records the machine it ran on and the LiteRT kernel paths measured (kernel_paths)."""
+    from fer_edge.convert.bench_report import machine
     from fer_edge.convert.parity import GATE_EXIT
     from fer_edge.convert.source import load_source
 
@@ -308,8 +311,10 @@ def verify(files: list[str], reference: str, data: str, out: str | None = None, 
                                  "equalize": bool(equalize) if ref_meta is None or equalize is not None
                                  else ref_meta.preprocess.equalize}
         log(f"{p.name}: evaluating on {ev.split}")
-        entries[fmt if fmt not in entries else p.name] = evaluate_file(p, ev, ref_probs, ref, int8, **flags)
-    doc = build_report(ref, ev, entries, max_drop, min_agreement)
+        entries[fmt if fmt not in entries else p.name] = evaluate_file(p, ev, ref_probs, ref, int8,
+                                                                       kernel_paths=kernel_paths, **flags)
+    doc = build_report(ref, ev, entries, max_drop, min_agreement,
+                       {"machine": machine(), "kernel_paths": list(kernel_paths)})
     if staging is not None:
         try:
             _write_report(doc, staging, Path(out))

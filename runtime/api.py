@@ -90,6 +90,7 @@ def create_app(options=None, max_upload_bytes: int = int(DEFAULT_MAX_UPLOAD_MB *
         score: float = Field(description="detector confidence")
 
     class Prediction(BaseModel):
+        source: str = Field(description="the uploaded file's name")
         width: int
         height: int
         faces: list[Face]
@@ -101,6 +102,7 @@ def create_app(options=None, max_upload_bytes: int = int(DEFAULT_MAX_UPLOAD_MB *
         model: str
         backend: str
         detector: str
+        framing: str = Field(description="how faces are cut for the classifier")
         labels: list[str]
 
     class Problem(BaseModel):
@@ -115,7 +117,7 @@ def create_app(options=None, max_upload_bytes: int = int(DEFAULT_MAX_UPLOAD_MB *
     def health() -> Health:
         c = pipe.classifier
         return Health(status="ok", model=c.path.name, backend=c.backend.module,
-                      detector=pipe.options.detector, labels=list(pipe.labels))
+                      detector=pipe.options.detector, framing=pipe.options.framing, labels=list(pipe.labels))
 
     @app.post("/predict", response_model=Prediction,
               responses={400: {"model": Problem, "description": f"empty, undecodable, not {FORMATS}, or "
@@ -129,13 +131,13 @@ def create_app(options=None, max_upload_bytes: int = int(DEFAULT_MAX_UPLOAD_MB *
             image = decode_image(data)  # the size is checked from the header, before any pixel is decoded
             t0 = time.perf_counter()
             with lock:
-                result = pipe.process_image(image)
+                result = pipe.process_image(image, source=file.filename or "")
         except FerEdgeError as exc:
             raise HTTPException(400, str(exc)) from None
         ms = (time.perf_counter() - t0) * 1000
         faces = [Face(box=list(f.box), label=f.label, probs={k: round(v, 5) for k, v in f.probs.items()},
                       score=round(float(f.score), 4)) for f in result.faces]
-        return Prediction(width=image.shape[1], height=image.shape[0], faces=faces, labels=list(pipe.labels),
+        return Prediction(source=result.source, width=image.shape[1], height=image.shape[0], faces=faces, labels=list(pipe.labels),
                           ms=round(ms, 3))
 
     return app
@@ -151,15 +153,13 @@ def _version() -> str:
 
 
 def api_parser() -> argparse.ArgumentParser:
-    from fer_edge.runtime.cli_args import model_arguments
+    from fer_edge.runtime.cli_args import detector_arguments, model_arguments
     from fer_edge.runtime.config import add_config_argument
-    from fer_edge.runtime.detectors import DETECTORS
 
     p = argparse.ArgumentParser(prog="fer-edge serve-api", description="HTTP API: POST /predict with an image, "
                                 "GET /health, schema at /openapi.json (pip install 'fer-edge[api]').")
     model_arguments(p)
-    p.add_argument("--detector", choices=sorted(DETECTORS), default="haar")
-    p.add_argument("--detector-model", metavar="PATH", help="BlazeFace face_detection_short_range.tflite")
+    detector_arguments(p)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB, metavar="MB",
@@ -169,7 +169,7 @@ def api_parser() -> argparse.ArgumentParser:
 
 
 def serve_api(argv: list[str]) -> int:
-    from fer_edge.runtime.cli_args import classifier_options
+    from fer_edge.runtime.cli_args import classifier_options, detector_options
     from fer_edge.runtime.config import with_config
     from fer_edge.runtime.pipeline import Pipeline, PipelineOptions
 
@@ -178,8 +178,7 @@ def serve_api(argv: list[str]) -> int:
     if a.max_upload_mb <= 0:
         raise FerEdgeError(f"--max-upload-mb must be above 0, found {a.max_upload_mb}")
     uvicorn = require("uvicorn", "api")
-    opts = PipelineOptions(model=a.model, detector=a.detector, detector_model=a.detector_model,
-                           **classifier_options(a))
+    opts = PipelineOptions(model=a.model, **detector_options(a), **classifier_options(a))
     sock = _listen(a.host, a.port)  # before the model loads: a taken port is a one-line error, no "API on"
     try:
         with Pipeline(opts) as pipe:

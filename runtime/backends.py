@@ -50,6 +50,32 @@ def _quiet_stderr():
         os.close(saved)
 
 
+LITERT_MODULES = ("ai_edge_litert.interpreter", "tflite_runtime.interpreter", "tensorflow")  # first found wins
+
+
+def litert_interpreter(path: str | os.PathLike, threads: int | None = None, kernels: str = "default"):
+    """(allocated interpreter, module name) for a .tflite file, from the first interpreter module installed;
+    the one place a LiteRT interpreter is built (the classifier's backend and BlazeFace alike)."""
+    for name in LITERT_MODULES:
+        try:
+            mod = importlib.import_module(name)
+        except ImportError:
+            continue
+        mod = getattr(mod, "lite", mod)  # tensorflow -> tensorflow.lite
+        kwargs = {"model_path": str(path), "num_threads": threads}
+        if kernels == "builtin":
+            kwargs["experimental_op_resolver_type"] = mod.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES \
+                if hasattr(mod, "experimental") else mod.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        try:
+            interp = mod.Interpreter(**kwargs)
+            with _quiet_stderr():  # LiteRT's "INFO: Created TensorFlow Lite XNNPACK delegate" on every start
+                interp.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            raise ModelError(f"{path}: not a loadable .tflite model ({str(exc).splitlines()[0]})") from None
+        return interp, name.split(".")[0]
+    raise MissingInterpreterError()
+
+
 class LiteRTBackend:
     """.tflite through ai-edge-litert, else tflite-runtime, else tensorflow.lite (whichever is installed).
 
@@ -57,7 +83,6 @@ class LiteRTBackend:
     built-in kernels, BUILTIN_WITHOUT_DEFAULT_DELEGATES); an INT8 file can answer differently on each.
     """
 
-    MODULES = ("ai_edge_litert.interpreter", "tflite_runtime.interpreter", "tensorflow")  # first found wins
     KERNELS = ("default", "builtin")
     OPTIONS = ("threads", "kernels")  # what open_backend may pass
 
@@ -65,28 +90,7 @@ class LiteRTBackend:
         kernels = kernels or "default"
         if kernels not in self.KERNELS:
             raise ModelError(f"unknown kernels {kernels!r}: expected one of {', '.join(self.KERNELS)}")
-        mod = None
-        for name in self.MODULES:
-            try:
-                mod = importlib.import_module(name)
-                mod = getattr(mod, "lite", mod)  # tensorflow -> tensorflow.lite
-                break
-            except ImportError:
-                continue
-        if mod is None:
-            raise MissingInterpreterError()
-        self.module = name.split(".")[0]
-        kwargs = {"model_path": str(path), "num_threads": threads}
-        if kernels == "builtin":
-            kwargs["experimental_op_resolver_type"] = mod.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES \
-                if hasattr(mod, "experimental") else mod.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-        Interpreter = getattr(mod, "Interpreter")
-        try:
-            self.interp = Interpreter(**kwargs)
-            with _quiet_stderr():  # LiteRT's "INFO: Created TensorFlow Lite XNNPACK delegate" on every start
-                self.interp.allocate_tensors()
-        except (ValueError, RuntimeError) as exc:
-            raise ModelError(f"{path}: not a loadable .tflite model ({str(exc).splitlines()[0]})") from None
+        self.interp, self.module = litert_interpreter(path, threads, kernels)
         inputs, outputs = self.interp.get_input_details(), self.interp.get_output_details()
         if len(inputs) != 1 or len(outputs) != 1:
             raise ModelError(f"{path}: expected one input and one output, found {len(inputs)} and {len(outputs)}")

@@ -2,7 +2,7 @@
 
     fer-edge --camera 0                                   # window if OpenCV has a GUI, summary on Ctrl-C
     fer-edge --source video.mp4 --json out.jsonl --record out.mp4
-    fer-edge --source rtsp://cam/stream --detector blazeface --detector-model face_detection_short_range.tflite
+    fer-edge --source rtsp://cam/stream --detect-every 3 --timeline emotions.png
     fer-edge --image photo.jpg [--record annotated.jpg]
     fer-edge verify --model models/fer-vgg_int8.tflite --data ../shared/data
     fer-edge --config /etc/fer-edge/config.toml --mqtt mqtt://broker:1883/fer/door --serve 0.0.0.0:8080
@@ -23,8 +23,7 @@ import threading
 import time
 
 from fer_edge.runtime.errors import FerEdgeError, cli_main
-from fer_edge.runtime.detectors import DETECTORS
-from fer_edge.runtime.cli_args import classifier_options, model_arguments
+from fer_edge.runtime.cli_args import classifier_options, detector_arguments, detector_options, model_arguments
 from fer_edge.runtime.config import add_config_argument, with_config
 from fer_edge.runtime.mqtt import add_mqtt_arguments
 from fer_edge.runtime.preview import add_preview_arguments
@@ -43,9 +42,7 @@ def run_parser() -> argparse.ArgumentParser:
     src.add_argument("--image", metavar="PATH", help="one photo (or a folder): print its faces and emotions")
     model_arguments(p)
     d = p.add_argument_group("detection and tracking")
-    d.add_argument("--detector", choices=sorted(DETECTORS), default="haar")
-    d.add_argument("--detector-model", metavar="PATH", help="BlazeFace face_detection_short_range.tflite "
-                   "(default: look inside an installed mediapipe package)")
+    detector_arguments(d)
     d.add_argument("--detect-every", type=int, default=1, metavar="K", help="run the detector every K frames, "
                    "follow faces in between (default 1)")
     d.add_argument("--smooth", type=float, default=0.0, metavar="A", help="per-track EMA of probabilities: "
@@ -56,6 +53,8 @@ def run_parser() -> argparse.ArgumentParser:
     o.add_argument("--window", choices=("auto", "on", "off"), default="auto",
                    help="show annotated frames (auto: when OpenCV has a GUI and a display)")
     o.add_argument("--summary", metavar="FILE", help="also write the end-of-run summary as JSON")
+    o.add_argument("--timeline", metavar="FILE.png", help="draw each track's emotion probabilities over time "
+                   "into this image when the run ends")
     o.add_argument("--force", action="store_true", help="overwrite existing output files")
     o.add_argument("--quiet", action="store_true", help="no summary on stderr")
     r = p.add_argument_group("run")
@@ -145,8 +144,8 @@ def run(argv: list[str]) -> int:
         a.serve_token, a.serve_token_file = serve_token(a), None  # an empty token fails here, before any work
     outputs = {}
     try:  # every output file is checked before the model loads, and none is left behind if the run fails
-        check_distinct({"--" + opt: getattr(a, opt) for opt in ("json", "record", "summary")})
-        for opt in ("json", "record", "summary"):
+        check_distinct({"--" + opt: getattr(a, opt) for opt in ("json", "record", "summary", "timeline")})
+        for opt in ("json", "record", "summary", "timeline"):
             value = getattr(a, opt)
             outputs["--" + opt] = OutputFile(value, a.force, "--" + opt) if value else None
         summary = _run(a, outputs)
@@ -163,7 +162,8 @@ def run(argv: list[str]) -> int:
 
 def _run(a, outputs: dict) -> dict:
     from fer_edge.runtime.pipeline import Pipeline, PipelineOptions
-    from fer_edge.runtime.sinks import JsonLinesSink, PrintSink, RecordSink, WindowSink, format_summary, gui_available
+    from fer_edge.runtime.sinks import (JsonLinesSink, PrintSink, RecordSink, TimelineSink, WindowSink,
+                                        format_summary, gui_available)
     from fer_edge.runtime.sources import open_source
 
     kw = classifier_options(a)
@@ -171,8 +171,7 @@ def _run(a, outputs: dict) -> dict:
         import cv2
 
         cv2.setNumThreads(a.threads)  # Haar and resizing too, so --threads 1 means one core
-    opts = PipelineOptions(model=a.model, detector=a.detector, detector_model=a.detector_model,
-                           detect_every=a.detect_every, smooth=a.smooth, **kw)
+    opts = PipelineOptions(model=a.model, detect_every=a.detect_every, smooth=a.smooth, **detector_options(a), **kw)
     stop = threading.Event()
     with Pipeline(opts) as pipe:  # the model first: a wrong model path fails before a camera opens
         source = open_source(a.source or a.image, camera=a.camera, picamera=a.picamera, loop=a.loop,
@@ -185,6 +184,8 @@ def _run(a, outputs: dict) -> dict:
                 sinks.append(JsonLinesSink(outputs["--json"]))
             if a.record:
                 sinks.append(RecordSink(outputs["--record"], getattr(source, "fps", 0.0), a.force))
+            if a.timeline:
+                sinks.append(TimelineSink(outputs["--timeline"], pipe.labels, a.force))
             if a.mqtt:
                 from fer_edge.runtime.mqtt import MqttSink
 
@@ -237,10 +238,13 @@ class _stop_on_signals:
 def _quiet_libraries() -> None:
     """OpenCV's and FFmpeg's own warnings (a camera index that does not open, a refused RTSP connection)
     would bury the one line fer-edge prints about the same problem."""
-    import cv2
-
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "8")  # AV_LOG_FATAL; read when FFmpeg is first used
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")  # read when OpenCV first logs
+    try:  # and for an OpenCV that has already logged; a fresh OpenCV 5.0 install once lacked this submodule
+        from cv2.utils import logging as cv_logging
+    except ImportError:
+        return
+    cv_logging.setLogLevel(cv_logging.LOG_LEVEL_ERROR)
 
 
 @cli_main  # exit codes (0, 2 user error, 130 interrupted) and the one-line error

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from fer_edge.runtime.detectors import DEFAULT_DETECTOR, DETECTORS
+from fer_edge.runtime.framing import FRAMINGS
 from fer_edge.runtime.labels import LABEL_SETS
 from fer_edge.runtime.preprocess import VALUE_RANGES
 
@@ -28,3 +30,27 @@ def classifier_options(a: argparse.Namespace) -> dict:
     providers = [x.strip() for x in a.providers.split(",") if x.strip()] if a.providers else None
     return {"labels": a.labels, "normalize": a.normalize, "equalize": a.equalize, "threads": a.threads,
             "providers": providers, "kernels": a.kernels}
+
+
+def detector_arguments(g) -> None:
+    """Detector choice, its declared options (--detect-NAME) and the framing, for fer-edge and serve-api."""
+    g.add_argument("--detector", choices=sorted(DETECTORS), default=DEFAULT_DETECTOR,
+                   help=f"face detector (default {DEFAULT_DETECTOR}; haar needs OpenCV 4.x)")
+    g.add_argument("--detector-model", metavar="PATH", help="the detector's model file (default: YuNet's shipped "
+                   "with fer-edge; BlazeFace's face_detection_short_range.tflite, else found in an installed mediapipe)")
+    g.add_argument("--detect-size", type=int, metavar="PX", help="width of the copy of each frame the detector "
+                   "sees (default: the detector's, for yunet 320 on streams and 640 on photos)")
+    for name in sorted({k for cls in DETECTORS.values() for k in cls.OPTIONS}):
+        g.add_argument(f"--detect-{name}", type=float, metavar="X", help=" / ".join(
+            f"{cls.name}: {cls.OPTIONS[name]}" for cls in DETECTORS.values() if name in cls.OPTIONS))
+    g.add_argument("--framing", choices=list(FRAMINGS), default="fer2013", help="how faces are cut for the "
+                   "classifier: fer2013 (FER2013's eye position and scale, head tilt levelled, where the detector "
+                   "gives landmarks) or box (the detector's box)")
+
+
+def detector_options(a: argparse.Namespace) -> dict:
+    """The detector group's values as PipelineOptions keywords; a --detect-X flag not given is left to the detector."""
+    options = {k: getattr(a, f"detect_{k}") for cls in DETECTORS.values() for k in cls.OPTIONS
+               if getattr(a, f"detect_{k}") is not None}
+    return {"detector": a.detector, "detector_model": a.detector_model, "detect_size": a.detect_size,
+            "detect_options": options, "framing": a.framing}

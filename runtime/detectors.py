@@ -1,76 +1,116 @@
-"""Face detectors: one small class each, chosen from a dict, same surface (`detect(frame) -> list[FaceBox]`).
+"""Face detectors: one small class each, chosen from a dict, all with the `Detector` surface.
 
-- `haar`: OpenCV's frontal-face Haar cascade shipped with opencv-python(-headless) 4.x; needs no download.
+- `yunet` (default): OpenCV's `cv2.FaceDetectorYN` with the YuNet model shipped in the package (MIT, see
+  models/NOTICE.md); boxes and five landmarks, faces of about 10 to 300 pixels; OpenCV 4.8+ and 5.x.
+- `haar`: OpenCV's frontal-face Haar cascade shipped with opencv-python(-headless) 4.x (OpenCV 5 removed it).
 - `blazeface`: MediaPipe's BlazeFace short-range TFLite model (128x128 input, 896 SSD anchors); anchors,
-  box decoding and weighted NMS are done here in numpy. The model file is given by path, or found inside
-  an installed `mediapipe` package.
+  box and keypoint decoding and weighted NMS are done here in numpy. The model file is given by path, or
+  found inside an installed `mediapipe` package.
 
-Boxes are (x, y, w, h) integer pixels clipped to the frame, so faces cut by the frame edge give a
-smaller box rather than an error; a frame with no face gives an empty list.
+The caller owns the frame: it computes the grey image once, and `detect_at` shrinks both to the detect size
+and maps the boxes back, so a detector only finds faces in what it is handed. Each detector
+declares the options it takes (`OPTIONS`, the `--detect-*` flags); `make_detector` refuses any other.
 """
 from __future__ import annotations
 
 import importlib
 import importlib.util
 import os
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import cv2
 import numpy as np
 
-from fer_edge.runtime.backends import LiteRTBackend
-from fer_edge.runtime.errors import FerEdgeError, MissingExtraError, ModelError
+from fer_edge.runtime.backends import litert_interpreter
+from fer_edge.runtime.boxes import MIN_FACE, FaceBox, clip_box, corner_iou, drop_nested, scale_faces
+from fer_edge.runtime.errors import FerEdgeError, ModelError
+from fer_edge.runtime.shipped import shipped_file
 
-MIN_FACE = 12  # pixels: smaller boxes cannot give a meaningful 48x48 crop
-# a box with more than this share of its area inside a larger box is dropped: faces do not nest, but Haar
-# fires on a mouth or an eye inside the face (measured on the sample video: a mouth box on 10 frames)
-NESTED = 0.6
 HAAR_SCALE, HAAR_LIFT = 1.15, 0.08  # BlazeFace box -> Haar-like framing (see BlazeFaceDetector.detect)
 
 
-@dataclass(frozen=True)
-class FaceBox:
-    x: int
-    y: int
-    w: int
-    h: int
-    score: float = 1.0
+class Detector(Protocol):
+    """What the pipeline needs of a face detector."""
 
-    @property
-    def box(self) -> tuple[int, int, int, int]:
-        return self.x, self.y, self.w, self.h
+    name: str
+    OPTIONS: dict[str, str]  # option name -> what it means (the --detect-NAME flag)
+    SIZES: tuple[int | None, int | None]  # default detect width for (streams, photos); None: the whole frame
 
+    def detect(self, frame: np.ndarray, gray: np.ndarray) -> list[FaceBox]:
+        """Faces in a BGR frame (`gray` is the same frame in grey, computed once by the caller)."""
 
-def clip_box(x0: float, y0: float, x1: float, y1: float, shape, score: float = 1.0) -> FaceBox | None:
-    """Corner coordinates -> a FaceBox clipped to the frame, or None when too little of it is inside."""
-    fh, fw = shape[:2]
-    xa, ya = max(0, int(round(x0))), max(0, int(round(y0)))
-    xb, yb = min(fw, int(round(x1))), min(fh, int(round(y1)))
-    if xb - xa < MIN_FACE or yb - ya < MIN_FACE:
-        return None
-    return FaceBox(xa, ya, xb - xa, yb - ya, float(score))
+    def close(self) -> None:
+        """Release the model."""
 
 
-def intersection(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> int:
-    """Area shared by two (x, y, w, h) boxes."""
-    iw = max(0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
-    ih = max(0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
-    return iw * ih
+def detect_at(detector: Detector, frame: np.ndarray, gray: np.ndarray, width: int | None) -> list[FaceBox]:
+    """Faces found on a copy of the frame shrunk to `width` pixels (never enlarged), in frame pixels."""
+    if not width or frame.shape[1] <= width:
+        return detector.detect(frame, gray)
+    scale = width / frame.shape[1]
+    small = cv2.resize(frame, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    small_gray = cv2.resize(gray, small.shape[1::-1], interpolation=cv2.INTER_AREA)
+    return scale_faces(detector.detect(small, small_gray), 1.0 / scale, frame.shape)
 
 
-def nested(a: FaceBox, b: FaceBox, share: float = NESTED) -> bool:
-    """True when box `a` is smaller than `b` and more than `share` of its area lies inside `b`."""
-    return b.w * b.h > a.w * a.h and intersection(a.box, b.box) > share * a.w * a.h
+class YuNetDetector:
+    """YuNet through cv2.FaceDetectorYN: a box, five landmarks and a score per face.
 
+    Default detect widths, score and NMS thresholds are measured by benchmarks/detector_defaults.py (its
+    results are in benchmarks/detector_defaults.json): 320 px for streams, where the sample video's face is
+    found on every frame at a third of the full-size time, 640 px for photos, where small faces in group
+    photos need the pixels.
+    """
 
-def drop_nested(boxes: list[FaceBox]) -> list[FaceBox]:
-    """The boxes that do not lie inside a larger one."""
-    return [a for a in boxes if not any(nested(a, b) for b in boxes)]
+    name = "yunet"
+    FILE = "face_detection_yunet_2026may.onnx"
+    OPTIONS = {"score": "minimum face score, 0-1 (default 0.6)",
+               "nms": "IoU above which overlapping boxes are merged (default 0.3)"}
+    SIZES = (320, 640)
+    TOP_K = 5000  # candidates kept before NMS (OpenCV's default)
+
+    def __init__(self, model: str | os.PathLike | None = None, threads: int | None = None, score: float = 0.6,
+                 nms: float = 0.3):
+        # threads: OpenCV's DNN module follows cv2.setNumThreads, which the CLI sets from --threads
+        if not hasattr(cv2, "FaceDetectorYN"):
+            raise FerEdgeError(f"this OpenCV ({cv2.__version__}) has no FaceDetectorYN: YuNet needs OpenCV 4.8 or "
+                               "later (pip install -U opencv-python-headless)")
+        path = Path(model) if model else shipped_file(self.FILE)
+        if path is None:
+            raise ModelError(f"this install ships no {self.FILE}: pass --detector-model FILE (YuNet .onnx)")
+        if not path.is_file():
+            raise ModelError(f"{path}: no such YuNet model file")
+        _check_unit("--detect-score", score)
+        _check_unit("--detect-nms", nms)
+        try:
+            self.net = cv2.FaceDetectorYN.create(str(path), "", (320, 240), float(score), float(nms), self.TOP_K)
+        except cv2.error:
+            raise ModelError(f"{path}: not a loadable YuNet model (expected face_detection_yunet_*.onnx)") from None
+        self._input_size = (320, 240)
+
+    def detect(self, frame: np.ndarray, gray: np.ndarray) -> list[FaceBox]:
+        h, w = frame.shape[:2]
+        if min(h, w) < MIN_FACE:  # no face fits; on a 1x1 image the network answers infinities
+            return []
+        if (w, h) != self._input_size:
+            self.net.setInputSize((w, h))
+            self._input_size = (w, h)
+        _, rows = self.net.detect(frame)
+        faces = []
+        for r in () if rows is None else rows[np.isfinite(rows).all(axis=1)]:
+            lms = tuple((float(r[4 + 2 * i]), float(r[5 + 2 * i])) for i in range(5))
+            box = clip_box(r[0], r[1], r[0] + r[2], r[1] + r[3], frame.shape, float(r[14]), lms)
+            if box is not None:
+                faces.append(box)
+        return drop_nested(faces)
+
+    def close(self) -> None:
+        self.net = None
 
 
 class HaarDetector:
-    """OpenCV Haar cascade (Viola-Jones) on a copy of the frame shrunk to at most `max_width` pixels wide.
+    """OpenCV Haar cascade (Viola-Jones), where the OpenCV build still has CascadeClassifier (4.x).
 
     Measured on the 596x336 sample video (115 frames, one face): full size at scale_factor 1.2 missed the
     face on 15 frames at ~44 ms/frame; shrunk to 320 wide at 1.1 it missed 6 at about half the time.
@@ -78,14 +118,17 @@ class HaarDetector:
 
     name = "haar"
     CASCADE = "haarcascade_frontalface_default.xml"
+    OPTIONS: dict[str, str] = {}
+    SIZES = (320, 320)
+    SCALE_FACTOR, MIN_NEIGHBORS, MIN_SIZE = 1.1, 5, 24
 
-    def __init__(self, model: str | os.PathLike | None = None, scale_factor: float = 1.1, min_neighbors: int = 5,
-                 min_size: int = 24, max_width: int | None = 320, **_):
+    def __init__(self, model: str | os.PathLike | None = None, threads: int | None = None):
+        # threads: the cascade follows cv2.setNumThreads, which the CLI sets from --threads
         data = getattr(cv2, "data", None)
         path = Path(model) if model else (Path(data.haarcascades) / self.CASCADE if data else None)
         if not hasattr(cv2, "CascadeClassifier") or path is None:
-            raise FerEdgeError("this OpenCV build has no Haar cascades (OpenCV 5 removed them): "
-                               "install opencv-python-headless<5 or use --detector blazeface")
+            raise FerEdgeError(f"this OpenCV ({cv2.__version__}) has no Haar cascades (OpenCV 5 removed them): "
+                               "use the default --detector yunet, or install opencv-python-headless<5")
         if not path.is_file():
             raise ModelError(f"{path}: no such Haar cascade file")
         try:
@@ -94,18 +137,11 @@ class HaarDetector:
             raise ModelError(f"{path}: not a loadable Haar cascade (expected an OpenCV .xml cascade)") from None
         if self.cascade.empty():
             raise ModelError(f"{path}: not a loadable Haar cascade")
-        self.scale_factor, self.min_neighbors, self.min_size = scale_factor, min_neighbors, (min_size, min_size)
-        self.max_width = max_width
 
-    def detect(self, frame: np.ndarray) -> list[FaceBox]:
-        gray = frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
-        scale = 1.0
-        if self.max_width and gray.shape[1] > self.max_width:
-            scale = self.max_width / gray.shape[1]
-            gray = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        rects = self.cascade.detectMultiScale(gray, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors,
-                                              minSize=self.min_size)
-        rects = np.asarray(rects, dtype=np.float64).reshape(-1, 4) / scale
+    def detect(self, frame: np.ndarray, gray: np.ndarray) -> list[FaceBox]:
+        rects = self.cascade.detectMultiScale(gray, scaleFactor=self.SCALE_FACTOR, minNeighbors=self.MIN_NEIGHBORS,
+                                              minSize=(self.MIN_SIZE, self.MIN_SIZE))
+        rects = np.asarray(rects, dtype=np.float64).reshape(-1, 4)
         boxes = (clip_box(x, y, x + w, y + h, frame.shape) for x, y, w, h in rects)
         return drop_nested([b for b in boxes if b is not None])
 
@@ -113,21 +149,9 @@ class HaarDetector:
         self.cascade = None
 
 
-def litert_interpreter(path: str | os.PathLike, threads: int | None = None):
-    """A LiteRT interpreter from the first interpreter module installed (same order as LiteRTBackend)."""
-    for name in LiteRTBackend.MODULES:
-        try:
-            mod = importlib.import_module(name)
-        except ImportError:
-            continue
-        mod = getattr(mod, "lite", mod)
-        try:
-            interp = mod.Interpreter(model_path=str(path), num_threads=threads)
-            interp.allocate_tensors()
-        except (ValueError, RuntimeError) as exc:
-            raise ModelError(f"{path}: not a loadable .tflite model ({str(exc).splitlines()[0]})") from None
-        return interp
-    raise MissingExtraError("ai-edge-litert", "litert")
+def _check_unit(flag: str, value: float) -> None:
+    if not 0.0 < float(value) < 1.0:
+        raise FerEdgeError(f"{flag} must be between 0 and 1, found {value}")
 
 
 def blazeface_anchors(size: int = 128, strides=(8, 16, 16, 16)) -> np.ndarray:
@@ -150,26 +174,20 @@ def blazeface_anchors(size: int = 128, strides=(8, 16, 16, 16)) -> np.ndarray:
 
 
 def weighted_nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> list[tuple[np.ndarray, float]]:
-    """MediaPipe's WEIGHTED non-max suppression: overlapping boxes are averaged, weighted by score."""
+    """MediaPipe's WEIGHTED non-max suppression: overlapping boxes are averaged, weighted by score.
+
+    `boxes` rows start with the corners (x0, y0, x1, y1); any further columns (keypoints) are averaged too.
+    """
     order = np.argsort(-scores)
     boxes, scores = boxes[order], scores[order]
     out = []
     while len(scores):
-        ious = box_iou(boxes[0], boxes)
+        ious = corner_iou(boxes[0, :4], boxes[:, :4])
         group = ious > iou_threshold
         w = scores[group][:, None]
         out.append(((boxes[group] * w).sum(axis=0) / w.sum(), float(scores[0])))
         boxes, scores = boxes[~group], scores[~group]
     return out
-
-
-def box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """IoU of one corner box (x0, y0, x1, y1) against many."""
-    ix0, iy0 = np.maximum(box[0], boxes[:, 0]), np.maximum(box[1], boxes[:, 1])
-    ix1, iy1 = np.minimum(box[2], boxes[:, 2]), np.minimum(box[3], boxes[:, 3])
-    inter = np.clip(ix1 - ix0, 0, None) * np.clip(iy1 - iy0, 0, None)
-    area = lambda b: (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
-    return inter / np.maximum(area(box) + area(boxes) - inter, 1e-9)
 
 
 def find_mediapipe_model(name: str = "face_detection_short_range.tflite") -> Path | None:
@@ -191,18 +209,21 @@ class BlazeFaceDetector:
     name = "blazeface"
     SIZE = 128
     SCORE_CLIP = 100.0  # MediaPipe clips raw logits to +-100 before the sigmoid
+    OPTIONS = {"score": "minimum face score, 0-1 (default 0.6)",
+               "nms": "IoU above which overlapping boxes are averaged (default 0.3)"}
+    SIZES = (320, 320)  # its input is 128x128 anyway: a smaller copy only makes the resize cheaper
 
     # MediaPipe's default is 0.5; on the sample video background blur scored up to 0.52 and the face never
     # below 0.70, so 0.6 drops the false faces and keeps the real one on every frame
-    def __init__(self, model: str | os.PathLike | None = None, score_threshold: float = 0.6,
-                 iou_threshold: float = 0.3, threads: int | None = None, **_):
+    def __init__(self, model: str | os.PathLike | None = None, threads: int | None = None, score: float = 0.6,
+                 nms: float = 0.3):
         path = Path(model) if model else find_mediapipe_model()
         if path is None:
             raise ModelError("BlazeFace needs its model file: pass --detector-model face_detection_short_range.tflite "
                              "(or pip install mediapipe, whose wheel carries it)")
         if not path.is_file():
             raise ModelError(f"{path}: no such BlazeFace model file")
-        self.interp = litert_interpreter(path, threads)
+        self.interp = litert_interpreter(path, threads)[0]
         inp = self.interp.get_input_details()
         outs = {tuple(o["shape"][1:]): o["index"] for o in self.interp.get_output_details()}
         if len(inp) != 1 or tuple(inp[0]["shape"][1:]) != (self.SIZE, self.SIZE, 3) \
@@ -212,7 +233,9 @@ class BlazeFaceDetector:
         self.input_index = inp[0]["index"]
         self.reg_index, self.cls_index = outs[(896, 16)], outs[(896, 1)]
         self.anchors = blazeface_anchors(self.SIZE)
-        self.score_threshold, self.iou_threshold = score_threshold, iou_threshold
+        _check_unit("--detect-score", score)
+        _check_unit("--detect-nms", nms)
+        self.score_threshold, self.iou_threshold = float(score), float(nms)
         self._input = np.zeros((1, self.SIZE, self.SIZE, 3), np.float32)
 
     def _letterbox(self, frame: np.ndarray) -> tuple[float, int, int]:
@@ -227,7 +250,7 @@ class BlazeFaceDetector:
         self._input[0, top:top + nh, left:left + nw] = img.astype(np.float32) * (2.0 / 255.0) - 1.0
         return scale, top, left
 
-    def detect(self, frame: np.ndarray) -> list[FaceBox]:
+    def detect(self, frame: np.ndarray, gray: np.ndarray) -> list[FaceBox]:
         scale, top, left = self._letterbox(frame)
         self.interp.set_tensor(self.input_index, self._input)
         self.interp.invoke()
@@ -242,17 +265,23 @@ class BlazeFaceDetector:
         cy = reg[:, 1] / self.SIZE + anchors[:, 1]
         bw, bh = reg[:, 2] / self.SIZE, reg[:, 3] / self.SIZE
         corners = np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], axis=1)
+        # keypoints: right eye, left eye, nose tip, mouth centre, right and left ear, like the box centre
+        keypoints = reg[:, 4:16].reshape(-1, 6, 2) / self.SIZE + anchors[:, None, :]
+        rows = np.concatenate([corners, keypoints.reshape(-1, 12)], axis=1)
+        to_frame = lambda px, py: ((px * self.SIZE - left) / scale, (py * self.SIZE - top) / scale)
         faces = []
-        for (x0, y0, x1, y1), score in weighted_nms(corners, scores, self.iou_threshold):
-            # BlazeFace boxes are tighter and lower than Haar's (brows to chin); FER2013 faces were framed
-            # like Haar's, so grow and lift them to hand the classifier the framing it was trained on
+        for row, score in weighted_nms(rows, scores, self.iou_threshold):
+            x0, y0, x1, y1 = row[:4]
+            kp = row[4:].reshape(6, 2)
+            # the five landmarks YuNet gives, with the mouth centre for both mouth corners
+            lms = tuple(to_frame(*kp[i]) for i in (0, 1, 2, 3, 3))
+            # BlazeFace boxes are tighter and lower than Haar's (brows to chin); the box framing (faces without
+            # landmarks, --framing box) was tuned on Haar's, so grow and lift them to match
             # (Haar box ~1.15x the size, centre 0.04 (video) to 0.14 (photos) of a box higher: mean IoU
             # with Haar 0.82 on the sample video at 1.15 / 0.08, against 0.75 for the raw box)
             cx, cy, side = (x0 + x1) / 2, (y0 + y1) / 2 - HAAR_LIFT * (y1 - y0), HAAR_SCALE * max(x1 - x0, y1 - y0)
-            x0, y0, x1, y1 = cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2
-            # input [0, 1] -> letterboxed pixels -> frame pixels
-            box = clip_box((x0 * self.SIZE - left) / scale, (y0 * self.SIZE - top) / scale,
-                           (x1 * self.SIZE - left) / scale, (y1 * self.SIZE - top) / scale, frame.shape, score)
+            box = clip_box(*to_frame(cx - side / 2, cy - side / 2), *to_frame(cx + side / 2, cy + side / 2),
+                           frame.shape, score, lms)
             if box is not None:
                 faces.append(box)
         return drop_nested(faces)
@@ -261,12 +290,21 @@ class BlazeFaceDetector:
         self.interp = None
 
 
-DETECTORS = {"haar": HaarDetector, "blazeface": BlazeFaceDetector}
+
+DETECTORS = {"yunet": YuNetDetector, "haar": HaarDetector, "blazeface": BlazeFaceDetector}
+DEFAULT_DETECTOR = "yunet"
 
 
-def make_detector(name: str, model: str | os.PathLike | None = None, threads: int | None = None, **options):
+def make_detector(name: str, model: str | os.PathLike | None = None, threads: int | None = None,
+                  **options) -> Detector:
+    """The detector called `name`; `options` (score, nms, ...) must be among those it declares."""
     try:
         cls = DETECTORS[name]
     except KeyError:
         raise FerEdgeError(f"unknown detector {name!r}: expected one of {', '.join(DETECTORS)}") from None
+    unknown = sorted(set(options) - set(cls.OPTIONS))
+    if unknown:
+        takes = ", ".join(f"--detect-{k}" for k in cls.OPTIONS) or "none"
+        raise FerEdgeError(f"--detector {name} does not take {', '.join(f'--detect-{k}' for k in unknown)} "
+                           f"(its options: {takes})")
     return cls(model=model, threads=threads, **options)

@@ -1,6 +1,6 @@
 """The frame pipeline: frame -> faces -> crops -> classifier -> tracks and smoothing -> results.
 
-    opts = PipelineOptions(model="models/fer-vgg_int8.tflite", detector="blazeface", detector_model=path)
+    opts = PipelineOptions(model="models/fer-vgg_int8.tflite", detector="yunet", detect_size=320)
     with Pipeline(opts) as pipe:
         result = pipe.process(frame)            # one frame of a stream (tracks carry over)
         result = pipe.process_image(photo)      # one unrelated photo
@@ -10,8 +10,6 @@ Results are typed and never None: a frame without a face has `faces == []`.
 """
 from __future__ import annotations
 
-import importlib.resources
-import importlib.util
 import logging
 import os
 import threading
@@ -24,47 +22,29 @@ import cv2
 import numpy as np
 
 from fer_edge.runtime.backends import Classifier
-from fer_edge.runtime.detectors import FaceBox, make_detector
+from fer_edge.runtime.boxes import FaceBox
+from fer_edge.runtime.detectors import DEFAULT_DETECTOR, detect_at, make_detector
+from fer_edge.runtime.drawing import Drawing
 from fer_edge.runtime.errors import FerEdgeError, ModelError
+from fer_edge.runtime.framing import FRAMINGS, face_crops
 from fer_edge.runtime.images import MIN_SIDE
-from fer_edge.runtime.preprocess import crop_faces
+from fer_edge.runtime.preprocess import FrameError, as_bgr
+from fer_edge.runtime.shipped import shipped_file, shipped_models
 from fer_edge.runtime.tracking import Tracker
 
 log = logging.getLogger("fer_edge.runtime")
 
 DEFAULT_MODEL = "fer-vgg_int8.tflite"
-SHIPPED = "fer-{name}_int8.tflite"  # a shipped model's runtime file; `--model NAME` selects it by NAME
 STAGES = ("read", "detect", "track", "classify", "output")
-
-
-def _models_dirs() -> list[Path]:
-    """The folders of the fer_edge.models package data (shipped model files)."""
-    try:
-        return [Path(str(importlib.resources.files("fer_edge.models")))]
-    except (ModuleNotFoundError, NotADirectoryError):
-        # models/ holds no code, so it is a namespace package; Python 3.11's resources reader rejects the
-        # path hook of a setuptools editable install ("MultiplexedPath only supports directories")
-        spec = importlib.util.find_spec("fer_edge.models")
-        return [Path(p) for p in (spec.submodule_search_locations or []) if spec and Path(p).is_dir()]
-
-
-def shipped_models() -> dict[str, Path]:
-    """Short name -> runtime file of every model this install ships (e.g. 'vgg' -> fer-vgg_int8.tflite)."""
-    prefix, suffix = SHIPPED.split("{name}")
-    found = {}
-    for folder in _models_dirs():
-        for f in sorted(folder.glob(SHIPPED.format(name="*"))):
-            found.setdefault(f.name[len(prefix):-len(suffix)], f)
-    return found
 
 
 def default_model() -> Path:
     """The model shipped in the fer_edge.models package data."""
-    for folder in _models_dirs():
-        if (folder / DEFAULT_MODEL).is_file():
-            return folder / DEFAULT_MODEL
-    raise ModelError(f"this install ships no default model ({DEFAULT_MODEL} in fer_edge.models): "
-                     "pass --model FILE (.tflite or .onnx, made by fer-convert)")
+    path = shipped_file(DEFAULT_MODEL)
+    if path is None:
+        raise ModelError(f"this install ships no default model ({DEFAULT_MODEL} in fer_edge.models): "
+                         "pass --model FILE (.tflite or .onnx, made by fer-convert)")
+    return path
 
 
 def resolve_model(model: str | os.PathLike | None) -> Path:
@@ -92,8 +72,11 @@ class PipelineOptions:
     threads: int | None = None
     providers: list[str] | None = None  # onnxruntime execution providers
     kernels: str | None = None  # LiteRT: default (XNNPACK, when None) | builtin
-    detector: str = "haar"
+    detector: str = DEFAULT_DETECTOR
     detector_model: str | os.PathLike | None = None
+    detect_options: dict = field(default_factory=dict)  # the detector's own options: score, nms (see OPTIONS)
+    detect_size: int | None = None  # width of the copy detection runs on; None: the detector's default
+    framing: str = "fer2013"  # how faces are cut for the classifier: see framing.FRAMINGS
     detect_every: int = 1  # run the detector every K frames, follow the boxes in between
     smooth: float = 0.0  # EMA weight of the past per track, in [0, 1); 0 = off
     max_missed: int = 3  # detector runs a track survives without a matching box
@@ -106,6 +89,10 @@ class PipelineOptions:
             raise FerEdgeError(f"--smooth must be in [0, 1), found {self.smooth}")
         if self.threads is not None and int(self.threads) < 1:
             raise FerEdgeError(f"--threads must be 1 or more, found {self.threads}")
+        if self.detect_size is not None and not 32 <= int(self.detect_size) <= 8192:
+            raise FerEdgeError(f"--detect-size must be between 32 and 8192 pixels, found {self.detect_size}")
+        if self.framing not in FRAMINGS:
+            raise FerEdgeError(f"unknown framing {self.framing!r}: expected one of {', '.join(FRAMINGS)}")
 
 
 @dataclass(frozen=True)
@@ -126,27 +113,13 @@ class FrameResult:
     frame: int
     time: float
     faces: list[FaceResult] = field(default_factory=list)
+    source: str = ""  # the file name, for images, folders and API uploads
 
     def to_dict(self) -> dict:
-        return {"frame": self.frame, "time": round(self.time, 4), "faces": [f.to_dict() for f in self.faces]}
-
-
-class FrameError(FerEdgeError):
-    """A frame that cannot be processed (wrong dtype or shape): counted as corrupt and skipped."""
-
-
-def as_bgr(image) -> np.ndarray:
-    """Grey, BGR or BGRA uint8 -> BGR uint8 (the drawing and detection format)."""
-    image = np.asarray(image)
-    if image.dtype != np.uint8 or image.size == 0:
-        raise FrameError(f"a frame must be non-empty uint8, found {image.dtype} {image.shape}")
-    if image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 1):
-        return cv2.cvtColor(image.reshape(image.shape[:2]), cv2.COLOR_GRAY2BGR)
-    if image.ndim == 3 and image.shape[2] == 3:
-        return image
-    if image.ndim == 3 and image.shape[2] == 4:
-        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
-    raise FrameError(f"a frame must be HxW, HxWx3 or HxWx4, found shape {image.shape}")
+        d = {"frame": self.frame, "time": round(self.time, 4), "faces": [f.to_dict() for f in self.faces]}
+        if self.source:
+            d["source"] = self.source
+        return d
 
 
 class RunStats:
@@ -160,6 +133,7 @@ class RunStats:
         self.started = time.perf_counter()
         self.seconds = 0.0
         self.tracks: list = []
+        self.unreadable: list[str] = []  # names of image files that could not be decoded
         self.stopped_by = "end of source"
 
     def add(self, result: FrameResult) -> None:
@@ -184,7 +158,7 @@ class RunStats:
             "faces": self.faces, "frames_with_face": self.frames_with_face,
             "emotion_share": {k: round(self.label_counts[k] / self.faces, 4) if self.faces else 0.0
                               for k in self.labels},
-            "tracks": tracks,
+            "tracks": tracks, "unreadable": self.unreadable,
         }
 
 
@@ -194,7 +168,8 @@ class Pipeline:
         self.classifier = Classifier(resolve_model(opts.model), labels=opts.labels, normalize=opts.normalize,
                                      equalize=opts.equalize, threads=opts.threads, providers=opts.providers,
                                      kernels=opts.kernels)
-        self.detector = make_detector(opts.detector, opts.detector_model, threads=opts.threads)
+        self.detector = make_detector(opts.detector, opts.detector_model, threads=opts.threads, **opts.detect_options)
+        self.framing = FRAMINGS[opts.framing]
         self.labels = self.classifier.labels
         self.tracker = Tracker(opts.iou_threshold, opts.max_missed, opts.smooth)
         self.stats = RunStats(self.labels)
@@ -202,21 +177,21 @@ class Pipeline:
 
     # -- one frame ------------------------------------------------------------------------------
 
-    def process(self, image, index: int = 0, t: float = 0.0) -> FrameResult:
+    def process(self, image, index: int = 0, t: float = 0.0, source: str = "", still: bool = False) -> FrameResult:
         """One frame of a stream: detect (every K frames) or follow, classify all faces in one call."""
         s = self.stats.stage_s
         frame = as_bgr(image)
         t0 = time.perf_counter()
-        gray = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+        gray = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)  # once per frame: detector, tracker and crops share it
         detect = self._since_detect % self.options.detect_every == 0 or not self.tracker.tracks
         # a sliver (2000x1) holds no face, and detectors that downscale it would make it 0 pixels high
-        boxes = (self.detector.detect(frame) if min(frame.shape[:2]) >= MIN_SIDE else []) if detect else None
+        boxes = (self.detect(frame, gray, still) if min(frame.shape[:2]) >= MIN_SIDE else []) if detect else None
         t1 = time.perf_counter()
         tracks = self.tracker.update(boxes, gray) if detect else self.tracker.follow(gray)
         self._since_detect = 1 if detect else self._since_detect + 1
         t2 = time.perf_counter()
-        crops = crop_faces(frame, [tr.box.box for tr in tracks], self.classifier.meta.preprocess)
-        probs = self.classifier.predict(crops)
+        probs = self.classifier.predict(face_crops(gray, [tr.box for tr in tracks], self.classifier.meta.preprocess,
+                                                   self.framing))
         t3 = time.perf_counter()
         faces = []
         for tr, p in zip(tracks, probs):
@@ -228,18 +203,22 @@ class Pipeline:
         s["detect"] += t1 - t0
         s["track"] += (t2 - t1) + (time.perf_counter() - t3)
         s["classify"] += t3 - t2
-        return FrameResult(index, t, faces)
+        return FrameResult(index, t, faces, source)
 
-    def process_image(self, image, index: int = 0, t: float = 0.0) -> FrameResult:
+    def detect(self, frame: np.ndarray, gray: np.ndarray, still: bool = False) -> list[FaceBox]:
+        """Faces found on a copy shrunk to the detect size (photos and streams have their own defaults)."""
+        return detect_at(self.detector, frame, gray, self.options.detect_size or self.detector.SIZES[1 if still else 0])
+
+    def process_image(self, image, index: int = 0, t: float = 0.0, source: str = "") -> FrameResult:
         """One photo unrelated to the previous one: fresh tracks, the detector always runs."""
         self.tracker.reset()
         self._since_detect = 0
-        return self.process(image, index, t)
+        return self.process(image, index, t, source, still=True)
 
     def classify_boxes(self, image, boxes: list[FaceBox]) -> np.ndarray:
-        """Probabilities for given face boxes (no detection, no tracking)."""
-        frame = as_bgr(image)
-        return self.classifier.predict(crop_faces(frame, [b.box for b in boxes], self.classifier.meta.preprocess))
+        """Probabilities for given faces (no detection, no tracking), framed like the pipeline's own."""
+        gray = cv2.cvtColor(as_bgr(image), cv2.COLOR_BGR2GRAY)
+        return self.classifier.predict(face_crops(gray, boxes, self.classifier.meta.preprocess, self.framing))
 
     # -- a whole source -------------------------------------------------------------------------
 
@@ -260,15 +239,22 @@ class Pipeline:
                     break
                 if stop.is_set():
                     break
+                name = Path(frame.name).name if frame.name else ""
                 if frame.image is None:
                     stats.corrupt += 1  # the source counted and logged it too; here it is only skipped
+                    if name:
+                        stats.unreadable.append(name)
                     continue
                 try:
-                    result = (self.process_image if stills else self.process)(frame.image, frame.index, frame.time)
+                    image = as_bgr(frame.image)
+                    result = (self.process_image(image, frame.index, frame.time, name) if stills
+                              else self.process(image, frame.index, frame.time, name))
                 except FrameError as exc:
                     stats.corrupt += 1
+                    stats.unreadable += [name] if name else []
                     log.warning("frame %d skipped: %s", frame.index, exc)
                     continue
+                frame.drawing = Drawing(image, result)  # drawn once, on first use, for every sink that shows it
                 stats.add(result)
                 t0 = time.perf_counter()
                 for sink in sinks:

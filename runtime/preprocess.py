@@ -12,6 +12,7 @@ from typing import Iterable, Sequence
 import cv2
 import numpy as np
 
+from fer_edge.runtime.boxes import expand_box
 from fer_edge.runtime.errors import FerEdgeError
 
 VALUE_RANGES = {"0,1": (0.0, 1.0), "-1,1": (-1.0, 1.0), "0,255": (0.0, 255.0)}
@@ -98,6 +99,24 @@ def to_gray(image: np.ndarray) -> np.ndarray:
     raise FerEdgeError(f"a face image must be HxW, HxWx1, HxWx3 (BGR) or HxWx4 (BGRA), found shape {image.shape}")
 
 
+class FrameError(FerEdgeError):
+    """A frame that cannot be processed (wrong dtype or shape): counted as corrupt and skipped."""
+
+
+def as_bgr(image) -> np.ndarray:
+    """Grey, BGR or BGRA uint8 -> BGR uint8 (the drawing and detection format)."""
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or image.size == 0:
+        raise FrameError(f"a frame must be non-empty uint8, found {image.dtype} {image.shape}")
+    if image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 1):
+        return cv2.cvtColor(image.reshape(image.shape[:2]), cv2.COLOR_GRAY2BGR)
+    if image.ndim == 3 and image.shape[2] == 3:
+        return image
+    if image.ndim == 3 and image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    raise FrameError(f"a frame must be HxW, HxWx3 or HxWx4, found shape {image.shape}")
+
+
 def preprocess(faces: np.ndarray | Sequence[np.ndarray], spec: PreprocessSpec) -> np.ndarray:
     """Face crops (a uint8 batch NxHxW[xC] or a list of crops of any size) -> float32 NxHxWxC model input."""
     if isinstance(faces, np.ndarray) and (faces.ndim == 2 or (faces.ndim == 3 and faces.shape[2] in (3, 4))):
@@ -120,17 +139,6 @@ def preprocess(faces: np.ndarray | Sequence[np.ndarray], spec: PreprocessSpec) -
     out *= (hi - lo) / 255.0
     out += lo
     return out
-
-
-def expand_box(box: Iterable[float], margin: float, frame_shape: tuple[int, ...]) -> tuple[int, int, int, int]:
-    """(x, y, w, h) grown by `margin` of its size on every side, clipped to the frame."""
-    x, y, bw, bh = (float(v) for v in box)
-    fh, fw = frame_shape[:2]
-    x0 = max(0, int(round(x - margin * bw)))
-    y0 = max(0, int(round(y - margin * bh)))
-    x1 = min(fw, int(round(x + bw + margin * bw)))
-    y1 = min(fh, int(round(y + bh + margin * bh)))
-    return x0, y0, max(0, x1 - x0), max(0, y1 - y0)
 
 
 def crop_faces(frame: np.ndarray, boxes: Sequence[Iterable[float]], spec: PreprocessSpec) -> list[np.ndarray]:

@@ -136,7 +136,7 @@ class PreviewServer:
         self.token = token or None
         self._cond = threading.Condition()
         self._seq = 0  # frames written
-        self._latest = None  # (image, result)
+        self._latest = None  # (frame, result)
         self._jpeg = (-1, b"")  # (seq, bytes) of the last encoded frame
         self._times: list[float] = []
         self.closed = False
@@ -164,7 +164,7 @@ class PreviewServer:
     def write(self, frame, result) -> None:
         now = time.monotonic()
         with self._cond:
-            self._latest = (frame.image, result)
+            self._latest = (frame, result)
             self._seq += 1
             self._times = [t for t in self._times if now - t < 2.0] + [now]
             self._cond.notify_all()
@@ -191,15 +191,16 @@ class PreviewServer:
 
     def jpeg(self, after: int = -1, timeout: float = 5.0) -> tuple[int, bytes | None]:
         """The newest annotated frame as JPEG once there is one newer than `after` (None: closed or timeout)."""
-        from fer_edge.runtime.sinks import draw  # sinks imports the pipeline; keep this module light to import
+        from fer_edge.runtime.drawing import annotated
 
         with self._cond:
             if not self._cond.wait_for(lambda: self.closed or self._seq > after, timeout) or self.closed:
                 return after, None
-            seq, (image, result) = self._seq, self._latest
+            seq, (frame, result) = self._seq, self._latest
             if self._jpeg[0] == seq:
                 return self._jpeg
-        ok, buf = cv2.imencode(".jpg", draw(image, result), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+        # the frame's shared drawing: drawn once whether --record, the window or the preview asks first
+        ok, buf = cv2.imencode(".jpg", annotated(frame, result), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
         if not ok:
             return seq, None
         with self._cond:

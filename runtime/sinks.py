@@ -17,40 +17,11 @@ import numpy as np
 
 from fer_edge.runtime.datasets import IMAGE_SUFFIXES
 from fer_edge.runtime.errors import FerEdgeError
+from fer_edge.runtime.drawing import annotated, draw_timeline
 from fer_edge.runtime.fileio import OutputFile
-from fer_edge.runtime.pipeline import FrameResult, as_bgr
+from fer_edge.runtime.pipeline import FrameResult
 
 log = logging.getLogger("fer_edge.runtime")
-
-COLOURS = [(80, 200, 80), (60, 160, 255), (255, 140, 60), (200, 80, 200), (60, 220, 220), (240, 240, 80)]
-
-
-def draw(image: np.ndarray, result: FrameResult, bars: bool = True) -> np.ndarray:
-    """A BGR copy of the frame with each face's box, label and probability bars (like the classic demo)."""
-    out = as_bgr(image).copy()
-    fh, fw = out.shape[:2]
-    font, fs = cv2.FONT_HERSHEY_SIMPLEX, max(0.35, min(fw, fh) / 900)
-    th = max(1, int(round(fs * 2)))
-    line = int(22 * fs / 0.5)
-    for face in result.faces:
-        x, y, w, h = face.box
-        colour = COLOURS[face.track % len(COLOURS)]
-        cv2.rectangle(out, (x, y), (x + w, y + h), colour, th + 1)
-        text = f"#{face.track} {face.label} {face.probs[face.label]:.0%}"
-        cv2.putText(out, text, (x, max(line, y - 6)), font, fs * 1.2, colour, th + 1, cv2.LINE_AA)
-        if not bars:
-            continue
-        # bars beside the box (right side if there is room, else left)
-        width = int(110 * fs / 0.5)
-        bx = x + w + 6 if x + w + 6 + width < fw else max(0, x - width - 6)
-        for i, (label, p) in enumerate(face.probs.items()):
-            by = y + i * line
-            if by + line > fh:
-                break
-            cv2.rectangle(out, (bx, by + 2), (bx + int(width * p), by + line - 2), colour, -1)
-            cv2.putText(out, f"{label} {p:.2f}", (bx + 2, by + line - 5), font, fs * 0.8, (255, 255, 255), th,
-                        cv2.LINE_AA)
-    return out
 
 
 def _output(target, force: bool, option: str) -> OutputFile:
@@ -118,26 +89,26 @@ class RecordSink:
         self.frames = 0
 
     def write(self, frame, result: FrameResult):
-        annotated = draw(frame.image, result)
+        image = annotated(frame, result)
         if self.images:
             if self.frames == 0:
-                self._imwrite(self.out.target, annotated)
+                self._imwrite(self.out.target, image)
             else:
                 with OutputFile(self.path.with_name(f"{self.path.stem}-{result.frame:06d}{self.path.suffix}"),
                                 force=True) as out:
-                    self._imwrite(out.target, annotated)
+                    self._imwrite(out.target, image)
         else:
             if self.writer is None:
-                h, w = annotated.shape[:2]
+                h, w = image.shape[:2]
                 self.size = (w, h)
                 self.writer = cv2.VideoWriter(str(self.out.target),
                                               cv2.VideoWriter_fourcc(*self.FOURCC[self.path.suffix.lower()]),
                                               self.fps, self.size)
                 if not self.writer.isOpened():
                     raise FerEdgeError(f"{self.path}: OpenCV could not open a video writer for it")
-            if annotated.shape[1::-1] != self.size:  # a stream that changed resolution
-                annotated = cv2.resize(annotated, self.size)
-            self.writer.write(annotated)
+            if image.shape[1::-1] != self.size:  # a stream that changed resolution
+                image = cv2.resize(image, self.size)
+            self.writer.write(image)
         self.frames += 1
 
     @staticmethod
@@ -180,7 +151,7 @@ class WindowSink:
         cv2.namedWindow(title, cv2.WINDOW_NORMAL)
 
     def write(self, frame, result: FrameResult):
-        cv2.imshow(self.title, draw(frame.image, result))
+        cv2.imshow(self.title, annotated(frame, result))
         key = cv2.waitKey(1) & 0xFF
         return key not in (ord("q"), 27)
 
@@ -195,7 +166,7 @@ class PrintSink:
         self.stream = stream or sys.stdout
 
     def write(self, frame, result: FrameResult):
-        name = Path(frame.name).name if frame.name else f"frame {result.frame}"
+        name = result.source or f"frame {result.frame}"
         if not result.faces:
             print(f"{name}: no face", file=self.stream)
         for f in result.faces:
@@ -207,6 +178,30 @@ class PrintSink:
         self.stream.flush()
 
 
+class TimelineSink:
+    """--timeline FILE.png: each track's emotion probabilities over time, drawn when the run ends."""
+
+    def __init__(self, target, labels: tuple[str, ...], force: bool = False):
+        self.out = _output(target, force, "--timeline")
+        if self.out.path.suffix.lower() not in (".png", ".jpg", ".jpeg"):
+            self.out.discard()
+            raise FerEdgeError(f"--timeline {self.out.path}: expected a .png or .jpg file name")
+        self.labels = labels
+        self.tracks: dict[int, list] = {}
+
+    def write(self, frame, result: FrameResult):
+        for f in result.faces:
+            self.tracks.setdefault(f.track, []).append((result.time, np.array([f.probs[k] for k in self.labels])))
+
+    def close(self) -> None:
+        if self.tracks is None:
+            return
+        image = draw_timeline(self.tracks, self.labels)
+        self.tracks = None
+        RecordSink._imwrite(self.out.target, image)
+        self.out.commit()
+
+
 def format_summary(summary: dict) -> str:
     lines = [f"frames {summary['frames']} in {summary['seconds']:.2f} s = {summary['fps']:.1f} fps "
              f"({summary['stopped_by']}); faces {summary['faces']} on {summary['frames_with_face']} frames; "
@@ -215,6 +210,8 @@ def format_summary(summary: dict) -> str:
     if summary["faces"]:
         share = sorted(summary["emotion_share"].items(), key=lambda kv: -kv[1])
         lines.append("emotions: " + ", ".join(f"{k} {v:.1%}" for k, v in share if v > 0))
+    if summary.get("unreadable"):
+        lines.append(f"unreadable files ({len(summary['unreadable'])}): " + ", ".join(summary["unreadable"]))
     for t in summary["tracks"]:
         lines.append(f"track {t['track']}: {t['dominant']} on {t['share']:.0%} of {t['frames']} frames")
     return "\n".join(lines)

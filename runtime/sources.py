@@ -44,6 +44,7 @@ class Frame:
     index: int  # position in the stream, from 0, counting corrupt frames and every --loop pass
     time: float  # seconds: the media timestamp for files, seconds since opening for live sources
     name: str = ""  # file name for image sources
+    drawing: object = None  # the annotated picture, set by the pipeline and shared by the sinks (drawing.Drawing)
 
 
 class VideoFileSource:

@@ -14,17 +14,11 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from fer_edge.runtime.detectors import FaceBox, clip_box, intersection, nested
+from fer_edge.runtime.boxes import FaceBox, iou, nested
 
 FOLLOW_SIDE = 32  # template side in pixels after shrinking: enough texture to match, cheap to search
 SEARCH = 0.5  # search window = box grown by this fraction of its size on every side
 MIN_MATCH = 0.5  # normalised correlation below this: the face was lost, keep the box where it was
-
-
-def iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
-    inter = intersection(a, b)
-    union = a[2] * a[3] + b[2] * b[3] - inter
-    return inter / union if union > 0 else 0.0
 
 
 @dataclass
@@ -126,5 +120,4 @@ def _follow_box(prev: np.ndarray, gray: np.ndarray, box: FaceBox) -> FaceBox | N
     _, best, _, (bx, by) = cv2.minMaxLoc(res)
     if not np.isfinite(best) or best < MIN_MATCH:
         return None
-    nx, ny = sx0 + bx / scale, sy0 + by / scale
-    return clip_box(nx, ny, nx + w, ny + h, gray.shape, box.score)
+    return box.moved(sx0 + bx / scale - x, sy0 + by / scale - y, gray.shape)  # landmarks move with it

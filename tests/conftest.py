@@ -25,6 +25,17 @@ def data_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def kernel_paths() -> tuple[str, ...]:
+    """LiteRT kernel paths this machine runs: both, or what FER_EDGE_KERNELS names (comma-separated);
+    CI's emulated aarch64 leg sets 'builtin' because XNNPACK cannot start under qemu-user."""
+    from fer_edge.convert.cli import parse_kernel_paths
+    from fer_edge.convert.parity import KERNEL_PATHS
+
+    value = os.environ.get("FER_EDGE_KERNELS")
+    return parse_kernel_paths(value) if value else KERNEL_PATHS
+
+
+@pytest.fixture(scope="session")
 def fer2013(data_dir):
     from fer_edge.runtime.datasets import read_npz
 

@@ -39,6 +39,7 @@ def _png(image) -> bytes:
 def test_health_and_schema(client):
     r = client.get("/health")
     assert r.status_code == 200 and r.json()["status"] == "ok" and "happy" in r.json()["labels"]
+    assert r.json()["detector"] == "yunet" and r.json()["framing"] == "fer2013"  # the defaults
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/predict", "/health"} <= set(paths) and {"400", "413"} <= set(paths["/predict"]["post"]["responses"])
 
@@ -48,7 +49,7 @@ def test_predict_a_photo(client, samples_dir):
     r = client.post("/predict", files={"file": ("justin.jpg", data, "image/jpeg")})
     assert r.status_code == 200, r.text
     doc = r.json()
-    assert len(doc["faces"]) == 1 and doc["width"] > 0
+    assert len(doc["faces"]) == 1 and doc["width"] > 0 and doc["source"] == "justin.jpg"
     face = doc["faces"][0]
     assert set(face["probs"]) == set(doc["labels"]) and face["label"] == max(face["probs"], key=face["probs"].get)
 

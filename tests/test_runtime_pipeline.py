@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 from fer_edge.runtime.cli import main
-from fer_edge.runtime.detectors import FaceBox, blazeface_anchors, drop_nested, weighted_nms
+from fer_edge.runtime.boxes import FaceBox, drop_nested
+from fer_edge.runtime.detectors import blazeface_anchors, weighted_nms
 from fer_edge.runtime.pipeline import FaceResult, FrameResult, Pipeline, PipelineOptions
 from fer_edge.runtime.sources import Frame, LiveSource, SourceError, open_source
 from fer_edge.runtime.tracking import Tracker
@@ -61,11 +62,13 @@ class BoxDetector:
     """A detector answering fixed boxes, to test tracking and classification without a real face."""
 
     name = "fixed"
+    OPTIONS: dict = {}
+    SIZES = (None, None)  # the whole frame
 
     def __init__(self, boxes):
         self.boxes, self.calls = boxes, 0
 
-    def detect(self, frame):
+    def detect(self, frame, gray):
         self.calls += 1
         return list(self.boxes)
 
@@ -276,7 +279,10 @@ def test_cli_refuses_a_model_without_metadata_unless_flags_say(tmp_path, capsys)
     (["--source", "{empty}"], "SourceError: {empty}: OpenCV cannot open this video file"),
     (["--source", "{empty}", "--model", "/nonexistent/model.h5"], "ModelError: /nonexistent/model.h5: no such model"),
     (["--camera", "0", "--detect-every", "0"], "FerEdgeError: --detect-every must be 1 or more"),
-    (["--source", "{empty}", "--detector", "haar", "--detector-model", str(TFLITE)], "not a loadable Haar cascade"),
+    (["--source", "{empty}", "--detector", "haar", "--detector-model", str(TFLITE)],
+     "not a loadable Haar cascade" if hasattr(cv2, "CascadeClassifier") else "OpenCV 5 removed them"),
+    (["--source", "{empty}", "--detector-model", str(TFLITE)], "not a loadable YuNet model"),
+    (["--source", "{empty}", "--detect-size", "8"], "--detect-size must be between 32 and 8192 pixels, found 8"),
     (["--source", "{empty}", "--providers", "CUDAExecutionProvider"], "--providers applies to .onnx models"),
     (["--source", "v4l2src ! videoconvert ! appsink"] if not cv2.videoio_registry.hasBackend(cv2.CAP_GSTREAMER)
      else ["--source", "{empty}", "--loop", "0"], "SourceError: this OpenCV build cannot read GStreamer"

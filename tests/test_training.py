@@ -307,7 +307,7 @@ def test_fer_explain_writes_face_heatmap_overlay(tiny_model, samples_dir, tmp_pa
     code, stdout, err = _run(capsys, [str(tiny_model / "model.keras"), str(photo), "--out", str(png), "--steps", "32"],
                              main=explain.main)
     assert code == 0, err
-    assert "face at" in stdout  # the photo is larger than a face crop: Haar found the face
+    assert "face at" in stdout  # the photo is larger than a face crop: the runtime's detector found the face
     img = cv2.imread(str(png))
     h, w = img.shape[:2]
     assert 2.2 < w / h < 3.2  # three panels side by side: face | attribution | overlay

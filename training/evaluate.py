@@ -19,11 +19,6 @@ from fer_edge.runtime.preprocess import VALUE_RANGES, PreprocessSpec
 EVAL_SPLITS = ("PublicTest", "PrivateTest")
 
 
-def predict(src, faces: np.ndarray) -> np.ndarray:
-    """Probabilities of a loaded Keras reference (a convert.source.SourceModel) on uint8 faces."""
-    return src.predict(faces, batch_size=512)
-
-
 def markdown(reports: dict, title: str) -> str:
     lines = [f"# {title}", ""]
     lines += ["| split | faces | accuracy | macro-F1 |", "|---|---|---|---|"]
@@ -113,7 +108,7 @@ def evaluate_to(model_path, ds: FaceDataset, out_dir, history=None, log=print, u
         if part is None or not len(part):
             log(f"note: no {split} faces in {ds.source}: skipped")
             continue
-        probs = predict(src, part.images)
+        probs = src.predict(part.images, batch_size=512)
         reports[split] = classification_report(part.labels, probs, meta.labels)
         log(f"{split}: accuracy {100 * reports[split]['accuracy']:.2f}%  macro-F1 {100 * reports[split]['macro_f1']:.2f}%  ({len(part)} faces)")
         plot_confusion(reports[split], out_dir / f"confusion_{split}.png", f"{Path(model_path).name} on {split}")

