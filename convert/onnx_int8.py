@@ -29,7 +29,7 @@ class Recipe:
     weights: str  # "QInt8" | "QUInt8"
     per_channel: bool
     reduce_range: bool  # 7-bit weights: avoids the u8*s8 overflow of x86 kernels without VNNI
-    float_head: bool = False  # leave the classifier (last MatMul/Gemm) and softmax in float
+    float_head: bool = False  # leave the classifier (last Conv/MatMul/Gemm and what follows) in float
     calibration: str = "MinMax"  # onnxruntime CalibrationMethod: MinMax | Percentile | Entropy
     float_nodes: tuple[str, ...] = ()  # nodes kept in float (mixed precision), most sensitive first
 
@@ -60,10 +60,15 @@ def _choose(rows: list[dict]) -> str:
 
 
 def _head_nodes(model_path: Path) -> list[str]:
-    """Names of the last MatMul/Gemm node and everything after it (the classifier head)."""
+    """Names of the last weighted node (Conv, MatMul, Gemm) and everything after it: the classifier head.
+
+    A dense head or a fully-convolutional one (the fer package's mini-XCEPTION ends in a 7-channel Conv,
+    a global average and the softmax): a quantized softmax has 256 levels, and its ties go to the lower index.
+    """
     onnx = require("onnx", "convert")
     nodes = list(onnx.load(str(model_path)).graph.node)
-    last = max((i for i, n in enumerate(nodes) if n.op_type in ("MatMul", "Gemm")), default=None)
+    last = max((i for i, n in enumerate(nodes) if n.op_type in ("Conv", "ConvTranspose", "MatMul", "Gemm")),
+               default=None)
     return [] if last is None else [n.name for n in nodes[last:]]
 
 
@@ -163,7 +168,8 @@ def quantize_onnx(ctx, path: Path) -> dict:
             ctx.log(f"  onnx-int8 recipe {recipe.name}: failed ({str(exc).splitlines()[0][:120]})")
             table.append({"recipe": recipe.name, "error": str(exc).splitlines()[0][:200]})
             return None
-        row = {"recipe": recipe.name, "bytes": cand.stat().st_size, "float_layers": len(recipe.float_nodes),
+        row = {"recipe": recipe.name, "bytes": cand.stat().st_size,
+               "float_layers": len(recipe.float_nodes) + (len(_head_nodes(pre)) if recipe.float_head else 0),
                "activations": recipe.activations}
         if x_sel is not None:
             row.update(heldout_scores(_run(cand, x_sel), ref, labels))

