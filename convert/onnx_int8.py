@@ -179,7 +179,10 @@ def quantize_onnx(ctx, path: Path) -> dict:
         cands[recipe.name] = (recipe, cand)
         return row
 
+    integer_only = bool(ctx.options.get("integer_only"))
     for name in [forced] if forced else RECIPES:
+        if integer_only and not forced and RECIPES[name].float_head:  # a float head is not a fully-integer file
+            continue
         attempt(RECIPES[name])
     if not cands:
         raise ModelError("onnx-int8: every quantization recipe failed: " + "; ".join(r.get("error", "") for r in table))
@@ -203,7 +206,7 @@ def quantize_onnx(ctx, path: Path) -> dict:
                    key=lambda rc: next(r["agreement"] for r in table if r["recipe"] == rc.name))
         errors = layer_errors(pre, cands[base.name][1], x_sel[:DEBUG_FACES])
         ranked = list(dict.fromkeys(e["node"] for e in errors))
-        if not ctx.options.get("integer_only"):
+        if not integer_only:
             for k in (k for k in FLOAT_STEPS if k <= MAX_FLOAT_SHARE * len(ranked)):
                 recipe = replace(base, name=f"{base.name}+float{k}", float_nodes=tuple(ranked[:k]))
                 row = attempt(recipe)
@@ -226,12 +229,14 @@ def quantize_onnx(ctx, path: Path) -> dict:
     return {
         "quantizer": "onnxruntime.quantization.quantize_static", "onnxruntime": ort.__version__,
         "calibration": recipe.calibration, "calibration_faces": len(cs), "recipe": asdict(recipe),
-        "integer_only": bool(ctx.options.get("integer_only")),
+        "integer_only": integer_only,
         "selection": ("forced with --onnx-recipe" if forced else
                       f"best top-1 agreement with the Keras reference on {len(x_sel)} {ctx.heldout_name} faces "
                       f"(a more portable recipe wins when within {100 * ROBUST_MARGIN:g} pp of the best); when it "
                       f"misses agreement >= {100 * ctx.target['min_agreement']:.2f}% or accuracy drop <= "
-                      f"{ctx.target['max_drop']:.2f} pp there: other calibration methods, then layers in float"
+                      f"{ctx.target['max_drop']:.2f} pp there: other calibration methods, then "
+                      + ("nothing else (--integer-only: fully-integer recipes only)" if integer_only else
+                         "layers in float, then 16-bit activations")
                       if x_sel is not None else "first recipe (no held-out faces to measure)"),
         "candidates": table,
         "cost": cost,
