@@ -96,8 +96,9 @@ def test_the_whole_ladder_is_tried_when_nothing_meets_the_budget(tiny_keras, dat
     from fer_edge.runtime.backends import LiteRTBackend
 
     out = tmp_path / "out"
+    # the tiny model's answers are nearly constant, so agreement can reach 100%: ask for a 5 pp accuracy gain
     code, stdout, _ = _run([tiny_keras, "--formats", "tflite-int8", "--data", data_dir, "--out", out, *FAST,
-                            "--min-agreement", "1.0"], capsys)
+                            "--max-drop=-5"], capsys)
     assert code == 3 and "FAIL" in stdout
     recipe = read_metadata(out / "tiny_int8.tflite").provenance["recipe"]
     names = [c["recipe"] for c in recipe["candidates"]]
