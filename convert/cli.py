@@ -81,6 +81,10 @@ def verify_parser() -> argparse.ArgumentParser:
     p.add_argument("--kernels", default=",".join(KERNEL_PATHS), type=parse_kernel_paths,
                    help="LiteRT kernel paths to measure INT8 .tflite files on, comma-separated (default: "
                    "%(default)s; 'builtin' alone where XNNPACK cannot run, e.g. under qemu emulation)")
+    p.add_argument("--sample", type=int, metavar="N",
+                   help="measure a seeded random N of the split's faces, the reference re-scored on the same "
+                        "faces (slow machines, e.g. an emulated board); default: every face")
+    p.add_argument("--sample-seed", type=int, default=0, help="seed of --sample (default 0)")
     _common(p)
     return p
 
@@ -94,7 +98,8 @@ def _run(argv: list[str]) -> int:
         if not a.data:
             raise FerEdgeError("verify needs --data DATA to measure the files on")
         doc, code = verify(a.files, a.reference, a.data, a.out, a.labels, a.normalize, a.equalize, a.eval_split,
-                           a.max_drop, a.min_agreement, a.force, log=_log, kernel_paths=a.kernels)
+                           a.max_drop, a.min_agreement, a.force, log=_log, kernel_paths=a.kernels,
+                           sample=a.sample, sample_seed=a.sample_seed)
     else:
         a = convert_parser().parse_args(argv)
         if a.int8 and a.formats:

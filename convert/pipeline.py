@@ -244,15 +244,20 @@ def _write_report(doc: dict, staging: Staging, out_dir: Path) -> None:
 def verify(files: list[str], reference: str, data: str, out: str | None = None, labels: str | None = None,
            normalize: str | None = None, equalize: bool | None = None, eval_split: str = "PrivateTest",
            max_drop: float = DEFAULT_MAX_DROP, min_agreement: float = DEFAULT_MIN_AGREEMENT,
-           force: bool = False, log=print, kernel_paths: tuple[str, ...] = KERNEL_PATHS) -> tuple[dict, int]:
+           force: bool = False, log=print, kernel_paths: tuple[str, ...] = KERNEL_PATHS,
+           sample: int | None = None, sample_seed: int = 0) -> tuple[dict, int]:
     """The parity checks on files that already exist (CI); returns (report, exit code).
 
-    The report records the machine it ran on and the LiteRT kernel paths measured (kernel_paths)."""
+    The report records the machine it ran on and the LiteRT kernel paths measured (kernel_paths). `sample`
+    measures a seeded random subset of the split's faces (for slow machines: emulated boards); the reference's
+    figures are then computed on the same subset."""
     from fer_edge.convert.bench_report import machine
     from fer_edge.convert.parity import GATE_EXIT
     from fer_edge.convert.source import load_source
 
     log = _clock(log)
+    if sample is not None and sample < 1:
+        raise FerEdgeError(f"--sample must be 1 or more faces, found {sample}")
     paths = [Path(f) for f in files]
     for p in paths:
         if not p.is_file():
@@ -279,6 +284,9 @@ def verify(files: list[str], reference: str, data: str, out: str | None = None, 
         ref_probs = src.predict(ev.faces)
         ref = reference_entry(reference, src.sha256, ref_probs, ev, src.meta.labels)
         ref_meta = src.meta
+    if sample is not None:
+        ref, ref_probs, ev = _sampled(ref, ref_probs, ev, sample, sample_seed)
+        log(f"measuring a seeded sample: {len(ev.labels)} of the {ev.split} faces (seed {sample_seed})")
     entries = {}
     for p in paths:
         meta = read_metadata(p)
@@ -310,6 +318,17 @@ def verify(files: list[str], reference: str, data: str, out: str | None = None, 
         log(f"{name}: accuracy {100 * e['accuracy']:.2f}% (drop {e['accuracy_drop']:+.2f} pp), "
             f"agreement {100 * e['agreement']:.2f}%: {'pass' if e['pass'] else 'FAIL'}")
     return doc, (GATE_EXIT if doc["failures"] else 0)
+
+
+def _sampled(ref: dict, ref_probs: np.ndarray, ev: EvalSet, n: int, seed: int):
+    """The first n of a seeded permutation of the faces (kept in split order), with the reference re-scored on
+    them so that accuracy drops compare like with like."""
+    total = len(ev.labels)
+    keep = np.sort(np.random.default_rng(seed).permutation(total)[:n])
+    sub = EvalSet(ev.faces[keep], ev.labels[keep], ev.split, ev.source)
+    entry = {**reference_entry(ref["path"], ref["sha256"], ref_probs[keep], sub, tuple(ref["recall"])),
+             "runtime": ref["runtime"], "sample": {"faces": len(keep), "of": total, "seed": seed}}
+    return entry, ref_probs[keep], sub
 
 
 def _range_name(value_range) -> str:
