@@ -83,7 +83,7 @@ def test_gate_fails_a_damaged_int8_model(data_dir, tmp_path, kernel_paths):
     damage(SHIPPED_INT8[0], bad, steps=60)
     assert read_metadata(bad) == read_metadata(SHIPPED_INT8[0])  # same claims, different weights
     # a seeded sample is plenty for a gross fault, and keeps the emulated aarch64 leg short
-    code, doc = _verify([bad], data_dir, tmp_path / "gate", kernel_paths, "--sample", "400")
+    code, doc = _verify([bad], data_dir, tmp_path / "gate", kernel_paths, "--sample", "200")
     assert code == GATE_EXIT
     assert not doc["pass"]
     assert doc["machine"]["arch"] == platform.machine()
@@ -92,17 +92,18 @@ def test_gate_fails_a_damaged_int8_model(data_dir, tmp_path, kernel_paths):
 
 
 def test_verify_sample_rescores_the_reference_on_the_same_faces(data_dir, tmp_path):
-    """--sample N: the same seeded N faces for the reference and the files, so drops compare like with like."""
-    code, full = _verify(SHIPPED_INT8[:1], data_dir, tmp_path / "full", ("builtin",))
-    code_a, a = _verify(SHIPPED_INT8[:1], data_dir, tmp_path / "a", ("builtin",), "--sample", "500")
-    code_b, b = _verify(SHIPPED_INT8[:1], data_dir, tmp_path / "b", ("builtin",), "--sample", "500")
-    assert code == code_a == code_b == 0
-    assert a["eval"]["n"] == a["reference"]["n"] == 500 and full["eval"]["n"] == 3589
-    assert a["reference"]["sample"] == {"faces": 500, "of": 3589, "seed": 0}
-    assert a["reference"]["accuracy"] != full["reference"]["accuracy"]  # re-scored, not copied from the full split
+    """--sample N: the same seeded N faces for the reference and the files, so drops compare like with like.
+    (Samples only: a full pass takes over 20 min on the emulated aarch64 leg, which runs this file.)"""
+    code_a, a = _verify(SHIPPED_INT8[:1], data_dir, tmp_path / "a", ("builtin",), "--sample", "100")
+    code_b, b = _verify(SHIPPED_INT8[:1], data_dir, tmp_path / "b", ("builtin",), "--sample", "100")
+    code_c, c = _verify(SHIPPED_INT8[:1], data_dir, tmp_path / "c", ("builtin",), "--sample", "100", "--sample-seed", "1")
+    assert code_a == code_b == code_c == 0
+    assert a["eval"]["n"] == a["reference"]["n"] == 100
+    assert a["reference"]["sample"] == {"faces": 100, "of": 3589, "seed": 0}
+    # re-scored on the sample: a share of 100 faces, not the full split's figure copied over
+    assert abs(a["reference"]["accuracy"] * 100 - round(a["reference"]["accuracy"] * 100)) < 1e-6
     assert a["formats"] == b["formats"]  # seeded: the same faces every time
-    code_c, c = _verify(SHIPPED_INT8[:1], data_dir, tmp_path / "c", ("builtin",), "--sample", "500", "--sample-seed", "1")
-    assert c["reference"]["accuracy"] != a["reference"]["accuracy"]
+    assert (c["reference"]["accuracy"], c["formats"]) != (a["reference"]["accuracy"], a["formats"])
 
 
 def test_verify_refuses_a_sample_of_no_faces(tmp_path, capsys):

@@ -17,6 +17,9 @@ import numpy as np
 import pytest
 
 CLI = [sys.executable, "-m", "fer_edge.runtime.cli"]
+# where only LiteRT's built-in kernels run (FER_EDGE_KERNELS=builtin: the emulated aarch64 leg, where XNNPACK's
+# cpuinfo cannot read /sys and says so on stderr), the command is run as a user there would: --kernels builtin
+KERNEL_ARGS = ["--kernels", "builtin"] if os.environ.get("FER_EDGE_KERNELS") == "builtin" else []
 
 
 def png_bomb(path: Path, width: int = 30000, height: int = 30000) -> Path:
