@@ -125,9 +125,9 @@ def _run(argv: list[str]) -> int:
 
 @cli_main  # exit codes and the one-line error, for every fer-* command
 def main(argv=None) -> int:
-    from fer_edge.runtime.preprocess import PreprocessSpec
+    from fer_edge.runtime.cli_args import fix_argv
 
-    return _run(PreprocessSpec.fix_argv(argv))
+    return _run(fix_argv(argv))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ Thin: parses, builds a Pipeline, wires sinks and signals, prints `ErrorType: mes
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import logging
@@ -24,15 +23,15 @@ import time
 
 from fer_edge.runtime.errors import FerEdgeError, cli_main
 from fer_edge.runtime.cli_args import classifier_options, detector_arguments, detector_options, model_arguments
-from fer_edge.runtime.config import add_config_argument, with_config
+from fer_edge.runtime.config import ConfigurableParser, add_config_argument, with_config
 from fer_edge.runtime.mqtt import add_mqtt_arguments
 from fer_edge.runtime.preview import add_preview_arguments
 
 log = logging.getLogger("fer_edge.runtime")
 
 
-def run_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="fer-edge", description="Facial expressions from a camera, stream or file. "
+def run_parser() -> ConfigurableParser:
+    p = ConfigurableParser(prog="fer-edge", description="Facial expressions from a camera, stream or file. "
                                 "`fer-edge verify --help` for on-device accuracy checks.")
     src = p.add_argument_group("source (one of)").add_mutually_exclusive_group(required=True)
     src.add_argument("--camera", type=int, metavar="N", help="OpenCV camera index")
@@ -68,8 +67,8 @@ def run_parser() -> argparse.ArgumentParser:
     return p
 
 
-def verify_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="fer-edge verify", description="Accuracy of a model on this device, "
+def verify_parser() -> ConfigurableParser:
+    p = ConfigurableParser(prog="fer-edge verify", description="Accuracy of a model on this device, "
                                 "with the runtime alone (no TensorFlow).")
     model_arguments(p)
     p.add_argument("--data", required=True, help="fer2013.npz, fer2013.csv, an image-folder root or a data folder")

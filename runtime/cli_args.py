@@ -3,11 +3,26 @@ library: each CLI module imports these, neither imports the other's parser."""
 from __future__ import annotations
 
 import argparse
+import sys
 
 from fer_edge.runtime.detectors import DEFAULT_DETECTOR, DETECTORS
 from fer_edge.runtime.framing import FRAMINGS
 from fer_edge.runtime.labels import LABEL_SETS
 from fer_edge.runtime.preprocess import VALUE_RANGES
+
+
+def fix_argv(argv: list[str] | None) -> list[str]:
+    """`--normalize -1,1` -> `--normalize=-1,1` (argparse would take '-1,1' for an option); for every CLI."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    out, i = [], 0
+    while i < len(argv):
+        if argv[i] == "--normalize" and i + 1 < len(argv) and argv[i + 1].startswith("-"):
+            out.append(f"--normalize={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
 
 
 def model_arguments(p: argparse.ArgumentParser) -> None:

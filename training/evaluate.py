@@ -8,13 +8,14 @@ from pathlib import Path
 
 import numpy as np
 
+from fer_edge.runtime.cli_args import fix_argv
 from fer_edge.runtime.datasets import SPLITS, FaceDataset, load_dataset
 from fer_edge.runtime.errors import cli_main, FerEdgeError
 from fer_edge.runtime.fileio import atomic_output, check_out_folder
 from fer_edge.runtime.labels import LABEL_SETS
 from fer_edge.runtime.metadata import write_metadata
 from fer_edge.runtime.metrics import classification_report
-from fer_edge.runtime.preprocess import VALUE_RANGES, PreprocessSpec
+from fer_edge.runtime.preprocess import VALUE_RANGES
 
 EVAL_SPLITS = ("PublicTest", "PrivateTest")
 
@@ -137,7 +138,7 @@ def main(argv=None) -> int:
     p.add_argument("--labels", choices=sorted(LABEL_SETS), help="label set, for models without metadata")
     p.add_argument("--normalize", choices=list(VALUE_RANGES), help="input value range, for models without metadata")
     p.add_argument("--force", action="store_true", help="overwrite the reports of an earlier evaluation in --out")
-    args = p.parse_args(PreprocessSpec.fix_argv(argv))
+    args = p.parse_args(fix_argv(argv))
     out = check_out_folder(args.out or str(Path(args.model).with_suffix("")) + "_eval", args.force,
                            remedy="pass --force to overwrite its reports")
     splits = tuple(args.splits.split(","))

@@ -15,6 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from fer_edge.runtime.cli_args import fix_argv
 from fer_edge.runtime.errors import cli_main, FerEdgeError, require
 from fer_edge.runtime.fileio import atomic_output, check_writable
 from fer_edge.runtime.labels import LABEL_SETS
@@ -149,7 +150,7 @@ def main(argv=None) -> int:
     p.add_argument("--labels", choices=sorted(LABEL_SETS), help="label set, for models without metadata")
     p.add_argument("--normalize", choices=list(VALUE_RANGES), help="input value range, for models without metadata")
     p.add_argument("--force", action="store_true", help="overwrite --out")
-    args = p.parse_args(PreprocessSpec.fix_argv(argv))
+    args = p.parse_args(fix_argv(argv))
     explain(args.model, args.image, args.out, labels=args.labels, normalize=args.normalize, target=args.target,
             steps=args.steps, whole_image=args.whole_image, force=args.force, log=lambda m: print(m, flush=True))
 

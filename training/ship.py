@@ -73,25 +73,28 @@ NOT_TRAINING = {"help", "data", "out", "force", "resume", "workers"}
 def reproduce_command(cfg: dict) -> str:
     """The fer-train command that trains this run afresh, from its saved configuration (state.json): what a
     reader needs even when the run was resumed, or its schedule changed by hand, along the way. The options
-    are fer-train's own parser's, so a new one cannot be left out; a value at its default is not written."""
+    are fer-train's own parser's (each option's default, as parsing no optional flag gives it), so a new one
+    cannot be left out; a value at its default is not written."""
     from fer_edge.training.train import build_parser
 
     words = ["fer-train", "--data", cfg["data"], "--out", cfg["out"]]
-    for action in build_parser()._actions:
-        if action.dest in NOT_TRAINING:
+    defaults = vars(build_parser().parse_args(["--data", cfg["data"], "--out", cfg["out"]]))
+    for dest, default in defaults.items():
+        if dest in NOT_TRAINING:
             continue
-        if action.dest == "normalize":  # stored as the value range (lo, hi)
+        flag = "--" + dest.replace("_", "-")  # fer-train's options are named after their destinations
+        if dest == "normalize":  # stored as the value range (lo, hi)
             value = ",".join(f"{v:g}" for v in cfg["value_range"])
-        elif action.dest == "no_augment":
+        elif dest == "no_augment":
             value = not cfg["augment"]
         else:
-            value = cfg.get(action.dest, action.default)  # runs made before an option existed lack it
+            value = cfg.get(dest, default)  # runs made before an option existed lack it
         if isinstance(value, (list, tuple)):  # repeatable options (--teacher)
             for item in value:
-                words += [action.option_strings[0], str(item)]
+                words += [flag, str(item)]
             continue
-        if value != action.default:
-            words += [action.option_strings[0]] if action.nargs == 0 else [action.option_strings[0], str(value)]
+        if value != default:
+            words += [flag] if isinstance(default, bool) else [flag, str(value)]  # a bool default: a store_true flag
     return " ".join(words)
 
 
