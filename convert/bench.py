@@ -29,10 +29,11 @@ from pathlib import Path
 import numpy as np
 
 from fer_edge.convert.bench_e2e import FULL, QUICK, Settings
+from fer_edge.convert.formats import FORMATS
 from fer_edge.runtime.errors import FerEdgeError, ModelError, cli_main
 
-# Display order of the formats.
-FORMAT_ORDER = ("keras", "tflite-fp32", "tflite-fp16", "tflite-dynamic", "tflite-int8", "onnx-fp32", "onnx-int8")
+# Display order of the formats: the Keras reference, then the export formats in their table's order.
+FORMAT_ORDER = ("keras", *FORMATS)
 SUFFIXES = (".tflite", ".onnx", ".keras")
 
 

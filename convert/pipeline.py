@@ -173,7 +173,7 @@ def convert(opts: ConvertOptions, log=print) -> tuple[dict, int]:
             reference = reference_entry(model_path, src.sha256, ref_probs, ev, src.meta.labels)
             log(f"reference accuracy {100 * reference['accuracy']:.2f}%, macro-F1 {100 * reference['macro_f1']:.2f}%")
         reference["cost"] = cost
-        if any(f.name == "onnx-int8" for f in opts.formats):
+        if any(f.recipe_search for f in opts.formats):
             if ds is not None and ds.has_split(HELDOUT_SPLIT):
                 idx = np.flatnonzero(ds.split == split_code(HELDOUT_SPLIT))
                 idx = np.sort(np.random.default_rng(0).permutation(idx)[:HELDOUT_FACES])
@@ -197,8 +197,8 @@ def convert(opts: ConvertOptions, log=print) -> tuple[dict, int]:
             meta = src.meta.replace(provenance=prov, figures={})
             write_metadata(tmp, meta)
             staged[fmt.name] = (tmp, final, meta)
-            if fmt.name == "onnx-int8":
-                extra["onnx_int8_recipe"] = recipe
+            if fmt.recipe_search:
+                extra[fmt.recipe_search] = recipe
             if ev is not None:
                 log(f"{fmt.name}: evaluating {final.name} ({tmp.stat().st_size} bytes) on {ev.split}"
                     + (" with both LiteRT kernel paths" if fmt.int8 and final.suffix == ".tflite" else ""))
