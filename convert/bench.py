@@ -69,7 +69,7 @@ def format_of(path: Path) -> str:
     b = LiteRTBackend(path)
     if b.input_dtype == np.int8 or b.input_dtype == np.uint8:
         return "tflite-int8"
-    types = {np.dtype(t["dtype"]) for t in b.interp.get_tensor_details()}
+    types = {np.dtype(t["dtype"]) for t in b.interpreter.get_tensor_details()}
     if np.dtype(np.float16) in types:
         return "tflite-fp16"
     return "tflite-dynamic" if np.dtype(np.int8) in types else "tflite-fp32"

@@ -29,7 +29,7 @@ def make_golden(model: str, data: str, out: str, split: str = "PrivateTest", for
     from fer_edge.convert.source import load_source
 
     src = load_source(model)
-    ds = load_dataset(data, labels=src.meta.label_set.name)
+    ds = load_dataset(data, label_set=src.meta.label_set.name)
     if ds.rows is None:
         raise DataError(f"{data}: golden outputs are keyed by FER2013 row: use the .npz or .csv, not image folders")
     part = ds.subset(split)

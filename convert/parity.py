@@ -67,7 +67,7 @@ def evaluate_file(path: Path, ev: EvalSet, ref_probs: np.ndarray, reference: dic
         clf = Classifier(path, **classifier_options, **({"kernels": k} if k else {}))
         probs[k] = clf.predict_batched(ev.faces)
     first = probs[paths[0]]
-    entry = {"path": display_path or str(path), "bytes": path.stat().st_size, "runtime": clf.backend.module}
+    entry = {"path": display_path or str(path), "bytes": path.stat().st_size, "runtime": clf.backend.interpreter_module}
     entry.update(_compare(first, ref_probs, ev, clf.labels, reference))
     if int8 and tflite:
         keep = ("accuracy", "accuracy_drop", "agreement", "max_prob_diff")

@@ -38,7 +38,7 @@ class ConvertOptions:
     calibration_size: int = 500
     calibration_seed: int = 0
     force_calibration: bool = False
-    labels: str | None = None
+    label_set: str | None = None  # for a model without metadata: fer2013 | ferplus
     normalize: str | None = None
     equalize: bool | None = None
     eval_split: str = "PrivateTest"
@@ -47,6 +47,25 @@ class ConvertOptions:
     force: bool = False
     format_options: dict = field(default_factory=dict)  # opset, onnx_recipe
     command: str = ""
+
+
+@dataclass(kw_only=True)
+class VerifyOptions:
+    """fer-convert verify: existing files measured against their reference (a Keras model or golden outputs)."""
+    files: list[str]
+    reference: str
+    data: str
+    out: str | None = None  # report folder; no report files without it
+    label_set: str | None = None  # for files (and a reference) without metadata: fer2013 | ferplus
+    normalize: str | None = None
+    equalize: bool | None = None
+    eval_split: str = "PrivateTest"
+    max_drop: float = DEFAULT_MAX_DROP
+    min_agreement: float = DEFAULT_MIN_AGREEMENT
+    force: bool = False
+    kernel_paths: tuple[str, ...] = KERNEL_PATHS  # LiteRT kernel paths an INT8 .tflite is measured on
+    sample: int | None = None  # measure a seeded random subset of this many faces (None: every face)
+    sample_seed: int = 0
 
 
 class Staging:
@@ -153,11 +172,11 @@ def convert(opts: ConvertOptions, log=print) -> tuple[dict, int]:
         raise DataError(f"{opts.data}: no such file or folder")
 
     log(f"loading {model_path}")
-    src = load_source(model_path, opts.labels, opts.normalize, opts.equalize)
+    src = load_source(model_path, opts.label_set, opts.normalize, opts.equalize)
     spec = src.meta.preprocess
     log(f"model: input {src.input_shape}, {src.num_outputs} classes ({src.meta.label_set.name}), "
         f"value range {list(spec.value_range)}, equalize {spec.equalize}")
-    ds = load_dataset(opts.data, labels=src.meta.label_set.name) if opts.data else None
+    ds = load_dataset(opts.data, label_set=src.meta.label_set.name) if opts.data else None
     ev = _eval_set(ds, opts.eval_split) if ds is not None else None
     ctx = ExportContext(src, options=dict(opts.format_options), log=log)
     try:
@@ -241,75 +260,70 @@ def _write_report(doc: dict, staging: Staging, out_dir: Path) -> None:
     staging.path(out_dir / "report.md").write_text(text_md)
 
 
-def verify(files: list[str], reference: str, data: str, out: str | None = None, labels: str | None = None,
-           normalize: str | None = None, equalize: bool | None = None, eval_split: str = "PrivateTest",
-           max_drop: float = DEFAULT_MAX_DROP, min_agreement: float = DEFAULT_MIN_AGREEMENT,
-           force: bool = False, log=print, kernel_paths: tuple[str, ...] = KERNEL_PATHS,
-           sample: int | None = None, sample_seed: int = 0) -> tuple[dict, int]:
+def verify(opts: VerifyOptions, log=print) -> tuple[dict, int]:
     """The parity checks on files that already exist (CI); returns (report, exit code).
 
-    The report records the machine it ran on and the LiteRT kernel paths measured (kernel_paths). `sample`
-    measures a seeded random subset of the split's faces (for slow machines: emulated boards); the reference's
-    figures are then computed on the same subset."""
+    The report records the machine it ran on and the LiteRT kernel paths measured. `sample` measures a seeded
+    random subset of the split's faces (for slow machines: emulated boards); the reference's figures are then
+    computed on the same subset."""
     from fer_edge.convert.bench_report import machine
     from fer_edge.convert.parity import GATE_EXIT
     from fer_edge.convert.source import load_source
 
     log = _clock(log)
-    if sample is not None and sample < 1:
-        raise FerEdgeError(f"--sample must be 1 or more faces, found {sample}")
-    paths = [Path(f) for f in files]
+    if opts.sample is not None and opts.sample < 1:
+        raise FerEdgeError(f"--sample must be 1 or more faces, found {opts.sample}")
+    paths = [Path(f) for f in opts.files]
     for p in paths:
         if not p.is_file():
             raise FerEdgeError(f"{p}: no such model file")
         read_metadata(p)  # refuses unknown suffixes and unreadable metadata early
     staging = None
-    if out:
-        staging = Staging(Path(out), force)
-        staging.prepare([Path(out) / "report.json", Path(out) / "report.md"])
-    if Path(reference).suffix.lower() == ".npz":  # golden outputs: no TensorFlow needed
+    if opts.out:
+        staging = Staging(Path(opts.out), opts.force)
+        staging.prepare([Path(opts.out) / "report.json", Path(opts.out) / "report.md"])
+    if Path(opts.reference).suffix.lower() == ".npz":  # golden outputs: no TensorFlow needed
         from fer_edge.convert.golden import load_golden
 
-        log(f"reference: golden outputs {reference}")
+        log(f"reference: golden outputs {opts.reference}")
         first = read_metadata(paths[0])
-        ds = load_dataset(data, labels=labels or (first.label_set.name if first else "fer2013"))
-        ref, ref_probs, ev = load_golden(reference, ds)
+        ds = load_dataset(opts.data, label_set=opts.label_set or (first.label_set.name if first else "fer2013"))
+        ref, ref_probs, ev = load_golden(opts.reference, ds)
         ref_meta = None
     else:
-        log(f"loading reference {reference}")
-        src = load_source(reference, labels, normalize, equalize)
-        ds = load_dataset(data, labels=src.meta.label_set.name)
-        ev = _eval_set(ds, eval_split)
+        log(f"loading reference {opts.reference}")
+        src = load_source(opts.reference, opts.label_set, opts.normalize, opts.equalize)
+        ds = load_dataset(opts.data, label_set=src.meta.label_set.name)
+        ev = _eval_set(ds, opts.eval_split)
         log(f"reference: Keras on {len(ev.labels)} {ev.split} faces")
         ref_probs = src.predict(ev.faces)
-        ref = reference_entry(reference, src.sha256, ref_probs, ev, src.meta.labels)
+        ref = reference_entry(opts.reference, src.sha256, ref_probs, ev, src.meta.labels)
         ref_meta = src.meta
-    if sample is not None:
-        ref, ref_probs, ev = _sampled(ref, ref_probs, ev, sample, sample_seed)
-        log(f"measuring a seeded sample: {len(ev.labels)} of the {ev.split} faces (seed {sample_seed})")
+    if opts.sample is not None:
+        ref, ref_probs, ev = _sampled(ref, ref_probs, ev, opts.sample, opts.sample_seed)
+        log(f"measuring a seeded sample: {len(ev.labels)} of the {ev.split} faces (seed {opts.sample_seed})")
     entries = {}
     for p in paths:
         meta = read_metadata(p)
         made_from = meta.provenance.get("source_sha256") if meta else None
         if made_from and made_from != ref["sha256"]:
             raise FerEdgeError(f"{p}: was converted from a model with sha256 {made_from[:12]}…, but the reference "
-                               f"{reference} is {ref['sha256'][:12]}…: compare files with their own reference")
+                               f"{opts.reference} is {ref['sha256'][:12]}…: compare files with their own reference")
         fmt = (meta.provenance.get("format") if meta else None) or p.name
         int8 = fmt in FORMATS and FORMATS[fmt].int8 or "int8" in p.name
-        if meta is None and ref_meta is None and not (labels and normalize):
+        if meta is None and ref_meta is None and not (opts.label_set and opts.normalize):
             raise FerEdgeError(f"{p}: carries no fer-edge metadata: give --labels and --normalize")
-        flags = {} if meta else {"labels": labels or ref_meta.label_set.name,
-                                 "normalize": normalize or _range_name(ref_meta.preprocess.value_range),
-                                 "equalize": bool(equalize) if ref_meta is None or equalize is not None
-                                 else ref_meta.preprocess.equalize}
+        # a file without metadata takes the reference's, with the user's flags over it; one with metadata, its own
+        flags = {} if meta else {"label_set": opts.label_set, "normalize": opts.normalize, "meta": ref_meta,
+                                 "equalize": bool(opts.equalize) if ref_meta is None else opts.equalize}
         log(f"{p.name}: evaluating on {ev.split}")
         entries[fmt if fmt not in entries else p.name] = evaluate_file(p, ev, ref_probs, ref, int8,
-                                                                       kernel_paths=kernel_paths, **flags)
-    doc = build_report(ref, ev, entries, max_drop, min_agreement,
-                       {"machine": machine(), "kernel_paths": list(kernel_paths)})
+                                                                       kernel_paths=opts.kernel_paths, **flags)
+    doc = build_report(ref, ev, entries, opts.max_drop, opts.min_agreement,
+                       {"machine": machine(), "kernel_paths": list(opts.kernel_paths)})
     if staging is not None:
         try:
-            _write_report(doc, staging, Path(out))
+            _write_report(doc, staging, Path(opts.out))
             staging.commit()
         except BaseException:
             staging.abort()
@@ -329,12 +343,3 @@ def _sampled(ref: dict, ref_probs: np.ndarray, ev: EvalSet, n: int, seed: int):
     entry = {**reference_entry(ref["path"], ref["sha256"], ref_probs[keep], sub, tuple(ref["recall"])),
              "runtime": ref["runtime"], "sample": {"faces": len(keep), "of": total, "seed": seed}}
     return entry, ref_probs[keep], sub
-
-
-def _range_name(value_range) -> str:
-    from fer_edge.runtime.preprocess import VALUE_RANGES
-
-    for k, v in VALUE_RANGES.items():
-        if tuple(v) == tuple(value_range):
-            return k
-    raise FerEdgeError(f"value range {list(value_range)} has no command-line name")

@@ -115,7 +115,7 @@ def create_app(options=None, max_upload_bytes: int = int(DEFAULT_MAX_UPLOAD_MB *
     @app.get("/health", response_model=Health)
     def health() -> Health:
         c = pipe.classifier
-        return Health(status="ok", model=c.path.name, backend=c.backend.module,
+        return Health(status="ok", model=c.path.name, backend=c.backend.interpreter_module,
                       detector=pipe.options.detector, framing=pipe.options.framing, labels=list(pipe.labels))
 
     @app.post("/predict", response_model=Prediction,

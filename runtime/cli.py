@@ -93,7 +93,7 @@ def verify(argv: list[str]) -> int:
         raise FerEdgeError(f"--limit must be 1 or more, found {a.limit}")
     with OutputFile(a.json, a.force, "--json") if a.json else contextlib.nullcontext() as out:
         clf = Classifier(resolve_model(a.model), **classifier_options(a))
-        data = load_dataset(a.data, clf.meta.label_set.name)
+        data = load_dataset(a.data, label_set=clf.meta.label_set.name)
         if not data.has_split(a.split):
             raise FerEdgeError(f"{a.data}: no faces in split {a.split}")
         data = data.subset(a.split)
@@ -102,11 +102,12 @@ def verify(argv: list[str]) -> int:
         t0 = time.perf_counter()
         probs = clf.predict_batched(data.images)
         seconds = time.perf_counter() - t0
-        report = classification_report(data.labels, probs, clf.labels)
-        report.update(model=str(clf.path), split=a.split, backend=clf.backend.module, seconds=round(seconds, 3),
+        true_classes, class_names = data.labels, clf.labels  # per face (ints), and the model's label names
+        report = classification_report(true_classes, probs, class_names)
+        report.update(model=str(clf.path), split=a.split, backend=clf.backend.interpreter_module, seconds=round(seconds, 3),
                       ms_per_face=round(seconds * 1000 / max(len(data), 1), 4))
         claimed = clf.meta.figures
-        print(f"{clf.path.name} on {a.split} ({report['n']} faces, {clf.backend.module}): accuracy "
+        print(f"{clf.path.name} on {a.split} ({report['n']} faces, {clf.backend.interpreter_module}): accuracy "
               f"{report['accuracy']:.4f}, macro-F1 {report['macro_f1']:.4f}, {report['ms_per_face']:.3f} ms/face",
               file=sys.stderr)
         if claimed:

@@ -29,7 +29,8 @@ def model_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--model", help="classifier .tflite or .onnx, or the short name of a shipped model "
                    "(e.g. vgg: the accurate one; default: the model shipped as fer-edge's default)")
-    g.add_argument("--labels", choices=sorted(LABEL_SETS), help="label set, for a model without fer-edge metadata")
+    g.add_argument("--labels", dest="label_set", choices=sorted(LABEL_SETS),
+                   help="label set, for a model without fer-edge metadata")
     g.add_argument("--normalize", choices=sorted(VALUE_RANGES), help="input scaling, for a model without metadata")
     g.add_argument("--equalize", action=argparse.BooleanOptionalAction, default=None,
                    help="histogram-equalise faces (overrides the model's metadata)")
@@ -43,7 +44,7 @@ def model_arguments(p: argparse.ArgumentParser) -> None:
 def classifier_options(a: argparse.Namespace) -> dict:
     """The model group's values as Classifier/PipelineOptions keywords (None: not chosen)."""
     providers = [x.strip() for x in a.providers.split(",") if x.strip()] if a.providers else None
-    return {"labels": a.labels, "normalize": a.normalize, "equalize": a.equalize, "threads": a.threads,
+    return {"label_set": a.label_set, "normalize": a.normalize, "equalize": a.equalize, "threads": a.threads,
             "providers": providers, "kernels": a.kernels}
 
 

@@ -66,7 +66,7 @@ def resolve_model(model: str | os.PathLike | None) -> Path:
 @dataclass
 class PipelineOptions:
     model: str | os.PathLike | None = None  # None: the shipped default model
-    labels: str | None = None  # for models without metadata: fer2013 | ferplus
+    label_set: str | None = None  # for models without metadata: fer2013 | ferplus
     normalize: str | None = None  # for models without metadata: 0,1 | -1,1 | 0,255
     equalize: bool | None = None
     threads: int | None = None
@@ -165,7 +165,7 @@ class RunStats:
 class Pipeline:
     def __init__(self, options: PipelineOptions | None = None, **overrides):
         self.options = opts = options or PipelineOptions(**overrides)
-        self.classifier = Classifier(resolve_model(opts.model), labels=opts.labels, normalize=opts.normalize,
+        self.classifier = Classifier(resolve_model(opts.model), label_set=opts.label_set, normalize=opts.normalize,
                                      equalize=opts.equalize, threads=opts.threads, providers=opts.providers,
                                      kernels=opts.kernels)
         self.detector = make_detector(opts.detector, opts.detector_model, threads=opts.threads, **opts.detect_options)

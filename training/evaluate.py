@@ -149,7 +149,7 @@ def main(argv=None) -> int:
 
     own = read_source_metadata(args.model) is not None  # a model's own metadata wins over the flags
     src = load_source(args.model, None if own else args.labels, None if own else args.normalize)
-    ds = load_dataset(args.data, labels=src.meta.label_set.name)  # after the model: a bad model fails at once
+    ds = load_dataset(args.data, label_set=src.meta.label_set.name)  # after the model: a bad model fails at once
     evaluate_to(args.model, ds, out, splits=splits, log=lambda m: print(m, flush=True), src=src)
 
 

@@ -214,7 +214,7 @@ def _train(cfg: TrainConfig, log, keras, teachers: list) -> Path:
     from fer_edge.training.data import Augment, class_weights, make_sequence
 
     init_sha = sha256_file(cfg.init) if cfg.init and not cfg.resume else None  # before --force may clear --out
-    ds = load_dataset(cfg.data, labels=cfg.labels)
+    ds = load_dataset(cfg.data, label_set=cfg.labels)
     for note in ds.notes:
         log(f"note: {note}")
     keras.utils.set_random_seed(cfg.seed)
