@@ -22,10 +22,10 @@ import threading
 import time
 
 from fer_edge.runtime.errors import FerEdgeError, cli_main
-from fer_edge.runtime.cli_args import classifier_options, detector_arguments, detector_options, model_arguments
+from fer_edge.runtime.cli_args import (add_mqtt_arguments, add_preview_arguments, classifier_options,
+                                      detector_arguments, detector_options, model_arguments, mqtt_options,
+                                      preview_options)
 from fer_edge.runtime.config import ConfigurableParser, add_config_argument, with_config
-from fer_edge.runtime.mqtt import add_mqtt_arguments
-from fer_edge.runtime.preview import add_preview_arguments
 
 log = logging.getLogger("fer_edge.runtime")
 
@@ -138,17 +138,14 @@ def run(argv: list[str]) -> int:
         raise FerEdgeError(f"--max-frames must be 1 or more, found {a.max_frames}")
     if a.stall_timeout <= 0:
         raise FerEdgeError(f"--stall-timeout must be above 0 seconds, found {a.stall_timeout}")
-    if a.serve:
-        from fer_edge.runtime.preview import serve_token
-
-        a.serve_token, a.serve_token_file = serve_token(a), None  # an empty token fails here, before any work
+    preview = preview_options(a) if a.serve else None  # an empty token fails here, before any work
     outputs = {}
     try:  # every output file is checked before the model loads, and none is left behind if the run fails
         check_distinct({"--" + opt: getattr(a, opt) for opt in ("json", "record", "summary", "timeline")})
         for opt in ("json", "record", "summary", "timeline"):
             value = getattr(a, opt)
             outputs["--" + opt] = OutputFile(value, a.force, "--" + opt) if value else None
-        summary = _run(a, outputs)
+        summary = _run(a, outputs, preview)
         if outputs["--summary"] is not None:
             _write_json(outputs["--summary"], summary)
             outputs["--summary"].commit()
@@ -160,7 +157,7 @@ def run(argv: list[str]) -> int:
     return 0
 
 
-def _run(a, outputs: dict) -> dict:
+def _run(a, outputs: dict, preview) -> dict:
     from fer_edge.runtime.pipeline import Pipeline, PipelineOptions
     from fer_edge.runtime.sinks import (JsonLinesSink, PrintSink, RecordSink, TimelineSink, WindowSink,
                                         format_summary, gui_available)
@@ -189,11 +186,11 @@ def _run(a, outputs: dict) -> dict:
             if a.mqtt:
                 from fer_edge.runtime.mqtt import MqttSink
 
-                sinks.append(MqttSink.from_args(a))
-            if a.serve:
+                sinks.append(MqttSink(mqtt_options(a)))
+            if preview is not None:
                 from fer_edge.runtime.preview import PreviewServer
 
-                sinks.append(PreviewServer.from_args(a))
+                sinks.append(PreviewServer(preview))
             show, why = (False, "") if a.window == "off" else gui_available()
             if show:
                 sinks.append(WindowSink())
