@@ -175,7 +175,7 @@ def load_eval(data: str, split: str, golden: str | None, label_set: str, max_fac
         faces, labels = ev.faces, ev.labels
         with np.load(golden, allow_pickle=False) as z:
             made_by = str(z["model"])
-        desc = {"kind": "golden", "path": str(golden), "model": made_by, "sha256": ref_entry["sha256"], "split": ev.split}
+        desc = {"kind": "golden", "path": str(golden), "model": made_by, "sha256": ref_entry.sha256, "split": ev.split}
     else:
         part = ds.subset(split)
         if not len(part):

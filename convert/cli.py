@@ -119,9 +119,9 @@ def _run(argv: list[str]) -> int:
                             "calibration": a.calibration},
             command=shlex.join(["fer-convert", *argv]))
         doc, code = convert(opts, log=_log)
-    if doc.get("eval") is not None:
-        print(f"parity on {doc['eval']['split']}: {'pass' if not doc['failures'] else 'FAIL'}")
-    for f in doc["failures"]:
+    if doc.eval is not None:
+        print(f"parity on {doc.eval.split}: {'pass' if doc.passed else 'FAIL'}")
+    for f in doc.failures:
         print(f"FAIL {f}")
     return code
 

@@ -18,6 +18,7 @@ from fer_edge.convert.cost import model_cost
 from fer_edge.convert.formats import FORMATS, ExportContext, Format, check_options, output_path
 from fer_edge.convert.parity import (DEFAULT_MAX_DROP, DEFAULT_MIN_AGREEMENT, KERNEL_PATHS, EvalSet, build_report,
                                      evaluate_file, reference_entry, report_texts)
+from fer_edge.convert.report import FormatEntry, ParityReport, Reference
 from fer_edge.runtime.datasets import load_dataset, split_code
 from fer_edge.runtime.errors import DataError, FerEdgeError
 from fer_edge.runtime.fileio import check_writable, sha256_file
@@ -148,7 +149,7 @@ def _calibration(opts: ConvertOptions, ds, spec, staging: Staging, out_dir: Path
     return cs, str(final)
 
 
-def convert(opts: ConvertOptions, log=print) -> tuple[dict, int]:
+def convert(opts: ConvertOptions, log=print) -> tuple[ParityReport, int]:
     """Convert, measure, write the report; returns (report, exit code: 0 or 3 when the budget is broken)."""
     from fer_edge.convert.parity import GATE_EXIT
     from fer_edge.convert.source import load_source
@@ -185,13 +186,13 @@ def convert(opts: ConvertOptions, log=print) -> tuple[dict, int]:
             ctx.calibration, cal_file = _calibration(opts, ds, spec, staging, out_dir, log)
         cost = model_cost(src.model)
         cost = cost if cost["macs"] else {"macs": None, "parameters": cost["parameters"]}  # a SavedModel hides its layers
-        ref_probs, reference = None, {"path": str(model_path), "sha256": src.sha256, "runtime": "keras"}
+        ref_probs, reference = None, Reference(path=str(model_path), sha256=src.sha256)
         if ev is not None:
             log(f"reference: Keras on {len(ev.labels)} {ev.split} faces")
             ref_probs = src.predict(ev.faces)
             reference = reference_entry(model_path, src.sha256, ref_probs, ev, src.meta.labels)
-            log(f"reference accuracy {100 * reference['accuracy']:.2f}%, macro-F1 {100 * reference['macro_f1']:.2f}%")
-        reference["cost"] = cost
+            log(f"reference accuracy {100 * reference.accuracy:.2f}%, macro-F1 {100 * reference.macro_f1:.2f}%")
+        reference.cost = cost
         if any(f.recipe_search for f in opts.formats):
             if ds is not None and ds.has_split(HELDOUT_SPLIT):
                 idx = np.flatnonzero(ds.split == split_code(HELDOUT_SPLIT))
@@ -223,10 +224,10 @@ def convert(opts: ConvertOptions, log=print) -> tuple[dict, int]:
                     + (" with both LiteRT kernel paths" if fmt.int8 and final.suffix == ".tflite" else ""))
                 entries[fmt.name] = evaluate_file(tmp, ev, ref_probs, reference, fmt.int8, display_path=str(final))
                 e = entries[fmt.name]
-                log(f"{fmt.name}: accuracy {100 * e['accuracy']:.2f}% (drop {e['accuracy_drop']:+.2f} pp), "
-                    f"agreement {100 * e['agreement']:.2f}%")
+                log(f"{fmt.name}: accuracy {100 * e.accuracy:.2f}% (drop {e.accuracy_drop:+.2f} pp), "
+                    f"agreement {100 * e.agreement:.2f}%")
             else:
-                entries[fmt.name] = {"path": str(final), "bytes": tmp.stat().st_size}
+                entries[fmt.name] = FormatEntry(path=str(final), bytes=tmp.stat().st_size)
         extra["calibration"] = None if ctx.calibration is None else {
             "file": cal_file, "manifest_sha256": cal_sha, "faces": len(ctx.calibration),
             "counts": ctx.calibration.manifest.get("counts")}
@@ -234,13 +235,13 @@ def convert(opts: ConvertOptions, log=print) -> tuple[dict, int]:
         for name, (tmp, final, meta) in staged.items():
             e = entries[name]
             if ev is not None:
-                figs = {k: e[k] for k in ("accuracy", "macro_f1", "accuracy_drop", "agreement", "max_prob_diff")}
-                figs.update(split=ev.split, n=int(len(ev.labels)), reference_accuracy=reference["accuracy"],
-                            passed=e["pass"])
-                if "kernels" in e:
-                    figs["kernels"] = e["kernels"]
+                figs = {k: getattr(e, k) for k in ("accuracy", "macro_f1", "accuracy_drop", "agreement", "max_prob_diff")}
+                figs.update(split=ev.split, n=int(len(ev.labels)), reference_accuracy=reference.accuracy,
+                            passed=e.passed)
+                if e.kernels is not None:
+                    figs["kernels"] = e.to_dict()["kernels"]
                 write_metadata(tmp, meta.replace(figures={ev.split: figs}))
-            e["sha256"] = sha256_file(tmp)
+            e.sha256 = sha256_file(tmp)
         _write_report(doc, staging, out_dir)
         staging.commit()
     except BaseException:
@@ -249,18 +250,18 @@ def convert(opts: ConvertOptions, log=print) -> tuple[dict, int]:
     finally:
         ctx.close()
     log(f"wrote {len(opts.formats)} files, report.json and report.md to {out_dir}")
-    for f in doc["failures"]:
+    for f in doc.failures:
         log(f"FAIL {f}")
-    return doc, (GATE_EXIT if doc["failures"] else 0)
+    return doc, (GATE_EXIT if doc.failures else 0)
 
 
-def _write_report(doc: dict, staging: Staging, out_dir: Path) -> None:
+def _write_report(doc: ParityReport, staging: Staging, out_dir: Path) -> None:
     text_json, text_md = report_texts(doc)
     staging.path(out_dir / "report.json").write_text(text_json)
     staging.path(out_dir / "report.md").write_text(text_md)
 
 
-def verify(opts: VerifyOptions, log=print) -> tuple[dict, int]:
+def verify(opts: VerifyOptions, log=print) -> tuple[ParityReport, int]:
     """The parity checks on files that already exist (CI); returns (report, exit code).
 
     The report records the machine it ran on and the LiteRT kernel paths measured. `sample` measures a seeded
@@ -306,9 +307,9 @@ def verify(opts: VerifyOptions, log=print) -> tuple[dict, int]:
     for p in paths:
         meta = read_metadata(p)
         made_from = meta.provenance.get("source_sha256") if meta else None
-        if made_from and made_from != ref["sha256"]:
+        if made_from and made_from != ref.sha256:
             raise FerEdgeError(f"{p}: was converted from a model with sha256 {made_from[:12]}…, but the reference "
-                               f"{opts.reference} is {ref['sha256'][:12]}…: compare files with their own reference")
+                               f"{opts.reference} is {ref.sha256[:12]}…: compare files with their own reference")
         fmt = (meta.provenance.get("format") if meta else None) or p.name
         int8 = fmt in FORMATS and FORMATS[fmt].int8 or "int8" in p.name
         if meta is None and ref_meta is None and not (opts.label_set and opts.normalize):
@@ -329,17 +330,17 @@ def verify(opts: VerifyOptions, log=print) -> tuple[dict, int]:
             staging.abort()
             raise
     for name, e in entries.items():
-        log(f"{name}: accuracy {100 * e['accuracy']:.2f}% (drop {e['accuracy_drop']:+.2f} pp), "
-            f"agreement {100 * e['agreement']:.2f}%: {'pass' if e['pass'] else 'FAIL'}")
-    return doc, (GATE_EXIT if doc["failures"] else 0)
+        log(f"{name}: accuracy {100 * e.accuracy:.2f}% (drop {e.accuracy_drop:+.2f} pp), "
+            f"agreement {100 * e.agreement:.2f}%: {'pass' if e.passed else 'FAIL'}")
+    return doc, (GATE_EXIT if doc.failures else 0)
 
 
-def _sampled(ref: dict, ref_probs: np.ndarray, ev: EvalSet, n: int, seed: int):
+def _sampled(ref: Reference, ref_probs: np.ndarray, ev: EvalSet, n: int, seed: int):
     """The first n of a seeded permutation of the faces (kept in split order), with the reference re-scored on
     them so that accuracy drops compare like with like."""
     total = len(ev.labels)
     keep = np.sort(np.random.default_rng(seed).permutation(total)[:n])
     sub = EvalSet(ev.faces[keep], ev.labels[keep], ev.split, ev.source)
-    entry = {**reference_entry(ref["path"], ref["sha256"], ref_probs[keep], sub, tuple(ref["recall"])),
-             "runtime": ref["runtime"], "sample": {"faces": len(keep), "of": total, "seed": seed}}
+    entry = reference_entry(ref.path, ref.sha256, ref_probs[keep], sub, tuple(ref.recall))
+    entry.runtime, entry.sample = ref.runtime, {"faces": len(keep), "of": total, "seed": seed}
     return entry, ref_probs[keep], sub
