@@ -29,41 +29,38 @@ HELDOUT_SPLIT = "PublicTest"  # INT8 recipes are chosen here; parity is reported
 HELDOUT_FACES = 1000
 
 
-@dataclass
-class ConvertOptions:
-    model: str
-    formats: list[Format]
-    out: str | None = None
-    data: str | None = None
-    calibration: str | None = None  # an existing NAME.npz (+ NAME.json)
-    calibration_size: int = 500
-    calibration_seed: int = 0
-    force_calibration: bool = False
-    label_set: str | None = None  # for a model without metadata: fer2013 | ferplus
+@dataclass(kw_only=True)
+class ParityOptions:
+    """What both fer-convert jobs share: the metadata flags of a model without its own, the faces the parity is
+    measured on, the budget, and whether existing outputs may be replaced."""
+    out: str | None = None  # output folder (verify: no report files without it)
+    data: str | None = None  # FER2013
+    label_set: str | None = None  # for a model (or files) without metadata: fer2013 | ferplus
     normalize: str | None = None
     equalize: bool | None = None
     eval_split: str = "PrivateTest"
     max_drop: float = DEFAULT_MAX_DROP
     min_agreement: float = DEFAULT_MIN_AGREEMENT
     force: bool = False
+
+
+@dataclass(kw_only=True)
+class ConvertOptions(ParityOptions):
+    model: str
+    formats: list[Format]
+    calibration: str | None = None  # an existing NAME.npz (+ NAME.json)
+    calibration_size: int = 500
+    calibration_seed: int = 0
+    force_calibration: bool = False
     format_options: dict = field(default_factory=dict)  # opset, onnx_recipe
     command: str = ""
 
 
 @dataclass(kw_only=True)
-class VerifyOptions:
+class VerifyOptions(ParityOptions):
     """fer-convert verify: existing files measured against their reference (a Keras model or golden outputs)."""
     files: list[str]
     reference: str
-    data: str
-    out: str | None = None  # report folder; no report files without it
-    label_set: str | None = None  # for files (and a reference) without metadata: fer2013 | ferplus
-    normalize: str | None = None
-    equalize: bool | None = None
-    eval_split: str = "PrivateTest"
-    max_drop: float = DEFAULT_MAX_DROP
-    min_agreement: float = DEFAULT_MIN_AGREEMENT
-    force: bool = False
     kernel_paths: tuple[str, ...] = KERNEL_PATHS  # LiteRT kernel paths an INT8 .tflite is measured on
     sample: int | None = None  # measure a seeded random subset of this many faces (None: every face)
     sample_seed: int = 0

@@ -27,8 +27,19 @@ def _known(cls, d: dict, names: dict[str, str] | None = None) -> dict:
     return {back.get(k, k): v for k, v in d.items() if back.get(k, k) in wanted}
 
 
+class _Entry:
+    """to_dict/from_dict of an entry whose fields are its JSON keys, plain values or other entries."""
+
+    def to_dict(self) -> dict:
+        return _dict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        return cls(**_known(cls, d))
+
+
 @dataclass
-class Reference:
+class Reference(_Entry):
     """The fp32 reference the files are held to: a Keras model, or its golden outputs (runtime 'golden')."""
     path: str
     sha256: str
@@ -40,34 +51,21 @@ class Reference:
     cost: dict | None = None  # {"macs", "parameters"}, where fer-convert counted them
     sample: dict | None = None  # verify --sample: {"faces", "of", "seed"}, the figures are the subset's
 
-    def to_dict(self) -> dict:
-        return _dict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "Reference":
-        return cls(**_known(cls, d))
-
 
 @dataclass
-class KernelFigures:
+class KernelFigures(_Entry):
     """One LiteRT kernel path's figures for an INT8 .tflite file."""
     accuracy: float
     accuracy_drop: float  # percentage points below the reference
     agreement: float  # share of faces with the reference's top-1 class
     max_prob_diff: float
 
-    def to_dict(self) -> dict:
-        return _dict(self)
-
 
 @dataclass
-class Spread:
+class Spread(_Entry):
     """How far the two kernel paths are from each other."""
     agreement: float
     max_prob_diff: float
-
-    def to_dict(self) -> dict:
-        return _dict(self)
 
 
 @dataclass
@@ -107,30 +105,24 @@ class FormatEntry:
         kernels = dict(kw.pop("kernels", None) or {}) or None
         if kernels is not None:
             spread = kernels.pop("spread", None)
-            kw["spread"] = Spread(**spread) if spread else None
-            kw["kernels"] = {k: KernelFigures(**v) for k, v in kernels.items()}
+            kw["spread"] = Spread.from_dict(spread) if spread else None
+            kw["kernels"] = {k: KernelFigures.from_dict(v) for k, v in kernels.items()}
         return cls(**kw)
 
 
 @dataclass
-class Evaluated:
+class Evaluated(_Entry):
     """Which faces the figures were measured on."""
     data: str
     split: str
     n: int
 
-    def to_dict(self) -> dict:
-        return _dict(self)
-
 
 @dataclass
-class Budget:
+class Budget(_Entry):
     """The gate: a file fails when it loses more accuracy, or agrees less, than this (on every kernel path)."""
     max_drop_pp: float
     min_agreement: float
-
-    def to_dict(self) -> dict:
-        return _dict(self)
 
 
 @dataclass
@@ -158,7 +150,7 @@ class ParityReport:
     def from_dict(cls, d: dict) -> "ParityReport":
         own = {"reference", "eval", "thresholds", "formats", "pass", "failures"}
         return cls(reference=Reference.from_dict(d["reference"]),
-                   eval=None if d.get("eval") is None else Evaluated(**d["eval"]),
-                   thresholds=Budget(**d["thresholds"]),
+                   eval=None if d.get("eval") is None else Evaluated.from_dict(d["eval"]),
+                   thresholds=Budget.from_dict(d["thresholds"]),
                    formats={name: FormatEntry.from_dict(e) for name, e in d["formats"].items()},
                    failures=list(d.get("failures", [])), extra={k: v for k, v in d.items() if k not in own})
