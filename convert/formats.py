@@ -147,7 +147,7 @@ def onnx_fp32(ctx, path):
 def onnx_int8(ctx, path):
     from fer_edge.convert.onnx_int8 import quantize_onnx
 
-    return quantize_onnx(ctx, path)
+    return quantize_onnx(ctx, path, ctx.onnx_fp32(), ctx.workdir())
 
 
 # --- the table ---------------------------------------------------------------------------------

@@ -12,8 +12,8 @@ import pytest
 
 from faults import bomb, one_line  # noqa: F401 (bomb: a fixture)
 from fer_edge.runtime import images
-from fer_edge.runtime.pipeline import FrameResult
 from fer_edge.runtime.preview import PreviewOptions, PreviewServer
+from fer_edge.runtime.results import FrameResult
 from fer_edge.runtime.sources import Frame
 
 TFLITE = Path(__file__).parents[1] / "assets" / "tiny_fer.tflite"
