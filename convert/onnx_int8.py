@@ -79,16 +79,15 @@ def _quantize(pre: Path, out: Path, recipe: Recipe, cs, input_name: str, cache: 
         q.quantize_static(str(pre), str(out), reader, **kwargs)
 
 
-def _preprocessed(ctx) -> Path:
+def _preprocessed(src: Path, log) -> Path:
     """The float graph after onnxruntime's quant_pre_process (shape inference, fusions), or as is."""
     q = require("onnxruntime.quantization", "convert")
-    src = ctx.onnx_fp32()
     pre = src.with_name("model_fp32_pre.onnx")
     if not pre.exists():
         try:
             q.quant_pre_process(str(src), str(pre), skip_symbolic_shape=False)
         except Exception as exc:  # pre-processing is an optimisation: quantize the plain graph instead
-            ctx.log(f"note: onnxruntime quant_pre_process failed ({str(exc).splitlines()[0][:120]}): using the plain graph")
+            log(f"note: onnxruntime quant_pre_process failed ({str(exc).splitlines()[0][:120]}): using the plain graph")
             return src
     return pre
 
@@ -100,14 +99,15 @@ def _run(path: Path, x: np.ndarray) -> np.ndarray:
     return np.concatenate([backend.infer(x[i:i + 256]) for i in range(0, len(x), 256)])
 
 
-def quantize_onnx(ctx, path: Path) -> dict:
-    """Write the INT8 ONNX file to `path`; returns its provenance (chosen recipe and the search table)."""
+def quantize_onnx(ctx, path: Path, fp32: Path, work: Path) -> dict:
+    """Write the INT8 ONNX file to `path`, quantized from the float graph `fp32` (scratch files in `work`);
+    returns its provenance (chosen recipe and the search table). `ctx` gives the calibration set, the held-out
+    faces, the options and the log."""
     cs = ctx.calibration
     if cs is None:
         raise FerEdgeError("onnx-int8 needs a calibration set: give --data or --calibration")
     logging.getLogger("root").setLevel(logging.ERROR)  # onnxruntime.quantization logs through the root logger
-    pre = _preprocessed(ctx)
-    work = ctx.workdir()
+    pre = _preprocessed(fp32, ctx.log)
     cache = work / "onnx_calibration_cache.json"
     forced = ctx.options.get("onnx_recipe")
     if forced and forced not in RECIPES:

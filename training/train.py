@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from fer_edge.convert.cost import model_cost
+from fer_edge.runtime.cli_args import fix_argv
 from fer_edge.runtime.datasets import FaceDataset, load_dataset
 from fer_edge.runtime.errors import cli_main, FerEdgeError
 from fer_edge.runtime.fileio import atomic_output, check_out_folder, sha256_file
@@ -213,7 +214,7 @@ def _train(cfg: TrainConfig, log, keras, teachers: list) -> Path:
     from fer_edge.training.data import Augment, class_weights, make_sequence
 
     init_sha = sha256_file(cfg.init) if cfg.init and not cfg.resume else None  # before --force may clear --out
-    ds = load_dataset(cfg.data, labels=cfg.labels)
+    ds = load_dataset(cfg.data, label_set=cfg.labels)
     for note in ds.notes:
         log(f"note: {note}")
     keras.utils.set_random_seed(cfg.seed)
@@ -450,7 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 @cli_main
 def main(argv=None) -> int:
-    args = build_parser().parse_args(PreprocessSpec.fix_argv(argv))
+    args = build_parser().parse_args(fix_argv(argv))
     cfg = TrainConfig(
         data=args.data, out=args.out, arch=args.arch, labels=args.labels, soft=args.soft, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, patience=args.patience, label_smoothing=args.label_smoothing,
