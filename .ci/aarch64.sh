@@ -147,7 +147,7 @@ say "runtime tests (LiteRT built-in kernels)"
 # The shipped files' gate test is left to the gate step below, which measures the same files the same way
 # (each pass over PrivateTest takes minutes under emulation); the damaged-file test runs here.
 # shellcheck disable=SC2086
-in_root sh -c "cd /ci/src && FER_EDGE_DATA=/ci/shared/data FER_EDGE_KERNELS=builtin python -m pytest -q -p no:cacheprovider --durations=10 \
+in_root sh -c "cd /ci/src && FER_EDGE_DATA=/ci/shared/data FER_EDGE_KERNELS=builtin FER_EDGE_EMULATED=1 python -m pytest -q -p no:cacheprovider --durations=10 \
     -k 'not test_shipped_int8_files_pass_the_gate' $RUNTIME_TESTS"
 
 for g in $GOLDENS; do

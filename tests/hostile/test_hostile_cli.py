@@ -10,7 +10,7 @@ from pathlib import Path
 import cv2
 import pytest
 
-from faults import CLI, KERNEL_ARGS, bomb, grey_image, leftovers, one_line, write_video  # noqa: F401 (bomb: a fixture)
+from faults import CLI, bomb, grey_image, leftovers, one_line, write_video  # noqa: F401 (bomb: a fixture)
 from fer_edge.runtime import images
 from fer_edge.runtime.cli import main
 
@@ -187,7 +187,7 @@ def test_errors_after_the_model_loads_are_one_line(tmp_path):
     damaged.write_bytes(b"\0\0\0\x18ftypmp42" + bytes(range(256)) * 40)
     # a fresh process, as a user runs it (FFmpeg reads its log level once per process): the model loads
     # (LiteRT's INFO line), then FFmpeg fails to parse the file ("moov atom not found")
-    done = subprocess.run([*CLI, *KERNEL_ARGS, "--source", str(damaged)], capture_output=True, text=True, timeout=120)
+    done = subprocess.run([*CLI, "--source", str(damaged)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     one_line(done.stderr, "damaged.mp4", "cannot open this video file")
 
