@@ -29,10 +29,11 @@ from pathlib import Path
 import numpy as np
 
 from fer_edge.convert.bench_e2e import FULL, QUICK, Settings
+from fer_edge.convert.formats import FORMATS
 from fer_edge.runtime.errors import FerEdgeError, ModelError, cli_main
 
-# Display order of the formats.
-FORMAT_ORDER = ("keras", "tflite-fp32", "tflite-fp16", "tflite-dynamic", "tflite-int8", "onnx-fp32", "onnx-int8")
+# Display order of the formats: the Keras reference, then the export formats in their table's order.
+FORMAT_ORDER = ("keras", *FORMATS)
 SUFFIXES = (".tflite", ".onnx", ".keras")
 
 
@@ -68,7 +69,7 @@ def format_of(path: Path) -> str:
     b = LiteRTBackend(path)
     if b.input_dtype == np.int8 or b.input_dtype == np.uint8:
         return "tflite-int8"
-    types = {np.dtype(t["dtype"]) for t in b.interp.get_tensor_details()}
+    types = {np.dtype(t["dtype"]) for t in b.interpreter.get_tensor_details()}
     if np.dtype(np.float16) in types:
         return "tflite-fp16"
     return "tflite-dynamic" if np.dtype(np.int8) in types else "tflite-fp32"
@@ -174,7 +175,7 @@ def load_eval(data: str, split: str, golden: str | None, label_set: str, max_fac
         faces, labels = ev.faces, ev.labels
         with np.load(golden, allow_pickle=False) as z:
             made_by = str(z["model"])
-        desc = {"kind": "golden", "path": str(golden), "model": made_by, "sha256": ref_entry["sha256"], "split": ev.split}
+        desc = {"kind": "golden", "path": str(golden), "model": made_by, "sha256": ref_entry.sha256, "split": ev.split}
     else:
         part = ds.subset(split)
         if not len(part):

@@ -28,7 +28,8 @@ def _common(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--data", help="FER2013 (.npz, .csv, image folders, or a folder holding fer2013.npz)")
     p.add_argument("--out", help="output folder (convert: default MODEL_export/; verify: no report files unless given)")
-    p.add_argument("--labels", choices=sorted(LABEL_SETS), help="label set of a model without fer-edge metadata")
+    p.add_argument("--labels", dest="label_set", choices=sorted(LABEL_SETS),
+                   help="label set of a model without fer-edge metadata")
     p.add_argument("--normalize", choices=list(VALUE_RANGES), help="input scaling of a model without metadata")
     p.add_argument("--equalize", action="store_true", default=None,
                    help="the model (without metadata) was trained on histogram-equalised faces")
@@ -84,20 +85,27 @@ def verify_parser() -> argparse.ArgumentParser:
     p.add_argument("--kernels", default=",".join(KERNEL_PATHS), type=parse_kernel_paths,
                    help="LiteRT kernel paths to measure INT8 .tflite files on, comma-separated (default: "
                    "%(default)s; 'builtin' alone where XNNPACK cannot run, e.g. under qemu emulation)")
+    p.add_argument("--sample", type=int, metavar="N",
+                   help="measure a seeded random N of the split's faces, the reference re-scored on the same "
+                        "faces (slow machines, e.g. an emulated board); default: every face")
+    p.add_argument("--sample-seed", type=int, default=0, help="seed of --sample (default 0)")
     _common(p)
     return p
 
 
 def _run(argv: list[str]) -> int:
     from fer_edge.convert.formats import FORMATS, INT8_FORMATS, parse_formats
-    from fer_edge.convert.pipeline import ConvertOptions, convert, verify
+    from fer_edge.convert.pipeline import ConvertOptions, VerifyOptions, convert, verify
 
     if argv and argv[0] == "verify":
         a = verify_parser().parse_args(argv[1:])
         if not a.data:
             raise FerEdgeError("verify needs --data DATA to measure the files on")
-        doc, code = verify(a.files, a.reference, a.data, a.out, a.labels, a.normalize, a.equalize, a.eval_split,
-                           a.max_drop, a.min_agreement, a.force, log=_log, kernel_paths=a.kernels)
+        doc, code = verify(VerifyOptions(
+            files=a.files, reference=a.reference, data=a.data, out=a.out, label_set=a.label_set,
+            normalize=a.normalize, equalize=a.equalize, eval_split=a.eval_split, max_drop=a.max_drop,
+            min_agreement=a.min_agreement, force=a.force, kernel_paths=a.kernels, sample=a.sample,
+            sample_seed=a.sample_seed), log=_log)
     else:
         a = convert_parser().parse_args(argv)
         if a.int8 and a.formats:
@@ -108,24 +116,24 @@ def _run(argv: list[str]) -> int:
         opts = ConvertOptions(
             model=a.model, formats=formats, out=a.out, data=a.data, calibration=a.calibration,
             calibration_size=a.calibration_size, calibration_seed=a.calibration_seed,
-            force_calibration=a.force_calibration, labels=a.labels, normalize=a.normalize, equalize=a.equalize,
+            force_calibration=a.force_calibration, label_set=a.label_set, normalize=a.normalize, equalize=a.equalize,
             eval_split=a.eval_split, max_drop=a.max_drop, min_agreement=a.min_agreement, force=a.force,
             format_options={"opset": a.opset, "onnx_recipe": a.onnx_recipe, "integer_only": a.integer_only,
                             "calibration": a.calibration},
             command=shlex.join(["fer-convert", *argv]))
         doc, code = convert(opts, log=_log)
-    if doc.get("eval") is not None:
-        print(f"parity on {doc['eval']['split']}: {'pass' if not doc['failures'] else 'FAIL'}")
-    for f in doc["failures"]:
+    if doc.eval is not None:
+        print(f"parity on {doc.eval.split}: {'pass' if doc.passed else 'FAIL'}")
+    for f in doc.failures:
         print(f"FAIL {f}")
     return code
 
 
 @cli_main  # exit codes and the one-line error, for every fer-* command
 def main(argv=None) -> int:
-    from fer_edge.runtime.preprocess import PreprocessSpec
+    from fer_edge.runtime.cli_args import fix_argv
 
-    return _run(PreprocessSpec.fix_argv(argv))
+    return _run(fix_argv(argv))
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from fer_edge.convert.parity import EvalSet, reference_entry
+from fer_edge.convert.report import Reference
 from fer_edge.runtime.datasets import FaceDataset, load_dataset, split_code
 from fer_edge.runtime.errors import cli_main, DataError, ModelError
 from fer_edge.runtime.fileio import atomic_output
@@ -29,7 +30,7 @@ def make_golden(model: str, data: str, out: str, split: str = "PrivateTest", for
     from fer_edge.convert.source import load_source
 
     src = load_source(model)
-    ds = load_dataset(data, labels=src.meta.label_set.name)
+    ds = load_dataset(data, label_set=src.meta.label_set.name)
     if ds.rows is None:
         raise DataError(f"{data}: golden outputs are keyed by FER2013 row: use the .npz or .csv, not image folders")
     part = ds.subset(split)
@@ -48,7 +49,7 @@ def make_golden(model: str, data: str, out: str, split: str = "PrivateTest", for
     return Path(out)
 
 
-def load_golden(path: str | Path, ds: FaceDataset) -> tuple[dict, np.ndarray, EvalSet]:
+def load_golden(path: str | Path, ds: FaceDataset) -> tuple[Reference, np.ndarray, EvalSet]:
     """(reference entry, reference probabilities, the faces they belong to) from a golden file and FER2013."""
     path = Path(path)
     try:
@@ -73,7 +74,7 @@ def load_golden(path: str | Path, ds: FaceDataset) -> tuple[dict, np.ndarray, Ev
     probs = g["probs"].astype(np.float32)
     ref = reference_entry(f"{g['model']} (golden outputs {path.name})", str(g["model_sha256"]), probs, ev,
                           ds.label_set.labels)
-    ref["runtime"] = "golden"
+    ref.runtime = "golden"
     return ref, probs, ev
 
 

@@ -94,16 +94,15 @@ def _quantize(pre: Path, out: Path, recipe: Recipe, cs, input_name: str, cache: 
         q.quantize_static(str(pre), str(out), reader, **kwargs)
 
 
-def _preprocessed(ctx) -> Path:
+def _preprocessed(src: Path, log) -> Path:
     """The float graph after onnxruntime's quant_pre_process (shape inference, fusions), or as is."""
     q = require("onnxruntime.quantization", "convert")
-    src = ctx.onnx_fp32()
     pre = src.with_name("model_fp32_pre.onnx")
     if not pre.exists():
         try:
             q.quant_pre_process(str(src), str(pre), skip_symbolic_shape=False)
         except Exception as exc:  # pre-processing is an optimisation: quantize the plain graph instead
-            ctx.log(f"note: onnxruntime quant_pre_process failed ({str(exc).splitlines()[0][:120]}): using the plain graph")
+            log(f"note: onnxruntime quant_pre_process failed ({str(exc).splitlines()[0][:120]}): using the plain graph")
             return src
     return pre
 
@@ -140,19 +139,20 @@ def layer_errors(pre: Path, qdq: Path, x: np.ndarray) -> list[dict]:
         before = np.concatenate([np.ravel(v) for v in m["pre_qdq"]]).astype(np.float64)
         after = np.concatenate([np.ravel(v) for v in m["post_qdq"]]).astype(np.float64)
         rel = float(np.sqrt(np.mean((after - before) ** 2) / max(np.mean(before ** 2), 1e-12)))
-        rows.append({"layer": tensor, "op": node.op_type, "node": node.name, "relative_rmse": rel})
+        rows.append({"layer": tensor, "op": node.op_type, "relative_rmse": rel, "node": node.name})
     aug.unlink(missing_ok=True)
     return sorted(rows, key=lambda r: (-r["relative_rmse"], r["layer"]))
 
 
-def quantize_onnx(ctx, path: Path) -> dict:
-    """Write the INT8 ONNX file to `path`; returns its provenance (chosen recipe and the search table)."""
+def quantize_onnx(ctx, path: Path, fp32: Path, work: Path) -> dict:
+    """Write the INT8 ONNX file to `path`, quantized from the float graph `fp32` (scratch files in `work`);
+    returns its provenance (chosen recipe, search table, layer errors). `ctx` gives the calibration set, the
+    held-out faces and the target, the options and the log."""
     cs = ctx.calibration
     if cs is None:
         raise FerEdgeError("onnx-int8 needs a calibration set: give --data or --calibration")
     logging.getLogger("root").setLevel(logging.ERROR)  # onnxruntime.quantization logs through the root logger
-    pre = _preprocessed(ctx)
-    work = ctx.workdir()
+    pre = _preprocessed(fp32, ctx.log)
     cache = work / "onnx_calibration_cache.json"
     forced = ctx.options.get("onnx_recipe")
     if forced and forced not in RECIPES:

@@ -15,6 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from fer_edge.convert.cost import fmt_macs
+from fer_edge.convert.formats import FORMATS
+from fer_edge.convert.report import (Budget, Evaluated, FormatEntry, KernelFigures, ParityReport, RecipeSearch,
+                                     Reference, Spread)
 from fer_edge.runtime.backends import Classifier
 from fer_edge.runtime.metrics import agreement, classification_report
 
@@ -34,27 +37,27 @@ class EvalSet:
     source: str
 
 
-def reference_entry(path, sha256: str, ref_probs: np.ndarray, ev: EvalSet, labels) -> dict:
+def reference_entry(path, sha256: str, ref_probs: np.ndarray, ev: EvalSet, labels) -> Reference:
     r = classification_report(ev.labels, ref_probs, tuple(labels))
-    return {"path": str(path), "sha256": sha256, "runtime": "keras", "n": r["n"], "accuracy": r["accuracy"],
-            "macro_f1": r["macro_f1"], "recall": {k: v["recall"] for k, v in r["per_class"].items()}}
+    return Reference(path=str(path), sha256=sha256, runtime="keras", n=r["n"], accuracy=r["accuracy"],
+                     macro_f1=r["macro_f1"], recall={k: v["recall"] for k, v in r["per_class"].items()})
 
 
-def _compare(probs: np.ndarray, ref_probs: np.ndarray, ev: EvalSet, labels, reference: dict) -> dict:
+def _compare(probs: np.ndarray, ref_probs: np.ndarray, ev: EvalSet, labels, reference: Reference) -> dict:
     r = classification_report(ev.labels, probs, tuple(labels))
     return {
         "accuracy": r["accuracy"],
         "macro_f1": r["macro_f1"],
-        "accuracy_drop": 100.0 * (reference["accuracy"] - r["accuracy"]),
+        "accuracy_drop": 100.0 * (reference.accuracy - r["accuracy"]),
         "agreement": agreement(probs, ref_probs),
-        "recall_delta": {k: 100.0 * (v["recall"] - reference["recall"][k]) for k, v in r["per_class"].items()},
+        "recall_delta": {k: 100.0 * (v["recall"] - reference.recall[k]) for k, v in r["per_class"].items()},
         "max_prob_diff": float(np.abs(probs - ref_probs).max()) if len(probs) else 0.0,
     }
 
 
-def evaluate_file(path: Path, ev: EvalSet, ref_probs: np.ndarray, reference: dict, int8: bool,
+def evaluate_file(path: Path, ev: EvalSet, ref_probs: np.ndarray, reference: Reference, int8: bool,
                   display_path: str | None = None, kernel_paths: tuple[str, ...] = KERNEL_PATHS,
-                  **classifier_options) -> dict:
+                  **classifier_options) -> FormatEntry:
     """One `formats` entry: size, accuracy, drop, agreement, recall deltas, largest probability difference.
 
     A .tflite file runs on kernel_paths[0]; an INT8 one on every path of kernel_paths, each gated."""
@@ -67,146 +70,138 @@ def evaluate_file(path: Path, ev: EvalSet, ref_probs: np.ndarray, reference: dic
         clf = Classifier(path, **classifier_options, **({"kernels": k} if k else {}))
         probs[k] = clf.predict_batched(ev.faces)
     first = probs[paths[0]]
-    entry = {"path": display_path or str(path), "bytes": path.stat().st_size, "runtime": clf.backend.module}
-    entry.update(_compare(first, ref_probs, ev, clf.labels, reference))
+    entry = FormatEntry(path=display_path or str(path), bytes=path.stat().st_size,
+                        runtime=clf.backend.interpreter_module, **_compare(first, ref_probs, ev, clf.labels, reference))
     if int8 and tflite:
         keep = ("accuracy", "accuracy_drop", "agreement", "max_prob_diff")
-        entry["kernels"] = {k: {f: v for f, v in _compare(p, ref_probs, ev, clf.labels, reference).items() if f in keep}
-                            for k, p in probs.items()}
+        entry.kernels = {k: KernelFigures(**{f: v for f, v in _compare(p, ref_probs, ev, clf.labels, reference).items()
+                                             if f in keep})
+                         for k, p in probs.items()}
         if len(probs) == 2:
             a, b = probs.values()
-            entry["kernels"]["spread"] = {"agreement": agreement(a, b), "max_prob_diff": float(np.abs(a - b).max())}
+            entry.spread = Spread(agreement=agreement(a, b), max_prob_diff=float(np.abs(a - b).max()))
     return entry
 
 
-def gate(entry: dict, max_drop: float, min_agreement: float) -> list[str]:
+def gate(entry: FormatEntry, max_drop: float, min_agreement: float) -> list[str]:
     """The reasons an entry breaks the budget (empty when it passes), on every kernel path measured."""
-    paths = entry.get("kernels") or {"default": entry}
+    paths = entry.kernels or {"default": entry}
     out = []
     for kernels, m in paths.items():
-        if kernels == "spread":
-            continue
-        where = f" ({kernels} kernels)" if "kernels" in entry else ""
-        if m["accuracy_drop"] > max_drop:
-            out.append(f"{entry['path']}{where}: accuracy drop {m['accuracy_drop']:.2f} pp > {max_drop:g} pp")
-        if m["agreement"] < min_agreement:
-            out.append(f"{entry['path']}{where}: agreement {100 * m['agreement']:.2f}% < {100 * min_agreement:g}%")
+        where = f" ({kernels} kernels)" if entry.kernels is not None else ""
+        if m.accuracy_drop > max_drop:
+            out.append(f"{entry.path}{where}: accuracy drop {m.accuracy_drop:.2f} pp > {max_drop:g} pp")
+        if m.agreement < min_agreement:
+            out.append(f"{entry.path}{where}: agreement {100 * m.agreement:.2f}% < {100 * min_agreement:g}%")
     return out
 
 
-def build_report(reference: dict, ev: EvalSet | None, formats: dict, max_drop: float, min_agreement: float,
-                 extra: dict | None = None) -> dict:
+def build_report(reference: Reference, ev: EvalSet | None, formats: dict[str, FormatEntry], max_drop: float,
+                 min_agreement: float, extra: dict | None = None,
+                 recipes: dict[str, RecipeSearch] | None = None) -> ParityReport:
     failures = []
-    for name, entry in formats.items():
-        if "accuracy" in entry:
-            entry["failures"] = gate(entry, max_drop, min_agreement)
-            entry["pass"] = not entry["failures"]
-            failures += entry["failures"]
-    doc = {
-        "reference": reference,
-        "eval": None if ev is None else {"data": ev.source, "split": ev.split, "n": int(len(ev.labels))},
-        "thresholds": {"max_drop_pp": max_drop, "min_agreement": min_agreement},
-        "formats": formats,
-        "pass": not failures,
-        "failures": failures,
-    }
-    doc.update(extra or {})
-    return doc
+    for entry in formats.values():
+        if entry.measured:
+            entry.failures = gate(entry, max_drop, min_agreement)
+            entry.passed = not entry.failures
+            failures += entry.failures
+    return ParityReport(reference=reference,
+                        eval=None if ev is None else Evaluated(data=ev.source, split=ev.split, n=int(len(ev.labels))),
+                        thresholds=Budget(max_drop_pp=max_drop, min_agreement=min_agreement),
+                        formats=formats, failures=failures, recipes=dict(recipes or {}),
+                        extra=dict(extra or {}))
 
 
 def _pct(v) -> str:
     return "-" if v is None else f"{100 * v:.2f}%"
 
 
-def markdown(doc: dict) -> str:
-    ref, ev = doc["reference"], doc["eval"]
+def markdown(doc: ParityReport) -> str:
+    ref, ev = doc.reference, doc.eval
     lines = ["# fer-convert parity report", ""]
-    if doc.get("machine"):
-        m = doc["machine"]
+    if doc.extra.get("machine"):
+        m = doc.extra["machine"]
         lines += [f"Measured on {m['arch']} ({m['cpu']}), {m['platform']}; LiteRT kernels: "
-                  f"{', '.join(doc.get('kernel_paths', KERNEL_PATHS))}.", ""]
+                  f"{', '.join(doc.extra.get('kernel_paths', KERNEL_PATHS))}.", ""]
     if ev is None:
         lines += ["No evaluation data was given (--data): files were converted but not measured.", ""]
     else:
-        lines += [f"Reference `{ref['path']}` (Keras fp32) on {ev['split']} ({ev['n']} faces of `{ev['data']}`): "
-                  f"accuracy {_pct(ref['accuracy'])}, macro-F1 {_pct(ref['macro_f1'])}.", "",
-                  *([f"Cost: {fmt_macs(ref['cost'].get('macs'))} multiply-adds per face, "
-                     f"{ref['cost']['parameters']:,} parameters (every exported file computes the same network)."]
-                    if ref.get("cost") else []), "",
-                  f"Budget: accuracy drop <= {doc['thresholds']['max_drop_pp']:g} pp and agreement >= "
-                  f"{100 * doc['thresholds']['min_agreement']:g}% on every kernel path.", ""]
+        lines += [f"Reference `{ref.path}` (Keras fp32) on {ev.split} ({ev.n} faces of `{ev.data}`): "
+                  f"accuracy {_pct(ref.accuracy)}, macro-F1 {_pct(ref.macro_f1)}.", "",
+                  *([f"Cost: {fmt_macs(ref.cost.get('macs'))} multiply-adds per face, "
+                     f"{ref.cost['parameters']:,} parameters (every exported file computes the same network)."]
+                    if ref.cost else []), "",
+                  f"Budget: accuracy drop <= {doc.thresholds.max_drop_pp:g} pp and agreement >= "
+                  f"{100 * doc.thresholds.min_agreement:g}% on every kernel path.", ""]
     lines += ["| format | file | bytes | accuracy | macro-F1 | drop (pp) | agreement | max prob diff | verdict |",
               "|---|---|---|---|---|---|---|---|---|"]
-    for name, e in doc["formats"].items():
-        if "accuracy" not in e:
-            lines.append(f"| {name} | `{Path(e['path']).name}` | {e['bytes']} | - | - | - | - | - | not measured |")
+    for name, e in doc.formats.items():
+        if not e.measured:
+            lines.append(f"| {name} | `{Path(e.path).name}` | {e.bytes} | - | - | - | - | - | not measured |")
             continue
-        verdict = "pass" if e["pass"] else "**FAIL**"
-        lines.append(f"| {name} | `{Path(e['path']).name}` | {e['bytes']} | {_pct(e['accuracy'])} | {_pct(e['macro_f1'])} "
-                     f"| {e['accuracy_drop']:+.2f} | {_pct(e['agreement'])} | {e['max_prob_diff']:.4f} | {verdict} |")
-    kern = {n: e["kernels"] for n, e in doc["formats"].items() if "kernels" in e}
+        verdict = "pass" if e.passed else "**FAIL**"
+        lines.append(f"| {name} | `{Path(e.path).name}` | {e.bytes} | {_pct(e.accuracy)} | {_pct(e.macro_f1)} "
+                     f"| {e.accuracy_drop:+.2f} | {_pct(e.agreement)} | {e.max_prob_diff:.4f} | {verdict} |")
+    kern = {n: e for n, e in doc.formats.items() if e.kernels is not None}
     if kern:
         lines += ["", "## INT8 kernel paths (LiteRT XNNPACK delegate 'default', built-in kernels 'builtin')", "",
                   "| format | kernels | accuracy | drop (pp) | agreement | max prob diff |", "|---|---|---|---|---|---|"]
-        for n, k in kern.items():
-            for path, m in k.items():
-                if path != "spread":
-                    lines.append(f"| {n} | {path} | {_pct(m['accuracy'])} | {m['accuracy_drop']:+.2f} | "
-                                 f"{_pct(m['agreement'])} | {m['max_prob_diff']:.4f} |")
-        for n, k in kern.items():
-            if "spread" in k:
-                lines += ["", f"{n}: default and builtin agree on {_pct(k['spread']['agreement'])} of faces "
-                          f"(max prob diff {k['spread']['max_prob_diff']:.4f})."]
-    measured = {n: e for n, e in doc["formats"].items() if "recall_delta" in e}
+        for n, e in kern.items():
+            for path, m in e.kernels.items():
+                lines.append(f"| {n} | {path} | {_pct(m.accuracy)} | {m.accuracy_drop:+.2f} | "
+                             f"{_pct(m.agreement)} | {m.max_prob_diff:.4f} |")
+        for n, e in kern.items():
+            if e.spread is not None:
+                lines += ["", f"{n}: default and builtin agree on {_pct(e.spread.agreement)} of faces "
+                          f"(max prob diff {e.spread.max_prob_diff:.4f})."]
+    measured = {n: e for n, e in doc.formats.items() if e.recall_delta is not None}
     if measured:
-        labels = list(next(iter(measured.values()))["recall_delta"])
+        labels = list(next(iter(measured.values())).recall_delta)
         lines += ["", "## Per-class recall change (pp, file minus reference)", "",
                   "| format | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
         for n, e in measured.items():
-            lines.append(f"| {n} | " + " | ".join(f"{e['recall_delta'][c]:+.2f}" for c in labels) + " |")
+            lines.append(f"| {n} | " + " | ".join(f"{e.recall_delta[c]:+.2f}" for c in labels) + " |")
     lines += _recipe_sections(doc)
     lines += ["", "## Verdict", ""]
-    if doc["failures"]:
-        lines += ["FAIL: these files break the budget:", ""] + [f"- {f}" for f in doc["failures"]]
+    if doc.failures:
+        lines += ["FAIL: these files break the budget:", ""] + [f"- {f}" for f in doc.failures]
     else:
         lines.append("pass" if ev is not None else "not measured")
     return "\n".join(lines) + "\n"
 
 
-def _recipe_sections(doc: dict) -> list[str]:
+def _recipe_sections(doc: ParityReport) -> list[str]:
     """The INT8 recipe searches: candidates tried, the winner, layers kept in float, the layers losing most."""
     lines = []
-    for name in ("tflite-int8", "onnx-int8"):
-        recipe = doc.get(f"{name.replace('-', '_')}_recipe")
-        if not recipe:
+    for fmt in FORMATS.values():
+        search = doc.recipes.get(fmt.recipe_search)
+        if search is None:
             continue
-        chosen = recipe["recipe"]["name"]
-        lines += ["", f"## {name} recipe search", "", recipe.get("selection", ""), "",
+        chosen = search.recipe["name"]
+        lines += ["", f"## {fmt.name} recipe search", "", search.selection, "",
                   "| recipe | activations | float layers | agreement | accuracy drop (pp) | max prob diff | bytes |",
                   "|---|---|---|---|---|---|---|"]
-        for row in recipe.get("candidates", []):
-            mark = " (chosen)" if row["recipe"] == chosen else ""
-            drop = row.get("accuracy_drop")
-            lines.append(f"| {row['recipe']}{mark} | {row.get('activations', '-')} | {row.get('float_layers', 0)} | "
-                         f"{_pct(row.get('agreement'))} | "
-                         f"{'-' if drop is None else f'{drop:+.2f}'} | {row.get('max_prob_diff', float('nan')):.4f} | "
-                         f"{row.get('bytes', row.get('error', '-'))} |")
-        if recipe.get("quantization"):
-            lines += ["", f"Chosen: {chosen}, {recipe['quantization']}."]
-        floats = recipe["recipe"].get("float_layers") or recipe["recipe"].get("float_nodes") or []
+        for c in search.candidates:
+            mark = " (chosen)" if c.recipe == chosen else ""
+            drop = "-" if c.accuracy_drop is None else f"{c.accuracy_drop:+.2f}"
+            diff = "-" if c.max_prob_diff is None else f"{c.max_prob_diff:.4f}"
+            lines.append(f"| {c.recipe}{mark} | {c.activations or '-'} | {c.float_layers or 0} | "
+                         f"{_pct(c.agreement)} | {drop} | {diff} | {c.error or c.bytes} |")
+        if search.quantization:
+            lines += ["", f"Chosen: {chosen}, {search.quantization}."]
+        floats = search.recipe.get("float_layers") or search.recipe.get("float_nodes") or []
         if floats:
             lines += ["", f"Kept in float ({len(floats)}): " + ", ".join(f"`{n[:90]}`" for n in floats)]
-        cost = recipe.get("cost")
+        cost = search.cost
         if cost:
-            lines += ["", f"Cost against the plain INT8 recipe: {cost['bytes'][0]} -> {cost['bytes'][1]} bytes, "
-                      f"{cost['ms_per_face'][0]:.3f} -> {cost['ms_per_face'][1]:.3f} ms per face ({cost['measured']})."]
-        errors = recipe.get("layer_errors")
-        if errors:
-            lines += ["", f"Layers losing most in the plain INT8 recipe ({recipe.get('layer_errors_method', '')}):", "",
+            lines += ["", f"Cost against the plain INT8 recipe: {cost.bytes[0]} -> {cost.bytes[1]} bytes, "
+                      f"{cost.ms_per_face[0]:.3f} -> {cost.ms_per_face[1]:.3f} ms per face ({cost.measured})."]
+        if search.layer_errors:
+            lines += ["", f"Layers losing most in the plain INT8 recipe ({search.layer_errors_method}):", "",
                       "| layer | op | relative RMSE |", "|---|---|---|"]
-            lines += [f"| `{e['layer'][:90]}` | {e['op']} | {e['relative_rmse']:.4f} |" for e in errors]
+            lines += [f"| `{e.layer[:90]}` | {e.op} | {e.relative_rmse:.4f} |" for e in search.layer_errors]
     return lines
 
 
-def report_texts(doc: dict) -> tuple[str, str]:
-    return json.dumps(doc, indent=1, sort_keys=False) + "\n", markdown(doc)
+def report_texts(doc: ParityReport) -> tuple[str, str]:
+    return json.dumps(doc.to_dict(), indent=1, sort_keys=False) + "\n", markdown(doc)

@@ -18,6 +18,7 @@ from fer_edge.convert.cost import model_cost
 from fer_edge.convert.formats import FORMATS, ExportContext, Format, check_options, output_path
 from fer_edge.convert.parity import (DEFAULT_MAX_DROP, DEFAULT_MIN_AGREEMENT, KERNEL_PATHS, EvalSet, build_report,
                                      evaluate_file, reference_entry, report_texts)
+from fer_edge.convert.report import FormatEntry, ParityReport, RecipeSearch, Reference
 from fer_edge.runtime.datasets import load_dataset, split_code
 from fer_edge.runtime.errors import DataError, FerEdgeError
 from fer_edge.runtime.fileio import check_writable, sha256_file
@@ -32,25 +33,41 @@ HELDOUT_FACES = 2000
 HELDOUT_MARGIN = {"min_agreement": 0.01, "max_drop": 0.25}
 
 
-@dataclass
-class ConvertOptions:
-    model: str
-    formats: list[Format]
-    out: str | None = None
-    data: str | None = None
-    calibration: str | None = None  # an existing NAME.npz (+ NAME.json)
-    calibration_size: int = 500
-    calibration_seed: int = 0
-    force_calibration: bool = False
-    labels: str | None = None
+@dataclass(kw_only=True)
+class ParityOptions:
+    """What both fer-convert jobs share: the metadata flags of a model without its own, the faces the parity is
+    measured on, the budget, and whether existing outputs may be replaced."""
+    out: str | None = None  # output folder (verify: no report files without it)
+    data: str | None = None  # FER2013
+    label_set: str | None = None  # for a model (or files) without metadata: fer2013 | ferplus
     normalize: str | None = None
     equalize: bool | None = None
     eval_split: str = "PrivateTest"
     max_drop: float = DEFAULT_MAX_DROP
     min_agreement: float = DEFAULT_MIN_AGREEMENT
     force: bool = False
+
+
+@dataclass(kw_only=True)
+class ConvertOptions(ParityOptions):
+    model: str
+    formats: list[Format]
+    calibration: str | None = None  # an existing NAME.npz (+ NAME.json)
+    calibration_size: int = 500
+    calibration_seed: int = 0
+    force_calibration: bool = False
     format_options: dict = field(default_factory=dict)  # opset, onnx_recipe, integer_only
     command: str = ""
+
+
+@dataclass(kw_only=True)
+class VerifyOptions(ParityOptions):
+    """fer-convert verify: existing files measured against their reference (a Keras model or golden outputs)."""
+    files: list[str]
+    reference: str
+    kernel_paths: tuple[str, ...] = KERNEL_PATHS  # LiteRT kernel paths an INT8 .tflite is measured on
+    sample: int | None = None  # measure a seeded random subset of this many faces (None: every face)
+    sample_seed: int = 0
 
 
 class Staging:
@@ -152,7 +169,7 @@ def _heldout(ctx, ds, src, spec, opts: ConvertOptions) -> None:
                                                               split="Training", force=opts.force_calibration)
 
 
-def convert(opts: ConvertOptions, log=print) -> tuple[dict, int]:
+def convert(opts: ConvertOptions, log=print) -> tuple[ParityReport, int]:
     """Convert, measure, write the report; returns (report, exit code: 0 or 3 when the budget is broken)."""
     from fer_edge.convert.parity import GATE_EXIT
     from fer_edge.convert.source import load_source
@@ -176,11 +193,11 @@ def convert(opts: ConvertOptions, log=print) -> tuple[dict, int]:
         raise DataError(f"{opts.data}: no such file or folder")
 
     log(f"loading {model_path}")
-    src = load_source(model_path, opts.labels, opts.normalize, opts.equalize)
+    src = load_source(model_path, opts.label_set, opts.normalize, opts.equalize)
     spec = src.meta.preprocess
     log(f"model: input {src.input_shape}, {src.num_outputs} classes ({src.meta.label_set.name}), "
         f"value range {list(spec.value_range)}, equalize {spec.equalize}")
-    ds = load_dataset(opts.data, labels=src.meta.label_set.name) if opts.data else None
+    ds = load_dataset(opts.data, label_set=src.meta.label_set.name) if opts.data else None
     ev = _eval_set(ds, opts.eval_split) if ds is not None else None
     ctx = ExportContext(src, options=dict(opts.format_options), log=log)
     try:
@@ -189,55 +206,56 @@ def convert(opts: ConvertOptions, log=print) -> tuple[dict, int]:
             ctx.calibration, cal_file = _calibration(opts, ds, spec, staging, out_dir, log)
         cost = model_cost(src.model)
         cost = cost if cost["macs"] else {"macs": None, "parameters": cost["parameters"]}  # a SavedModel hides its layers
-        ref_probs, reference = None, {"path": str(model_path), "sha256": src.sha256, "runtime": "keras"}
+        ref_probs, reference = None, Reference(path=str(model_path), sha256=src.sha256)
         if ev is not None:
             log(f"reference: Keras on {len(ev.labels)} {ev.split} faces")
             ref_probs = src.predict(ev.faces)
             reference = reference_entry(model_path, src.sha256, ref_probs, ev, src.meta.labels)
-            log(f"reference accuracy {100 * reference['accuracy']:.2f}%, macro-F1 {100 * reference['macro_f1']:.2f}%")
-        reference["cost"] = cost
-        if any(f.int8 for f in opts.formats):
+            log(f"reference accuracy {100 * reference.accuracy:.2f}%, macro-F1 {100 * reference.macro_f1:.2f}%")
+        reference.cost = cost
+        if any(f.recipe_search for f in opts.formats):
             _heldout(ctx, ds, src, spec, opts)
         cal_sha = ctx.calibration.manifest_sha256 if ctx.calibration is not None else None
         base_prov = {"source_model": model_path.name, "source_sha256": src.sha256, "command": opts.command,
                      "training": src.meta.provenance, "cost": cost}
-        entries, staged, extra = {}, {}, {}
+        entries, staged, recipes, extra = {}, {}, {}, {}
         for fmt in opts.formats:
             final = output_path(out_dir, stem, fmt)
             tmp = staging.path(final)
             log(f"{fmt.name}: converting")
             recipe = fmt.export(ctx, tmp)
+            if fmt.recipe_search:  # the report's typed entry, and the same object in the file's metadata
+                recipes[fmt.recipe_search] = RecipeSearch.from_dict(recipe)
+                recipe = recipes[fmt.recipe_search].to_dict()
             prov = dict(base_prov, format=fmt.name, recipe=recipe,
                         calibration_manifest_sha256=cal_sha if fmt.calibrated else None,
                         calibration_file=Path(cal_file).name if fmt.calibrated and cal_file else None)
             meta = src.meta.replace(provenance=prov, figures={})
             write_metadata(tmp, meta)
             staged[fmt.name] = (tmp, final, meta)
-            if fmt.int8:
-                extra[f"{fmt.name.replace('-', '_')}_recipe"] = recipe
             if ev is not None:
                 log(f"{fmt.name}: evaluating {final.name} ({tmp.stat().st_size} bytes) on {ev.split}"
                     + (" with both LiteRT kernel paths" if fmt.int8 and final.suffix == ".tflite" else ""))
                 entries[fmt.name] = evaluate_file(tmp, ev, ref_probs, reference, fmt.int8, display_path=str(final))
                 e = entries[fmt.name]
-                log(f"{fmt.name}: accuracy {100 * e['accuracy']:.2f}% (drop {e['accuracy_drop']:+.2f} pp), "
-                    f"agreement {100 * e['agreement']:.2f}%")
+                log(f"{fmt.name}: accuracy {100 * e.accuracy:.2f}% (drop {e.accuracy_drop:+.2f} pp), "
+                    f"agreement {100 * e.agreement:.2f}%")
             else:
-                entries[fmt.name] = {"path": str(final), "bytes": tmp.stat().st_size}
+                entries[fmt.name] = FormatEntry(path=str(final), bytes=tmp.stat().st_size)
         extra["calibration"] = None if ctx.calibration is None else {
             "file": cal_file, "manifest_sha256": cal_sha, "faces": len(ctx.calibration),
             "counts": ctx.calibration.manifest.get("counts")}
-        doc = build_report(reference, ev, entries, opts.max_drop, opts.min_agreement, extra)
+        doc = build_report(reference, ev, entries, opts.max_drop, opts.min_agreement, extra, recipes)
         for name, (tmp, final, meta) in staged.items():
             e = entries[name]
             if ev is not None:
-                figs = {k: e[k] for k in ("accuracy", "macro_f1", "accuracy_drop", "agreement", "max_prob_diff")}
-                figs.update(split=ev.split, n=int(len(ev.labels)), reference_accuracy=reference["accuracy"],
-                            passed=e["pass"])
-                if "kernels" in e:
-                    figs["kernels"] = e["kernels"]
+                figs = {k: getattr(e, k) for k in ("accuracy", "macro_f1", "accuracy_drop", "agreement", "max_prob_diff")}
+                figs.update(split=ev.split, n=int(len(ev.labels)), reference_accuracy=reference.accuracy,
+                            passed=e.passed)
+                if e.kernels is not None:
+                    figs["kernels"] = e.to_dict()["kernels"]
                 write_metadata(tmp, meta.replace(figures={ev.split: figs}))
-            e["sha256"] = sha256_file(tmp)
+            e.sha256 = sha256_file(tmp)
         _write_report(doc, staging, out_dir)
         staging.commit()
     except BaseException:
@@ -246,92 +264,97 @@ def convert(opts: ConvertOptions, log=print) -> tuple[dict, int]:
     finally:
         ctx.close()
     log(f"wrote {len(opts.formats)} files, report.json and report.md to {out_dir}")
-    for f in doc["failures"]:
+    for f in doc.failures:
         log(f"FAIL {f}")
-    return doc, (GATE_EXIT if doc["failures"] else 0)
+    return doc, (GATE_EXIT if doc.failures else 0)
 
 
-def _write_report(doc: dict, staging: Staging, out_dir: Path) -> None:
+def _write_report(doc: ParityReport, staging: Staging, out_dir: Path) -> None:
     text_json, text_md = report_texts(doc)
     staging.path(out_dir / "report.json").write_text(text_json)
     staging.path(out_dir / "report.md").write_text(text_md)
 
 
-def verify(files: list[str], reference: str, data: str, out: str | None = None, labels: str | None = None,
-           normalize: str | None = None, equalize: bool | None = None, eval_split: str = "PrivateTest",
-           max_drop: float = DEFAULT_MAX_DROP, min_agreement: float = DEFAULT_MIN_AGREEMENT,
-           force: bool = False, log=print, kernel_paths: tuple[str, ...] = KERNEL_PATHS) -> tuple[dict, int]:
+def verify(opts: VerifyOptions, log=print) -> tuple[ParityReport, int]:
     """The parity checks on files that already exist (CI); returns (report, exit code).
 
-    The report records the machine it ran on and the LiteRT kernel paths measured (kernel_paths)."""
+    The report records the machine it ran on and the LiteRT kernel paths measured. `sample` measures a seeded
+    random subset of the split's faces (for slow machines: emulated boards); the reference's figures are then
+    computed on the same subset."""
     from fer_edge.convert.bench_report import machine
     from fer_edge.convert.parity import GATE_EXIT
     from fer_edge.convert.source import load_source
 
     log = _clock(log)
-    paths = [Path(f) for f in files]
+    if opts.sample is not None and opts.sample < 1:
+        raise FerEdgeError(f"--sample must be 1 or more faces, found {opts.sample}")
+    paths = [Path(f) for f in opts.files]
     for p in paths:
         if not p.is_file():
             raise FerEdgeError(f"{p}: no such model file")
         read_metadata(p)  # refuses unknown suffixes and unreadable metadata early
     staging = None
-    if out:
-        staging = Staging(Path(out), force)
-        staging.prepare([Path(out) / "report.json", Path(out) / "report.md"])
-    if Path(reference).suffix.lower() == ".npz":  # golden outputs: no TensorFlow needed
+    if opts.out:
+        staging = Staging(Path(opts.out), opts.force)
+        staging.prepare([Path(opts.out) / "report.json", Path(opts.out) / "report.md"])
+    if Path(opts.reference).suffix.lower() == ".npz":  # golden outputs: no TensorFlow needed
         from fer_edge.convert.golden import load_golden
 
-        log(f"reference: golden outputs {reference}")
+        log(f"reference: golden outputs {opts.reference}")
         first = read_metadata(paths[0])
-        ds = load_dataset(data, labels=labels or (first.label_set.name if first else "fer2013"))
-        ref, ref_probs, ev = load_golden(reference, ds)
+        ds = load_dataset(opts.data, label_set=opts.label_set or (first.label_set.name if first else "fer2013"))
+        ref, ref_probs, ev = load_golden(opts.reference, ds)
         ref_meta = None
     else:
-        log(f"loading reference {reference}")
-        src = load_source(reference, labels, normalize, equalize)
-        ds = load_dataset(data, labels=src.meta.label_set.name)
-        ev = _eval_set(ds, eval_split)
+        log(f"loading reference {opts.reference}")
+        src = load_source(opts.reference, opts.label_set, opts.normalize, opts.equalize)
+        ds = load_dataset(opts.data, label_set=src.meta.label_set.name)
+        ev = _eval_set(ds, opts.eval_split)
         log(f"reference: Keras on {len(ev.labels)} {ev.split} faces")
         ref_probs = src.predict(ev.faces)
-        ref = reference_entry(reference, src.sha256, ref_probs, ev, src.meta.labels)
+        ref = reference_entry(opts.reference, src.sha256, ref_probs, ev, src.meta.labels)
         ref_meta = src.meta
+    if opts.sample is not None:
+        ref, ref_probs, ev = _sampled(ref, ref_probs, ev, opts.sample, opts.sample_seed)
+        log(f"measuring a seeded sample: {len(ev.labels)} of the {ev.split} faces (seed {opts.sample_seed})")
     entries = {}
     for p in paths:
         meta = read_metadata(p)
         made_from = meta.provenance.get("source_sha256") if meta else None
-        if made_from and made_from != ref["sha256"]:
+        if made_from and made_from != ref.sha256:
             raise FerEdgeError(f"{p}: was converted from a model with sha256 {made_from[:12]}…, but the reference "
-                               f"{reference} is {ref['sha256'][:12]}…: compare files with their own reference")
+                               f"{opts.reference} is {ref.sha256[:12]}…: compare files with their own reference")
         fmt = (meta.provenance.get("format") if meta else None) or p.name
         int8 = fmt in FORMATS and FORMATS[fmt].int8 or "int8" in p.name
-        if meta is None and ref_meta is None and not (labels and normalize):
+        if meta is None and ref_meta is None and not (opts.label_set and opts.normalize):
             raise FerEdgeError(f"{p}: carries no fer-edge metadata: give --labels and --normalize")
-        flags = {} if meta else {"labels": labels or ref_meta.label_set.name,
-                                 "normalize": normalize or _range_name(ref_meta.preprocess.value_range),
-                                 "equalize": bool(equalize) if ref_meta is None or equalize is not None
-                                 else ref_meta.preprocess.equalize}
+        # a file without metadata takes the reference's, with the user's flags over it; one with metadata, its own
+        flags = {} if meta else {"label_set": opts.label_set, "normalize": opts.normalize, "meta": ref_meta,
+                                 "equalize": bool(opts.equalize) if ref_meta is None else opts.equalize}
         log(f"{p.name}: evaluating on {ev.split}")
         entries[fmt if fmt not in entries else p.name] = evaluate_file(p, ev, ref_probs, ref, int8,
-                                                                       kernel_paths=kernel_paths, **flags)
-    doc = build_report(ref, ev, entries, max_drop, min_agreement,
-                       {"machine": machine(), "kernel_paths": list(kernel_paths)})
+                                                                       kernel_paths=opts.kernel_paths, **flags)
+    doc = build_report(ref, ev, entries, opts.max_drop, opts.min_agreement,
+                       {"machine": machine(), "kernel_paths": list(opts.kernel_paths)})
     if staging is not None:
         try:
-            _write_report(doc, staging, Path(out))
+            _write_report(doc, staging, Path(opts.out))
             staging.commit()
         except BaseException:
             staging.abort()
             raise
     for name, e in entries.items():
-        log(f"{name}: accuracy {100 * e['accuracy']:.2f}% (drop {e['accuracy_drop']:+.2f} pp), "
-            f"agreement {100 * e['agreement']:.2f}%: {'pass' if e['pass'] else 'FAIL'}")
-    return doc, (GATE_EXIT if doc["failures"] else 0)
+        log(f"{name}: accuracy {100 * e.accuracy:.2f}% (drop {e.accuracy_drop:+.2f} pp), "
+            f"agreement {100 * e.agreement:.2f}%: {'pass' if e.passed else 'FAIL'}")
+    return doc, (GATE_EXIT if doc.failures else 0)
 
 
-def _range_name(value_range) -> str:
-    from fer_edge.runtime.preprocess import VALUE_RANGES
-
-    for k, v in VALUE_RANGES.items():
-        if tuple(v) == tuple(value_range):
-            return k
-    raise FerEdgeError(f"value range {list(value_range)} has no command-line name")
+def _sampled(ref: Reference, ref_probs: np.ndarray, ev: EvalSet, n: int, seed: int):
+    """The first n of a seeded permutation of the faces (kept in split order), with the reference re-scored on
+    them so that accuracy drops compare like with like."""
+    total = len(ev.labels)
+    keep = np.sort(np.random.default_rng(seed).permutation(total)[:n])
+    sub = EvalSet(ev.faces[keep], ev.labels[keep], ev.split, ev.source)
+    entry = reference_entry(ref.path, ref.sha256, ref_probs[keep], sub, tuple(ref.recall))
+    entry.runtime, entry.sample = ref.runtime, {"faces": len(keep), "of": total, "seed": seed}
+    return entry, ref_probs[keep], sub

@@ -87,7 +87,7 @@ def _load_saved_model(path: Path):
     return keras.Model(inp, out)
 
 
-def load_source(path: str | os.PathLike, labels: str | None = None, normalize: str | None = None,
+def load_source(path: str | os.PathLike, label_set: str | None = None, normalize: str | None = None,
                 equalize: bool | None = None) -> SourceModel:
     """Load a .keras / Keras 2 .h5 / SavedModel folder and resolve its metadata (or the user's flags)."""
     path = Path(path)
@@ -114,7 +114,7 @@ def load_source(path: str | os.PathLike, labels: str | None = None, normalize: s
         raise ModelError(f"{path}: expected an output of N x classes probabilities, found {oshape}")
     input_shape = tuple(int(v) for v in ishape[1:])
     own = meta
-    meta = resolve_metadata(path, own, labels, normalize, equalize, input_shape)
+    meta = resolve_metadata(path, own, label_set, normalize, equalize, input_shape)
     spec = meta.preprocess
     if (*spec.size, spec.channels) != input_shape:
         if own is not None:

@@ -50,10 +50,10 @@ class TfliteRecipe:
         return not self.float_layers and self.activations != "float"
 
 
-def _calibrated(ctx, cs) -> bytes:
+def _calibrated(saved_model: Path, cs) -> bytes:
     """The float model with min-max ranges of every tensor recorded on `cs` (quantized later, per variant)."""
     tf = require("tensorflow", "convert")
-    conv = tf.lite.TFLiteConverter.from_saved_model(str(ctx.saved_model()))
+    conv = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
     conv.representative_dataset = cs.representative_dataset()
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
@@ -62,10 +62,10 @@ def _calibrated(ctx, cs) -> bytes:
     return quiet_converter(conv, "TFLite calibration")
 
 
-def _int16(ctx, cs) -> bytes:
+def _int16(saved_model: Path, cs) -> bytes:
     """Every activation in 16 bits, weights in 8 (TFLite's 16x8 mode has its own calibrating converter)."""
     tf = require("tensorflow", "convert")
-    conv = tf.lite.TFLiteConverter.from_saved_model(str(ctx.saved_model()))
+    conv = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
     conv.representative_dataset = cs.representative_dataset()
     conv.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
@@ -74,10 +74,10 @@ def _int16(ctx, cs) -> bytes:
     return quiet_converter(conv, "TFLite 16x8 quantization")
 
 
-def _dynamic_range(ctx) -> bytes:
+def _dynamic_range(saved_model: Path) -> bytes:
     """8-bit weights, float activations (quantized on the fly by the kernels that can): no calibration."""
     tf = require("tensorflow", "convert")
-    conv = tf.lite.TFLiteConverter.from_saved_model(str(ctx.saved_model()))
+    conv = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
     return quiet_converter(conv, "TFLite dynamic-range quantization")
 
@@ -132,7 +132,7 @@ def _relative_rmse(float_values, quant_values, scale, zero_point) -> float:
 
 
 def layer_errors(calibrated: bytes, recipe: TfliteRecipe, faces: np.ndarray) -> list[dict]:
-    """Per-layer quantization error on `faces`, worst first: op, output tensor, relative RMSE."""
+    """Per-layer quantization error on `faces`, worst first: output tensor, op, relative RMSE."""
     tf = require("tensorflow", "convert")
 
     def dataset():
@@ -148,7 +148,7 @@ def layer_errors(calibrated: bytes, recipe: TfliteRecipe, faces: np.ndarray) -> 
     text = io.StringIO()
     debugger.layer_statistics_dump(text)
     text.seek(0)
-    rows = [{"op": r["op_name"], "layer": r["tensor_name"], "relative_rmse": float(r["relative_rmse"]),
+    rows = [{"layer": r["tensor_name"], "op": r["op_name"], "relative_rmse": float(r["relative_rmse"]),
              "scale": float(r["scale"])} for r in csv.DictReader(text) if r["op_name"] not in _NOT_RANKED]
     rows = [r for r in rows if np.isfinite(r["relative_rmse"])]
     return sorted(rows, key=lambda r: (-r["relative_rmse"], r["layer"]))
@@ -173,7 +173,7 @@ def _probs(path, x: np.ndarray) -> np.ndarray:
     return np.concatenate([backend.infer(x[i:i + 256]) for i in range(0, len(x), 256)])
 
 
-def _sensitivity(ctx, calibrated: bytes, base: TfliteRecipe, layers: list[str]) -> list[str]:
+def _sensitivity(ctx, work: Path, calibrated: bytes, base: TfliteRecipe, layers: list[str]) -> list[str]:
     """`layers` ordered by how much keeping each one in float (beside `base`'s float layers) brings the output
     closer to the reference.
 
@@ -181,7 +181,6 @@ def _sensitivity(ctx, calibrated: bytes, base: TfliteRecipe, layers: list[str]) 
     on the layer: a layer's own rounding error says little about how much of it survives to the softmax.
     """
     x, ref = ctx.heldout[0][:SENSITIVITY_FACES], ctx.heldout[1][:SENSITIVITY_FACES]
-    work = ctx.workdir()
     cand = work / "tflite_int8_sensitivity.tflite"
     cand.write_bytes(_quantize(calibrated, base))
     plain = np.abs(_probs(cand, x) - ref).sum(1).mean()
@@ -201,28 +200,29 @@ def _ladder(cs_size: int, more: bool) -> list[TfliteRecipe]:
     return out
 
 
-def quantize_tflite(ctx, path) -> dict:
-    """Write the INT8 .tflite file to `path`; returns its provenance (recipe, search table, layer errors)."""
+def quantize_tflite(ctx, path: Path, saved_model: Path, work: Path) -> dict:
+    """Write the INT8 .tflite file to `path`, quantized from `saved_model` (scratch files in `work`); returns its
+    provenance (recipe, search table, layer errors). `ctx` gives the calibration set, the held-out faces and the
+    target, more calibration faces, the options and the log."""
     tf = require("tensorflow", "convert")
     cs = ctx.calibration
     if cs is None:
         raise FerEdgeError("tflite-int8 needs a calibration set: give --data or --calibration")
     integer_only = bool(ctx.options.get("integer_only"))
     heldout = ctx.heldout  # (inputs, reference probabilities, labels or None) or None
-    work = ctx.workdir()
-    calibrated = {len(cs): _calibrated(ctx, cs)}
+    calibrated = {len(cs): _calibrated(saved_model, cs)}
     tried = []  # (recipe, file, row)
 
     def attempt(recipe: TfliteRecipe) -> bool:
         if recipe.activations == "int8" and recipe.calibration_faces not in calibrated:
             more = ctx.more_calibration(recipe.calibration_faces)
             ctx.log(f"  tflite-int8: calibrating on {len(more)} faces")
-            calibrated[recipe.calibration_faces] = _calibrated(ctx, more)
+            calibrated[recipe.calibration_faces] = _calibrated(saved_model, more)
         cand = work / f"tflite_int8_{len(tried)}.tflite"
         if recipe.activations == "int16":
-            cand.write_bytes(_int16(ctx, cs))
+            cand.write_bytes(_int16(saved_model, cs))
         elif recipe.activations == "float":
-            cand.write_bytes(_dynamic_range(ctx))
+            cand.write_bytes(_dynamic_range(saved_model))
         else:
             cand.write_bytes(_quantize(calibrated[recipe.calibration_faces], recipe))
         row = {"recipe": recipe.name, "bytes": cand.stat().st_size, "float_layers": len(recipe.float_layers),
@@ -250,7 +250,8 @@ def quantize_tflite(ctx, path) -> dict:
         head = replace(best, name=f"{best.name}+floathead", float_layers=head_layers(cal), float_head=True)
         ok = attempt(head)
         if not ok:
-            ranked = _sensitivity(ctx, cal, head, [r["layer"] for r in errors if r["layer"] not in head.float_layers])
+            others = [r["layer"] for r in errors if r["layer"] not in head.float_layers]
+            ranked = _sensitivity(ctx, work, cal, head, others)
             for k in (k for k in FLOAT_STEPS if k <= MAX_FLOAT_SHARE * len(ranked)):
                 ok = attempt(replace(head, name=f"{head.name}+float{k}", float_layers=head.float_layers + tuple(ranked[:k])))
                 if ok:

@@ -13,7 +13,6 @@ message; a request without `file` gets FastAPI's 422. A server error is a bug.
 """
 # no `from __future__ import annotations`: FastAPI reads the endpoints' annotations as objects, and the
 # response models are local to create_app (they name its labels), where string annotations cannot be resolved
-import argparse
 import json
 import sys
 import threading
@@ -116,7 +115,7 @@ def create_app(options=None, max_upload_bytes: int = int(DEFAULT_MAX_UPLOAD_MB *
     @app.get("/health", response_model=Health)
     def health() -> Health:
         c = pipe.classifier
-        return Health(status="ok", model=c.path.name, backend=c.backend.module,
+        return Health(status="ok", model=c.path.name, backend=c.backend.interpreter_module,
                       detector=pipe.options.detector, framing=pipe.options.framing, labels=list(pipe.labels))
 
     @app.post("/predict", response_model=Prediction,
@@ -152,11 +151,11 @@ def _version() -> str:
         return "0"
 
 
-def api_parser() -> argparse.ArgumentParser:
+def api_parser():
     from fer_edge.runtime.cli_args import detector_arguments, model_arguments
-    from fer_edge.runtime.config import add_config_argument
+    from fer_edge.runtime.config import ConfigurableParser, add_config_argument
 
-    p = argparse.ArgumentParser(prog="fer-edge serve-api", description="HTTP API: POST /predict with an image, "
+    p = ConfigurableParser(prog="fer-edge serve-api", description="HTTP API: POST /predict with an image, "
                                 "GET /health, schema at /openapi.json (pip install 'fer-edge[api]').")
     model_arguments(p)
     detector_arguments(p)

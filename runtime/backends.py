@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from fer_edge.runtime.errors import MissingExtraError, MissingInterpreterError, ModelError
-from fer_edge.runtime.metadata import check_model_path, read_metadata, resolve_metadata
+from fer_edge.runtime.metadata import ModelMetadata, check_model_path, read_metadata, resolve_metadata
 from fer_edge.runtime.preprocess import preprocess
 
 
@@ -90,8 +90,9 @@ class LiteRTBackend:
         kernels = kernels or "default"
         if kernels not in self.KERNELS:
             raise ModelError(f"unknown kernels {kernels!r}: expected one of {', '.join(self.KERNELS)}")
-        self.interp, self.module = litert_interpreter(path, threads, kernels)
-        inputs, outputs = self.interp.get_input_details(), self.interp.get_output_details()
+        # the interpreter, and the name of its package (reports record it as the file's "runtime" or "backend")
+        self.interpreter, self.interpreter_module = litert_interpreter(path, threads, kernels)
+        inputs, outputs = self.interpreter.get_input_details(), self.interpreter.get_output_details()
         if len(inputs) != 1 or len(outputs) != 1:
             raise ModelError(f"{path}: expected one input and one output, found {len(inputs)} and {len(outputs)}")
         self.inp, self.out = inputs[0], outputs[0]
@@ -103,10 +104,10 @@ class LiteRTBackend:
 
     def _resize(self, n: int) -> None:
         if n != self._batch:
-            self.interp.resize_tensor_input(self.inp["index"], [n, *self.input_shape])
-            self.interp.allocate_tensors()
-            self.inp = self.interp.get_input_details()[0]
-            self.out = self.interp.get_output_details()[0]
+            self.interpreter.resize_tensor_input(self.inp["index"], [n, *self.input_shape])
+            self.interpreter.allocate_tensors()
+            self.inp = self.interpreter.get_input_details()[0]
+            self.out = self.interpreter.get_output_details()[0]
             self._batch = n
 
     def infer(self, x: np.ndarray) -> np.ndarray:
@@ -114,9 +115,9 @@ class LiteRTBackend:
             return np.zeros((0, self.num_outputs), np.float32)
         self._resize(len(x))
         scale, zp = self.inp["quantization"]
-        self.interp.set_tensor(self.inp["index"], _quantize(x, self.input_dtype, scale, zp))
-        self.interp.invoke()
-        y = self.interp.get_tensor(self.out["index"])
+        self.interpreter.set_tensor(self.inp["index"], _quantize(x, self.input_dtype, scale, zp))
+        self.interpreter.invoke()
+        y = self.interpreter.get_tensor(self.out["index"])
         return _dequantize(y, *self.out["quantization"])
 
 
@@ -152,7 +153,7 @@ class OnnxBackend:
         self.num_outputs = int(self.out.shape[-1])
         self.input_dtype = np.dtype({"tensor(float)": np.float32, "tensor(uint8)": np.uint8,
                                      "tensor(int8)": np.int8}.get(self.inp.type, np.float32))
-        self.module = "onnxruntime"
+        self.interpreter_module = "onnxruntime"
         self.kernels = ",".join(providers)
 
     def infer(self, x: np.ndarray) -> np.ndarray:
@@ -188,11 +189,13 @@ def open_backend(path: str | os.PathLike, **options):
 class Classifier:
     """A model file plus its metadata: face crops in, probabilities out."""
 
-    def __init__(self, path: str | os.PathLike, labels: str | None = None, normalize: str | None = None,
-                 equalize: bool | None = None, **backend_options):
+    def __init__(self, path: str | os.PathLike, label_set: str | None = None, normalize: str | None = None,
+                 equalize: bool | None = None, meta: ModelMetadata | None = None, **backend_options):
+        """`meta`: the metadata of a file that carries none (fer-convert verify gives its reference's); the
+        label set, normalisation and equalisation flags override either."""
         self.path = Path(path)
         self.backend = open_backend(self.path, **backend_options)
-        self.meta = resolve_metadata(self.path, read_metadata(self.path), labels, normalize, equalize,
+        self.meta = resolve_metadata(self.path, read_metadata(self.path) or meta, label_set, normalize, equalize,
                                      self.backend.input_shape)
         spec = self.meta.preprocess
         expected = (*spec.size, spec.channels)

@@ -12,7 +12,6 @@ Thin: parses, builds a Pipeline, wires sinks and signals, prints `ErrorType: mes
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import logging
@@ -23,16 +22,16 @@ import threading
 import time
 
 from fer_edge.runtime.errors import FerEdgeError, cli_main
-from fer_edge.runtime.cli_args import classifier_options, detector_arguments, detector_options, model_arguments
-from fer_edge.runtime.config import add_config_argument, with_config
-from fer_edge.runtime.mqtt import add_mqtt_arguments
-from fer_edge.runtime.preview import add_preview_arguments
+from fer_edge.runtime.cli_args import (add_mqtt_arguments, add_preview_arguments, classifier_options,
+                                      detector_arguments, detector_options, model_arguments, mqtt_options,
+                                      preview_options)
+from fer_edge.runtime.config import ConfigurableParser, add_config_argument, with_config
 
 log = logging.getLogger("fer_edge.runtime")
 
 
-def run_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="fer-edge", description="Facial expressions from a camera, stream or file. "
+def run_parser() -> ConfigurableParser:
+    p = ConfigurableParser(prog="fer-edge", description="Facial expressions from a camera, stream or file. "
                                 "`fer-edge verify --help` for on-device accuracy checks.")
     src = p.add_argument_group("source (one of)").add_mutually_exclusive_group(required=True)
     src.add_argument("--camera", type=int, metavar="N", help="OpenCV camera index")
@@ -68,8 +67,8 @@ def run_parser() -> argparse.ArgumentParser:
     return p
 
 
-def verify_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="fer-edge verify", description="Accuracy of a model on this device, "
+def verify_parser() -> ConfigurableParser:
+    p = ConfigurableParser(prog="fer-edge verify", description="Accuracy of a model on this device, "
                                 "with the runtime alone (no TensorFlow).")
     model_arguments(p)
     p.add_argument("--data", required=True, help="fer2013.npz, fer2013.csv, an image-folder root or a data folder")
@@ -94,7 +93,7 @@ def verify(argv: list[str]) -> int:
         raise FerEdgeError(f"--limit must be 1 or more, found {a.limit}")
     with OutputFile(a.json, a.force, "--json") if a.json else contextlib.nullcontext() as out:
         clf = Classifier(resolve_model(a.model), **classifier_options(a))
-        data = load_dataset(a.data, clf.meta.label_set.name)
+        data = load_dataset(a.data, label_set=clf.meta.label_set.name)
         if not data.has_split(a.split):
             raise FerEdgeError(f"{a.data}: no faces in split {a.split}")
         data = data.subset(a.split)
@@ -103,11 +102,12 @@ def verify(argv: list[str]) -> int:
         t0 = time.perf_counter()
         probs = clf.predict_batched(data.images)
         seconds = time.perf_counter() - t0
-        report = classification_report(data.labels, probs, clf.labels)
-        report.update(model=str(clf.path), split=a.split, backend=clf.backend.module, seconds=round(seconds, 3),
+        true_classes, class_names = data.labels, clf.labels  # per face (ints), and the model's label names
+        report = classification_report(true_classes, probs, class_names)
+        report.update(model=str(clf.path), split=a.split, backend=clf.backend.interpreter_module, seconds=round(seconds, 3),
                       ms_per_face=round(seconds * 1000 / max(len(data), 1), 4))
         claimed = clf.meta.figures
-        print(f"{clf.path.name} on {a.split} ({report['n']} faces, {clf.backend.module}): accuracy "
+        print(f"{clf.path.name} on {a.split} ({report['n']} faces, {clf.backend.interpreter_module}): accuracy "
               f"{report['accuracy']:.4f}, macro-F1 {report['macro_f1']:.4f}, {report['ms_per_face']:.3f} ms/face",
               file=sys.stderr)
         if claimed:
@@ -138,17 +138,14 @@ def run(argv: list[str]) -> int:
         raise FerEdgeError(f"--max-frames must be 1 or more, found {a.max_frames}")
     if a.stall_timeout <= 0:
         raise FerEdgeError(f"--stall-timeout must be above 0 seconds, found {a.stall_timeout}")
-    if a.serve:
-        from fer_edge.runtime.preview import serve_token
-
-        a.serve_token, a.serve_token_file = serve_token(a), None  # an empty token fails here, before any work
+    preview = preview_options(a) if a.serve else None  # an empty token fails here, before any work
     outputs = {}
     try:  # every output file is checked before the model loads, and none is left behind if the run fails
         check_distinct({"--" + opt: getattr(a, opt) for opt in ("json", "record", "summary", "timeline")})
         for opt in ("json", "record", "summary", "timeline"):
             value = getattr(a, opt)
             outputs["--" + opt] = OutputFile(value, a.force, "--" + opt) if value else None
-        summary = _run(a, outputs)
+        summary = _run(a, outputs, preview)
         if outputs["--summary"] is not None:
             _write_json(outputs["--summary"], summary)
             outputs["--summary"].commit()
@@ -160,7 +157,7 @@ def run(argv: list[str]) -> int:
     return 0
 
 
-def _run(a, outputs: dict) -> dict:
+def _run(a, outputs: dict, preview) -> dict:
     from fer_edge.runtime.pipeline import Pipeline, PipelineOptions
     from fer_edge.runtime.sinks import (JsonLinesSink, PrintSink, RecordSink, TimelineSink, WindowSink,
                                         format_summary, gui_available)
@@ -189,11 +186,11 @@ def _run(a, outputs: dict) -> dict:
             if a.mqtt:
                 from fer_edge.runtime.mqtt import MqttSink
 
-                sinks.append(MqttSink.from_args(a))
-            if a.serve:
+                sinks.append(MqttSink(mqtt_options(a)))
+            if preview is not None:
                 from fer_edge.runtime.preview import PreviewServer
 
-                sinks.append(PreviewServer.from_args(a))
+                sinks.append(PreviewServer(preview))
             show, why = (False, "") if a.window == "off" else gui_available()
             if show:
                 sinks.append(WindowSink())

@@ -1,20 +1,39 @@
-"""Command-line argument groups shared by `fer-edge` and `fer-edge serve-api`, and what they mean to the
-library: each CLI module imports these, neither imports the other's parser."""
+"""Command-line argument groups of `fer-edge` and `fer-edge serve-api`, and what they mean to the library: each
+group's values become the keywords or options dataclass the library takes (no library class reads an argparse
+Namespace); each CLI module imports these, neither imports the other's parser."""
 from __future__ import annotations
 
 import argparse
+import sys
 
 from fer_edge.runtime.detectors import DEFAULT_DETECTOR, DETECTORS
 from fer_edge.runtime.framing import FRAMINGS
 from fer_edge.runtime.labels import LABEL_SETS
+from fer_edge.runtime.mqtt import PASSWORD_ENV, MqttOptions
 from fer_edge.runtime.preprocess import VALUE_RANGES
+from fer_edge.runtime.preview import TOKEN_ENV, PreviewOptions, serve_token
+
+
+def fix_argv(argv: list[str] | None) -> list[str]:
+    """`--normalize -1,1` -> `--normalize=-1,1` (argparse would take '-1,1' for an option); for every CLI."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    out, i = [], 0
+    while i < len(argv):
+        if argv[i] == "--normalize" and i + 1 < len(argv) and argv[i + 1].startswith("-"):
+            out.append(f"--normalize={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
 
 
 def model_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--model", help="classifier .tflite or .onnx, or the short name of a shipped model "
                    "(e.g. vgg: the accurate one; default: the model shipped as fer-edge's default)")
-    g.add_argument("--labels", choices=sorted(LABEL_SETS), help="label set, for a model without fer-edge metadata")
+    g.add_argument("--labels", dest="label_set", choices=sorted(LABEL_SETS),
+                   help="label set, for a model without fer-edge metadata")
     g.add_argument("--normalize", choices=sorted(VALUE_RANGES), help="input scaling, for a model without metadata")
     g.add_argument("--equalize", action=argparse.BooleanOptionalAction, default=None,
                    help="histogram-equalise faces (overrides the model's metadata)")
@@ -28,7 +47,7 @@ def model_arguments(p: argparse.ArgumentParser) -> None:
 def classifier_options(a: argparse.Namespace) -> dict:
     """The model group's values as Classifier/PipelineOptions keywords (None: not chosen)."""
     providers = [x.strip() for x in a.providers.split(",") if x.strip()] if a.providers else None
-    return {"labels": a.labels, "normalize": a.normalize, "equalize": a.equalize, "threads": a.threads,
+    return {"label_set": a.label_set, "normalize": a.normalize, "equalize": a.equalize, "threads": a.threads,
             "providers": providers, "kernels": a.kernels}
 
 
@@ -54,3 +73,45 @@ def detector_options(a: argparse.Namespace) -> dict:
                if getattr(a, f"detect_{k}") is not None}
     return {"detector": a.detector, "detector_model": a.detector_model, "detect_size": a.detect_size,
             "detect_options": options, "framing": a.framing}
+
+
+def add_mqtt_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("MQTT events (pip install 'fer-edge[mqtt]')")
+    g.add_argument("--mqtt", metavar="URL", help="publish per-face events and a periodic summary to "
+                   "mqtt://[user:pass@]host[:port]/topic (mqtts:// for TLS); a user without a password "
+                   f"reads it from ${PASSWORD_ENV}")
+    g.add_argument("--mqtt-tls", action="store_true", help="TLS with mqtt:// too (mqtts:// implies it)")
+    g.add_argument("--mqtt-ca", metavar="FILE", help="CA certificate(s) to verify the broker (default: the system's)")
+    g.add_argument("--mqtt-cert", metavar="FILE", help="client certificate for TLS client authentication")
+    g.add_argument("--mqtt-key", metavar="FILE", help="private key of --mqtt-cert")
+    g.add_argument("--mqtt-insecure", action="store_true", help="TLS without checking the broker's host name")
+    g.add_argument("--mqtt-qos", type=int, choices=(0, 1), default=1, help="QoS of events (default 1)")
+    g.add_argument("--mqtt-queue", type=int, default=1000, metavar="N",
+                   help="messages kept while the broker is unreachable; the oldest are dropped (default 1000)")
+    g.add_argument("--mqtt-summary-every", type=float, default=10.0, metavar="S",
+                   help="seconds between summary messages (default 10; 0 = only the final one)")
+    g.add_argument("--mqtt-client-id", metavar="ID", help="MQTT client id (default fer-edge-<host>-<pid>)")
+    g.add_argument("--mqtt-flush-timeout", type=float, default=5.0, metavar="S",
+                   help="at the end, wait up to S seconds to deliver queued messages (default 5)")
+
+
+def mqtt_options(a: argparse.Namespace) -> MqttOptions:
+    """The --mqtt group's values as the sink's options."""
+    return MqttOptions(url=a.mqtt, tls=a.mqtt_tls, ca=a.mqtt_ca, cert=a.mqtt_cert, key=a.mqtt_key,
+                       insecure=a.mqtt_insecure, qos=a.mqtt_qos, queue=a.mqtt_queue,
+                       summary_every=a.mqtt_summary_every, client_id=a.mqtt_client_id,
+                       flush_timeout=a.mqtt_flush_timeout)
+
+
+def add_preview_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("browser preview")
+    g.add_argument("--serve", metavar="[HOST:]PORT", help="serve the annotated stream and live emotion bars over "
+                   "HTTP (a bare port binds to 127.0.0.1; give 0.0.0.0:PORT to reach it from other machines)")
+    g.add_argument("--serve-token", metavar="TOKEN", help="require ?token=TOKEN (or a Bearer header) on every request "
+                   f"(visible to local users in the process list: prefer --serve-token-file or ${TOKEN_ENV})")
+    g.add_argument("--serve-token-file", metavar="FILE", help="read the token from the first line of FILE")
+
+
+def preview_options(a: argparse.Namespace) -> PreviewOptions:
+    """The --serve group's values as the preview's options; the token is read here (an empty one is an error)."""
+    return PreviewOptions(a.serve, serve_token(a.serve_token, a.serve_token_file))

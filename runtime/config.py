@@ -35,10 +35,55 @@ class ConfigError(FerEdgeError):
     """A config file that is missing, not TOML, or holds a key or value the command does not take."""
 
 
-def _long_options(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
+class ConfigurableParser(argparse.ArgumentParser):
+    """An ArgumentParser that lists the options it was given, for --config: argparse keeps its own list (and its
+    mutually exclusive groups) private. `add_argument` returns each option's Action, the public record of its
+    flags, nargs, type and choices; every option added through the parser or its groups is kept here."""
+
+    def __init__(self, *args, **kwargs):
+        self.declared: list[argparse.Action] | None = None  # argparse's own set-up (--help, its groups) is not kept
+        super().__init__(*args, **kwargs)
+        self.declared = []  # every option, in the order added
+        self.exclusive: list[list[argparse.Action]] = []  # the members of each mutually exclusive group
+
+    def add_argument(self, *args, **kwargs) -> argparse.Action:
+        action = super().add_argument(*args, **kwargs)
+        if self.declared is not None:
+            self.declared.append(action)
+        return action
+
+    def add_argument_group(self, *args, **kwargs):
+        group = super().add_argument_group(*args, **kwargs)
+        return group if self.declared is None else _Declaring(group, self)
+
+    def add_mutually_exclusive_group(self, **kwargs):
+        return _Declaring(super().add_mutually_exclusive_group(**kwargs), self, exclusive=True)
+
+
+class _Declaring:
+    """An argument group of a ConfigurableParser: what it adds is declared to the parser too."""
+
+    def __init__(self, group, parser: ConfigurableParser, exclusive: bool = False):
+        self.group, self.parser = group, parser
+        self.members: list[argparse.Action] | None = [] if exclusive else None
+        if exclusive:
+            parser.exclusive.append(self.members)
+
+    def add_argument(self, *args, **kwargs) -> argparse.Action:
+        action = self.group.add_argument(*args, **kwargs)
+        self.parser.declared.append(action)
+        if self.members is not None:
+            self.members.append(action)
+        return action
+
+    def add_mutually_exclusive_group(self, **kwargs):
+        return _Declaring(self.group.add_mutually_exclusive_group(**kwargs), self.parser, exclusive=True)
+
+
+def _long_options(parser: ConfigurableParser) -> dict[str, argparse.Action]:
     """'--detect-every' -> its action, for every long option but --help and --config."""
     out = {}
-    for action in parser._actions:  # argparse offers no public list of its actions
+    for action in parser.declared:
         for opt in action.option_strings:
             if opt.startswith("--") and opt not in ("--help", CONFIG_FLAG) and not opt.startswith("--no-"):
                 out[opt] = action
@@ -82,7 +127,7 @@ def read_config(path: str | Path) -> dict:
                           "TOML files are UTF-8; re-save it as UTF-8") from None
 
 
-def config_tokens(config: dict, parser: argparse.ArgumentParser, source: str = "config") -> list[tuple[str, list[str]]]:
+def config_tokens(config: dict, parser: ConfigurableParser, source: str = "config") -> list[tuple[str, list[str]]]:
     """[(option, tokens)] for each key of a parsed config file, checked against the parser's options."""
     options = _long_options(parser)
     out = []
@@ -151,24 +196,24 @@ def _named_on_command_line(argv: list[str], options: dict[str, argparse.Action])
     return named
 
 
-def with_config(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
+def with_config(parser: ConfigurableParser, argv: list[str]) -> list[str]:
     """argv with the --config file's keys put in front as flags (the command line overrides them)."""
-    from fer_edge.runtime.preprocess import PreprocessSpec
+    from fer_edge.runtime.cli_args import fix_argv
 
     path, argv = _config_path(list(argv))
     if path is None:
-        return PreprocessSpec.fix_argv(argv)
+        return fix_argv(argv)
     tokens = config_tokens(read_config(path), parser, source=str(path))
     options = _long_options(parser)
     named = _named_on_command_line(argv, options)
     # the command line's member of a mutually exclusive group replaces the file's member of it
     overridden = set()
-    for group in parser._mutually_exclusive_groups:
-        members = {o for a in group._group_actions for o in a.option_strings}
+    for group in parser.exclusive:
+        members = {o for a in group for o in a.option_strings}
         if members & named:
             overridden |= members
     front = [t for opt, toks in tokens if opt not in overridden for t in toks]
-    return PreprocessSpec.fix_argv(front + argv)  # `--normalize -1,1` from either place
+    return fix_argv(front + argv)  # `--normalize -1,1` from either place
 
 
 def add_config_argument(parser: argparse.ArgumentParser) -> None:

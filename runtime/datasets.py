@@ -268,9 +268,9 @@ def read_ferplus(ferplus_csv: str | os.PathLike, fer2013: FaceDataset) -> FaceDa
 
 # --- one entry point -------------------------------------------------------------------------------
 
-def load_dataset(path: str | os.PathLike, labels: str = "fer2013") -> FaceDataset:
+def load_dataset(path: str | os.PathLike, label_set: str = "fer2013") -> FaceDataset:
     """Read FER2013 from a .npz, a .csv, an image-folder root, or a data folder holding fer2013.npz
-    (and ferplus/fer2013new.csv when labels='ferplus')."""
+    (and ferplus/fer2013new.csv when label_set='ferplus')."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file or folder: expected fer2013.csv, fer2013.npz or an image-folder root")
@@ -281,7 +281,7 @@ def load_dataset(path: str | os.PathLike, labels: str = "fer2013") -> FaceDatase
                 break
         else:
             base = read_folder(path)
-        if labels == "ferplus":
+        if label_set == "ferplus":
             return read_ferplus(path / "ferplus" / "fer2013new.csv" if (path / "ferplus").is_dir() else path / "fer2013new.csv", base)
     elif path.suffix.lower() == ".npz":
         base = read_npz(path)
@@ -289,10 +289,10 @@ def load_dataset(path: str | os.PathLike, labels: str = "fer2013") -> FaceDatase
         base = read_csv(path)
     else:
         raise DataError(f"{path}: unknown dataset format {path.suffix!r}: expected .csv, .npz or an image-folder root")
-    if labels == "ferplus":
+    if label_set == "ferplus":
         raise DataError(f"{path}: FER+ labels need a data folder holding fer2013.npz (or .csv) and ferplus/fer2013new.csv")
-    if labels != "fer2013":
-        raise DataError(f"unknown label set {labels!r}: expected fer2013 or ferplus")
+    if label_set != "fer2013":
+        raise DataError(f"unknown label set {label_set!r}: expected fer2013 or ferplus")
     return base
 
 

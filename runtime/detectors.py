@@ -223,9 +223,9 @@ class BlazeFaceDetector:
                              "(or pip install mediapipe, whose wheel carries it)")
         if not path.is_file():
             raise ModelError(f"{path}: no such BlazeFace model file")
-        self.interp = litert_interpreter(path, threads)[0]
-        inp = self.interp.get_input_details()
-        outs = {tuple(o["shape"][1:]): o["index"] for o in self.interp.get_output_details()}
+        self.interpreter = litert_interpreter(path, threads)[0]
+        inp = self.interpreter.get_input_details()
+        outs = {tuple(o["shape"][1:]): o["index"] for o in self.interpreter.get_output_details()}
         if len(inp) != 1 or tuple(inp[0]["shape"][1:]) != (self.SIZE, self.SIZE, 3) \
                 or (896, 16) not in outs or (896, 1) not in outs:
             raise ModelError(f"{path}: not a BlazeFace short-range model (expected a 128x128x3 input and "
@@ -252,10 +252,10 @@ class BlazeFaceDetector:
 
     def detect(self, frame: np.ndarray, gray: np.ndarray) -> list[FaceBox]:
         scale, top, left = self._letterbox(frame)
-        self.interp.set_tensor(self.input_index, self._input)
-        self.interp.invoke()
-        reg = self.interp.get_tensor(self.reg_index)[0]
-        logits = np.clip(self.interp.get_tensor(self.cls_index)[0, :, 0], -self.SCORE_CLIP, self.SCORE_CLIP)
+        self.interpreter.set_tensor(self.input_index, self._input)
+        self.interpreter.invoke()
+        reg = self.interpreter.get_tensor(self.reg_index)[0]
+        logits = np.clip(self.interpreter.get_tensor(self.cls_index)[0, :, 0], -self.SCORE_CLIP, self.SCORE_CLIP)
         scores = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))  # float32 exp overflows at 89
         keep = scores >= self.score_threshold
         if not keep.any():
@@ -287,7 +287,7 @@ class BlazeFaceDetector:
         return drop_nested(faces)
 
     def close(self) -> None:
-        self.interp = None
+        self.interpreter = None
 
 
 

@@ -80,21 +80,21 @@ class ModelMetadata:
 
 # --- ONNX: a minimal protobuf walker for ModelProto.metadata_props ------------------------------
 
-def resolve_metadata(path, meta: ModelMetadata | None, labels: str | None = None, normalize: str | None = None,
+def resolve_metadata(path, meta: ModelMetadata | None, label_set: str | None = None, normalize: str | None = None,
                      equalize: bool | None = None, input_shape: tuple[int, int, int] | None = None) -> ModelMetadata:
     """The model's own metadata, or one built from the user's flags; a model with neither is refused."""
-    if meta is not None and labels is None and normalize is None and equalize is None:
+    if meta is not None and label_set is None and normalize is None and equalize is None:
         return meta
-    if meta is None and (labels is None or normalize is None):
+    if meta is None and (label_set is None or normalize is None):
         raise ModelError(f"{path}: carries no fer-edge metadata: state its classes and scaling with "
                          "--labels fer2013|ferplus and --normalize 0,1|-1,1 (and --equalize if it was trained on equalised faces)")
-    base = meta or ModelMetadata(get_label_set(labels), PreprocessSpec(
+    base = meta or ModelMetadata(get_label_set(label_set), PreprocessSpec(
         size=input_shape[:2] if input_shape else (48, 48), channels=input_shape[2] if input_shape else 1))
     spec = base.preprocess
     spec = PreprocessSpec(size=spec.size, channels=spec.channels,
                           value_range=PreprocessSpec.parse_range(normalize) if normalize else spec.value_range,
                           equalize=spec.equalize if equalize is None else equalize, crop_margin=spec.crop_margin)
-    return base.replace(label_set=get_label_set(labels) if labels else base.label_set, preprocess=spec)
+    return base.replace(label_set=get_label_set(label_set) if label_set else base.label_set, preprocess=spec)
 
 
 def _varint(buf: bytes, pos: int) -> tuple[int, int]:

@@ -17,7 +17,6 @@ the sink waits up to --mqtt-flush-timeout seconds for the queue to drain.
 """
 from __future__ import annotations
 
-import argparse
 import collections
 import json
 import logging
@@ -98,32 +97,29 @@ class OfflineQueue:
         return len(self.items)
 
 
-def add_mqtt_arguments(parser: argparse.ArgumentParser) -> None:
-    g = parser.add_argument_group("MQTT events (pip install 'fer-edge[mqtt]')")
-    g.add_argument("--mqtt", metavar="URL", help="publish per-face events and a periodic summary to "
-                   "mqtt://[user:pass@]host[:port]/topic (mqtts:// for TLS); a user without a password "
-                   f"reads it from ${PASSWORD_ENV}")
-    g.add_argument("--mqtt-tls", action="store_true", help="TLS with mqtt:// too (mqtts:// implies it)")
-    g.add_argument("--mqtt-ca", metavar="FILE", help="CA certificate(s) to verify the broker (default: the system's)")
-    g.add_argument("--mqtt-cert", metavar="FILE", help="client certificate for TLS client authentication")
-    g.add_argument("--mqtt-key", metavar="FILE", help="private key of --mqtt-cert")
-    g.add_argument("--mqtt-insecure", action="store_true", help="TLS without checking the broker's host name")
-    g.add_argument("--mqtt-qos", type=int, choices=(0, 1), default=1, help="QoS of events (default 1)")
-    g.add_argument("--mqtt-queue", type=int, default=1000, metavar="N",
-                   help="messages kept while the broker is unreachable; the oldest are dropped (default 1000)")
-    g.add_argument("--mqtt-summary-every", type=float, default=10.0, metavar="S",
-                   help="seconds between summary messages (default 10; 0 = only the final one)")
-    g.add_argument("--mqtt-client-id", metavar="ID", help="MQTT client id (default fer-edge-<host>-<pid>)")
-    g.add_argument("--mqtt-flush-timeout", type=float, default=5.0, metavar="S",
-                   help="at the end, wait up to S seconds to deliver queued messages (default 5)")
+@dataclass(frozen=True, kw_only=True)
+class MqttOptions:
+    """What an MqttSink publishes to and how (the --mqtt-* flags, built by the command line or a caller)."""
+    url: str  # mqtt://[user[:pass]@]host[:port]/topic or mqtts://...
+    tls: bool = False
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+    insecure: bool = False
+    qos: int = 1
+    queue: int = 1000
+    summary_every: float = 10.0
+    client_id: str | None = None
+    flush_timeout: float = 5.0
 
 
 class MqttSink:
     """A sink (write/close) publishing to an MQTT broker through paho-mqtt 2.x."""
 
-    def __init__(self, url: str, *, tls: bool = False, ca: str | None = None, cert: str | None = None,
-                 key: str | None = None, insecure: bool = False, qos: int = 1, queue: int = 1000,
-                 summary_every: float = 10.0, client_id: str | None = None, flush_timeout: float = 5.0):
+    def __init__(self, options: MqttOptions):
+        o = options
+        url, tls, ca, cert, key, insecure = o.url, o.tls, o.ca, o.cert, o.key, o.insecure
+        qos, queue, summary_every, client_id, flush_timeout = o.qos, o.queue, o.summary_every, o.client_id, o.flush_timeout
         mqtt = require("paho.mqtt.client", "mqtt")
         self.target = t = parse_mqtt_url(url, tls)
         for name, path in (("--mqtt-ca", ca), ("--mqtt-cert", cert), ("--mqtt-key", key)):
@@ -165,12 +161,6 @@ class MqttSink:
         self._pump_thread = threading.Thread(target=self._pump, name="fer-edge-mqtt", daemon=True)
         self._pump_thread.start()
         log.info("mqtt: publishing to %s", t.redacted())
-
-    @classmethod
-    def from_args(cls, a) -> "MqttSink":
-        return cls(a.mqtt, tls=a.mqtt_tls, ca=a.mqtt_ca, cert=a.mqtt_cert, key=a.mqtt_key, insecure=a.mqtt_insecure,
-                   qos=a.mqtt_qos, queue=a.mqtt_queue, summary_every=a.mqtt_summary_every,
-                   client_id=a.mqtt_client_id, flush_timeout=a.mqtt_flush_timeout)
 
     # -- paho callbacks (its network thread) ----------------------------------------------------
 

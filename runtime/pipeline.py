@@ -29,6 +29,7 @@ from fer_edge.runtime.errors import FerEdgeError, ModelError
 from fer_edge.runtime.framing import FRAMINGS, face_crops
 from fer_edge.runtime.images import MIN_SIDE
 from fer_edge.runtime.preprocess import FrameError, as_bgr
+from fer_edge.runtime.results import FaceResult, FrameResult
 from fer_edge.runtime.shipped import shipped_file, shipped_models
 from fer_edge.runtime.tracking import Tracker
 
@@ -66,7 +67,7 @@ def resolve_model(model: str | os.PathLike | None) -> Path:
 @dataclass
 class PipelineOptions:
     model: str | os.PathLike | None = None  # None: the shipped default model
-    labels: str | None = None  # for models without metadata: fer2013 | ferplus
+    label_set: str | None = None  # for models without metadata: fer2013 | ferplus
     normalize: str | None = None  # for models without metadata: 0,1 | -1,1 | 0,255
     equalize: bool | None = None
     threads: int | None = None
@@ -93,33 +94,6 @@ class PipelineOptions:
             raise FerEdgeError(f"--detect-size must be between 32 and 8192 pixels, found {self.detect_size}")
         if self.framing not in FRAMINGS:
             raise FerEdgeError(f"unknown framing {self.framing!r}: expected one of {', '.join(FRAMINGS)}")
-
-
-@dataclass(frozen=True)
-class FaceResult:
-    box: tuple[int, int, int, int]  # x, y, w, h in frame pixels
-    label: str
-    probs: dict[str, float]  # label -> probability (smoothed when --smooth > 0)
-    track: int
-    score: float = 1.0  # detector confidence
-
-    def to_dict(self) -> dict:
-        return {"box": list(self.box), "label": self.label,
-                "probs": {k: round(v, 4) for k, v in self.probs.items()}, "track": self.track}
-
-
-@dataclass(frozen=True)
-class FrameResult:
-    frame: int
-    time: float
-    faces: list[FaceResult] = field(default_factory=list)
-    source: str = ""  # the file name, for images, folders and API uploads
-
-    def to_dict(self) -> dict:
-        d = {"frame": self.frame, "time": round(self.time, 4), "faces": [f.to_dict() for f in self.faces]}
-        if self.source:
-            d["source"] = self.source
-        return d
 
 
 class RunStats:
@@ -165,7 +139,7 @@ class RunStats:
 class Pipeline:
     def __init__(self, options: PipelineOptions | None = None, **overrides):
         self.options = opts = options or PipelineOptions(**overrides)
-        self.classifier = Classifier(resolve_model(opts.model), labels=opts.labels, normalize=opts.normalize,
+        self.classifier = Classifier(resolve_model(opts.model), label_set=opts.label_set, normalize=opts.normalize,
                                      equalize=opts.equalize, threads=opts.threads, providers=opts.providers,
                                      kernels=opts.kernels)
         self.detector = make_detector(opts.detector, opts.detector_model, threads=opts.threads, **opts.detect_options)

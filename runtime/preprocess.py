@@ -52,22 +52,6 @@ class PreprocessSpec:
             raise FerEdgeError(f"unknown value range {text!r}: expected one of {', '.join(VALUE_RANGES)}")
         return VALUE_RANGES[key]
 
-    @staticmethod
-    def fix_argv(argv: list[str] | None) -> list[str]:
-        """`--normalize -1,1` -> `--normalize=-1,1` (argparse would take '-1,1' for an option); for every CLI."""
-        import sys
-
-        argv = list(sys.argv[1:] if argv is None else argv)
-        out, i = [], 0
-        while i < len(argv):
-            if argv[i] == "--normalize" and i + 1 < len(argv) and argv[i + 1].startswith("-"):
-                out.append(f"--normalize={argv[i + 1]}")
-                i += 2
-            else:
-                out.append(argv[i])
-                i += 1
-        return out
-
     def to_dict(self) -> dict:
         d = asdict(self)
         d["size"] = list(self.size)

@@ -14,7 +14,6 @@ own on); an empty token is an error, never an open preview.
 """
 from __future__ import annotations
 
-import argparse
 import hmac
 import ipaddress
 import json
@@ -23,6 +22,7 @@ import os
 import threading
 import time
 import urllib.parse
+from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -51,29 +51,20 @@ def parse_bind(spec: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def add_preview_arguments(parser: argparse.ArgumentParser) -> None:
-    g = parser.add_argument_group("browser preview")
-    g.add_argument("--serve", metavar="[HOST:]PORT", help="serve the annotated stream and live emotion bars over "
-                   "HTTP (a bare port binds to 127.0.0.1; give 0.0.0.0:PORT to reach it from other machines)")
-    g.add_argument("--serve-token", metavar="TOKEN", help="require ?token=TOKEN (or a Bearer header) on every request "
-                   f"(visible to local users in the process list: prefer --serve-token-file or ${TOKEN_ENV})")
-    g.add_argument("--serve-token-file", metavar="FILE", help="read the token from the first line of FILE")
-
-
-def serve_token(a) -> str | None:
+def serve_token(token: str | None = None, token_file: str | None = None) -> str | None:
     """The preview's token from --serve-token, --serve-token-file or $FER_EDGE_SERVE_TOKEN, in that order.
     An empty one (an unset shell variable, `serve_token = ""`) is an error, never a preview without a token."""
-    if a.serve_token is not None and a.serve_token_file:
+    if token is not None and token_file:
         raise FerEdgeError("give --serve-token or --serve-token-file, not both")
-    if a.serve_token_file:
+    if token_file:
         try:
-            with open(a.serve_token_file, encoding="utf-8") as f:
-                token, where = f.readline().strip(), f"--serve-token-file {a.serve_token_file}"
+            with open(token_file, encoding="utf-8") as f:
+                token, where = f.readline().strip(), f"--serve-token-file {token_file}"
         except (OSError, UnicodeDecodeError) as exc:
-            raise FerEdgeError(f"--serve-token-file {a.serve_token_file}: cannot read it "
+            raise FerEdgeError(f"--serve-token-file {token_file}: cannot read it "
                                f"({getattr(exc, 'strerror', None) or exc})") from None
-    elif a.serve_token is not None:
-        token, where = a.serve_token.strip(), "--serve-token"
+    elif token is not None:
+        token, where = token.strip(), "--serve-token"
     elif TOKEN_ENV in os.environ:
         token, where = os.environ[TOKEN_ENV].strip(), f"${TOKEN_ENV}"
     else:
@@ -128,12 +119,19 @@ poll();
 """
 
 
+@dataclass(frozen=True)
+class PreviewOptions:
+    """Where the preview listens ([HOST:]PORT, --serve) and the token it requires (None: none)."""
+    bind: str
+    token: str | None = None
+
+
 class PreviewServer:
     """The HTTP server and the newest frame; `write`/`close` make it a sink of the pipeline."""
 
-    def __init__(self, bind: str, token: str | None = None):
-        host, port = parse_bind(bind)
-        self.token = token or None
+    def __init__(self, options: PreviewOptions):
+        host, port = parse_bind(options.bind)
+        self.token = options.token or None
         self._cond = threading.Condition()
         self._seq = 0  # frames written
         self._latest = None  # (frame, result)
@@ -154,10 +152,6 @@ class PreviewServer:
         if not self.token and not _loopback(host):
             log.warning("preview: %s is open to other machines without a token: anyone who can reach it sees the "
                         "camera; give --serve-token-file or $%s", where, TOKEN_ENV)
-
-    @classmethod
-    def from_args(cls, a) -> "PreviewServer":
-        return cls(a.serve, serve_token(a))
 
     # -- sink ------------------------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ from fer_edge.runtime.datasets import IMAGE_SUFFIXES
 from fer_edge.runtime.errors import FerEdgeError
 from fer_edge.runtime.drawing import annotated, draw_timeline
 from fer_edge.runtime.fileio import OutputFile
-from fer_edge.runtime.pipeline import FrameResult
+from fer_edge.runtime.results import FrameResult
 
 log = logging.getLogger("fer_edge.runtime")
 

@@ -3,15 +3,15 @@ from __future__ import annotations
 
 import pytest
 
-from fer_edge.runtime.preprocess import PreprocessSpec
+from fer_edge.runtime.cli_args import fix_argv
 from conftest import ROOT
 
 TINY = ROOT / "tests" / "assets" / "tiny_fer.tflite"
 
 
 def test_fix_argv_joins_negative_values_only():
-    assert PreprocessSpec.fix_argv(["--normalize", "-1,1", "--x", "-2"]) == ["--normalize=-1,1", "--x", "-2"]
-    assert PreprocessSpec.fix_argv(["--normalize", "0,1"]) == ["--normalize", "0,1"]
+    assert fix_argv(["--normalize", "-1,1", "--x", "-2"]) == ["--normalize=-1,1", "--x", "-2"]
+    assert fix_argv(["--normalize", "0,1"]) == ["--normalize", "0,1"]
 
 
 def test_fer_edge_takes_negative_range_from_flags_and_config(samples_dir, tmp_path, capsys):

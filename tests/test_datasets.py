@@ -224,7 +224,7 @@ def test_ferplus_counts_per_split(fer2013, data_dir):
     assert np.allclose(plus.soft.sum(axis=1), 1.0)
     assert np.array_equal(plus.soft.argmax(axis=1), plus.labels)
     assert len(plus) == 35_488
-    assert len(load_dataset(data_dir, labels="ferplus")) == len(plus)
+    assert len(load_dataset(data_dir, label_set="ferplus")) == len(plus)
 
 
 @pytest.mark.data

@@ -50,11 +50,11 @@ def test_offline_queue_drops_the_oldest_and_counts():
 
 def test_unreachable_broker_fills_the_queue_and_reports_drops(tmp_path):
     pytest.importorskip("paho.mqtt.client", reason="paho-mqtt is not installed (pip install 'fer-edge[mqtt]')")
-    from fer_edge.runtime.mqtt import MqttSink
-    from fer_edge.runtime.pipeline import FaceResult, FrameResult
+    from fer_edge.runtime.mqtt import MqttOptions, MqttSink
+    from fer_edge.runtime.results import FaceResult, FrameResult
 
     port = _free_port()  # nothing listens there
-    sink = MqttSink(f"mqtt://127.0.0.1:{port}/fer/t", queue=5, summary_every=0, flush_timeout=0.5)
+    sink = MqttSink(MqttOptions(url=f"mqtt://127.0.0.1:{port}/fer/t", queue=5, summary_every=0, flush_timeout=0.5))
     face = FaceResult((1, 2, 3, 4), "happy", {"happy": 0.9, "sad": 0.1}, 1)
     for i in range(12):
         sink.write(None, FrameResult(i, i / 25, [face]))

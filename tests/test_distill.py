@@ -126,3 +126,29 @@ def test_bad_distillation_options(flags, expected, small_data, teacher, tmp_path
     code, _, err = _run(capsys, ["--data", str(small_data), "--out", str(out), "--teacher", str(teacher), *flags, *TINY])
     _one_line_error(code, err, expected)
     assert not out.exists()
+
+
+def test_init_starts_from_a_reference_and_refuses_another_architecture(small_data, teacher, tmp_path, capsys):
+    """--init copies a finished run's weights into a new run (a new schedule); the run records where it started."""
+    import keras
+
+    out = tmp_path / "more"
+    code, stdout, err = _run(capsys, ["--data", str(small_data), "--arch", "vgg-half", "--out", str(out),
+                                      "--init", str(teacher), "--lr", "1e-9", *TINY])
+    assert code == 0, err
+    meta = read_metadata(out / "model.keras")
+    assert meta.provenance["init"]["file"] == teacher.name
+    # at a learning rate of 1e-9 the weights stay where --init put them (batch-norm statistics aside)
+    start = keras.models.load_model(teacher, compile=False)
+    end = keras.models.load_model(out / "model.keras", compile=False)
+    convs = [(a, b) for a, b in zip(start.layers, end.layers) if a.__class__.__name__ == "Conv2D"]
+    assert convs and all(np.allclose(a.get_weights()[0], b.get_weights()[0], atol=1e-5) for a, b in convs)
+    other = tmp_path / "other"
+    code, _, err = _run(capsys, ["--data", str(small_data), "--arch", "vgg-lite", "--out", str(other),
+                                 "--init", str(teacher), *TINY])
+    _one_line_error(code, err, "--init", "do not fit --arch vgg-lite", "expected a model of the same architecture")
+    assert not other.exists()
+    code, _, err = _run(capsys, ["--data", str(small_data), "--arch", "vgg-half", "--out", str(other),
+                                 "--init", str(tmp_path / "nope.keras"), *TINY])
+    _one_line_error(code, err, "--init", "no such model file")
+    assert not other.exists()

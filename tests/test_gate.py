@@ -31,9 +31,9 @@ def test_shipped_files_come_from_the_golden_reference():
         assert read_metadata(f).provenance["source_sha256"] == golden_sha, f
 
 
-def _verify(files, data_dir, out, kernel_paths):
+def _verify(files, data_dir, out, kernel_paths, *extra):
     code = convert_main(["verify", *map(str, files), "--reference", str(GOLDEN), "--data", str(data_dir),
-                         "--kernels", ",".join(kernel_paths), "--out", str(out)])
+                         "--kernels", ",".join(kernel_paths), "--out", str(out), *extra])
     return code, json.loads((out / "report.json").read_text())
 
 
@@ -82,12 +82,36 @@ def test_gate_fails_a_damaged_int8_model(data_dir, tmp_path, kernel_paths):
     bad = tmp_path / "fer-vgg_int8.tflite"
     damage(SHIPPED_INT8[0], bad, steps=60)
     assert read_metadata(bad) == read_metadata(SHIPPED_INT8[0])  # same claims, different weights
-    code, doc = _verify([bad], data_dir, tmp_path / "gate", kernel_paths)
+    # a seeded sample is plenty for a gross fault, and keeps the emulated aarch64 leg short
+    code, doc = _verify([bad], data_dir, tmp_path / "gate", kernel_paths, "--sample", "200")
     assert code == GATE_EXIT
     assert not doc["pass"]
     assert doc["machine"]["arch"] == platform.machine()
     for path in kernel_paths:
         assert any(f"{path} kernels" in f for f in doc["failures"]), (path, doc["failures"])
+
+
+def test_verify_sample_rescores_the_reference_on_the_same_faces(data_dir, tmp_path):
+    """--sample N: the same seeded N faces for the reference and the files, so drops compare like with like.
+    (Samples only: a full pass takes over 20 min on the emulated aarch64 leg, which runs this file.)"""
+    code_a, a = _verify(SHIPPED_INT8[:1], data_dir, tmp_path / "a", ("builtin",), "--sample", "100")
+    code_b, b = _verify(SHIPPED_INT8[:1], data_dir, tmp_path / "b", ("builtin",), "--sample", "100")
+    code_c, c = _verify(SHIPPED_INT8[:1], data_dir, tmp_path / "c", ("builtin",), "--sample", "100", "--sample-seed", "1")
+    assert code_a == code_b == code_c == 0
+    assert a["eval"]["n"] == a["reference"]["n"] == 100
+    assert a["reference"]["sample"] == {"faces": 100, "of": 3589, "seed": 0}
+    # re-scored on the sample: a share of 100 faces, not the full split's figure copied over
+    assert abs(a["reference"]["accuracy"] * 100 - round(a["reference"]["accuracy"] * 100)) < 1e-6
+    assert a["formats"] == b["formats"]  # seeded: the same faces every time
+    assert (c["reference"]["accuracy"], c["formats"]) != (a["reference"]["accuracy"], a["formats"])
+
+
+def test_verify_refuses_a_sample_of_no_faces(tmp_path, capsys):
+    code = convert_main(["verify", str(SHIPPED_INT8[0]), "--reference", str(GOLDEN), "--data", ".", "--sample", "0",
+                         "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "--sample must be 1 or more faces, found 0" in err[0]
+    assert not (tmp_path / "out").exists()
 
 
 def test_verify_refuses_an_unknown_kernel_path(capsys):

@@ -19,7 +19,8 @@ import pytest
 from fer_edge.runtime.cli import main
 from fer_edge.runtime.boxes import FaceBox, drop_nested
 from fer_edge.runtime.detectors import blazeface_anchors, weighted_nms
-from fer_edge.runtime.pipeline import FaceResult, FrameResult, Pipeline, PipelineOptions
+from fer_edge.runtime.pipeline import Pipeline, PipelineOptions
+from fer_edge.runtime.results import FaceResult, FrameResult
 from fer_edge.runtime.sources import Frame, LiveSource, SourceError, open_source
 from fer_edge.runtime.tracking import Tracker
 

@@ -368,9 +368,9 @@ def test_model_card_command_trains_the_same_run_afresh():
                       equalize=True, augment=False, class_weight="balanced", resume=True, command="fer-train ... --resume")
     words = shlex.split(reproduce_command(json.loads(json.dumps(asdict(cfg)))))  # as state.json stores it
     assert words[0] == "fer-train" and "--resume" not in words
-    from fer_edge.runtime.preprocess import PreprocessSpec
+    from fer_edge.runtime.cli_args import fix_argv
 
-    a = build_parser().parse_args(PreprocessSpec.fix_argv(words[1:]))
+    a = build_parser().parse_args(fix_argv(words[1:]))
     assert (a.data, a.out, a.arch, a.epochs, a.patience, a.normalize, a.equalize, a.no_augment, a.class_weight) == \
         ("../shared/data", "runs/x", "vgg", 40, 20, "-1,1", True, True, "balanced")
     assert (a.lr, a.batch_size, a.seed) == (cfg.lr, cfg.batch_size, cfg.seed)

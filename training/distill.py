@@ -38,28 +38,28 @@ class Teacher:
     sha256: str
 
 
-def check_teachers(paths: list[str], label_set, input_size: int) -> list[Teacher]:
-    """Every --teacher is a readable fer-edge Keras reference with the student's labels and input size.
-    Reads metadata only (no TensorFlow): run before anything is written."""
+def check_teachers(paths: list[str], label_set, input_size: int, option: str = "--teacher") -> list[Teacher]:
+    """Every --teacher (or --init, named by `option`) is a readable fer-edge Keras reference with the student's
+    labels and input size. Reads metadata only (no TensorFlow): run before anything is written."""
     from fer_edge.convert.source import KERAS_SUFFIXES
 
     teachers = []
     for text in paths:
         path = Path(text)
         if not path.is_file():
-            raise ModelError(f"--teacher {path}: no such model file" + (" (a folder)" if path.is_dir() else ""))
+            raise ModelError(f"{option} {path}: no such model file" + (" (a folder)" if path.is_dir() else ""))
         if path.suffix.lower() not in KERAS_SUFFIXES:
-            raise ModelError(f"--teacher {path}: expected a Keras reference (.keras or .h5) with fer-edge metadata, "
+            raise ModelError(f"{option} {path}: expected a Keras reference (.keras or .h5) with fer-edge metadata, "
                              f"found {path.suffix or 'no suffix'!r}")
         meta = read_metadata(path)
         if meta is None:
-            raise ModelError(f"--teacher {path} carries no fer-edge metadata: expected a model written by fer-train "
+            raise ModelError(f"{option} {path} carries no fer-edge metadata: expected a model written by fer-train "
                              f"(or shipped in models/), whose labels and preprocessing are known")
         if meta.labels != tuple(label_set.labels):
-            raise ModelError(f"--teacher {path} predicts label set {meta.label_set.name} ({', '.join(meta.labels)}) "
+            raise ModelError(f"{option} {path} predicts label set {meta.label_set.name} ({', '.join(meta.labels)}) "
                              f"but this run trains {label_set.name} ({', '.join(label_set.labels)})")
         if tuple(meta.preprocess.size) != (input_size, input_size) or meta.preprocess.channels != 1:
-            raise ModelError(f"--teacher {path} takes {meta.preprocess.size[0]}x{meta.preprocess.size[1]}x"
+            raise ModelError(f"{option} {path} takes {meta.preprocess.size[0]}x{meta.preprocess.size[1]}x"
                              f"{meta.preprocess.channels} faces but the student takes {input_size}x{input_size}x1: "
                              f"expected the same input size")
         teachers.append(Teacher(path, meta, sha256_file(path)))

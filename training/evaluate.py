@@ -8,13 +8,14 @@ from pathlib import Path
 
 import numpy as np
 
+from fer_edge.runtime.cli_args import fix_argv
 from fer_edge.runtime.datasets import SPLITS, FaceDataset, load_dataset
 from fer_edge.runtime.errors import cli_main, FerEdgeError
 from fer_edge.runtime.fileio import atomic_output, check_out_folder
 from fer_edge.runtime.labels import LABEL_SETS
 from fer_edge.runtime.metadata import write_metadata
 from fer_edge.runtime.metrics import classification_report
-from fer_edge.runtime.preprocess import VALUE_RANGES, PreprocessSpec
+from fer_edge.runtime.preprocess import VALUE_RANGES
 
 EVAL_SPLITS = ("PublicTest", "PrivateTest")
 
@@ -137,7 +138,7 @@ def main(argv=None) -> int:
     p.add_argument("--labels", choices=sorted(LABEL_SETS), help="label set, for models without metadata")
     p.add_argument("--normalize", choices=list(VALUE_RANGES), help="input value range, for models without metadata")
     p.add_argument("--force", action="store_true", help="overwrite the reports of an earlier evaluation in --out")
-    args = p.parse_args(PreprocessSpec.fix_argv(argv))
+    args = p.parse_args(fix_argv(argv))
     out = check_out_folder(args.out or str(Path(args.model).with_suffix("")) + "_eval", args.force,
                            remedy="pass --force to overwrite its reports")
     splits = tuple(args.splits.split(","))
@@ -148,7 +149,7 @@ def main(argv=None) -> int:
 
     own = read_source_metadata(args.model) is not None  # a model's own metadata wins over the flags
     src = load_source(args.model, None if own else args.labels, None if own else args.normalize)
-    ds = load_dataset(args.data, labels=src.meta.label_set.name)  # after the model: a bad model fails at once
+    ds = load_dataset(args.data, label_set=src.meta.label_set.name)  # after the model: a bad model fails at once
     evaluate_to(args.model, ds, out, splits=splits, log=lambda m: print(m, flush=True), src=src)
 
 

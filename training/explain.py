@@ -15,6 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from fer_edge.runtime.cli_args import fix_argv
 from fer_edge.runtime.errors import cli_main, FerEdgeError, require
 from fer_edge.runtime.fileio import atomic_output, check_writable
 from fer_edge.runtime.labels import LABEL_SETS
@@ -86,7 +87,7 @@ def draw(face: np.ndarray, attr: np.ndarray, title: str, path: Path, force: bool
     plt.close(fig)
 
 
-def explain(model_path, image_path, out, labels=None, normalize=None, target=None, steps=50,
+def explain(model_path, image_path, out, label_set=None, normalize=None, target=None, steps=50,
             whole_image=False, force=False, log=print) -> dict:
     from fer_edge.convert.source import load_source, read_source_metadata
 
@@ -105,9 +106,9 @@ def explain(model_path, image_path, out, labels=None, normalize=None, target=Non
         image = cv2.convertScaleAbs(image, alpha=255.0 / max(1, int(image.max())))
 
     own = read_source_metadata(model_path) is not None
-    if own and (labels or normalize):
+    if own and (label_set or normalize):
         log(f"note: {model_path} carries its own labels and preprocessing: --labels/--normalize ignored")
-    src = load_source(model_path, None if own else labels, None if own else normalize)
+    src = load_source(model_path, None if own else label_set, None if own else normalize)
     model, meta = src.model, src.meta
     spec = meta.preprocess
     if tuple(model.input_shape[1:]) != (*spec.size, spec.channels):
@@ -149,8 +150,8 @@ def main(argv=None) -> int:
     p.add_argument("--labels", choices=sorted(LABEL_SETS), help="label set, for models without metadata")
     p.add_argument("--normalize", choices=list(VALUE_RANGES), help="input value range, for models without metadata")
     p.add_argument("--force", action="store_true", help="overwrite --out")
-    args = p.parse_args(PreprocessSpec.fix_argv(argv))
-    explain(args.model, args.image, args.out, labels=args.labels, normalize=args.normalize, target=args.target,
+    args = p.parse_args(fix_argv(argv))
+    explain(args.model, args.image, args.out, label_set=args.labels, normalize=args.normalize, target=args.target,
             steps=args.steps, whole_image=args.whole_image, force=args.force, log=lambda m: print(m, flush=True))
 
 

@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 
 from fer_edge.convert.cost import fmt_macs
+from fer_edge.convert.report import ParityReport
 from fer_edge.runtime.errors import cli_main, FerEdgeError
 from fer_edge.runtime.fileio import atomic_output, sha256_file
 from fer_edge.runtime.framing import FER2013
@@ -51,7 +52,7 @@ def ship(run: Path, data: str, out: Path, name: str, force: bool = False, log=pr
         doc, code = convert(ConvertOptions(model=str(dst), formats=list(FORMATS.values()), out=scratch, data=data,
                                            command=f"fer-convert {dst} --data DATA --out DIR"), log=log)
         if code:
-            raise FerEdgeError(f"the exported files broke the parity budget: {'; '.join(doc['failures'])}")
+            raise FerEdgeError(f"the exported files broke the parity budget: {'; '.join(doc.failures)}")
         for key in SHIPPED:
             src = output_path(Path(scratch), name, FORMATS[key])
             with atomic_output(out / src.name, force=True) as tmp:
@@ -73,29 +74,32 @@ NOT_TRAINING = {"help", "data", "out", "force", "resume", "workers"}
 def reproduce_command(cfg: dict) -> str:
     """The fer-train command that trains this run afresh, from its saved configuration (state.json): what a
     reader needs even when the run was resumed, or its schedule changed by hand, along the way. The options
-    are fer-train's own parser's, so a new one cannot be left out; a value at its default is not written."""
+    are fer-train's own parser's (each option's default, as parsing no optional flag gives it), so a new one
+    cannot be left out; a value at its default is not written."""
     from fer_edge.training.train import build_parser
 
     words = ["fer-train", "--data", cfg["data"], "--out", cfg["out"]]
-    for action in build_parser()._actions:
-        if action.dest in NOT_TRAINING:
+    defaults = vars(build_parser().parse_args(["--data", cfg["data"], "--out", cfg["out"]]))
+    for dest, default in defaults.items():
+        if dest in NOT_TRAINING:
             continue
-        if action.dest == "normalize":  # stored as the value range (lo, hi)
+        flag = "--" + dest.replace("_", "-")  # fer-train's options are named after their destinations
+        if dest == "normalize":  # stored as the value range (lo, hi)
             value = ",".join(f"{v:g}" for v in cfg["value_range"])
-        elif action.dest == "no_augment":
+        elif dest == "no_augment":
             value = not cfg["augment"]
         else:
-            value = cfg.get(action.dest, action.default)  # runs made before an option existed lack it
+            value = cfg.get(dest, default)  # runs made before an option existed lack it
         if isinstance(value, (list, tuple)):  # repeatable options (--teacher)
             for item in value:
-                words += [action.option_strings[0], str(item)]
+                words += [flag, str(item)]
             continue
-        if value != action.default:
-            words += [action.option_strings[0]] if action.nargs == 0 else [action.option_strings[0], str(value)]
+        if value != default:
+            words += [flag] if isinstance(default, bool) else [flag, str(value)]  # a bool default: a store_true flag
     return " ".join(words)
 
 
-def write_card(run: Path, out: Path, name: str, parity: dict | None = None) -> Path:
+def write_card(run: Path, out: Path, name: str, parity: ParityReport | None = None) -> Path:
     from fer_edge.training.evaluate import plot_curves
 
     dst = out / f"{name}.keras"
@@ -170,9 +174,9 @@ def write_card(run: Path, out: Path, name: str, parity: dict | None = None) -> P
     if parity:
         lines += ["", "## Exported files (fer-convert parity on PrivateTest)", "",
                   "| format | bytes | accuracy | drop (pp) | agreement with fp32 |", "|---|---|---|---|---|"]
-        for fmt, e in parity["formats"].items():
-            lines.append(f"| {fmt}{' (shipped)' if fmt in SHIPPED else ''} | {e['bytes']:,} | "
-                         f"{100 * e['accuracy']:.2f}% | {e['accuracy_drop']:+.2f} | {100 * e['agreement']:.2f}% |")
+        for fmt, e in parity.formats.items():
+            lines.append(f"| {fmt}{' (shipped)' if fmt in SHIPPED else ''} | {e.bytes:,} | "
+                         f"{100 * e.accuracy:.2f}% | {e.accuracy_drop:+.2f} | {100 * e.agreement:.2f}% |")
         lines += ["", f"Full report: [{name}_parity.md]({name}_parity.md). Golden outputs of the fp32 model on "
                   f"PrivateTest: `{name}_golden.npz` (the CI gate's reference where TensorFlow is absent)."]
     lines += ["", "## Limits", "",
@@ -186,16 +190,21 @@ def write_card(run: Path, out: Path, name: str, parity: dict | None = None) -> P
     return card
 
 
-def reference_cost(parity: dict | None, keras_file: Path) -> dict:
+def reference_cost(parity: ParityReport | None, keras_file: Path) -> dict:
     """Multiply-adds and parameters of a shipped reference: from its parity report, or counted from the model
     where the report predates the cost figures."""
-    cost = (parity or {}).get("reference", {}).get("cost")
+    cost = parity.reference.cost if parity is not None else None
     if cost:
         return cost
     from fer_edge.convert.cost import model_cost
     from fer_edge.convert.source import load_keras
 
     return model_cost(load_keras(keras_file)[0])
+
+
+def read_parity(path: Path) -> ParityReport:
+    """A shipped NAME_parity.json (fer-convert's report.json) as its typed entries."""
+    return ParityReport.from_dict(json.loads(path.read_text()))
 
 
 def distillation_row(d: dict) -> str:
@@ -216,7 +225,7 @@ def write_overview(out: Path) -> Path:
     for keras_file in sorted(out.glob("*.keras")):
         name, parity_file = keras_file.stem, out / f"{keras_file.stem}_parity.json"
         if parity_file.is_file() and (out / RUNTIME_FILE.format(name=name.removeprefix("fer-"))).is_file():
-            models.append((name, read_metadata(keras_file), json.loads(parity_file.read_text())))
+            models.append((name, read_metadata(keras_file), read_parity(parity_file)))
     models.sort(key=lambda m: RUNTIME_FILE.format(name=m[0].removeprefix("fer-")) != DEFAULT_MODEL)
     lines = ["# Model card: the models fer-edge ships", "",
              "Each is a Keras reference trained on FER2013 (Training; best epoch chosen on PublicTest; reported on "
@@ -227,22 +236,23 @@ def write_overview(out: Path) -> Path:
              "PrivateTest | PrivateTest macro-F1 | INT8 .tflite bytes | INT8 .tflite agreement (XNNPACK / built-in) |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for i, (name, meta, parity) in enumerate(models):
-        ref, f = parity["reference"], meta.figures
+        ref, f = parity.reference, meta.figures
         cost = reference_cost(parity, out / f"{name}.keras")
-        int8 = parity["formats"].get("tflite-int8", {})
-        kern = int8.get("kernels", {})
+        int8 = parity.formats.get("tflite-int8")
+        kern = (int8.kernels if int8 is not None else None) or {}
+        nan = float("nan")
         lines.append(f"| {name} | `{name.removeprefix('fer-')}` | {'default' if i == 0 else 'option'} | "
                      f"`{meta.provenance.get('arch')}` | {fmt_macs(cost.get('macs'))} | {cost.get('parameters') or 0:,} | "
-                     f"{100 * f.get('PublicTest', {}).get('accuracy', float('nan')):.2f}% | {100 * ref['accuracy']:.2f}% | "
-                     f"{100 * ref['macro_f1']:.2f}% | {int8.get('bytes', 0):,} | "
-                     f"{100 * kern.get('default', {}).get('agreement', float('nan')):.2f}% / "
-                     f"{100 * kern.get('builtin', {}).get('agreement', float('nan')):.2f}% |")
+                     f"{100 * f.get('PublicTest', {}).get('accuracy', nan):.2f}% | {100 * ref.accuracy:.2f}% | "
+                     f"{100 * ref.macro_f1:.2f}% | {int8.bytes if int8 is not None else 0:,} | "
+                     f"{100 * (kern['default'].agreement if 'default' in kern else nan):.2f}% / "
+                     f"{100 * (kern['builtin'].agreement if 'builtin' in kern else nan):.2f}% |")
     if models:
-        labels = list(models[0][2]["reference"]["recall"])
+        labels = list(models[0][2].reference.recall)
         lines += ["", "PrivateTest recall per class (fp32 reference):", "",
                   "| model | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
         for name, _, parity in models:
-            rec = parity["reference"]["recall"]
+            rec = parity.reference.recall
             lines.append(f"| {name} | " + " | ".join(f"{100 * rec[c]:.1f}%" for c in labels) + " |")
     lines += ["", "Milliseconds per face depend on the CPU (its SIMD width and int8 dot-product instructions): "
               "see [BENCHMARKS.md](../BENCHMARKS.md), or run `fer-edge verify --model NAME --data DATA` on the "
@@ -269,7 +279,7 @@ def main(argv=None) -> int:
         if not parity.is_file() or not (args.run / "eval" / "report.json").is_file():
             raise FerEdgeError(f"--card-only needs {parity} and {args.run / 'eval' / 'report.json'} "
                                f"(fer-eval {args.out / args.name}.keras --data DATA --out {args.run / 'eval'})")
-        print(write_card(args.run, args.out, args.name, json.loads(parity.read_text())))
+        print(write_card(args.run, args.out, args.name, read_parity(parity)))
         print(write_overview(args.out))
         return 0
     if not args.data:

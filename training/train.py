@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from fer_edge.convert.cost import model_cost
+from fer_edge.runtime.cli_args import fix_argv
 from fer_edge.runtime.datasets import FaceDataset, load_dataset
 from fer_edge.runtime.errors import cli_main, FerEdgeError
 from fer_edge.runtime.fileio import atomic_output, check_out_folder, sha256_file
@@ -57,6 +58,7 @@ class TrainConfig:
     teacher: tuple = ()  # fer-edge .keras references to distil from (averaged); empty: no distillation
     temperature: float = 4.0  # distillation temperature T
     soft_weight: float = 0.8  # weight w of the teacher's soft targets; 1 - w goes to the hard labels
+    init: str = ""  # start from this fer-edge .keras reference's weights (same architecture) instead of random ones
     limit: int = 0  # keep only this many training faces (tiny runs, tests)
     strategy: str = "auto"  # auto | mirrored | none
     workers: int = 1
@@ -193,11 +195,13 @@ def train(cfg: TrainConfig, log=print) -> Path:
     validate(cfg)
     check_out(cfg)
     teachers = []
-    if cfg.teacher:
+    if cfg.teacher or cfg.init:
         from fer_edge.runtime.labels import get_label_set
         from fer_edge.training.distill import check_teachers
 
         teachers = check_teachers(list(cfg.teacher), get_label_set(cfg.labels), cfg.input_size)
+        if cfg.init and not cfg.resume:  # a resumed run starts from its checkpoint
+            check_teachers([cfg.init], get_label_set(cfg.labels), cfg.input_size, option="--init")
     policy = keras.mixed_precision.global_policy()
     try:
         return _train(cfg, log, keras, teachers)
@@ -209,7 +213,8 @@ def _train(cfg: TrainConfig, log, keras, teachers: list) -> Path:
     from fer_edge.training.architectures import build
     from fer_edge.training.data import Augment, class_weights, make_sequence
 
-    ds = load_dataset(cfg.data, labels=cfg.labels)
+    init_sha = sha256_file(cfg.init) if cfg.init and not cfg.resume else None  # before --force may clear --out
+    ds = load_dataset(cfg.data, label_set=cfg.labels)
     for note in ds.notes:
         log(f"note: {note}")
     keras.utils.set_random_seed(cfg.seed)
@@ -278,6 +283,8 @@ def _train(cfg: TrainConfig, log, keras, teachers: list) -> Path:
                 model = build(cfg.arch, (cfg.input_size, cfg.input_size, 1), k)
             except ValueError as exc:  # e.g. an input too small for the architecture's pooling
                 raise FerEdgeError(f"{cfg.arch} cannot take --input-size {cfg.input_size}: {str(exc).splitlines()[0][:200]}") from None
+            if cfg.init:
+                _init_weights(model, cfg)
             smoothing = 0.0 if cfg.soft else cfg.label_smoothing
             if teachers:
                 from fer_edge.training.distill import loss_and_metric
@@ -305,6 +312,7 @@ def _train(cfg: TrainConfig, log, keras, teachers: list) -> Path:
         "device": f"{gpus} GPU(s), mixed precision" if mixed else f"CPU ({os.cpu_count()} cores, {platform.machine()})",
         "validation": "PublicTest" if ds.has_split("PublicTest") else f"seeded 10% of Training (seed {cfg.seed})",
         **({"distillation": distillation} if distillation else {}),
+        **({"init": {"file": Path(cfg.init).name, "sha256": init_sha}} if init_sha else {}),
     })
 
     def float32_copy(m):
@@ -367,6 +375,20 @@ def _train(cfg: TrainConfig, log, keras, teachers: list) -> Path:
     return out / BEST
 
 
+def _init_weights(model, cfg: TrainConfig) -> None:
+    """--init: copy a reference's weights into the freshly built model; the architectures must match exactly."""
+    from fer_edge.convert.source import load_keras
+
+    ref, _ = load_keras(cfg.init)
+    want = [tuple(w.shape) for w in model.get_weights()]
+    have = [tuple(w.shape) for w in ref.get_weights()]
+    if want != have:
+        raise FerEdgeError(f"--init {cfg.init}: its weights ({len(have)} arrays, {ref.count_params():,} parameters) "
+                           f"do not fit --arch {cfg.arch} ({len(want)} arrays, {model.count_params():,} parameters): "
+                           f"expected a model of the same architecture")
+    model.set_weights(ref.get_weights())
+
+
 def _truncate_history(path: Path, epochs: int) -> None:
     """Keep the rows of the epochs the checkpoint holds (a crash may have logged one more)."""
     if not path.is_file():
@@ -416,6 +438,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=4.0, help="distillation temperature (default 4)")
     p.add_argument("--soft-weight", type=float, default=0.8,
                    help="weight of the teacher's soft targets against the hard labels (default 0.8)")
+    p.add_argument("--init", default="", metavar="MODEL",
+                   help="start from this fer-edge .keras reference's weights (same --arch), e.g. to train a "
+                        "finished run further on a new schedule")
     p.add_argument("--limit", type=int, default=0, help="use only this many training faces (quick runs)")
     p.add_argument("--strategy", default="auto", choices=["auto", "mirrored", "none"])
     p.add_argument("--workers", type=int, default=1, help="threads preparing batches")
@@ -426,14 +451,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 @cli_main
 def main(argv=None) -> int:
-    args = build_parser().parse_args(PreprocessSpec.fix_argv(argv))
+    args = build_parser().parse_args(fix_argv(argv))
     cfg = TrainConfig(
         data=args.data, out=args.out, arch=args.arch, labels=args.labels, soft=args.soft, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, patience=args.patience, label_smoothing=args.label_smoothing,
         class_weight=args.class_weight, seed=args.seed, input_size=args.input_size,
         value_range=PreprocessSpec.parse_range(args.normalize), equalize=args.equalize, crop_margin=args.crop_margin,
         augment=not args.no_augment, teacher=tuple(args.teacher or ()), temperature=args.temperature,
-        soft_weight=args.soft_weight, limit=args.limit, strategy=args.strategy, workers=args.workers,
+        soft_weight=args.soft_weight, init=args.init, limit=args.limit, strategy=args.strategy, workers=args.workers,
         force=args.force, resume=args.resume,
         command="fer-train " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)),
     )

@@ -218,17 +218,15 @@ def test_an_empty_preview_token_is_an_error(capfd, photo, monkeypatch):
 
 
 def test_preview_token_from_a_file_or_the_environment(tmp_path, monkeypatch):
-    from argparse import Namespace
-
     from fer_edge.runtime.preview import serve_token
 
     monkeypatch.delenv("FER_EDGE_SERVE_TOKEN", raising=False)
     secret = tmp_path / "token"
     secret.write_text("s3cret\n")
-    assert serve_token(Namespace(serve_token=None, serve_token_file=str(secret))) == "s3cret"
-    assert serve_token(Namespace(serve_token=None, serve_token_file=None)) is None
+    assert serve_token(token_file=str(secret)) == "s3cret"
+    assert serve_token() is None
     monkeypatch.setenv("FER_EDGE_SERVE_TOKEN", "from-env")
-    assert serve_token(Namespace(serve_token=None, serve_token_file=None)) == "from-env"
+    assert serve_token() == "from-env"
 
 
 def test_an_open_preview_without_a_token_warns(capfd, photo, monkeypatch):

@@ -12,8 +12,8 @@ import pytest
 
 from faults import bomb, one_line  # noqa: F401 (bomb: a fixture)
 from fer_edge.runtime import images
-from fer_edge.runtime.pipeline import FrameResult
-from fer_edge.runtime.preview import PreviewServer
+from fer_edge.runtime.preview import PreviewOptions, PreviewServer
+from fer_edge.runtime.results import FrameResult
 from fer_edge.runtime.sources import Frame
 
 TFLITE = Path(__file__).parents[1] / "assets" / "tiny_fer.tflite"
@@ -71,7 +71,7 @@ def test_serve_api_on_a_taken_port_is_one_line(capfd):
 
 
 def test_the_preview_answers_head_like_get():
-    preview = PreviewServer("127.0.0.1:0")
+    preview = PreviewServer(PreviewOptions("127.0.0.1:0"))
     try:
         preview.write(Frame(np.zeros((48, 64, 3), np.uint8), 0, 0.0), FrameResult(0, 0.0, []))
         for path, ctype in (("/", "text/html"), ("/frame.jpg", "image/jpeg"), ("/stream.mjpg", "multipart/")):

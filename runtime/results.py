@@ -1,0 +1,33 @@
+"""What the frame loop gives its outputs: per frame, the faces found, each with its box, label, probabilities
+and track. Typed and never None: a frame without a face has an empty list. Sinks, the MQTT link, the preview
+and the HTTP API read these, never the pipeline that made them."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class FaceResult:
+    box: tuple[int, int, int, int]  # x, y, w, h in frame pixels
+    label: str
+    probs: dict[str, float]  # label -> probability (smoothed when --smooth > 0)
+    track: int
+    score: float = 1.0  # detector confidence
+
+    def to_dict(self) -> dict:
+        return {"box": list(self.box), "label": self.label,
+                "probs": {k: round(v, 4) for k, v in self.probs.items()}, "track": self.track}
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    frame: int
+    time: float
+    faces: list[FaceResult] = field(default_factory=list)
+    source: str = ""  # the file name, for images, folders and API uploads
+
+    def to_dict(self) -> dict:
+        d = {"frame": self.frame, "time": round(self.time, 4), "faces": [f.to_dict() for f in self.faces]}
+        if self.source:
+            d["source"] = self.source
+        return d
