@@ -47,7 +47,11 @@ class Interrupted(BaseException):
     """SIGTERM turned into an exception, so `finally` blocks and temporary folders clean up as on Ctrl-C."""
 
 
+_RECEIVED: list[str] = []  # the signals cli_main's handler has seen during the running command
+
+
 def _raise_interrupted(signum, _frame):
+    _RECEIVED.append(signal_name(signum))  # remembered: a library may swallow the exception (see cli_main)
     raise Interrupted(signal_name(signum))
 
 
@@ -61,7 +65,9 @@ def cli_main(fn):
     """Decorate a CLI's `main(argv=None)`; it owns the exit codes of every command: main's own return value
     (None = 0, 3 = parity gate failed), 2 with one line `ErrorType: message` on stderr for a user error
     (a FerEdgeError, or an OSError such as a full disk), 130 on Ctrl-C or SIGTERM, never a traceback for
-    any of them. SIGTERM (systemd, `docker stop`, CI timeouts) unwinds like Ctrl-C, so temporary files go."""
+    any of them. SIGTERM (systemd, `docker stop`, CI timeouts) unwinds like Ctrl-C, so temporary files go.
+    A library can catch the Interrupted exception in its own code (an import guarded by a bare except, say) and
+    fail later in another way, or not at all: once SIGTERM has arrived the command exits 130 whatever follows."""
     import functools
     import signal
     import sys
@@ -71,18 +77,30 @@ def cli_main(fn):
     def wrapper(argv=None):
         main_thread = threading.current_thread() is threading.main_thread()
         old = signal.signal(signal.SIGTERM, _raise_interrupted) if main_thread else None
-        try:
-            return fn(argv) or OK
-        except FerEdgeError as exc:
-            print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
-            return USER_ERROR
-        except OSError as exc:  # disk full, a path that cannot be written: one line, no traceback
-            where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
-            print(f"{type(exc).__name__}: {where}{exc.strerror or exc}", file=sys.stderr)
-            return USER_ERROR
-        except (KeyboardInterrupt, Interrupted) as exc:
-            print(f"interrupted ({exc or 'SIGINT'})", file=sys.stderr)
+        _RECEIVED.clear()
+
+        def interrupted(what) -> int:
+            print(f"interrupted ({what})", file=sys.stderr)
             return INTERRUPTED
+
+        try:
+            code = fn(argv) or OK
+            return interrupted(_RECEIVED[0]) if _RECEIVED else code
+        except (KeyboardInterrupt, Interrupted) as exc:
+            return interrupted(exc or "SIGINT")
+        except (FerEdgeError, OSError) as exc:
+            if _RECEIVED:  # whatever a library made of the signal, the command was told to stop
+                return interrupted(_RECEIVED[0])
+            if isinstance(exc, FerEdgeError):
+                print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
+            else:  # disk full, a path that cannot be written: one line, no traceback
+                where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+                print(f"{type(exc).__name__}: {where}{exc.strerror or exc}", file=sys.stderr)
+            return USER_ERROR
+        except Exception:
+            if _RECEIVED:
+                return interrupted(_RECEIVED[0])
+            raise
         finally:
             if main_thread:
                 signal.signal(signal.SIGTERM, old)
