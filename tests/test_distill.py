@@ -11,6 +11,7 @@ import pytest
 
 pytest.importorskip("tensorflow")
 
+from fer_edge.runtime.fileio import sha256_file  # noqa: E402
 from fer_edge.runtime.metadata import read_metadata, write_metadata  # noqa: E402
 from fer_edge.runtime.preprocess import PreprocessSpec  # noqa: E402
 from fer_edge.training import distill, train  # noqa: E402
@@ -137,7 +138,7 @@ def test_init_starts_from_a_reference_and_refuses_another_architecture(small_dat
                                       "--init", str(teacher), "--lr", "1e-9", *TINY])
     assert code == 0, err
     meta = read_metadata(out / "model.keras")
-    assert meta.provenance["init"]["file"] == teacher.name
+    assert meta.provenance["init"] == {"file": teacher.name, "sha256": sha256_file(teacher)}
     # at a learning rate of 1e-9 the weights stay where --init put them (batch-norm statistics aside)
     start = keras.models.load_model(teacher, compile=False)
     end = keras.models.load_model(out / "model.keras", compile=False)

@@ -194,26 +194,26 @@ def train(cfg: TrainConfig, log=print) -> Path:
         cfg = restore_config(cfg, log)
     validate(cfg)
     check_out(cfg)
-    teachers = []
+    teachers, init = [], None
     if cfg.teacher or cfg.init:
         from fer_edge.runtime.labels import get_label_set
         from fer_edge.training.distill import check_teachers
 
         teachers = check_teachers(list(cfg.teacher), get_label_set(cfg.labels), cfg.input_size)
-        if cfg.init and not cfg.resume:  # a resumed run starts from its checkpoint
-            check_teachers([cfg.init], get_label_set(cfg.labels), cfg.input_size, option="--init")
+        # a resumed run starts from its checkpoint: --init is only read again for the provenance, when still there
+        if cfg.init and (not cfg.resume or Path(cfg.init).is_file()):
+            init = check_teachers([cfg.init], get_label_set(cfg.labels), cfg.input_size, option="--init")[0]
     policy = keras.mixed_precision.global_policy()
     try:
-        return _train(cfg, log, keras, teachers)
+        return _train(cfg, log, keras, teachers, init)
     finally:  # the policy is process-wide: leave it as found, so later models in this process are float32
         keras.mixed_precision.set_global_policy(policy)
 
 
-def _train(cfg: TrainConfig, log, keras, teachers: list) -> Path:
+def _train(cfg: TrainConfig, log, keras, teachers: list, init=None) -> Path:
     from fer_edge.training.architectures import build
     from fer_edge.training.data import Augment, class_weights, make_sequence
 
-    init_sha = sha256_file(cfg.init) if cfg.init and not cfg.resume else None  # before --force may clear --out
     ds = load_dataset(cfg.data, label_set=cfg.labels)
     for note in ds.notes:
         log(f"note: {note}")
@@ -312,7 +312,7 @@ def _train(cfg: TrainConfig, log, keras, teachers: list) -> Path:
         "device": f"{gpus} GPU(s), mixed precision" if mixed else f"CPU ({os.cpu_count()} cores, {platform.machine()})",
         "validation": "PublicTest" if ds.has_split("PublicTest") else f"seeded 10% of Training (seed {cfg.seed})",
         **({"distillation": distillation} if distillation else {}),
-        **({"init": {"file": Path(cfg.init).name, "sha256": init_sha}} if init_sha else {}),
+        **({"init": {"file": init.path.name, "sha256": init.sha256}} if init else {}),
     })
 
     def float32_copy(m):
@@ -380,13 +380,14 @@ def _init_weights(model, cfg: TrainConfig) -> None:
     from fer_edge.convert.source import load_keras
 
     ref, _ = load_keras(cfg.init)
+    weights = ref.get_weights()
     want = [tuple(w.shape) for w in model.get_weights()]
-    have = [tuple(w.shape) for w in ref.get_weights()]
+    have = [tuple(w.shape) for w in weights]
     if want != have:
         raise FerEdgeError(f"--init {cfg.init}: its weights ({len(have)} arrays, {ref.count_params():,} parameters) "
                            f"do not fit --arch {cfg.arch} ({len(want)} arrays, {model.count_params():,} parameters): "
                            f"expected a model of the same architecture")
-    model.set_weights(ref.get_weights())
+    model.set_weights(weights)
 
 
 def _truncate_history(path: Path, epochs: int) -> None:
