@@ -1,6 +1,7 @@
 """fer-bench: every format of one model measured the same way on this machine, with the tutorials' baseline.
 
-    fer-bench models/ --export-missing --golden models/fer-vgg_golden.npz --data ../shared/data \\
+    fer-bench models/fer-vgg.keras models/fer-vgg_fp32.tflite models/fer-vgg_int8.tflite models/fer-vgg_int8.onnx \\
+        --export-missing --golden models/fer-vgg_golden.npz --data ../shared/data \\
         --video ../shared/data/samples/fer_test.mp4 --blazeface ../shared/models/face_detection_short_range.tflite \\
         --json benchmarks/fer-vgg_bench.json --markdown BENCHMARKS.md --force
 
@@ -12,7 +13,10 @@ excluded); end-to-end frames/s of a `fer-edge` process on the video with each de
 .tflite files run on both LiteRT kernel paths. The Keras reference is timed with `model.predict`, the
 tutorials' call, and its webcam loop (Haar every frame, `model.predict` per face) is the baseline row.
 
-Runs in a runtime-only install too (no TensorFlow) when no .keras file is given.
+Files made from different references (fer-vgg's and fer-lite's, say) are refused: one run, one model.
+With --markdown on an existing file, the sections other tools added after fer-bench's own (e.g.
+benchmarks/bench_runtime.py's) are kept. Runs in a runtime-only install too (no TensorFlow) when no .keras
+file is given.
 """
 from __future__ import annotations
 
@@ -198,7 +202,37 @@ def file_cost(path: Path) -> dict:
     except (ModelError, AttributeError):  # unreadable metadata, or none
         return {}
     cost = prov.get("cost") or {k: prov[k] for k in ("macs", "parameters") if k in prov}
-    return {k: cost[k] for k in ("macs", "parameters") if cost.get(k)}
+    out = {k: cost[k] for k in ("macs", "parameters") if cost.get(k)}
+    return {**out, "source_sha256": prov["source_sha256"]} if prov.get("source_sha256") else out
+
+
+def fill_costs(rows: list[dict]) -> None:
+    """Files converted before fer-convert recorded costs carry none: give them the figures of a file made from
+    the same reference in this run (the reference itself, or another of its exports). The cost is the model's,
+    whatever the format."""
+    known = {}
+    for r in rows:
+        if r.get("macs"):
+            known.setdefault(r.get("source_sha256") or r["sha256"], {k: r[k] for k in ("macs", "parameters") if k in r})
+    for r in rows:
+        if not r.get("macs"):
+            r.update(known.get(r.get("source_sha256") or r["sha256"], {}))
+
+
+def check_one_model(models: list[ModelFile]) -> None:
+    """Every file comes from the same reference: its own sha256 for a .keras, the recorded source_sha256 for
+    an export (files without fer-edge provenance are not checked)."""
+    from fer_edge.runtime.fileio import sha256_file
+
+    refs: dict[str, list[str]] = {}
+    for m in models:
+        ref = sha256_file(m.path) if m.format == "keras" else file_cost(m.path).get("source_sha256")
+        if ref:
+            refs.setdefault(ref, []).append(m.path.name)
+    if len(refs) > 1:
+        groups = "; ".join(", ".join(names) for names in refs.values())
+        raise ModelError(f"fer-bench measures the formats of one model, found files of {len(refs)} references "
+                         f"({groups}): give one model's files, and run fer-bench once per model")
 
 
 def e2e_detectors(blazeface: str | None) -> list[str]:
@@ -288,6 +322,7 @@ def run_bench(models: list[ModelFile], data: str | None = None, golden: str | No
             doc["baseline"] = keras_tutorial(video, ref_keras, settings.e2e_repeats, settings.max_frames)
     finally:
         tmp.cleanup()
+    fill_costs(doc["rows"])
     doc["findings"] = int8_findings(doc)
     doc["seconds"] = round(time.perf_counter() - started, 1)
     return doc
@@ -351,7 +386,7 @@ def parser() -> argparse.ArgumentParser:
 
 @cli_main  # a FerEdgeError: one line `ErrorType: message`, exit code 2
 def main(argv=None) -> int:
-    from fer_edge.convert.bench_report import markdown, write_text
+    from fer_edge.convert.bench_report import markdown, with_other_sections, write_text
     from fer_edge.runtime.fileio import check_writable
 
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -362,6 +397,7 @@ def main(argv=None) -> int:
             if out:
                 check_writable(out, a.force)  # before minutes of measuring, not after
         models = discover(a.models)
+        check_one_model(models)
         with tempfile.TemporaryDirectory(prefix="fer-bench-export-") as exported:
             t0 = time.perf_counter()
             if a.export_missing:
@@ -380,7 +416,7 @@ def main(argv=None) -> int:
 
             write_text(a.json, json.dumps(doc, indent=1) + "\n")
         if a.markdown:
-            write_text(a.markdown, text)
+            write_text(a.markdown, with_other_sections(text, a.markdown))
         print(text)
         log(f"done in {doc['seconds'] + export_seconds:.0f} s")
     except KeyboardInterrupt:

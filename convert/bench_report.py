@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 from importlib import metadata
 from pathlib import Path
 
@@ -235,6 +236,22 @@ def markdown(doc: dict) -> str:
                      if r.get("exported_from") else f"`{r['file']}`")
             L.append(f"| {where} | `{r['sha256'][:16]}` |")
     return "\n".join(L) + "\n"
+
+
+OWN_SECTIONS = ("## Headline", "## Accuracy and per-face latency", "## End to end on", "## INT8 against fp32",
+                "## Files")  # the headings markdown() writes; any other section of the file belongs to another tool
+
+
+def with_other_sections(text: str, path: str | os.PathLike) -> str:
+    """`text` followed by the sections of the existing file at `path` that fer-bench did not write (those that
+    benchmarks/bench_runtime.py and the detector study added), in their order."""
+    try:
+        old = Path(path).read_text(encoding="utf-8")
+    except (FileNotFoundError, IsADirectoryError, UnicodeDecodeError):
+        return text
+    sections = re.split(r"(?m)^(?=## )", old)[1:]
+    kept = [sec.rstrip("\n") + "\n" for sec in sections if not sec.startswith(OWN_SECTIONS)]
+    return text.rstrip("\n") + "\n\n" + "\n".join(kept) if kept else text
 
 
 def write_text(path: str | os.PathLike, text: str, force: bool = True) -> None:

@@ -114,5 +114,54 @@ def test_cost_recorded_in_a_file_is_reported(tmp_path):
     tfl.write_bytes(TINY[0].read_bytes())
     meta = read_metadata(tfl)
     write_metadata(tfl, meta.replace(provenance={**meta.provenance, "cost": {"macs": 29363968, "parameters": 1176359}}))
-    assert file_cost(tfl) == {"macs": 29363968, "parameters": 1176359}
-    assert file_cost(TINY[0]) == {}
+    cost = file_cost(tfl)
+    assert {k: cost.get(k) for k in ("macs", "parameters")} == {"macs": 29363968, "parameters": 1176359}
+    assert "macs" not in file_cost(TINY[0]) and "parameters" not in file_cost(TINY[0])
+
+
+def test_a_file_without_a_recorded_cost_takes_its_references(tmp_path):
+    """Files converted before costs were recorded (the shipped fer-vgg's) show the figures of a file made from the
+    same reference in the same run; a file of another reference stays without."""
+    from fer_edge.convert.bench import fill_costs
+
+    rows = [{"sha256": "k", "parameters": 1311271},  # the .keras: parameters only
+            {"sha256": "a", "source_sha256": "k"},  # an old export: nothing
+            {"sha256": "b", "source_sha256": "k", "macs": 118_600_000, "parameters": 1311271},  # a new export
+            {"sha256": "c", "source_sha256": "other"}]
+    fill_costs(rows)
+    assert [r.get("macs") for r in rows] == [118_600_000, 118_600_000, 118_600_000, None]
+    assert rows[0]["parameters"] == rows[1]["parameters"] == 1311271
+
+
+def test_files_of_two_references_are_refused(tmp_path, capsys):
+    """fer-bench compares the formats of one model: files converted from two references (recorded in their
+    provenance) get one line and exit 2, before anything is measured or written."""
+    from fer_edge.runtime.metadata import read_metadata, write_metadata
+
+    files = []
+    for name, ref in (("a_int8.tflite", "aa" * 32), ("b_int8.tflite", "bb" * 32)):
+        f = tmp_path / name
+        f.write_bytes(TINY[0].read_bytes())
+        meta = read_metadata(f)
+        write_metadata(f, meta.replace(provenance={**meta.provenance, "source_sha256": ref}))
+        files.append(f)
+    out = tmp_path / "BENCHMARKS.md"
+    assert main(["--quick", *map(str, files), "--markdown", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "one model" in err and "a_int8.tflite" in err and "b_int8.tflite" in err
+    assert not out.exists()
+
+
+def test_markdown_keeps_the_sections_other_tools_added(tmp_path, monkeypatch):
+    """Rewriting BENCHMARKS.md replaces fer-bench's own sections and keeps the ones after them that
+    bench_runtime.py and the detector study wrote."""
+    monkeypatch.delenv("FER_EDGE_DATA", raising=False)
+    md = tmp_path / "BENCHMARKS.md"
+    md.write_text("# fer-edge benchmarks\n\nSTALE-MACHINE\n\n## Headline\n\nSTALE-HEADLINE\n\n"
+                  "## INT8 against fp32 on this machine\n\nSTALE-INT8\n\n## Files\n\nSTALE-FILES\n\n"
+                  "## The default detector (YuNet) and face framing\n\nDETECTOR STUDY\n\n"
+                  "## fer-edge runtime: detection scheduling and memory\n\nRUNTIME TABLE\n")
+    _, text = run(tmp_path, "--force")
+    assert "STALE-" not in text and text.count("## INT8 against fp32 on this machine") == 1
+    assert text.index("## INT8 against fp32") < text.index("DETECTOR STUDY") < text.index("RUNTIME TABLE")
+    assert text.count("## The default detector") == 1 and text.endswith("RUNTIME TABLE\n")
