@@ -30,6 +30,8 @@ from fer_edge.runtime.errors import FerEdgeError, ModelError, require
 
 MORE_FACES = 2  # the "more calibration faces" step uses this many times the given calibration size
 SENSITIVITY_FACES = 500  # held-out faces each layer's effect on the output is measured on
+RANKED_LAYERS = 16  # layers probed one by one (those the debugger says lose most): each probe is a quantization
+# and a pass over SENSITIVITY_FACES, so a model of hundreds of layers still searches in minutes
 
 
 # ops whose output shares its input's quantization: keeping them in float changes nothing
@@ -188,7 +190,7 @@ def _sensitivity(ctx, work: Path, calibrated: bytes, base: TfliteRecipe, layers:
     for layer in layers:
         cand.write_bytes(_quantize(calibrated, replace(base, name="probe", float_layers=base.float_layers + (layer,))))
         gains.append(plain - np.abs(_probs(cand, x) - ref).sum(1).mean())
-    ctx.log(f"  tflite-int8: ranked {len(layers)} layers by their effect on the output")
+    ctx.log(f"  tflite-int8: ranked {len(layers)} layers (those losing most) by their effect on the output")
     return [layers[i] for i in sorted(range(len(layers)), key=lambda i: (-gains[i], layers[i]))]
 
 
@@ -251,8 +253,8 @@ def quantize_tflite(ctx, path: Path, saved_model: Path, work: Path) -> dict:
         ok = attempt(head)
         if not ok:
             others = [r["layer"] for r in errors if r["layer"] not in head.float_layers]
-            ranked = _sensitivity(ctx, work, cal, head, others)
-            for k in (k for k in FLOAT_STEPS if k <= MAX_FLOAT_SHARE * len(ranked)):
+            ranked = _sensitivity(ctx, work, cal, head, others[:RANKED_LAYERS])
+            for k in (k for k in FLOAT_STEPS if k <= min(len(ranked), MAX_FLOAT_SHARE * len(others))):
                 ok = attempt(replace(head, name=f"{head.name}+float{k}", float_layers=head.float_layers + tuple(ranked[:k])))
                 if ok:
                     break

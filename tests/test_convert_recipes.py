@@ -90,11 +90,18 @@ def test_integer_only_fails_honestly(tiny_keras, data_dir, tmp_path, capsys):  #
 
 @pytest.mark.data
 @pytest.mark.slow
-def test_the_whole_ladder_is_tried_when_nothing_meets_the_budget(tiny_keras, data_dir, tmp_path, capsys):  # noqa: F811
+def test_the_whole_ladder_is_tried_when_nothing_meets_the_budget(tiny_keras, data_dir, tmp_path, capsys,  # noqa: F811
+                                                                 monkeypatch):
     """An unreachable budget walks every step: the float head (float input and output), the head plus ranked
-    layers, dynamic range, 16-bit activations; the closest file is kept, readable by the runtime, exit 3."""
+    layers, dynamic range, 16-bit activations; the closest file is kept, readable by the runtime, exit 3.
+    Only the RANKED_LAYERS layers losing most are probed one by one (here 1, so one mixed step is tried)."""
+    from fer_edge.convert import tflite_int8
     from fer_edge.runtime.backends import LiteRTBackend
 
+    probed = []  # the layers each sensitivity ranking was given
+    rank = tflite_int8._sensitivity
+    monkeypatch.setattr(tflite_int8, "_sensitivity", lambda *a: probed.append(a[-1]) or rank(*a))
+    monkeypatch.setattr(tflite_int8, "RANKED_LAYERS", 1)
     out = tmp_path / "out"
     # the tiny model's answers are nearly constant, so agreement can reach 100%: ask for a 5 pp accuracy gain
     code, stdout, _ = _run([tiny_keras, "--formats", "tflite-int8", "--data", data_dir, "--out", out, *FAST,
@@ -106,5 +113,7 @@ def test_the_whole_ladder_is_tried_when_nothing_meets_the_budget(tiny_keras, dat
     assert names[-2:] == ["dynamic-range", "minmax-16x8"], names
     head = next(c for c in recipe["candidates"] if c["recipe"].endswith("+floathead"))
     assert head["float_layers"] >= 2  # the dense layer and the softmax at least
+    assert [n for n in names if n.startswith(head["recipe"] + "+")] == [head["recipe"] + "+float1"], names
+    assert [len(layers) for layers in probed] == [1], probed  # the tiny model has more than one to offer
     backend = LiteRTBackend(out / "tiny_int8.tflite")
     assert backend.infer(np.zeros((2, *backend.input_shape), np.float32)).shape == (2, 7)
