@@ -117,3 +117,24 @@ def test_the_whole_ladder_is_tried_when_nothing_meets_the_budget(tiny_keras, dat
     assert [len(layers) for layers in probed] == [1], probed  # the tiny model has more than one to offer
     backend = LiteRTBackend(out / "tiny_int8.tflite")
     assert backend.infer(np.zeros((2, *backend.input_shape), np.float32)).shape == (2, 7)
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_the_same_command_gives_the_same_recipe(tiny_keras, data_dir, tmp_path):  # noqa: F811
+    """Reproducible: two runs of one command walk the same candidates with the same held-out figures, rank
+    the same layers and keep the same recipe, in TFLite and in ONNX (the unreachable budget makes both
+    searches go all the way)."""
+    found = []
+    for run in ("first", "second"):  # two processes, as a user runs it (tf2onnx numbers nodes per process)
+        out = tmp_path / run
+        done = subprocess.run([sys.executable, "-m", "fer_edge.convert.cli", str(tiny_keras), "--formats",
+                               "tflite-int8,onnx-int8", "--data", str(data_dir), "--out", str(out), *FAST,
+                               "--max-drop=-5"], capture_output=True, text=True, timeout=600)
+        assert done.returncode == 3, done.stderr[-2000:]
+        doc = json.loads((out / "report.json").read_text())
+        found.append({k: (doc[k]["recipe"], doc[k]["candidates"], doc[k]["layer_errors"])
+                      for k in ("tflite_int8_recipe", "onnx_int8_recipe")})
+    assert found[0] == found[1]
+    tfl_recipe, tfl_candidates, _ = found[0]["tflite_int8_recipe"]
+    assert len(tfl_candidates) >= 5 and any(c["float_layers"] for c in tfl_candidates)
