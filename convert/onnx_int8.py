@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fer_edge.convert.search import (DEBUG_FACES, FLOAT_STEPS, MAX_FLOAT_SHARE, TABLE_ROWS, heldout_scores, meets,
-                                     recipe_cost)
+from fer_edge.convert.search import (DEBUG_FACES, FLOAT_STEPS, MAX_FLOAT_SHARE, TABLE_ROWS, diagnosis, heldout_scores,
+                                     meets, recipe_cost)
 from fer_edge.runtime.errors import FerEdgeError, ModelError, require
 
 
@@ -204,7 +204,7 @@ def quantize_onnx(ctx, path: Path, fp32: Path, work: Path) -> dict:
         base = max((cands[r["recipe"]][0] for r in table if "agreement" in r and not cands[r["recipe"]][0].float_nodes
                     and cands[r["recipe"]][0].quant_format == "QDQ"),
                    key=lambda rc: next(r["agreement"] for r in table if r["recipe"] == rc.name))
-        errors = layer_errors(pre, cands[base.name][1], x_sel[:DEBUG_FACES])
+        errors = diagnosis("onnx-int8", lambda: layer_errors(pre, cands[base.name][1], x_sel[:DEBUG_FACES]), ctx.log)
         ranked = list(dict.fromkeys(e["node"] for e in errors))
         if not integer_only:
             for k in (k for k in FLOAT_STEPS if k <= MAX_FLOAT_SHARE * len(ranked)):

@@ -24,6 +24,17 @@ def heldout_scores(probs: np.ndarray, ref: np.ndarray, labels: np.ndarray | None
     return row
 
 
+def diagnosis(what: str, measure, log) -> list[dict]:
+    """Per-layer errors (what breaks) are a diagnosis, not a step: when a backend's debugger cannot run on a
+    model, one line says so and the search goes on without the steps that rank layers by them."""
+    try:
+        return measure()
+    except Exception as exc:  # the debuggers raise assorted types on graphs they do not know
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        log(f"  {what}: per-layer errors not measured ({type(exc).__name__}: {first}); searching on without them")
+        return []
+
+
 def meets(row: dict, target: dict) -> bool:
     return (row.get("agreement", 0.0) >= target["min_agreement"]
             and row.get("accuracy_drop", 0.0) <= target["max_drop"])

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fer_edge.convert.search import (DEBUG_FACES, FLOAT_STEPS, MAX_FLOAT_SHARE, TABLE_ROWS, heldout_scores, meets,
-                                     quiet_converter, recipe_cost)
+from fer_edge.convert.search import (DEBUG_FACES, FLOAT_STEPS, MAX_FLOAT_SHARE, TABLE_ROWS, diagnosis, heldout_scores,
+                                     meets, quiet_converter, recipe_cost)
 from fer_edge.runtime.errors import FerEdgeError, ModelError, require
 
 MORE_FACES = 2  # the "more calibration faces" step uses this many times the given calibration size
@@ -241,17 +241,18 @@ def quantize_tflite(ctx, path: Path, saved_model: Path, work: Path) -> dict:
     ok = attempt(ladder[0])
     errors = []
     if not ok and heldout is not None:  # what breaks: only asked when the plain recipe misses (it costs a pass)
-        errors = layer_errors(calibrated[len(cs)], ladder[0], heldout[0][:DEBUG_FACES])
+        errors = diagnosis("tflite-int8", lambda: layer_errors(calibrated[len(cs)], ladder[0], heldout[0][:DEBUG_FACES]),
+                           ctx.log)
     for recipe in ladder[1:]:
         if ok:
             break
         ok = attempt(recipe)
-    if not ok and not integer_only and errors:
+    if not ok and not integer_only:
         best = max((t for t in tried if t[0].integer_only), key=lambda t: t[2]["agreement"])[0]
         cal = calibrated[best.calibration_faces]
         head = replace(best, name=f"{best.name}+floathead", float_layers=head_layers(cal), float_head=True)
         ok = attempt(head)
-        if not ok:
+        if not ok and errors:
             others = [r["layer"] for r in errors if r["layer"] not in head.float_layers]
             ranked = _sensitivity(ctx, work, cal, head, others[:RANKED_LAYERS])
             for k in (k for k in FLOAT_STEPS if k <= min(len(ranked), MAX_FLOAT_SHARE * len(others))):

@@ -138,3 +138,31 @@ def test_the_same_command_gives_the_same_recipe(tiny_keras, data_dir, tmp_path):
     assert found[0] == found[1]
     tfl_recipe, tfl_candidates, _ = found[0]["tflite_int8_recipe"]
     assert len(tfl_candidates) >= 5 and any(c["float_layers"] for c in tfl_candidates)
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_a_debugger_that_cannot_run_does_not_stop_the_search(tiny_keras, data_dir, tmp_path, capsys,  # noqa: F811
+                                                             monkeypatch):
+    """Per-layer errors are a diagnosis: when LiteRT's or onnxruntime's debugger fails on a stranger's graph,
+    one line says so and every step that does not rank layers is still tried (float head, dynamic range,
+    16-bit activations); the gate decides, exit 3 here (an unreachable budget), not a conversion error."""
+    from fer_edge.convert import onnx_int8, tflite_int8
+
+    def broken(*_):
+        raise RuntimeError("debugger: unsupported op\nsecond line")
+
+    monkeypatch.setattr(tflite_int8, "layer_errors", broken)
+    monkeypatch.setattr(onnx_int8, "layer_errors", broken)
+    out = tmp_path / "out"
+    code, stdout, err = _run([tiny_keras, "--formats", "tflite-int8,onnx-int8", "--data", data_dir, "--out", out,
+                              *FAST, "--max-drop=-5"], capsys)
+    assert code == 3 and "FAIL" in stdout, err[-2000:]
+    said = [line for line in (stdout + err).splitlines() if "per-layer errors not measured" in line]
+    assert len(said) == 2 and all("debugger: unsupported op" in line and "second line" not in line for line in said)
+    doc = json.loads((out / "report.json").read_text())
+    tfl = [c["recipe"] for c in doc["tflite_int8_recipe"]["candidates"]]
+    assert any(n.endswith("+floathead") for n in tfl) and tfl[-2:] == ["dynamic-range", "minmax-16x8"], tfl
+    assert not any("+float1" in n for n in tfl) and not doc["tflite_int8_recipe"]["layer_errors"]
+    onnx = [c["recipe"] for c in doc["onnx_int8_recipe"]["candidates"]]
+    assert onnx[-1] == "qdq-a16w8-perchannel" and not any("+float" in n for n in onnx), onnx
