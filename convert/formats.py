@@ -28,6 +28,7 @@ class ExportContext:
     heldout: tuple | None = None  # (float32 inputs, reference probabilities, labels or None) to choose INT8 recipes by
     heldout_name: str = ""  # where the held-out faces come from, for the record
     target: dict = field(default_factory=dict)  # min_agreement, max_drop an INT8 recipe must meet on held-out faces
+    budget: dict = field(default_factory=dict)  # the parity budget itself (target = budget plus a held-out margin)
     more_calibration: Callable | None = None  # size -> a larger CalibrationSet, when the data allows one
     log: Callable[[str], None] = print
     _tmp: tempfile.TemporaryDirectory | None = None

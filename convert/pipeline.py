@@ -152,7 +152,9 @@ def _calibration(opts: ConvertOptions, ds, spec, staging: Staging, out_dir: Path
 
 def _heldout(ctx, ds, src, spec, opts: ConvertOptions) -> None:
     """Faces the INT8 recipe searches measure candidates on, the budget they aim at, and more faces."""
-    ctx.target = {"min_agreement": opts.min_agreement + HELDOUT_MARGIN["min_agreement"],
+    # the margin never asks for more than half the room left to 100% agreement: a tight budget keeps a reachable aim
+    ctx.budget = {"min_agreement": opts.min_agreement, "max_drop": opts.max_drop}
+    ctx.target = {"min_agreement": opts.min_agreement + min(HELDOUT_MARGIN["min_agreement"], (1 - opts.min_agreement) / 2),
                   "max_drop": opts.max_drop - HELDOUT_MARGIN["max_drop"]}
     if ds is not None and ds.has_split(HELDOUT_SPLIT):
         idx = np.flatnonzero(ds.split == split_code(HELDOUT_SPLIT))
