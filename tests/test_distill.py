@@ -60,6 +60,28 @@ def test_tiny_distillation_run_records_teacher_and_resumes(small_data, teacher, 
     assert read_metadata(out / "model.keras").provenance["distillation"]["teachers"][0]["sha256"] == d["teachers"][0]["sha256"]
 
 
+def test_teacher_views_label_fixed_augmented_views(small_data, teacher, tmp_path, capsys):
+    out = tmp_path / "student"
+    argv = ["--data", str(small_data), "--arch", "vgg-lite", "--out", str(out), "--teacher", str(teacher),
+            "--teacher-views", "3", *TINY]
+    code, stdout, err = _run(capsys, argv)
+    assert code == 0, err
+    assert "3 fixed augmented views" in stdout
+    with np.load(out / distill.CACHE, allow_pickle=False) as z:
+        probs = z["probs"]
+    assert probs.shape == (3, 128, 7) and np.allclose(probs.sum(axis=-1), 1, atol=1e-4)
+    assert not np.allclose(probs[0], probs[1])  # different views, different targets
+    d = read_metadata(out / "model.keras").provenance["distillation"]
+    assert "3 fixed augmented views" in d["targets"]
+    # resume reuses the views' cached targets (the views are drawn again from the seed, and match the key)
+    state = json.loads((out / "state.json").read_text())
+    state["config"]["epochs"] = 2
+    (out / "state.json").write_text(json.dumps(state))
+    code, stdout, err = _run(capsys, ["--data", str(small_data), "--out", str(out), "--resume"])
+    assert code == 0, err
+    assert "epoch 2/2" in stdout and "mirror images" not in stdout
+
+
 def test_distillation_loss_is_hinton_kd():
     """The loss against a numpy reference: (1-w) CE(smoothed hard) + w T^2 KL(q_T || p_T)."""
     loss, _ = distill.loss_and_metric(3, temperature=2.0, soft_weight=0.7, label_smoothing=0.1)
@@ -121,12 +143,47 @@ def test_bad_teacher_is_one_line_and_writes_nothing(case, small_data, teacher, t
 
 
 @pytest.mark.parametrize("flags,expected", [(["--temperature", "0"], "--temperature must be positive"),
-                                            (["--soft-weight", "1.5"], "--soft-weight must be between 0 and 1")])
+                                            (["--soft-weight", "1.5"], "--soft-weight must be between 0 and 1"),
+                                            (["--teacher-views", "-1"], "--teacher-views must be 0"),
+                                            (["--teacher-views", "2", "--no-augment"], "cannot be used with --no-augment")])
 def test_bad_distillation_options(flags, expected, small_data, teacher, tmp_path, capsys):
     out = tmp_path / "run"
     code, _, err = _run(capsys, ["--data", str(small_data), "--out", str(out), "--teacher", str(teacher), *flags, *TINY])
     _one_line_error(code, err, expected)
     assert not out.exists()
+
+
+def test_teacher_views_without_a_teacher_is_refused(small_data, tmp_path, capsys):
+    out = tmp_path / "run"
+    code, _, err = _run(capsys, ["--data", str(small_data), "--out", str(out), "--teacher-views", "4", *TINY])
+    _one_line_error(code, err, "--teacher-views", "needs --teacher")
+    assert not out.exists()
+
+
+def test_fixed_views_batches_pair_each_view_with_its_own_targets():
+    """Consistent teaching: every face in a batch is one of its fixed views (or that view mirrored), and its
+    targets are that view's, never another view's or another face's."""
+    from fer_edge.training.data import Augment, fixed_views, make_sequence
+
+    rng = np.random.default_rng(0)
+    faces = rng.integers(0, 256, (40, 12, 12), dtype=np.uint8)
+    views = fixed_views(faces, 3, seed=5, augment=Augment())
+    assert views.shape == (3, 40, 12, 12) and not np.array_equal(views[0], views[1])
+    assert np.array_equal(views, fixed_views(faces, 3, seed=5, augment=Augment()))  # the same views on resume
+    k, n = np.meshgrid(np.arange(3), np.arange(40), indexing="ij")
+    targets = np.stack([k, n], axis=-1).astype(np.float32)  # each view's targets name (view, face)
+    spec = PreprocessSpec(size=(12, 12))
+    seq = make_sequence(views, targets, np.ones(40, np.float32), spec, 16, seed=1, augment=Augment())
+    assert len(seq) == 3
+    seen, mirrored = set(), 0
+    for b in range(len(seq)):
+        x, y, _ = seq[b]
+        for img, (v, i) in zip(np.rint(x[..., 0] * 255).astype(np.uint8), y.astype(int)):
+            plain, flipped = np.array_equal(img, views[v, i]), np.array_equal(img, views[v, i][:, ::-1])
+            assert plain or flipped
+            mirrored += not plain
+            seen.add(int(i))
+    assert seen == set(range(40)) and 0 < mirrored < 40  # every face once per epoch; some mirrored, some not
 
 
 def test_init_starts_from_a_reference_and_refuses_another_architecture(small_data, teacher, tmp_path, capsys):

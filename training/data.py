@@ -62,9 +62,21 @@ def class_weights(labels: np.ndarray, k: int, mode: str) -> np.ndarray:
     return (w / (w * counts).sum() * counts.sum()).astype(np.float32)  # mean weight over samples is 1
 
 
+def fixed_views(faces: np.ndarray, count: int, seed: int, augment: Augment) -> np.ndarray:
+    """`count` augmented copies of every face (count, N, H, W), the same for the same seed: the views a teacher
+    labels once, so that the student is taught on exactly what it sees (consistent teaching)."""
+    return np.stack([augment(faces, np.random.default_rng([seed, 7919, v])) for v in range(count)])
+
+
 def make_sequence(images, targets, weights, spec: PreprocessSpec, batch_size: int, seed: int,
                   augment: Augment | None, **pydataset_kwargs):
+    """Batches of (faces, targets, weights). `images` (N, H, W) are augmented afresh every epoch; `images`
+    (K, N, H, W) with `targets` (K, N, C) are fixed views (`fixed_views`): every face comes as one of its K
+    views, mirrored at random, with that view's targets (mirroring keeps flip-averaged targets exact)."""
     import keras
+
+    views = images.ndim == 4
+    n = images.shape[1] if views else len(images)
 
     class FaceSequence(keras.utils.PyDataset):
         def __init__(self):
@@ -72,14 +84,20 @@ def make_sequence(images, targets, weights, spec: PreprocessSpec, batch_size: in
             self.epoch = 0
 
         def __len__(self):
-            return int(np.ceil(len(images) / batch_size))
+            return int(np.ceil(n / batch_size))
 
         def _order(self):
-            return np.random.default_rng([seed, self.epoch]).permutation(len(images))
+            return np.random.default_rng([seed, self.epoch]).permutation(n)
 
         def __getitem__(self, idx):
             rng = np.random.default_rng([seed, self.epoch, idx])
             pick = self._order()[idx * batch_size:(idx + 1) * batch_size]
+            if views:
+                v = rng.integers(0, len(images), len(pick))
+                faces, y = images[v, pick], targets[v, pick]
+                mirror = rng.random(len(pick)) < 0.5
+                faces[mirror] = faces[mirror][:, :, ::-1]
+                return preprocess(faces, spec), y, weights[pick]
             faces = images[pick]
             if augment is not None:
                 faces = augment(faces, rng)

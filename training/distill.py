@@ -67,7 +67,12 @@ def check_teachers(paths: list[str], label_set, input_size: int, option: str = "
 
 
 def teacher_probs(teachers: list[Teacher], faces: np.ndarray, log=print) -> tuple[np.ndarray, np.ndarray]:
-    """(plain, flip-averaged) probabilities of the teachers' average on uint8 faces (N, H, W)."""
+    """(plain, flip-averaged) probabilities of the teachers' average on uint8 faces (N, H, W), or on fixed
+    views (K, N, H, W), one view at a time: (K, N, C) each."""
+    if faces.ndim == 4:
+        per_view = [teacher_probs(teachers, view, log=lambda m: None) for view in faces]
+        log(f"teachers: {faces.shape[1]} faces in {len(faces)} fixed augmented views, and their mirror images")
+        return np.stack([p for p, _ in per_view]), np.stack([a for _, a in per_view])
     from fer_edge.convert.source import load_source
     from fer_edge.runtime.preprocess import preprocess
 

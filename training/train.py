@@ -58,6 +58,7 @@ class TrainConfig:
     teacher: tuple = ()  # fer-edge .keras references to distil from (averaged); empty: no distillation
     temperature: float = 4.0  # distillation temperature T
     soft_weight: float = 0.8  # weight w of the teacher's soft targets; 1 - w goes to the hard labels
+    teacher_views: int = 0  # K > 0: teacher targets on K fixed augmented views per face (consistent teaching)
     init: str = ""  # start from this fer-edge .keras reference's weights (same architecture) instead of random ones
     limit: int = 0  # keep only this many training faces (tiny runs, tests)
     strategy: str = "auto"  # auto | mirrored | none
@@ -182,6 +183,12 @@ def validate(cfg: TrainConfig) -> None:
         raise FerEdgeError(f"--temperature must be positive, found {cfg.temperature}")
     if not 0 <= cfg.soft_weight <= 1:
         raise FerEdgeError(f"--soft-weight must be between 0 and 1, found {cfg.soft_weight}")
+    if cfg.teacher_views < 0:
+        raise FerEdgeError(f"--teacher-views must be 0 (targets on the plain faces) or a count, found {cfg.teacher_views}")
+    if cfg.teacher_views and not cfg.teacher:
+        raise FerEdgeError("--teacher-views sets how a teacher labels the faces: it needs --teacher")
+    if cfg.teacher_views and not cfg.augment:
+        raise FerEdgeError("--teacher-views labels augmented views of the faces: it cannot be used with --no-augment")
 
 
 def train(cfg: TrainConfig, log=print) -> Path:
@@ -212,7 +219,7 @@ def train(cfg: TrainConfig, log=print) -> Path:
 
 def _train(cfg: TrainConfig, log, keras, teachers: list, init=None) -> Path:
     from fer_edge.training.architectures import build
-    from fer_edge.training.data import Augment, class_weights, make_sequence
+    from fer_edge.training.data import Augment, class_weights, fixed_views, make_sequence
 
     ds = load_dataset(cfg.data, label_set=cfg.labels)
     for note in ds.notes:
@@ -231,23 +238,29 @@ def _train(cfg: TrainConfig, log, keras, teachers: list, init=None) -> Path:
     k = len(ds.label_set)
     weights = class_weights(train_ds.labels, k, cfg.class_weight)[train_ds.labels]
     y_train, y_val = _targets(train_ds, cfg), _targets(val_ds, cfg)
-    distillation = None
+    distillation, faces = None, train_ds.images
     if teachers:
         from fer_edge.training import distill
 
+        if cfg.teacher_views:  # consistent teaching: the teacher labels exactly the views the student will see
+            faces = fixed_views(train_ds.images, cfg.teacher_views, cfg.seed, Augment())
         out_dir = Path(cfg.out)
-        soft = distill.cached_targets(out_dir, teachers, train_ds.images, log) if cfg.resume else None
+        soft = distill.cached_targets(out_dir, teachers, faces, log) if cfg.resume else None
         fresh = soft is None
         if fresh:
-            soft = distill.teacher_probs(teachers, train_ds.images, log)[1]
+            soft = distill.teacher_probs(teachers, faces, log)[1]
         val_soft, signal = distill.teacher_signal(teachers, val_ds.images, val_ds.labels, log)
+        targets = (f"teachers' average, flip-averaged, on {cfg.teacher_views} fixed augmented views of each training "
+                   f"face; the student sees one of them, or its mirror image, each epoch" if cfg.teacher_views else
+                   "teachers' average, flip-averaged, on the un-augmented training faces")
         distillation = {"teachers": [{"file": t.path.name, "sha256": t.sha256} for t in teachers],
-                        "temperature": cfg.temperature, "soft_weight": cfg.soft_weight,
-                        "targets": "teachers' average, flip-averaged, on the un-augmented training faces",
+                        "temperature": cfg.temperature, "soft_weight": cfg.soft_weight, "targets": targets,
                         "teacher_val_accuracy": signal}
-        y_train = np.concatenate([y_train, soft.astype(np.float32)], axis=1)
+        if cfg.teacher_views:
+            y_train = np.broadcast_to(y_train, (cfg.teacher_views, *y_train.shape))
+        y_train = np.concatenate([y_train, soft.astype(np.float32)], axis=-1)
         y_val = np.concatenate([y_val, val_soft.astype(np.float32)], axis=1)  # val_loss: the training loss
-    seq = make_sequence(train_ds.images, y_train, weights, spec, cfg.batch_size, cfg.seed,
+    seq = make_sequence(faces, y_train, weights, spec, cfg.batch_size, cfg.seed,
                         Augment() if cfg.augment else None, workers=cfg.workers)
     x_val = preprocess(val_ds.images, spec)
 
@@ -298,7 +311,7 @@ def _train(cfg: TrainConfig, log, keras, teachers: list, init=None) -> Path:
     if teachers and fresh:
         from fer_edge.training.distill import save_targets
 
-        save_targets(out, teachers, train_ds.images, soft)
+        save_targets(out, teachers, faces, soft)
     if cfg.resume:
         _truncate_history(out / HISTORY, state["epoch"])
     seq.epoch = state["epoch"]
@@ -439,6 +452,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=4.0, help="distillation temperature (default 4)")
     p.add_argument("--soft-weight", type=float, default=0.8,
                    help="weight of the teacher's soft targets against the hard labels (default 0.8)")
+    p.add_argument("--teacher-views", type=int, default=0, metavar="K",
+                   help="label K fixed augmented views of every face with the teacher, and train the student on "
+                        "those views (consistent teaching; costs K teacher passes once). Default 0: the teacher "
+                        "labels the plain faces and the student sees fresh augmentations")
     p.add_argument("--init", default="", metavar="MODEL",
                    help="start from this fer-edge .keras reference's weights (same --arch), e.g. to train a "
                         "finished run further on a new schedule")
@@ -459,7 +476,7 @@ def main(argv=None) -> int:
         class_weight=args.class_weight, seed=args.seed, input_size=args.input_size,
         value_range=PreprocessSpec.parse_range(args.normalize), equalize=args.equalize, crop_margin=args.crop_margin,
         augment=not args.no_augment, teacher=tuple(args.teacher or ()), temperature=args.temperature,
-        soft_weight=args.soft_weight, init=args.init, limit=args.limit, strategy=args.strategy, workers=args.workers,
+        soft_weight=args.soft_weight, teacher_views=args.teacher_views, init=args.init, limit=args.limit, strategy=args.strategy, workers=args.workers,
         force=args.force, resume=args.resume,
         command="fer-train " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)),
     )
