@@ -108,10 +108,9 @@ def _preprocessed(src: Path, log) -> Path:
 
 
 def _run(path: Path, x: np.ndarray) -> np.ndarray:
-    from fer_edge.runtime.backends import OnnxBackend
+    from fer_edge.runtime.backends import OnnxBackend, infer_batched
 
-    backend = OnnxBackend(path)
-    return np.concatenate([backend.infer(x[i:i + 256]) for i in range(0, len(x), 256)])
+    return infer_batched(OnnxBackend(path), x)
 
 
 def layer_errors(pre: Path, qdq: Path, x: np.ndarray) -> list[dict]:

@@ -160,21 +160,17 @@ def layer_errors(calibrated: bytes, recipe: TfliteRecipe, faces: np.ndarray) -> 
 
 def _score(path, x: np.ndarray, ref: np.ndarray, labels) -> dict:
     """Held-out scores on the worse of LiteRT's two kernel paths (the gate applies to both)."""
-    from fer_edge.runtime.backends import LiteRTBackend
+    from fer_edge.runtime.backends import LiteRTBackend, infer_batched
 
-    rows = []
-    for kernels in LiteRTBackend.KERNELS:
-        backend = LiteRTBackend(path, threads=2, kernels=kernels)
-        probs = np.concatenate([backend.infer(x[i:i + 256]) for i in range(0, len(x), 256)])
-        rows.append(heldout_scores(probs, ref, labels))
+    rows = [heldout_scores(infer_batched(LiteRTBackend(path, threads=2, kernels=kernels), x), ref, labels)
+            for kernels in LiteRTBackend.KERNELS]
     return {k: (min if k == "agreement" else max)(r[k] for r in rows) for k in rows[0]}
 
 
 def _probs(path, x: np.ndarray) -> np.ndarray:
-    from fer_edge.runtime.backends import LiteRTBackend
+    from fer_edge.runtime.backends import LiteRTBackend, infer_batched
 
-    backend = LiteRTBackend(path, threads=os.cpu_count())
-    return np.concatenate([backend.infer(x[i:i + 256]) for i in range(0, len(x), 256)])
+    return infer_batched(LiteRTBackend(path, threads=os.cpu_count()), x)
 
 
 def _sensitivity(ctx, work: Path, calibrated: bytes, base: TfliteRecipe, layers: list[str]) -> list[str]:

@@ -76,6 +76,13 @@ def litert_interpreter(path: str | os.PathLike, threads: int | None = None, kern
     raise MissingInterpreterError()
 
 
+def infer_batched(backend, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """A backend's outputs over a large array of model inputs, in fixed-size batches (Classifier.predict_batched
+    does the same from raw faces, preprocessing batch by batch so that a dataset is never held as floats)."""
+    parts = [backend.infer(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
+    return np.concatenate(parts) if parts else np.zeros((0, backend.num_outputs), np.float32)
+
+
 class LiteRTBackend:
     """.tflite through ai-edge-litert, else tflite-runtime, else tensorflow.lite (whichever is installed).
 
