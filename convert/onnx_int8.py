@@ -72,9 +72,10 @@ def _head_nodes(model_path: Path) -> list[str]:
     return [] if last is None else [n.name for n in nodes[last:]]
 
 
-def _quantize(pre: Path, out: Path, recipe: Recipe, cs, input_name: str, cache: Path) -> None:
+def _quantize(pre: Path, out: Path, recipe: Recipe, cs, input_name: str, cache: Path, head: list[str]) -> None:
+    """`head`: _head_nodes(pre), the nodes a float-head recipe keeps in float."""
     q = require("onnxruntime.quantization", "convert")
-    exclude = (_head_nodes(pre) if recipe.float_head else []) + list(recipe.float_nodes)
+    exclude = (head if recipe.float_head else []) + list(recipe.float_nodes)
     kwargs = dict(
         quant_format=getattr(q.QuantFormat, recipe.quant_format),
         activation_type=getattr(q.QuantType, recipe.activations),
@@ -158,17 +159,18 @@ def quantize_onnx(ctx, path: Path, fp32: Path, work: Path) -> dict:
         raise FerEdgeError(f"unknown --onnx-recipe {forced!r}: expected one of {', '.join(RECIPES)}")
     x_sel, ref, labels = ctx.heldout if ctx.heldout is not None and not forced else (None, None, None)
     table, cands = [], {}
+    head = _head_nodes(pre)
 
     def attempt(recipe: Recipe) -> dict | None:
         cand = work / f"int8_{len(table)}.onnx"
         try:
-            _quantize(pre, cand, recipe, cs, "face", cache)
+            _quantize(pre, cand, recipe, cs, "face", cache, head)
         except Exception as exc:  # a recipe onnxruntime cannot build is skipped, not fatal
             ctx.log(f"  onnx-int8 recipe {recipe.name}: failed ({str(exc).splitlines()[0][:120]})")
             table.append({"recipe": recipe.name, "error": str(exc).splitlines()[0][:200]})
             return None
         row = {"recipe": recipe.name, "bytes": cand.stat().st_size,
-               "float_layers": len(recipe.float_nodes) + (len(_head_nodes(pre)) if recipe.float_head else 0),
+               "float_layers": len(recipe.float_nodes) + (len(head) if recipe.float_head else 0),
                "activations": recipe.activations}
         if x_sel is not None:
             row.update(heldout_scores(_run(cand, x_sel), ref, labels))
