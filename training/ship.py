@@ -33,12 +33,12 @@ SHIPPED = ("tflite-int8", "tflite-fp32", "onnx-int8")  # what the runtime and th
 
 
 def ship(run: Path, data: str, out: Path, name: str, force: bool = False, min_agreement: float | None = None,
-         log=print) -> Path:
-    """`min_agreement`: a tighter parity budget than fer-convert's default (the runtime default model is held to
-    99% agreement of its INT8 files), given to the conversion's recipe search and its gate."""
+         max_drop: float | None = None, log=print) -> Path:
+    """`min_agreement`, `max_drop`: a parity budget other than fer-convert's default (the runtime default model is
+    held to 99% agreement of its INT8 files), given to the conversion's recipe search and its gate."""
     from fer_edge.convert.formats import FORMATS, output_path
     from fer_edge.convert.golden import make_golden
-    from fer_edge.convert.pipeline import DEFAULT_MIN_AGREEMENT, ConvertOptions, convert
+    from fer_edge.convert.pipeline import DEFAULT_MAX_DROP, DEFAULT_MIN_AGREEMENT, ConvertOptions, convert
     from fer_edge.convert.source import load_keras
 
     model_file = run / "model.keras"
@@ -53,10 +53,12 @@ def ship(run: Path, data: str, out: Path, name: str, force: bool = False, min_ag
     log(f"reference -> {dst}")
     with tempfile.TemporaryDirectory(prefix="fer-ship-") as scratch:
         agree = DEFAULT_MIN_AGREEMENT if min_agreement is None else min_agreement
-        flag = "" if min_agreement is None else f" --min-agreement {agree:g}"
+        drop = DEFAULT_MAX_DROP if max_drop is None else max_drop
+        flags = ("" if min_agreement is None else f" --min-agreement {agree:g}") + \
+                ("" if max_drop is None else f" --max-drop {drop:g}")
         doc, code = convert(ConvertOptions(model=str(dst), formats=list(FORMATS.values()), out=scratch, data=data,
-                                           min_agreement=agree, command=f"fer-convert {dst} --data DATA --out DIR{flag}"),
-                            log=log)
+                                           min_agreement=agree, max_drop=drop,
+                                           command=f"fer-convert {dst} --data DATA --out DIR{flags}"), log=log)
         if code:
             raise FerEdgeError(f"the exported files broke the parity budget: {'; '.join(doc.failures)}")
         for key in SHIPPED:
@@ -280,6 +282,8 @@ def main(argv=None) -> int:
     ap.add_argument("--min-agreement", type=float, default=None,
                     help="parity budget of the exported files, agreement with the reference (0..1; default "
                          "fer-convert's); the runtime default model ships with 0.99")
+    ap.add_argument("--max-drop", type=float, default=None,
+                    help="parity budget of the exported files, largest accuracy drop in pp (default fer-convert's)")
     ap.add_argument("--card-only", action="store_true",
                     help="only rewrite NAME_CARD.md and MODEL_CARD.md from RUN/eval and the shipped NAME_parity.json")
     args = ap.parse_args(argv)
@@ -293,7 +297,7 @@ def main(argv=None) -> int:
         return 0
     if not args.data:
         raise FerEdgeError("--data is required to ship a run (FER2013: for conversion, parity and golden outputs)")
-    print(ship(args.run, args.data, args.out, args.name, args.force, args.min_agreement,
+    print(ship(args.run, args.data, args.out, args.name, args.force, args.min_agreement, args.max_drop,
                log=lambda m: print(m, file=sys.stderr)))
 
 
