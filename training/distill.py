@@ -68,23 +68,23 @@ def check_teachers(paths: list[str], label_set, input_size: int, option: str = "
 
 def teacher_probs(teachers: list[Teacher], faces: np.ndarray, log=print) -> tuple[np.ndarray, np.ndarray]:
     """(plain, flip-averaged) probabilities of the teachers' average on uint8 faces (N, H, W), or on fixed
-    views (K, N, H, W), one view at a time: (K, N, C) each."""
-    if faces.ndim == 4:
-        per_view = [teacher_probs(teachers, view, log=lambda m: None) for view in faces]
-        log(f"teachers: {faces.shape[1]} faces in {len(faces)} fixed augmented views, and their mirror images")
-        return np.stack([p for p, _ in per_view]), np.stack([a for _, a in per_view])
+    views (K, N, H, W): (K, N, C) each. Each teacher is loaded once, whatever the number of views."""
     from fer_edge.convert.source import load_source
     from fer_edge.runtime.preprocess import preprocess
 
-    plain = np.zeros((len(faces), len(teachers[0].meta.labels)), np.float32)
+    views = faces if faces.ndim == 4 else faces[None]
+    plain = np.zeros((*views.shape[:2], len(teachers[0].meta.labels)), np.float32)
     flipped = np.zeros_like(plain)
     for t in teachers:
         src = load_source(t.path)
-        x = preprocess(faces, t.meta.preprocess)
-        plain += src.predict_inputs(x, batch_size=512) / len(teachers)
-        flipped += src.predict_inputs(x[:, :, ::-1], batch_size=512) / len(teachers)
-        log(f"teacher {t.path.name}: {len(faces)} faces and their mirror images")
-    return plain, (plain + flipped) / 2
+        for v, view in enumerate(views):
+            x = preprocess(view, t.meta.preprocess)
+            plain[v] += src.predict_inputs(x, batch_size=512) / len(teachers)
+            flipped[v] += src.predict_inputs(x[:, :, ::-1], batch_size=512) / len(teachers)
+        log(f"teacher {t.path.name}: {views.shape[1]} faces" + (f" in {len(views)} fixed augmented views"
+                                                                if faces.ndim == 4 else "") + ", and their mirror images")
+    avg = (plain + flipped) / 2
+    return (plain, avg) if faces.ndim == 4 else (plain[0], avg[0])
 
 
 def faces_key(teachers: list[Teacher], faces: np.ndarray) -> str:

@@ -156,6 +156,7 @@ def write_card(run: Path, out: Path, name: str, parity: ParityReport | None = No
         f"{'on' if cfg['augment'] else 'off'} |",
         f"| trained with | Keras {p.get('keras')} ({p.get('backend')} backend), {device} |",
         *([distillation_row(p["distillation"])] if p.get("distillation") else []),
+        *([soup_row(p["soup"])] if p.get("soup", {}).get("kept") else []),
         f"| command | `{reproduce_command(cfg)}` (the run's saved configuration as one command) |",
         f"| as run | `{p.get('command')}` |",
         "",
@@ -221,6 +222,13 @@ def distillation_row(d: dict) -> str:
     return (f"| distilled from | {teachers}: "
             f"temperature {d['temperature']:g}, soft-target weight {d['soft_weight']:g}; {d['targets']}; teacher on "
             f"PublicTest {100 * acc.get('plain', 0):.2f}% ({100 * acc.get('flip_averaged', 0):.2f}% flip-averaged) |")
+
+
+def soup_row(d: dict) -> str:
+    return (f"| weights | `--soup`: the average of {', '.join(d['members'])} (chosen greedily on PublicTest "
+            f"among {', '.join(d['candidates'])}), batch-norm statistics measured again on {d['bn_faces']:,} "
+            f"training faces: PublicTest {100 * d['val_accuracy']:.2f}% against the best epoch's "
+            f"{100 * d['best_epoch_val_accuracy']:.2f}% |")
 
 
 def write_overview(out: Path) -> Path:

@@ -60,6 +60,7 @@ class TrainConfig:
     soft_weight: float = 0.8  # weight w of the teacher's soft targets; 1 - w goes to the hard labels
     teacher_views: int = 0  # K > 0: teacher targets on K fixed augmented views per face (consistent teaching)
     init: str = ""  # start from this fer-edge .keras reference's weights (same architecture) instead of random ones
+    soup: int = 0  # K > 0: greedy weight average of the K best epochs (and --init), kept if it validates higher
     limit: int = 0  # keep only this many training faces (tiny runs, tests)
     strategy: str = "auto"  # auto | mirrored | none
     workers: int = 1
@@ -134,16 +135,19 @@ def prepare_out(cfg: TrainConfig) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     from fer_edge.training.distill import CACHE
 
+    from fer_edge.training.soup import EPOCHS
+
     for name in (STATE, CHECKPOINT, BEST, HISTORY, CACHE):
         (out / name).unlink(missing_ok=True)
-    shutil.rmtree(out / "eval", ignore_errors=True)  # stale reports of an earlier run would mislead
+    for name in ("eval", EPOCHS):  # stale reports (or another run's epochs) would mislead
+        shutil.rmtree(out / name, ignore_errors=True)
     return out
 
 
 def restore_config(cfg: TrainConfig, log) -> TrainConfig:
     """--resume: the configuration saved in state.json wins, so a resumed run is the same run. Only where the
-    data lives, --out and --workers are taken from this invocation (folders move); the command line is appended
-    to the recorded one."""
+    data lives, --out and --workers are taken from this invocation (folders move), and --soup when given (it
+    changes nothing that trains); the command line is appended to the recorded one."""
     path = Path(cfg.out) / STATE
     try:
         saved = json.loads(path.read_text())["config"]
@@ -152,11 +156,13 @@ def restore_config(cfg: TrainConfig, log) -> TrainConfig:
         first = saved.get("command") or ""  # keep the command that started the run, and each resume after it
         command = f"{first} [then: {cfg.command}]" if first and cfg.command and cfg.command not in first else first or cfg.command
         saved.update(data=cfg.data, out=cfg.out, resume=True, force=False, workers=cfg.workers, command=command)
+        if cfg.soup:
+            saved["soup"] = cfg.soup
         restored = TrainConfig(**{**saved, "value_range": tuple(saved["value_range"]),
                                   "teacher": tuple(saved.get("teacher", ()))})
     except (ValueError, KeyError, TypeError) as exc:
         raise FerEdgeError(f"--resume: {path} is not a fer-train state file ({type(exc).__name__}: {exc})") from None
-    changed = [f.name for f in fields(TrainConfig) if f.name not in ("data", "out", "resume", "force", "workers", "command")
+    changed = [f.name for f in fields(TrainConfig) if f.name not in ("data", "out", "resume", "force", "workers", "command", "soup")
                and getattr(cfg, f.name) != getattr(restored, f.name) and getattr(cfg, f.name) != getattr(TrainConfig, f.name, None)]
     if changed:
         log(f"note: --resume keeps the saved {', '.join(changed)}: options given now for them are ignored")
@@ -183,6 +189,8 @@ def validate(cfg: TrainConfig) -> None:
         raise FerEdgeError(f"--temperature must be positive, found {cfg.temperature}")
     if not 0 <= cfg.soft_weight <= 1:
         raise FerEdgeError(f"--soft-weight must be between 0 and 1, found {cfg.soft_weight}")
+    if cfg.soup < 0:
+        raise FerEdgeError(f"--soup must be 0 (off) or the number of best epochs to try averaging, found {cfg.soup}")
     if cfg.teacher_views < 0:
         raise FerEdgeError(f"--teacher-views must be 0 (targets on the plain faces) or a count, found {cfg.teacher_views}")
     if cfg.teacher_views and not cfg.teacher:
@@ -360,6 +368,10 @@ def _train(cfg: TrainConfig, log, keras, teachers: list, init=None) -> Path:
             with open(out / HISTORY, "a") as f:
                 f.write(json.dumps(row) + "\n")
             state["epoch"] = epoch + 1
+            if cfg.soup:  # before the checkpoint: a resumed run never lacks the weights of an epoch it has done
+                from fer_edge.training.soup import save_epoch
+
+                save_epoch(out, epoch + 1, [np.asarray(w, np.float32) for w in self.model.get_weights()])
             with atomic_output(out / CHECKPOINT, force=True) as tmp:
                 self.model.save(tmp)
             with atomic_output(out / STATE, force=True) as tmp:
@@ -382,10 +394,48 @@ def _train(cfg: TrainConfig, log, keras, teachers: list, init=None) -> Path:
     else:
         log(f"{out} has finished its run ({state['epoch']} of {cfg.epochs} epochs): nothing to train")
     log(f"best validation accuracy {state['best']:.4f} at epoch {state['best_epoch'] + 1}; model in {out / BEST}")
+    if cfg.soup:
+        _soup(cfg, out, state, float32_copy(model), train_ds, spec, x_val, val_ds.labels, meta, log)
     from fer_edge.training.evaluate import evaluate_to
 
     evaluate_to(out / BEST, ds, out / "eval", history=out / HISTORY, log=log, update_metadata=True)
     return out / BEST
+
+
+def _soup(cfg: TrainConfig, out: Path, state: dict, model, train_ds: FaceDataset, spec: PreprocessSpec,
+          x_val: np.ndarray, y_val: np.ndarray, meta: ModelMetadata, log) -> None:
+    """--soup K: try the greedy weight average of the K best saved epochs (and the --init model); it replaces
+    DIR/model.keras only when it scores higher on the validation split. The attempt is recorded either way."""
+    from fer_edge.runtime.metadata import read_metadata
+    from fer_edge.training.soup import BN_FACES, epoch_file, greedy_soup, load_epoch
+
+    rows = [json.loads(line) for line in (out / HISTORY).read_text().splitlines() if line.strip()]
+    rows = sorted((r for r in rows if epoch_file(out, r["epoch"]).is_file()), key=lambda r: -r["val_accuracy"])
+    candidates = [(f"epoch {r['epoch']}", r["val_accuracy"], load_epoch(epoch_file(out, r["epoch"])))
+                  for r in rows[: cfg.soup]]
+    if cfg.init and Path(cfg.init).is_file():
+        from fer_edge.convert.source import load_keras
+
+        weights = load_keras(cfg.init)[0].get_weights()
+        model.set_weights(weights)
+        acc = float((model.predict(x_val, batch_size=512, verbose=0).argmax(1) == y_val).mean())
+        candidates.append((f"--init {Path(cfg.init).name}", acc, weights))
+    if len(candidates) < 2:
+        log(f"soup: {len(candidates)} saved epoch(s) to average: nothing to do")
+        return
+    pick = np.sort(np.random.default_rng(cfg.seed).permutation(len(train_ds))[:BN_FACES])
+    members, acc = greedy_soup(model, candidates, preprocess(train_ds.images[pick], spec), x_val, y_val, log)
+    record = {"candidates": [c[0] for c in candidates], "members": members, "val_accuracy": acc,
+              "best_epoch_val_accuracy": state["best"], "bn_faces": len(pick), "kept": acc > state["best"]}
+    best_meta = read_metadata(out / BEST)
+    provenance = {**best_meta.provenance, "soup": record}
+    if record["kept"]:
+        log(f"soup of {', '.join(members)}: validation accuracy {100 * acc:.2f}% (best epoch "
+            f"{100 * state['best']:.2f}%) -> {out / BEST}")
+        save_model(model, out / BEST, meta.replace(provenance=provenance, figures={"val_accuracy": acc, "soup": members}))
+    else:
+        log(f"soup: {100 * acc:.2f}%, not above the best epoch's {100 * state['best']:.2f}%: {out / BEST} stays")
+        write_metadata(out / BEST, best_meta.replace(provenance=provenance))
 
 
 def _init_weights(model, cfg: TrainConfig) -> None:
@@ -459,6 +509,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init", default="", metavar="MODEL",
                    help="start from this fer-edge .keras reference's weights (same --arch), e.g. to train a "
                         "finished run further on a new schedule")
+    p.add_argument("--soup", type=int, default=0, metavar="K",
+                   help="after training, average the weights of the K best epochs (and of --init) greedily, and keep "
+                        "the average if it scores higher on the validation split (model soup; keeps each epoch's "
+                        "weights in DIR/epochs). Can be given to --resume of a finished run. Default 0: off")
     p.add_argument("--limit", type=int, default=0, help="use only this many training faces (quick runs)")
     p.add_argument("--strategy", default="auto", choices=["auto", "mirrored", "none"])
     p.add_argument("--workers", type=int, default=1, help="threads preparing batches")
@@ -476,8 +530,8 @@ def main(argv=None) -> int:
         class_weight=args.class_weight, seed=args.seed, input_size=args.input_size,
         value_range=PreprocessSpec.parse_range(args.normalize), equalize=args.equalize, crop_margin=args.crop_margin,
         augment=not args.no_augment, teacher=tuple(args.teacher or ()), temperature=args.temperature,
-        soft_weight=args.soft_weight, teacher_views=args.teacher_views, init=args.init, limit=args.limit, strategy=args.strategy, workers=args.workers,
-        force=args.force, resume=args.resume,
+        soft_weight=args.soft_weight, teacher_views=args.teacher_views, init=args.init, soup=args.soup,
+        limit=args.limit, strategy=args.strategy, workers=args.workers, force=args.force, resume=args.resume,
         command="fer-train " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)),
     )
     try:

@@ -1,0 +1,105 @@
+"""fer-train --soup: the greedy weight average of a run's best epochs, batch norm measured again, kept only when
+it validates higher; and its pieces on small synthetic models."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tensorflow")
+import keras  # noqa: E402
+
+from fer_edge.runtime.metadata import read_metadata  # noqa: E402
+from fer_edge.training import train  # noqa: E402
+from fer_edge.training.soup import epoch_file, greedy_soup, load_epoch, recalibrate_bn  # noqa: E402
+
+from test_training import TINY, _one_line_error, _run, small_data  # noqa: E402,F401  (small_data: a fixture)
+
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+
+
+def _bn_model():
+    ins = keras.Input((6, 6, 1))
+    x = keras.layers.Conv2D(3, 3, use_bias=False)(ins)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.ReLU()(x)
+    x = keras.layers.Conv2D(2, 3, use_bias=False)(x)
+    x = keras.layers.BatchNormalization()(x)
+    return keras.Model(ins, keras.layers.Flatten()(x))
+
+
+def test_batch_norm_statistics_are_measured_layer_after_layer():
+    model = _bn_model()
+    x = np.random.default_rng(0).normal(2.0, 3.0, (300, 6, 6, 1)).astype(np.float32)
+    recalibrate_bn(model, x, batch=64)
+    for bn in (l for l in model.layers if isinstance(l, keras.layers.BatchNormalization)):
+        a = keras.ops.convert_to_numpy(keras.Model(model.inputs, bn.input)([x])).reshape(-1, bn.input.shape[-1])
+        assert np.allclose(keras.ops.convert_to_numpy(bn.moving_mean), a.mean(0), rtol=1e-4, atol=1e-4)
+        assert np.allclose(keras.ops.convert_to_numpy(bn.moving_variance), a.var(0), rtol=1e-3, atol=1e-4)
+
+
+def test_greedy_soup_keeps_what_helps_and_leaves_out_what_hurts():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(400, 4)).astype(np.float32)
+    w_true = rng.normal(size=(4, 3)).astype(np.float32)
+    y = (x @ w_true).argmax(1)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, use_bias=False)])
+    good = [w_true + 0.05 * rng.normal(size=w_true.shape).astype(np.float32) for _ in range(2)]
+    bad = [20 * rng.normal(size=w_true.shape).astype(np.float32)]  # dominates any average it joins
+    cands = [("good a", 0.99, good[:1]), ("bad", 0.5, bad), ("good b", 0.98, good[1:])]
+    members, acc = greedy_soup(model, cands, x[:8], x, y, log=lambda m: None)
+    assert members == ["good a", "good b"] and acc > 0.9
+    assert np.allclose(model.get_weights()[0], (good[0] + good[1]) / 2)  # the model holds the chosen soup
+
+
+@pytest.mark.data
+def test_tiny_run_with_soup_keeps_epochs_and_records_the_attempt(small_data, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["--data", str(small_data), "--arch", "vgg-half", "--out", str(out), *TINY, "--epochs", "3", "--soup", "3"]
+    code, stdout, err = _run(capsys, argv)
+    assert code == 0, err
+    assert all(epoch_file(out, e).is_file() for e in (1, 2, 3))
+    meta = read_metadata(out / "model.keras")
+    soup = meta.provenance["soup"]
+    assert soup["candidates"] and set(soup["members"]) <= set(soup["candidates"]) and soup["bn_faces"] == 128
+    saved = keras.models.load_model(out / "model.keras", compile=False).get_weights()
+    conv = 0  # the first kernel: not a batch-norm statistic, so it is exactly the members' average
+    if soup["kept"]:
+        assert soup["val_accuracy"] > soup["best_epoch_val_accuracy"]
+        epochs = [int(m.split()[1]) for m in soup["members"]]
+        mean = np.mean([load_epoch(epoch_file(out, e))[conv] for e in epochs], axis=0)
+        assert np.allclose(saved[conv], mean, atol=1e-6)
+    else:
+        state = json.loads((out / "state.json").read_text())
+        best = load_epoch(epoch_file(out, state["best_epoch"] + 1))
+        assert all(np.allclose(a, b) for a, b in zip(saved, best))
+    assert "soup" in stdout
+    # a resumed run keeps --soup from its saved configuration, and keeps saving each epoch's weights
+    state = json.loads((out / "state.json").read_text())
+    state["config"]["epochs"] = 4
+    (out / "state.json").write_text(json.dumps(state))
+    code, stdout, err = _run(capsys, ["--data", str(small_data), "--out", str(out), "--resume"])
+    assert code == 0, err
+    assert epoch_file(out, 4).is_file() and "soup" in stdout
+    # the model card says which weights were averaged, when a soup was kept
+    from fer_edge.runtime.metadata import write_metadata
+    from fer_edge.training.ship import write_card
+
+    models = tmp_path / "models"
+    models.mkdir()
+    shutil.copyfile(out / "model.keras", models / "fer-tiny.keras")
+    meta = read_metadata(models / "fer-tiny.keras")
+    record = {**meta.provenance["soup"], "kept": True, "members": ["epoch 2", "epoch 4"]}
+    write_metadata(models / "fer-tiny.keras", meta.replace(provenance={**meta.provenance, "soup": record}))
+    card = write_card(out, models, "fer-tiny").read_text()
+    assert "`--soup`: the average of epoch 2, epoch 4" in card, card
+
+
+@pytest.mark.data
+def test_bad_soup_count_is_one_line_and_writes_nothing(small_data, tmp_path, capsys):
+    out = tmp_path / "run"
+    code, _, err = _run(capsys, ["--data", str(small_data), "--out", str(out), "--soup", "-2", *TINY])
+    _one_line_error(code, err, "--soup must be 0", "found -2")
+    assert not out.exists()
