@@ -273,6 +273,13 @@ def run_bench(models: list[ModelFile], data: str | None = None, golden: str | No
            "settings": {**settings.__dict__, "threads": threads, "batches": batches, "video": video,
                         "blazeface": blazeface, "e2e_threads": 1},
            "reference": None, "rows": [], "baseline": None}
+    import cv2
+
+    haar = hasattr(cv2, "CascadeClassifier")  # the tutorials' detector; OpenCV 5 dropped the Haar cascades
+    if video and not haar:
+        doc["baseline_note"] = (f"no tutorials' baseline: OpenCV {cv2.__version__} has no Haar cascades, the "
+                                "tutorials' face detector (opencv-python-headless 4.x has them)")
+        log(f"note: {doc['baseline_note']}")
     tmp = tempfile.TemporaryDirectory(prefix="fer-bench-")
     try:
         faces = labels = ref = None
@@ -302,7 +309,7 @@ def run_bench(models: list[ModelFile], data: str | None = None, golden: str | No
             row.update(file_cost(m.path))
             log(f"{m.path.name} ({m.format}, {kernels})")
             if m.format == "keras":
-                tutorial = video if m.path == ref_keras and 1 in threads else None  # one TensorFlow start less
+                tutorial = video if haar and m.path == ref_keras and 1 in threads else None  # one TensorFlow start less
                 row.update(keras_row(m.path, faces is not None, threads, batches, settings, tmp.name, tutorial))
                 if faces is not None:
                     row.update(scores(np.load(Path(tmp.name) / "keras.npy"), labels, ref))
@@ -317,7 +324,7 @@ def run_bench(models: list[ModelFile], data: str | None = None, golden: str | No
                                                   settings.e2e_repeats, blazeface, settings.max_frames)
                                   for det in e2e_detectors(blazeface)}
             doc["rows"].append(row)
-        if video and ref_keras is not None and doc["baseline"] is None:
+        if video and haar and ref_keras is not None and doc["baseline"] is None:
             log(f"tutorials' loop: {ref_keras.name}, Haar every frame, model.predict per face")
             doc["baseline"] = keras_tutorial(video, ref_keras, settings.e2e_repeats, settings.max_frames)
     finally:

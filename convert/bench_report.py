@@ -141,6 +141,8 @@ def headline(doc: dict) -> list[str]:
         parts = [f"{det} {v['fps']:.1f} frames/s = {v['fps'] / base['fps']:.1f}x" for det, v in int8["e2e"].items()]
         lines.append(f"- End to end at 1 thread, `{int8['name']}` in fer-edge against the tutorials' loop "
                      f"({base['fps']:.1f} frames/s): " + ", ".join(parts) + ".")
+    if doc.get("baseline_note"):
+        lines.append(f"- {doc['baseline_note'][0].upper()}{doc['baseline_note'][1:]}.")
     return lines
 
 

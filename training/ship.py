@@ -272,7 +272,10 @@ def write_overview(out: Path) -> Path:
             lines.append(f"| {name} | " + " | ".join(f"{100 * rec[c]:.1f}%" for c in labels) + " |")
     lines += ["", "Milliseconds per face depend on the CPU (its SIMD width and int8 dot-product instructions): "
               "see [BENCHMARKS.md](../BENCHMARKS.md), or run `fer-edge verify --model NAME --data DATA` on the "
-              "device itself.", ""]
+              "device itself.", "",
+              "FER2013's labels are one annotator's each: accuracy against the FER+ relabels of the same faces (ten "
+              "annotators) is a second opinion on how much of the expression, rather than the label noise, a model "
+              "has learnt: [benchmarks/label_noise.md](../benchmarks/label_noise.md).", ""]
     card = out / "MODEL_CARD.md"
     with atomic_output(card, force=True) as tmp:
         tmp.write_text("\n".join(lines))
