@@ -15,7 +15,7 @@ import pytest
 
 pytest.importorskip("tensorflow")
 
-from fer_edge.runtime.metadata import read_metadata  # noqa: E402
+from fer_edge.runtime.metadata import read_metadata, write_metadata  # noqa: E402
 from fer_edge.training import evaluate, explain, train  # noqa: E402
 from fer_edge.training.architectures import ARCHITECTURES  # noqa: E402
 
@@ -392,3 +392,12 @@ def test_ship_holds_the_exported_files_to_the_budget_it_is_given(tiny_model, sma
     assert "--min-agreement 0.5 --max-drop 50" in read_metadata(out / "fer-tiny_int8.tflite").provenance["command"]
     for name in ("fer-tiny.keras", "fer-tiny_int8.tflite", "fer-tiny_int8.onnx", "fer-tiny_golden.npz", "fer-tiny_CARD.md"):
         assert (out / name).is_file(), name
+    # a budget the files cannot meet: the gate fails and the shipped reference is the one that was there before
+    meta = read_metadata(out / "fer-tiny.keras")
+    write_metadata(out / "fer-tiny.keras", meta.replace(provenance={**meta.provenance, "marker": "shipped before"}))
+    before = {f.name: f.read_bytes() for f in out.iterdir()}
+    code = ship.main([str(tiny_model), "--data", str(small_data), "--name", "fer-tiny", "--out", str(out), "--force",
+                      "--max-drop=-50"])
+    err = capsys.readouterr().err
+    assert code == 2 and "broke the parity budget" in err.strip().splitlines()[-1], err[-1500:]
+    assert {f.name: f.read_bytes() for f in out.iterdir()} == before  # nothing replaced, nothing left behind

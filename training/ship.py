@@ -36,9 +36,7 @@ def ship(run: Path, data: str, out: Path, name: str, force: bool = False, min_ag
          max_drop: float | None = None, log=print) -> Path:
     """`min_agreement`, `max_drop`: a parity budget other than fer-convert's default (the runtime default model is
     held to 99% agreement of its INT8 files), given to the conversion's recipe search and its gate."""
-    from fer_edge.convert.formats import FORMATS, output_path
     from fer_edge.convert.golden import make_golden
-    from fer_edge.convert.pipeline import DEFAULT_MAX_DROP, DEFAULT_MIN_AGREEMENT, ConvertOptions, convert
     from fer_edge.convert.source import load_keras
 
     model_file = run / "model.keras"
@@ -47,32 +45,57 @@ def ship(run: Path, data: str, out: Path, name: str, force: bool = False, min_ag
     out.mkdir(parents=True, exist_ok=True)
     dst = out / f"{name}.keras"
     model, meta = load_keras(model_file)
-    with atomic_output(dst, force=force) as tmp:
-        model.save(tmp)  # loaded without compile: no optimizer state, a third of the checkpoint's size
-        write_metadata(tmp, meta)
-    log(f"reference -> {dst}")
     with tempfile.TemporaryDirectory(prefix="fer-ship-") as scratch:
-        agree = DEFAULT_MIN_AGREEMENT if min_agreement is None else min_agreement
-        drop = DEFAULT_MAX_DROP if max_drop is None else max_drop
-        flags = ("" if min_agreement is None else f" --min-agreement {agree:g}") + \
-                ("" if max_drop is None else f" --max-drop {drop:g}")
-        doc, code = convert(ConvertOptions(model=str(dst), formats=list(FORMATS.values()), out=scratch, data=data,
-                                           min_agreement=agree, max_drop=drop,
-                                           command=f"fer-convert {dst} --data DATA --out DIR{flags}"), log=log)
-        if code:
-            raise FerEdgeError(f"the exported files broke the parity budget: {'; '.join(doc.failures)}")
-        for key in SHIPPED:
-            src = output_path(Path(scratch), name, FORMATS[key])
-            with atomic_output(out / src.name, force=True) as tmp:
-                shutil.copyfile(src, tmp)
-        for src_name, dst_name in (("report.json", f"{name}_parity.json"), ("report.md", f"{name}_parity.md"),
-                                   ("calibration.json", f"{name}_calibration.json")):
-            with atomic_output(out / dst_name, force=True) as tmp:
-                shutil.copyfile(Path(scratch) / src_name, tmp)
+        # the reference is written first (the conversion reads it where it is shipped); when the conversion or the
+        # gate fails, the one it replaced comes back, so models/ never holds a reference its other files do not match
+        previous, wrote = Path(scratch) / "previous.keras", False
+        if force and dst.is_file():
+            shutil.copyfile(dst, previous)
+        try:
+            with atomic_output(dst, force=force) as tmp:
+                model.save(tmp)  # loaded without compile: no optimizer state, a third of the checkpoint's size
+                write_metadata(tmp, meta)
+            wrote = True
+            log(f"reference -> {dst}")
+            _convert_and_copy(dst, Path(scratch), out, name, data, min_agreement, max_drop, log)
+        except BaseException:
+            if wrote and previous.is_file():
+                with atomic_output(dst, force=True) as tmp:
+                    shutil.copyfile(previous, tmp)
+            elif wrote:
+                dst.unlink(missing_ok=True)
+            raise
     make_golden(str(dst), data, str(out / f"{name}_golden.npz"), force=True, log=log)
-    card = write_card(run, out, name, doc)
+    card = write_card(run, out, name, read_parity(out / f"{name}_parity.json"))
     write_overview(out)
     return card
+
+
+def _convert_and_copy(dst: Path, scratch: Path, out: Path, name: str, data: str, min_agreement: float | None,
+                      max_drop: float | None, log) -> None:
+    """fer-convert every format of `dst` into `scratch` under the budget; copy the shipped files and reports to
+    `out` only when the gate passes."""
+    from fer_edge.convert.formats import FORMATS, output_path
+    from fer_edge.convert.pipeline import DEFAULT_MAX_DROP, DEFAULT_MIN_AGREEMENT, ConvertOptions, convert
+
+    agree = DEFAULT_MIN_AGREEMENT if min_agreement is None else min_agreement
+    drop = DEFAULT_MAX_DROP if max_drop is None else max_drop
+    flags = ("" if min_agreement is None else f" --min-agreement {agree:g}") + \
+            ("" if max_drop is None else f" --max-drop {drop:g}")
+    work = scratch / "export"
+    doc, code = convert(ConvertOptions(model=str(dst), formats=list(FORMATS.values()), out=str(work), data=data,
+                                       min_agreement=agree, max_drop=drop,
+                                       command=f"fer-convert {dst} --data DATA --out DIR{flags}"), log=log)
+    if code:
+        raise FerEdgeError(f"the exported files broke the parity budget: {'; '.join(doc.failures)}")
+    for key in SHIPPED:
+        src = output_path(work, name, FORMATS[key])
+        with atomic_output(out / src.name, force=True) as tmp:
+            shutil.copyfile(src, tmp)
+    for src_name, dst_name in (("report.json", f"{name}_parity.json"), ("report.md", f"{name}_parity.md"),
+                               ("calibration.json", f"{name}_calibration.json")):
+        with atomic_output(out / dst_name, force=True) as tmp:
+            shutil.copyfile(work / src_name, tmp)
 
 
 # fer-train options that say where and how a run is kept, not what it trains
