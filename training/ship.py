@@ -57,7 +57,7 @@ def ship(run: Path, data: str, out: Path, name: str, force: bool = False, min_ag
                 write_metadata(tmp, meta)
             wrote = True
             log(f"reference -> {dst}")
-            _convert_and_copy(dst, Path(scratch), out, name, data, min_agreement, max_drop, log)
+            parity = _convert_and_copy(dst, Path(scratch), out, name, data, min_agreement, max_drop, log)
         except BaseException:
             if wrote and previous.is_file():
                 with atomic_output(dst, force=True) as tmp:
@@ -66,15 +66,15 @@ def ship(run: Path, data: str, out: Path, name: str, force: bool = False, min_ag
                 dst.unlink(missing_ok=True)
             raise
     make_golden(str(dst), data, str(out / f"{name}_golden.npz"), force=True, log=log)
-    card = write_card(run, out, name, read_parity(out / f"{name}_parity.json"))
+    card = write_card(run, out, name, parity)
     write_overview(out)
     return card
 
 
 def _convert_and_copy(dst: Path, scratch: Path, out: Path, name: str, data: str, min_agreement: float | None,
-                      max_drop: float | None, log) -> None:
+                      max_drop: float | None, log) -> ParityReport:
     """fer-convert every format of `dst` into `scratch` under the budget; copy the shipped files and reports to
-    `out` only when the gate passes."""
+    `out` only when the gate passes; the parity report."""
     from fer_edge.convert.formats import FORMATS, output_path
     from fer_edge.convert.pipeline import DEFAULT_MAX_DROP, DEFAULT_MIN_AGREEMENT, ConvertOptions, convert
 
@@ -96,6 +96,7 @@ def _convert_and_copy(dst: Path, scratch: Path, out: Path, name: str, data: str,
                                ("calibration.json", f"{name}_calibration.json")):
         with atomic_output(out / dst_name, force=True) as tmp:
             shutil.copyfile(work / src_name, tmp)
+    return doc
 
 
 # fer-train options that say where and how a run is kept, not what it trains

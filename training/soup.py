@@ -55,6 +55,10 @@ def recalibrate_bn(model, x: np.ndarray, batch: int = 512) -> None:
         bn.moving_variance.assign(np.maximum(s2 / n - mean * mean, 0).astype(np.float32))
 
 
+def accuracy(model, x: np.ndarray, y: np.ndarray) -> float:
+    return float((model.predict(x, batch_size=512, verbose=0).argmax(1) == y).mean())
+
+
 def greedy_soup(model, candidates: list[tuple[str, float, list[np.ndarray]]], x_bn: np.ndarray, x_val: np.ndarray,
                 y_val: np.ndarray, log=print) -> tuple[list[str], float]:
     """`candidates`: (name, validation accuracy, weights), any order. Leaves the best soup's weights (with
@@ -62,10 +66,11 @@ def greedy_soup(model, candidates: list[tuple[str, float, list[np.ndarray]]], x_
     def score(members) -> float:
         model.set_weights([np.mean([m[2][i] for m in members], axis=0) for i in range(len(members[0][2]))])
         recalibrate_bn(model, x_bn)
-        return float((model.predict(x_val, batch_size=512, verbose=0).argmax(1) == y_val).mean())
+        return accuracy(model, x_val, y_val)
 
     ranked = sorted(candidates, key=lambda c: -c[1])
     chosen, acc = [ranked[0]], score(ranked[:1])
+    best = model.get_weights()
     log(f"soup: {ranked[0][0]} alone, batch norm measured again: validation accuracy {100 * acc:.2f}% "
         f"(as trained {100 * ranked[0][1]:.2f}%)")
     for cand in ranked[1:]:
@@ -73,6 +78,6 @@ def greedy_soup(model, candidates: list[tuple[str, float, list[np.ndarray]]], x_
         joined = trial >= acc
         log(f"soup: + {cand[0]} ({100 * cand[1]:.2f}% alone): {100 * trial:.2f}%{'  joins' if joined else ''}")
         if joined:
-            chosen, acc = chosen + [cand], trial
-    score(chosen)  # the model holds the chosen soup again
+            chosen, acc, best = chosen + [cand], trial, model.get_weights()
+    model.set_weights(best)  # the chosen soup, its batch norm as measured when it was scored
     return [c[0] for c in chosen], acc

@@ -134,7 +134,6 @@ def prepare_out(cfg: TrainConfig) -> Path:
         return out
     out.mkdir(parents=True, exist_ok=True)
     from fer_edge.training.distill import CACHE
-
     from fer_edge.training.soup import EPOCHS
 
     for name in (STATE, CHECKPOINT, BEST, HISTORY, CACHE):
@@ -407,7 +406,7 @@ def _soup(cfg: TrainConfig, out: Path, state: dict, model, train_ds: FaceDataset
     """--soup K: try the greedy weight average of the K best saved epochs (and the --init model); it replaces
     DIR/model.keras only when it scores higher on the validation split. The attempt is recorded either way."""
     from fer_edge.runtime.metadata import read_metadata
-    from fer_edge.training.soup import BN_FACES, epoch_file, greedy_soup, load_epoch
+    from fer_edge.training.soup import BN_FACES, accuracy, epoch_file, greedy_soup, load_epoch
 
     rows = [json.loads(line) for line in (out / HISTORY).read_text().splitlines() if line.strip()]
     rows = sorted((r for r in rows if epoch_file(out, r["epoch"]).is_file()), key=lambda r: -r["val_accuracy"])
@@ -418,8 +417,7 @@ def _soup(cfg: TrainConfig, out: Path, state: dict, model, train_ds: FaceDataset
 
         weights = load_keras(cfg.init)[0].get_weights()
         model.set_weights(weights)
-        acc = float((model.predict(x_val, batch_size=512, verbose=0).argmax(1) == y_val).mean())
-        candidates.append((f"--init {Path(cfg.init).name}", acc, weights))
+        candidates.append((f"--init {Path(cfg.init).name}", accuracy(model, x_val, y_val), weights))
     if len(candidates) < 2:
         log(f"soup: {len(candidates)} saved epoch(s) to average: nothing to do")
         return
@@ -512,7 +510,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--soup", type=int, default=0, metavar="K",
                    help="after training, average the weights of the K best epochs (and of --init) greedily, and keep "
                         "the average if it scores higher on the validation split (model soup; keeps each epoch's "
-                        "weights in DIR/epochs). Can be given to --resume of a finished run. Default 0: off")
+                        "weights in DIR/epochs). With --resume it starts keeping them from the next epoch. Default 0: off")
     p.add_argument("--limit", type=int, default=0, help="use only this many training faces (quick runs)")
     p.add_argument("--strategy", default="auto", choices=["auto", "mirrored", "none"])
     p.add_argument("--workers", type=int, default=1, help="threads preparing batches")
