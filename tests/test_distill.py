@@ -80,6 +80,16 @@ def test_teacher_views_label_fixed_augmented_views(small_data, teacher, tmp_path
     code, stdout, err = _run(capsys, ["--data", str(small_data), "--out", str(out), "--resume"])
     assert code == 0, err
     assert "epoch 2/2" in stdout and "mirror images" not in stdout
+    # a --force rerun with the same teacher and views reuses them too, and keeps them for the next run
+    code, stdout, err = _run(capsys, argv + ["--force", "--lr", "1e-3"])
+    assert code == 0, err
+    assert "epoch 1/1" in stdout and "mirror images" not in stdout
+    with np.load(out / distill.CACHE, allow_pickle=False) as z:
+        assert np.array_equal(z["probs"], probs)
+    # other views (another seed) do not match the cached key: the teacher runs again
+    code, stdout, err = _run(capsys, argv + ["--force", "--seed", "1"])
+    assert code == 0, err
+    assert "made by other teachers or faces" in stdout and "mirror images" in stdout
 
 
 def test_distillation_loss_is_hinton_kd():

@@ -179,6 +179,52 @@ def test_ferplus_gives_an_eight_class_model(soft, ferplus_data, tmp_path, capsys
     assert json.loads((out / "eval" / "report.json").read_text())["splits"]["PrivateTest"]["labels"] == list(FERPLUS.labels)
 
 
+def test_ferplus_mix_blends_the_ten_votes_into_fer2013_labels(ferplus_data, tmp_path, capsys):
+    from fer_edge.runtime.datasets import load_dataset
+
+    ds = load_dataset(ferplus_data)
+    tr = ds.subset("Training")
+    onehot = np.eye(7, dtype=np.float32)[tr.labels]
+    mixed, record = train.ferplus_mix(ds, tr, onehot, 0.25, log=lambda m: None)
+    # the expected label of every face, from the csv itself: FER+ columns named as FER2013's, contempt left out
+    with open(ferplus_data / "ferplus" / "fer2013new.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    names = {"anger": 0, "disgust": 1, "fear": 2, "happiness": 3, "sadness": 4, "surprise": 5, "neutral": 6}
+    changed = 0
+    for i, r in zip(tr.rows, mixed):
+        votes = np.zeros(7)
+        for col, k in names.items():
+            votes[k] = int(rows[i][col])
+        allv = [int(rows[i][c]) for c in (*names, "contempt", "unknown", "NF")]
+        if not rows[i]["Image name"].strip() or int(np.argmax(allv)) >= 8 or votes.sum() == 0:
+            expected = np.eye(7)[tr.labels[list(tr.rows).index(i)]]  # FER+ dropped it: the FER2013 label stays
+        else:
+            expected = 0.75 * np.eye(7)[tr.labels[list(tr.rows).index(i)]] + 0.25 * votes / votes.sum()
+            changed += 1
+        assert np.allclose(r, expected, atol=1e-6)
+    assert changed == record["faces"] > 0.9 * len(tr)
+    assert 0.4 < record["majority_agreement"] < 0.9  # FER+ relabelled a good share of FER2013's faces
+    # through the CLI: recorded in the model, validated on FER2013's labels as before
+    out = tmp_path / "mix"
+    code, stdout, err = _run(capsys, ["--data", str(ferplus_data), "--arch", "vgg-half", "--out", str(out),
+                                      "--ferplus-mix", "0.5", *TINY])
+    assert code == 0, err
+    assert "--ferplus-mix 0.5:" in stdout
+    meta = read_metadata(out / "model.keras")
+    assert meta.labels == ds.label_set.labels and meta.provenance["ferplus_mix"]["weight"] == 0.5
+
+
+@pytest.mark.parametrize("extra, expected", [
+    (["--ferplus-mix", "1.5"], ("--ferplus-mix", "between 0 and 1", "1.5")),
+    (["--ferplus-mix", "0.5", "--labels", "ferplus"], ("--ferplus-mix", "--labels fer2013")),
+    (["--ferplus-mix", "0.5"], ("--ferplus-mix", "fer2013new.csv", "no such file")),
+], ids=["out-of-range", "ferplus-labels", "no-ferplus-csv"])
+def test_bad_ferplus_mix_writes_nothing(extra, expected, small_data, tmp_path, capsys):
+    code, _, err = _run(capsys, ["--data", str(small_data), "--out", str(tmp_path / "o"), *extra, *TINY])
+    _one_line_error(code, err, *expected)
+    assert not (tmp_path / "o").exists()
+
+
 # --- bad input: one clear line, exit code non-zero, nothing written ------------------------------
 
 def test_unknown_architecture_lists_the_valid_ones(small_data, tmp_path, capsys):

@@ -3,7 +3,8 @@
 The teacher (one or more fer-edge .keras references, averaged) is run once per training face, on the face
 and on its mirror image, and the two outputs are averaged (horizontal-flip averaging: a steadier signal,
 measured on PublicTest at the start of every run). The result is cached in the run folder, keyed by the
-teachers' sha256 and the training faces, so epochs and resumed runs never pay for the teacher again.
+teachers' sha256 and the training faces, so epochs, resumed runs and --force reruns with the same teachers
+never pay for the teacher again.
 The student sees augmented faces (small rotations, shifts, zooms, flips, light changes, erasing: all
 label-preserving) against the teacher's targets for the un-augmented face.
 

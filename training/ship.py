@@ -181,6 +181,7 @@ def write_card(run: Path, out: Path, name: str, parity: ParityReport | None = No
         f"| trained with | Keras {p.get('keras')} ({p.get('backend')} backend), {device} |",
         *([distillation_row(p["distillation"])] if p.get("distillation") else []),
         *([soup_row(p["soup"])] if p.get("soup", {}).get("kept") else []),
+        *([ferplus_mix_row(p["ferplus_mix"])] if p.get("ferplus_mix") else []),
         f"| command | `{reproduce_command(cfg)}` (the run's saved configuration as one command) |",
         f"| as run | `{p.get('command')}` |",
         "",
@@ -246,6 +247,12 @@ def distillation_row(d: dict) -> str:
     return (f"| distilled from | {teachers}: "
             f"temperature {d['temperature']:g}, soft-target weight {d['soft_weight']:g}; {d['targets']}; teacher on "
             f"PublicTest {100 * acc.get('plain', 0):.2f}% ({100 * acc.get('flip_averaged', 0):.2f}% flip-averaged) |")
+
+
+def ferplus_mix_row(d: dict) -> str:
+    return (f"| training labels | `--ferplus-mix {d['weight']:g}`: each training face's FER2013 label blended with the "
+            f"FER+ vote distribution of the same face ({d['faces']:,} faces; FER+'s majority agrees with FER2013's label "
+            f"on {100 * d['majority_agreement']:.1f}% of them); selected on FER2013's PublicTest labels |")
 
 
 def soup_row(d: dict) -> str:

@@ -61,6 +61,7 @@ class TrainConfig:
     teacher_views: int = 0  # K > 0: teacher targets on K fixed augmented views per face (consistent teaching)
     init: str = ""  # start from this fer-edge .keras reference's weights (same architecture) instead of random ones
     soup: int = 0  # K > 0: greedy weight average of the K best epochs (and --init), kept if it validates higher
+    ferplus_mix: float = 0.0  # weight of FER+'s ten-annotator vote distribution in each training face's label
     limit: int = 0  # keep only this many training faces (tiny runs, tests)
     strategy: str = "auto"  # auto | mirrored | none
     workers: int = 1
@@ -113,6 +114,40 @@ def _targets(ds: FaceDataset, cfg: TrainConfig) -> np.ndarray:
             raise FerEdgeError("--soft needs vote distributions: use --labels ferplus")
         return ds.soft.astype(np.float32)
     return np.eye(k, dtype=np.float32)[ds.labels]
+
+
+def ferplus_mix(ds: FaceDataset, train: FaceDataset, y: np.ndarray, weight: float, log) -> tuple[np.ndarray, dict]:
+    """--ferplus-mix W: each training face's FER2013 label becomes (1 - W) * its one-hot + W * the distribution
+    of FER+'s ten votes over the same seven classes (contempt, unknown and not-a-face votes left out). Faces FER+
+    dropped (majority unknown or not a face), or with no vote on the seven, keep their FER2013 label. Validation
+    stays on FER2013's labels, so the run is still selected as every other one."""
+    from fer_edge.runtime.datasets import FERPLUS_COLUMNS, read_ferplus
+
+    folder = Path(ds.source).parent
+    csv_path = folder / "ferplus" / "fer2013new.csv"
+    if train.rows is None:
+        raise FerEdgeError(f"--ferplus-mix needs FER2013 in its original row order (fer2013.npz or .csv): "
+                           f"found {ds.source}, whose rows are unknown")
+    if not csv_path.is_file():
+        raise FerEdgeError(f"--ferplus-mix needs the FER+ relabels beside the data: expected {csv_path}, found no such file")
+    plus = read_ferplus(csv_path, ds)
+    names = [{"happiness": "happy", "sadness": "sad", "anger": "angry"}.get(c, c) for c in FERPLUS_COLUMNS[:len(plus.label_set)]]
+    to_ours = [(j, ds.label_set.labels.index(n)) for j, n in enumerate(names) if n in ds.label_set.labels]
+    votes = np.zeros((len(plus), len(ds.label_set)), np.float32)
+    for j, i in to_ours:
+        votes[:, i] = plus.soft[:, j]
+    total = votes.sum(axis=1)
+    row_of = {int(r): n for n, r in enumerate(plus.rows)}
+    at = np.array([row_of.get(int(r), -1) for r in train.rows])
+    has = at >= 0
+    has[has] = total[at[has]] > 0
+    mixed = y.copy()
+    mixed[has] = (1 - weight) * y[has] + weight * votes[at[has]] / total[at[has], None]
+    agree = float((votes[at[has]].argmax(1) == y[has].argmax(1)).mean()) if has.any() else 0.0
+    log(f"--ferplus-mix {weight:g}: {int(has.sum())} of {len(train)} training faces carry FER+ votes "
+        f"(their FER+ majority agrees with the FER2013 label on {100 * agree:.1f}%)")
+    return mixed, {"weight": weight, "file": str(csv_path.relative_to(folder)), "faces": int(has.sum()),
+                   "majority_agreement": round(agree, 4)}
 
 
 def check_out(cfg: TrainConfig) -> Path:
@@ -190,6 +225,10 @@ def validate(cfg: TrainConfig) -> None:
         raise FerEdgeError(f"--soft-weight must be between 0 and 1, found {cfg.soft_weight}")
     if cfg.soup < 0:
         raise FerEdgeError(f"--soup must be 0 (off) or the number of best epochs to try averaging, found {cfg.soup}")
+    if not 0 <= cfg.ferplus_mix <= 1:
+        raise FerEdgeError(f"--ferplus-mix must be between 0 and 1, found {cfg.ferplus_mix}")
+    if cfg.ferplus_mix and (cfg.labels != "fer2013" or cfg.soft):
+        raise FerEdgeError("--ferplus-mix mixes FER+ votes into FER2013 labels: it needs --labels fer2013, without --soft")
     if cfg.teacher_views < 0:
         raise FerEdgeError(f"--teacher-views must be 0 (targets on the plain faces) or a count, found {cfg.teacher_views}")
     if cfg.teacher_views and not cfg.teacher:
@@ -245,6 +284,9 @@ def _train(cfg: TrainConfig, log, keras, teachers: list, init=None) -> Path:
     k = len(ds.label_set)
     weights = class_weights(train_ds.labels, k, cfg.class_weight)[train_ds.labels]
     y_train, y_val = _targets(train_ds, cfg), _targets(val_ds, cfg)
+    mix = None
+    if cfg.ferplus_mix:
+        y_train, mix = ferplus_mix(ds, train_ds, y_train, cfg.ferplus_mix, log)
     distillation, faces = None, train_ds.images
     if teachers:
         from fer_edge.training import distill
@@ -252,7 +294,8 @@ def _train(cfg: TrainConfig, log, keras, teachers: list, init=None) -> Path:
         if cfg.teacher_views:  # consistent teaching: the teacher labels exactly the views the student will see
             faces = fixed_views(train_ds.images, cfg.teacher_views, cfg.seed, Augment())
         out_dir = Path(cfg.out)
-        soft = distill.cached_targets(out_dir, teachers, faces, log) if cfg.resume else None
+        # a resumed run, or a --force rerun with the same teachers and faces, finds the targets already computed
+        soft = distill.cached_targets(out_dir, teachers, faces, log) if (out_dir / distill.CACHE).is_file() else None
         fresh = soft is None
         if fresh:
             soft = distill.teacher_probs(teachers, faces, log)[1]
@@ -315,7 +358,7 @@ def _train(cfg: TrainConfig, log, keras, teachers: list, init=None) -> Path:
             model.compile(optimizer=keras.optimizers.AdamW(cfg.lr, weight_decay=cfg.weight_decay), loss=loss,
                           metrics=[metric])
     out = prepare_out(cfg)  # the first write: every check on the user's input has passed
-    if teachers and fresh:
+    if teachers and (fresh or not cfg.resume):  # prepare_out cleared an earlier run's copy
         from fer_edge.training.distill import save_targets
 
         save_targets(out, teachers, faces, soft)
@@ -332,6 +375,7 @@ def _train(cfg: TrainConfig, log, keras, teachers: list, init=None) -> Path:
         "device": f"{gpus} GPU(s), mixed precision" if mixed else f"CPU ({os.cpu_count()} cores, {platform.machine()})",
         "validation": "PublicTest" if ds.has_split("PublicTest") else f"seeded 10% of Training (seed {cfg.seed})",
         **({"distillation": distillation} if distillation else {}),
+        **({"ferplus_mix": mix} if mix else {}),
         **({"init": {"file": init.path.name, "sha256": init.sha256}} if init else {}),
     })
 
@@ -511,6 +555,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="after training, average the weights of the K best epochs (and of --init) greedily, and keep "
                         "the average if it scores higher on the validation split (model soup; keeps each epoch's "
                         "weights in DIR/epochs). With --resume it starts keeping them from the next epoch. Default 0: off")
+    p.add_argument("--ferplus-mix", type=float, default=0.0, metavar="W",
+                   help="blend each training face's FER2013 label with FER+'s ten-annotator vote distribution of the "
+                        "same face, at weight W (needs a data folder with ferplus/fer2013new.csv; validation stays "
+                        "on FER2013's labels). Default 0: FER2013's labels alone")
     p.add_argument("--limit", type=int, default=0, help="use only this many training faces (quick runs)")
     p.add_argument("--strategy", default="auto", choices=["auto", "mirrored", "none"])
     p.add_argument("--workers", type=int, default=1, help="threads preparing batches")
@@ -529,6 +577,7 @@ def main(argv=None) -> int:
         value_range=PreprocessSpec.parse_range(args.normalize), equalize=args.equalize, crop_margin=args.crop_margin,
         augment=not args.no_augment, teacher=tuple(args.teacher or ()), temperature=args.temperature,
         soft_weight=args.soft_weight, teacher_views=args.teacher_views, init=args.init, soup=args.soup,
+        ferplus_mix=args.ferplus_mix,
         limit=args.limit, strategy=args.strategy, workers=args.workers, force=args.force, resume=args.resume,
         command="fer-train " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)),
     )
