@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from fer_edge.runtime.backends import Classifier
-from fer_edge.runtime.datasets import load_dataset
+from fer_edge.runtime.datasets import ferplus_majority_as, load_dataset
 from fer_edge.runtime.shipped import shipped_models
 from report import write_report  # benchmarks/report.py, beside this script
 
@@ -28,17 +28,12 @@ SPLITS = ("PublicTest", "PrivateTest")
 
 def accuracies(path: Path, fer2013, ferplus) -> dict:
     clf = Classifier(path, threads=1)
-    names = list(clf.labels)
-    # FER+ class -> the model's class index, or -1 where the model has no such class (contempt)
-    to_model = np.array([names.index(n) if n in names else -1 for n in ferplus.label_set.labels])
+    plus = ferplus_majority_as(ferplus, clf.labels)
     out = {}
     for split in SPLITS:
-        a = fer2013.subset(split)
-        b = ferplus.subset(split)
-        b = b.take(np.flatnonzero(to_model[b.labels] >= 0))
+        a, b = fer2013.subset(split), plus.subset(split)
         out[split] = {"fer2013": float((clf.predict_batched(a.images).argmax(1) == a.labels).mean()), "n_fer2013": len(a),
-                      "ferplus": float((clf.predict_batched(b.images).argmax(1) == to_model[b.labels]).mean()),
-                      "n_ferplus": len(b)}
+                      "ferplus": float((clf.predict_batched(b.images).argmax(1) == b.labels).mean()), "n_ferplus": len(b)}
     return out
 
 

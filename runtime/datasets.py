@@ -266,6 +266,15 @@ def read_ferplus(ferplus_csv: str | os.PathLike, fer2013: FaceDataset) -> FaceDa
                        soft=(votes8 / np.maximum(total, 1)).astype(np.float32), rows=rows[ok])
 
 
+def ferplus_majority_as(ferplus: FaceDataset, labels) -> FaceDataset:
+    """The FER+ faces whose majority is one of `labels` (a model's classes, e.g. FER2013's seven: contempt
+    has no FER2013 id), labelled by their index in `labels`: FER+'s second opinion in a model's own terms."""
+    to_model = np.array([list(labels).index(n) if n in labels else -1 for n in ferplus.label_set.labels])
+    keep = ferplus.take(np.flatnonzero(to_model[ferplus.labels] >= 0))
+    keep.labels, keep.label_set = to_model[keep.labels], LabelSet("ferplus-majority", tuple(labels))
+    return keep
+
+
 # --- one entry point -------------------------------------------------------------------------------
 
 def load_dataset(path: str | os.PathLike, label_set: str = "fer2013") -> FaceDataset:

@@ -239,6 +239,20 @@ def test_ferplus_join_uses_row_index_not_position(fer2013, data_dir):
         read_ferplus(path, fer2013.take(np.arange(100, len(fer2013))))
 
 
+@pytest.mark.data
+def test_ferplus_majority_in_a_models_own_classes(fer2013, data_dir):
+    """FER+'s majority relabelled into a model's class order; contempt (no FER2013 id) left out."""
+    from fer_edge.runtime.datasets import ferplus_majority_as
+    from fer_edge.runtime.labels import FER2013
+
+    plus = read_ferplus(data_dir / "ferplus" / "fer2013new.csv", fer2013)
+    mine = ferplus_majority_as(plus, FER2013.labels)
+    named = np.array(plus.label_set.labels)[plus.labels]
+    assert len(mine) == int((named != "contempt").sum()) < len(plus)
+    assert list(np.array(FER2013.labels)[mine.labels]) == list(named[named != "contempt"])
+    assert mine.label_set.labels == FER2013.labels and np.array_equal(mine.rows, plus.rows[named != "contempt"])
+
+
 # --- malformed input: one clear DataError naming the file and the line / entry ---------------------
 
 GOOD_PIXELS = " ".join(["128"] * 2304)

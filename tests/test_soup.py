@@ -13,7 +13,7 @@ import keras  # noqa: E402
 
 from fer_edge.runtime.metadata import read_metadata  # noqa: E402
 from fer_edge.training import train  # noqa: E402
-from fer_edge.training.soup import epoch_file, greedy_soup, load_epoch, recalibrate_bn  # noqa: E402
+from fer_edge.training.soup import epoch_file, greedy_soup, load_epoch, recalibrate_bn, worth_keeping  # noqa: E402
 
 from test_training import TINY, _one_line_error, _run, small_data  # noqa: E402,F401  (small_data: a fixture)
 
@@ -52,6 +52,13 @@ def test_greedy_soup_keeps_what_helps_and_leaves_out_what_hurts():
     members, acc = greedy_soup(model, cands, x[:8], x, y, log=lambda m: None)
     assert members == ["good a", "good b"] and acc > 0.9
     assert np.allclose(model.get_weights()[0], (good[0] + good[1]) / 2)  # the model holds the chosen soup
+
+
+def test_a_soup_of_one_model_is_never_kept():
+    assert worth_keeping(["epoch 3", "epoch 5"], 0.67, 0.66)
+    assert not worth_keeping(["epoch 3", "epoch 5"], 0.66, 0.66)  # not higher: the best epoch stays
+    # the --init model alone scoring above every epoch must not become the run's result
+    assert not worth_keeping(["--init model.keras"], 0.68, 0.66)
 
 
 @pytest.mark.data

@@ -182,6 +182,7 @@ def write_card(run: Path, out: Path, name: str, parity: ParityReport | None = No
         *([distillation_row(p["distillation"])] if p.get("distillation") else []),
         *([soup_row(p["soup"])] if p.get("soup", {}).get("kept") else []),
         *([ferplus_mix_row(p["ferplus_mix"])] if p.get("ferplus_mix") else []),
+        *([wise_row(p["wise"])] if p.get("wise") else []),
         f"| command | `{reproduce_command(cfg)}` (the run's saved configuration as one command) |",
         f"| as run | `{p.get('command')}` |",
         "",
@@ -253,6 +254,13 @@ def ferplus_mix_row(d: dict) -> str:
     return (f"| training labels | `--ferplus-mix {d['weight']:g}`: each training face's FER2013 label blended with the "
             f"FER+ vote distribution of the same face ({d['faces']:,} faces; FER+'s majority agrees with FER2013's label "
             f"on {100 * d['majority_agreement']:.1f}% of them); selected on FER2013's PublicTest labels |")
+
+
+def wise_row(d: dict) -> str:
+    rows = ", ".join(f"{r['alpha']:g}: " + " / ".join(f"{100 * r[k]:.2f}%" for k in r if k != "alpha") for r in d["table"])
+    keys = " / ".join(k for k in d["table"][0] if k != "alpha")
+    return (f"| interpolated | `python -m fer_edge.training.wise`: {1 - d['alpha']:g} x `{d['init']}` + {d['alpha']:g} x "
+            f"the fine-tuned weights, batch norm measured again; {d['chosen_by']}. PublicTest {keys} by weight: {rows} |")
 
 
 def soup_row(d: dict) -> str:

@@ -59,6 +59,14 @@ def accuracy(model, x: np.ndarray, y: np.ndarray) -> float:
     return float((model.predict(x, batch_size=512, verbose=0).argmax(1) == y).mean())
 
 
+def worth_keeping(members: list[str], acc: float, best_epoch_acc: float) -> bool:
+    """A soup replaces the best epoch only when it averages two or more models and validates higher. One model
+    alone with its batch norm measured again is no soup; when that model is --init, keeping it would hand the
+    run's starting point back as its result (seen with a fine-tune on other labels that scored lower on
+    PublicTest than the model it started from)."""
+    return len(members) > 1 and acc > best_epoch_acc
+
+
 def greedy_soup(model, candidates: list[tuple[str, float, list[np.ndarray]]], x_bn: np.ndarray, x_val: np.ndarray,
                 y_val: np.ndarray, log=print) -> tuple[list[str], float]:
     """`candidates`: (name, validation accuracy, weights), any order. Leaves the best soup's weights (with

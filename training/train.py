@@ -450,7 +450,7 @@ def _soup(cfg: TrainConfig, out: Path, state: dict, model, train_ds: FaceDataset
     """--soup K: try the greedy weight average of the K best saved epochs (and the --init model); it replaces
     DIR/model.keras only when it scores higher on the validation split. The attempt is recorded either way."""
     from fer_edge.runtime.metadata import read_metadata
-    from fer_edge.training.soup import BN_FACES, accuracy, epoch_file, greedy_soup, load_epoch
+    from fer_edge.training.soup import BN_FACES, accuracy, epoch_file, greedy_soup, load_epoch, worth_keeping
 
     rows = [json.loads(line) for line in (out / HISTORY).read_text().splitlines() if line.strip()]
     rows = sorted((r for r in rows if epoch_file(out, r["epoch"]).is_file()), key=lambda r: -r["val_accuracy"])
@@ -468,7 +468,7 @@ def _soup(cfg: TrainConfig, out: Path, state: dict, model, train_ds: FaceDataset
     pick = np.sort(np.random.default_rng(cfg.seed).permutation(len(train_ds))[:BN_FACES])
     members, acc = greedy_soup(model, candidates, preprocess(train_ds.images[pick], spec), x_val, y_val, log)
     record = {"candidates": [c[0] for c in candidates], "members": members, "val_accuracy": acc,
-              "best_epoch_val_accuracy": state["best"], "bn_faces": len(pick), "kept": acc > state["best"]}
+              "best_epoch_val_accuracy": state["best"], "bn_faces": len(pick), "kept": worth_keeping(members, acc, state["best"])}
     best_meta = read_metadata(out / BEST)
     provenance = {**best_meta.provenance, "soup": record}
     if record["kept"]:
@@ -476,7 +476,9 @@ def _soup(cfg: TrainConfig, out: Path, state: dict, model, train_ds: FaceDataset
             f"{100 * state['best']:.2f}%) -> {out / BEST}")
         save_model(model, out / BEST, meta.replace(provenance=provenance, figures={"val_accuracy": acc, "soup": members}))
     else:
-        log(f"soup: {100 * acc:.2f}%, not above the best epoch's {100 * state['best']:.2f}%: {out / BEST} stays")
+        why = (f"{members[0]} alone is no soup" if len(members) == 1 else
+               f"{100 * acc:.2f}%, not above the best epoch's {100 * state['best']:.2f}%")
+        log(f"soup: {why}: {out / BEST} stays")
         write_metadata(out / BEST, best_meta.replace(provenance=provenance))
 
 
