@@ -155,7 +155,8 @@ def test_bad_teacher_is_one_line_and_writes_nothing(case, small_data, teacher, t
 @pytest.mark.parametrize("flags,expected", [(["--temperature", "0"], "--temperature must be positive"),
                                             (["--soft-weight", "1.5"], "--soft-weight must be between 0 and 1"),
                                             (["--teacher-views", "-1"], "--teacher-views must be 0"),
-                                            (["--teacher-views", "2", "--no-augment"], "cannot be used with --no-augment")])
+                                            (["--teacher-views", "2", "--no-augment"], "cannot be used with --no-augment"),
+                                            (["--strong-augment", "--no-augment"], "contradict each other")])
 def test_bad_distillation_options(flags, expected, small_data, teacher, tmp_path, capsys):
     out = tmp_path / "run"
     code, _, err = _run(capsys, ["--data", str(small_data), "--out", str(out), "--teacher", str(teacher), *flags, *TINY])
@@ -194,6 +195,27 @@ def test_fixed_views_batches_pair_each_view_with_its_own_targets():
             mirrored += not plain
             seen.add(int(i))
     assert seen == set(range(40)) and 0 < mirrored < 40  # every face once per epoch; some mirrored, some not
+
+
+def test_strong_augment_reaches_blurred_small_and_turned_faces(small_data, teacher, tmp_path, capsys):
+    from fer_edge.training.data import Augment
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:48, :48]
+    faces = np.repeat((((yy // 4 + xx // 4) % 2) * 255).astype(np.uint8)[None], 64, axis=0)  # sharp checkerboards
+    sharpness = lambda f: np.abs(np.diff(f.astype(np.float32), axis=2)).mean()
+    plain, strong = Augment()(faces, rng), Augment.strong()(faces, np.random.default_rng(0))
+    assert strong.shape == faces.shape and strong.dtype == np.uint8
+    assert sharpness(strong) < 0.9 * sharpness(plain)  # blur and low-resolution copies soften edges
+    assert Augment.strong().max_rotate > Augment().max_rotate and Augment.strong().max_zoom > Augment().max_zoom
+    # through the CLI: the teacher labels strongly augmented views, and the run records it
+    out = tmp_path / "strong"
+    code, stdout, err = _run(capsys, ["--data", str(small_data), "--arch", "vgg-lite", "--out", str(out), "--teacher",
+                                      str(teacher), "--teacher-views", "2", "--strong-augment", *TINY])
+    assert code == 0, err
+    d = read_metadata(out / "model.keras").provenance["distillation"]
+    assert "2 fixed strongly augmented views" in d["targets"]
+    assert json.loads((out / "state.json").read_text())["config"]["strong_augment"] is True
 
 
 def test_init_starts_from_a_reference_and_refuses_another_architecture(small_data, teacher, tmp_path, capsys):

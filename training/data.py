@@ -25,6 +25,16 @@ class Augment:
     brightness: float = 0.2  # +- fraction of 255
     contrast: float = 0.2  # scale in [1 - c, 1 + c] around the mean
     erase: float = 0.25  # probability of erasing one random rectangle (random erasing)
+    blur: float = 0.0  # probability of a Gaussian blur (sigma 0.5-1.5): an out-of-focus or moving face
+    low_res: float = 0.0  # probability of shrinking to 16-32 px and back: a small, far face a camera sees
+
+    @classmethod
+    def strong(cls) -> "Augment":
+        """Wider poses, framings and image quality than FER2013's tight, sharp crops: what a detector's crop of a
+        face across a room looks like. Meant for teaching (--teacher-views): the teacher labels each view, so
+        the student learns the teacher's answer on faces further from FER2013 than its own labels reach."""
+        return cls(max_rotate=20.0, max_shift=0.15, max_zoom=0.2, brightness=0.3, contrast=0.35, erase=0.3,
+                   blur=0.2, low_res=0.2)
 
     def __call__(self, faces: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         n, h, w = faces.shape[:3]
@@ -38,6 +48,12 @@ class Augment:
                 m[0] = -m[0]
                 m[0, 2] += w - 1
             out[i] = cv2.warpAffine(faces[i], m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+        for i in np.flatnonzero(rng.random(n) < self.blur):
+            out[i] = cv2.GaussianBlur(out[i], (0, 0), rng.uniform(0.5, 1.5))
+        for i in np.flatnonzero(rng.random(n) < self.low_res):
+            side = int(rng.integers(16, 33))
+            small = cv2.resize(out[i], (side, side), interpolation=cv2.INTER_AREA)
+            out[i] = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
         x = out.astype(np.float32)
         mean = x.mean(axis=(1, 2), keepdims=True)
         c = rng.uniform(1 - self.contrast, 1 + self.contrast, (n, 1, 1))

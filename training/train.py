@@ -59,6 +59,7 @@ class TrainConfig:
     temperature: float = 4.0  # distillation temperature T
     soft_weight: float = 0.8  # weight w of the teacher's soft targets; 1 - w goes to the hard labels
     teacher_views: int = 0  # K > 0: teacher targets on K fixed augmented views per face (consistent teaching)
+    strong_augment: bool = False  # wider poses, framings, blur and low resolution (Augment.strong)
     init: str = ""  # start from this fer-edge .keras reference's weights (same architecture) instead of random ones
     soup: int = 0  # K > 0: greedy weight average of the K best epochs (and --init), kept if it validates higher
     ferplus_mix: float = 0.0  # weight of FER+'s ten-annotator vote distribution in each training face's label
@@ -233,6 +234,8 @@ def validate(cfg: TrainConfig) -> None:
         raise FerEdgeError(f"--teacher-views must be 0 (targets on the plain faces) or a count, found {cfg.teacher_views}")
     if cfg.teacher_views and not cfg.teacher:
         raise FerEdgeError("--teacher-views sets how a teacher labels the faces: it needs --teacher")
+    if cfg.strong_augment and not cfg.augment:
+        raise FerEdgeError("--strong-augment and --no-augment contradict each other: give one of them")
     if cfg.teacher_views and not cfg.augment:
         raise FerEdgeError("--teacher-views labels augmented views of the faces: it cannot be used with --no-augment")
 
@@ -288,11 +291,12 @@ def _train(cfg: TrainConfig, log, keras, teachers: list, init=None) -> Path:
     if cfg.ferplus_mix:
         y_train, mix = ferplus_mix(ds, train_ds, y_train, cfg.ferplus_mix, log)
     distillation, faces = None, train_ds.images
+    augment = Augment.strong() if cfg.strong_augment else Augment()
     if teachers:
         from fer_edge.training import distill
 
         if cfg.teacher_views:  # consistent teaching: the teacher labels exactly the views the student will see
-            faces = fixed_views(train_ds.images, cfg.teacher_views, cfg.seed, Augment())
+            faces = fixed_views(train_ds.images, cfg.teacher_views, cfg.seed, augment)
         out_dir = Path(cfg.out)
         # a resumed run, or a --force rerun with the same teachers and faces, finds the targets already computed
         soft = distill.cached_targets(out_dir, teachers, faces, log) if (out_dir / distill.CACHE).is_file() else None
@@ -300,7 +304,8 @@ def _train(cfg: TrainConfig, log, keras, teachers: list, init=None) -> Path:
         if fresh:
             soft = distill.teacher_probs(teachers, faces, log)[1]
         val_soft, signal = distill.teacher_signal(teachers, val_ds.images, val_ds.labels, log)
-        targets = (f"teachers' average, flip-averaged, on {cfg.teacher_views} fixed augmented views of each training "
+        targets = (f"teachers' average, flip-averaged, on {cfg.teacher_views} fixed {'strongly ' * cfg.strong_augment}"
+                   f"augmented views of each training "
                    f"face; the student sees one of them, or its mirror image, each epoch" if cfg.teacher_views else
                    "teachers' average, flip-averaged, on the un-augmented training faces")
         distillation = {"teachers": [{"file": t.path.name, "sha256": t.sha256} for t in teachers],
@@ -311,7 +316,7 @@ def _train(cfg: TrainConfig, log, keras, teachers: list, init=None) -> Path:
         y_train = np.concatenate([y_train, soft.astype(np.float32)], axis=-1)
         y_val = np.concatenate([y_val, val_soft.astype(np.float32)], axis=1)  # val_loss: the training loss
     seq = make_sequence(faces, y_train, weights, spec, cfg.batch_size, cfg.seed,
-                        Augment() if cfg.augment else None, workers=cfg.workers)
+                        augment if cfg.augment else None, workers=cfg.workers)
     x_val = preprocess(val_ds.images, spec)
 
     gpus = _gpu_count()
@@ -550,6 +555,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="label K fixed augmented views of every face with the teacher, and train the student on "
                         "those views (consistent teaching; costs K teacher passes once). Default 0: the teacher "
                         "labels the plain faces and the student sees fresh augmentations")
+    p.add_argument("--strong-augment", action="store_true",
+                   help="wider rotations, shifts and zooms, stronger light changes, blur and low-resolution copies "
+                        "(faces further from FER2013's tight, sharp crops); best with --teacher-views, where the "
+                        "teacher labels each such view")
     p.add_argument("--init", default="", metavar="MODEL",
                    help="start from this fer-edge .keras reference's weights (same --arch), e.g. to train a "
                         "finished run further on a new schedule")
@@ -578,7 +587,8 @@ def main(argv=None) -> int:
         class_weight=args.class_weight, seed=args.seed, input_size=args.input_size,
         value_range=PreprocessSpec.parse_range(args.normalize), equalize=args.equalize, crop_margin=args.crop_margin,
         augment=not args.no_augment, teacher=tuple(args.teacher or ()), temperature=args.temperature,
-        soft_weight=args.soft_weight, teacher_views=args.teacher_views, init=args.init, soup=args.soup,
+        soft_weight=args.soft_weight, teacher_views=args.teacher_views, strong_augment=args.strong_augment,
+        init=args.init, soup=args.soup,
         ferplus_mix=args.ferplus_mix,
         limit=args.limit, strategy=args.strategy, workers=args.workers, force=args.force, resume=args.resume,
         command="fer-train " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)),
