@@ -61,6 +61,17 @@ def test_wise_keeps_an_interpolation_and_records_it(tuned_run, ferplus_data, cap
     again = read_metadata(run / "model.keras").provenance["wise"]
     assert [r["fer2013"] for r in again["table"]] == [r["fer2013"] for r in rec["table"]]
     assert again["floor"] == rec["table"][-1]["fer2013"]  # default floor: the run's own accuracy
+    # a floor no average reaches keeps the run exactly as it was
+    code, stdout, err = _run(capsys, [str(run), "--data", str(ferplus_data), "--alphas", "0.5,1",
+                                      "--min-val-accuracy", "1"], main=wise.main)
+    assert code == 0, err
+    assert "kept a=1.00" in stdout
+    own = keras.models.load_model(run / wise.FINETUNED, compile=False).get_weights()
+    assert all(np.array_equal(x, y) for x, y in
+               zip(keras.models.load_model(run / "model.keras", compile=False).get_weights(), own))
+    code, _, err = _run(capsys, [str(run), "--data", str(ferplus_data), "--alphas", "0,0.5,1"], main=wise.main)
+    assert code == 0, err
+    again = read_metadata(run / "model.keras").provenance["wise"]
     # the model card states the interpolation and its table
     from fer_edge.training.ship import write_card
 

@@ -13,8 +13,8 @@ Kept: among the a whose FER2013 validation accuracy is at least --min-val-accura
 run's own best epoch's), the one with the highest FER+ validation accuracy (FER2013's without FER+).
 Only the validation split is read for the choice. RUN/model.keras is replaced by the kept average (the run's
 own is kept as RUN/finetuned.keras, the endpoint of any later call); the table goes into the model's
-provenance and the card, and RUN/eval is written again. a = 1 is the run as it was: kept when nothing
-else qualifies, so the call never leaves a run worse on its own terms.
+provenance and the card, and RUN/eval is written again. a = 1 is the run exactly as it was: kept when
+nothing else qualifies, so the call never leaves a run worse on its own terms.
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ import numpy as np
 
 from fer_edge.runtime.cli_args import fix_argv
 from fer_edge.runtime.errors import FerEdgeError, cli_main, require
-from fer_edge.runtime.fileio import sha256_file
+from fer_edge.runtime.fileio import atomic_output, sha256_file
 
 FINETUNED = "finetuned.keras"
 ALPHAS = tuple(round(0.1 * i, 1) for i in range(11))
@@ -123,9 +123,13 @@ def wise(run: Path, data: str, alphas=ALPHAS, floor: float | None = None, log=pr
               "chosen_by": f"highest PublicTest {key} accuracy with PublicTest fer2013 accuracy >= {floor:.4f}",
               "table": rows}
     a = best["alpha"]
-    blend(model, start, tuned, a, x_bn)
+    if a == 1.0:
+        model.set_weights(tuned)  # the run exactly as it was, batch norm as trained
+    else:
+        blend(model, start, tuned, a, x_bn)
     if tuned_path.name != FINETUNED:
-        shutil.copyfile(tuned_path, run / FINETUNED)  # the endpoint of any later call
+        with atomic_output(run / FINETUNED, force=True) as tmp:  # the endpoint of any later call
+            shutil.copyfile(tuned_path, tmp)
     provenance = {**meta.provenance, "wise": record}
     save_model(model, run / BEST, meta.replace(provenance=provenance, figures={"val_accuracy": best["fer2013"],
                                                                               "wise_alpha": a}))
