@@ -93,6 +93,13 @@ def test_bad_wise_calls_are_one_line_and_change_nothing(tuned_run, ferplus_data,
         ([str(start.parent)], ("not started from --init",)),
         ([str(tmp_path / "nowhere")], ("no such run folder",)),
     ]
+    moved = run.parent / "moved.keras"
+    (run / wise.FINETUNED).rename(moved)  # an interpolated model.keras without its endpoint is not interpolated again
+    try:
+        code, _, err = _run(capsys, [str(run), "--data", str(ferplus_data)], main=wise.main)
+        _one_line_error(code, err, "already an interpolation", "finetuned.keras")
+    finally:
+        moved.rename(run / wise.FINETUNED)
     for argv, expected in cases:
         code, _, err = _run(capsys, [*argv, "--data", str(ferplus_data)], main=wise.main)
         _one_line_error(code, err, *expected)

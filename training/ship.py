@@ -253,7 +253,7 @@ def distillation_row(d: dict) -> str:
 def ferplus_mix_row(d: dict) -> str:
     return (f"| training labels | `--ferplus-mix {d['weight']:g}`: each training face's FER2013 label blended with the "
             f"FER+ vote distribution of the same face ({d['faces']:,} faces; FER+'s majority agrees with FER2013's label "
-            f"on {100 * d['majority_agreement']:.1f}% of them); selected on FER2013's PublicTest labels |")
+            f"on {100 * d['majority_agreement']:.1f}% of them); epochs validated on FER2013's PublicTest labels |")
 
 
 def wise_row(d: dict) -> str:

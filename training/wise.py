@@ -49,7 +49,12 @@ def endpoints(run: Path):
     if not init.is_file():
         raise FerEdgeError(f"{run} started from --init {init}, which is no longer there: expected that model file")
     tuned = run / FINETUNED if (run / FINETUNED).is_file() else run / BEST
+    if not tuned.is_file():
+        raise FerEdgeError(f"{run}: neither {FINETUNED} nor {BEST}: expected a finished fer-train run")
     model, meta = load_keras(tuned)
+    if tuned.name == BEST and "wise" in meta.provenance:
+        raise FerEdgeError(f"{tuned} is already an interpolation and {run / FINETUNED}, the run's own weights, is "
+                           f"missing: expected it beside {BEST}")
     recorded = meta.provenance.get("init", {}).get("sha256")
     if recorded and recorded != sha256_file(init):
         raise FerEdgeError(f"{init} has changed since {run} started from it (sha256 differs from the run's "
@@ -119,7 +124,7 @@ def wise(run: Path, data: str, alphas=ALPHAS, floor: float | None = None, log=pr
     floor = own if floor is None else floor
     key = "ferplus" if "ferplus" in scorers else "fer2013"
     best = choose(rows, floor, key)
-    record = {"init": Path(cfg["init"]).name, "finetuned": FINETUNED, "alpha": best["alpha"], "floor": floor,
+    record = {"init": cfg["init"], "finetuned": FINETUNED, "alpha": best["alpha"], "floor": floor,
               "chosen_by": f"highest PublicTest {key} accuracy with PublicTest fer2013 accuracy >= {floor:.4f}",
               "table": rows}
     a = best["alpha"]
