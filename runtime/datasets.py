@@ -266,6 +266,11 @@ def read_ferplus(ferplus_csv: str | os.PathLike, fer2013: FaceDataset) -> FaceDa
                        soft=(votes8 / np.maximum(total, 1)).astype(np.float32), rows=rows[ok])
 
 
+def ferplus_csv(folder: str | os.PathLike) -> Path:
+    """Where a data folder keeps the FER+ relabels: ferplus/fer2013new.csv beside fer2013.npz (or .csv)."""
+    return Path(folder) / "ferplus" / "fer2013new.csv"
+
+
 def ferplus_majority_as(ferplus: FaceDataset, labels) -> FaceDataset:
     """The FER+ faces whose majority is one of `labels` (a model's classes, e.g. FER2013's seven: contempt
     has no FER2013 id), labelled by their index in `labels`: FER+'s second opinion in a model's own terms."""
@@ -291,7 +296,7 @@ def load_dataset(path: str | os.PathLike, label_set: str = "fer2013") -> FaceDat
         else:
             base = read_folder(path)
         if label_set == "ferplus":
-            return read_ferplus(path / "ferplus" / "fer2013new.csv" if (path / "ferplus").is_dir() else path / "fer2013new.csv", base)
+            return read_ferplus(ferplus_csv(path) if (path / "ferplus").is_dir() else path / "fer2013new.csv", base)
     elif path.suffix.lower() == ".npz":
         base = read_npz(path)
     elif path.suffix.lower() == ".csv":

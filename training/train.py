@@ -122,21 +122,18 @@ def ferplus_mix(ds: FaceDataset, train: FaceDataset, y: np.ndarray, weight: floa
     of FER+'s ten votes over the same seven classes (contempt, unknown and not-a-face votes left out). Faces FER+
     dropped (majority unknown or not a face), or with no vote on the seven, keep their FER2013 label. Validation
     stays on FER2013's labels, so the run is still selected as every other one."""
-    from fer_edge.runtime.datasets import FERPLUS_COLUMNS, read_ferplus
+    from fer_edge.runtime.datasets import ferplus_csv, read_ferplus
 
     folder = Path(ds.source).parent
-    csv_path = folder / "ferplus" / "fer2013new.csv"
+    csv_path = ferplus_csv(folder)
     if train.rows is None:
         raise FerEdgeError(f"--ferplus-mix needs FER2013 in its original row order (fer2013.npz or .csv): "
                            f"found {ds.source}, whose rows are unknown")
     if not csv_path.is_file():
         raise FerEdgeError(f"--ferplus-mix needs the FER+ relabels beside the data: expected {csv_path}, found no such file")
     plus = read_ferplus(csv_path, ds)
-    names = [{"happiness": "happy", "sadness": "sad", "anger": "angry"}.get(c, c) for c in FERPLUS_COLUMNS[:len(plus.label_set)]]
-    to_ours = [(j, ds.label_set.labels.index(n)) for j, n in enumerate(names) if n in ds.label_set.labels]
-    votes = np.zeros((len(plus), len(ds.label_set)), np.float32)
-    for j, i in to_ours:
-        votes[:, i] = plus.soft[:, j]
+    # FER+ names its classes as FER2013 does; its eighth, contempt, has no FER2013 column and is left out
+    votes = plus.soft[:, [plus.label_set.labels.index(n) for n in ds.label_set.labels]]
     total = votes.sum(axis=1)
     row_of = {int(r): n for n, r in enumerate(plus.rows)}
     at = np.array([row_of.get(int(r), -1) for r in train.rows])
@@ -299,7 +296,7 @@ def _train(cfg: TrainConfig, log, keras, teachers: list, init=None) -> Path:
             faces = fixed_views(train_ds.images, cfg.teacher_views, cfg.seed, augment)
         out_dir = Path(cfg.out)
         # a resumed run, or a --force rerun with the same teachers and faces, finds the targets already computed
-        soft = distill.cached_targets(out_dir, teachers, faces, log) if (out_dir / distill.CACHE).is_file() else None
+        soft = distill.cached_targets(out_dir, teachers, faces, log)
         fresh = soft is None
         if fresh:
             soft = distill.teacher_probs(teachers, faces, log)[1]

@@ -9,8 +9,8 @@ the same architecture and cost, and moves smoothly from what MODEL learnt to wha
 training faces (as `--soup` does) and the average is scored on the validation split (PublicTest) against
 FER2013's labels and, where the FER+ relabels are in the data folder, against their majority vote.
 
-Kept: among the a whose FER2013 validation accuracy is at least --min-val-accuracy (default: the
-run's own best epoch's), the one with the highest FER+ validation accuracy (FER2013's without FER+).
+Kept: among the a whose FER2013 validation accuracy is at least --min-val-accuracy (default: that of
+a = 1, the run's own weights), the one with the highest FER+ validation accuracy (FER2013's without FER+).
 Only the validation split is read for the choice. RUN/model.keras is replaced by the kept average (the run's
 own is kept as RUN/finetuned.keras, the endpoint of any later call); the table goes into the model's
 provenance and the card, and RUN/eval is written again. a = 1 is the run exactly as it was: kept when
@@ -35,7 +35,8 @@ ALPHAS = tuple(round(0.1 * i, 1) for i in range(11))
 
 
 def endpoints(run: Path):
-    """(init model, fine-tuned model, run config): both loaded, checked to be the same architecture."""
+    """(model holding the fine-tuned weights, its metadata, the --init weights, the fine-tuned weights, the
+    fine-tuned file, the run's config), the two checked to be the same architecture."""
     from fer_edge.convert.source import load_keras
     from fer_edge.training.train import BEST, STATE
 
@@ -97,7 +98,7 @@ def choose(rows: list[dict], floor: float, key: str) -> dict:
 
 def wise(run: Path, data: str, alphas=ALPHAS, floor: float | None = None, log=print) -> dict:
     require("keras", "train")
-    from fer_edge.runtime.datasets import ferplus_majority_as, load_dataset
+    from fer_edge.runtime.datasets import ferplus_csv, ferplus_majority_as, load_dataset, read_ferplus
     from fer_edge.runtime.preprocess import preprocess
     from fer_edge.training.evaluate import evaluate_to
     from fer_edge.training.soup import BN_FACES
@@ -112,9 +113,9 @@ def wise(run: Path, data: str, alphas=ALPHAS, floor: float | None = None, log=pr
     spec = meta.preprocess
     val = ds.subset("PublicTest")
     scorers = {"fer2013": (preprocess(val.images, spec), val.labels)}
-    plus_csv = Path(ds.source).parent / "ferplus" / "fer2013new.csv"
-    if plus_csv.is_file() and meta.label_set.name == "fer2013":
-        plus = ferplus_majority_as(load_dataset(data, label_set="ferplus"), meta.labels).subset("PublicTest")
+    plus_csv = ferplus_csv(Path(ds.source).parent)
+    if plus_csv.is_file() and meta.label_set.name == "fer2013":  # joined to the faces already read
+        plus = ferplus_majority_as(read_ferplus(plus_csv, ds), meta.labels).subset("PublicTest")
         scorers["ferplus"] = (preprocess(plus.images, spec), plus.labels)
     train = ds.subset("Training")
     pick = np.sort(np.random.default_rng(cfg.get("seed", 0)).permutation(len(train))[:BN_FACES])
