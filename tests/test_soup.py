@@ -40,18 +40,33 @@ def test_batch_norm_statistics_are_measured_layer_after_layer():
         assert np.allclose(keras.ops.convert_to_numpy(bn.moving_variance), a.var(0), rtol=1e-3, atol=1e-4)
 
 
-def test_greedy_soup_keeps_what_helps_and_leaves_out_what_hurts():
-    rng = np.random.default_rng(1)
+def _linear_problem(seed: int):
+    """(rng, faces x, labels y, the true weights, a linear model to hold candidates' weights)."""
+    rng = np.random.default_rng(seed)
     x = rng.normal(size=(400, 4)).astype(np.float32)
     w_true = rng.normal(size=(4, 3)).astype(np.float32)
-    y = (x @ w_true).argmax(1)
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, use_bias=False)])
+    return rng, x, (x @ w_true).argmax(1), w_true, model
+
+
+def test_greedy_soup_keeps_what_helps_and_leaves_out_what_hurts():
+    rng, x, y, w_true, model = _linear_problem(1)
     good = [w_true + 0.05 * rng.normal(size=w_true.shape).astype(np.float32) for _ in range(2)]
     bad = [20 * rng.normal(size=w_true.shape).astype(np.float32)]  # dominates any average it joins
     cands = [("good a", 0.99, good[:1]), ("bad", 0.5, bad), ("good b", 0.98, good[1:])]
     members, acc = greedy_soup(model, cands, x[:8], x, y, log=lambda m: None)
     assert members == ["good a", "good b"] and acc > 0.9
     assert np.allclose(model.get_weights()[0], (good[0] + good[1]) / 2)  # the model holds the chosen soup
+
+
+def test_the_best_epoch_seeds_the_soup_even_when_init_validates_higher():
+    rng, x, y, w_true, model = _linear_problem(2)
+    epoch = w_true + 0.3 * rng.normal(size=w_true.shape).astype(np.float32)
+    init = w_true + 0.01 * rng.normal(size=w_true.shape).astype(np.float32)
+    cands = [("epoch 2", 0.8, [epoch]), ("--init start.keras", 0.99, [init])]
+    members, _ = greedy_soup(model, cands, x[:8], x, y, log=lambda m: None)
+    assert members[0] == "epoch 2"  # seeded by the run's own epoch, not by --init
+    assert members == ["epoch 2", "--init start.keras"]  # the near-perfect start helps the average, so it joins
 
 
 def test_a_soup_of_one_model_is_never_kept():
@@ -110,3 +125,21 @@ def test_bad_soup_count_is_one_line_and_writes_nothing(small_data, tmp_path, cap
     code, _, err = _run(capsys, ["--data", str(small_data), "--out", str(out), "--soup", "-2", *TINY])
     _one_line_error(code, err, "--soup must be 0", "found -2")
     assert not out.exists()
+
+
+def test_wise_scores_and_keeps_its_two_ends_exactly_as_trained():
+    from fer_edge.training.wise import blend
+
+    model = _bn_model()
+    rng = np.random.default_rng(3)
+    x = rng.normal(1.0, 2.0, (64, 6, 6, 1)).astype(np.float32)
+    start = [w + rng.normal(size=w.shape).astype(np.float32) for w in model.get_weights()]
+    tuned = [np.abs(w + rng.normal(size=w.shape).astype(np.float32)) for w in model.get_weights()]
+    for a, want in ((0.0, start), (1.0, tuned)):
+        blend(model, start, tuned, a, x)  # batch norm (moving mean and variance included) as each model had it
+        assert all(np.array_equal(g, w) for g, w in zip(model.get_weights(), want))
+    blend(model, start, tuned, 0.5, x)  # in between: averaged, and batch norm measured again on x
+    got = model.get_weights()
+    assert np.allclose(got[0], (start[0] + tuned[0]) / 2)
+    bn = next(l for l in model.layers if isinstance(l, keras.layers.BatchNormalization))
+    assert not np.allclose(keras.ops.convert_to_numpy(bn.moving_mean), (start[3] + tuned[3]) / 2)

@@ -1,8 +1,9 @@
 """`fer-train --soup K`: a greedy weight average ("model soup") of a run's best epochs, kept only when it
 scores higher on the validation split than the best single epoch.
 
-Wortsman et al. 2022 ("Model soups", greedy soup): the candidates are taken best first by validation accuracy,
-and each joins the average only if the average does not score lower with it. Epochs of one run (and the --init
+Wortsman et al. 2022 ("Model soups", greedy soup): the run's best epoch seeds the soup, the other candidates
+are taken best first by validation accuracy, and each joins the average only if the average does not score
+lower with it. Epochs of one run (and the --init
 model it was fine-tuned from) lie in one basin, so their average is a model of the same architecture and cost.
 The batch-norm statistics of an average are not the average of the statistics: they are measured again on
 un-augmented training faces before each candidate is scored. The soup is chosen on the validation split only
@@ -69,14 +70,19 @@ def worth_keeping(members: list[str], acc: float, best_epoch_acc: float) -> bool
 
 def greedy_soup(model, candidates: list[tuple[str, float, list[np.ndarray]]], x_bn: np.ndarray, x_val: np.ndarray,
                 y_val: np.ndarray, log=print) -> tuple[list[str], float]:
-    """`candidates`: (name, validation accuracy, weights), any order. Leaves the best soup's weights (with
-    recalibrated batch norm) in `model`; returns the names in it and its validation accuracy."""
+    """`candidates`: (name, validation accuracy, weights); the first seeds the soup (the run's best epoch), the
+    others are tried best first. Leaves the best soup's weights (with recalibrated batch norm) in `model`;
+    returns the names in it and its validation accuracy.
+
+    The seed is not simply the best-validating candidate: an --init model that validates above every epoch
+    (a fine-tune towards other labels, e.g. --ferplus-mix, scores lower on FER2013's) would seed the soup, no
+    epoch would join it, and the run would never get a soup of its own epochs."""
     def score(members) -> float:
         model.set_weights([np.mean([m[2][i] for m in members], axis=0) for i in range(len(members[0][2]))])
         recalibrate_bn(model, x_bn)
         return accuracy(model, x_val, y_val)
 
-    ranked = sorted(candidates, key=lambda c: -c[1])
+    ranked = [candidates[0], *sorted(candidates[1:], key=lambda c: -c[1])]
     chosen, acc = [ranked[0]], score(ranked[:1])
     best = model.get_weights()
     log(f"soup: {ranked[0][0]} alone, batch norm measured again: validation accuracy {100 * acc:.2f}% "

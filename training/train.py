@@ -449,8 +449,9 @@ def _train(cfg: TrainConfig, log, keras, teachers: list, init=None) -> Path:
 
 def _soup(cfg: TrainConfig, out: Path, state: dict, model, train_ds: FaceDataset, spec: PreprocessSpec,
           x_val: np.ndarray, y_val: np.ndarray, meta: ModelMetadata, log) -> None:
-    """--soup K: try the greedy weight average of the K best saved epochs (and the --init model); it replaces
-    DIR/model.keras only when it scores higher on the validation split. The attempt is recorded either way."""
+    """--soup K: try the greedy weight average of the K best saved epochs (and the --init model), seeded with
+    the best epoch; it replaces DIR/model.keras only when it scores higher on the validation split. The attempt
+    is recorded either way."""
     from fer_edge.runtime.metadata import read_metadata
     from fer_edge.training.soup import BN_FACES, accuracy, epoch_file, greedy_soup, load_epoch, worth_keeping
 

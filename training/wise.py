@@ -5,8 +5,8 @@
 A run started with `fer-train --init MODEL` (for instance a fine-tune on FER+-blended labels,
 `--ferplus-mix`) and MODEL lie in one basin: every weighted average (1 - a) * MODEL + a * RUN is a model of
 the same architecture and cost, and moves smoothly from what MODEL learnt to what the run learnt
-(Wortsman et al. 2022, "Robust fine-tuning of zero-shot models"). For each a, batch norm is measured again on
-training faces (as `--soup` does) and the average is scored on the validation split (PublicTest) against
+(Wortsman et al. 2022, "Robust fine-tuning of zero-shot models"). For each 0 < a < 1, batch norm is measured
+again on training faces (as `--soup` does; a = 0 and a = 1 are the two models as trained) and each is scored on the validation split (PublicTest) against
 FER2013's labels and, where the FER+ relabels are in the data folder, against their majority vote.
 
 Kept: among the a whose FER2013 validation accuracy is at least --min-val-accuracy (default: that of
@@ -67,9 +67,13 @@ def endpoints(run: Path):
 
 
 def blend(model, start: list, tuned: list, a: float, x_bn: np.ndarray) -> None:
-    """Leave (1 - a) * start + a * tuned in `model`, its batch norm measured again on `x_bn`."""
+    """Leave (1 - a) * start + a * tuned in `model`, its batch norm measured again on `x_bn`. The ends are the
+    two trained models exactly as they are (their own batch norm): a = 1 scores, and keeps, the run itself."""
     from fer_edge.training.soup import recalibrate_bn
 
+    if a in (0.0, 1.0):
+        model.set_weights(tuned if a == 1.0 else start)
+        return
     model.set_weights([(1 - a) * s + a * t for s, t in zip(start, tuned)])
     recalibrate_bn(model, x_bn)
 
@@ -129,10 +133,7 @@ def wise(run: Path, data: str, alphas=ALPHAS, floor: float | None = None, log=pr
               "chosen_by": f"highest PublicTest {key} accuracy with PublicTest fer2013 accuracy >= {floor:.4f}",
               "table": rows}
     a = best["alpha"]
-    if a == 1.0:
-        model.set_weights(tuned)  # the run exactly as it was, batch norm as trained
-    else:
-        blend(model, start, tuned, a, x_bn)
+    blend(model, start, tuned, a, x_bn)
     if tuned_path.name != FINETUNED:
         with atomic_output(run / FINETUNED, force=True) as tmp:  # the endpoint of any later call
             shutil.copyfile(tuned_path, tmp)
