@@ -63,3 +63,21 @@ def classification_report(y_true: np.ndarray, probs: np.ndarray, labels: tuple[s
 def agreement(probs_a: np.ndarray, probs_b: np.ndarray) -> float:
     """Share of faces on which two models give the same top-1 class."""
     return float((probs_a.argmax(axis=1) == probs_b.argmax(axis=1)).mean())
+
+
+def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% (z = 1.96) Wilson score interval of an accuracy measured as correct / n faces; (0, 1) for n = 0."""
+    if n == 0:
+        return 0.0, 1.0
+    p = correct / n
+    centre, half = p + z * z / (2 * n), z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return float(max(0.0, (centre - half) / (1 + z * z / n))), float(min(1.0, (centre + half) / (1 + z * z / n)))
+
+
+def mcnemar_exact(only_a: int, only_b: int) -> float:
+    """Two-sided exact McNemar p-value for two models scored on the same faces: `only_a` faces only model A got
+    right, `only_b` only model B. The chance, were both equally accurate, of a split at least this uneven."""
+    from math import comb
+
+    n, k = only_a + only_b, min(only_a, only_b)
+    return 1.0 if n == 0 else min(1.0, 2 * sum(comb(n, i) for i in range(k + 1)) / 2 ** n)
