@@ -41,7 +41,8 @@ SPLITS = ("PublicTest", "PrivateTest")
 def fer2013_sets(data: Path, clf: Classifier, limit: int | None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """name -> (labels, predicted classes) on FER2013's test splits, FER2013's and FER+'s labels."""
     fer2013 = load_dataset(data)
-    plus = ferplus_majority_as(read_ferplus(ferplus_csv(data), fer2013), clf.labels) if ferplus_csv(data).is_file() else None
+    csv_path = ferplus_csv(data)
+    plus = ferplus_majority_as(read_ferplus(csv_path, fer2013), clf.labels) if csv_path.is_file() else None
     sets = {}
     for split in SPLITS:
         a = fer2013.subset(split)

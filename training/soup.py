@@ -3,8 +3,8 @@ scores higher on the validation split than the best single epoch.
 
 Wortsman et al. 2022 ("Model soups", greedy soup): the run's best epoch seeds the soup, the other candidates
 are taken best first by validation accuracy, and each joins the average only if the average does not score
-lower with it. Epochs of one run (and the --init
-model it was fine-tuned from) lie in one basin, so their average is a model of the same architecture and cost.
+lower with it. Epochs of one run (and the --init model it was fine-tuned from) lie in one basin, so their
+average is a model of the same architecture and cost.
 The batch-norm statistics of an average are not the average of the statistics: they are measured again on
 un-augmented training faces before each candidate is scored. The soup is chosen on the validation split only
 (PublicTest for FER2013), as the best epoch is.

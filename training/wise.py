@@ -6,8 +6,9 @@ A run started with `fer-train --init MODEL` (for instance a fine-tune on FER+-bl
 `--ferplus-mix`) and MODEL lie in one basin: every weighted average (1 - a) * MODEL + a * RUN is a model of
 the same architecture and cost, and moves smoothly from what MODEL learnt to what the run learnt
 (Wortsman et al. 2022, "Robust fine-tuning of zero-shot models"). For each 0 < a < 1, batch norm is measured
-again on training faces (as `--soup` does; a = 0 and a = 1 are the two models as trained) and each is scored on the validation split (PublicTest) against
-FER2013's labels and, where the FER+ relabels are in the data folder, against their majority vote.
+again on training faces (as `--soup` does; a = 0 and a = 1 are the two models as trained), and each a is
+scored on the validation split (PublicTest) against FER2013's labels and, where the FER+ relabels are in the
+data folder, against their majority vote.
 
 Kept: among the a whose FER2013 validation accuracy is at least --min-val-accuracy (default: that of
 a = 1, the run's own weights), the one with the highest FER+ validation accuracy (FER2013's without FER+).
