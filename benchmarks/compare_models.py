@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 
 from fer_edge.runtime.backends import Classifier
-from fer_edge.runtime.datasets import ferplus_csv, ferplus_majority_as, load_dataset, read_ferplus
+from fer_edge.runtime.datasets import FaceDataset, ferplus_csv, ferplus_majority_as, load_dataset, read_ferplus
 from fer_edge.runtime.errors import DataError, FerEdgeError, cli_main
 from fer_edge.runtime.metrics import mcnemar_exact, wilson_interval
 from fer_edge.runtime.pipeline import Pipeline, PipelineOptions
@@ -38,11 +38,9 @@ from report import write_report  # noqa: E402  benchmarks/report.py, beside this
 SPLITS = ("PublicTest", "PrivateTest")
 
 
-def fer2013_sets(data: Path, clf: Classifier, limit: int | None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """name -> (labels, predicted classes) on FER2013's test splits, FER2013's and FER+'s labels."""
-    fer2013 = load_dataset(data)
-    csv_path = ferplus_csv(data)
-    plus = ferplus_majority_as(read_ferplus(csv_path, fer2013), clf.labels) if csv_path.is_file() else None
+def fer2013_sets(fer2013: FaceDataset, plus: FaceDataset | None, clf: Classifier,
+                 limit: int | None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """name -> (labels, predicted classes) on FER2013's test splits, FER2013's and (`plus`) FER+'s labels."""
     sets = {}
     for split in SPLITS:
         a = fer2013.subset(split)
@@ -96,7 +94,9 @@ def compare(models: list[Path], data: Path, photo_dirs: list[Path], limit: int |
             raise FerEdgeError(f"{c.path.name} predicts {', '.join(c.labels)} but {clfs[0].path.name} predicts "
                                f"{', '.join(labels)}: expected models of one label set")
     photo_sets = {folder: read_photo_labels(folder, labels, limit) for folder in photo_dirs}  # checked first
-    per_model = [fer2013_sets(data, c, limit) for c in clfs]
+    fer2013, csv_path = load_dataset(data), ferplus_csv(data)  # read once, scored by every model
+    plus = ferplus_majority_as(read_ferplus(csv_path, fer2013), labels) if csv_path.is_file() else None
+    per_model = [fer2013_sets(fer2013, plus, c, limit) for c in clfs]
     for folder, photos in photo_sets.items():
         truth = np.array([y for _, y in photos])
         for m, sets in zip(models, per_model):
