@@ -71,17 +71,17 @@ def read_photo_labels(folder: Path, labels: tuple[str, ...], limit: int | None) 
     return out
 
 
-def photo_predictions(model: Path, photos: list[tuple[Path, int]]) -> np.ndarray:
-    """The class of the highest-scoring face in each photo, as the runtime finds and frames it; -1: no face."""
+def photo_predictions(pipe: Pipeline, photos: list[tuple[Path, int]], transform=None) -> np.ndarray:
+    """The class of the highest-scoring face in each photo, as `pipe` finds and frames it; -1: no face.
+    `transform(i, image)`, when given, changes photo i before it is processed."""
     pred = np.full(len(photos), -1)
-    with Pipeline(PipelineOptions(model=str(model), detector="yunet", threads=1)) as pipe:
-        for i, (path, _) in enumerate(photos):
-            image = cv2.imread(str(path))
-            if image is None:
-                raise DataError(f"{path}: not a readable image")
-            faces = pipe.process_image(image).faces
-            if faces:
-                pred[i] = pipe.labels.index(max(faces, key=lambda f: f.score).label)
+    for i, (path, _) in enumerate(photos):
+        image = cv2.imread(str(path))
+        if image is None:
+            raise DataError(f"{path}: not a readable image")
+        faces = pipe.process_image(transform(i, image) if transform else image).faces
+        if faces:
+            pred[i] = pipe.labels.index(max(faces, key=lambda f: f.score).label)
     return pred
 
 
@@ -100,7 +100,8 @@ def compare(models: list[Path], data: Path, photo_dirs: list[Path], limit: int |
     for folder, photos in photo_sets.items():
         truth = np.array([y for _, y in photos])
         for m, sets in zip(models, per_model):
-            sets[f"photos {folder.name}"] = (truth, photo_predictions(m, photos))
+            with Pipeline(PipelineOptions(model=str(m), detector="yunet", threads=1)) as pipe:
+                sets[f"photos {folder.name}"] = (truth, photo_predictions(pipe, photos))
     results = {}
     for name in per_model[0]:
         y = per_model[0][name][0]

@@ -14,7 +14,6 @@ performers and datasets that are not here.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import platform
 import sys
@@ -26,6 +25,7 @@ import numpy as np
 
 from fer_edge.runtime.framing import FER2013
 from fer_edge.runtime.pipeline import Pipeline, PipelineOptions
+from compare_models import photo_predictions, read_photo_labels  # benchmarks/compare_models.py
 from report import write_report  # benchmarks/report.py, beside this script
 
 CONFIGS = {  # name -> (detector, framing)
@@ -48,22 +48,15 @@ def rolled(image: np.ndarray, degrees: float) -> np.ndarray:
 
 
 def tfeid(pipe: Pipeline, data: Path, roll: float = 0.0) -> dict:
-    with open(data / "tfeid-dev" / "labels.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
     labels = list(pipe.labels)
-    confusion = np.zeros((len(labels), len(labels) + 1), int)  # last column: no face found
-    for i, row in enumerate(rows):
-        image = cv2.imread(str(data / "tfeid-dev" / row["file"]))
-        result = pipe.process_image(rolled(image, roll if i % 2 else -roll) if roll else image)
-        truth = labels.index(row["label"])
-        if not result.faces:
-            confusion[truth, -1] += 1
-            continue
-        face = max(result.faces, key=lambda f: f.score)
-        confusion[truth, labels.index(face.label)] += 1
+    photos = read_photo_labels(data / "tfeid-dev", pipe.labels, None)
+    turn = (lambda i, image: rolled(image, roll if i % 2 else -roll)) if roll else None
+    pred = photo_predictions(pipe, photos, turn)
+    confusion = np.zeros((len(labels), len(labels) + 1), int)  # last column (-1): no face found
+    np.add.at(confusion, (np.array([y for _, y in photos]), pred), 1)
     per_class = {k: round(float(confusion[i, i] / max(confusion[i].sum(), 1)), 4) for i, k in enumerate(labels)
                  if confusion[i].sum()}
-    return {"n": len(rows), "accuracy": round(float(np.trace(confusion[:, :-1]) / len(rows)), 4),
+    return {"n": len(photos), "accuracy": round(float(np.trace(confusion[:, :-1]) / len(photos)), 4),
             "per_class": per_class, "no_face": int(confusion[:, -1].sum()), "confusion": confusion.tolist()}
 
 
