@@ -16,26 +16,21 @@ import platform
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from fer_edge.runtime.backends import Classifier
 from fer_edge.runtime.datasets import ferplus_csv, ferplus_majority_as, load_dataset, read_ferplus
 from fer_edge.runtime.shipped import shipped_models
+from compare_models import SPLITS, fer2013_sets  # benchmarks/compare_models.py
 from report import write_report  # benchmarks/report.py, beside this script
-
-SPLITS = ("PublicTest", "PrivateTest")
 
 
 def accuracies(path: Path, fer2013, ferplus) -> dict:
     clf = Classifier(path, threads=1)
-    plus = ferplus_majority_as(ferplus, clf.labels)
+    sets = fer2013_sets(fer2013, ferplus_majority_as(ferplus, clf.labels), clf, None)  # one pass per split
     out = {}
     for split in SPLITS:
-        a, b = fer2013.subset(split), plus.subset(split)
-        pred = np.full(len(fer2013), -1)
-        pred[a.rows] = clf.predict_batched(a.images).argmax(1)  # FER+ relabels these same faces: one pass
-        out[split] = {"fer2013": float((pred[a.rows] == a.labels).mean()), "n_fer2013": len(a),
-                      "ferplus": float((pred[b.rows] == b.labels).mean()), "n_ferplus": len(b)}
+        (ya, pa), (yb, pb) = sets[f"FER2013 {split}"], sets[f"FER+ majority {split}"]
+        out[split] = {"fer2013": float((pa == ya).mean()), "n_fer2013": len(ya),
+                      "ferplus": float((pb == yb).mean()), "n_ferplus": len(yb)}
     return out
 
 
