@@ -38,6 +38,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-agreement", type=float, default=DEFAULT_MIN_AGREEMENT,
                    help="smallest share of faces with the reference's top-1 class (0..1)")
     p.add_argument("--force", action="store_true", help="overwrite existing output files")
+    p.add_argument("--unsafe-deserialization", action="store_true",
+                   help="load a Keras model that holds Python code (Lambda layers): it runs that code, so only for "
+                        "a file you trust (Keras safe_mode off)")
 
 
 def convert_parser() -> argparse.ArgumentParser:
@@ -105,7 +108,7 @@ def _run(argv: list[str]) -> int:
             files=a.files, reference=a.reference, data=a.data, out=a.out, label_set=a.label_set,
             normalize=a.normalize, equalize=a.equalize, eval_split=a.eval_split, max_drop=a.max_drop,
             min_agreement=a.min_agreement, force=a.force, kernel_paths=a.kernels, sample=a.sample,
-            sample_seed=a.sample_seed), log=_log)
+            sample_seed=a.sample_seed, unsafe_deserialization=a.unsafe_deserialization), log=_log)
     else:
         a = convert_parser().parse_args(argv)
         if a.int8 and a.formats:
@@ -118,7 +121,7 @@ def _run(argv: list[str]) -> int:
             calibration_size=a.calibration_size, calibration_seed=a.calibration_seed,
             force_calibration=a.force_calibration, label_set=a.label_set, normalize=a.normalize, equalize=a.equalize,
             eval_split=a.eval_split, max_drop=a.max_drop, min_agreement=a.min_agreement, force=a.force,
-            format_options={"opset": a.opset, "onnx_recipe": a.onnx_recipe, "integer_only": a.integer_only,
+            unsafe_deserialization=a.unsafe_deserialization, format_options={"opset": a.opset, "onnx_recipe": a.onnx_recipe, "integer_only": a.integer_only,
                             "calibration": a.calibration},
             command=shlex.join(["fer-convert", *argv]))
         doc, code = convert(opts, log=_log)

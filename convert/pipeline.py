@@ -46,6 +46,7 @@ class ParityOptions:
     max_drop: float = DEFAULT_MAX_DROP
     min_agreement: float = DEFAULT_MIN_AGREEMENT
     force: bool = False
+    unsafe_deserialization: bool = False  # Keras safe_mode off: only when the user asks (it runs Lambda code)
 
 
 @dataclass(kw_only=True)
@@ -195,7 +196,7 @@ def convert(opts: ConvertOptions, log=print) -> tuple[ParityReport, int]:
         raise DataError(f"{opts.data}: no such file or folder")
 
     log(f"loading {model_path}")
-    src = load_source(model_path, opts.label_set, opts.normalize, opts.equalize)
+    src = load_source(model_path, opts.label_set, opts.normalize, opts.equalize, not opts.unsafe_deserialization)
     spec = src.meta.preprocess
     log(f"model: input {src.input_shape}, {src.num_outputs} classes ({src.meta.label_set.name}), "
         f"value range {list(spec.value_range)}, equalize {spec.equalize}")
@@ -309,7 +310,7 @@ def verify(opts: VerifyOptions, log=print) -> tuple[ParityReport, int]:
         ref_meta = None
     else:
         log(f"loading reference {opts.reference}")
-        src = load_source(opts.reference, opts.label_set, opts.normalize, opts.equalize)
+        src = load_source(opts.reference, opts.label_set, opts.normalize, opts.equalize, not opts.unsafe_deserialization)
         ds = load_dataset(opts.data, label_set=src.meta.label_set.name)
         ev = _eval_set(ds, opts.eval_split)
         log(f"reference: Keras on {len(ev.labels)} {ev.split} faces")

@@ -18,6 +18,7 @@ from fer_edge.runtime.metadata import ModelMetadata, check_model_path, read_meta
 from fer_edge.runtime.preprocess import PreprocessSpec, preprocess
 
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
+UNSAFE_FLAG = "--unsafe-deserialization"  # the user's explicit trust: Keras safe_mode off
 
 
 @dataclass
@@ -49,7 +50,10 @@ def load_keras(path: str | Path, safe_mode: bool = True):
         model = keras.models.load_model(path, compile=False, safe_mode=safe_mode)
     except Exception as exc:  # Keras raises many types for unreadable files; report it as one line
         text = " ".join(str(exc).split()) or type(exc).__name__
-        if len(text) > 600:  # whole sentences: the Lambda refusal's remedy is at its end
+        if safe_mode and "safe_mode" in text:  # Keras refuses Python code (a Lambda layer) in safe mode
+            raise ModelError(f"{path}: holds Python code (a Lambda layer) that Keras will not run in safe mode: "
+                             f"expected a model without it, or {UNSAFE_FLAG} if you trust this file") from None
+        if len(text) > 600:
             text = text[:600].rsplit(". ", 1)[0] + "."
         raise ModelError(f"{path}: not a loadable Keras model ({text})") from None
     return model, read_metadata(path)
@@ -88,8 +92,9 @@ def _load_saved_model(path: Path):
 
 
 def load_source(path: str | os.PathLike, label_set: str | None = None, normalize: str | None = None,
-                equalize: bool | None = None) -> SourceModel:
-    """Load a .keras / Keras 2 .h5 / SavedModel folder and resolve its metadata (or the user's flags)."""
+                equalize: bool | None = None, safe_mode: bool = True) -> SourceModel:
+    """Load a .keras / Keras 2 .h5 / SavedModel folder and resolve its metadata (or the user's flags);
+    safe_mode=False only on the user's word (it runs the file's Python code: Lambda layers)."""
     path = Path(path)
     if not path.exists():
         raise ModelError(f"{path}: no such model file")
@@ -101,7 +106,7 @@ def load_source(path: str | os.PathLike, label_set: str | None = None, normalize
         if path.suffix.lower() not in KERAS_SUFFIXES:
             raise ModelError(f"{path}: fer-convert reads Keras models: expected .keras, .h5 or a SavedModel folder, "
                              f"found {path.suffix or 'no suffix'!r}")
-        model, meta = load_keras(path)
+        model, meta = load_keras(path, safe_mode=safe_mode)
         sha = sha256_file(path)
     inputs, outputs = list(model.inputs), list(model.outputs)
     if len(inputs) != 1 or len(outputs) != 1:

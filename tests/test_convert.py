@@ -157,6 +157,21 @@ def test_two_input_model(keras, tmp_path, capsys):
              capsys, tmp_path / "out", "2 inputs")
 
 
+def test_lambda_layer_needs_the_users_word(keras, tmp_path, capsys):
+    """Keras safe mode stays on: a model holding Python code is refused with the flag that allows it, and
+    converts when the user gives that flag."""
+    inp = keras.Input((48, 48, 1))
+    x = keras.layers.Lambda(lambda t: t * 2.0 - 1.0)(inp)
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3, strides=4)(x))
+    path = tmp_path / "lambda.keras"
+    keras.Model(inp, keras.layers.Dense(7, activation="softmax")(x)).save(path)
+    args = [path, "--formats", "tflite-fp32", "--labels", "fer2013", "--normalize", "0,1", "--out", tmp_path / "out"]
+    _refused(args, capsys, tmp_path / "out", "--unsafe-deserialization if you trust this file")
+    code, _, err = _run(args + ["--unsafe-deserialization"], capsys)
+    assert code == 0, err
+    assert (tmp_path / "out" / "lambda_fp32.tflite").stat().st_size > 0
+
+
 def test_output_size_not_matching_labels(keras, tmp_path, capsys):
     path = tmp_path / "five.keras"
     _tiny(keras, classes=5).save(path)
