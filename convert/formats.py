@@ -34,6 +34,7 @@ class ExportContext:
     _tmp: tempfile.TemporaryDirectory | None = None
     _saved_model: Path | None = None
     _onnx_fp32: Path | None = None
+    onnx_info: dict = field(default_factory=dict)  # how the float ONNX graph was made, for the record
 
     def workdir(self) -> Path:
         if self._tmp is None:
@@ -56,7 +57,7 @@ class ExportContext:
         """The float ONNX graph (made once; onnx-int8 quantizes it)."""
         if self._onnx_fp32 is None:
             p = self.workdir() / "model_fp32.onnx"
-            _onnx_fp32(self, p)
+            self.onnx_info = _onnx_fp32(self, p)
             self._onnx_fp32 = p
         return self._onnx_fp32
 
@@ -112,20 +113,27 @@ def _onnx_fp32(ctx: ExportContext, path: Path) -> dict:
     h, w, c = ctx.source.input_shape
     sig = (tf.TensorSpec((None, h, w, c), tf.float32, name="face"),)
     ctx.log(f"converting to ONNX (tf2onnx {tf2onnx.__version__}, opset {opset})")
+    model, converter = ctx.source.model, "tf2onnx.convert.from_keras"
     with quiet():
         try:
-            tf2onnx.convert.from_keras(ctx.source.model, input_signature=sig, opset=opset, output_path=str(path))
+            tf2onnx.convert.from_keras(model, input_signature=sig, opset=opset, output_path=str(path))
         except Exception as exc:  # tf2onnx raises assorted types; report one line
-            raise ModelError(f"ONNX conversion failed: {str(exc).strip().splitlines()[0][:300]}") from None
-    return {"converter": "tf2onnx.convert.from_keras", "tf2onnx": tf2onnx.__version__, "opset": opset,
-            "quantization": "none (float32)"}
+            first = f"ONNX conversion failed: {str(exc).strip().splitlines()[0][:300]}"
+            # from_keras looks layers up by tensor name, which fails on Keras 3 Sequential models (KeyError
+            # 'keras_tensor_N'); tracing the model's call as a function converts the same graph
+            converter = "tf2onnx.convert.from_function"
+            try:
+                tf2onnx.convert.from_function(tf.function(lambda face: model(face, training=False)),
+                                              input_signature=sig, opset=opset, output_path=str(path))
+            except Exception:
+                raise ModelError(first) from None
+    return {"converter": converter, "tf2onnx": tf2onnx.__version__, "opset": opset, "quantization": "none (float32)"}
 
 
 def onnx_fp32(ctx, path):
     src = ctx.onnx_fp32()
     path.write_bytes(src.read_bytes())
-    return {"converter": "tf2onnx.convert.from_keras", "opset": int(ctx.options.get("opset") or DEFAULT_OPSET),
-            "quantization": "none (float32)"}
+    return dict(ctx.onnx_info)
 
 
 def onnx_int8(ctx, path):

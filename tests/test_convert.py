@@ -157,6 +157,26 @@ def test_two_input_model(keras, tmp_path, capsys):
              capsys, tmp_path / "out", "2 inputs")
 
 
+def test_sequential_model_converts_to_onnx(keras, tmp_path, capsys):
+    """tf2onnx's from_keras fails on Keras 3 Sequential models (KeyError 'keras_tensor_N'): the export falls
+    back to tracing the model's call, and the ONNX file computes what the Keras model does."""
+    ort = pytest.importorskip("onnxruntime")
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((48, 48, 1)), keras.layers.Conv2D(4, 3, strides=2, activation="relu"),
+                              keras.layers.Flatten(), keras.layers.Dense(7, activation="softmax")])
+    path = tmp_path / "seq.keras"
+    model.save(path)
+    code, _, err = _run([path, "--formats", "onnx-fp32", "--labels", "fer2013", "--normalize", "0,1",
+                         "--out", tmp_path / "out"], capsys)
+    assert code == 0, err
+    onnx_path = tmp_path / "out" / "seq_fp32.onnx"
+    assert read_metadata(onnx_path).provenance["recipe"]["converter"] == "tf2onnx.convert.from_function"
+    x = np.random.default_rng(0).random((5, 48, 48, 1), dtype=np.float32)
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    np.testing.assert_allclose(got, model.predict(x, verbose=0), atol=1e-5)
+
+
 def test_lambda_layer_needs_the_users_word(keras, tmp_path, capsys):
     """Keras safe mode stays on: a model holding Python code is refused with the flag that allows it, and
     converts when the user gives that flag."""
