@@ -200,6 +200,9 @@ def convert(opts: ConvertOptions, log=print) -> tuple[ParityReport, int]:
     spec = src.meta.preprocess
     log(f"model: input {src.input_shape}, {src.num_outputs} classes ({src.meta.label_set.name}), "
         f"value range {list(spec.value_range)}, equalize {spec.equalize}")
+    if src.appended_softmax:
+        log("note: the model outputs scores, not probabilities (they do not sum to 1): the exported files end "
+            "with a softmax, which keeps every face's ranking of the classes")
     ds = load_dataset(opts.data, label_set=src.meta.label_set.name) if opts.data else None
     ev = _eval_set(ds, opts.eval_split) if ds is not None else None
     ctx = ExportContext(src, options=dict(opts.format_options), log=log)
@@ -220,7 +223,8 @@ def convert(opts: ConvertOptions, log=print) -> tuple[ParityReport, int]:
             _heldout(ctx, ds, src, spec, opts)
         cal_sha = ctx.calibration.manifest_sha256 if ctx.calibration is not None else None
         base_prov = {"source_model": model_path.name, "source_sha256": src.sha256, "command": opts.command,
-                     "training": src.meta.provenance, "cost": cost}
+                     "training": src.meta.provenance, "cost": cost,
+                     **({"appended_softmax": True} if src.appended_softmax else {})}
         entries, staged, recipes, extra = {}, {}, {}, {}
         for fmt in opts.formats:
             final = output_path(out_dir, stem, fmt)

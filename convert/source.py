@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fer_edge.runtime.backends import outputs_probabilities
 from fer_edge.runtime.errors import ModelError, require
 from fer_edge.runtime.fileio import sha256_file
 from fer_edge.runtime.metadata import ModelMetadata, check_model_path, read_metadata, resolve_metadata
@@ -29,6 +30,7 @@ class SourceModel:
     sha256: str
     input_shape: tuple[int, int, int]  # H, W, C
     num_outputs: int
+    appended_softmax: bool = False  # the file's model outputs scores (logits): fer-convert added the softmax
 
     def predict(self, faces: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """Face crops -> probabilities from the Keras model itself (the reference)."""
@@ -130,7 +132,13 @@ def load_source(path: str | os.PathLike, label_set: str | None = None, normalize
     if int(oshape[1]) != len(meta.labels):
         raise ModelError(f"{path}: the model has {oshape[1]} outputs but label set {meta.label_set.name} has "
                          f"{len(meta.labels)} classes ({', '.join(meta.labels)})")
-    return SourceModel(path, model, meta, sha, input_shape, int(oshape[1]))
+    appended = not outputs_probabilities(lambda x: model.predict(x, verbose=0), input_shape,
+                                         meta.preprocess.value_range)
+    if appended:  # the runtime reports probabilities: a softmax keeps the ranking and gives them
+        keras = require("keras", "convert")
+        model = keras.Model(model.inputs, keras.layers.Softmax(name="probs")(model.outputs[0]))
+    return SourceModel(path, model, meta, sha, input_shape, int(oshape[1]), appended)
+
 
 
 def read_source_metadata(path: str | os.PathLike) -> ModelMetadata | None:

@@ -162,12 +162,21 @@ class OnnxBackend:
                                      "tensor(int8)": np.int8}.get(self.inp.type, np.float32))
         self.interpreter_module = "onnxruntime"
         self.kernels = ",".join(providers)
+        batch = self.inp.shape[0]
+        self.batch = batch if isinstance(batch, int) and batch > 0 else None  # a file exported for a fixed batch
 
     def infer(self, x: np.ndarray) -> np.ndarray:
         if len(x) == 0:
             return np.zeros((0, self.num_outputs), np.float32)
-        y = self.session.run([self.out.name], {self.inp.name: x.astype(self.input_dtype, copy=False)})[0]
-        return np.asarray(y, dtype=np.float32)
+        x = x.astype(self.input_dtype, copy=False)
+        if self.batch is None or len(x) == self.batch:
+            return np.asarray(self.session.run([self.out.name], {self.inp.name: x})[0], dtype=np.float32)
+        parts = []  # a fixed-batch file (often 1): whole batches, the last one padded with its first face
+        for i in range(0, len(x), self.batch):
+            chunk = x[i:i + self.batch]
+            padded = np.concatenate([chunk, np.repeat(chunk[:1], self.batch - len(chunk), axis=0)])
+            parts.append(self.session.run([self.out.name], {self.inp.name: padded})[0][:len(chunk)])
+        return np.asarray(np.concatenate(parts), dtype=np.float32)
 
 
 BACKENDS = {".tflite": LiteRTBackend, ".onnx": OnnxBackend}
@@ -193,8 +202,25 @@ def open_backend(path: str | os.PathLike, **options):
     return cls(path, **given)
 
 
+def outputs_probabilities(infer, input_shape, value_range, tolerance: float = 1e-3) -> bool:
+    """Whether a model's outputs are probabilities (non-negative, summing to 1) on a few probe inputs spanning
+    its input range: flat dark, bright and mid-grey faces, and random ones. `infer`: N x H x W x C -> N x K."""
+    lo, hi = value_range
+    rng = np.random.default_rng(0)
+    probes = [np.full(input_shape, v, np.float32) for v in (lo, hi, (lo + hi) / 2)]
+    probes += [rng.uniform(lo, hi, input_shape).astype(np.float32) for _ in range(5)]
+    out = np.concatenate([np.asarray(infer(p[None]), np.float64) for p in probes])  # one at a time: any batch size
+    return bool(np.all(out >= -tolerance) and np.all(np.abs(out.sum(axis=1) - 1.0) <= tolerance))
+
+
+def softmax(scores: np.ndarray) -> np.ndarray:
+    e = np.exp(scores - scores.max(axis=1, keepdims=True))
+    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
 class Classifier:
-    """A model file plus its metadata: face crops in, probabilities out."""
+    """A model file plus its metadata: face crops in, probabilities out (a file that outputs scores, such as
+    a third-party model ending in logits, gets a softmax here, which keeps each face's ranking)."""
 
     def __init__(self, path: str | os.PathLike, label_set: str | None = None, normalize: str | None = None,
                  equalize: bool | None = None, meta: ModelMetadata | None = None, **backend_options):
@@ -212,6 +238,8 @@ class Classifier:
         if self.backend.num_outputs != len(self.meta.labels):
             raise ModelError(f"{self.path}: the model has {self.backend.num_outputs} outputs but label set "
                              f"{self.meta.label_set.name} has {len(self.meta.labels)} classes")
+        # an INT8 softmax output is off by up to half a quantization step (1/512) per class
+        self.scores = not outputs_probabilities(self.backend.infer, expected, spec.value_range, tolerance=0.02)
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -221,7 +249,8 @@ class Classifier:
         """Face crops (any size, grey/BGR/BGRA uint8) -> N x K probabilities."""
         if len(faces) == 0:
             return np.zeros((0, len(self.labels)), np.float32)
-        return self.backend.infer(preprocess(faces, self.meta.preprocess))
+        out = self.backend.infer(preprocess(faces, self.meta.preprocess))
+        return softmax(out) if self.scores else out
 
     def predict_batched(self, faces, batch_size: int = 256) -> np.ndarray:
         """predict over a large array of faces (datasets) in fixed-size batches."""

@@ -177,6 +177,31 @@ def test_sequential_model_converts_to_onnx(keras, tmp_path, capsys):
     np.testing.assert_allclose(got, model.predict(x, verbose=0), atol=1e-5)
 
 
+def test_a_model_that_outputs_logits_gets_a_softmax(keras, tmp_path, capsys):
+    """A stranger's model trained with from_logits=True ends in a plain Dense layer: the exported file ends
+    in a softmax (probabilities, as the runtime reports them), with every face's class ranking unchanged."""
+    from fer_edge.runtime.backends import Classifier
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((48, 48, 1))
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(8, 3, strides=2, activation="relu")(inp))
+    model = keras.Model(inp, keras.layers.Dense(7, kernel_initializer=keras.initializers.RandomNormal(0, 5))(x))
+    path = tmp_path / "logits.keras"
+    model.save(path)
+    code, out, err = _run([path, "--formats", "tflite-fp32", "--labels", "fer2013", "--normalize", "0,1",
+                           "--out", tmp_path / "out"], capsys)
+    assert code == 0, err
+    assert "outputs scores, not probabilities" in out + err
+    exported = tmp_path / "out" / "logits_fp32.tflite"
+    assert read_metadata(exported).provenance["appended_softmax"] is True
+    faces = np.random.default_rng(0).integers(0, 256, (16, 48, 48), dtype=np.uint8)
+    probs = Classifier(exported).predict(faces)
+    logits = model.predict(preprocess(faces, PreprocessSpec()), verbose=0)
+    assert logits.min() < 0  # the model's own outputs are not probabilities
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(probs.argmax(1), logits.argmax(1))
+
+
 def test_lambda_layer_needs_the_users_word(keras, tmp_path, capsys):
     """Keras safe mode stays on: a model holding Python code is refused with the flag that allows it, and
     converts when the user gives that flag."""

@@ -135,7 +135,7 @@ def test_keras_with_metadata_still_loads(tiny, tmp_path):
 
 # --- pure python: no TensorFlow needed ---------------------------------------------------------------
 
-def _tiny_onnx(path: Path, extra_props: dict[str, str] | None = None) -> Path:
+def _tiny_onnx(path: Path, extra_props: dict[str, str] | None = None, softmax: bool = True, batch="n") -> Path:
     onnx = pytest.importorskip("onnx")
     from onnx import TensorProto, helper, numpy_helper
 
@@ -143,11 +143,11 @@ def _tiny_onnx(path: Path, extra_props: dict[str, str] | None = None) -> Path:
     shape = numpy_helper.from_array(np.array([-1, 48 * 48], np.int64), "shape")
     graph = helper.make_graph(
         [helper.make_node("Reshape", ["face", "shape"], ["flat"]),
-         helper.make_node("MatMul", ["flat", "w"], ["logits"]),
-         helper.make_node("Softmax", ["logits"], ["probs"], axis=1)],
+         helper.make_node("MatMul", ["flat", "w"], ["logits" if softmax else "probs"])]
+        + ([helper.make_node("Softmax", ["logits"], ["probs"], axis=1)] if softmax else []),
         "tiny",
-        [helper.make_tensor_value_info("face", TensorProto.FLOAT, ["n", 48, 48, 1])],
-        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["n", 7])],
+        [helper.make_tensor_value_info("face", TensorProto.FLOAT, [batch, 48, 48, 1])],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, [batch, 7])],
         initializer=[w, shape],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="test")

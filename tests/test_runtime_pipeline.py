@@ -113,6 +113,29 @@ def test_tflite_and_onnx_agree():
     np.testing.assert_allclose(pa, pb, atol=1e-5)
 
 
+@pytest.mark.parametrize("batch", ["n", 1])
+def test_a_file_that_outputs_logits_is_read_as_probabilities(tmp_path, batch):
+    """A third-party .onnx ending in raw scores, exported for any batch or for batch 1 only: the Classifier
+    gives probabilities (softmax: same ranking) for several faces at once, face by face the same."""
+    from test_metadata import _tiny_onnx
+
+    from fer_edge.runtime.backends import Classifier
+    from fer_edge.runtime.preprocess import PreprocessSpec, preprocess
+
+    raw = _tiny_onnx(tmp_path / "logits.onnx", softmax=False, batch=batch)
+    clf = Classifier(raw, label_set="fer2013", normalize="0,1")
+    faces = np.random.default_rng(0).integers(0, 256, (3, 48, 48), dtype=np.uint8)
+    probs = clf.predict(faces)
+    scores = np.concatenate([clf.backend.infer(x[None]) for x in preprocess(faces, PreprocessSpec())])
+    assert clf.scores and scores.min() < 0
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(probs.argmax(1), scores.argmax(1))
+    np.testing.assert_allclose(probs, np.concatenate([clf.predict(f[None]) for f in faces]), atol=1e-6)
+    with_softmax = Classifier(_tiny_onnx(tmp_path / "probs.onnx", batch=batch), label_set="fer2013", normalize="0,1")
+    assert not with_softmax.scores
+    np.testing.assert_allclose(with_softmax.predict(faces), probs, atol=1e-5)
+
+
 def test_corrupt_frames_are_skipped_and_counted(pipe):
     good = frames(3)
     images = [good[0], None, np.zeros((0, 0, 3), np.uint8), good[1], np.zeros((10, 10, 3), np.float32),
