@@ -156,8 +156,16 @@ class OnnxBackend:
         if len(inputs) != 1 or len(outputs) != 1:
             raise ModelError(f"{path}: expected one input and one output, found {len(inputs)} and {len(outputs)}")
         self.inp, self.out = inputs[0], outputs[0]
-        self.input_shape = tuple(int(v) for v in self.inp.shape[1:])
-        self.num_outputs = int(self.out.shape[-1])
+        dims, out_dims = list(self.inp.shape), list(self.out.shape)
+        if len(dims) != 4 or not all(isinstance(d, int) and d > 0 for d in dims[1:]):
+            raise ModelError(f"{path}: expected an image input of fixed size, N x H x W x C or N x C x H x W, "
+                             f"found {' x '.join(str(d) for d in dims)}")
+        if not out_dims or not isinstance(out_dims[-1], int):
+            raise ModelError(f"{path}: expected an output of N x classes, found {' x '.join(str(d) for d in out_dims)}")
+        # PyTorch exports are channels-first (N x 1 x 48 x 48): faces are transposed to that layout
+        self.channels_first = dims[1] in (1, 3) and dims[3] not in (1, 3)
+        self.input_shape = (dims[2], dims[3], dims[1]) if self.channels_first else tuple(dims[1:])
+        self.num_outputs = out_dims[-1]
         self.input_dtype = np.dtype({"tensor(float)": np.float32, "tensor(uint8)": np.uint8,
                                      "tensor(int8)": np.int8}.get(self.inp.type, np.float32))
         self.interpreter_module = "onnxruntime"
@@ -169,6 +177,8 @@ class OnnxBackend:
         if len(x) == 0:
             return np.zeros((0, self.num_outputs), np.float32)
         x = x.astype(self.input_dtype, copy=False)
+        if self.channels_first:
+            x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
         if self.batch is None or len(x) == self.batch:
             return np.asarray(self.session.run([self.out.name], {self.inp.name: x})[0], dtype=np.float32)
         parts = []  # a fixed-batch file (often 1): whole batches, the last one padded with its first face

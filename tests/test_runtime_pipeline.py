@@ -136,6 +136,44 @@ def test_a_file_that_outputs_logits_is_read_as_probabilities(tmp_path, batch):
     np.testing.assert_allclose(with_softmax.predict(faces), probs, atol=1e-5)
 
 
+def _linear_onnx(path: Path, in_dims: list, weights: np.ndarray) -> Path:
+    """input -> flatten -> weights -> softmax: an .onnx whose answer depends on where every pixel lands."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["input", "shape"], ["flat"]), helper.make_node("MatMul", ["flat", "w"], ["z"]),
+         helper.make_node("Softmax", ["z"], ["probs"], axis=1)], "linear",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, in_dims)],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, [in_dims[0], weights.shape[1]])],
+        initializer=[numpy_helper.from_array(weights, "w"),
+                     numpy_helper.from_array(np.array([-1, weights.shape[0]], np.int64), "shape")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def test_channels_first_onnx_reads_faces_like_channels_last(tmp_path):
+    """A PyTorch export takes N x C x H x W: the same weights laid out for it give the same answers as the
+    channels-last file, and an input without a fixed size is refused in one line."""
+    from fer_edge.runtime.backends import Classifier
+    from fer_edge.runtime.errors import ModelError
+
+    w_hwc = np.random.default_rng(1).normal(0, 0.05, (48, 48, 3, 7)).astype(np.float32)
+    w_chw = np.ascontiguousarray(w_hwc.transpose(2, 0, 1, 3))
+    last = _linear_onnx(tmp_path / "nhwc.onnx", ["n", 48, 48, 3], w_hwc.reshape(-1, 7))
+    first = _linear_onnx(tmp_path / "nchw.onnx", ["n", 3, 48, 48], w_chw.reshape(-1, 7))
+    faces = np.random.default_rng(2).integers(0, 256, (4, 64, 64, 3), dtype=np.uint8)
+    a = Classifier(last, label_set="fer2013", normalize="0,1")
+    b = Classifier(first, label_set="fer2013", normalize="0,1")
+    assert b.backend.channels_first and b.backend.input_shape == (48, 48, 3)
+    np.testing.assert_allclose(b.predict(faces), a.predict(faces), atol=1e-5)
+    with pytest.raises(ModelError, match="fixed size"):
+        Classifier(_linear_onnx(tmp_path / "dyn.onnx", ["n", "h", "w", 1], w_hwc[..., :1, :].reshape(-1, 7)),
+                   label_set="fer2013", normalize="0,1")
+
+
 def test_corrupt_frames_are_skipped_and_counted(pipe):
     good = frames(3)
     images = [good[0], None, np.zeros((0, 0, 3), np.uint8), good[1], np.zeros((10, 10, 3), np.float32),
