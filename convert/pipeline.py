@@ -204,6 +204,8 @@ def convert(opts: ConvertOptions, log=print) -> tuple[ParityReport, int]:
         log("note: the model outputs scores, not probabilities (they do not sum to 1): the exported files end "
             "with a softmax, which keeps every face's ranking of the classes")
     ds = load_dataset(opts.data, label_set=src.meta.label_set.name) if opts.data else None
+    for note in ds.notes if ds is not None else ():
+        log(f"note: {note}")
     ev = _eval_set(ds, opts.eval_split) if ds is not None else None
     ctx = ExportContext(src, options=dict(opts.format_options), log=log)
     try:

@@ -94,6 +94,8 @@ def verify(argv: list[str]) -> int:
     with OutputFile(a.json, a.force, "--json") if a.json else contextlib.nullcontext() as out:
         clf = Classifier(resolve_model(a.model), **classifier_options(a))
         data = load_dataset(a.data, label_set=clf.meta.label_set.name)
+        for note in data.notes:
+            print(f"note: {note}", file=sys.stderr)
         if not data.has_split(a.split):
             raise FerEdgeError(f"{a.data}: no faces in split {a.split}")
         data = data.subset(a.split)

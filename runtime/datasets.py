@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from fer_edge.runtime.errors import DataError
-from fer_edge.runtime.labels import FER2013, FERPLUS, LabelSet
+from fer_edge.runtime.labels import FER2013, FERPLUS, LabelSet, canonical, known_elsewhere
 
 SPLITS = ("Training", "PublicTest", "PrivateTest")  # split codes 0, 1, 2
 SIDE = 48
@@ -165,10 +165,16 @@ _PREFIX = re.compile(r"^(Training|PublicTest|PrivateTest)_", re.IGNORECASE)
 
 
 def read_folder(root: str | os.PathLike, label_set: LabelSet = FER2013) -> FaceDataset:
+    """Kaggle's layout (train/<class>/, test/<class>/), or one folder of class folders (another dataset: every
+    image is a test image). Class folders may use other datasets' names (anger, happiness, ...); a class the
+    label set lacks but another has (contempt, for fer2013) is left out with a note."""
     root = Path(root)
     parts = {p.name.lower(): p for p in root.iterdir() if p.is_dir()} if root.is_dir() else {}
     if "train" not in parts and "test" not in parts:
-        raise DataError(f"{root}: expected sub-folders train/ and test/ with one folder per class")
+        if not parts or not all(_is_class(name, label_set) for name in parts):
+            raise DataError(f"{root}: expected sub-folders train/ and test/ with one folder per class, or one "
+                            f"folder per class ({', '.join(label_set.labels)})")
+        parts = {"test": root}
     images, labels, split, names = [], [], [], []
     notes = []
     for part in ("train", "test"):
@@ -176,6 +182,9 @@ def read_folder(root: str | os.PathLike, label_set: LabelSet = FER2013) -> FaceD
             continue
         unprefixed = 0
         for class_dir in sorted(p for p in parts[part].iterdir() if p.is_dir()):
+            if known_elsewhere(class_dir.name, label_set):
+                notes.append(f"{class_dir}: left out: {class_dir.name} is not a class of label set {label_set.name}")
+                continue
             try:
                 label = label_set.index(class_dir.name)
             except Exception:
@@ -197,13 +206,17 @@ def read_folder(root: str | os.PathLike, label_set: LabelSet = FER2013) -> FaceD
                 images.append(img)
                 labels.append(label)
                 split.append(code)
-                names.append(f"{part}/{class_dir.name}/{f.name}")
+                names.append(str(f.relative_to(root)))
         if unprefixed:
             notes.append(f"{unprefixed} test images carry no PublicTest_/PrivateTest_ prefix: counted as PrivateTest")
     if not labels:
         raise DataError(f"{root}: no images found under train/<class>/ or test/<class>/")
     return FaceDataset(np.stack(images), np.array(labels, dtype=np.int64), np.array(split, dtype=np.uint8),
                        label_set, str(root), names=np.array(names), notes=notes)
+
+
+def _is_class(name: str, label_set: LabelSet) -> bool:
+    return canonical(name) in label_set.labels or known_elsewhere(name, label_set)
 
 
 # --- FER+ relabels joined to FER2013 rows ---------------------------------------------------------

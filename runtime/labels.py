@@ -16,7 +16,7 @@ class LabelSet:
 
     def index(self, label: str) -> int:
         try:
-            return self.labels.index(label.lower())
+            return self.labels.index(canonical(label))
         except ValueError:
             raise FerEdgeError(
                 f"unknown class {label!r} for label set {self.name!r}: expected one of {', '.join(self.labels)}"
@@ -29,6 +29,21 @@ FER2013 = LabelSet("fer2013", ("angry", "disgust", "fear", "happy", "sad", "surp
 FERPLUS = LabelSet("ferplus", ("neutral", "happy", "surprise", "sad", "angry", "disgust", "fear", "contempt"))
 
 LABEL_SETS: dict[str, LabelSet] = {s.name: s for s in (FER2013, FERPLUS)}
+# the names other expression datasets give the same classes (CK+, RAF-DB, AffectNet, FER+'s own columns)
+ALIASES = {"anger": "angry", "disgusted": "disgust", "fearful": "fear", "happiness": "happy", "sadness": "sad",
+           "surprised": "surprise", "neutrality": "neutral", "contemptuous": "contempt"}
+
+
+def canonical(label: str) -> str:
+    """A class name as the label sets spell it: lower case, other datasets' names mapped (anger -> angry)."""
+    label = label.strip().lower()
+    return ALIASES.get(label, label)
+
+
+def known_elsewhere(label: str, label_set: LabelSet) -> bool:
+    """A class some other label set has but `label_set` lacks (contempt, for fer2013)."""
+    name = canonical(label)
+    return name not in label_set.labels and any(name in s.labels for s in LABEL_SETS.values())
 
 
 def get_label_set(name: str) -> LabelSet:

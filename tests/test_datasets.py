@@ -361,10 +361,21 @@ def test_folder_corrupt_jpeg(tmp_path):
     assert "Training_1.jpg" in str(exc.value)
 
 
-def test_folder_without_split_folders(tmp_path):
-    (tmp_path / "happy").mkdir()
-    with pytest.raises(DataError, match="train/ and test/"):
+def test_folder_without_split_folders_or_classes(tmp_path):
+    (tmp_path / "holiday").mkdir()
+    with pytest.raises(DataError, match="train/ and test/ with one folder per class, or one folder per class"):
         read_folder(tmp_path)
+
+
+def test_another_datasets_class_folders(tmp_path):
+    """A kept-aside dataset as one folder of class folders named its own way (CK+: anger, sadness, contempt):
+    every image is a test image, the names map to FER2013's classes, contempt is left out with a note."""
+    root = _folder(tmp_path, {"anger/S010_004.png": FACE, "Sadness/S011_002.png": FACE, "happy/a.jpg": FACE,
+                              "contempt/S138_008.png": FACE})
+    ds = load_dataset(root)
+    assert sorted(ds.labels.tolist()) == [0, 3, 4] and set(ds.split.tolist()) == {2}
+    assert sorted(ds.names.tolist()) == ["Sadness/S011_002.png", "anger/S010_004.png", "happy/a.jpg"]
+    assert any("contempt" in n and "left out" in n for n in ds.notes)
 
 
 def test_folder_resizes_and_greys_other_images(tmp_path):
