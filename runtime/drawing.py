@@ -1,6 +1,6 @@
 """Pictures of results, drawn with OpenCV only (no matplotlib on a device).
 
-- `draw`: a frame with each face's box, label and probability bars;
+- `draw`: a frame with each face's box, label and probability bars (bars only where they hide no face);
 - `Drawing`: that picture drawn once per frame, on first use, and shared by every output that shows it
   (--record, the window, the browser preview);
 - `draw_timeline`: each track's emotion probabilities over time (--timeline FILE.png).
@@ -20,31 +20,55 @@ LABEL_COLOURS = [(60, 60, 220), (40, 140, 60), (160, 60, 160), (40, 200, 240), (
                  (150, 150, 150), (90, 90, 30)]
 
 
+def _overlaps(a, b) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
 def draw(image: np.ndarray, result, bars: bool = True) -> np.ndarray:
-    """A copy of a BGR frame with each face's box, label and probability bars (like the classic demo)."""
+    """A copy of a BGR frame with each face's box, its label on a filled tag, and probability bars beside
+    the box. In a crowd the bars go right or left of a face where they cover no other face and no other
+    face's bars, and are left out where neither side is free: every face stays visible and every label
+    readable."""
     out = image.copy()
     fh, fw = out.shape[:2]
     font, fs = cv2.FONT_HERSHEY_SIMPLEX, max(0.35, min(fw, fh) / 900)
     th = max(1, int(round(fs * 2)))
     line = int(22 * fs / 0.5)
-    for face in result.faces:
+    width = int(110 * fs / 0.5)
+    boxes = [(x, y, x + w, y + h) for x, y, w, h in (f.box for f in result.faces)]
+    taken = []  # panels placed so far
+    for n, face in enumerate(result.faces):
         x, y, w, h = face.box
         colour = COLOURS[face.track % len(COLOURS)]
         cv2.rectangle(out, (x, y), (x + w, y + h), colour, th + 1)
-        text = f"#{face.track} {face.label} {face.probs[face.label]:.0%}"
-        cv2.putText(out, text, (x, max(line, y - 6)), font, fs * 1.2, colour, th + 1, cv2.LINE_AA)
-        if not bars:
-            continue
-        # bars beside the box (right side if there is room, else left)
-        width = int(110 * fs / 0.5)
-        bx = x + w + 6 if x + w + 6 + width < fw else max(0, x - width - 6)
-        for i, (label, p) in enumerate(face.probs.items()):
-            by = y + i * line
-            if by + line > fh:
-                break
-            cv2.rectangle(out, (bx, by + 2), (bx + int(width * p), by + line - 2), colour, -1)
-            cv2.putText(out, f"{label} {p:.2f}", (bx + 2, by + line - 5), font, fs * 0.8, (255, 255, 255), th,
-                        cv2.LINE_AA)
+        if bars and face.probs:
+            rows = min(len(face.probs), max(0, (fh - max(y, 0)) // line))
+            others = boxes[:n] + boxes[n + 1:] + taken
+            for bx in (x + w + 6, x - width - 6):  # right of the box, else left
+                panel = (bx, max(y, 0), bx + width, max(y, 0) + rows * line)
+                if rows and bx >= 0 and panel[2] <= fw and not any(_overlaps(panel, o) for o in others):
+                    taken.append(panel)
+                    for i, (label, p) in enumerate(list(face.probs.items())[:rows]):
+                        by = panel[1] + i * line
+                        cv2.rectangle(out, (bx, by + 2), (bx + int(width * p), by + line - 2), colour, -1)
+                        cv2.putText(out, f"{label} {p:.2f}", (bx + 2, by + line - 5), font, fs * 0.8,
+                                    (255, 255, 255), th, cv2.LINE_AA)
+                    break
+    tags = []
+    for face in result.faces:  # tags last: on top of any box or bar
+        x, y, w, h = face.box
+        colour = COLOURS[face.track % len(COLOURS)]
+        text = f"#{face.track} {face.label} {face.probs.get(face.label, 0.0):.0%}"
+        (tw, t_h), base = cv2.getTextSize(text, font, fs * 1.2, th + 1)
+        tx = min(max(x, 0), max(0, fw - tw - 4))
+        spots = [ty for ty in (y - 6, y + t_h + 6, y + h - base - 2) if ty - t_h - 4 >= 0 and ty + base <= fh]
+        # above the box, else inside its top, else inside its bottom: the first spot no other tag covers
+        rects = [(tx, ty - t_h - 4, tx + tw + 4, ty + base) for ty in spots or [t_h + 4]]
+        rect = next((r for r in rects if not any(_overlaps(r, t) for t in tags)), rects[0])
+        tags.append(rect)
+        ty = rect[1] + t_h + 4
+        cv2.rectangle(out, rect[:2], rect[2:], colour, -1)
+        cv2.putText(out, text, (tx + 2, ty), font, fs * 1.2, (0, 0, 0), th + 1, cv2.LINE_AA)
     return out
 
 

@@ -174,6 +174,23 @@ def test_channels_first_onnx_reads_faces_like_channels_last(tmp_path):
                    label_set="fer2013", normalize="0,1")
 
 
+def test_overlay_bars_never_cover_another_face():
+    """A crowd: each face's probability bars go where they hide no other face (or are left out), so every
+    face stays visible; a face with room beside it gets its bars."""
+    from fer_edge.runtime.drawing import draw
+    from fer_edge.runtime.labels import FER2013
+
+    probs = {label: 0.1 for label in FER2013.labels} | {"happy": 0.4}
+    black = np.zeros((200, 320, 3), np.uint8)
+    faces = [FaceResult((20, 60, 60, 60), "happy", probs, 0), FaceResult((90, 60, 60, 60), "happy", probs, 1)]
+    out = draw(black, FrameResult(0, 0.0, faces))
+    for x, y, w, h in (f.box for f in faces):
+        assert not out[y + 26:y + h - 4, x + 4:x + w - 4].any(), f"something drawn over the face at {x},{y}"
+    assert out[60:120, 156:300].any(), "the right-hand face has room for its bars but got none"
+    alone = draw(black, FrameResult(0, 0.0, faces[:1]))
+    assert alone[60:120, 86:150].any(), "a lone face got no bars"
+
+
 def test_corrupt_frames_are_skipped_and_counted(pipe):
     good = frames(3)
     images = [good[0], None, np.zeros((0, 0, 3), np.uint8), good[1], np.zeros((10, 10, 3), np.float32),
