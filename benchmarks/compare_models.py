@@ -7,7 +7,8 @@ The first model is the reference (for instance today's default), the others are 
 - FER2013 PublicTest and PrivateTest against FER2013's labels, and the same faces against the FER+ majority
   vote where the data folder holds ferplus/ (faces whose majority is contempt, unknown or not a face left out);
 - each labelled photo folder given with --photos (default: DATA/tfeid-dev): a labels.csv with `file` and
-  `label` columns beside the photos. Each photo goes through the runtime's own Pipeline (YuNet, FER2013
+  `label` columns beside the photos, or one folder per class as other datasets come (anger/, happiness/, ...;
+  a class the model lacks, such as contempt, is left out). Each photo goes through the runtime's own Pipeline (YuNet, FER2013
   framing) and the highest-scoring face is classified; a photo where no face is found counts as wrong.
 Per set and model: accuracy with its 95% Wilson interval. Per set and candidate: how many faces only the
 reference got right and how many only the candidate did, and the exact two-sided McNemar p-value of that
@@ -27,8 +28,9 @@ import cv2
 import numpy as np
 
 from fer_edge.runtime.backends import Classifier
-from fer_edge.runtime.datasets import FaceDataset, ferplus_csv, ferplus_majority_as, load_dataset, read_ferplus
+from fer_edge.runtime.datasets import IMAGE_SUFFIXES, FaceDataset, ferplus_csv, ferplus_majority_as, load_dataset, read_ferplus
 from fer_edge.runtime.errors import DataError, FerEdgeError, cli_main
+from fer_edge.runtime.labels import canonical, known_elsewhere
 from fer_edge.runtime.metrics import mcnemar_exact, wilson_interval
 from fer_edge.runtime.pipeline import Pipeline, PipelineOptions
 
@@ -56,19 +58,35 @@ def fer2013_sets(fer2013: FaceDataset, plus: FaceDataset | None, clf: Classifier
 
 
 def read_photo_labels(folder: Path, labels: tuple[str, ...], limit: int | None) -> list[tuple[Path, int]]:
+    """(photo, class) from labels.csv (file,label rows), or from class folders (folder/<class>/*.jpg) when
+    there is none; other datasets' class names are understood, a class the model lacks is left out."""
     path = folder / "labels.csv"
     if not path.is_file():
-        raise DataError(f"{folder}: no labels.csv: expected a photo folder with a labels.csv of file,label rows")
+        return _class_folder_photos(folder, labels, limit)
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     if not rows or not {"file", "label"} <= set(rows[0]):
         raise DataError(f"{path}: expected columns file and label, found {', '.join(rows[0]) if rows else 'no rows'}")
     out = []
     for i, row in enumerate(rows[:limit] if limit else rows, start=2):
-        if row["label"] not in labels:
+        if canonical(row["label"]) not in labels:
             raise DataError(f"{path} line {i}: label {row['label']!r} is not one of the model's ({', '.join(labels)})")
-        out.append((folder / row["file"], labels.index(row["label"])))
+        out.append((folder / row["file"], labels.index(canonical(row["label"]))))
     return out
+
+
+def _class_folder_photos(folder: Path, labels: tuple[str, ...], limit: int | None) -> list[tuple[Path, int]]:
+    classes = sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+    unknown = [p.name for p in classes if canonical(p.name) not in labels and not known_elsewhere(p.name, labels)]
+    if not classes or unknown:
+        raise DataError(f"{folder}: expected a labels.csv of file,label rows or one folder per class "
+                        f"({', '.join(labels)}), found " + (f"folder {unknown[0]!r}" if unknown else "neither"))
+    out = []
+    for d in classes:
+        if canonical(d.name) in labels:
+            out += [(f, labels.index(canonical(d.name))) for f in sorted(d.iterdir())
+                    if f.suffix.lower() in IMAGE_SUFFIXES]
+    return out[:limit] if limit else out
 
 
 def photo_predictions(pipe: Pipeline, photos: list[tuple[Path, int]], transform=None) -> np.ndarray:

@@ -182,7 +182,7 @@ def read_folder(root: str | os.PathLike, label_set: LabelSet = FER2013) -> FaceD
             continue
         unprefixed = 0
         for class_dir in sorted(p for p in parts[part].iterdir() if p.is_dir()):
-            if known_elsewhere(class_dir.name, label_set):
+            if known_elsewhere(class_dir.name, label_set.labels):
                 notes.append(f"{class_dir}: left out: {class_dir.name} is not a class of label set {label_set.name}")
                 continue
             try:
@@ -216,7 +216,7 @@ def read_folder(root: str | os.PathLike, label_set: LabelSet = FER2013) -> FaceD
 
 
 def _is_class(name: str, label_set: LabelSet) -> bool:
-    return canonical(name) in label_set.labels or known_elsewhere(name, label_set)
+    return canonical(name) in label_set.labels or known_elsewhere(name, label_set.labels)
 
 
 # --- FER+ relabels joined to FER2013 rows ---------------------------------------------------------

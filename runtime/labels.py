@@ -40,10 +40,10 @@ def canonical(label: str) -> str:
     return ALIASES.get(label, label)
 
 
-def known_elsewhere(label: str, label_set: LabelSet) -> bool:
-    """A class some other label set has but `label_set` lacks (contempt, for fer2013)."""
+def known_elsewhere(label: str, labels: tuple[str, ...]) -> bool:
+    """A class some label set has but `labels` lack (contempt, for FER2013's)."""
     name = canonical(label)
-    return name not in label_set.labels and any(name in s.labels for s in LABEL_SETS.values())
+    return name not in labels and any(name in s.labels for s in LABEL_SETS.values())
 
 
 def get_label_set(name: str) -> LabelSet:

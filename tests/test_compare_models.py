@@ -64,7 +64,7 @@ def test_bad_compare_inputs_are_one_line_errors(data_dir, tmp_path, capsys):
     out = tmp_path / "cmp.json"
     cases = [([str(VGG), str(VGG)], "each model once"),
              ([str(VGG), str(tmp_path / "none.tflite")], "no such model file"),
-             ([str(VGG), "--photos", str(photos)], "no labels.csv")]
+             ([str(VGG), "--photos", str(photos)], "expected a labels.csv of file,label rows or one folder per class")]
     (tmp_path / "labelled").mkdir()
     (tmp_path / "labelled" / "labels.csv").write_text("file,label\na.jpg,contempt\n")
     cases.append(([str(VGG), "--photos", str(tmp_path / "labelled")], "'contempt' is not one of the model's"))
@@ -73,3 +73,30 @@ def test_bad_compare_inputs_are_one_line_errors(data_dir, tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1, err
         assert not out.exists()
+
+
+@pytest.mark.data
+def test_photos_in_class_folders_score_as_with_labels_csv(data_dir, tmp_path):
+    """Another dataset's layout (one folder per class, its own class names, a class the model lacks) is read
+    as the same photos with the same labels as a labels.csv would give."""
+    import csv
+
+    rows = list(csv.DictReader(open(data_dir / "tfeid-dev" / "labels.csv", newline="")))
+    picked = [next(r for r in rows if r["label"] == c) for c in ("angry", "happy", "sad", "surprise")]
+    names = {"angry": "anger", "happy": "happiness", "sad": "Sadness", "surprise": "surprised"}
+    flat, classes = tmp_path / "flat", tmp_path / "classes"
+    flat.mkdir()
+    (classes / "contempt").mkdir(parents=True)
+    shutil.copyfile(data_dir / "tfeid-dev" / picked[0]["file"], classes / "contempt" / "x.jpg")
+    for r in picked:
+        src = data_dir / "tfeid-dev" / r["file"]
+        shutil.copyfile(src, flat / src.name)
+        (classes / names[r["label"]]).mkdir()
+        shutil.copyfile(src, classes / names[r["label"]] / src.name)
+    (flat / "labels.csv").write_text("file,label\n" + "".join(f"{Path(r['file']).name},{r['label']}\n" for r in picked))
+    out = tmp_path / "cmp.json"
+    assert _script().main([str(VGG), "--data", str(data_dir), "--limit", "4", "--photos", str(flat),
+                           "--photos", str(classes), "--out", str(out)]) == 0
+    results = json.loads(out.read_text())["results"]
+    assert results["photos flat"]["n"] == results["photos classes"]["n"] == 4  # contempt left out
+    assert results["photos flat"]["models"] == results["photos classes"]["models"]
