@@ -1,7 +1,8 @@
 """The model being converted: loaded once, checked once, with its metadata resolved.
 
 Everything a user can get wrong about the source model is refused here, before any output exists:
-not a model file, a truncated file, more than one input or output, an input that is not H x W x 1|3,
+not a model file, a truncated file, more than one input or output, an input that is not H x W x 1|3 (an
+H x W input, grey faces without a channel axis, is given one),
 an output size that does not match the label set, no metadata and no flags to stand in for it.
 """
 from __future__ import annotations
@@ -115,6 +116,11 @@ def load_source(path: str | os.PathLike, label_set: str | None = None, normalize
         raise ModelError(f"{path}: expected a model with one input and one output, found {len(inputs)} inputs "
                          f"and {len(outputs)} outputs")
     ishape, oshape = tuple(inputs[0].shape), tuple(outputs[0].shape)
+    if len(ishape) == 3 and None not in ishape[1:] and min(ishape[1:]) >= 8:  # N x H x W: no channel axis
+        keras = require("keras", "convert")
+        face = keras.Input((*ishape[1:], 1), name="face")
+        model = keras.Model(face, model(keras.layers.Reshape(ishape[1:])(face)))
+        ishape = tuple(model.inputs[0].shape)
     if len(ishape) != 4 or None in ishape[1:] or ishape[3] not in (1, 3):
         raise ModelError(f"{path}: expected an image input N x H x W x 1 (or x 3), found {ishape}")
     if len(oshape) != 2 or oshape[1] is None:

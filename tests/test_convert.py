@@ -202,6 +202,24 @@ def test_a_model_that_outputs_logits_gets_a_softmax(keras, tmp_path, capsys):
     np.testing.assert_array_equal(probs.argmax(1), logits.argmax(1))
 
 
+def test_a_model_without_a_channel_axis_converts(keras, tmp_path, capsys):
+    """N x 48 x 48 input (grey faces with no channel axis): exported for N x 48 x 48 x 1, answering as Keras."""
+    from fer_edge.runtime.backends import Classifier
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((48, 48))
+    x = keras.layers.Conv2D(4, 3, strides=2, activation="relu")(keras.layers.Reshape((48, 48, 1))(inp))
+    model = keras.Model(inp, keras.layers.Dense(7, activation="softmax")(keras.layers.GlobalAveragePooling2D()(x)))
+    path = tmp_path / "nochan.keras"
+    model.save(path)
+    code, _, err = _run([path, "--formats", "tflite-fp32", "--labels", "fer2013", "--normalize", "0,1",
+                         "--out", tmp_path / "out"], capsys)
+    assert code == 0, err
+    faces = np.random.default_rng(0).integers(0, 256, (4, 48, 48), dtype=np.uint8)
+    got = Classifier(tmp_path / "out" / "nochan_fp32.tflite").predict(faces)
+    np.testing.assert_allclose(got, model.predict(faces.astype(np.float32) / 255.0, verbose=0), atol=1e-5)
+
+
 def test_lambda_layer_needs_the_users_word(keras, tmp_path, capsys):
     """Keras safe mode stays on: a model holding Python code is refused with the flag that allows it, and
     converts when the user gives that flag."""
