@@ -28,9 +28,10 @@ import cv2
 import numpy as np
 
 from fer_edge.runtime.backends import Classifier
-from fer_edge.runtime.datasets import IMAGE_SUFFIXES, FaceDataset, ferplus_csv, ferplus_majority_as, load_dataset, read_ferplus
+from fer_edge.runtime.datasets import (IMAGE_SUFFIXES, FaceDataset, class_folders, ferplus_csv, ferplus_majority_as,
+                                       load_dataset, read_ferplus)
 from fer_edge.runtime.errors import DataError, FerEdgeError, cli_main
-from fer_edge.runtime.labels import canonical, known_elsewhere
+from fer_edge.runtime.labels import canonical
 from fer_edge.runtime.metrics import mcnemar_exact, wilson_interval
 from fer_edge.runtime.pipeline import Pipeline, PipelineOptions
 
@@ -76,16 +77,11 @@ def read_photo_labels(folder: Path, labels: tuple[str, ...], limit: int | None) 
 
 
 def _class_folder_photos(folder: Path, labels: tuple[str, ...], limit: int | None) -> list[tuple[Path, int]]:
-    classes = sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
-    unknown = [p.name for p in classes if canonical(p.name) not in labels and not known_elsewhere(p.name, labels)]
-    if not classes or unknown:
+    found = class_folders(folder, labels)[0] if folder.is_dir() else []
+    if not found:
         raise DataError(f"{folder}: expected a labels.csv of file,label rows or one folder per class "
-                        f"({', '.join(labels)}), found " + (f"folder {unknown[0]!r}" if unknown else "neither"))
-    out = []
-    for d in classes:
-        if canonical(d.name) in labels:
-            out += [(f, labels.index(canonical(d.name))) for f in sorted(d.iterdir())
-                    if f.suffix.lower() in IMAGE_SUFFIXES]
+                        f"({', '.join(labels)}), found neither")
+    out = [(f, label) for d, label in found for f in sorted(d.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
     return out[:limit] if limit else out
 
 

@@ -23,6 +23,7 @@ def _log(msg: str) -> None:
 
 def _common(p: argparse.ArgumentParser) -> None:
     from fer_edge.convert.parity import DEFAULT_MAX_DROP, DEFAULT_MIN_AGREEMENT
+    from fer_edge.convert.source import UNSAFE_FLAG
     from fer_edge.runtime.labels import LABEL_SETS
     from fer_edge.runtime.preprocess import VALUE_RANGES
 
@@ -38,7 +39,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-agreement", type=float, default=DEFAULT_MIN_AGREEMENT,
                    help="smallest share of faces with the reference's top-1 class (0..1)")
     p.add_argument("--force", action="store_true", help="overwrite existing output files")
-    p.add_argument("--unsafe-deserialization", action="store_true",
+    p.add_argument(UNSAFE_FLAG, action="store_true",
                    help="load a Keras model that holds Python code (Lambda layers): it runs that code, so only for "
                         "a file you trust (Keras safe_mode off)")
 
@@ -121,7 +122,8 @@ def _run(argv: list[str]) -> int:
             calibration_size=a.calibration_size, calibration_seed=a.calibration_seed,
             force_calibration=a.force_calibration, label_set=a.label_set, normalize=a.normalize, equalize=a.equalize,
             eval_split=a.eval_split, max_drop=a.max_drop, min_agreement=a.min_agreement, force=a.force,
-            unsafe_deserialization=a.unsafe_deserialization, format_options={"opset": a.opset, "onnx_recipe": a.onnx_recipe, "integer_only": a.integer_only,
+            unsafe_deserialization=a.unsafe_deserialization,
+            format_options={"opset": a.opset, "onnx_recipe": a.onnx_recipe, "integer_only": a.integer_only,
                             "calibration": a.calibration},
             command=shlex.join(["fer-convert", *argv]))
         doc, code = convert(opts, log=_log)

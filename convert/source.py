@@ -146,7 +146,6 @@ def load_source(path: str | os.PathLike, label_set: str | None = None, normalize
     return SourceModel(path, model, meta, sha, input_shape, int(oshape[1]), appended)
 
 
-
 def read_source_metadata(path: str | os.PathLike) -> ModelMetadata | None:
     """Metadata of a source model without loading it (None for .h5 and SavedModel folders)."""
     path = Path(path)

@@ -164,6 +164,21 @@ def _read_csv_rows(path: Path, reader, images: list, labels: list, split: list) 
 _PREFIX = re.compile(r"^(Training|PublicTest|PrivateTest)_", re.IGNORECASE)
 
 
+def class_folders(folder: Path, labels: tuple[str, ...]) -> tuple[list[tuple[Path, int]], list[str]]:
+    """(class folder, class index) for each sub-folder of `folder`, read by canonical name (anger = angry), and
+    notes: a folder of a class other label sets have but `labels` lack (contempt) is left out with a note;
+    any other name is refused."""
+    found, notes = [], []
+    for d in sorted(p for p in folder.iterdir() if p.is_dir()):
+        if canonical(d.name) in labels:
+            found.append((d, labels.index(canonical(d.name))))
+        elif known_elsewhere(d.name, labels):
+            notes.append(f"{d}: left out: {d.name} is not one of the classes ({', '.join(labels)})")
+        else:
+            raise DataError(f"{d}: unknown class folder {d.name!r}: expected one of {', '.join(labels)}")
+    return found, notes
+
+
 def read_folder(root: str | os.PathLike, label_set: LabelSet = FER2013) -> FaceDataset:
     """Kaggle's layout (train/<class>/, test/<class>/), or one folder of class folders (another dataset: every
     image is a test image). Class folders may use other datasets' names (anger, happiness, ...); a class the
@@ -171,7 +186,11 @@ def read_folder(root: str | os.PathLike, label_set: LabelSet = FER2013) -> FaceD
     root = Path(root)
     parts = {p.name.lower(): p for p in root.iterdir() if p.is_dir()} if root.is_dir() else {}
     if "train" not in parts and "test" not in parts:
-        if not parts or not all(_is_class(name, label_set) for name in parts):
+        try:  # another dataset's folder of class folders: every image a test image
+            flat = bool(parts) and bool(class_folders(root, label_set.labels)[0])
+        except DataError:
+            flat = False
+        if not flat:
             raise DataError(f"{root}: expected sub-folders train/ and test/ with one folder per class, or one "
                             f"folder per class ({', '.join(label_set.labels)})")
         parts = {"test": root}
@@ -181,14 +200,9 @@ def read_folder(root: str | os.PathLike, label_set: LabelSet = FER2013) -> FaceD
         if part not in parts:
             continue
         unprefixed = 0
-        for class_dir in sorted(p for p in parts[part].iterdir() if p.is_dir()):
-            if known_elsewhere(class_dir.name, label_set.labels):
-                notes.append(f"{class_dir}: left out: {class_dir.name} is not a class of label set {label_set.name}")
-                continue
-            try:
-                label = label_set.index(class_dir.name)
-            except Exception:
-                raise DataError(f"{class_dir}: unknown class folder {class_dir.name!r}: expected one of {', '.join(label_set.labels)}") from None
+        found, left_out = class_folders(parts[part], label_set.labels)
+        notes += left_out
+        for class_dir, label in found:
             for f in sorted(class_dir.iterdir()):
                 if f.name.startswith("."):
                     continue
@@ -213,10 +227,6 @@ def read_folder(root: str | os.PathLike, label_set: LabelSet = FER2013) -> FaceD
         raise DataError(f"{root}: no images found under train/<class>/ or test/<class>/")
     return FaceDataset(np.stack(images), np.array(labels, dtype=np.int64), np.array(split, dtype=np.uint8),
                        label_set, str(root), names=np.array(names), notes=notes)
-
-
-def _is_class(name: str, label_set: LabelSet) -> bool:
-    return canonical(name) in label_set.labels or known_elsewhere(name, label_set.labels)
 
 
 # --- FER+ relabels joined to FER2013 rows ---------------------------------------------------------
