@@ -116,7 +116,9 @@ class MqttOptions:
 class MqttSink:
     """A sink (write/close) publishing to an MQTT broker through paho-mqtt 2.x."""
 
-    def __init__(self, options: MqttOptions, ha=None):
+    def __init__(self, options: MqttOptions, ha=None, connect_timeout: float | None = None):
+        """connect_timeout: wait that long for the broker's first answer and raise FerEdgeError if it cannot be
+        reached or refuses the client (a start-up error); None: connect in the background (queue meanwhile)."""
         o = options
         url, tls, ca, cert, key, insecure = o.url, o.tls, o.ca, o.cert, o.key, o.insecure
         qos, queue, summary_every, client_id, flush_timeout = o.qos, o.queue, o.summary_every, o.client_id, o.flush_timeout
@@ -143,6 +145,7 @@ class MqttSink:
         self.ha = ha  # a runtime.ha.HaDiscovery: discovery configs on every connect, its state with each summary
         self.refused: str | None = None  # the broker's reason when it refused the connection
         self.unreachable: str | None = None
+        self._waiting = connect_timeout is not None  # the first refusal becomes wait_connected()'s error line
 
         self.client_id = client_id = client_id or f"fer-edge-{self.device}-{os.getpid()}"
         self.client = c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True)
@@ -165,12 +168,15 @@ class MqttSink:
         self._pump_thread = threading.Thread(target=self._pump, name="fer-edge-mqtt", daemon=True)
         self._pump_thread.start()
         log.debug("mqtt: publishing to %s", t.redacted())  # "connected to" follows; an error at start is one line
+        if connect_timeout is not None:
+            self.wait_connected(connect_timeout)
 
     # -- paho callbacks (its network thread) ----------------------------------------------------
 
     def _on_connect(self, client, _userdata, _flags, reason, _props):
         if reason.is_failure:
-            log.warning("mqtt: %s refused the connection: %s", self.target.redacted(), reason)
+            if not self._waiting:  # at start wait_connected() turns it into the one error line
+                log.warning("mqtt: %s refused the connection: %s", self.target.redacted(), reason)
             with self.queue.cond:
                 self.refused = str(reason)
                 self.queue.cond.notify_all()
@@ -198,6 +204,7 @@ class MqttSink:
             while not (self.connected or self.refused or self.unreachable) and time.monotonic() < deadline:
                 self.queue.cond.wait(0.1)
             connected, refused, unreachable = self.connected, self.refused, self.unreachable
+            self._waiting = False
         if connected:
             return
         self.abort()

@@ -63,6 +63,4 @@ def start_mqtt(a: argparse.Namespace, options, labels: tuple[str, ...], model: s
 
         ha = HaDiscovery(a.ha_discovery, parse_mqtt_url(a.mqtt, a.mqtt_tls).topic,
                          node_id(a.device_name, a.mqtt_client_id), labels, a.device_name, model)
-    sink = MqttSink(options, ha=ha)
-    sink.wait_connected(CONNECT_TIMEOUT_S)
-    return sink
+    return MqttSink(options, ha=ha, connect_timeout=CONNECT_TIMEOUT_S)
