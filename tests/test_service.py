@@ -338,3 +338,16 @@ def test_unit_is_notify_with_watchdog_and_exposure_at_most_1_5():
         pytest.skip(f"this systemd-analyze has no --offline: {r.stderr.strip()}")
     score = float(r.stdout.rsplit("Overall exposure level for fer-edge.service:", 1)[1].split()[0])
     assert score <= 1.5, r.stdout[-2000:]
+
+
+@pytest.mark.parametrize("line, expected", [('ha_discovery = true', "homeassistant"), ('ha_discovery = "ha"', "ha"),
+                                            ('ha_discovery = false', None)])
+def test_ha_discovery_is_a_config_key(tmp_path, line, expected):
+    from fer_edge.runtime.cli import run_parser
+    from fer_edge.runtime.config import with_config
+
+    conf = tmp_path / "c.toml"
+    conf.write_text(f'camera = 0\n{line}\njson_max_mb = 50\njson_keep = 2\ndevice_name = "Hall"\n')
+    p = run_parser()
+    a = p.parse_args(with_config(p, ["--config", str(conf)]))
+    assert a.ha_discovery == expected and a.json_max_mb == 50.0 and a.json_keep == 2 and a.device_name == "Hall"
