@@ -1,7 +1,8 @@
 """Soak: fer-edge on a flapping real RTSP camera and a restarting real Mosquitto, for an hour (or a few minutes in CI).
 
     python benchmarks/soak.py --minutes 60 --out out/soak --report benchmarks/soak.md
-    python benchmarks/soak.py --minutes 3 --rtsp-every 40 --broker-every 80 --out .ci-out/soak   # CI
+    python benchmarks/soak.py --minutes 3 --rtsp-every 40 --broker-every 70 --out .ci-out/soak --strict \
+        -- --ha-discovery --json-max-mb 0.1 --json-keep 1000                                       # CI
 
 Parts (all on free loopback ports, all real):
   - GStreamer's RTSP server (benchmarks/rtsp_loop_server.py, run by the system python3 with python3-gi and
@@ -247,18 +248,25 @@ def count_log(path: Path) -> dict:
             "tracebacks": sum(x.startswith("Traceback") for x in text)}
 
 
+def jsonl_files(path: Path) -> list[Path]:
+    """The live file and its rotated ones (--json-max-mb), oldest first: PATH.N ... PATH.1, PATH."""
+    rotated = sorted(path.parent.glob(path.name + ".*"), key=lambda p: -int(p.suffix[1:]) if p.suffix[1:].isdigit() else 0)
+    return [p for p in rotated if p.suffix[1:].isdigit()] + [path]
+
+
 def events(path: Path) -> dict:
     frames: collections.Counter = collections.Counter()
     faces, bad = set(), 0
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            try:
-                doc = json.loads(line)
-            except json.JSONDecodeError:
-                bad += 1
-                continue
-            frames[doc["frame"]] += 1
-            faces.update((doc["frame"], face["track"]) for face in doc["faces"])
+    for part in jsonl_files(path):
+        with open(part, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    doc = json.loads(line)
+                except json.JSONDecodeError:
+                    bad += 1
+                    continue
+                frames[doc["frame"]] += 1
+                faces.update((doc["frame"], face["track"]) for face in doc["faces"])
     return {"lines": sum(frames.values()), "bad_lines": bad, "duplicate_frames": sum(1 for c in frames.values() if c > 1),
             "faces": faces}
 
@@ -356,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=ROOT / "out" / "soak")
     p.add_argument("--report", type=Path, help="write the Markdown report here too (default OUT/soak.md)")
     p.add_argument("--strict", action="store_true", help="exit 1 when a check fails (CI)")
-    p.add_argument("extra", nargs="*", help="more fer-edge arguments, after --")
+    p.add_argument("extra", nargs="*", help="more fer-edge arguments, after -- (e.g. -- --ha-discovery)")
     a = p.parse_args(argv)
     a.out = a.out.resolve()
     a.commit = git_commit()  # the code the soak runs (read now: the checkout may move on during an hour)
