@@ -158,3 +158,21 @@ def test_one_recognizer_serves_threads_at_once(rec, samples_dir):
     for t in threads:
         t.join()
     assert not errors and got == [expected] * 9
+
+
+@pytest.mark.parametrize("page", ["docs/python.md", "README.md"])
+def test_the_python_shown_in_the_docs_runs(page, samples_dir, tmp_path):
+    """Every ```python block of the page, run as written in a folder holding photo.jpg and video.mp4."""
+    import re
+    import shutil
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / page).read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert blocks, f"{page} shows no Python"
+    shutil.copy(samples_dir / "fer_justin.jpg", tmp_path / "photo.jpg")
+    shutil.copy(samples_dir / "fer_test.mp4", tmp_path / "video.mp4")
+    for code in blocks:
+        proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, f"{page}:\n{code}\n{proc.stderr[-2000:]}"
+        assert proc.stdout.strip(), f"{page}: this block printed nothing:\n{code}"
