@@ -205,8 +205,7 @@ class Video:
     def to_csv(self, data: list, filename: str = "data.csv") -> list[dict]:
         """Rows to a CSV file (written under a temporary name, then renamed), and returned."""
         rows = self._to_dict(data)
-        columns = sorted({k for r in rows for k in r}, key=lambda k: (int(k.lstrip("abcdefghijklmnopqrstuvwxyz_")
-                                                                       or 0), k))
+        columns = sorted({k for r in rows for k in r}, key=_column_key)  # fer's order: angry0, angry1, box0, ...
         tmp = f"{filename}.partial"
         with open(tmp, "w", newline="", encoding="utf-8") as f:
             writer = csv.DictWriter(f, columns, lineterminator="\n")
@@ -243,6 +242,12 @@ class Video:
         """The emotion columns (every column but the boxes)."""
         require("pandas", "compat")
         return df[[c for c in df.columns if "box" not in str(c)]]
+
+
+def _column_key(name: str) -> tuple[str, int]:
+    """box12 -> ("box", 12)."""
+    stem = name.rstrip("0123456789")
+    return stem, int(name[len(stem):] or 0)
 
 
 def _crop(image: np.ndarray, box: dict | None) -> np.ndarray:

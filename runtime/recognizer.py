@@ -87,7 +87,8 @@ class Recognizer:
 
     def classify(self, image: ImageInput, boxes: list[tuple[int, int, int, int]]) -> list[dict[str, float]]:
         """Probabilities (label -> 0-1) for faces whose boxes (x, y, width, height in image pixels) you found
-        yourself: no detection, the faces cut as the pipeline cuts its own. A box outside the image raises."""
+        yourself: no detection; a bare box has no landmarks, so the face is cut from the box alone (the detector's
+        own faces are also levelled by their eyes), and scores can differ a little. A box outside the image raises."""
         frame = load_image(image)
         faces = []
         for box in boxes:
