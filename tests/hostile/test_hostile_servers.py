@@ -305,3 +305,61 @@ def test_the_cli_preview_prints_a_made_token_once_and_none_on_loopback(capfd, tm
                  "--serve-token-file", str(secret)]) == 0
     err = capfd.readouterr().err
     assert "(token required)" in err and TOKEN not in err and "made one" not in err
+
+
+def test_no_token_serves_open_beyond_loopback_and_warns_at_every_start(caplog, monkeypatch):
+    monkeypatch.setenv("FER_EDGE_SERVE_TOKEN", TOKEN)  # a token in the environment and --no-token: which one?
+    with pytest.raises(Exception, match=r"--no-token and \$FER_EDGE_SERVE_TOKEN both given"):
+        access_for("0.0.0.0", no_token=True)
+    monkeypatch.delenv("FER_EDGE_SERVE_TOKEN")
+    caplog.set_level(logging.WARNING, logger="fer_edge")
+    for _ in range(2):
+        preview = PreviewServer(PreviewOptions("0.0.0.0:0", access_for("0.0.0.0", no_token=True)))
+        try:
+            assert _ask(f"http://127.0.0.1:{preview.port}/state.json")[0] == 200
+        finally:
+            preview.close()
+    warnings = [r.getMessage() for r in caplog.records if "--no-token" in r.getMessage()]
+    assert len(warnings) == 2 and all("answers anyone who can reach it, without a token" in w for w in warnings)
+
+
+def test_the_token_keys_of_a_config_file_work_for_both_servers(tmp_path, capfd, monkeypatch):
+    from fer_edge.runtime.api import api_parser
+    from fer_edge.runtime.cli import main
+    from fer_edge.runtime.cli_args import access_options
+    from fer_edge.runtime.config import with_config
+
+    monkeypatch.delenv("FER_EDGE_SERVE_TOKEN", raising=False)
+    secret = tmp_path / "token"
+    secret.write_text(TOKEN + "\n")
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(f'host = "0.0.0.0"\nserve_token_file = "{secret}"\n')
+    p = api_parser()
+    assert access_options(p.parse_args(with_config(p, ["--config", str(cfg)])), "0.0.0.0").token == TOKEN
+    cfg.write_text('host = "0.0.0.0"\nno_token = true\n')
+    access = access_options(p.parse_args(with_config(p, ["--config", str(cfg)])), "0.0.0.0")
+    assert access.token is None and access.no_token
+    cfg.write_text(f'serve = "0.0.0.0:0"\nserve_token_file = "{secret}"\nmodel = "{TFLITE}"\n')
+    assert main(["--config", str(cfg), "--image", str(grey_image(tmp_path / "p.png"))]) == 0
+    err = capfd.readouterr().err
+    assert "(token required)" in err and "made one" not in err
+
+
+def test_the_deploy_files_and_the_security_page_agree():
+    root = Path(__file__).parents[2]
+    install = (root / "deploy" / "raspberry-pi" / "install.sh").read_text()
+    assert '"$CONFIG_DIR/token"' in install and "secrets.token_urlsafe" in install and "umask 0137" in install
+    for config in ("config.example.toml", "jetson/config.toml"):
+        assert 'serve_token_file = "/etc/fer-edge/token"' in (root / "deploy" / config).read_text()
+    assert "serve-token-file /run/secrets/fer-edge-token" in (root / "deploy" / "docker" / "README.md").read_text()
+    # the board commands the page shows in console fences: every flag exists (their parsers read them)
+    from fer_edge.runtime.api import api_parser
+    from fer_edge.runtime.cli import run_parser
+
+    page = (root / "docs" / "security.md").read_text()
+    shown = re.findall(r"^\$ fer-edge (.+)$", page, re.M)
+    assert len(shown) >= 3
+    for line in shown:
+        words = line.split()
+        parser, args = (api_parser(), words[1:]) if words[0] == "serve-api" else (run_parser(), words)
+        parser.parse_args(args)
