@@ -363,3 +363,12 @@ def test_the_deploy_files_and_the_security_page_agree():
         words = line.split()
         parser, args = (api_parser(), words[1:]) if words[0] == "serve-api" else (run_parser(), words)
         parser.parse_args(args)
+
+
+def test_an_api_made_without_access_stays_open_as_before(client):
+    """create_app without `access` (serve-api on loopback without a token option): nothing asks for a token."""
+    assert client.get("/openapi.json").status_code == 200
+    assert "security" not in client.get("/openapi.json").json()["paths"]["/predict"]["post"]
+    assert client.get("/docs").status_code == 200 and "'/openapi.json'" in client.get("/docs").text
+    r = client.post("/predict", files={"file": ("x.png", _png_bytes(), "image/png")})
+    assert r.status_code == 200
