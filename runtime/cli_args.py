@@ -6,12 +6,12 @@ from __future__ import annotations
 import argparse
 import sys
 
+from fer_edge.runtime.access import NO_TOKEN_FLAG, TOKEN_ENV, Access, access_for
 from fer_edge.runtime.detectors import DEFAULT_DETECTOR, DETECTORS
 from fer_edge.runtime.framing import FRAMINGS
 from fer_edge.runtime.labels import LABEL_SETS
 from fer_edge.runtime.mqtt import PASSWORD_ENV, MqttOptions
 from fer_edge.runtime.preprocess import VALUE_RANGES
-from fer_edge.runtime.access import NO_TOKEN_FLAG, TOKEN_ENV, Access, access_for
 from fer_edge.runtime.preview import PreviewOptions, parse_bind
 
 
