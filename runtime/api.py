@@ -161,7 +161,7 @@ def create_app(options=None, max_upload_bytes: int = int(DEFAULT_MAX_UPLOAD_MB *
             image = decode_image(data)  # the size is checked from the header, before any pixel is decoded
             t0 = time.perf_counter()
             with lock:
-                result = pipe.process_image(image, source=file.filename or "")
+                result = pipe.process_photo(image, source=file.filename or "")
         except FerEdgeError as exc:
             raise HTTPException(400, str(exc)) from None
         ms = (time.perf_counter() - t0) * 1000
