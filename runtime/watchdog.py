@@ -37,6 +37,7 @@ class Notifier:
         self.every_s = self.watchdog_s / 4 if self.watchdog_s else 1.0
         self.last_ping = 0.0
         self.sent: list[str] = []  # what was sent, for the log line at the end and for tests
+        self.failed = 0
 
     @property
     def active(self) -> bool:
@@ -49,7 +50,9 @@ class Notifier:
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
                 s.sendto(message.encode(), self.address)
         except OSError as exc:  # systemd gone or the socket not ours: never a reason to stop the run
-            log.warning("sd_notify %s: %s", message.split("\n", 1)[0], exc)
+            if not self.failed:  # once: a broken socket would otherwise log every second for months
+                log.warning("sd_notify %s: %s", message.split("\n", 1)[0], exc)
+            self.failed += 1
             return False
         self.sent.append(message)
         return True

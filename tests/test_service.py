@@ -156,6 +156,7 @@ def test_broker_that_refuses_the_client_id_is_one_line(tmp_path, samples_dir):
     (["--ha-discovery"], "give --mqtt"),
     (["--json", "{tmp}/e.jsonl", "--json-max-mb", "0"], "--json-max-mb must be above 0"),
     (["--json", "-", "--json-max-mb", "1"], "cannot rotate standard output"),
+    (["--json", "/dev/null", "--json-max-mb", "1"], "a device or pipe"),
     (["--json", "{tmp}/e.jsonl", "--json-keep", "0"], "--json-keep must be 1 or more"),
 ])
 def test_bad_service_input_is_one_line_and_exit_2(tmp_path, samples_dir, args, expected):
