@@ -47,8 +47,9 @@ class Tracker:
         self.tracks = []
         self._prev_gray = None
 
-    def update(self, boxes: list[FaceBox], gray: np.ndarray | None = None) -> list[Track]:
-        """Match a detector run's boxes to tracks; return the tracks to report for this frame."""
+    def update(self, boxes: list[FaceBox], gray: np.ndarray | None = None, checked: set | None = None) -> list[Track]:
+        """Match a detector run's boxes to tracks; return the tracks to report for this frame. `checked`: the ids
+        of the tracks the detector looked for (a region search); the others count no miss (default: all)."""
         pairs = sorted(((iou(t.box.box, b.box), ti, bi) for ti, t in enumerate(self.tracks)
                         for bi, b in enumerate(boxes)), reverse=True)
         used_t, used_b = set(), set()
@@ -63,7 +64,7 @@ class Tracker:
             t.box, t.missed, t.hits = boxes[bi], 0, t.hits + 1
         alive = []
         for ti, t in enumerate(self.tracks):
-            if ti not in used_t:
+            if ti not in used_t and (checked is None or t.id in checked):
                 t.missed += 1
             # a track seen on one detector run only is dropped at its first miss: a one-off false box must not
             # be reported for max_missed more runs, while a confirmed face survives a missed detection or two
