@@ -217,6 +217,10 @@ class Pipeline:
         if min(frame.shape[:2]) < MIN_SIDE:
             boxes, step = [], None
         else:
+            if self.schedule.detector is not self.detector:  # a detector swapped in after construction
+                self.schedule.detector = self.schedule.region_detector = self.detector
+                self.schedule.stream_width, self.schedule.fine_width = stream_widths(self.options.detect_size,
+                                                                                     self.detector.SIZES)
             boxes, step = self.schedule.detect(frame, gray, self.tracker.tracks, t)
             self.stats.schedule.update(step.counts())
         t1 = time.perf_counter()

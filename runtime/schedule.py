@@ -4,8 +4,9 @@ Per frame, in order:
 1. The motion gate (runtime.motion) says which parts of the picture moved (~0.1 ms).
 2. A full detection of the whole frame runs on the first frame, every `recheck` seconds (a face that came
    without motion: lights on, a camera just started) and, at most every `recheck * BUSY_EVERY` seconds, while
-   most of the picture moves (a camera that moves). The first one, and the rechecks while faces are in view,
-   search the frame at the photo width (`fine`), where the small faces of a group are found.
+   most of the picture moves (a camera that moves). While faces are in view it searches the frame at the
+   photo width (`fine`) at most once per recheck, where the small faces of a group are found (the frame
+   after the first faces were found is one).
 3. Otherwise each tracked face whose surroundings moved, or that was last looked for `VERIFY_EVERY` frames ago,
    is re-found by the detector on a small square around its last box (`REGION` pixels a side, the face at
    about half of it), which keeps its landmarks for the framing. A track not re-found counts a miss and is
@@ -75,7 +76,7 @@ class Schedule:
 
     def reset(self) -> None:
         self.gate.reset()
-        self.frame_no, self.last_full, self.t0 = -1, None, None
+        self.frame_no, self.last_full, self.last_fine, self.t0 = -1, None, None, None
         self.seen: dict[int, Seen] = {}
 
     def clock(self, t: float) -> float:
@@ -96,7 +97,7 @@ class Schedule:
         bodies = [body(tr.box.box) for tr in tracks]
         rest = self.gate.outside(mask, bodies)
         busy = rest.sum() > BUSY * max(1, self.gate.outside(np.ones_like(mask), bodies).sum())
-        if self._full_due(now, busy):
+        if self._full_due(now, busy) or (tracks and self._fine_due(now)):
             return self.full(frame, gray, tracks, now)
         step = Step()
         looks = {tr.id: self._look(tr, mask, g) for tr, g in zip(tracks, grown)}
@@ -113,11 +114,17 @@ class Schedule:
         since = now - self.last_full
         return since >= self.recheck or since < 0 or (busy and since >= self.recheck * BUSY_EVERY)
 
+    def _fine_due(self, now: float) -> bool:
+        return self.last_fine is None or not 0 <= now - self.last_fine < self.recheck
+
     def full(self, frame, gray, tracks, now) -> tuple[list[FaceBox], Step]:
-        """The whole frame; at the photo width on the first frame and on rechecks while faces are in view."""
-        fine = self.last_full is None or (bool(tracks) and now - self.last_full >= self.recheck)
+        """The whole frame; at the photo width while faces are in view (on the frame after the first faces
+        were found, then on every recheck)."""
+        fine = bool(tracks) and self._fine_due(now)
         width = self.fine_width if fine else self.stream_width
         self.last_full = now
+        if fine:
+            self.last_fine = now
         step = Step(full=True, fine=fine and width != self.stream_width, checked={tr.id for tr in tracks})
         for tr in tracks:
             self._seen(tr).looked = self.frame_no
