@@ -181,6 +181,42 @@ def agreement(a: list[dict], b: list[dict]) -> dict:
             "label_same": round(same_label / n, 4)}
 
 
+def compare(rows: dict) -> dict:
+    """Per scene: faces and labels against --full-rate's, and the walk-in delay in frames."""
+    out = {}
+    for key in rows:
+        scene, mode = key.split("/")
+        ref = rows.get(f"{scene}/full-rate")
+        if mode != "default" or ref is None:
+            continue
+        out[scene] = agreement(rows[key]["lines"], ref["lines"])
+        a, b = first_face(rows[key]["lines"]), first_face(ref["lines"])
+        if scene == "walk_in" and a is not None and b is not None:
+            out[scene]["walk_in_delay_frames"] = a - b
+    return out
+
+
+def markdown(doc: dict) -> list[str]:
+    lines = ["# What a frame costs, by scene", "", "Written by `python benchmarks/scene_cost.py` (see its docstring): "
+             f"CPU ms per frame at one thread on one core ({doc['machine']}), the slope between a {SHORT}-frame "
+             "run and a full run; median of the repeats, all repeats in brackets (the machine was shared).", "",
+             "| scene | mode | CPU ms/frame | runs | faces/frame | detect | track | classify | read | schedule |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for key, r in doc["rows"].items():
+        scene, mode = key.split("/")
+        st, sc = r["stage_ms"], r.get("schedule") or {}
+        what = (f"full {sc.get('full_detections')}, region {sc.get('region_detections')}, motion "
+                f"{sc.get('motion_searches')}, skipped {sc.get('frames_skipped')}, classify/frame "
+                f"{sc.get('classifications_per_frame')}") if sc else ""
+        lines.append(f"| {scene} | {mode} | {r['cpu_ms']:.2f} | {r['cpu_ms_runs']} | {r['faces_per_frame']:.2f} | "
+                     f"{st['detect']:.2f} | {st['track']:.2f} | {st['classify']:.2f} | {st['read']:.2f} | {what} |")
+    lines += ["", "Against `--full-rate` (frames where it reports a face):", "",
+              "| scene | face kept | same label | walk-in delay (frames) |", "|---|---|---|---|"]
+    for scene, c in doc["against_full_rate"].items():
+        lines.append(f"| {scene} | {c['face_kept']:.2%} | {c['label_same']:.2%} | {c.get('walk_in_delay_frames', '')} |")
+    return lines
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default=os.environ.get("FER_EDGE_DATA", "../shared/data"))
@@ -202,9 +238,11 @@ def main(argv=None) -> int:
             r = rows[f"{scene}/{mode}"]
             print(f"{scene:9s} {mode:9s} {r['cpu_ms']:7.3f} ms {r['cpu_ms_runs']} faces/frame "
                   f"{r['faces_per_frame']:.2f} {r['schedule']}", file=sys.stderr, flush=True)
+    comparisons = compare(rows)
     doc = {"machine": platform.processor() or platform.machine(), "python": platform.python_version(),
-           "rows": {k: {kk: vv for kk, vv in v.items() if kk != "lines"} for k, v in rows.items()}}
-    write_report(a.out, doc, None)
+           "rows": {k: {kk: vv for kk, vv in v.items() if kk != "lines"} for k, v in rows.items()},
+           "against_full_rate": comparisons}
+    write_report(a.out, doc, markdown(doc))
     return 0
 
 

@@ -2,7 +2,7 @@
 
 Each grey frame is shrunk to a small copy (`WIDTH` pixels wide, area-averaged: the average of ~40 camera
 pixels, which flattens sensor noise) and compared with a background that follows the scene slowly (a running
-average). The difference has its median taken off (a light that dims or brightens the whole picture moves
+average). The difference has its mean taken off (a light that dims or brightens the whole picture moves
 every pixel alike), and the pixels still differing by more than `THRESHOLD` grey levels are the moving ones.
 About 0.1 ms per frame at 640x480 (grey conversion included); the answer is a mask on the small copy, with `scale` to frame pixels.
 """
@@ -42,13 +42,13 @@ class MotionGate:
         if self.background is None or self.background.shape != small.shape:
             self.background = small
             return np.zeros(small.shape, bool)
-        diff = small - self.background
-        diff -= np.median(diff)  # the whole picture brighter or darker is light, not motion
+        diff = cv2.subtract(small, self.background)
+        shift = cv2.mean(diff)[0]  # the whole picture brighter or darker is light, not motion
         cv2.accumulateWeighted(small, self.background, ADAPT)
-        return np.abs(diff) > self.threshold
+        return cv2.absdiff(diff, shift) > self.threshold
 
     def moving(self, mask: np.ndarray) -> bool:
-        return int(mask.sum()) >= self.min_pixels
+        return np.count_nonzero(mask) >= self.min_pixels
 
     def outside(self, mask: np.ndarray, boxes) -> np.ndarray:
         """The moving pixels that lie outside the given frame boxes (x, y, w, h)."""

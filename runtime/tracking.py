@@ -84,7 +84,7 @@ class Tracker:
         if prev is None or prev.shape != gray.shape:
             return list(self.tracks)
         for t in self.tracks:
-            moved = _follow_box(prev, gray, t.box)
+            moved = follow_box(prev, gray, t.box)
             if moved is not None:
                 t.box = moved
         return list(self.tracks)
@@ -101,7 +101,8 @@ class Tracker:
         return self.finished + self.tracks
 
 
-def _follow_box(prev: np.ndarray, gray: np.ndarray, box: FaceBox) -> FaceBox | None:
+def follow_box(prev: np.ndarray, gray: np.ndarray, box: FaceBox) -> FaceBox | None:
+    """The box moved to where its patch of `prev` matches `gray` best (landmarks moved alike); None: lost."""
     x, y, w, h = box.box
     scale = FOLLOW_SIDE / max(w, h)
     if scale >= 1.0:

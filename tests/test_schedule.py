@@ -84,8 +84,9 @@ def test_a_face_moving_across_the_frame_stays_one_track_found_by_region_searches
     assert {r.faces[0].track for r in results} == {1}
     xs = [r.faces[0].box[0] for r in results]
     assert xs[-1] - xs[0] > 300  # it followed the face, not a box left behind
-    # frame 0: the whole frame; frame 1: again at the photo width (small faces); then only its region
-    assert p.stats.schedule["full_detections"] == 2 and p.stats.schedule["region_detections"] == 24
+    # frame 0: the whole frame; frame 1: again at the photo width (small faces); then only its region, every
+    # other frame (in between its picture is followed)
+    assert p.stats.schedule["full_detections"] == 2 and p.stats.schedule["region_detections"] >= 10
 
 
 def test_a_face_walking_in_is_reported_within_three_frames(samples_dir):
@@ -135,7 +136,8 @@ def test_summary_says_what_the_schedule_did(tmp_path, samples_dir):
                  "--window", "off", "--quiet", "--summary", str(summary), "--max-frames", "40"]) == 0
     s = json.loads(summary.read_text())["schedule"]
     assert s["mode"] == "scheduled" and s["full_detections"] >= 1
-    assert s["full_detections"] + s["region_detections"] >= 40 and 0 < s["classifications_per_frame"] <= 1
+    assert s["full_detections"] + s["region_detections"] + s["motion_searches"] + s["frames_skipped"] >= 40
+    assert s["region_detections"] >= 10 and 0 < s["classifications_per_frame"] <= 1
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "nan", "inf"])
