@@ -160,7 +160,60 @@ def scene_row(video: Path, mode: list[str], repeats: int, loop: int) -> dict:
     faces = [len(x["faces"]) for x in full["lines"]]
     return {"cpu_ms": round(statistics.median(slopes), 3), "cpu_ms_runs": [round(x, 3) for x in slopes],
             "frames": len(faces), "faces_per_frame": round(sum(faces) / len(faces), 3), "stage_ms": s["stage_ms"],
-            "schedule": s.get("schedule"), "lines": full["lines"]}
+            "schedule": {"frames": len(faces), **s["schedule"]}, "lines": full["lines"]}
+
+
+# -- multiply-adds --------------------------------------------------------------------------------
+
+def onnx_macs(path: str | os.PathLike, shape: tuple[int, ...]) -> int:
+    """Multiply-adds of an ONNX model's Conv, MatMul and Gemm nodes for one input of `shape` (shapes inferred;
+    a convolution whose output shape is not inferred keeps its input's height and width, stride 1)."""
+    import onnx
+    from onnx import shape_inference
+
+    model = onnx.load(str(path))
+    for dim, value in zip(model.graph.input[0].type.tensor_type.shape.dim, shape):
+        dim.Clear()
+        dim.dim_value = value
+    model = shape_inference.infer_shapes(model)
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+              for v in [*model.graph.value_info, *model.graph.output, *model.graph.input]}
+    shapes.update({i.name: list(i.dims) for i in model.graph.initializer})
+    total = 0
+    for node in model.graph.node:
+        if node.op_type == "Conv":
+            weight, out = shapes[node.input[1]], shapes.get(node.output[0]) or []
+            if not all(out):
+                out = [1, weight[0], *shapes[node.input[0]][2:]]
+            total += int(np.prod(out)) * int(np.prod(weight[1:]))
+        elif node.op_type in ("MatMul", "Gemm") and shapes.get(node.input[0]) and shapes.get(node.input[1]):
+            total += int(np.prod(shapes[node.input[0]])) * shapes[node.input[1]][-1]
+    return total
+
+
+def padded(width: int, height: int) -> tuple[int, int]:
+    """YuNet's input is padded to a multiple of 32 each way (OpenCV's FaceDetectorYN)."""
+    return -(-width // 32) * 32, -(-height // 32) * 32
+
+
+def scene_macs(video: Path, schedule: dict, yunet: Path, classifier_macs: int) -> dict:
+    """Multiply-adds per frame as the schedule ran: YuNet at each input size it was given (full detections at
+    the stream width 320, those at the photo width 640, region searches at 96x96, motion searches counted at
+    the stream size, their upper bound), plus the classifier per classified face."""
+    cap = cv2.VideoCapture(str(video))
+    w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    cap.release()
+    at = lambda width: onnx_macs(yunet, (1, 3, *padded(width, round(h * width / w))[::-1])) if w > width \
+        else onnx_macs(yunet, (1, 3, *padded(w, h)[::-1]))
+    stream, fine, region = at(320), at(640), onnx_macs(yunet, (1, 3, 96, 96))
+    frames = max(schedule["frames"], 1)
+    full = schedule["full_detections"] - schedule["fine_detections"]
+    detect = (full * stream + schedule["fine_detections"] * fine + schedule["region_detections"] * region
+              + schedule["motion_searches"] * stream) / frames
+    classify = schedule["classifications_per_frame"] * classifier_macs
+    return {"detector_M": round(detect / 1e6, 2), "classifier_M": round(classify / 1e6, 2),
+            "total_M": round((detect + classify) / 1e6, 2), "yunet_M_at": {"stream": round(stream / 1e6, 2),
+            "photo": round(fine / 1e6, 2), "region": round(region / 1e6, 2)}}
 
 
 # -- comparisons ----------------------------------------------------------------------------------
@@ -179,6 +232,32 @@ def agreement(a: list[dict], b: list[dict]) -> dict:
     n = max(len(with_face), 1)
     return {"frames_with_face_ref": len(with_face), "face_kept": round(same_face / n, 4),
             "label_same": round(same_label / n, 4)}
+
+
+def add_macs(rows: dict, paths: dict) -> None:
+    """Each row's multiply-adds per frame (YuNet and the default classifier, counted on their ONNX graphs)."""
+    from fer_edge.runtime.detectors import YuNetDetector
+    from fer_edge.runtime.pipeline import DEFAULT_MODEL
+    from fer_edge.runtime.shipped import shipped_file
+
+    yunet, clf = shipped_file(YuNetDetector.FILE), shipped_file(DEFAULT_MODEL.replace(".tflite", ".onnx"))
+    clf_macs = onnx_macs(clf, (1, 48, 48, 1))
+    for key, row in rows.items():
+        row["macs"] = {**scene_macs(paths[key.split("/")[0]], row["schedule"], yunet, clf_macs),
+                       "classifier_M_per_face": round(clf_macs / 1e6, 2)}
+
+
+def tutorial_ms(video: Path, keras_model: Path, repeats: int) -> dict:
+    """The tutorials' loop (Haar on every frame, Keras `predict` per face; convert/bench_keras.py) on one core:
+    CPU ms per frame of the loop itself (TensorFlow's start-up left out, as the slope leaves out fer-edge's)."""
+    cmd = (["taskset", "-c", "0"] if shutil.which("taskset") else []) + [
+        sys.executable, "-m", "fer_edge.convert.bench_keras", str(keras_model), "--threads", "1", "--tutorial",
+        str(video), "--repeats", str(repeats)]
+    out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    if out.returncode:
+        raise SystemExit(f"the tutorials' loop failed:\n{out.stderr[-2000:]}")
+    d = json.loads(out.stdout.strip().splitlines()[-1])["tutorial"]
+    return {"cpu_ms": round(1000 / d["frames_per_cpu_s"], 2), "faces": d["faces"], "frames": d["frames"]}
 
 
 def compare(rows: dict) -> dict:
@@ -210,10 +289,28 @@ def markdown(doc: dict) -> list[str]:
                 f"{sc.get('classifications_per_frame')}") if sc else ""
         lines.append(f"| {scene} | {mode} | {r['cpu_ms']:.2f} | {r['cpu_ms_runs']} | {r['faces_per_frame']:.2f} | "
                      f"{st['detect']:.2f} | {st['track']:.2f} | {st['classify']:.2f} | {st['read']:.2f} | {what} |")
+    lines += ["", "Multiply-adds per frame (millions), machine-independent: YuNet at each input size the schedule gave it "
+              "(whole frame at 320 px wide, at 640 for small faces, 96x96 around a tracked face, motion searches "
+              "counted at the 320-px size, their upper bound) and the default classifier per classified face; "
+              "see deploy/BOARDS.md for turning them into a board's time.", "",
+              "| scene | mode | detector | classifier | total |", "|---|---|---|---|---|"]
+    for key, r in doc["rows"].items():
+        m = r["macs"]
+        lines.append(f"| {key.split('/')[0]} | {key.split('/')[1]} | {m['detector_M']:.1f} | {m['classifier_M']:.1f} | "
+                     f"{m['total_M']:.1f} |")
+    m = next(iter(doc["rows"].values()))["macs"]
+    lines += ["", f"YuNet: {m['yunet_M_at']['region']:.1f} M multiply-adds at 96x96; the classifier "
+              f"{m['classifier_M_per_face']:.1f} M per face."]
     lines += ["", "Against `--full-rate` (frames where it reports a face):", "",
               "| scene | face kept | same label | walk-in delay (frames) |", "|---|---|---|---|"]
     for scene, c in doc["against_full_rate"].items():
         lines.append(f"| {scene} | {c['face_kept']:.2%} | {c['label_same']:.2%} | {c.get('walk_in_delay_frames', '')} |")
+    if "tutorial" in doc:
+        t = doc["tutorial"]
+        lines += ["", f"The tutorials' loop (Haar on every frame, Keras `predict` per face, one core) on the one-face "
+                  f"video: {t['cpu_ms']:.1f} CPU ms per frame ({t['faces']} faces on {t['frames']} frames); fer-edge "
+                  + ", ".join(f"{k.removeprefix('speedup_')} {v}x" for k, v in t.items() if k.startswith("speedup_"))
+                  + " less CPU per frame."]
     return lines
 
 
@@ -226,7 +323,8 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--scenes", default=",".join(SCENES))
     p.add_argument("--modes", default="default,full-rate")
-    p.add_argument("--tutorial", action="store_true", help="also run the tutorials' Haar + Keras loop (TensorFlow)")
+    p.add_argument("--tutorial", metavar="KERAS_MODEL", help="also run the tutorials' Haar + Keras loop on the "
+                   "one-face video with this model (TensorFlow; e.g. models/fer-vgg.keras)")
     a = p.parse_args(argv)
     paths = make_scenes(Path(a.data), Path(a.work))
     modes = {"default": [], "full-rate": ["--full-rate"], "today": []}
@@ -239,9 +337,15 @@ def main(argv=None) -> int:
             print(f"{scene:9s} {mode:9s} {r['cpu_ms']:7.3f} ms {r['cpu_ms_runs']} faces/frame "
                   f"{r['faces_per_frame']:.2f} {r['schedule']}", file=sys.stderr, flush=True)
     comparisons = compare(rows)
+    add_macs(rows, paths)
     doc = {"machine": platform.processor() or platform.machine(), "python": platform.python_version(),
            "rows": {k: {kk: vv for kk, vv in v.items() if kk != "lines"} for k, v in rows.items()},
            "against_full_rate": comparisons}
+    if a.tutorial:
+        doc["tutorial"] = tutorial_ms(paths["one_face"], Path(a.tutorial), a.repeats)
+        for mode in ("default", "full-rate"):
+            if f"one_face/{mode}" in rows:
+                doc["tutorial"][f"speedup_{mode}"] = round(doc["tutorial"]["cpu_ms"] / rows[f"one_face/{mode}"]["cpu_ms"], 1)
     write_report(a.out, doc, markdown(doc))
     return 0
 

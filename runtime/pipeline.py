@@ -224,7 +224,7 @@ class Pipeline:
             boxes, step = self.schedule.detect(frame, gray, self.tracker.tracks, t)
             self.stats.schedule.update(step.counts())
         t1 = time.perf_counter()
-        tracks = self.tracker.update(boxes, gray, None if step is None or step.full else step.checked)
+        tracks = self.tracker.update(boxes, gray, None if step is None else step.checked)
         return tracks, self.schedule.to_classify(tracks), t1, time.perf_counter()
 
     def _report(self, tracks, raw: dict) -> list[FaceResult]:

@@ -102,10 +102,10 @@ class Schedule:
         bodies = [body(tr.box.box) for tr in tracks]
         rest = self.gate.outside(mask, bodies)
         busy = rest.sum() > BUSY * max(1, self.gate.outside(np.ones_like(mask), bodies).sum())
-        if self._full_due(now, busy) or (tracks and self._fine_due(now)):
-            return self.full(frame, gray, tracks, now)
-        step = Step()
         looks = {tr.id: self._look(tr, mask, g) for tr, g in zip(tracks, grown)}
+        if self._full_due(now, busy) or (tracks and self._fine_due(now)):
+            return self.full(frame, gray, tracks, now, {i for i, moved in looks.items() if moved})
+        step = Step()
         follow = {tr.id for tr in tracks if looks[tr.id] and self._followable(tr, prev, gray)}
         boxes = self.refind(frame, gray, [tr for tr in tracks if looks[tr.id] is not None and tr.id not in follow],
                             step)
@@ -131,15 +131,17 @@ class Schedule:
     def _fine_due(self, now: float) -> bool:
         return self.last_fine is None or not 0 <= now - self.last_fine < self.recheck * FINE_EVERY
 
-    def full(self, frame, gray, tracks, now) -> tuple[list[FaceBox], Step]:
+    def full(self, frame, gray, tracks, now, moved: set) -> tuple[list[FaceBox], Step]:
         """The whole frame; at the photo width while faces are in view (on the frame after the first faces
-        were found, then on every recheck)."""
+        were found, then every FINE_EVERY rechecks). A still face that the stream width cannot see (found at
+        the photo width) is not lost by it: only a search at the photo width or a moving face counts misses."""
         fine = bool(tracks) and self._fine_due(now)
         width = self.fine_width if fine else self.stream_width
         self.last_full = now
         if fine:
             self.last_fine = now
-        step = Step(full=True, fine=fine and width != self.stream_width, checked={tr.id for tr in tracks})
+        step = Step(full=True, fine=fine and width != self.stream_width,
+                    checked={tr.id for tr in tracks} if fine else moved)
         for tr in tracks:
             self._seen(tr).looked = self.frame_no
         return detect_at(self.detector, frame, gray, width), step
