@@ -247,13 +247,16 @@ def add_macs(rows: dict, paths: dict) -> None:
                        "classifier_M_per_face": round(clf_macs / 1e6, 2)}
 
 
-def tutorial_ms(video: Path, keras_model: Path, repeats: int) -> dict:
+def tutorial_ms(video: Path, keras_model: Path, repeats: int, path: str | None = None) -> dict:
     """The tutorials' loop (Haar on every frame, Keras `predict` per face; convert/bench_keras.py) on one core:
     CPU ms per frame of the loop itself (TensorFlow's start-up left out, as the slope leaves out fer-edge's)."""
     cmd = (["taskset", "-c", "0"] if shutil.which("taskset") else []) + [
         sys.executable, "-m", "fer_edge.convert.bench_keras", str(keras_model), "--threads", "1", "--tutorial",
         str(video), "--repeats", str(repeats)]
-    out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    if path:  # an OpenCV 4 with Haar cascades, for the tutorials' process only (OpenCV 5 has none)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [path, env.get("PYTHONPATH")]))
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if out.returncode:
         raise SystemExit(f"the tutorials' loop failed:\n{out.stderr[-2000:]}")
     d = json.loads(out.stdout.strip().splitlines()[-1])["tutorial"]
@@ -304,6 +307,9 @@ def markdown(doc: dict) -> list[str]:
     lines += ["", "Against `--full-rate` (frames where it reports a face):", "",
               "| scene | face kept | same label | walk-in delay (frames) |", "|---|---|---|---|"]
     for scene, c in doc["against_full_rate"].items():
+        if not c["frames_with_face_ref"]:
+            lines.append(f"| {scene} | no face in either | | |")
+            continue
         lines.append(f"| {scene} | {c['face_kept']:.2%} | {c['label_same']:.2%} | {c.get('walk_in_delay_frames', '')} |")
     if "tutorial" in doc:
         t = doc["tutorial"]
@@ -325,6 +331,8 @@ def main(argv=None) -> int:
     p.add_argument("--modes", default="default,full-rate")
     p.add_argument("--tutorial", metavar="KERAS_MODEL", help="also run the tutorials' Haar + Keras loop on the "
                    "one-face video with this model (TensorFlow; e.g. models/fer-vgg.keras)")
+    p.add_argument("--tutorial-path", metavar="DIR", help="put DIR first on the tutorials' loop's PYTHONPATH (e.g. "
+                   "pip install --target DIR 'opencv-python-headless<5' where the installed OpenCV 5 has no Haar)")
     a = p.parse_args(argv)
     paths = make_scenes(Path(a.data), Path(a.work))
     modes = {"default": [], "full-rate": ["--full-rate"], "today": []}
@@ -342,7 +350,7 @@ def main(argv=None) -> int:
            "rows": {k: {kk: vv for kk, vv in v.items() if kk != "lines"} for k, v in rows.items()},
            "against_full_rate": comparisons}
     if a.tutorial:
-        doc["tutorial"] = tutorial_ms(paths["one_face"], Path(a.tutorial), a.repeats)
+        doc["tutorial"] = tutorial_ms(paths["one_face"], Path(a.tutorial), a.repeats, a.tutorial_path)
         for mode in ("default", "full-rate"):
             if f"one_face/{mode}" in rows:
                 doc["tutorial"][f"speedup_{mode}"] = round(doc["tutorial"]["cpu_ms"] / rows[f"one_face/{mode}"]["cpu_ms"], 1)

@@ -4,13 +4,14 @@ Per frame, in order:
 1. The motion gate (runtime.motion) says which parts of the picture moved (~0.1 ms).
 2. A full detection of the whole frame runs on the first frame, every `recheck` seconds (a face that came
    without motion: lights on, a camera just started) and, at most every `recheck * BUSY_EVERY` seconds, while
-   most of the picture moves (a camera that moves). While faces are in view it searches the frame at the
-   photo width (`fine`) at most once per recheck, where the small faces of a group are found (the frame
-   after the first faces were found is one).
+   most of the picture moves (a camera that moves). When faces come into view, and then every FINE_EVERY
+   rechecks while they stay, it also searches the frame at the photo width (`fine`), where the small faces
+   of a group are found.
 3. Otherwise each tracked face whose surroundings moved, or that was last looked for `VERIFY_EVERY` frames ago,
    is re-found by the detector on a small square around its last box (`REGION` pixels a side, the face at
-   about half of it), which keeps its landmarks for the framing. A track not re-found counts a miss and is
-   dropped after `max_missed` misses, as with full detections.
+   about half of it), which keeps its landmarks for the framing; a moving face is re-found every other frame
+   and followed by its picture (template matching) in between (`FOLLOW`). A moving track not re-found counts
+   a miss and is dropped after `max_missed` misses, as with full detections.
 4. Moving pixels outside the tracked faces (someone walking in) are searched, on a crop around them, at the
    photo width's scale.
 5. A face is classified again when it moved, when its probabilities changed at its last classification, or
@@ -132,19 +133,22 @@ class Schedule:
         return self.last_fine is None or not 0 <= now - self.last_fine < self.recheck * FINE_EVERY
 
     def full(self, frame, gray, tracks, now, moved: set) -> tuple[list[FaceBox], Step]:
-        """The whole frame; at the photo width while faces are in view (on the frame after the first faces
-        were found, then every FINE_EVERY rechecks). A still face that the stream width cannot see (found at
+        """The whole frame; at the photo width while faces are in view (on the frame where the first faces
+        are found, then every FINE_EVERY rechecks). A still face that the stream width cannot see (found at
         the photo width) is not lost by it: only a search at the photo width or a moving face counts misses."""
         fine = bool(tracks) and self._fine_due(now)
-        width = self.fine_width if fine else self.stream_width
+        boxes = detect_at(self.detector, frame, gray, self.fine_width if fine else self.stream_width)
+        if not fine and boxes and self._fine_due(now):  # faces in view for the first time: small ones beside?
+            fine = True
+            boxes = dedupe(boxes + detect_at(self.detector, frame, gray, self.fine_width))
         self.last_full = now
         if fine:
             self.last_fine = now
-        step = Step(full=True, fine=fine and width != self.stream_width,
+        step = Step(full=True, fine=fine and self.fine_width != self.stream_width,
                     checked={tr.id for tr in tracks} if fine else moved)
         for tr in tracks:
             self._seen(tr).looked = self.frame_no
-        return detect_at(self.detector, frame, gray, width), step
+        return boxes, step
 
     def _look(self, track, mask: np.ndarray, grown: tuple) -> bool | None:
         """Look for this face now? True: its surroundings moved; False: it is still but was last looked for

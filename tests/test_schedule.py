@@ -84,9 +84,10 @@ def test_a_face_moving_across_the_frame_stays_one_track_found_by_region_searches
     assert {r.faces[0].track for r in results} == {1}
     xs = [r.faces[0].box[0] for r in results]
     assert xs[-1] - xs[0] > 300  # it followed the face, not a box left behind
-    # frame 0: the whole frame; frame 1: again at the photo width (small faces); then only its region, every
-    # other frame (in between its picture is followed)
-    assert p.stats.schedule["full_detections"] == 2 and p.stats.schedule["region_detections"] >= 10
+    # frame 0: the whole frame (at the stream and photo widths); then only its region, every other frame (in
+    # between its picture is followed)
+    assert p.stats.schedule["full_detections"] == 1 and p.stats.schedule["fine_detections"] == 1
+    assert p.stats.schedule["region_detections"] >= 10
 
 
 def test_a_face_walking_in_is_reported_within_three_frames(samples_dir):
