@@ -4,7 +4,8 @@ Each grey frame is shrunk to a small copy (`WIDTH` pixels wide, area-averaged: t
 pixels, which flattens sensor noise) and compared with a background that follows the scene slowly (a running
 average). The difference has its mean taken off (a light that dims or brightens the whole picture moves
 every pixel alike), and the pixels still differing by more than `THRESHOLD` grey levels are the moving ones.
-About 0.1 ms per frame at 640x480 (grey conversion included); the answer is a mask on the small copy, with `scale` to frame pixels.
+About 0.1 ms per frame at 640x480 (grey conversion included); the answer is a mask on the small copy, with
+`scale` to frame pixels.
 """
 from __future__ import annotations
 

@@ -71,7 +71,8 @@ class Seen:
 
 
 class Schedule:
-    def __init__(self, detector, region_detector, widths: tuple[int | None, int | None], recheck: float = DEFAULT_RECHECK):
+    def __init__(self, detector, region_detector, widths: tuple[int | None, int | None],
+                 recheck: float = DEFAULT_RECHECK):
         self.detector, self.region_detector = detector, region_detector
         self.stream_width, self.fine_width = widths
         self.recheck = recheck
