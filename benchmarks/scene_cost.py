@@ -281,7 +281,10 @@ def compare(rows: dict) -> dict:
 def markdown(doc: dict) -> list[str]:
     lines = ["# What a frame costs, by scene", "", "Written by `python benchmarks/scene_cost.py` (see its docstring): "
              f"CPU ms per frame at one thread on one core ({doc['machine']}), the slope between a {SHORT}-frame "
-             "run and a full run; median of the repeats, all repeats in brackets (the machine was shared).", "",
+             "run and a full run; median of the repeats, all repeats in brackets (the machine was shared). This "
+             "run: `python benchmarks/scene_cost.py --data ../shared/data --repeats 3 --tutorial "
+             "models/fer-vgg.keras --tutorial-path DIR`, DIR holding `pip install --target DIR "
+             "'opencv-python-headless<5'` for the tutorials' Haar (this OpenCV 5 has none).", "",
              "| scene | mode | CPU ms/frame | runs | faces/frame | detect | track | classify | read | schedule |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for key, r in doc["rows"].items():
