@@ -284,7 +284,8 @@ def markdown(doc: dict) -> list[str]:
              "run and a full run; median of the repeats, all repeats in brackets (the machine was shared). This "
              "run: `python benchmarks/scene_cost.py --data ../shared/data --repeats 3 --tutorial "
              "models/fer-vgg.keras --tutorial-path DIR`, DIR holding `pip install --target DIR "
-             "'opencv-python-headless<5'` for the tutorials' Haar (this OpenCV 5 has none).", "",
+             "'opencv-python-headless<5'` for the tutorials' Haar (this OpenCV 5 has none). The stage columns are "
+             "the full run's own summary (wall-clock ms per frame, so inflated by the other work on the machine).", "",
              "| scene | mode | CPU ms/frame | runs | faces/frame | detect | track | classify | read | schedule |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for key, r in doc["rows"].items():
