@@ -178,7 +178,7 @@ def _run(a, outputs: dict, preview) -> dict:
         sinks = []
         try:
             if a.image:
-                sinks.append(PrintSink())
+                sinks.append(PrintSink(sys.stderr if a.json == "-" else None))  # --json -: stdout is JSON only
             if a.json:
                 sinks.append(JsonLinesSink(outputs["--json"]))
             if a.record:
