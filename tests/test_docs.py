@@ -3,8 +3,9 @@ sample data, or handled by one row of the explicit table below; a command that i
 its file, line and text, so a new page cannot document a command nothing checks.
 
 How a command is handled (the first RULES row whose pattern matches decides; no row = run it):
-- run    : run with bash in a scratch copy of the repository's layout (``models/``, ``benchmarks/``, ...
-           linked, ``../shared/data`` pointing at $FER_EDGE_DATA), after the SUBSTITUTIONS (hardware and
+- run    : run with bash in a scratch copy of the repository's layout (``models/``, ``benchmarks/``,
+           ``examples/`` ... linked file by file, ``../shared/data`` pointing at $FER_EDGE_DATA), one per page and
+           shared by its commands in order (as a reader runs them), after the SUBSTITUTIONS (hardware and
            placeholder paths -> the sample data) and with the FIXTURES (placeholder files the docs name, made
            from the samples) in place; it must exit 0, and with ``--json -`` print only JSON lines.
 - parse  : too slow to run here (training for hours, a full conversion or benchmark): the command's own
@@ -12,9 +13,9 @@ How a command is handled (the first RULES row whose pattern matches decides; no 
 - pip    : a ``pip install`` line: every extra it names exists in pyproject.toml and the target is this project.
 - setup  : creating the virtualenv the test already runs in.
 - ci     : run by CI itself: the same command is in .ci/run (checked).
-Only commands whose program is in RUNNABLE are run; any other program needs a row in RULES.
-A run takes about 1.5 minutes of CPU here (most of it fer-eval, fer-explain and fer-convert verify loading
-TensorFlow); every run-command has a 300 s limit.
+- unhandled: fails, saying so (any other pip command; any program not in RUNNABLE).
+Cost: about 1.5 minutes of CPU, 2-2.5 minutes of wall time on 2 shared cores (most of it fer-eval, fer-explain
+and fer-convert verify); every run-command has a 300 s limit.
 """
 from __future__ import annotations
 
@@ -38,10 +39,12 @@ BIN = Path(sys.executable).parent
 # (pattern, kind, why). Searched in order against the command with its comment removed; the first match wins.
 RULES: list[tuple[str, str, str]] = [
     (r"^python3? -m venv \.venv$", "setup", "the virtualenv this test runs in"),
-    (r"^(\S*/)?pip install ", "pip", "installing is checked against pyproject.toml's extras, not run"),
+    (r"^((\S*/)?pip|python3? -m pip) install ", "pip", "installing is checked against pyproject.toml's extras, not run"),
+    (r"^((\S*/)?pip|python3? -m pip) ", "unhandled", "pip is not run here (it needs the network): add a row"),
     (r"^(FER_EDGE_DATA=\S+ )?(\S*/)?python3? -m pytest\b", "ci", "the test suite: .ci/run runs it"),
     (r"^bash \.ci/run$", "ci", "CI itself"),
-    (r"^fer-train\b", "parse", "training takes hours; tests/test_training.py runs short ones"),
+    (r"^fer-train\b(?!.*\s--limit\s)", "parse", "training takes hours (a run with --limit N is run); "
+     "tests/test_training.py runs short ones"),
     (r"^python3? -m fer_edge\.training\.(ship|wise)\b", "parse",
      "a full conversion / WiSE-FT sweep on FER2013 (minutes to hours); tests/test_wise.py and the CI "
      "re-conversion run them"),
@@ -50,7 +53,7 @@ RULES: list[tuple[str, str, str]] = [
     (r"^fer-bench\b", "parse", "a full benchmark takes minutes; tests/test_bench.py runs --quick"),
     (r"^python3? benchmarks/\S+\.py\b", "parse", "benchmarks take minutes; their results are in benchmarks/"),
 ]
-RUNNABLE = {"fer-edge", "fer-convert", "fer-eval", "fer-explain", "python", "python3"}
+RUNNABLE = {"fer-edge", "fer-convert", "fer-eval", "fer-explain", "fer-train", "python", "python3"}
 
 # Placeholders and hardware in the docs -> what the test uses instead (regex on the command -> replacement).
 SUBSTITUTIONS: list[tuple[str, str]] = [
@@ -68,7 +71,7 @@ FIXTURES: dict[str, str] = {
     "runs/vgg/model.keras": "{root}/models/fer-vgg.keras",
     "export/model_int8.tflite": "{root}/models/fer-vgg_int8.tflite",
 }
-LINKED = ("models", "benchmarks", "deploy", "tests", ".ci")  # repository folders a command may name
+LINKED = ("models", "benchmarks", "deploy", "tests", ".ci", "examples")  # repository folders a command may name
 
 
 @dataclass(frozen=True)
@@ -122,13 +125,15 @@ def classify(bare: str) -> tuple[str, str]:
 
 
 COMMANDS = [c for doc in DOCS for c in extract(doc)]
+_SCRATCH: dict[str, Path] = {}  # page -> its scratch repository
 
 
 # ---- the handlers ---------------------------------------------------------------------------------------
 
 def check_pip(cmd: Command) -> None:
     extras = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"])
-    targets = [w for w in shlex.split(cmd.bare)[2:] if not w.startswith("-")]
+    words = shlex.split(cmd.bare)
+    targets = [w for w in words[words.index("install") + 1:] if not w.startswith("-")]
     assert targets, f"{cmd.where()}\n  installs nothing"
     for t in targets:
         m = re.fullmatch(r"(fer-edge|\.)(?:\[([\w,-]+)\])?", t)
@@ -214,8 +219,7 @@ def runnable_text(cmd: Command, data: Path) -> str:
     return text
 
 
-def check_run(cmd: Command, tmp: Path, data: Path) -> None:
-    repo = scratch_repo(tmp, data)
+def check_run(cmd: Command, repo: Path, data: Path) -> None:
     text = runnable_text(cmd, data)
     make_fixtures(text, repo, data)
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "FER_EDGE_DATA": str(data),
@@ -254,6 +258,9 @@ def test_unknown_programs_and_bad_extras_fail():
     assert classify("docker run fer-edge")[0] == "unhandled"
     assert classify("fer-edge --source video.mp4")[0] == "run"
     assert classify(".venv/bin/pip install 'fer-edge[onnx]'")[0] == "pip"
+    assert classify("python3 -m pip download -d wheels keras")[0] == "unhandled"
+    assert classify("fer-train --data d --out o")[0] == "parse"
+    assert classify("fer-train --data d --out o --limit 256 --epochs 1")[0] == "run"
     with pytest.raises(AssertionError, match="nosuchextra"):
         check_pip(Command("x.md", 1, "pip install 'fer-edge[onnx,nosuchextra]'"))
     with pytest.raises(AssertionError, match="refuses"):
@@ -261,7 +268,7 @@ def test_unknown_programs_and_bad_extras_fail():
 
 
 @pytest.mark.parametrize("cmd", COMMANDS, ids=[f"{c.file}:{c.line}:{c.text[:40]}" for c in COMMANDS])
-def test_documented_command(cmd: Command, tmp_path, request):
+def test_documented_command(cmd: Command, tmp_path_factory, request):
     kind, why = classify(cmd.bare)
     if kind == "unhandled":
         pytest.fail(f"{cmd.where()}\n  {why}: run it on the sample data, or add a row (pattern, kind, why) to "
@@ -273,6 +280,9 @@ def test_documented_command(cmd: Command, tmp_path, request):
     elif kind == "parse":
         check_parse(cmd)
     elif kind == "run":
-        check_run(cmd, tmp_path, request.getfixturevalue("data_dir"))
+        data = request.getfixturevalue("data_dir")
+        if cmd.file not in _SCRATCH:  # one working folder per page, shared by its commands in order, as a reader's
+            _SCRATCH[cmd.file] = scratch_repo(tmp_path_factory.mktemp("docs"), data)
+        check_run(cmd, _SCRATCH[cmd.file], data)
     else:
         assert kind == "setup"
