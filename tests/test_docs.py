@@ -13,9 +13,11 @@ How a command is handled (the first RULES row whose pattern matches decides; no 
 - pip    : a ``pip install`` line: every extra it names exists in pyproject.toml and the target is this project.
 - setup  : creating the virtualenv the test already runs in.
 - ci     : run by CI itself: the same command is in .ci/run (checked).
+- server : a server (``--serve``, ``serve-api``): started like a run, it must still be up after SERVER_UP_S
+           seconds (or have ended with 0), then stop on SIGINT with exit 0 or 130.
 - unhandled: fails, saying so (any other pip command; any program not in RUNNABLE).
 Cost: about 1.5 minutes of CPU, 2-2.5 minutes of wall time on 2 shared cores (most of it fer-eval, fer-explain
-and fer-convert verify); every run-command has a 300 s limit.
+and fer-convert verify); every run-command has a RUN_LIMIT_S (180 s) limit.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tomllib
@@ -36,6 +39,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 BIN = Path(sys.executable).parent
 
+SERVER_UP_S = 8
+RUN_LIMIT_S = 180
 # (pattern, kind, why). Searched in order against the command with its comment removed; the first match wins.
 RULES: list[tuple[str, str, str]] = [
     (r"^python3? -m venv \.venv$", "setup", "the virtualenv this test runs in"),
@@ -50,6 +55,8 @@ RULES: list[tuple[str, str, str]] = [
      "re-conversion run them"),
     (r"^fer-convert (?!verify\b)", "parse", "a full conversion takes minutes; CI's re-conversion gate runs "
      "fer-convert on every shipped reference, tests/test_convert.py on small models"),
+    (r"^fer-edge\b.*\s(--serve|serve-api)\b", "server", "a server runs until stopped: it must start and stay up "
+     f"{SERVER_UP_S} s, then stop cleanly on Ctrl-C (SIGINT)"),
     (r"^fer-bench\b", "parse", "a full benchmark takes minutes; tests/test_bench.py runs --quick"),
     (r"^python3? benchmarks/\S+\.py\b", "parse", "benchmarks take minutes; their results are in benchmarks/"),
 ]
@@ -219,16 +226,39 @@ def runnable_text(cmd: Command, data: Path) -> str:
     return text
 
 
-def check_run(cmd: Command, repo: Path, data: Path) -> None:
+def _prepared(cmd: Command, repo: Path, data: Path) -> tuple[str, dict]:
     text = runnable_text(cmd, data)
     make_fixtures(text, repo, data)
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "FER_EDGE_DATA": str(data),
            "TF_CPP_MIN_LOG_LEVEL": "2", "MPLBACKEND": "Agg"}
+    return text, env
+
+
+def check_server(cmd: Command, repo: Path, data: Path) -> None:
+    text, env = _prepared(cmd, repo, data)
+    proc = subprocess.Popen(["bash", "-c", f"exec {text}"], cwd=repo, env=env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        proc = subprocess.run(["bash", "-c", text], cwd=repo, capture_output=True, text=True, timeout=300, env=env,
+        proc.wait(timeout=SERVER_UP_S)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGINT)
+    try:
+        _out, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _out, err = proc.communicate()
+        pytest.fail(f"{cmd.where()}\n  ran as `{text}`: did not stop within 60 s of SIGINT")
+    assert proc.returncode in (0, 130, -signal.SIGINT), (
+        f"{cmd.where()}\n  ran as `{text}` in {repo}: exit {proc.returncode}\n{err[-3000:]}")
+
+
+def check_run(cmd: Command, repo: Path, data: Path) -> None:
+    text, env = _prepared(cmd, repo, data)
+    try:
+        proc = subprocess.run(["bash", "-c", text], cwd=repo, capture_output=True, text=True, timeout=RUN_LIMIT_S, env=env,
                               stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
-        pytest.fail(f"{cmd.where()}\n  ran as `{text}` and did not end within 300 s (a server or a camera loop "
+        pytest.fail(f"{cmd.where()}\n  ran as `{text}` and did not end within {RUN_LIMIT_S} s (a server or a camera loop "
                     f"needs a row in RULES or SUBSTITUTIONS)")
     assert proc.returncode == 0, (f"{cmd.where()}\n  ran as `{text}` in {repo}: exit {proc.returncode}\n"
                                   f"{proc.stderr[-3000:]}")
@@ -279,10 +309,18 @@ def test_documented_command(cmd: Command, tmp_path_factory, request):
         check_ci(cmd)
     elif kind == "parse":
         check_parse(cmd)
-    elif kind == "run":
+    elif kind in ("run", "server"):
         data = request.getfixturevalue("data_dir")
         if cmd.file not in _SCRATCH:  # one working folder per page, shared by its commands in order, as a reader's
             _SCRATCH[cmd.file] = scratch_repo(tmp_path_factory.mktemp("docs"), data)
-        check_run(cmd, _SCRATCH[cmd.file], data)
+        (check_run if kind == "run" else check_server)(cmd, _SCRATCH[cmd.file], data)
     else:
         assert kind == "setup"
+
+
+def test_a_failing_run_or_server_names_the_page_line_and_command(tmp_path, data_dir):
+    repo = scratch_repo(tmp_path, data_dir)
+    with pytest.raises(AssertionError, match=r"page\.md:3: fer-edge --image nope\.jpg(.|\n)*exit 2"):
+        check_run(Command("page.md", 3, "fer-edge --image nope.jpg --json -"), repo, data_dir)
+    with pytest.raises(AssertionError, match=r"page\.md:4: (.|\n)*exit 2"):
+        check_server(Command("page.md", 4, "fer-edge --image nope.jpg --serve 127.0.0.1:0"), repo, data_dir)
