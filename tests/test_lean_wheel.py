@@ -69,3 +69,29 @@ def test_verify_by_shipped_names_from_anywhere(data_dir, tmp_path, monkeypatch, 
     out, err = capsys.readouterr()
     assert f"reference: golden outputs {shipped_file('fer-vgg_golden.npz')}" in err
     assert "tflite-int8:" in err and "parity on PrivateTest: pass" in out
+
+
+@pytest.mark.data
+def test_fer_edge_verify_measures_agreement_with_the_golden_outputs(data_dir, tmp_path, capsys):
+    """fer-edge verify on a shipped model reads NAME_golden.npz beside it: its agreement is the share of faces
+    whose top-1 class is the golden outputs' (checked here through convert.golden's own row matching)."""
+    import json
+
+    from fer_edge.convert.golden import load_golden
+    from fer_edge.runtime.backends import Classifier
+    from fer_edge.runtime.cli import main
+    from fer_edge.runtime.datasets import load_dataset
+
+    out = tmp_path / "verify.json"
+    assert main(["verify", "--model", "vgg", "--data", str(data_dir), "--limit", "300", "--json", str(out)]) == 0
+    got = json.loads(out.read_text())["golden_agreement"]
+    assert "golden outputs (fer-vgg_golden.npz)" in capsys.readouterr().err
+    _, ref_probs, ev = load_golden(shipped_file("fer-vgg_golden.npz"), load_dataset(data_dir))
+    mine = Classifier(shipped_file("fer-vgg_int8.tflite")).predict_batched(ev.faces[:300])
+    assert got == {"file": "fer-vgg_golden.npz", "faces": 300,
+                   "agreement": round(float((mine.argmax(1) == ref_probs[:300].argmax(1)).mean()), 6)}
+    lone = tmp_path / "fer-vgg_int8.tflite"  # the same file with no golden outputs beside it: nothing claimed
+    lone.write_bytes(shipped_file("fer-vgg_int8.tflite").read_bytes())
+    assert main(["verify", "--model", str(lone), "--data", str(data_dir), "--limit", "50", "--json",
+                 str(tmp_path / "lone.json")]) == 0
+    assert "golden_agreement" not in json.loads((tmp_path / "lone.json").read_text())
