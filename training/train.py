@@ -239,9 +239,9 @@ def validate(cfg: TrainConfig) -> None:
 
 def train(cfg: TrainConfig, log=print) -> Path:
     """Train as `cfg` says; every check on the user's input happens before the first write to --out."""
-    from fer_edge.runtime.errors import require
+    from fer_edge.training.backend import import_keras
 
-    keras = require("keras", "train")
+    keras = import_keras()
     if cfg.resume:
         check_out(cfg)
         cfg = restore_config(cfg, log)
