@@ -104,6 +104,13 @@ def _extend(run: Path, epochs: int) -> None:
         tmp.write_text(json.dumps(state, indent=1))
 
 
+def _drop_figures(run: Path) -> None:
+    """fer-eval's PNGs are left out of what comes back: the device tool returns 8 files, and these are drawn
+    again at home (fer-eval on the full-quality data)."""
+    for png in (run / "eval").glob("*.png"):
+        png.unlink()
+
+
 def epochs_for(seconds_left: float, epoch_seconds: float, done: int, most: int) -> int:
     """How many epochs in all the time left allows (at least the ones done, at most `most`)."""
     return max(done, min(most, done + math.floor(max(0.0, seconds_left) / max(epoch_seconds, 1e-3))))
@@ -126,6 +133,7 @@ def train_for(args, log=print) -> dict:
     stopped = False
     try:
         train(cfg, log=log)
+        _drop_figures(run)
         rows = _history(run)
         epoch_s = max(r["seconds"] for r in rows[1:] or rows)  # the second epoch: no compilation in it
         compile_s = max(0.0, rows[0]["seconds"] - epoch_s)  # the resumed run compiles its steps again
@@ -135,6 +143,7 @@ def train_for(args, log=print) -> dict:
         if epochs > len(rows):
             _extend(run, epochs)
             train(TrainConfig(data=str(data), out=str(run), workers=args.workers, resume=True, command=command), log=log)
+            _drop_figures(run)
     except TimeUp:
         stopped = True
         log(f"--minutes {args.minutes:g} reached: stopped; {run / 'model.keras'} holds the best epoch so far")
