@@ -3,7 +3,7 @@
     python3 .ci/check_wheel.py dist/fer_edge-X-py3-none-any.whl dist/fer_edge-X.tar.gz
 
 Checks: every file of models/ (shipped models, golden outputs, cards, third-party licence texts) is in
-both; every models/NAME_golden.npz has NAME_int8.tflite beside it; the project's LICENSE is in the
+both; the Python API (fer_edge/__init__.py, compat.py, py.typed) is in the wheel; every models/NAME_golden.npz has NAME_int8.tflite beside it; the project's LICENSE is in the
 wheel's metadata. Prints the sizes and the licence files found. Standard library only.
 """
 from __future__ import annotations
@@ -24,12 +24,14 @@ def main(wheel: str, sdist: str) -> int:
     shipped = sorted(p.name for p in (ROOT / "models").iterdir() if p.is_file())
     with zipfile.ZipFile(wheel) as z:
         in_wheel = {n.removeprefix("fer_edge/models/") for n in z.namelist() if n.startswith("fer_edge/models/")}
+        api = [n for n in ("fer_edge/__init__.py", "fer_edge/compat.py", "fer_edge/py.typed") if n not in z.namelist()]
         licences = [n for n in z.namelist() if "/licenses/" in n or Path(n).name.upper().startswith("LICENSE")]
     with tarfile.open(sdist) as t:
         in_sdist = {Path(n).name for n in t.getnames() if Path(n).parent.name == "models"}
         sdist_licence = any(Path(n).name == "LICENSE" and n.count("/") == 1 for n in t.getnames())
     problems = [f"wheel lacks models/{n}" for n in shipped if n not in in_wheel]
     problems += [f"sdist lacks models/{n}" for n in shipped if n not in in_sdist]
+    problems += [f"wheel lacks {n} (the Python API: from fer_edge import Recognizer)" for n in api]
     goldens = [n for n in shipped if n.endswith("_golden.npz")]
     if not goldens:
         problems.append("models/ holds no NAME_golden.npz")

@@ -3,13 +3,17 @@
     fer-edge serve-api --port 8000 [--model M] [--detector blazeface --detector-model F] [--max-upload-mb 10]
     curl -F file=@photo.jpg http://127.0.0.1:8000/predict
     curl http://127.0.0.1:8000/health            # the schema: /openapi.json, the docs: /docs
+    fer-edge serve-api --host 0.0.0.0 --serve-token-file /etc/fer-edge/token
+    curl -H "Authorization: Bearer $(cat /etc/fer-edge/token)" -F file=@photo.jpg http://board:8000/predict
 
 `POST /predict` (multipart field `file`, any image OpenCV decodes) answers the faces with their box,
 label and label->probability map. The model is loaded once when the app is made; requests share it under
 a lock (an interpreter is not thread-safe). Uploads over the size limit get 413 before they are parsed
 (by Content-Length, or counted while streaming when there is none); an empty or undecodable upload, or one
 whose header declares too many pixels (checked before decoding, runtime/images.py), gets 400 with a
-message; a request without `file` gets FastAPI's 422. A server error is a bug.
+message; a request without `file` gets FastAPI's 422. A server error is a bug. Beyond loopback every path
+but /health needs the token (runtime/access.py; checked by TokenGate before anything else): an
+`Authorization: Bearer` header, or `?token=` for a browser, which is how /docs passes it on to the schema.
 """
 # no `from __future__ import annotations`: FastAPI reads the endpoints' annotations as objects, and the
 # response models are local to create_app (they name its labels), where string annotations cannot be resolved
@@ -17,16 +21,22 @@ import json
 import sys
 import threading
 import time
+import urllib.parse
 
+from fer_edge.runtime.access import WWW_AUTHENTICATE, Access, base_url
 from fer_edge.runtime.errors import FerEdgeError, require
 from fer_edge.runtime.images import FORMATS, MAX_PIXELS, decode_image
 
 DEFAULT_MAX_UPLOAD_MB = 10.0
 
 
-def _problem(status: int, detail: str):
+OPEN_PATHS = ("/health",)  # says nothing about the camera or the images: a load balancer may ask freely
+
+
+def _problem(status: int, detail: str, extra=()):
     body = json.dumps({"detail": detail}).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers += [(k.lower().encode(), v.encode()) for k, v in extra]
     return ({"type": "http.response.start", "status": status, "headers": headers},
             {"type": "http.response.body", "body": body})
 
@@ -70,8 +80,28 @@ class BodyLimit:
                 await send(message)
 
 
-def create_app(options=None, max_upload_bytes: int = int(DEFAULT_MAX_UPLOAD_MB * 1e6), pipeline=None):
-    """The FastAPI app around one Pipeline (made from `options`, or the one given)."""
+class TokenGate:
+    """ASGI middleware: a bare 401 for a request without the access's token, before the app sees it."""
+
+    def __init__(self, app, access: Access):
+        self.app, self.access = app, access
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or self.access.token is None or scope["path"] in OPEN_PATHS:
+            return await self.app(scope, receive, send)
+        headers = dict(scope.get("headers") or [])
+        authorization = headers.get(b"authorization", b"").decode("latin-1")
+        if self.access.allows(scope.get("query_string", b"").decode("latin-1"), authorization):
+            return await self.app(scope, receive, send)
+        self.access.refused("API", (scope.get("client") or ("unknown",))[0], scope["path"])
+        for message in _problem(401, "unauthorized", [WWW_AUTHENTICATE]):
+            await send(message)
+
+
+def create_app(options=None, max_upload_bytes: int = int(DEFAULT_MAX_UPLOAD_MB * 1e6), pipeline=None,
+               access: Access | None = None):
+    """The FastAPI app around one Pipeline (made from `options`, or the one given); `access` says who may use
+    it (default: anyone; serve-api makes it from the token options and the address)."""
     fastapi = require("fastapi", "api")
     require("multipart", "api")  # python-multipart: FastAPI's form parser, needed by UploadFile
     from fastapi import File, HTTPException, UploadFile
@@ -107,9 +137,10 @@ def create_app(options=None, max_upload_bytes: int = int(DEFAULT_MAX_UPLOAD_MB *
     class Problem(BaseModel):
         detail: str
 
-    app = fastapi.FastAPI(title="fer-edge", version=_version(),
+    app = fastapi.FastAPI(title="fer-edge", version=_version(), docs_url=None, redoc_url=None,
                           description="Facial expressions in an image: faces, labels and probabilities.")
     app.add_middleware(BodyLimit, limit=max_upload_bytes)
+    _docs_pages(app)
     app.state.pipeline = pipe
 
     @app.get("/health", response_model=Health)
@@ -130,7 +161,7 @@ def create_app(options=None, max_upload_bytes: int = int(DEFAULT_MAX_UPLOAD_MB *
             image = decode_image(data)  # the size is checked from the header, before any pixel is decoded
             t0 = time.perf_counter()
             with lock:
-                result = pipe.process_image(image, source=file.filename or "")
+                result = pipe.process_photo(image, source=file.filename or "")
         except FerEdgeError as exc:
             raise HTTPException(400, str(exc)) from None
         ms = (time.perf_counter() - t0) * 1000
@@ -139,6 +170,45 @@ def create_app(options=None, max_upload_bytes: int = int(DEFAULT_MAX_UPLOAD_MB *
         return Prediction(source=result.source, width=image.shape[1], height=image.shape[0], faces=faces, labels=list(pipe.labels),
                           ms=round(ms, 3))
 
+    return _protect(app, access or Access(), Problem)
+
+
+def _docs_pages(app) -> None:
+    """/docs and /redoc as FastAPI makes them, but passing the page's own ?token= on to /openapi.json."""
+    from fastapi import Request
+    from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+
+    def schema_url(request) -> str:
+        token = request.query_params.get("token")
+        return "/openapi.json" + (f"?token={urllib.parse.quote(token, safe='')}" if token else "")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs(request: Request):
+        return get_swagger_ui_html(openapi_url=schema_url(request), title="fer-edge - Swagger UI")
+
+    @app.get("/redoc", include_in_schema=False)
+    def redoc(request: Request):
+        return get_redoc_html(openapi_url=schema_url(request), title="fer-edge - ReDoc")
+
+
+def _protect(app, access: Access, problem):
+    """The token gate in front of everything (401 before the upload limit's 413), and the schema saying so:
+    a bearer token (or ?token=) on every operation but the open ones, and their 401."""
+    if access.token is None:
+        return app
+    app.add_middleware(TokenGate, access=access)  # added last: the outermost middleware
+    schema = app.openapi()  # made once and kept by the app: what is changed here is what /openapi.json serves
+    schema.setdefault("components", {}).setdefault("schemas", {}).setdefault("Problem", problem.model_json_schema())
+    schema["components"]["securitySchemes"] = {
+        "bearer": {"type": "http", "scheme": "bearer", "description": "the server's token"},
+        "query": {"type": "apiKey", "in": "query", "name": "token", "description": "the same token, for a browser"}}
+    unauthorized = {"description": "no token, or a wrong one", "content": {
+        "application/json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+    for path, operations in schema["paths"].items():
+        for operation in operations.values():
+            if path not in OPEN_PATHS:
+                operation["security"] = [{"bearer": []}, {"query": []}]
+                operation["responses"]["401"] = unauthorized
     return app
 
 
@@ -152,7 +222,7 @@ def _version() -> str:
 
 
 def api_parser():
-    from fer_edge.runtime.cli_args import detector_arguments, model_arguments
+    from fer_edge.runtime.cli_args import detector_arguments, model_arguments, token_arguments
     from fer_edge.runtime.config import ConfigurableParser, add_config_argument
 
     p = ConfigurableParser(prog="fer-edge serve-api", description="HTTP API: POST /predict with an image, "
@@ -163,12 +233,14 @@ def api_parser():
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB, metavar="MB",
                    help=f"largest accepted upload (default {DEFAULT_MAX_UPLOAD_MB:g})")
+    token_arguments(p.add_argument_group("access (every path but /health; beyond loopback a token is made when "
+                                         "none is given)"))
     add_config_argument(p)
     return p
 
 
 def serve_api(argv: list[str]) -> int:
-    from fer_edge.runtime.cli_args import classifier_options, detector_options
+    from fer_edge.runtime.cli_args import access_options, classifier_options, detector_options
     from fer_edge.runtime.config import with_config
     from fer_edge.runtime.pipeline import Pipeline, PipelineOptions
 
@@ -177,13 +249,17 @@ def serve_api(argv: list[str]) -> int:
     if a.max_upload_mb <= 0:
         raise FerEdgeError(f"--max-upload-mb must be above 0, found {a.max_upload_mb}")
     uvicorn = require("uvicorn", "api")
+    access = access_options(a, a.host)  # an empty or unreadable token: one line, before anything listens
     opts = PipelineOptions(model=a.model, **detector_options(a), **classifier_options(a))
     sock = _listen(a.host, a.port)  # before the model loads: a taken port is a one-line error, no "API on"
     try:
         with Pipeline(opts) as pipe:
-            app = create_app(max_upload_bytes=int(a.max_upload_mb * 1e6), pipeline=pipe)
-            server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-            print(f"fer-edge: API on http://{a.host}:{sock.getsockname()[1]}/ (schema /openapi.json)", file=sys.stderr)
+            app = create_app(max_upload_bytes=int(a.max_upload_mb * 1e6), pipeline=pipe, access=access)
+            server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))  # no access log: ?token= stays out
+            base = base_url(a.host, sock.getsockname()[1])
+            print(f"fer-edge: API on {base}/ (schema /openapi.json, docs /docs"
+                  f"{'; token required' if access.token else ''})", file=sys.stderr)
+            access.announce("API", base, "/docs")
             server.run(sockets=[sock])
     finally:
         sock.close()

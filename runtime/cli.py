@@ -144,6 +144,9 @@ def run(argv: list[str]) -> int:
     outputs = {}
     try:  # every output file is checked before the model loads, and none is left behind if the run fails
         check_distinct({"--" + opt: getattr(a, opt) for opt in ("json", "record", "summary", "timeline")})
+        on_stdout = [f"--{opt} -" for opt in ("json", "record", "summary", "timeline") if getattr(a, opt) == "-"]
+        if len(on_stdout) > 1:
+            raise FerEdgeError(f"{' and '.join(on_stdout)}: only one output can go to standard output")
         for opt in ("json", "record", "summary", "timeline"):
             value = getattr(a, opt)
             outputs["--" + opt] = OutputFile(value, a.force, "--" + opt) if value else None
@@ -177,8 +180,8 @@ def _run(a, outputs: dict, preview) -> dict:
                              stall_timeout=a.stall_timeout)
         sinks = []
         try:
-            if a.image:
-                sinks.append(PrintSink())
+            if a.image:  # readable lines; on stderr when stdout carries JSON (--json - | jq must parse)
+                sinks.append(PrintSink(sys.stderr if "-" in (a.json, a.summary) else None))
             if a.json:
                 sinks.append(JsonLinesSink(outputs["--json"]))
             if a.record:

@@ -6,12 +6,13 @@ from __future__ import annotations
 import argparse
 import sys
 
+from fer_edge.runtime.access import NO_TOKEN_FLAG, TOKEN_ENV, Access, access_for
 from fer_edge.runtime.detectors import DEFAULT_DETECTOR, DETECTORS
 from fer_edge.runtime.framing import FRAMINGS
 from fer_edge.runtime.labels import LABEL_SETS
 from fer_edge.runtime.mqtt import PASSWORD_ENV, MqttOptions
 from fer_edge.runtime.preprocess import VALUE_RANGES
-from fer_edge.runtime.preview import TOKEN_ENV, PreviewOptions, serve_token
+from fer_edge.runtime.preview import PreviewOptions, parse_bind
 
 
 def fix_argv(argv: list[str] | None) -> list[str]:
@@ -107,11 +108,24 @@ def add_preview_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("browser preview")
     g.add_argument("--serve", metavar="[HOST:]PORT", help="serve the annotated stream and live emotion bars over "
                    "HTTP (a bare port binds to 127.0.0.1; give 0.0.0.0:PORT to reach it from other machines)")
-    g.add_argument("--serve-token", metavar="TOKEN", help="require ?token=TOKEN (or a Bearer header) on every request "
-                   f"(visible to local users in the process list: prefer --serve-token-file or ${TOKEN_ENV})")
-    g.add_argument("--serve-token-file", metavar="FILE", help="read the token from the first line of FILE")
+    token_arguments(g)
+
+
+def token_arguments(g) -> None:
+    """The token options of both servers (the preview and serve-api)."""
+    g.add_argument("--serve-token-file", metavar="FILE", help="require the token on the first line of FILE on every "
+                   "request (?token=T or an 'Authorization: Bearer T' header); also from $" + TOKEN_ENV)
+    g.add_argument("--serve-token", metavar="TOKEN", help="the token itself (visible to local users in the process "
+                   f"list: prefer --serve-token-file or ${TOKEN_ENV})")
+    g.add_argument(NO_TOKEN_FLAG, action="store_true", help="serve without a token even beyond loopback (anyone who "
+                   "can reach the port gets in; without a token option a token is made for the run and printed)")
+
+
+def access_options(a: argparse.Namespace, host: str) -> Access:
+    """The token options as the access rule of a server bound to `host` (an empty token is an error)."""
+    return access_for(host, a.serve_token, a.serve_token_file, a.no_token)
 
 
 def preview_options(a: argparse.Namespace) -> PreviewOptions:
     """The --serve group's values as the preview's options; the token is read here (an empty one is an error)."""
-    return PreviewOptions(a.serve, serve_token(a.serve_token, a.serve_token_file))
+    return PreviewOptions(a.serve, access_options(a, parse_bind(a.serve)[0]))

@@ -85,7 +85,8 @@ def _long_options(parser: ConfigurableParser) -> dict[str, argparse.Action]:
     out = {}
     for action in parser.declared:
         for opt in action.option_strings:
-            if opt.startswith("--") and opt not in ("--help", CONFIG_FLAG) and not opt.startswith("--no-"):
+            negative = opt.startswith("--no-") and "--" + opt[5:] in action.option_strings  # --no-X of --X
+            if opt.startswith("--") and opt not in ("--help", CONFIG_FLAG) and not negative:
                 out[opt] = action
     return out
 

@@ -17,6 +17,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import cv2
 import numpy as np
@@ -30,6 +31,7 @@ from fer_edge.runtime.framing import FRAMINGS, face_crops
 from fer_edge.runtime.images import MIN_SIDE
 from fer_edge.runtime.preprocess import FrameError, as_bgr
 from fer_edge.runtime.results import FaceResult, FrameResult
+from fer_edge.runtime.sources import Frame
 from fer_edge.runtime.shipped import shipped_file, shipped_models
 from fer_edge.runtime.tracking import Tracker
 
@@ -173,7 +175,7 @@ class Pipeline:
             label = self.labels[int(np.argmax(p))]
             tr.counts[label] = tr.counts.get(label, 0) + 1
             faces.append(FaceResult(tr.box.box, label, {k: float(v) for k, v in zip(self.labels, p)}, tr.id,
-                                    tr.box.score))
+                                    tr.box.score, tr.box.landmarks))
         s["detect"] += t1 - t0
         s["track"] += (t2 - t1) + (time.perf_counter() - t3)
         s["classify"] += t3 - t2
@@ -189,6 +191,13 @@ class Pipeline:
         self._since_detect = 0
         return self.process(image, index, t, source, still=True)
 
+    def process_photo(self, image, source: str = "") -> FrameResult:
+        """One photo on its own (the HTTP API, fer_edge.Recognizer.analyze): fresh tracks numbered from 1 and
+        none kept from earlier photos, so a long-lived pipeline does not grow with every request."""
+        opts = self.options
+        self.tracker = Tracker(opts.iou_threshold, opts.max_missed, opts.smooth)
+        return self.process_image(image, source=source)
+
     def classify_boxes(self, image, boxes: list[FaceBox]) -> np.ndarray:
         """Probabilities for given faces (no detection, no tracking), framed like the pipeline's own."""
         gray = cv2.cvtColor(as_bgr(image), cv2.COLOR_BGR2GRAY)
@@ -199,8 +208,28 @@ class Pipeline:
     def run(self, source, sinks=(), stop: threading.Event | None = None, max_frames: int | None = None) -> RunStats:
         """Process a source until it ends, `stop` is set or a sink asks to stop; sinks are closed after."""
         stop = stop or threading.Event()
+        results = self.results(source, stop, max_frames)
+        try:
+            for frame, result in results:
+                t0 = time.perf_counter()
+                for sink in sinks:
+                    if sink.write(frame, result) is False:
+                        self.stats.stopped_by = f"{type(sink).__name__} (window closed)"
+                        stop.set()
+                self.stats.stage_s["output"] += time.perf_counter() - t0
+        finally:
+            results.close()  # the source closes and the stats are complete before the sinks close
+            for sink in sinks:
+                sink.close()
+        return self.stats
+
+    def results(self, source, stop: threading.Event | None = None,
+                max_frames: int | None = None) -> Iterator[tuple[Frame, FrameResult]]:
+        """Each frame of a source with its result, until the source ends, `stop` is set or `max_frames`;
+        the source is closed however the iteration ends (a `break` included). `run` and
+        `fer_edge.Recognizer.stream` are both this loop; `self.stats` counts it."""
+        stop = stop or threading.Event()
         stats = self.stats = RunStats(self.labels)
-        stills = getattr(source, "stills", False)  # unrelated photos: no tracking across them
         if hasattr(source, "stop_with"):
             source.stop_with(stop)  # a live source retrying a dead camera must end when the run is stopped
         frames = iter(source)
@@ -209,33 +238,13 @@ class Pipeline:
                 t0 = time.perf_counter()
                 frame = next(frames, None)
                 stats.stage_s["read"] += time.perf_counter() - t0
-                if frame is None:
+                if frame is None or stop.is_set():
                     break
-                if stop.is_set():
-                    break
-                name = Path(frame.name).name if frame.name else ""
-                if frame.image is None:
-                    stats.corrupt += 1  # the source counted and logged it too; here it is only skipped
-                    if name:
-                        stats.unreadable.append(name)
+                result = self._frame_result(source, frame)
+                if result is None:
                     continue
-                try:
-                    image = as_bgr(frame.image)
-                    result = (self.process_image(image, frame.index, frame.time, name) if stills
-                              else self.process(image, frame.index, frame.time, name))
-                except FrameError as exc:
-                    stats.corrupt += 1
-                    stats.unreadable += [name] if name else []
-                    log.warning("frame %d skipped: %s", frame.index, exc)
-                    continue
-                frame.drawing = Drawing(image, result)  # drawn once, on first use, for every sink that shows it
                 stats.add(result)
-                t0 = time.perf_counter()
-                for sink in sinks:
-                    if sink.write(frame, result) is False:
-                        stats.stopped_by = f"{type(sink).__name__} (window closed)"
-                        stop.set()
-                stats.stage_s["output"] += time.perf_counter() - t0
+                yield frame, result
                 if max_frames is not None and stats.frames >= max_frames:
                     stats.stopped_by = "--max-frames"
                     break
@@ -248,9 +257,26 @@ class Pipeline:
             stats.seconds = time.perf_counter() - stats.started
             stats.reconnects = getattr(source, "reconnects", 0)
             stats.tracks = self.tracker.all_tracks()
-            for sink in sinks:
-                sink.close()
-        return stats
+
+    def _frame_result(self, source, frame: Frame) -> FrameResult | None:
+        """One frame of a source processed (unrelated photos without tracking), or None for a frame that could
+        not be decoded or processed (counted as corrupt, named in the summary)."""
+        stats = self.stats
+        name = Path(frame.name).name if frame.name else ""
+        if frame.image is not None:
+            try:
+                image = as_bgr(frame.image)
+                result = (self.process_image(image, frame.index, frame.time, name) if getattr(source, "stills", False)
+                          else self.process(image, frame.index, frame.time, name))
+            except FrameError as exc:
+                log.warning("frame %d skipped: %s", frame.index, exc)
+            else:
+                frame.drawing = Drawing(image, result)  # drawn once, on first use, for every sink that shows it
+                return result
+        stats.corrupt += 1  # an undecodable frame: the source counted and logged it too; here it is skipped
+        if name:
+            stats.unreadable.append(name)
+        return None
 
     # -- cleanup ---------------------------------------------------------------------------------
 

@@ -1,39 +1,35 @@
 """Browser preview (`--serve [HOST:]PORT`): the annotated stream as MJPEG and a page with live emotion bars.
 
     fer-edge --camera 0 --serve 8080                 # http://127.0.0.1:8080/ on the board itself
-    fer-edge --camera 0 --serve 0.0.0.0:8080 --serve-token s3cret   # from a laptop: http://pi:8080/?token=s3cret
+    fer-edge --camera 0 --serve 0.0.0.0:8080 --serve-token-file /etc/fer-edge/token   # http://pi:8080/?token=...
 
 Paths: `/` the page, `/stream.mjpg` the annotated frames (multipart/x-mixed-replace), `/frame.jpg` the
 newest one, `/state.json` the newest frame's faces, the fps and the frame count. The standard library's
 threading HTTP server runs in a daemon thread; the frame loop only stores a reference to the newest frame
 and result, and a frame is drawn and JPEG-encoded at most once, when a client asks for it. A bare port
-binds to 127.0.0.1: other machines see the preview only when an address is given (without a token that
-logs a warning). With a token (--serve-token, --serve-token-file, or $FER_EDGE_SERVE_TOKEN, which stay
-out of the process list) every request needs `?token=T` or `Authorization: Bearer T` (the page passes its
-own on); an empty token is an error, never an open preview.
+binds to 127.0.0.1: other machines see the preview only when an address is given, and then every request
+needs the token (runtime/access.py: given, or made for the run; `?token=T` or `Authorization: Bearer T`,
+the page passes its own on to its stream), unless --no-token says otherwise.
 """
 from __future__ import annotations
 
-import hmac
-import ipaddress
 import json
 import logging
-import os
 import threading
 import time
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import cv2
 
+from fer_edge.runtime.access import WWW_AUTHENTICATE, Access, base_url
 from fer_edge.runtime.errors import FerEdgeError
 
 log = logging.getLogger("fer_edge.runtime")
 
 DEFAULT_HOST = "127.0.0.1"
-TOKEN_ENV = "FER_EDGE_SERVE_TOKEN"
 JPEG_QUALITY = 80
 MAX_STREAM_FPS = 30.0  # a client never gets frames faster than this, whatever the source gives
 BOUNDARY = "ferframe"
@@ -49,30 +45,6 @@ def parse_bind(spec: str) -> tuple[str, int]:
     if not port.isdigit() or not 0 <= int(port) <= 65535:
         raise FerEdgeError(f"--serve: expected [HOST:]PORT, e.g. 127.0.0.1:8080, found {spec!r}")
     return host, int(port)
-
-
-def serve_token(token: str | None = None, token_file: str | None = None) -> str | None:
-    """The preview's token from --serve-token, --serve-token-file or $FER_EDGE_SERVE_TOKEN, in that order.
-    An empty one (an unset shell variable, `serve_token = ""`) is an error, never a preview without a token."""
-    if token is not None and token_file:
-        raise FerEdgeError("give --serve-token or --serve-token-file, not both")
-    if token_file:
-        try:
-            with open(token_file, encoding="utf-8") as f:
-                token, where = f.readline().strip(), f"--serve-token-file {token_file}"
-        except (OSError, UnicodeDecodeError) as exc:
-            raise FerEdgeError(f"--serve-token-file {token_file}: cannot read it "
-                               f"({getattr(exc, 'strerror', None) or exc})") from None
-    elif token is not None:
-        token, where = token.strip(), "--serve-token"
-    elif TOKEN_ENV in os.environ:
-        token, where = os.environ[TOKEN_ENV].strip(), f"${TOKEN_ENV}"
-    else:
-        return None
-    if not token:
-        raise FerEdgeError(f"{where} is empty (an unset variable?): give a token, or no token option at all "
-                           "to serve without one")
-    return token
 
 
 PAGE = """<!doctype html>
@@ -121,9 +93,9 @@ poll();
 
 @dataclass(frozen=True)
 class PreviewOptions:
-    """Where the preview listens ([HOST:]PORT, --serve) and the token it requires (None: none)."""
+    """Where the preview listens ([HOST:]PORT, --serve) and who may use it (default: anyone)."""
     bind: str
-    token: str | None = None
+    access: Access = field(default_factory=Access)
 
 
 class PreviewServer:
@@ -131,7 +103,7 @@ class PreviewServer:
 
     def __init__(self, options: PreviewOptions):
         host, port = parse_bind(options.bind)
-        self.token = options.token or None
+        self.access = options.access
         self._cond = threading.Condition()
         self._seq = 0  # frames written
         self._latest = None  # (frame, result)
@@ -147,11 +119,9 @@ class PreviewServer:
         self.host, self.port = host, self.httpd.server_address[1]
         self._thread = threading.Thread(target=self.httpd.serve_forever, name="fer-edge-preview", daemon=True)
         self._thread.start()
-        where = f"http://{host if ':' not in host else f'[{host}]'}:{self.port}/"
-        log.info("preview: %s%s", where, " (token required)" if self.token else "")
-        if not self.token and not _loopback(host):
-            log.warning("preview: %s is open to other machines without a token: anyone who can reach it sees the "
-                        "camera; give --serve-token-file or $%s", where, TOKEN_ENV)
+        where = base_url(host, self.port) + "/"
+        log.info("preview: %s%s", where, " (token required)" if self.access.token else "")
+        self.access.announce("preview", where)
 
     # -- sink ------------------------------------------------------------------------------------
 
@@ -202,21 +172,6 @@ class PreviewServer:
                 self._jpeg = (seq, buf.tobytes())
         return seq, buf.tobytes()
 
-    def authorized(self, path_query: str, header: str | None) -> bool:
-        if not self.token:
-            return True
-        given = urllib.parse.parse_qs(path_query).get("token", [""])[0]
-        if header and header.startswith("Bearer "):
-            given = header[7:].strip()
-        return hmac.compare_digest(given.encode(), self.token.encode())
-
-
-def _loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
-
 
 class _Handler(BaseHTTPRequestHandler):
     preview: PreviewServer
@@ -226,8 +181,10 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, fmt, *args):  # requests are not worth a log line each on a board
         log.debug("preview: %s " + fmt, self.client_address[0], *args)
 
-    def _send(self, status: int, body: bytes, ctype: str) -> None:
+    def _send(self, status: int, body: bytes, ctype: str, headers=()) -> None:
         self.send_response(status)
+        for name, value in headers:
+            self.send_header(name, value)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
@@ -240,8 +197,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self):
         url = urllib.parse.urlsplit(self.path)
-        if not self.preview.authorized(url.query, self.headers.get("Authorization")):
-            return self._send(HTTPStatus.UNAUTHORIZED, b"a token is required: add ?token=...\n", "text/plain")
+        if not self.preview.access.allows(url.query, self.headers.get("Authorization")):
+            self.preview.access.refused("preview", self.client_address[0], url.path)
+            return self._send(HTTPStatus.UNAUTHORIZED, b"unauthorized\n", "text/plain", [WWW_AUTHENTICATE])
         if url.path in ("/", "/index.html"):
             return self._send(HTTPStatus.OK, PAGE.encode(), "text/html; charset=utf-8")
         if url.path == "/state.json":

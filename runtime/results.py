@@ -12,7 +12,10 @@ class FaceResult:
     label: str
     probs: dict[str, float]  # label -> probability (smoothed when --smooth > 0)
     track: int
-    score: float = 1.0  # detector confidence
+    score: float = 1.0  # detector confidence, 0-1
+    # where the detector gives them (YuNet): right eye, left eye, nose tip, right and left mouth corners, as
+    # (x, y) frame pixels; None otherwise. Not in to_dict: the JSON Lines format is unchanged
+    landmarks: tuple[tuple[float, float], ...] | None = None
 
     def to_dict(self) -> dict:
         return {"box": list(self.box), "label": self.label,

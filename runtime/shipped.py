@@ -6,9 +6,9 @@ from pathlib import Path
 
 
 def models_dirs() -> list[Path]:
-    """The folders of the fer_edge.models package data (shipped model files). models/ holds no code, so it is
-    a namespace package: its spec's search locations are its folders, in a wheel and an editable install alike
-    (importlib.resources gives a MultiplexedPath there, whose str() is not a path)."""
+    """The folders of the fer_edge.models package data (shipped model files): its spec's search locations, in a
+    wheel and an editable install alike (importlib.resources can give a MultiplexedPath, whose str() is not a
+    path). models/__init__.py holds no code; it is there because `fer_edge` is a regular package."""
     spec = importlib.util.find_spec("fer_edge.models")
     return [Path(p) for p in (spec.submodule_search_locations or []) if Path(p).is_dir()] if spec else []
 

@@ -1,7 +1,9 @@
 """HTTP API (fer-edge serve-api): /predict, /health, the upload limit, 4xx for bad input, and a
 schemathesis run against the app's own OpenAPI schema that must find no server error.
 
-Runs in-process against the ASGI app (no socket); the model is the tiny committed one.
+Runs in-process against the ASGI app (no socket), protected by a token as beyond loopback (every request
+here carries it, and each fuzzed request is sent once more without it, which must be a 401); the model is the
+tiny committed one.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ pytest.importorskip("fastapi", reason="the [api] extra is not installed (pip ins
 pytest.importorskip("multipart", reason="python-multipart is not installed (pip install 'fer-edge[api]')")
 from fastapi.testclient import TestClient  # noqa: E402
 
+from fer_edge.runtime.access import Access  # noqa: E402
 from fer_edge.runtime.api import create_app  # noqa: E402
 from fer_edge.runtime.pipeline import PipelineOptions  # noqa: E402
 
@@ -23,12 +26,14 @@ TFLITE = Path(__file__).parent / "assets" / "tiny_fer.tflite"
 LIMIT = 300_000  # bytes: small so the 413 path is cheap to reach
 FUZZ_EXAMPLES = 60  # per operation; keeps the schemathesis run well under a minute on 2 cores
 
-APP = create_app(PipelineOptions(model=TFLITE, threads=1), max_upload_bytes=LIMIT)
+TOKEN = "api-t0ken"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+APP = create_app(PipelineOptions(model=TFLITE, threads=1), max_upload_bytes=LIMIT, access=Access(token=TOKEN))
 
 
 @pytest.fixture(scope="module")
 def client():
-    with TestClient(APP) as c:
+    with TestClient(APP, headers=AUTH) as c:
         yield c
 
 
@@ -115,15 +120,22 @@ def test_serve_api_subcommand_on_loopback(tmp_path):
                 assert time.monotonic() < deadline, "serve-api did not answer in 60 s"
                 time.sleep(0.2)
         assert health["model"] == TFLITE.name
+        # loopback without a token option: open, as before the token (no header, no ?token=)
+        body = (b'--xx\r\nContent-Disposition: form-data; name="file"; filename="x.png"\r\n\r\n'
+                + _png(np.zeros((8, 8), np.uint8)) + b"\r\n--xx--\r\n")
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/predict", data=body,
+                                     headers={"Content-Type": "multipart/form-data; boundary=xx"})
+        assert json.load(urllib.request.urlopen(req, timeout=30))["faces"] == []
     finally:
         proc.terminate()
         proc.wait(20)
+    assert "token" not in proc.stderr.read()
 
 
 schemathesis = pytest.importorskip("schemathesis", reason="schemathesis is not installed (the [dev] extra)")
 from hypothesis import HealthCheck, settings  # noqa: E402
 
-SCHEMA = schemathesis.openapi.from_asgi("/openapi.json", APP)
+SCHEMA = schemathesis.openapi.from_asgi("/openapi.json", APP, headers=AUTH)  # the schema is protected too
 SCHEMA.config.generation.update(modes=[schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE])
 STATUSES: Counter = Counter()  # status codes the fuzzer saw, printed at the end of the module (pytest -s)
 
@@ -134,11 +146,14 @@ def test_fuzz_the_api_with_its_own_schema(case):
     # every default check (no 5xx, status codes, content types and bodies as the schema says, invalid
     # requests rejected) but positive_data_acceptance: the schema can only say `file` is binary, so any
     # bytes are "valid" to it, and a 400 for bytes that are no image is the documented answer
-    response = case.call_and_validate(excluded_checks=[schemathesis.checks.positive_data_acceptance])
+    response = case.call_and_validate(headers=AUTH, excluded_checks=[schemathesis.checks.positive_data_acceptance])
     STATUSES[f"{case.method} {case.path} {response.status_code}"] += 1
     assert response.status_code < 500
+    if case.path != "/health":  # the same request without the token: refused before the app sees it
+        STATUSES[f"{case.method} {case.path} without token {case.call().status_code}"] += 1
 
 
 def test_fuzz_report():
     print(f"schemathesis: {sum(STATUSES.values())} requests, status codes {dict(sorted(STATUSES.items()))}")
     assert not [k for k in STATUSES if k.rsplit(" ", 1)[1].startswith("5")]
+    assert {k.rsplit(" ", 1)[1] for k in STATUSES if "without token" in k} == {"401"}

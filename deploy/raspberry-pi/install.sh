@@ -9,8 +9,9 @@
 # Raspberry Pi OS, not from pip); creates the user fer-edge (group video); creates a venv in
 # /opt/fer-edge/venv with --system-site-packages so picamera2 is importable; pip installs fer-edge with
 # numpy held at the system's version (picamera2's compiled helpers are built against it); copies the
-# example config to /etc/fer-edge/config.toml unless one exists; installs and enables the unit.
-# Run it again to upgrade: the config is kept.
+# example config to /etc/fer-edge/config.toml and a random token (the preview's and the API's beyond
+# loopback) to /etc/fer-edge/token unless they exist; installs and enables the unit.
+# Run it again to upgrade: the config and the token are kept.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -79,6 +80,14 @@ if [ ! -f "$CONFIG_DIR/config.toml" ]; then
     install -m 0640 -o root -g "$SERVICE_USER" "$DEPLOY/config.example.toml" "$CONFIG_DIR/config.toml"
 else
     echo "kept the existing $CONFIG_DIR/config.toml"
+fi
+
+echo "== token $CONFIG_DIR/token (serve_token_file in the config; docs/security.md)"
+if [ ! -s "$CONFIG_DIR/token" ]; then
+    (umask 0137 && python3 -c 'import secrets; print(secrets.token_urlsafe(32))' > "$CONFIG_DIR/token")
+    chgrp "$SERVICE_USER" "$CONFIG_DIR/token"
+else
+    echo "kept the existing $CONFIG_DIR/token"
 fi
 
 echo "== systemd unit"

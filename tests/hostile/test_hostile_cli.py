@@ -218,7 +218,7 @@ def test_an_empty_preview_token_is_an_error(capfd, photo, monkeypatch):
 
 
 def test_preview_token_from_a_file_or_the_environment(tmp_path, monkeypatch):
-    from fer_edge.runtime.preview import serve_token
+    from fer_edge.runtime.access import read_token as serve_token
 
     monkeypatch.delenv("FER_EDGE_SERVE_TOKEN", raising=False)
     secret = tmp_path / "token"
@@ -229,11 +229,12 @@ def test_preview_token_from_a_file_or_the_environment(tmp_path, monkeypatch):
     assert serve_token() == "from-env"
 
 
-def test_an_open_preview_without_a_token_warns(capfd, photo, monkeypatch):
+def test_an_open_preview_beyond_loopback_needs_no_token_and_warns(capfd, photo, monkeypatch):
     monkeypatch.delenv("FER_EDGE_SERVE_TOKEN", raising=False)
-    rc, _, err = run(capfd, "--image", photo, "--serve", "0.0.0.0:0")
+    rc, _, err = run(capfd, "--image", photo, "--serve", "0.0.0.0:0", "--no-token")
     assert rc == 0
-    assert "open to other machines without a token" in err
+    assert "--no-token: http://" in err and "answers anyone who can reach it, without a token" in err
+    assert "token=" not in err
 
 
 # -- 15. one set of exit codes for every command -------------------------------------------------------------
