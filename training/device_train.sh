@@ -16,6 +16,8 @@ for need in "$PACK" "$WHEELS"; do
 done
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" "$WHEELS"/*.whl
 mkdir -p "$SITE/fer_edge" "$OUT"
+# the package layout pyproject.toml maps: fer_edge itself from runtime/_package, its subpackages from their folders
+for f in runtime/_package/*; do ln -sfn "$PWD/$f" "$SITE/fer_edge/$(basename "$f")"; done
 for pkg in runtime calibration convert training models; do ln -sfn "$PWD/$pkg" "$SITE/fer_edge/$pkg"; done
 export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}" KERAS_BACKEND=${KERAS_BACKEND:-jax} PYTHONUNBUFFERED=1
 python3 -c "import jax; print('jax', jax.__version__, 'devices:', jax.devices())"
