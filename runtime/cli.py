@@ -31,6 +31,8 @@ log = logging.getLogger("fer_edge.runtime")
 
 
 def run_parser() -> ConfigurableParser:
+    from fer_edge.runtime.schedule import DEFAULT_RECHECK
+
     p = ConfigurableParser(prog="fer-edge", description="Facial expressions from a camera, stream or file. "
                                 "`fer-edge verify --help` for on-device accuracy checks.")
     src = p.add_argument_group("source (one of)").add_mutually_exclusive_group(required=True)
@@ -44,6 +46,11 @@ def run_parser() -> ConfigurableParser:
     detector_arguments(d)
     d.add_argument("--detect-every", type=int, default=1, metavar="K", help="run the detector every K frames, "
                    "follow faces in between (default 1)")
+    d.add_argument("--full-rate", action="store_true", help="detect and classify every face on every frame "
+                   "(the reference for measurements; default: look again only where the picture changed)")
+    d.add_argument("--recheck", type=float, default=DEFAULT_RECHECK, metavar="S", help="seconds between full "
+                   f"detections of a still stream (default {DEFAULT_RECHECK:g}): a face that appears without motion "
+                   "is found within S seconds")
     d.add_argument("--smooth", type=float, default=0.0, metavar="A", help="per-track EMA of probabilities: "
                    "A * previous + (1 - A) * new, A in [0, 1) (default 0 = off)")
     o = p.add_argument_group("outputs")
@@ -173,7 +180,8 @@ def _run(a, outputs: dict, preview) -> dict:
         import cv2
 
         cv2.setNumThreads(a.threads)  # Haar and resizing too, so --threads 1 means one core
-    opts = PipelineOptions(model=a.model, detect_every=a.detect_every, smooth=a.smooth, **detector_options(a), **kw)
+    opts = PipelineOptions(model=a.model, detect_every=a.detect_every, smooth=a.smooth, full_rate=a.full_rate,
+                           recheck=a.recheck, **detector_options(a), **kw)
     stop = threading.Event()
     with Pipeline(opts) as pipe:  # the model first: a wrong model path fails before a camera opens
         source = open_source(a.source or a.image, camera=a.camera, picamera=a.picamera, loop=a.loop,
