@@ -45,6 +45,8 @@ RUN_LIMIT_S = 180
 RULES: list[tuple[str, str, str]] = [
     (r"^python3? -m venv \.venv$", "setup", "the virtualenv this test runs in"),
     (r"^((\S*/)?pip|python3? -m pip) install ", "pip", "installing is checked against pyproject.toml's extras, not run"),
+    (r"^python3? -m pip download .* -d \.device/wheels ", "ci", "the device training wheels: .ci/run fetches them "
+     "(the package index is there), so the pins stay real"),
     (r"^((\S*/)?pip|python3? -m pip) ", "unhandled", "pip is not run here (it needs the network): add a row"),
     (r"^(FER_EDGE_DATA=\S+ )?(\S*/)?python3? -m pytest\b", "ci", "the test suite: .ci/run runs it"),
     (r"^bash \.ci/run$", "ci", "CI itself"),
