@@ -20,6 +20,7 @@ import signal
 import sys
 import threading
 import time
+from pathlib import Path
 
 from fer_edge.runtime.errors import FerEdgeError, cli_main
 from fer_edge.runtime.cli_args import (add_mqtt_arguments, add_preview_arguments, classifier_options,
@@ -121,9 +122,23 @@ def verify(argv: list[str]) -> int:
               file=sys.stderr)
         if claimed:
             print(f"figures stored in the model: {json.dumps(claimed, sort_keys=True)[:300]}", file=sys.stderr)
+        _golden_line(clf.path, data, probs, report)
         if out is not None:
             _write_json(out, report)
     return 0
+
+
+def _golden_line(model: Path, data, probs, report: dict) -> None:
+    """A shipped model's golden outputs (NAME_golden.npz beside it): how often this device's top-1 class is the
+    fp32 reference's, on the faces both cover; recorded in the report as golden_agreement."""
+    from fer_edge.runtime.golden import golden_agreement, golden_beside
+
+    golden = golden_beside(Path(model))
+    found = golden_agreement(golden, data.rows, data.labels, probs) if golden is not None else None
+    if found is not None:
+        report["golden_agreement"] = {"file": golden.name, "agreement": round(found[0], 6), "faces": found[1]}
+        print(f"agreement with the fp32 reference's golden outputs ({golden.name}): {100 * found[0]:.2f}% of "
+              f"{found[1]} faces", file=sys.stderr)
 
 
 def _write_json(out, doc: dict) -> None:
