@@ -198,8 +198,9 @@ def padded(width: int, height: int) -> tuple[int, int]:
 
 def scene_macs(video: Path, schedule: dict, yunet: Path, classifier_macs: int) -> dict:
     """Multiply-adds per frame as the schedule ran: YuNet at each input size it was given (full detections at
-    the stream width 320, those at the photo width 640, region searches at 96x96, motion searches counted at
-    the stream size, their upper bound), plus the classifier per classified face."""
+    the stream width 320, those at the photo width 640, region searches by their input pixels at the 96x96
+    rate per pixel, motion searches counted at the stream size, their upper bound), plus the classifier per
+    classified face."""
     cap = cv2.VideoCapture(str(video))
     w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
     cap.release()
@@ -208,7 +209,8 @@ def scene_macs(video: Path, schedule: dict, yunet: Path, classifier_macs: int) -
     stream, fine, region = at(320), at(640), onnx_macs(yunet, (1, 3, 96, 96))
     frames = max(schedule["frames"], 1)
     full = schedule["full_detections"] - schedule["fine_detections"]
-    detect = (full * stream + schedule["fine_detections"] * fine + schedule["region_detections"] * region
+    regions = schedule.get("region_pixels", schedule["region_detections"] * 96 * 96) * region / (96 * 96)
+    detect = (full * stream + schedule["fine_detections"] * fine + regions
               + schedule["motion_searches"] * stream) / frames
     classify = schedule["classifications_per_frame"] * classifier_macs
     return {"detector_M": round(detect / 1e6, 2), "classifier_M": round(classify / 1e6, 2),
@@ -297,8 +299,8 @@ def markdown(doc: dict) -> list[str]:
         lines.append(f"| {scene} | {mode} | {r['cpu_ms']:.2f} | {r['cpu_ms_runs']} | {r['faces_per_frame']:.2f} | "
                      f"{st['detect']:.2f} | {st['track']:.2f} | {st['classify']:.2f} | {st['read']:.2f} | {what} |")
     lines += ["", "Multiply-adds per frame (millions), machine-independent: YuNet at each input size the schedule gave it "
-              "(whole frame at 320 px wide, at 640 for small faces, 96x96 around a tracked face, motion searches "
-              "counted at the 320-px size, their upper bound) and the default classifier per classified face; "
+              "(whole frame at 320 px wide, at 640 for small faces, the crops around tracked faces by their pixels at "
+              "the 96x96 rate, motion searches counted at the 320-px size, their upper bound) and the default classifier per classified face; "
               "see deploy/BOARDS.md for turning them into a board's time.", "",
               "| scene | mode | detector | classifier | total |", "|---|---|---|---|---|"]
     for key, r in doc["rows"].items():

@@ -71,6 +71,7 @@ class YuNetDetector:
                "nms": "IoU above which overlapping boxes are merged (default 0.3)"}
     SIZES = (320, 640)
     GRAY = False  # detect() reads the colour frame only
+    STRIDE = 32  # its coarsest feature map's stride: a crop whose origin is a multiple of it sees the same grid
     TOP_K = 5000  # candidates kept before NMS (OpenCV's default)
 
     def __init__(self, model: str | os.PathLike | None = None, threads: int | None = None, score: float = 0.6,

@@ -158,6 +158,7 @@ class RunStats:
         n, c = max(self.frames, 1), self.schedule
         return {"mode": "full rate" if self.full_rate else "scheduled", "full_detections": c["full_detections"],
                 "fine_detections": c["fine_detections"], "region_detections": c["region_detections"],
+                "region_pixels": c["region_pixels"],
                 "motion_searches": c["motion_searches"], "frames_skipped": c["frames_skipped"],
                 "classifications_per_frame": round(c["classifications"] / n, 3)}
 

@@ -8,9 +8,12 @@ import cv2
 import numpy as np
 import pytest
 
+from fer_edge.runtime.boxes import iou
 from fer_edge.runtime.cli import main
+from fer_edge.runtime.detectors import detect_at, make_detector
 from fer_edge.runtime.motion import MotionGate
 from fer_edge.runtime.pipeline import Pipeline, PipelineOptions
+from fer_edge.runtime.schedule import Schedule, grid_faces, region_faces, shrunk_part
 
 ASSETS = Path(__file__).parent / "assets"
 TFLITE = ASSETS / "tiny_fer.tflite"
@@ -88,6 +91,55 @@ def test_a_face_moving_across_the_frame_stays_one_track_found_by_region_searches
     # between its picture is followed)
     assert p.stats.schedule["full_detections"] == 1 and p.stats.schedule["fine_detections"] == 1
     assert p.stats.schedule["region_detections"] >= 10
+
+
+@pytest.mark.parametrize("size", [(596, 336), (640, 476), (1000, 563), (1280, 720)])
+def test_a_part_of_the_shrunk_frame_is_exactly_that_part_of_the_whole_shrunk_copy(size):
+    rng = np.random.default_rng(5)
+    frame = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    scale = 320 / size[0]
+    whole = cv2.resize(frame, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    for x0, y0, x1, y1 in [(0, 0, 96, 96), (128, 32, 288, 160), (224, 96, 320, 256), (32, 0, 64, 32)]:
+        part = shrunk_part(frame, 320, x0, y0, x1, y1)
+        assert part.shape == whole[y0:y1, x0:x1].shape
+        assert np.array_equal(part, whole[y0:y1, x0:x1])
+
+
+def landmark_gap(a, b) -> float:
+    return float(np.abs(np.array(a.landmarks) - np.array(b.landmarks)).max())
+
+
+def test_a_face_re_found_on_the_stride_grid_keeps_the_full_detections_landmarks(samples_dir):
+    """The FER2013 framing is cut from the landmarks: a re-found face must have the full detection's."""
+    cap = cv2.VideoCapture(str(samples_dir / "fer_test.mp4"))
+    frames = [cap.read()[1] for _ in range(31)]
+    cap.release()
+    detector, regions = make_detector("yunet", threads=1), make_detector("yunet", threads=1)
+    full = [detect_at(detector, f, None, 320)[0] for f in frames]
+    grid, square = [], []
+    for prev, frame, ref in zip(full, frames[1:], full[1:]):  # each face looked for around the previous box
+        nearest = lambda found: max(found, key=lambda b: iou(b.box, prev.box))
+        grid.append(landmark_gap(nearest(grid_faces(regions, frame, 320, prev, detector.STRIDE)[0]), ref))
+        square.append(landmark_gap(nearest(region_faces(regions, frame, None, prev)), ref))
+    assert np.median(grid) < 4 and np.median(grid) * 2 < np.median(square)
+
+
+def test_a_face_whose_label_is_a_near_tie_is_classified_and_re_found_every_frame():
+    from fer_edge.runtime.boxes import FaceBox
+    from fer_edge.runtime.tracking import Track
+
+    schedule = Schedule(None, None, (320, 640))
+    sure, tie = Track(1, FaceBox(10, 10, 60, 60)), Track(2, FaceBox(200, 10, 60, 60))
+    clear, close = np.array([0.8, 0.1, 0.1]), np.array([0.4, 0.38, 0.22])
+    for frame in range(2):  # classified twice alike: the probabilities do not change
+        schedule.frame_no = frame
+        for tr, raw in ((sure, clear), (tie, close)):
+            tr.probs = raw
+            schedule.classified(tr, raw)
+    schedule.frame_no = 2
+    assert schedule.to_classify([sure, tie]) == [tie]
+    still = np.zeros((10, 10), bool)
+    assert schedule._look(sure, still, sure.box.box) is None and schedule._look(tie, still, tie.box.box) is False
 
 
 def test_a_face_walking_in_is_reported_within_three_frames(samples_dir):
