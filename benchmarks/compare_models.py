@@ -34,6 +34,7 @@ from fer_edge.runtime.errors import DataError, FerEdgeError, cli_main
 from fer_edge.runtime.labels import canonical
 from fer_edge.runtime.metrics import mcnemar_exact, wilson_interval
 from fer_edge.runtime.pipeline import Pipeline, PipelineOptions
+from fer_edge.runtime.shipped import missing_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import write_report  # noqa: E402  benchmarks/report.py, beside this script
@@ -161,7 +162,7 @@ def main(argv=None) -> int:
     data, models = Path(a.data), [Path(m) for m in a.models]
     for m in models:
         if not m.is_file():
-            raise FerEdgeError(f"{m}: no such model file")
+            raise FerEdgeError(missing_model(m))
     if len(set(models)) < len(models):
         raise FerEdgeError(f"expected each model once, found {', '.join(map(str, models))}")
     photos = [Path(d) for d in a.photos] if a.photos else [d for d in [data / "tfeid-dev"] if d.is_dir()]

@@ -35,6 +35,7 @@ import numpy as np
 from fer_edge.convert.bench_e2e import FULL, QUICK, Settings
 from fer_edge.convert.formats import FORMATS
 from fer_edge.runtime.errors import FerEdgeError, ModelError, cli_main
+from fer_edge.runtime.shipped import missing_model
 
 # Display order of the formats: the Keras reference, then the export formats in their table's order.
 FORMAT_ORDER = ("keras", *FORMATS)
@@ -93,7 +94,7 @@ def discover(paths: list[str]) -> list[ModelFile]:
                 raise ModelError(f"{p}: fer-bench measures {', '.join(SUFFIXES)} files, found {p.suffix or 'no suffix'!r}")
             files.append(p)
         else:
-            raise ModelError(f"{p}: no such file or folder")
+            raise ModelError(missing_model(p, "file or folder"))
     seen, out = set(), []
     for f in files:
         if f.resolve() not in seen:
@@ -256,10 +257,34 @@ def _rows(models: list[ModelFile]) -> list[tuple[ModelFile, str]]:
     return rows
 
 
+def _eval_faces(data: str, split: str, golden: str | None, label_set: str, settings: Settings, ref_keras,
+                keras: list[ModelFile], tmp: Path, log):
+    """(faces, labels, reference probabilities, the reference's description): the reference is the golden
+    outputs, or else the Keras reference run once here (its probabilities saved beside the faces in `tmp`)."""
+    from fer_edge.convert.bench_e2e import keras_worker
+    from fer_edge.runtime.fileio import sha256_file
+
+    faces, labels, ref, desc = load_eval(data, split, golden, label_set, settings.max_faces)
+    faces_npy = tmp / "faces.npy"
+    np.save(faces_npy, faces)
+    if ref is None and ref_keras is not None:  # agreement with the Keras reference itself
+        log(f"reference probabilities from {ref_keras.name} ({len(faces)} faces)")
+        probs_npy = tmp / "ref.npy"
+        keras_worker([str(ref_keras), "--threads", str(os.cpu_count()), "--faces", str(faces_npy),
+                      "--probs-out", str(probs_npy)])
+        ref = np.load(probs_npy)
+        desc.update(kind="keras", path=str(ref_keras), sha256=sha256_file(ref_keras))
+    shas = {sha256_file(m.path) for m in keras}
+    if desc["kind"] == "golden" and shas and desc["sha256"] not in shas:
+        raise FerEdgeError(f"{golden} was made by a model with sha256 {desc['sha256'][:16]}..., not by the "
+                           f".keras given ({', '.join(m.path.name for m in keras)}): regenerate the golden outputs")
+    return faces, labels, ref, desc
+
+
 def run_bench(models: list[ModelFile], data: str | None = None, golden: str | None = None, reference: str | None = None,
               video: str | None = None, blazeface: str | None = None, threads=(1, 2), batches=(1, 8),
               split: str = "PrivateTest", settings: Settings = FULL, log=print) -> dict:
-    from fer_edge.convert.bench_e2e import e2e_median, keras_row, keras_tutorial, keras_worker, tutorial_row
+    from fer_edge.convert.bench_e2e import e2e_median, keras_row, keras_tutorial, tutorial_row
     from fer_edge.convert.bench_report import int8_findings, machine, versions
     from fer_edge.runtime.fileio import sha256_file
     from fer_edge.runtime.metadata import read_metadata
@@ -284,21 +309,8 @@ def run_bench(models: list[ModelFile], data: str | None = None, golden: str | No
     try:
         faces = labels = ref = None
         if data:
-            faces, labels, ref, desc = load_eval(data, split, golden, label_set, settings.max_faces)
-            faces_npy = Path(tmp.name) / "faces.npy"
-            np.save(faces_npy, faces)
-            if ref is None and ref_keras is not None:  # agreement with the Keras reference itself
-                log(f"reference probabilities from {ref_keras.name} ({len(faces)} faces)")
-                probs_npy = Path(tmp.name) / "ref.npy"
-                keras_worker([str(ref_keras), "--threads", str(os.cpu_count()), "--faces", str(faces_npy),
-                              "--probs-out", str(probs_npy)])
-                ref = np.load(probs_npy)
-                desc.update(kind="keras", path=str(ref_keras), sha256=sha256_file(ref_keras))
-            shas = {sha256_file(m.path) for m in keras}
-            if desc["kind"] == "golden" and shas and desc["sha256"] not in shas:
-                raise FerEdgeError(f"{golden} was made by a model with sha256 {desc['sha256'][:16]}..., not by the "
-                                   f".keras given ({', '.join(m.path.name for m in keras)}): regenerate the golden outputs")
-            doc["reference"] = desc
+            faces, labels, ref, doc["reference"] = _eval_faces(data, split, golden, label_set, settings, ref_keras,
+                                                               keras, Path(tmp.name), log)
         elif golden:
             raise FerEdgeError("--golden needs --data: the golden outputs are compared on FER2013 faces")
         for m, kernels in _rows(models):

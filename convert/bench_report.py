@@ -146,8 +146,9 @@ def headline(doc: dict) -> list[str]:
     return lines
 
 
-def markdown(doc: dict) -> str:
-    m, v, s = doc["machine"], doc["versions"], doc["settings"]
+def _md_header(doc: dict) -> list[str]:
+    """Title, machine, versions, what accuracy is measured against, the command and the headline."""
+    m, v = doc["machine"], doc["versions"]
     L = ["# fer-edge benchmarks", ""]
     if doc.get("note"):
         L += [f"> **{doc['note']}**", ""]
@@ -171,16 +172,21 @@ def markdown(doc: dict) -> str:
     head = headline(doc)
     if head:
         L += ["## Headline", ""] + head + [""]
+    return L
 
+
+def _md_latency(doc: dict) -> list[str]:
+    """The table of accuracy and per-face latency, one row per file and kernel path."""
+    s = doc["settings"]
     keys = [f"t{t}_b{b}" for t in s["threads"] for b in s["batches"]]
-    L += ["## Accuracy and per-face latency", "",
-          f"Latency in ms per face, p50 / p95: one call of the interpreter (int8 quantization of inputs and "
-          f"outputs included, preprocessing excluded) divided by the batch size; median over {s['rounds']} rounds of "
-          f"{s['iters']} calls after {s['warmup']} warm-up calls (Keras: {s['keras_iters']} calls of `model.predict` "
-          "per round, the tutorials' call).", "",
-          "| file | format | kernels | size | multiply-adds | parameters | accuracy | agreement | "
-          + " | ".join(f"{k[1:].split('_b')[0]} thr, batch {k.split('_b')[1]}" for k in keys) + " |",
-          "|---" * (8 + len(keys)) + "|"]
+    L = ["## Accuracy and per-face latency", "",
+         f"Latency in ms per face, p50 / p95: one call of the interpreter (int8 quantization of inputs and "
+         f"outputs included, preprocessing excluded) divided by the batch size; median over {s['rounds']} rounds of "
+         f"{s['iters']} calls after {s['warmup']} warm-up calls (Keras: {s['keras_iters']} calls of `model.predict` "
+         "per round, the tutorials' call).", "",
+         "| file | format | kernels | size | multiply-adds | parameters | accuracy | agreement | "
+         + " | ".join(f"{k[1:].split('_b')[0]} thr, batch {k.split('_b')[1]}" for k in keys) + " |",
+         "|---" * (8 + len(keys)) + "|"]
     for r in doc["rows"]:
         lat = r.get("latency", {})
         L.append(f"| `{r['name']}` | {r['format']} | {KERNEL_NAMES.get(r['kernels'], r['kernels'])} | {_size(r['bytes'])} | "
@@ -188,31 +194,42 @@ def markdown(doc: dict) -> str:
                  f"{_pct(r.get('accuracy'))} | {_pct(r.get('agreement'))} | "
                  + " | ".join(f"{_fmt(lat[k]['p50_ms'])} / {_fmt(lat[k]['p95_ms'])}" if k in lat else "-" for k in keys)
                  + " |")
+    return L
+
+
+def _md_e2e(doc: dict) -> list[str]:
+    """The end-to-end table (frames/s of fer-edge per detector, against the tutorials' loop); empty if not run."""
+    s, base = doc["settings"], doc.get("baseline")
     e2e_rows = [r for r in doc["rows"] if r.get("e2e")]
-    base = doc.get("baseline")
-    if e2e_rows:
-        dets = list(e2e_rows[0]["e2e"])
-        frames = e2e_rows[0]["e2e"][dets[0]]["frames"]
-        L += ["", f"## End to end on `{Path(s['video']).name}` ({frames} frames, 1 thread)", "",
-              f"Frames/s of one `fer-edge --source VIDEO --threads 1 --detector D` process (detector on every frame), "
-              f"median of {s['e2e_repeats']} runs, and its detect / classify ms per frame. The last columns divide "
-              "by the tutorials' loop: Haar (scale 1.3) on every frame and Keras `model.predict` per face, one thread.",
-              "", "| file | kernels | " + " | ".join(f"{d} frames/s | {d} detect / classify ms" for d in dets)
-              + (" | " + " | ".join(f"{d} vs tutorial" for d in dets) if base else "") + " |",
-              "|---" * (2 + 2 * len(dets) + (len(dets) if base else 0)) + "|"]
-        for r in e2e_rows:
-            cells = []
-            for d in dets:
-                e = r["e2e"][d]
-                cells += [f"{e['fps']:.1f}", f"{_fmt(e['stage_ms']['detect'])} / {_fmt(e['stage_ms']['classify'])}"]
-            if base:
-                cells += [f"{r['e2e'][d]['fps'] / base['fps']:.1f}x" for d in dets]
-            L.append(f"| `{r['name']}` | {KERNEL_NAMES.get(r['kernels'], r['kernels'])} | " + " | ".join(cells) + " |")
+    if not e2e_rows:
+        return []
+    dets = list(e2e_rows[0]["e2e"])
+    frames = e2e_rows[0]["e2e"][dets[0]]["frames"]
+    L = ["", f"## End to end on `{Path(s['video']).name}` ({frames} frames, 1 thread)", "",
+         f"Frames/s of one `fer-edge --source VIDEO --threads 1 --detector D` process (detector on every frame), "
+         f"median of {s['e2e_repeats']} runs, and its detect / classify ms per frame. The last columns divide "
+         "by the tutorials' loop: Haar (scale 1.3) on every frame and Keras `model.predict` per face, one thread.",
+         "", "| file | kernels | " + " | ".join(f"{d} frames/s | {d} detect / classify ms" for d in dets)
+         + (" | " + " | ".join(f"{d} vs tutorial" for d in dets) if base else "") + " |",
+         "|---" * (2 + 2 * len(dets) + (len(dets) if base else 0)) + "|"]
+    for r in e2e_rows:
+        cells = []
+        for d in dets:
+            e = r["e2e"][d]
+            cells += [f"{e['fps']:.1f}", f"{_fmt(e['stage_ms']['detect'])} / {_fmt(e['stage_ms']['classify'])}"]
         if base:
-            L.append(f"| tutorials' loop: `{base['model'].split(' ')[0]}` | model.predict | {base['fps']:.1f} (haar 1.3) | "
-                     f"{_fmt(base['stage_ms']['detect'])} / {_fmt(base['stage_ms']['classify'])} per face |"
-                     + " |" * (2 * len(dets) - 2 + len(dets)))
-    L += ["", "## INT8 against fp32 on this machine", ""]
+            cells += [f"{r['e2e'][d]['fps'] / base['fps']:.1f}x" for d in dets]
+        L.append(f"| `{r['name']}` | {KERNEL_NAMES.get(r['kernels'], r['kernels'])} | " + " | ".join(cells) + " |")
+    if base:
+        L.append(f"| tutorials' loop: `{base['model'].split(' ')[0]}` | model.predict | {base['fps']:.1f} (haar 1.3) | "
+                 f"{_fmt(base['stage_ms']['detect'])} / {_fmt(base['stage_ms']['classify'])} per face |"
+                 + " |" * (2 * len(dets) - 2 + len(dets)))
+    return L
+
+
+def _md_int8_vs_fp32(doc: dict) -> list[str]:
+    """Where INT8 was slower than fp32 on this machine, and the note on ARM boards."""
+    L = ["", "## INT8 against fp32 on this machine", ""]
     found = doc.get("findings") or []
     slower = [f for f in found if f["slower"]]
     if not found:
@@ -228,15 +245,24 @@ def markdown(doc: dict) -> str:
         L.append(f"INT8 was not slower than fp32 in any of the {len(found)} configurations measured here.")
     L += ["", "On ARM boards (Raspberry Pi, Jetson) the balance can differ: CI proves accuracy and agreement on "
           "emulated aarch64 but takes no timings there; measure on the board itself with `fer-edge verify` and "
-          "`fer-bench --quick` ([deploy/BOARDS.md](deploy/BOARDS.md)).", "",
-          "## Files", "", "| file | sha256 |", "|---|---|"]
-    seen = set()
+          "`fer-bench --quick` ([deploy/BOARDS.md](deploy/BOARDS.md)).", ""]
+    return L
+
+
+def _md_files(doc: dict) -> list[str]:
+    L, seen = ["## Files", "", "| file | sha256 |", "|---|---|"], set()
     for r in doc["rows"]:
         if r["file"] not in seen:
             seen.add(r["file"])
             where = (f"`{r['name']}`, exported from `{r['exported_from']}` by --export-missing (not kept)"
                      if r.get("exported_from") else f"`{r['file']}`")
             L.append(f"| {where} | `{r['sha256'][:16]}` |")
+    return L
+
+
+def markdown(doc: dict) -> str:
+    """The benchmark's Markdown page: header, latency table, end to end, INT8 against fp32, files."""
+    L = _md_header(doc) + _md_latency(doc) + _md_e2e(doc) + _md_int8_vs_fp32(doc) + _md_files(doc)
     return "\n".join(L) + "\n"
 
 

@@ -83,9 +83,11 @@ def verify_parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(prog="fer-convert verify",
                                 description="Measure existing .tflite/.onnx files against their Keras reference.")
-    p.add_argument("files", nargs="+", help=".tflite / .onnx files")
+    p.add_argument("files", nargs="+", help=".tflite / .onnx files (a bare shipped name such as fer-vgg_int8.tflite, "
+                   "not in the working folder: the installed package's file)")
     p.add_argument("--reference", required=True, help="the Keras model the files were made from, or its golden "
-                   "outputs (.npz, see fer_edge.convert.golden): then no TensorFlow is needed")
+                   "outputs (.npz, see fer_edge.convert.golden): then no TensorFlow is needed; a bare shipped name "
+                   "(fer-vgg_golden.npz) is the installed package's")
     p.add_argument("--kernels", default=",".join(KERNEL_PATHS), type=parse_kernel_paths,
                    help="LiteRT kernel paths to measure INT8 .tflite files on, comma-separated (default: "
                    "%(default)s; 'builtin' alone where XNNPACK cannot run, e.g. under qemu emulation)")

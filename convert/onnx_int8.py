@@ -11,7 +11,7 @@ of them, then 16-bit activations. The table of candidates is recorded in the fil
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -155,92 +155,133 @@ def _fallback(scored: list[dict], budget: dict) -> str:
     return max(pool, key=lambda r: (r["agreement"], -r["float_layers"]))["recipe"]
 
 
-def quantize_onnx(ctx, path: Path, fp32: Path, work: Path) -> dict:
-    """Write the INT8 ONNX file to `path`, quantized from the float graph `fp32` (scratch files in `work`);
-    returns its provenance (chosen recipe, search table, layer errors). `ctx` gives the calibration set, the
-    held-out faces and the target, the options and the log."""
-    cs = ctx.calibration
-    if cs is None:
-        raise FerEdgeError("onnx-int8 needs a calibration set: give --data or --calibration")
-    logging.getLogger("root").setLevel(logging.ERROR)  # onnxruntime.quantization logs through the root logger
-    pre = _preprocessed(fp32, ctx.log)
-    cache = work / "onnx_calibration_cache.json"
-    forced = ctx.options.get("onnx_recipe")
-    if forced and forced not in RECIPES:
-        raise FerEdgeError(f"unknown --onnx-recipe {forced!r}: expected one of {', '.join(RECIPES)}")
-    x_sel, ref, labels = ctx.heldout if ctx.heldout is not None and not forced else (None, None, None)
-    table, cands = [], {}
-    head = _head_nodes(pre)
+@dataclass
+class _Search:
+    """The candidates of one quantize_onnx call: each recipe tried is quantized into `work`, scored on the
+    held-out faces (when there are some) and recorded in `table`; those that built are in `cands`."""
+    ctx: object
+    pre: Path  # the preprocessed float graph
+    work: Path
+    head: list[str]
+    x_sel: np.ndarray | None  # held-out inputs (None: nothing to measure)
+    ref: np.ndarray | None
+    labels: np.ndarray | None
+    table: list = field(default_factory=list)
+    cands: dict = field(default_factory=dict)  # recipe name -> (Recipe, quantized file)
 
-    def attempt(recipe: Recipe) -> dict | None:
-        cand = work / f"int8_{len(table)}.onnx"
+    def attempt(self, recipe: Recipe) -> dict | None:
+        ctx, table, x_sel = self.ctx, self.table, self.x_sel
+        cand = self.work / f"int8_{len(table)}.onnx"
         try:
-            _quantize(pre, cand, recipe, cs, "face", cache, head)
+            _quantize(self.pre, cand, recipe, ctx.calibration, "face", self.work / "onnx_calibration_cache.json",
+                      self.head)
         except Exception as exc:  # a recipe onnxruntime cannot build is skipped, not fatal
             ctx.log(f"  onnx-int8 recipe {recipe.name}: failed ({str(exc).splitlines()[0][:120]})")
             table.append({"recipe": recipe.name, "error": str(exc).splitlines()[0][:200]})
             return None
         row = {"recipe": recipe.name, "bytes": cand.stat().st_size,
-               "float_layers": len(recipe.float_nodes) + (len(head) if recipe.float_head else 0),
+               "float_layers": len(recipe.float_nodes) + (len(self.head) if recipe.float_head else 0),
                "activations": recipe.activations}
         if x_sel is not None:
-            row.update(heldout_scores(_run(cand, x_sel), ref, labels))
+            row.update(heldout_scores(_run(cand, x_sel), self.ref, self.labels))
             ctx.log(f"  onnx-int8 recipe {recipe.name}: agreement {100 * row['agreement']:.2f}%, accuracy drop "
                     f"{row.get('accuracy_drop', float('nan')):+.2f} pp on {len(x_sel)} held-out faces")
         table.append(row)
-        cands[recipe.name] = (recipe, cand)
+        self.cands[recipe.name] = (recipe, cand)
         return row
 
-    integer_only = bool(ctx.options.get("integer_only"))
+    def first_to_meet(self, recipes) -> str | None:
+        """Tries the recipes in order; the name of the first that meets the target, or None."""
+        for recipe in recipes:
+            row = self.attempt(recipe)
+            if row is not None and meets(row, self.ctx.target):
+                return recipe.name
+        return None
+
+    def scored(self) -> list[dict]:
+        return [r for r in self.table if "agreement" in r]
+
+
+def _plain_recipes(s: _Search, forced: str | None, integer_only: bool) -> tuple[str, bool]:
+    """The fixed recipes (or the one --onnx-recipe forces): (the best one's name, whether it meets the target)."""
     for name in [forced] if forced else RECIPES:
         if integer_only and not forced and RECIPES[name].float_head:  # a float head is not a fully-integer file
             continue
-        attempt(RECIPES[name])
-    if not cands:
-        raise ModelError("onnx-int8: every quantization recipe failed: " + "; ".join(r.get("error", "") for r in table))
-    name = _choose([r for r in table if "error" not in r])
-    ok = x_sel is None or meets(next(r for r in table if r["recipe"] == name), ctx.target)
+        s.attempt(RECIPES[name])
+    if not s.cands:
+        raise ModelError("onnx-int8: every quantization recipe failed: " + "; ".join(r.get("error", "") for r in s.table))
+    name = _choose([r for r in s.table if "error" not in r])
+    return name, s.x_sel is None or meets(next(r for r in s.table if r["recipe"] == name), s.ctx.target)
+
+
+def _other_calibrations(s: _Search, name: str) -> str | None:
+    """Percentile, then entropy calibration of the best QDQ recipe: the first that meets the target, or None."""
+    base = s.cands[name][0]
+    if base.quant_format != "QDQ":  # only QDQ graphs can keep single nodes in float and be debugged
+        base = next(RECIPES[r["recipe"]] for r in sorted(s.scored(), key=lambda r: -r["agreement"])
+                    if RECIPES[r["recipe"]].quant_format == "QDQ")
+    return s.first_to_meet(replace(base, name=f"{base.name}-{m.lower()}", calibration=m)
+                           for m in ("Percentile", "Entropy"))
+
+
+def _mixed_precision(s: _Search, integer_only: bool) -> tuple[str | None, list[dict]]:
+    """The most sensitive nodes kept in float (1, 2, 4, ...), then 16-bit activations: (the first recipe that
+    meets the target or None, the layer errors that ranked the nodes)."""
+    cands, table = s.cands, s.table
+    base = max((cands[r["recipe"]][0] for r in s.scored() if not cands[r["recipe"]][0].float_nodes
+                and cands[r["recipe"]][0].quant_format == "QDQ"),
+               key=lambda rc: next(r["agreement"] for r in table if r["recipe"] == rc.name))
+    errors = diagnosis("onnx-int8", lambda: layer_errors(s.pre, cands[base.name][1], s.x_sel[:DEBUG_FACES]),
+                       s.ctx.log)
+    if integer_only:
+        return None, errors
+    ranked = list(dict.fromkeys(e["node"] for e in errors))
+    name = s.first_to_meet(replace(base, name=f"{base.name}+float{k}", float_nodes=tuple(ranked[:k]))
+                           for k in FLOAT_STEPS if k <= MAX_FLOAT_SHARE * len(ranked))
+    if name is None:  # every layer quantized again, with 16-bit activations (QDQ, com.microsoft Q/DQ ops)
+        name = s.first_to_meet([replace(base, name="qdq-a16w8-perchannel", activations="QInt16", reduce_range=False,
+                                        calibration="MinMax", float_head=False, float_nodes=())])
+    return name, errors
+
+
+def quantize_onnx(ctx, path: Path, fp32: Path, work: Path) -> dict:
+    """Write the INT8 ONNX file to `path`, quantized from the float graph `fp32` (scratch files in `work`);
+    returns its provenance (chosen recipe, search table, layer errors). `ctx` gives the calibration set, the
+    held-out faces and the target, the options and the log. The steps: the fixed recipes, then (when the best
+    misses the target on the held-out faces) other calibration methods, then mixed precision, then the
+    closest candidate within the budget."""
+    if ctx.calibration is None:
+        raise FerEdgeError("onnx-int8 needs a calibration set: give --data or --calibration")
+    logging.getLogger("root").setLevel(logging.ERROR)  # onnxruntime.quantization logs through the root logger
+    pre = _preprocessed(fp32, ctx.log)
+    forced = ctx.options.get("onnx_recipe")
+    if forced and forced not in RECIPES:
+        raise FerEdgeError(f"unknown --onnx-recipe {forced!r}: expected one of {', '.join(RECIPES)}")
+    x_sel, ref, labels = ctx.heldout if ctx.heldout is not None and not forced else (None, None, None)
+    s = _Search(ctx, pre, work, _head_nodes(pre), x_sel, ref, labels)
+    integer_only = bool(ctx.options.get("integer_only"))
+    name, ok = _plain_recipes(s, forced, integer_only)
     errors = []
-    if not ok:  # other calibration methods, then the most sensitive layers in float
-        base = cands[name][0]
-        if base.quant_format != "QDQ":  # only QDQ graphs can keep single nodes in float and be debugged
-            base = next(RECIPES[r["recipe"]] for r in sorted((r for r in table if "agreement" in r),
-                        key=lambda r: -r["agreement"]) if RECIPES[r["recipe"]].quant_format == "QDQ")
-        steps = [replace(base, name=f"{base.name}-{m.lower()}", calibration=m) for m in ("Percentile", "Entropy")]
-        for recipe in steps:
-            row = attempt(recipe)
-            if row is not None and meets(row, ctx.target):
-                name, ok = recipe.name, True
-                break
     if not ok:
-        base = max((cands[r["recipe"]][0] for r in table if "agreement" in r and not cands[r["recipe"]][0].float_nodes
-                    and cands[r["recipe"]][0].quant_format == "QDQ"),
-                   key=lambda rc: next(r["agreement"] for r in table if r["recipe"] == rc.name))
-        errors = diagnosis("onnx-int8", lambda: layer_errors(pre, cands[base.name][1], x_sel[:DEBUG_FACES]), ctx.log)
-        ranked = list(dict.fromkeys(e["node"] for e in errors))
-        if not integer_only:
-            for k in (k for k in FLOAT_STEPS if k <= MAX_FLOAT_SHARE * len(ranked)):
-                recipe = replace(base, name=f"{base.name}+float{k}", float_nodes=tuple(ranked[:k]))
-                row = attempt(recipe)
-                if row is not None and meets(row, ctx.target):
-                    name, ok = recipe.name, True
-                    break
-            if not ok:  # every layer quantized again, with 16-bit activations (QDQ, com.microsoft Q/DQ ops)
-                recipe = replace(base, name="qdq-a16w8-perchannel", activations="QInt16", reduce_range=False,
-                                 calibration="MinMax", float_head=False, float_nodes=())
-                row = attempt(recipe)
-                if row is not None and meets(row, ctx.target):
-                    name, ok = recipe.name, True
-        if not ok:
-            name = _fallback([r for r in table if "agreement" in r], ctx.budget or ctx.target)
-    recipe, cand = cands[name]
+        better = _other_calibrations(s, name)
+        name, ok = (better, True) if better else (name, False)
+    if not ok:
+        better, errors = _mixed_precision(s, integer_only)
+        name = better or _fallback(s.scored(), ctx.budget or ctx.target)
+    recipe, cand = s.cands[name]
     path.write_bytes(cand.read_bytes())
-    first = cands[table[0]["recipe"]][1] if table[0]["recipe"] in cands else None
+    table = s.table
+    first = s.cands[table[0]["recipe"]][1] if table[0]["recipe"] in s.cands else None
     cost = recipe_cost(first, cand, x_sel[:1]) if x_sel is not None and first is not None and first != cand else None
+    return _provenance(ctx, recipe, table, cost, errors, forced, integer_only, x_sel)
+
+
+def _provenance(ctx, recipe: Recipe, table, cost, errors, forced, integer_only: bool, x_sel) -> dict:
+    """The chosen recipe and how it was chosen, for the file's metadata and the report."""
     ort = require("onnxruntime", "convert")
     return {
         "quantizer": "onnxruntime.quantization.quantize_static", "onnxruntime": ort.__version__,
-        "calibration": recipe.calibration, "calibration_faces": len(cs), "recipe": asdict(recipe),
+        "calibration": recipe.calibration, "calibration_faces": len(ctx.calibration), "recipe": asdict(recipe),
         "integer_only": integer_only,
         "selection": ("forced with --onnx-recipe" if forced else
                       f"best top-1 agreement with the Keras reference on {len(x_sel)} {ctx.heldout_name} faces "

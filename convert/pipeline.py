@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +24,7 @@ from fer_edge.runtime.errors import DataError, FerEdgeError
 from fer_edge.runtime.fileio import check_writable, sha256_file
 from fer_edge.runtime.metadata import read_metadata, write_metadata
 from fer_edge.runtime.preprocess import preprocess
+from fer_edge.runtime.shipped import missing_model, shipped_or_path
 
 HELDOUT_SPLIT = "PublicTest"  # INT8 recipes are chosen here; parity is reported on PrivateTest
 HELDOUT_FACES = 2000
@@ -172,12 +173,8 @@ def _heldout(ctx, ds, src, spec, opts: ConvertOptions) -> None:
                                                               split="Training", force=opts.force_calibration)
 
 
-def convert(opts: ConvertOptions, log=print) -> tuple[ParityReport, int]:
-    """Convert, measure, write the report; returns (report, exit code: 0 or 3 when the budget is broken)."""
-    from fer_edge.convert.parity import GATE_EXIT
-    from fer_edge.convert.source import load_source
-
-    log = _clock(log)
+def _plan(opts: ConvertOptions) -> tuple[Path, str, Path, Staging]:
+    """Every check on the options and the outputs, before any work: (model path, stem, output folder, staging)."""
     check_options(opts.formats, opts.format_options)
     needs_cal = any(f.calibrated for f in opts.formats)
     if needs_cal and not (opts.data or opts.calibration):
@@ -194,6 +191,12 @@ def convert(opts: ConvertOptions, log=print) -> tuple[ParityReport, int]:
     staging.prepare(finals)
     if opts.data and not Path(opts.data).exists():
         raise DataError(f"{opts.data}: no such file or folder")
+    return model_path, stem, out_dir, staging
+
+
+def _load(opts: ConvertOptions, model_path: Path, log):
+    """The Keras model, the dataset (or None) and its evaluation split (or None)."""
+    from fer_edge.convert.source import load_source
 
     log(f"loading {model_path}")
     src = load_source(model_path, opts.label_set, opts.normalize, opts.equalize, not opts.unsafe_deserialization)
@@ -207,64 +210,109 @@ def convert(opts: ConvertOptions, log=print) -> tuple[ParityReport, int]:
     for note in ds.notes if ds is not None else ():
         log(f"note: {note}")
     ev = _eval_set(ds, opts.eval_split) if ds is not None else None
+    return src, ds, ev
+
+
+def _measure_reference(src, ev: EvalSet | None, model_path: Path, log) -> tuple[np.ndarray | None, Reference]:
+    """The Keras model's cost, and its probabilities and scores on the evaluation faces when there are some."""
+    cost = model_cost(src.model)
+    cost = cost if cost["macs"] else {"macs": None, "parameters": cost["parameters"]}  # a SavedModel hides its layers
+    ref_probs, reference = None, Reference(path=str(model_path), sha256=src.sha256)
+    if ev is not None:
+        log(f"reference: Keras on {len(ev.labels)} {ev.split} faces")
+        ref_probs = src.predict(ev.faces)
+        reference = reference_entry(model_path, src.sha256, ref_probs, ev, src.meta.labels)
+        log(f"reference accuracy {100 * reference.accuracy:.2f}%, macro-F1 {100 * reference.macro_f1:.2f}%")
+    reference.cost = cost
+    return ref_probs, reference
+
+
+@dataclass
+class _Exported:
+    """What the export loop leaves: per format its report entry and its staged file, and the recipe searches."""
+    entries: dict = field(default_factory=dict)  # format name -> FormatEntry
+    staged: dict = field(default_factory=dict)  # format name -> (temporary path, final path, metadata)
+    recipes: dict = field(default_factory=dict)  # recipe_search key -> RecipeSearch
+
+
+def _export_one(fmt: Format, ctx: ExportContext, tmp: Path, base_prov: dict, cal_sha, cal_file, out: _Exported):
+    """One format written to its temporary name, with its provenance in the file's metadata."""
+    recipe = fmt.export(ctx, tmp)
+    if fmt.recipe_search:  # the report's typed entry, and the same object in the file's metadata
+        out.recipes[fmt.recipe_search] = RecipeSearch.from_dict(recipe)
+        recipe = out.recipes[fmt.recipe_search].to_dict()
+    prov = dict(base_prov, format=fmt.name, recipe=recipe,
+                calibration_manifest_sha256=cal_sha if fmt.calibrated else None,
+                calibration_file=Path(cal_file).name if fmt.calibrated and cal_file else None)
+    meta = ctx.source.meta.replace(provenance=prov, figures={})
+    write_metadata(tmp, meta)
+    return meta
+
+
+def _export_all(opts: ConvertOptions, ctx: ExportContext, staging: Staging, out_dir: Path, stem: str, cal_file,
+                measured: tuple, log) -> _Exported:
+    """Each format exported, then measured against the reference on the evaluation faces (when there are)."""
+    ev, ref_probs, reference = measured
+    src, out = ctx.source, _Exported()
+    cal_sha = ctx.calibration.manifest_sha256 if ctx.calibration is not None else None
+    base_prov = {"source_model": Path(opts.model).name, "source_sha256": src.sha256, "command": opts.command,
+                 "training": src.meta.provenance, "cost": reference.cost,
+                 **({"appended_softmax": True} if src.appended_softmax else {})}
+    for fmt in opts.formats:
+        final = output_path(out_dir, stem, fmt)
+        tmp = staging.path(final)
+        log(f"{fmt.name}: converting")
+        meta = _export_one(fmt, ctx, tmp, base_prov, cal_sha, cal_file, out)
+        out.staged[fmt.name] = (tmp, final, meta)
+        if ev is not None:
+            log(f"{fmt.name}: evaluating {final.name} ({tmp.stat().st_size} bytes) on {ev.split}"
+                + (" with both LiteRT kernel paths" if fmt.int8 and final.suffix == ".tflite" else ""))
+            out.entries[fmt.name] = evaluate_file(tmp, ev, ref_probs, reference, fmt.int8, display_path=str(final))
+            e = out.entries[fmt.name]
+            log(f"{fmt.name}: accuracy {100 * e.accuracy:.2f}% (drop {e.accuracy_drop:+.2f} pp), "
+                f"agreement {100 * e.agreement:.2f}%")
+        else:
+            out.entries[fmt.name] = FormatEntry(path=str(final), bytes=tmp.stat().st_size)
+    return out
+
+
+def _stamp_figures(out: _Exported, ev: EvalSet | None, reference: Reference) -> None:
+    """Each staged file gets its measured figures in its metadata, then its final sha256 in the report."""
+    for name, (tmp, _final, meta) in out.staged.items():
+        e = out.entries[name]
+        if ev is not None:
+            figs = {k: getattr(e, k) for k in ("accuracy", "macro_f1", "accuracy_drop", "agreement", "max_prob_diff")}
+            figs.update(split=ev.split, n=int(len(ev.labels)), reference_accuracy=reference.accuracy,
+                        passed=e.passed)
+            if e.kernels is not None:
+                figs["kernels"] = e.to_dict()["kernels"]
+            write_metadata(tmp, meta.replace(figures={ev.split: figs}))
+        e.sha256 = sha256_file(tmp)
+
+
+def convert(opts: ConvertOptions, log=print) -> tuple[ParityReport, int]:
+    """Convert, measure, write the report; returns (report, exit code: 0 or 3 when the budget is broken).
+    The steps: plan the outputs, load, calibrate, measure the reference, export and measure each format,
+    gate (the report), commit."""
+    from fer_edge.convert.parity import GATE_EXIT
+
+    log = _clock(log)
+    model_path, stem, out_dir, staging = _plan(opts)
+    src, ds, ev = _load(opts, model_path, log)
     ctx = ExportContext(src, options=dict(opts.format_options), log=log)
     try:
         cal_file = None
-        if needs_cal:
-            ctx.calibration, cal_file = _calibration(opts, ds, spec, staging, out_dir, log)
-        cost = model_cost(src.model)
-        cost = cost if cost["macs"] else {"macs": None, "parameters": cost["parameters"]}  # a SavedModel hides its layers
-        ref_probs, reference = None, Reference(path=str(model_path), sha256=src.sha256)
-        if ev is not None:
-            log(f"reference: Keras on {len(ev.labels)} {ev.split} faces")
-            ref_probs = src.predict(ev.faces)
-            reference = reference_entry(model_path, src.sha256, ref_probs, ev, src.meta.labels)
-            log(f"reference accuracy {100 * reference.accuracy:.2f}%, macro-F1 {100 * reference.macro_f1:.2f}%")
-        reference.cost = cost
+        if any(f.calibrated for f in opts.formats):
+            ctx.calibration, cal_file = _calibration(opts, ds, src.meta.preprocess, staging, out_dir, log)
+        ref_probs, reference = _measure_reference(src, ev, model_path, log)
         if any(f.recipe_search for f in opts.formats):
-            _heldout(ctx, ds, src, spec, opts)
-        cal_sha = ctx.calibration.manifest_sha256 if ctx.calibration is not None else None
-        base_prov = {"source_model": model_path.name, "source_sha256": src.sha256, "command": opts.command,
-                     "training": src.meta.provenance, "cost": cost,
-                     **({"appended_softmax": True} if src.appended_softmax else {})}
-        entries, staged, recipes, extra = {}, {}, {}, {}
-        for fmt in opts.formats:
-            final = output_path(out_dir, stem, fmt)
-            tmp = staging.path(final)
-            log(f"{fmt.name}: converting")
-            recipe = fmt.export(ctx, tmp)
-            if fmt.recipe_search:  # the report's typed entry, and the same object in the file's metadata
-                recipes[fmt.recipe_search] = RecipeSearch.from_dict(recipe)
-                recipe = recipes[fmt.recipe_search].to_dict()
-            prov = dict(base_prov, format=fmt.name, recipe=recipe,
-                        calibration_manifest_sha256=cal_sha if fmt.calibrated else None,
-                        calibration_file=Path(cal_file).name if fmt.calibrated and cal_file else None)
-            meta = src.meta.replace(provenance=prov, figures={})
-            write_metadata(tmp, meta)
-            staged[fmt.name] = (tmp, final, meta)
-            if ev is not None:
-                log(f"{fmt.name}: evaluating {final.name} ({tmp.stat().st_size} bytes) on {ev.split}"
-                    + (" with both LiteRT kernel paths" if fmt.int8 and final.suffix == ".tflite" else ""))
-                entries[fmt.name] = evaluate_file(tmp, ev, ref_probs, reference, fmt.int8, display_path=str(final))
-                e = entries[fmt.name]
-                log(f"{fmt.name}: accuracy {100 * e.accuracy:.2f}% (drop {e.accuracy_drop:+.2f} pp), "
-                    f"agreement {100 * e.agreement:.2f}%")
-            else:
-                entries[fmt.name] = FormatEntry(path=str(final), bytes=tmp.stat().st_size)
-        extra["calibration"] = None if ctx.calibration is None else {
-            "file": cal_file, "manifest_sha256": cal_sha, "faces": len(ctx.calibration),
-            "counts": ctx.calibration.manifest.get("counts")}
-        doc = build_report(reference, ev, entries, opts.max_drop, opts.min_agreement, extra, recipes)
-        for name, (tmp, final, meta) in staged.items():
-            e = entries[name]
-            if ev is not None:
-                figs = {k: getattr(e, k) for k in ("accuracy", "macro_f1", "accuracy_drop", "agreement", "max_prob_diff")}
-                figs.update(split=ev.split, n=int(len(ev.labels)), reference_accuracy=reference.accuracy,
-                            passed=e.passed)
-                if e.kernels is not None:
-                    figs["kernels"] = e.to_dict()["kernels"]
-                write_metadata(tmp, meta.replace(figures={ev.split: figs}))
-            e.sha256 = sha256_file(tmp)
+            _heldout(ctx, ds, src, src.meta.preprocess, opts)
+        out = _export_all(opts, ctx, staging, out_dir, stem, cal_file, (ev, ref_probs, reference), log)
+        extra = {"calibration": None if ctx.calibration is None else {
+            "file": cal_file, "manifest_sha256": ctx.calibration.manifest_sha256, "faces": len(ctx.calibration),
+            "counts": ctx.calibration.manifest.get("counts")}}
+        doc = build_report(reference, ev, out.entries, opts.max_drop, opts.min_agreement, extra, out.recipes)
+        _stamp_figures(out, ev, reference)
         _write_report(doc, staging, out_dir)
         staging.commit()
     except BaseException:
@@ -287,42 +335,28 @@ def _write_report(doc: ParityReport, staging: Staging, out_dir: Path) -> None:
 def verify(opts: VerifyOptions, log=print) -> tuple[ParityReport, int]:
     """The parity checks on files that already exist (CI); returns (report, exit code).
 
-    The report records the machine it ran on and the LiteRT kernel paths measured. `sample` measures a seeded
+    A bare file name that is not in the working folder but ships in the package (fer-vgg_int8.tflite,
+    fer-vgg_golden.npz) is the shipped file. The report records the machine it ran on and the LiteRT kernel
+    paths measured. `sample` measures a seeded
     random subset of the split's faces (for slow machines: emulated boards); the reference's figures are then
     computed on the same subset."""
     from fer_edge.convert.bench_report import machine
     from fer_edge.convert.parity import GATE_EXIT
-    from fer_edge.convert.source import load_source
 
     log = _clock(log)
+    opts = replace(opts, files=[shipped_or_path(f) for f in opts.files], reference=shipped_or_path(opts.reference))
     if opts.sample is not None and opts.sample < 1:
         raise FerEdgeError(f"--sample must be 1 or more faces, found {opts.sample}")
     paths = [Path(f) for f in opts.files]
     for p in paths:
         if not p.is_file():
-            raise FerEdgeError(f"{p}: no such model file")
+            raise FerEdgeError(missing_model(p))
         read_metadata(p)  # refuses unknown suffixes and unreadable metadata early
     staging = None
     if opts.out:
         staging = Staging(Path(opts.out), opts.force)
         staging.prepare([Path(opts.out) / "report.json", Path(opts.out) / "report.md"])
-    if Path(opts.reference).suffix.lower() == ".npz":  # golden outputs: no TensorFlow needed
-        from fer_edge.convert.golden import load_golden
-
-        log(f"reference: golden outputs {opts.reference}")
-        first = read_metadata(paths[0])
-        ds = load_dataset(opts.data, label_set=opts.label_set or (first.label_set.name if first else "fer2013"))
-        ref, ref_probs, ev = load_golden(opts.reference, ds)
-        ref_meta = None
-    else:
-        log(f"loading reference {opts.reference}")
-        src = load_source(opts.reference, opts.label_set, opts.normalize, opts.equalize, not opts.unsafe_deserialization)
-        ds = load_dataset(opts.data, label_set=src.meta.label_set.name)
-        ev = _eval_set(ds, opts.eval_split)
-        log(f"reference: Keras on {len(ev.labels)} {ev.split} faces")
-        ref_probs = src.predict(ev.faces)
-        ref = reference_entry(opts.reference, src.sha256, ref_probs, ev, src.meta.labels)
-        ref_meta = src.meta
+    ref, ref_probs, ev, ref_meta = _verify_reference(opts, paths, log)
     if opts.sample is not None:
         ref, ref_probs, ev = _sampled(ref, ref_probs, ev, opts.sample, opts.sample_seed)
         log(f"measuring a seeded sample: {len(ev.labels)} of the {ev.split} faces (seed {opts.sample_seed})")
@@ -356,6 +390,29 @@ def verify(opts: VerifyOptions, log=print) -> tuple[ParityReport, int]:
         log(f"{name}: accuracy {100 * e.accuracy:.2f}% (drop {e.accuracy_drop:+.2f} pp), "
             f"agreement {100 * e.agreement:.2f}%: {'pass' if e.passed else 'FAIL'}")
     return doc, (GATE_EXIT if doc.failures else 0)
+
+
+def _verify_reference(opts: VerifyOptions, paths: list[Path], log):
+    """(reference entry, its probabilities, the evaluation faces, its metadata or None): from golden outputs
+    (NAME_golden.npz, no TensorFlow needed) or by running the Keras model."""
+    from fer_edge.convert.source import load_source
+
+    if Path(opts.reference).suffix.lower() == ".npz":  # golden outputs: no TensorFlow needed
+        from fer_edge.convert.golden import load_golden
+
+        log(f"reference: golden outputs {opts.reference}")
+        first = read_metadata(paths[0])
+        ds = load_dataset(opts.data, label_set=opts.label_set or (first.label_set.name if first else "fer2013"))
+        ref, ref_probs, ev = load_golden(opts.reference, ds)
+        return ref, ref_probs, ev, None
+    log(f"loading reference {opts.reference}")
+    src = load_source(opts.reference, opts.label_set, opts.normalize, opts.equalize, not opts.unsafe_deserialization)
+    ds = load_dataset(opts.data, label_set=src.meta.label_set.name)
+    ev = _eval_set(ds, opts.eval_split)
+    log(f"reference: Keras on {len(ev.labels)} {ev.split} faces")
+    ref_probs = src.predict(ev.faces)
+    ref = reference_entry(opts.reference, src.sha256, ref_probs, ev, src.meta.labels)
+    return ref, ref_probs, ev, src.meta
 
 
 def _sampled(ref: Reference, ref_probs: np.ndarray, ev: EvalSet, n: int, seed: int):

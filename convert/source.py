@@ -18,6 +18,7 @@ from fer_edge.runtime.errors import ModelError, require
 from fer_edge.runtime.fileio import sha256_file
 from fer_edge.runtime.metadata import ModelMetadata, check_model_path, read_metadata, resolve_metadata
 from fer_edge.runtime.preprocess import PreprocessSpec, preprocess
+from fer_edge.runtime.shipped import missing_model
 
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
 UNSAFE_FLAG = "--unsafe-deserialization"  # the user's explicit trust: Keras safe_mode off
@@ -100,7 +101,7 @@ def load_source(path: str | os.PathLike, label_set: str | None = None, normalize
     safe_mode=False only on the user's word (it runs the file's Python code: Lambda layers)."""
     path = Path(path)
     if not path.exists():
-        raise ModelError(f"{path}: no such model file")
+        raise ModelError(missing_model(path))
     if path.is_dir():
         model = _load_saved_model(path)
         sha = _tree_sha256(path)

@@ -240,40 +240,43 @@ def _ladder(cs_size: int, more: bool) -> list[TfliteRecipe]:
     return out
 
 
-def quantize_tflite(ctx, path: Path, saved_model: Path, work: Path) -> dict:
-    """Write the INT8 .tflite file to `path`, quantized from `saved_model` (scratch files in `work`); returns its
-    provenance (recipe, search table, layer errors). `ctx` gives the calibration set, the held-out faces and the
-    target, more calibration faces, the options and the log."""
-    tf = require("tensorflow", "convert")
-    cs = ctx.calibration
-    if cs is None:
-        raise FerEdgeError("tflite-int8 needs a calibration set: give --data or --calibration")
-    integer_only = bool(ctx.options.get("integer_only"))
-    heldout = ctx.heldout  # (inputs, reference probabilities, labels or None) or None
-    budget = ctx.budget or ctx.target  # the budget itself; target adds the held-out margin
-    calibrated = {(len(cs), 1.0): _calibrated(saved_model, cs)}  # (faces, range quantile) -> calibrated model
-    tried = []  # (recipe, file, row)
+@dataclass
+class _Search:
+    """The candidates of one quantize_tflite call: calibrated models are made once per (faces, range quantile)
+    and reused; each recipe tried is written into `work`, scored on the held-out faces (when there are some)
+    and recorded in `tried` as (recipe, file, scores)."""
+    ctx: object
+    saved_model: Path
+    work: Path
+    calibrated: dict = field(default_factory=dict)  # (faces, range quantile) -> calibrated model
+    tried: list = field(default_factory=list)
 
-    def calibrated_for(recipe: TfliteRecipe) -> bytes:
-        n = recipe.calibration_faces
+    def __post_init__(self):
+        cs = self.ctx.calibration
+        self.calibrated[(len(cs), 1.0)] = _calibrated(self.saved_model, cs)
+
+    def calibrated_for(self, recipe: TfliteRecipe) -> bytes:
+        ctx, cs, calibrated, n = self.ctx, self.ctx.calibration, self.calibrated, recipe.calibration_faces
         if (n, recipe.range_quantile) not in calibrated:
             faces = cs if n == len(cs) else ctx.more_calibration(n)
             if (n, 1.0) not in calibrated:
                 ctx.log(f"  tflite-int8: calibrating on {len(faces)} faces")
-                calibrated[(n, 1.0)] = _calibrated(saved_model, faces)
+                calibrated[(n, 1.0)] = _calibrated(self.saved_model, faces)
             if recipe.range_quantile < 1.0:
                 calibrated[(n, recipe.range_quantile)] = _percentile_ranges(calibrated[(n, 1.0)], faces,
                                                                             recipe.range_quantile)
         return calibrated[(n, recipe.range_quantile)]
 
-    def attempt(recipe: TfliteRecipe) -> bool:
-        cand = work / f"tflite_int8_{len(tried)}.tflite"
+    def attempt(self, recipe: TfliteRecipe) -> bool:
+        """Tries one recipe; whether it meets the target (always, with no held-out faces to measure)."""
+        ctx, heldout = self.ctx, self.ctx.heldout
+        cand = self.work / f"tflite_int8_{len(self.tried)}.tflite"
         if recipe.activations == "int16":
-            cand.write_bytes(_int16(saved_model, cs))
+            cand.write_bytes(_int16(self.saved_model, ctx.calibration))
         elif recipe.activations == "float":
-            cand.write_bytes(_dynamic_range(saved_model))
+            cand.write_bytes(_dynamic_range(self.saved_model))
         else:
-            cand.write_bytes(_quantize(calibrated_for(recipe), recipe))
+            cand.write_bytes(_quantize(self.calibrated_for(recipe), recipe))
         row = {"recipe": recipe.name, "bytes": cand.stat().st_size, "float_layers": len(recipe.float_layers),
                "activations": recipe.activations}
         if heldout is not None:
@@ -281,37 +284,65 @@ def quantize_tflite(ctx, path: Path, saved_model: Path, work: Path) -> dict:
             ctx.log(f"  tflite-int8 recipe {recipe.name}: agreement {100 * row['agreement']:.2f}%, accuracy drop "
                     f"{row.get('accuracy_drop', float('nan')):+.2f} pp on {len(heldout[0])} held-out faces "
                     "(worse kernel path)")
-        tried.append((recipe, cand, row))
+        self.tried.append((recipe, cand, row))
         return heldout is None or meets(row, ctx.target)
 
-    ladder = _ladder(len(cs), ctx.more_calibration is not None)
-    ok = attempt(ladder[0])
+
+def _integer_ladder(s: _Search) -> tuple[bool, list[dict]]:
+    """The fully-integer recipes in order until one meets the target: (whether one did, the layer errors of
+    the plain recipe, measured only when it misses)."""
+    ladder = _ladder(len(s.ctx.calibration), s.ctx.more_calibration is not None)
+    ok, heldout = s.attempt(ladder[0]), s.ctx.heldout
     errors = []
     if not ok and heldout is not None:  # what breaks: only asked when the plain recipe misses (it costs a pass)
-        errors = diagnosis("tflite-int8", lambda: layer_errors(calibrated_for(ladder[0]), ladder[0],
-                                                               heldout[0][:DEBUG_FACES]), ctx.log)
+        errors = diagnosis("tflite-int8", lambda: layer_errors(s.calibrated_for(ladder[0]), ladder[0],
+                                                               heldout[0][:DEBUG_FACES]), s.ctx.log)
     for recipe in ladder[1:]:
         if ok:
             break
-        ok = attempt(recipe)
+        ok = s.attempt(recipe)
+    return ok, errors
+
+
+def _mixed_precision(s: _Search, errors: list[dict], budget: dict) -> bool:
+    """The float head, then the most sensitive layers in float beside it, then dynamic range, then (only when
+    nothing faster meets the budget itself) 16-bit activations; whether one met the target."""
+    best = max((t for t in s.tried if t[0].integer_only), key=lambda t: t[2]["agreement"])[0]
+    cal = s.calibrated_for(best)
+    head = replace(best, name=f"{best.name}+floathead", float_layers=head_layers(cal), float_head=True)
+    ok = s.attempt(head)
+    if not ok and errors:
+        others = [r["layer"] for r in errors if r["layer"] not in head.float_layers]
+        ranked = _sensitivity(s.ctx, s.work, cal, head, others[:RANKED_LAYERS])
+        for k in (k for k in FLOAT_STEPS if k <= min(len(ranked), MAX_FLOAT_SHARE * len(others))):
+            ok = s.attempt(replace(head, name=f"{head.name}+float{k}", float_layers=head.float_layers + tuple(ranked[:k])))
+            if ok:
+                break
+    if not ok:  # every activation in float, weights in 8 bits: XNNPACK runs it at float speed or better
+        ok = s.attempt(TfliteRecipe("dynamic-range", 0, activations="float"))
+    # every layer integer again, with 16-bit activations: accurate, but LiteRT runs them on reference kernels,
+    # 50-100x slower; only when no faster candidate meets the budget itself (short of the held-out margin)
+    if not ok and not any(meets(row, budget) for _, _, row in s.tried):
+        ok = s.attempt(TfliteRecipe("minmax-16x8", len(s.ctx.calibration), activations="int16"))
+    return ok
+
+
+def quantize_tflite(ctx, path: Path, saved_model: Path, work: Path) -> dict:
+    """Write the INT8 .tflite file to `path`, quantized from `saved_model` (scratch files in `work`); returns its
+    provenance (recipe, search table, layer errors). `ctx` gives the calibration set, the held-out faces and the
+    target, more calibration faces, the options and the log. The steps: the fully-integer ladder, then (unless
+    --integer-only) mixed precision, then the choice among what was tried."""
+    tf = require("tensorflow", "convert")
+    if ctx.calibration is None:
+        raise FerEdgeError("tflite-int8 needs a calibration set: give --data or --calibration")
+    integer_only = bool(ctx.options.get("integer_only"))
+    heldout = ctx.heldout  # (inputs, reference probabilities, labels or None) or None
+    budget = ctx.budget or ctx.target  # the budget itself; target adds the held-out margin
+    s = _Search(ctx, saved_model, work)
+    ok, errors = _integer_ladder(s)
     if not ok and not integer_only:
-        best = max((t for t in tried if t[0].integer_only), key=lambda t: t[2]["agreement"])[0]
-        cal = calibrated_for(best)
-        head = replace(best, name=f"{best.name}+floathead", float_layers=head_layers(cal), float_head=True)
-        ok = attempt(head)
-        if not ok and errors:
-            others = [r["layer"] for r in errors if r["layer"] not in head.float_layers]
-            ranked = _sensitivity(ctx, work, cal, head, others[:RANKED_LAYERS])
-            for k in (k for k in FLOAT_STEPS if k <= min(len(ranked), MAX_FLOAT_SHARE * len(others))):
-                ok = attempt(replace(head, name=f"{head.name}+float{k}", float_layers=head.float_layers + tuple(ranked[:k])))
-                if ok:
-                    break
-        if not ok:  # every activation in float, weights in 8 bits: XNNPACK runs it at float speed or better
-            ok = attempt(TfliteRecipe("dynamic-range", 0, activations="float"))
-        # every layer integer again, with 16-bit activations: accurate, but LiteRT runs them on reference kernels,
-        # 50-100x slower; only when no faster candidate meets the budget itself (short of the held-out margin)
-        if not ok and not any(meets(row, budget) for _, _, row in tried):
-            ok = attempt(TfliteRecipe("minmax-16x8", len(cs), activations="int16"))
+        ok = _mixed_precision(s, errors, budget)
+    tried = s.tried
     within = [] if ok or heldout is None else [t for t in tried if meets(t[2], budget)]
     if ok:
         recipe, cand, _ = tried[-1]
@@ -320,17 +351,26 @@ def quantize_tflite(ctx, path: Path, saved_model: Path, work: Path) -> dict:
     else:  # the closest, and the parity gate will say so
         recipe, cand, _ = max(tried, key=lambda t: (t[2]["agreement"], -float_cost(t[0])))
     path.write_bytes(cand.read_bytes())
-    target = ctx.target if heldout is not None else None
     cost = recipe_cost(tried[0][1], cand, heldout[0][:1]) if recipe != tried[0][0] and heldout is not None else None
+    return _provenance(ctx, tf.__version__, recipe, tried, cost, errors, (ok, integer_only, bool(within)))
+
+
+def _provenance(ctx, tf_version: str, recipe: TfliteRecipe, tried: list, cost, errors: list[dict],
+                outcome: tuple[bool, bool, bool]) -> dict:
+    """The chosen recipe and how it was chosen, for the file's metadata and the report. `outcome`: (a recipe
+    met the target, --integer-only, kept one within the budget short of the margin)."""
+    ok, integer_only, within = outcome
+    heldout = ctx.heldout
+    target = ctx.target if heldout is not None else None
     return {
         "converter": "TFLiteConverter.from_saved_model (calibrate only) + mlir_quantize",
-        "tensorflow": tf.__version__, "quantization": _quantization_text(recipe),
+        "tensorflow": tf_version, "quantization": _quantization_text(recipe),
         "calibration": ("none (dynamic range)" if recipe.activations == "float" else "min-max"
                         if recipe.range_quantile == 1.0 else f"{recipe.range_quantile:g}-quantile of per-face "
                         "extremes"),
         "calibration_faces": recipe.calibration_faces,
         "recipe": asdict(recipe), "integer_only": integer_only,
-        "selection": _selection_text(heldout, ctx.heldout_name, target, ok, integer_only, bool(within)),
+        "selection": _selection_text(heldout, ctx.heldout_name, target, ok, integer_only, within),
         "candidates": [row for _, _, row in tried],
         "cost": cost,
         "layer_errors": errors[:TABLE_ROWS],

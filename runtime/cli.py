@@ -20,6 +20,7 @@ import signal
 import sys
 import threading
 import time
+from pathlib import Path
 
 from fer_edge.runtime.errors import FerEdgeError, cli_main
 from fer_edge.runtime.cli_args import (add_mqtt_arguments, add_preview_arguments, classifier_options,
@@ -32,6 +33,8 @@ log = logging.getLogger("fer_edge.runtime")
 
 
 def run_parser() -> ConfigurableParser:
+    from fer_edge.runtime.schedule import DEFAULT_RECHECK
+
     p = ConfigurableParser(prog="fer-edge", description="Facial expressions from a camera, stream or file. "
                                 "`fer-edge verify --help` for on-device accuracy checks.")
     src = p.add_argument_group("source (one of)").add_mutually_exclusive_group(required=True)
@@ -45,6 +48,11 @@ def run_parser() -> ConfigurableParser:
     detector_arguments(d)
     d.add_argument("--detect-every", type=int, default=1, metavar="K", help="run the detector every K frames, "
                    "follow faces in between (default 1)")
+    d.add_argument("--full-rate", action="store_true", help="detect and classify every face on every frame "
+                   "(the reference for measurements; default: look again only where the picture changed)")
+    d.add_argument("--recheck", type=float, default=DEFAULT_RECHECK, metavar="S", help="seconds between full "
+                   f"detections of a still stream (default {DEFAULT_RECHECK:g}): a face that appears without motion "
+                   "is found within S seconds")
     d.add_argument("--smooth", type=float, default=0.0, metavar="A", help="per-track EMA of probabilities: "
                    "A * previous + (1 - A) * new, A in [0, 1) (default 0 = off)")
     o = p.add_argument_group("outputs")
@@ -116,9 +124,23 @@ def verify(argv: list[str]) -> int:
               file=sys.stderr)
         if claimed:
             print(f"figures stored in the model: {json.dumps(claimed, sort_keys=True)[:300]}", file=sys.stderr)
+        _golden_line(clf.path, data, probs, report)
         if out is not None:
             _write_json(out, report)
     return 0
+
+
+def _golden_line(model: Path, data, probs, report: dict) -> None:
+    """A shipped model's golden outputs (NAME_golden.npz beside it): how often this device's top-1 class is the
+    fp32 reference's, on the faces both cover; recorded in the report as golden_agreement."""
+    from fer_edge.runtime.golden import golden_agreement, golden_beside
+
+    golden = golden_beside(Path(model))
+    found = golden_agreement(golden, data.rows, data.labels, probs) if golden is not None else None
+    if found is not None:
+        report["golden_agreement"] = {"file": golden.name, "agreement": round(found[0], 6), "faces": found[1]}
+        print(f"agreement with the fp32 reference's golden outputs ({golden.name}): {100 * found[0]:.2f}% of "
+              f"{found[1]} faces", file=sys.stderr)
 
 
 def _write_json(out, doc: dict) -> None:
@@ -176,7 +198,8 @@ def _run(a, outputs: dict, preview) -> dict:
         import cv2
 
         cv2.setNumThreads(a.threads)  # Haar and resizing too, so --threads 1 means one core
-    opts = PipelineOptions(model=a.model, detect_every=a.detect_every, smooth=a.smooth, **detector_options(a), **kw)
+    opts = PipelineOptions(model=a.model, detect_every=a.detect_every, smooth=a.smooth, full_rate=a.full_rate,
+                           recheck=a.recheck, **detector_options(a), **kw)
     stop = threading.Event()
     with Pipeline(opts) as pipe:  # the model first: a wrong model path fails before a camera opens
         source = open_source(a.source or a.image, camera=a.camera, picamera=a.picamera, loop=a.loop,

@@ -50,7 +50,9 @@ def detect_at(detector: Detector, frame: np.ndarray, gray: np.ndarray, width: in
         return detector.detect(frame, gray)
     scale = width / frame.shape[1]
     small = cv2.resize(frame, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-    small_gray = cv2.resize(gray, small.shape[1::-1], interpolation=cv2.INTER_AREA)
+    # a detector that reads colour only (GRAY False) is not handed a grey copy it would not look at
+    small_gray = cv2.resize(gray, small.shape[1::-1], interpolation=cv2.INTER_AREA) if getattr(
+        detector, "GRAY", True) else None
     return scale_faces(detector.detect(small, small_gray), 1.0 / scale, frame.shape)
 
 
@@ -68,6 +70,8 @@ class YuNetDetector:
     OPTIONS = {"score": "minimum face score, 0-1 (default 0.6)",
                "nms": "IoU above which overlapping boxes are merged (default 0.3)"}
     SIZES = (320, 640)
+    GRAY = False  # detect() reads the colour frame only
+    STRIDE = 32  # its coarsest feature map's stride: a crop whose origin is a multiple of it sees the same grid
     TOP_K = 5000  # candidates kept before NMS (OpenCV's default)
 
     def __init__(self, model: str | os.PathLike | None = None, threads: int | None = None, score: float = 0.6,
@@ -212,6 +216,7 @@ class BlazeFaceDetector:
     OPTIONS = {"score": "minimum face score, 0-1 (default 0.6)",
                "nms": "IoU above which overlapping boxes are averaged (default 0.3)"}
     SIZES = (320, 320)  # its input is 128x128 anyway: a smaller copy only makes the resize cheaper
+    GRAY = False  # detect() reads the colour frame only
 
     # MediaPipe's default is 0.5; on the sample video background blur scored up to 0.52 and the face never
     # below 0.70, so 0.6 drops the false faces and keeps the real one on every frame

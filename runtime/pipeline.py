@@ -11,6 +11,7 @@ Results are typed and never None: a frame without a face has `faces == []`.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
@@ -31,6 +32,7 @@ from fer_edge.runtime.framing import FRAMINGS, face_crops
 from fer_edge.runtime.images import MIN_SIDE
 from fer_edge.runtime.preprocess import FrameError, as_bgr
 from fer_edge.runtime.results import FaceResult, FrameResult
+from fer_edge.runtime.schedule import DEFAULT_RECHECK, Schedule
 from fer_edge.runtime.sources import Frame
 from fer_edge.runtime.shipped import shipped_file, shipped_models
 from fer_edge.runtime.tracking import Tracker
@@ -84,8 +86,12 @@ class PipelineOptions:
     smooth: float = 0.0  # EMA weight of the past per track, in [0, 1); 0 = off
     max_missed: int = 3  # detector runs a track survives without a matching box
     iou_threshold: float = 0.3
+    full_rate: bool = False  # streams: detect and classify every face on every frame (else: runtime.schedule)
+    recheck: float = DEFAULT_RECHECK  # seconds between full detections of a still stream (the schedule's)
 
     def __post_init__(self):
+        if not (isinstance(self.recheck, (int, float)) and math.isfinite(self.recheck) and self.recheck > 0):
+            raise FerEdgeError(f"--recheck must be a number of seconds above 0, found {self.recheck}")
         if int(self.detect_every) < 1:
             raise FerEdgeError(f"--detect-every must be 1 or more, found {self.detect_every}")
         if not 0.0 <= float(self.smooth) < 1.0:
@@ -98,6 +104,15 @@ class PipelineOptions:
             raise FerEdgeError(f"unknown framing {self.framing!r}: expected one of {', '.join(FRAMINGS)}")
 
 
+def stream_widths(detect_size: int | None, sizes: tuple) -> tuple[int | None, int | None]:
+    """The schedule's detect widths: (whole frame, small faces), from --detect-size and the detector's sizes;
+    the small-face width is never below the whole-frame one (None: the whole frame, unshrunk)."""
+    stream, fine = detect_size or sizes[0], sizes[1]
+    if stream is None or fine is None:
+        return stream, None
+    return stream, max(stream, fine)
+
+
 class RunStats:
     """Counts and timings of one run, turned into the end-of-run summary."""
 
@@ -105,6 +120,8 @@ class RunStats:
         self.labels = labels
         self.frames = self.corrupt = self.faces = self.frames_with_face = self.reconnects = 0
         self.stage_s = dict.fromkeys(STAGES, 0.0)
+        self.schedule: Counter = Counter()  # what ran: full / region detections, classifications, skipped frames
+        self.full_rate = False
         self.label_counts: Counter = Counter()
         self.started = time.perf_counter()
         self.seconds = 0.0
@@ -134,8 +151,16 @@ class RunStats:
             "faces": self.faces, "frames_with_face": self.frames_with_face,
             "emotion_share": {k: round(self.label_counts[k] / self.faces, 4) if self.faces else 0.0
                               for k in self.labels},
-            "tracks": tracks, "unreadable": self.unreadable,
+            "tracks": tracks, "unreadable": self.unreadable, "schedule": self.schedule_summary(),
         }
+
+    def schedule_summary(self) -> dict:
+        n, c = max(self.frames, 1), self.schedule
+        return {"mode": "full rate" if self.full_rate else "scheduled", "full_detections": c["full_detections"],
+                "fine_detections": c["fine_detections"], "region_detections": c["region_detections"],
+                "region_pixels": c["region_pixels"],
+                "motion_searches": c["motion_searches"], "frames_skipped": c["frames_skipped"],
+                "classifications_per_frame": round(c["classifications"] / n, 3)}
 
 
 class Pipeline:
@@ -150,36 +175,77 @@ class Pipeline:
         self.tracker = Tracker(opts.iou_threshold, opts.max_missed, opts.smooth)
         self.stats = RunStats(self.labels)
         self._since_detect = 0
+        self.schedule = None if opts.full_rate else Schedule(
+            self.detector,
+            make_detector(opts.detector, opts.detector_model, threads=opts.threads, **opts.detect_options),
+            stream_widths(opts.detect_size, self.detector.SIZES), opts.recheck)
 
     # -- one frame ------------------------------------------------------------------------------
 
     def process(self, image, index: int = 0, t: float = 0.0, source: str = "", still: bool = False) -> FrameResult:
-        """One frame of a stream: detect (every K frames) or follow, classify all faces in one call."""
-        s = self.stats.stage_s
+        """One frame of a stream: the schedule (runtime.schedule) decides what to detect and classify;
+        with --full-rate or --detect-every K, and for still images, every face is detected (every K frames)
+        and classified."""
         frame = as_bgr(image)
         t0 = time.perf_counter()
         gray = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)  # once per frame: detector, tracker and crops share it
+        if self.schedule is None or still or self.options.detect_every > 1:
+            tracks, todo, t1, t2 = self._every_frame(frame, gray, still, t0)
+        else:
+            tracks, todo, t1, t2 = self._scheduled(frame, gray, t, t0)
+        raw = self.classifier.predict(face_crops(gray, [tr.box for tr in todo], self.classifier.meta.preprocess,
+                                                 self.framing)) if todo else []
+        t3 = time.perf_counter()
+        faces = self._report(tracks, dict(zip((tr.id for tr in todo), raw)))
+        s = self.stats.stage_s
+        s["detect"] += t1 - t0
+        s["track"] += (t2 - t1) + (time.perf_counter() - t3)
+        s["classify"] += t3 - t2
+        self.stats.schedule["classifications"] += len(todo)
+        return FrameResult(index, t, faces, source)
+
+    def _every_frame(self, frame, gray, still: bool, t0: float):
+        """Today's schedule: the detector on every K-th frame (every frame by default), every face classified."""
         detect = self._since_detect % self.options.detect_every == 0 or not self.tracker.tracks
         # a sliver (2000x1) holds no face, and detectors that downscale it would make it 0 pixels high
         boxes = (self.detect(frame, gray, still) if min(frame.shape[:2]) >= MIN_SIDE else []) if detect else None
         t1 = time.perf_counter()
         tracks = self.tracker.update(boxes, gray) if detect else self.tracker.follow(gray)
         self._since_detect = 1 if detect else self._since_detect + 1
-        t2 = time.perf_counter()
-        probs = self.classifier.predict(face_crops(gray, [tr.box for tr in tracks], self.classifier.meta.preprocess,
-                                                   self.framing))
-        t3 = time.perf_counter()
+        self.stats.schedule["full_detections"] += detect
+        self.stats.schedule["frames_skipped"] += not detect
+        return tracks, tracks, t1, time.perf_counter()
+
+    def _scheduled(self, frame, gray, t: float, t0: float):
+        """The stream schedule: what moved is looked at, what is still is held (runtime.schedule)."""
+        if min(frame.shape[:2]) < MIN_SIDE:
+            boxes, step = [], None
+        else:
+            if self.schedule.detector is not self.detector:  # a detector swapped in after construction
+                self.schedule.detector = self.schedule.region_detector = self.detector
+                self.schedule.stream_width, self.schedule.fine_width = stream_widths(self.options.detect_size,
+                                                                                     self.detector.SIZES)
+            boxes, step = self.schedule.detect(frame, gray, self.tracker.tracks, t)
+            self.stats.schedule.update(step.counts())
+        t1 = time.perf_counter()
+        tracks = self.tracker.update(boxes, gray, None if step is None else step.checked)
+        return tracks, self.schedule.to_classify(tracks), t1, time.perf_counter()
+
+    def _report(self, tracks, raw: dict) -> list[FaceResult]:
+        """Every tracked face, with its new probabilities where it was classified, else the ones it holds."""
         faces = []
-        for tr, p in zip(tracks, probs):
-            p = self.tracker.smooth_probs(tr, p)
+        for tr in tracks:
+            if tr.id in raw:
+                p = self.tracker.smooth_probs(tr, raw[tr.id])
+                if self.schedule is not None:
+                    self.schedule.classified(tr, raw[tr.id])
+            else:
+                p = tr.probs
             label = self.labels[int(np.argmax(p))]
             tr.counts[label] = tr.counts.get(label, 0) + 1
             faces.append(FaceResult(tr.box.box, label, {k: float(v) for k, v in zip(self.labels, p)}, tr.id,
                                     tr.box.score, tr.box.landmarks))
-        s["detect"] += t1 - t0
-        s["track"] += (t2 - t1) + (time.perf_counter() - t3)
-        s["classify"] += t3 - t2
-        return FrameResult(index, t, faces, source)
+        return faces
 
     def detect(self, frame: np.ndarray, gray: np.ndarray, still: bool = False) -> list[FaceBox]:
         """Faces found on a copy shrunk to the detect size (photos and streams have their own defaults)."""
@@ -188,6 +254,8 @@ class Pipeline:
     def process_image(self, image, index: int = 0, t: float = 0.0, source: str = "") -> FrameResult:
         """One photo unrelated to the previous one: fresh tracks, the detector always runs."""
         self.tracker.reset()
+        if self.schedule is not None:
+            self.schedule.reset()
         self._since_detect = 0
         return self.process(image, index, t, source, still=True)
 
@@ -230,6 +298,7 @@ class Pipeline:
         `fer_edge.Recognizer.stream` are both this loop; `self.stats` counts it."""
         stop = stop or threading.Event()
         stats = self.stats = RunStats(self.labels)
+        stats.full_rate = self.schedule is None or getattr(source, "stills", False) or self.options.detect_every > 1
         if hasattr(source, "stop_with"):
             source.stop_with(stop)  # a live source retrying a dead camera must end when the run is stopped
         frames = iter(source)
@@ -282,6 +351,8 @@ class Pipeline:
 
     def close(self) -> None:
         self.detector.close()
+        if self.schedule is not None:
+            self.schedule.region_detector.close()
         self.classifier = None
 
     def __enter__(self) -> "Pipeline":

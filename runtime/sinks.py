@@ -237,6 +237,12 @@ def format_summary(summary: dict) -> str:
              f"({summary['stopped_by']}); faces {summary['faces']} on {summary['frames_with_face']} frames; "
              f"corrupt frames skipped {summary['corrupt_frames']}; reconnects {summary['reconnects']}",
              "per frame ms: " + ", ".join(f"{k} {v:.2f}" for k, v in summary["stage_ms"].items())]
+    sc = summary.get("schedule")
+    if sc:
+        lines.append(f"schedule ({sc['mode']}): full detections {sc['full_detections']} ({sc['fine_detections']} at "
+                     f"the photo width), region detections {sc['region_detections']}, motion searches "
+                     f"{sc['motion_searches']}, frames without detection {sc['frames_skipped']}, classifications "
+                     f"per frame {sc['classifications_per_frame']:.2f}")
     if summary["faces"]:
         share = sorted(summary["emotion_share"].items(), key=lambda kv: -kv[1])
         lines.append("emotions: " + ", ".join(f"{k} {v:.1%}" for k, v in share if v > 0))

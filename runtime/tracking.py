@@ -47,8 +47,9 @@ class Tracker:
         self.tracks = []
         self._prev_gray = None
 
-    def update(self, boxes: list[FaceBox], gray: np.ndarray | None = None) -> list[Track]:
-        """Match a detector run's boxes to tracks; return the tracks to report for this frame."""
+    def update(self, boxes: list[FaceBox], gray: np.ndarray | None = None, checked: set | None = None) -> list[Track]:
+        """Match a detector run's boxes to tracks; return the tracks to report for this frame. `checked`: the ids
+        of the tracks the detector looked for (a region search); the others count no miss (default: all)."""
         pairs = sorted(((iou(t.box.box, b.box), ti, bi) for ti, t in enumerate(self.tracks)
                         for bi, b in enumerate(boxes)), reverse=True)
         used_t, used_b = set(), set()
@@ -63,7 +64,7 @@ class Tracker:
             t.box, t.missed, t.hits = boxes[bi], 0, t.hits + 1
         alive = []
         for ti, t in enumerate(self.tracks):
-            if ti not in used_t:
+            if ti not in used_t and (checked is None or t.id in checked):
                 t.missed += 1
             # a track seen on one detector run only is dropped at its first miss: a one-off false box must not
             # be reported for max_missed more runs, while a confirmed face survives a missed detection or two
@@ -83,7 +84,7 @@ class Tracker:
         if prev is None or prev.shape != gray.shape:
             return list(self.tracks)
         for t in self.tracks:
-            moved = _follow_box(prev, gray, t.box)
+            moved = follow_box(prev, gray, t.box)
             if moved is not None:
                 t.box = moved
         return list(self.tracks)
@@ -100,7 +101,8 @@ class Tracker:
         return self.finished + self.tracks
 
 
-def _follow_box(prev: np.ndarray, gray: np.ndarray, box: FaceBox) -> FaceBox | None:
+def follow_box(prev: np.ndarray, gray: np.ndarray, box: FaceBox) -> FaceBox | None:
+    """The box moved to where its patch of `prev` matches `gray` best (landmarks moved alike); None: lost."""
     x, y, w, h = box.box
     scale = FOLLOW_SIDE / max(w, h)
     if scale >= 1.0:

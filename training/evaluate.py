@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -103,6 +104,10 @@ def evaluate_to(model_path, ds: FaceDataset, out_dir, history=None, log=print, u
         raise FerEdgeError(f"the data has label set {ds.label_set.name} but the model predicts {meta.label_set.name}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    plots = importlib.util.find_spec("matplotlib") is not None  # the figures are extras (the [train] extra has it)
+    if not plots:
+        log("note: matplotlib is not installed: report.json and report.md only, no PNG figures "
+            "(pip install matplotlib, or pip install 'fer-edge[train]')")
     reports = {}
     for split in splits:
         part = ds.subset(split) if ds.has_split(split) else None
@@ -112,13 +117,14 @@ def evaluate_to(model_path, ds: FaceDataset, out_dir, history=None, log=print, u
         probs = src.predict(part.images, batch_size=512)
         reports[split] = classification_report(part.labels, probs, meta.labels)
         log(f"{split}: accuracy {100 * reports[split]['accuracy']:.2f}%  macro-F1 {100 * reports[split]['macro_f1']:.2f}%  ({len(part)} faces)")
-        plot_confusion(reports[split], out_dir / f"confusion_{split}.png", f"{Path(model_path).name} on {split}")
+        if plots:
+            plot_confusion(reports[split], out_dir / f"confusion_{split}.png", f"{Path(model_path).name} on {split}")
     doc = {"model": str(model_path), "data": ds.source, "splits": reports}
     with atomic_output(out_dir / "report.json", force=True) as tmp:
         tmp.write_text(json.dumps(doc, indent=1))
     with atomic_output(out_dir / "report.md", force=True) as tmp:
         tmp.write_text(markdown(reports, f"Evaluation of {Path(model_path).name}"))
-    if history and Path(history).is_file():
+    if plots and history and Path(history).is_file():
         plot_curves(Path(history), out_dir / "curves.png")
     if update_metadata and reports:
         figures = dict(meta.figures)
@@ -146,7 +152,9 @@ def main(argv=None) -> int:
     if unknown:
         raise FerEdgeError(f"--splits: unknown split {unknown[0]!r}: expected one of {', '.join(SPLITS)}")
     from fer_edge.convert.source import load_source, read_source_metadata
+    from fer_edge.training.backend import import_keras
 
+    import_keras()  # a missing backend is one line here, not a traceback from the model loader
     own = read_source_metadata(args.model) is not None  # a model's own metadata wins over the flags
     src = load_source(args.model, None if own else args.labels, None if own else args.normalize)
     ds = load_dataset(args.data, label_set=src.meta.label_set.name)  # after the model: a bad model fails at once

@@ -47,23 +47,52 @@ def find_face(image: np.ndarray, spec: PreprocessSpec, whole: bool = False, name
     return face_crops(gray, [face], spec, FER2013)[0], face.box
 
 
+def _path_gradients_tensorflow(model, path: np.ndarray, target: int) -> np.ndarray:
+    tf = require("tensorflow", "train")
+    path_t = tf.constant(path)
+    with tf.GradientTape() as tape:
+        tape.watch(path_t)
+        probs = tf.cast(model(path_t, training=False), tf.float32)[:, target]
+    return tape.gradient(probs, path_t).numpy()
+
+
+def _path_gradients_jax(model, path: np.ndarray, target: int) -> np.ndarray:
+    import jax
+    import jax.numpy as jnp
+
+    def total(p):  # each path point's probability depends on that point alone: the sum's gradient is theirs
+        return jnp.sum(model(p, training=False)[:, target].astype(jnp.float32))
+
+    return np.asarray(jax.grad(total)(jnp.asarray(path)))
+
+
+PATH_GRADIENTS = {"tensorflow": _path_gradients_tensorflow, "jax": _path_gradients_jax}  # by Keras backend
+
+
+def check_backend() -> str:
+    """The Keras backend, refused in one line when fer-explain cannot take gradients with it."""
+    from fer_edge.training.backend import import_keras
+
+    backend = import_keras().backend.backend()
+    if backend not in PATH_GRADIENTS:
+        raise FerEdgeError(f"fer-explain takes gradients with the TensorFlow or JAX Keras backend, found "
+                           f"KERAS_BACKEND={backend}: run it with KERAS_BACKEND=tensorflow or KERAS_BACKEND=jax")
+    return backend
+
+
 def integrated_gradients(model, x: np.ndarray, target: int, baseline: np.ndarray, steps: int = 50) -> np.ndarray:
     """Attributions (same shape as x, one face HxWxC) for class `target`, trapezoidal rule over `steps`."""
-    tf = require("tensorflow", "train")
-    alphas = tf.reshape(tf.linspace(0.0, 1.0, steps + 1), (-1, 1, 1, 1))
-    x_t, b_t = tf.constant(x[None], tf.float32), tf.constant(baseline[None], tf.float32)
-    path = b_t + alphas * (x_t - b_t)
-    with tf.GradientTape() as tape:
-        tape.watch(path)
-        probs = tf.cast(model(path, training=False), tf.float32)[:, target]
-    grads = tape.gradient(probs, path).numpy()
+    alphas = np.linspace(0.0, 1.0, steps + 1, dtype=np.float32).reshape(-1, 1, 1, 1)
+    x32, b32 = np.asarray(x, np.float32)[None], np.asarray(baseline, np.float32)[None]
+    path = b32 + alphas * (x32 - b32)
+    grads = PATH_GRADIENTS[check_backend()](model, path, target)
     mean_grad = ((grads[:-1] + grads[1:]) / 2).mean(axis=0)
     return (x - baseline) * mean_grad
 
 
 def draw(face: np.ndarray, attr: np.ndarray, title: str, path: Path, force: bool) -> None:
     """face | signed attribution (red for, blue against the class) | |attribution| over the face."""
-    import matplotlib
+    matplotlib = require("matplotlib", "train")
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -95,6 +124,8 @@ def explain(model_path, image_path, out, label_set=None, normalize=None, target=
     if out.suffix.lower() != ".png":
         raise FerEdgeError(f"--out {out}: expected a .png file name, found {out.suffix or 'no suffix'}")
     check_writable(out, force)  # before any work, so a refused output costs nothing
+    check_backend()
+    require("matplotlib", "train")  # draws the figure: refused now rather than after the gradients
     if steps < 2:
         raise FerEdgeError(f"--steps must be at least 2, found {steps}")
     if not image_path.is_file():

@@ -132,31 +132,48 @@ def reproduce_command(cfg: dict) -> str:
 
 
 def write_card(run: Path, out: Path, name: str, parity: ParityReport | None = None) -> Path:
-    from fer_edge.training.evaluate import plot_curves
-
+    """NAME_CARD.md from the run's records and the shipped reference's metadata: the facts table, the figures,
+    the exported files' parity and the limits (figures copied/drawn beside it)."""
     dst = out / f"{name}.keras"
     meta = read_metadata(dst)
     splits = json.loads((run / "eval" / "report.json").read_text())["splits"]
     history = [json.loads(l) for l in (run / "history.jsonl").read_text().splitlines() if l.strip()]
     state = json.loads((run / "state.json").read_text())
+    _card_figures(run, out, name, splits)
+    # runs made before fer-train recorded its device were the reference's, on this 2-core CPU
+    device = meta.provenance.get("device", "CPU (2 cores, x86_64), shared with other work")
+    lines = [*_card_facts(dst, name, meta, state, reference_cost(parity, dst), device),
+             *_card_accuracy(name, splits, history, device),
+             *(_card_parity(name, parity) if parity else []),
+             *_card_limits()]
+    card = out / f"{name}_CARD.md"
+    with atomic_output(card, force=True) as tmp:
+        tmp.write_text("\n".join(lines))
+    return card
+
+
+def _card_figures(run: Path, out: Path, name: str, splits: dict) -> None:
+    """The run's confusion matrices copied beside the card, and its training curves drawn there."""
+    from fer_edge.training.evaluate import plot_curves
+
     for split in splits:
         src = run / "eval" / f"confusion_{split}.png"
         if src.is_file():
             with atomic_output(out / f"{name}_confusion_{split}.png", force=True) as tmp:
                 shutil.copyfile(src, tmp)
     plot_curves(run / "history.jsonl", out / f"{name}_curves.png")
+
+
+def _card_facts(dst: Path, name: str, meta, state: dict, cost: dict, device: str) -> list[str]:
+    """The card's title, status and facts table: architecture, cost, input, labels, data, training, provenance."""
     p = meta.provenance
-    cost = reference_cost(parity, dst)
     spec = meta.preprocess
     finished = state["epoch"] >= state["config"]["epochs"] or state["epoch"] - state["best_epoch"] > state["config"]["patience"]
     status = ("final: training finished" if finished else
               f"provisional: training in progress, epoch {state['epoch']} of {state['config']['epochs']}; "
               "these figures are the best epoch so far and will be replaced")
     cfg = state["config"]
-    # runs made before fer-train recorded its device were the reference's, on this 2-core CPU
-    device = p.get("device", "CPU (2 cores, x86_64), shared with other work")
-    priv = splits.get("PrivateTest", {})
-    lines = [
+    return [
         f"# Model card: {name}",
         "",
         f"`{dst.name}` (sha256 `{sha256_file(dst)[:16]}…`) is the full-precision reference of the `{name}` models: "
@@ -185,14 +202,15 @@ def write_card(run: Path, out: Path, name: str, parity: ParityReport | None = No
         *([wise_row(p["wise"])] if p.get("wise") else []),
         f"| command | `{reproduce_command(cfg)}` (the run's saved configuration as one command) |",
         f"| as run | `{p.get('command')}` |",
-        "",
-        "## Figures (fp32, Keras)",
-        "",
-        "| split | faces | top-1 accuracy | macro-F1 |",
-        "|---|---|---|---|",
     ]
+
+
+def _card_accuracy(name: str, splits: dict, history: list, device: str) -> list[str]:
+    """Accuracy per split, the anchor, PrivateTest per class, and the training curves and time."""
+    lines = ["", "## Figures (fp32, Keras)", "", "| split | faces | top-1 accuracy | macro-F1 |", "|---|---|---|---|"]
     for split, r in splits.items():
         lines.append(f"| {split} | {r['n']:,} | {100 * r['accuracy']:.2f}% | {100 * r['macro_f1']:.2f}% |")
+    priv = splits.get("PrivateTest", {})
     if priv:
         lines += ["", f"Against the anchor, {ANCHOR[0]}: {100 * ANCHOR[1]:.1f}% on PrivateTest; this model: "
                   f"{100 * priv['accuracy']:.2f}% ({100 * (priv['accuracy'] - ANCHOR[1]):+.2f} pp).",
@@ -206,23 +224,26 @@ def write_card(run: Path, out: Path, name: str, parity: ParityReport | None = No
         lines += ["", f"![training curves]({name}_curves.png)", "",
                   f"Training time: {sum(h.get('seconds', 0) for h in history) / 3600:.1f} h over {len(history)} epochs "
                   f"on {device}."]
-    if parity:
-        lines += ["", "## Exported files (fer-convert parity on PrivateTest)", "",
-                  "| format | bytes | accuracy | drop (pp) | agreement with fp32 |", "|---|---|---|---|---|"]
-        for fmt, e in parity.formats.items():
-            lines.append(f"| {fmt}{' (shipped)' if fmt in SHIPPED else ''} | {e.bytes:,} | "
-                         f"{100 * e.accuracy:.2f}% | {e.accuracy_drop:+.2f} | {100 * e.agreement:.2f}% |")
-        lines += ["", f"Full report: [{name}_parity.md]({name}_parity.md). Golden outputs of the fp32 model on "
-                  f"PrivateTest: `{name}_golden.npz` (the CI gate's reference where TensorFlow is absent)."]
-    lines += ["", "## Limits", "",
-              "FER2013 faces are 48x48 grey crops from web images; accuracy on live camera crops depends on the "
-              "crops matching that framing. fer-edge cuts faces like FER2013's (`fer_edge.runtime.framing`): "
-              f"{FER2013.describe()}. Human agreement on FER2013 is about 65%. Disgust has 436 "
-              "training faces and the lowest recall. Not for decisions about individuals.", ""]
-    card = out / f"{name}_CARD.md"
-    with atomic_output(card, force=True) as tmp:
-        tmp.write_text("\n".join(lines))
-    return card
+    return lines
+
+
+def _card_parity(name: str, parity: ParityReport) -> list[str]:
+    """The exported files' size, accuracy and agreement with the fp32 reference (fer-convert's parity)."""
+    lines = ["", "## Exported files (fer-convert parity on PrivateTest)", "",
+             "| format | bytes | accuracy | drop (pp) | agreement with fp32 |", "|---|---|---|---|---|"]
+    for fmt, e in parity.formats.items():
+        lines.append(f"| {fmt}{' (shipped)' if fmt in SHIPPED else ''} | {e.bytes:,} | "
+                     f"{100 * e.accuracy:.2f}% | {e.accuracy_drop:+.2f} | {100 * e.agreement:.2f}% |")
+    return lines + ["", f"Full report: [{name}_parity.md]({name}_parity.md). Golden outputs of the fp32 model on "
+                    f"PrivateTest: `{name}_golden.npz` (the CI gate's reference where TensorFlow is absent)."]
+
+
+def _card_limits() -> list[str]:
+    return ["", "## Limits", "",
+            "FER2013 faces are 48x48 grey crops from web images; accuracy on live camera crops depends on the "
+            "crops matching that framing. fer-edge cuts faces like FER2013's (`fer_edge.runtime.framing`): "
+            f"{FER2013.describe()}. Human agreement on FER2013 is about 65%. Disgust has 436 "
+            "training faces and the lowest recall. Not for decisions about individuals.", ""]
 
 
 def reference_cost(parity: ParityReport | None, keras_file: Path) -> dict:

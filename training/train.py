@@ -239,9 +239,9 @@ def validate(cfg: TrainConfig) -> None:
 
 def train(cfg: TrainConfig, log=print) -> Path:
     """Train as `cfg` says; every check on the user's input happens before the first write to --out."""
-    from fer_edge.runtime.errors import require
+    from fer_edge.training.backend import import_keras
 
-    keras = require("keras", "train")
+    keras = import_keras()
     if cfg.resume:
         check_out(cfg)
         cfg = restore_config(cfg, log)
@@ -263,9 +263,68 @@ def train(cfg: TrainConfig, log=print) -> Path:
         keras.mixed_precision.set_global_policy(policy)
 
 
+@dataclass
+class _Data:
+    """What the data step prepares: the splits, the preprocessing and the targets the model trains on."""
+    ds: FaceDataset
+    train: FaceDataset
+    val: FaceDataset
+    spec: PreprocessSpec
+    k: int
+    weights: np.ndarray
+    y_train: np.ndarray
+    y_val: np.ndarray
+    mix: dict | None
+    faces: np.ndarray  # the training faces as the student sees them (fixed views under --teacher-views)
+    augment: object
+
+
+@dataclass
+class _Teaching:
+    """The teachers' soft targets (--teacher) and their record for the provenance."""
+    soft: np.ndarray
+    fresh: bool  # computed now, not found in the run folder's cache
+    record: dict
+
+
 def _train(cfg: TrainConfig, log, keras, teachers: list, init=None) -> Path:
-    from fer_edge.training.architectures import build
-    from fer_edge.training.data import Augment, class_weights, fixed_views, make_sequence
+    """The steps of a run: prepare data, teach, build or resume, fit, select (--soup), record (fer-eval)."""
+    from fer_edge.training.data import make_sequence
+
+    data = _prepare_data(cfg, keras, log)
+    teaching = _teach(cfg, teachers, data, log) if teachers else None
+    seq = make_sequence(data.faces, data.y_train, data.weights, data.spec, cfg.batch_size, cfg.seed,
+                        data.augment if cfg.augment else None, workers=cfg.workers)
+    x_val = preprocess(data.val.images, data.spec)
+    gpus, strategy = _devices(cfg, keras, log)
+    out = Path(cfg.out)
+    state = json.loads((out / STATE).read_text()) if cfg.resume else {"epoch": 0, "best": -1.0, "best_epoch": -1}
+    model = _build_or_resume(cfg, keras, teachers, data.k, strategy, state, log)
+    out = prepare_out(cfg)  # the first write: every check on the user's input has passed
+    if teaching and (teaching.fresh or not cfg.resume):  # prepare_out cleared an earlier run's copy
+        from fer_edge.training.distill import save_targets
+
+        save_targets(out, teachers, data.faces, teaching.soft)
+    if cfg.resume:
+        _truncate_history(out / HISTORY, state["epoch"])
+    seq.epoch = state["epoch"]
+    log(f"{cfg.arch}: {model.count_params():,} parameters; {len(data.train)} training faces, {len(data.val)} validation faces; "
+        f"backend {keras.backend.backend()}")
+    meta = _metadata(cfg, keras, model, data, gpus, teaching, init)
+    float32_copy = _float32_copier(cfg, keras, data.k, mixed=gpus > 0)
+    _fit(cfg, keras, model, seq, (x_val, data.y_val), _epoch_callback(cfg, keras, out, state, meta, float32_copy, log),
+         state, out, log)
+    if cfg.soup:
+        _soup(cfg, out, state, float32_copy(model), data.train, data.spec, x_val, data.val.labels, meta, log)
+    from fer_edge.training.evaluate import evaluate_to
+
+    evaluate_to(out / BEST, data.ds, out / "eval", history=out / HISTORY, log=log, update_metadata=True)
+    return out / BEST
+
+
+def _prepare_data(cfg: TrainConfig, keras, log) -> _Data:
+    """Read the data, split off validation, apply --limit, and make the targets (labels, FER+ votes)."""
+    from fer_edge.training.data import Augment, class_weights
 
     ds = load_dataset(cfg.data, label_set=cfg.labels)
     for note in ds.notes:
@@ -287,35 +346,40 @@ def _train(cfg: TrainConfig, log, keras, teachers: list, init=None) -> Path:
     mix = None
     if cfg.ferplus_mix:
         y_train, mix = ferplus_mix(ds, train_ds, y_train, cfg.ferplus_mix, log)
-    distillation, faces = None, train_ds.images
-    augment = Augment.strong() if cfg.strong_augment else Augment()
-    if teachers:
-        from fer_edge.training import distill
+    return _Data(ds, train_ds, val_ds, spec, k, weights, y_train, y_val, mix, train_ds.images,
+                 Augment.strong() if cfg.strong_augment else Augment())
 
-        if cfg.teacher_views:  # consistent teaching: the teacher labels exactly the views the student will see
-            faces = fixed_views(train_ds.images, cfg.teacher_views, cfg.seed, augment)
-        out_dir = Path(cfg.out)
-        # a resumed run, or a --force rerun with the same teachers and faces, finds the targets already computed
-        soft = distill.cached_targets(out_dir, teachers, faces, log)
-        fresh = soft is None
-        if fresh:
-            soft = distill.teacher_probs(teachers, faces, log)[1]
-        val_soft, signal = distill.teacher_signal(teachers, val_ds.images, val_ds.labels, log)
-        targets = (f"teachers' average, flip-averaged, on {cfg.teacher_views} fixed {'strongly ' * cfg.strong_augment}"
-                   f"augmented views of each training "
-                   f"face; the student sees one of them, or its mirror image, each epoch" if cfg.teacher_views else
-                   "teachers' average, flip-averaged, on the un-augmented training faces")
-        distillation = {"teachers": [{"file": t.path.name, "sha256": t.sha256} for t in teachers],
-                        "temperature": cfg.temperature, "soft_weight": cfg.soft_weight, "targets": targets,
-                        "teacher_val_accuracy": signal}
-        if cfg.teacher_views:
-            y_train = np.broadcast_to(y_train, (cfg.teacher_views, *y_train.shape))
-        y_train = np.concatenate([y_train, soft.astype(np.float32)], axis=-1)
-        y_val = np.concatenate([y_val, val_soft.astype(np.float32)], axis=1)  # val_loss: the training loss
-    seq = make_sequence(faces, y_train, weights, spec, cfg.batch_size, cfg.seed,
-                        augment if cfg.augment else None, workers=cfg.workers)
-    x_val = preprocess(val_ds.images, spec)
 
+def _teach(cfg: TrainConfig, teachers: list, data: _Data, log) -> _Teaching:
+    """--teacher: the teachers' soft targets (cached in the run folder), appended to the hard targets in `data`."""
+    from fer_edge.training import distill
+    from fer_edge.training.data import fixed_views
+
+    if cfg.teacher_views:  # consistent teaching: the teacher labels exactly the views the student will see
+        data.faces = fixed_views(data.train.images, cfg.teacher_views, cfg.seed, data.augment)
+    # a resumed run, or a --force rerun with the same teachers and faces, finds the targets already computed
+    soft = distill.cached_targets(Path(cfg.out), teachers, data.faces, log)
+    fresh = soft is None
+    if fresh:
+        soft = distill.teacher_probs(teachers, data.faces, log)[1]
+    val_soft, signal = distill.teacher_signal(teachers, data.val.images, data.val.labels, log)
+    targets = (f"teachers' average, flip-averaged, on {cfg.teacher_views} fixed {'strongly ' * cfg.strong_augment}"
+               f"augmented views of each training "
+               f"face; the student sees one of them, or its mirror image, each epoch" if cfg.teacher_views else
+               "teachers' average, flip-averaged, on the un-augmented training faces")
+    record = {"teachers": [{"file": t.path.name, "sha256": t.sha256} for t in teachers],
+              "temperature": cfg.temperature, "soft_weight": cfg.soft_weight, "targets": targets,
+              "teacher_val_accuracy": signal}
+    y_train = data.y_train
+    if cfg.teacher_views:
+        y_train = np.broadcast_to(y_train, (cfg.teacher_views, *y_train.shape))
+    data.y_train = np.concatenate([y_train, soft.astype(np.float32)], axis=-1)
+    data.y_val = np.concatenate([data.y_val, val_soft.astype(np.float32)], axis=1)  # val_loss: the training loss
+    return _Teaching(soft, fresh, record)
+
+
+def _devices(cfg: TrainConfig, keras, log):
+    """(GPU count, tf.distribute strategy or None); mixed precision on where there is a GPU."""
     gpus = _gpu_count()
     strategy = None
     if cfg.strategy == "mirrored":
@@ -327,15 +391,18 @@ def _train(cfg: TrainConfig, log, keras, teachers: list, init=None) -> Path:
         log(f"MirroredStrategy over {strategy.num_replicas_in_sync} device(s)")
     elif gpus > 1:
         log(f"{gpus} GPUs found: training on one; --strategy mirrored uses all of them")
-    mixed = gpus > 0
-    if mixed:
+    if gpus > 0:
         keras.mixed_precision.set_global_policy("mixed_float16")
         log(f"{gpus} GPU(s) found: mixed precision on (the saved model.keras is float32)")
+    return gpus, strategy
+
+
+def _build_or_resume(cfg: TrainConfig, keras, teachers: list, k: int, strategy, state: dict, log):
+    """The compiled model: the checkpoint of a resumed run, or a new one (from --init's weights when given)."""
+    from fer_edge.training.architectures import build
 
     out = Path(cfg.out)
-    state = json.loads((out / STATE).read_text()) if cfg.resume else {"epoch": 0, "best": -1.0, "best_epoch": -1}
-    scope = strategy.scope() if strategy else _nullcontext()
-    with scope:
+    with strategy.scope() if strategy else _nullcontext():
         if cfg.resume:
             if teachers:
                 from fer_edge.training.distill import ensure_registered
@@ -343,47 +410,47 @@ def _train(cfg: TrainConfig, log, keras, teachers: list, init=None) -> Path:
                 ensure_registered()  # the checkpoint's loss and metric
             model = keras.models.load_model(out / CHECKPOINT)
             log(f"resuming {out} at epoch {state['epoch'] + 1} (best val accuracy so far {state['best']:.4f})")
+            return model
+        try:
+            model = build(cfg.arch, (cfg.input_size, cfg.input_size, 1), k)
+        except ValueError as exc:  # e.g. an input too small for the architecture's pooling
+            raise FerEdgeError(f"{cfg.arch} cannot take --input-size {cfg.input_size}: {str(exc).splitlines()[0][:200]}") from None
+        if cfg.init:
+            _init_weights(model, cfg)
+        smoothing = 0.0 if cfg.soft else cfg.label_smoothing
+        if teachers:
+            from fer_edge.training.distill import loss_and_metric
+
+            loss, metric = loss_and_metric(k, cfg.temperature, cfg.soft_weight, smoothing)
         else:
-            try:
-                model = build(cfg.arch, (cfg.input_size, cfg.input_size, 1), k)
-            except ValueError as exc:  # e.g. an input too small for the architecture's pooling
-                raise FerEdgeError(f"{cfg.arch} cannot take --input-size {cfg.input_size}: {str(exc).splitlines()[0][:200]}") from None
-            if cfg.init:
-                _init_weights(model, cfg)
-            smoothing = 0.0 if cfg.soft else cfg.label_smoothing
-            if teachers:
-                from fer_edge.training.distill import loss_and_metric
+            loss, metric = keras.losses.CategoricalCrossentropy(label_smoothing=smoothing), "accuracy"
+        model.compile(optimizer=keras.optimizers.AdamW(cfg.lr, weight_decay=cfg.weight_decay), loss=loss,
+                      metrics=[metric])
+    return model
 
-                loss, metric = loss_and_metric(k, cfg.temperature, cfg.soft_weight, smoothing)
-            else:
-                loss, metric = keras.losses.CategoricalCrossentropy(label_smoothing=smoothing), "accuracy"
-            model.compile(optimizer=keras.optimizers.AdamW(cfg.lr, weight_decay=cfg.weight_decay), loss=loss,
-                          metrics=[metric])
-    out = prepare_out(cfg)  # the first write: every check on the user's input has passed
-    if teachers and (fresh or not cfg.resume):  # prepare_out cleared an earlier run's copy
-        from fer_edge.training.distill import save_targets
 
-        save_targets(out, teachers, faces, soft)
-    if cfg.resume:
-        _truncate_history(out / HISTORY, state["epoch"])
-    seq.epoch = state["epoch"]
-    log(f"{cfg.arch}: {model.count_params():,} parameters; {len(train_ds)} training faces, {len(val_ds)} validation faces; "
-        f"backend {keras.backend.backend()}")
-    meta = ModelMetadata(ds.label_set, spec, provenance={
+def _metadata(cfg: TrainConfig, keras, model, data: _Data, gpus: int, teaching: _Teaching | None, init) -> ModelMetadata:
+    """The record every saved model.keras carries: labels, preprocessing and how it was made."""
+    ds = data.ds
+    return ModelMetadata(ds.label_set, data.spec, provenance={
         "arch": cfg.arch, **model_cost(model), "command": cfg.command,
         "data": str(ds.source), "data_sha256": sha256_file(ds.source) if Path(ds.source).is_file() else None,
         "labels": cfg.labels, "soft": cfg.soft, "seed": cfg.seed, "keras": keras.__version__,
         "backend": keras.backend.backend(),
-        "device": f"{gpus} GPU(s), mixed precision" if mixed else f"CPU ({os.cpu_count()} cores, {platform.machine()})",
+        "device": f"{gpus} GPU(s), mixed precision" if gpus > 0 else f"CPU ({os.cpu_count()} cores, {platform.machine()})",
         "validation": "PublicTest" if ds.has_split("PublicTest") else f"seeded 10% of Training (seed {cfg.seed})",
-        **({"distillation": distillation} if distillation else {}),
-        **({"ferplus_mix": mix} if mix else {}),
+        **({"distillation": teaching.record} if teaching else {}),
+        **({"ferplus_mix": data.mix} if data.mix else {}),
         **({"init": {"file": init.path.name, "sha256": init.sha256}} if init else {}),
     })
 
+
+def _float32_copier(cfg: TrainConfig, keras, k: int, mixed: bool):
+    """A function giving a model's weights in a fresh, uncompiled float32 model: what conversion and the runtime
+    expect, with no optimizer state and no training loss (a distillation loss would tie the file to fer-edge's code)."""
+    from fer_edge.training.architectures import build
+
     def float32_copy(m):
-        """The weights in a fresh, uncompiled float32 model: what conversion and the runtime expect, with no
-        optimizer state and no training loss (a distillation loss would tie the file to fer-edge's code)."""
         keras.mixed_precision.set_global_policy("float32")
         try:
             clone = build(cfg.arch, (cfg.input_size, cfg.input_size, 1), k)
@@ -393,9 +460,13 @@ def _train(cfg: TrainConfig, log, keras, teachers: list, init=None) -> Path:
         clone.set_weights(m.get_weights())
         return clone
 
-    class Epochs(keras.callbacks.Callback):
-        """One line per epoch, best-model keeping, early stopping and the resume checkpoint."""
+    return float32_copy
 
+
+def _epoch_callback(cfg: TrainConfig, keras, out: Path, state: dict, meta: ModelMetadata, float32_copy, log):
+    """One line per epoch, best-model keeping, early stopping and the resume checkpoint."""
+
+    class Epochs(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
             self.model.optimizer.learning_rate = lr_at(epoch, cfg)
             self.t0 = time.time()
@@ -428,23 +499,22 @@ def _train(cfg: TrainConfig, log, keras, teachers: list, init=None) -> Path:
                 log(f"early stop: no better validation accuracy for {cfg.patience} epochs")
                 self.model.stop_training = True
 
+    return Epochs()
+
+
+def _fit(cfg: TrainConfig, keras, model, seq, validation, epochs_callback, state: dict, out: Path, log) -> None:
+    """Train the epochs left (none when the run has finished or stopped early)."""
     if state["epoch"] < cfg.epochs and state["epoch"] - state["best_epoch"] <= cfg.patience:
         # shuffle=False: the sequence orders each epoch itself from (seed, epoch), so a resumed run is repeatable;
         # Keras's own batch shuffling draws from Python's global random state, which a resume does not restore
         # a TTY gets Keras's progress bar, listed first so that it ends its line before ours is printed
         tty = sys.stdout.isatty()
-        model.fit(seq, validation_data=(x_val, y_val), epochs=cfg.epochs, initial_epoch=state["epoch"],
-                  callbacks=[keras.callbacks.ProgbarLogger(), Epochs()] if tty else [Epochs()], shuffle=False,
-                  verbose=1 if tty else 0)
+        model.fit(seq, validation_data=validation, epochs=cfg.epochs, initial_epoch=state["epoch"],
+                  callbacks=[keras.callbacks.ProgbarLogger(), epochs_callback] if tty else [epochs_callback],
+                  shuffle=False, verbose=1 if tty else 0)
     else:
         log(f"{out} has finished its run ({state['epoch']} of {cfg.epochs} epochs): nothing to train")
     log(f"best validation accuracy {state['best']:.4f} at epoch {state['best_epoch'] + 1}; model in {out / BEST}")
-    if cfg.soup:
-        _soup(cfg, out, state, float32_copy(model), train_ds, spec, x_val, val_ds.labels, meta, log)
-    from fer_edge.training.evaluate import evaluate_to
-
-    evaluate_to(out / BEST, ds, out / "eval", history=out / HISTORY, log=log, update_metadata=True)
-    return out / BEST
 
 
 def _soup(cfg: TrainConfig, out: Path, state: dict, model, train_ds: FaceDataset, spec: PreprocessSpec,
@@ -526,53 +596,67 @@ def save_model(model, path: Path, meta: ModelMetadata) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from fer_edge.training.architectures import ARCHITECTURES
 
-    p = argparse.ArgumentParser(prog="fer-train", description=__doc__.splitlines()[0])
-    p.add_argument("--data", required=True, help="fer2013.csv, fer2013.npz, an image-folder root, or a data folder")
-    p.add_argument("--arch", default="edge", help=f"architecture: {', '.join(ARCHITECTURES)} (default edge)")
-    p.add_argument("--out", required=True, help="output folder (model.keras, checkpoint, history, eval/)")
-    p.add_argument("--labels", default="fer2013", choices=["fer2013", "ferplus"])
-    p.add_argument("--soft", action="store_true", help="FER+ only: train on vote distributions")
-    p.add_argument("--epochs", type=int, default=60)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--patience", type=int, default=15)
-    p.add_argument("--label-smoothing", type=float, default=0.1)
-    p.add_argument("--class-weight", default="sqrt", choices=["none", "sqrt", "balanced"])
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--input-size", type=int, default=48)
-    p.add_argument("--normalize", default="0,1", choices=["0,1", "-1,1"], help="model input value range")
-    p.add_argument("--equalize", action="store_true", help="histogram-equalise faces (recorded in the model)")
-    p.add_argument("--crop-margin", type=float, default=0.0, help="runtime crop margin recorded in the model")
-    p.add_argument("--no-augment", action="store_true")
-    p.add_argument("--teacher", action="append", metavar="MODEL",
-                   help="distil from this fer-edge .keras reference (repeat for an ensemble, averaged)")
-    p.add_argument("--temperature", type=float, default=4.0, help="distillation temperature (default 4)")
-    p.add_argument("--soft-weight", type=float, default=0.8,
-                   help="weight of the teacher's soft targets against the hard labels (default 0.8)")
-    p.add_argument("--teacher-views", type=int, default=0, metavar="K",
-                   help="label K fixed augmented views of every face with the teacher, and train the student on "
-                        "those views (consistent teaching; costs K teacher passes once). Default 0: the teacher "
-                        "labels the plain faces and the student sees fresh augmentations")
-    p.add_argument("--strong-augment", action="store_true",
-                   help="wider rotations, shifts and zooms, stronger light changes, blur and low-resolution copies "
-                        "(faces further from FER2013's tight, sharp crops); best with --teacher-views, where the "
-                        "teacher labels each such view")
-    p.add_argument("--init", default="", metavar="MODEL",
-                   help="start from this fer-edge .keras reference's weights (same --arch), e.g. to train a "
-                        "finished run further on a new schedule")
-    p.add_argument("--soup", type=int, default=0, metavar="K",
-                   help="after training, average the weights of the K best epochs (and of --init) greedily, and keep "
-                        "the average if it scores higher on the validation split (model soup; keeps each epoch's "
-                        "weights in DIR/epochs). With --resume it starts keeping them from the next epoch. Default 0: off")
-    p.add_argument("--ferplus-mix", type=float, default=0.0, metavar="W",
-                   help="blend each training face's FER2013 label with FER+'s ten-annotator vote distribution of the "
-                        "same face, at weight W (needs a data folder with ferplus/fer2013new.csv; validation stays "
-                        "on FER2013's labels). Default 0: FER2013's labels alone")
-    p.add_argument("--limit", type=int, default=0, help="use only this many training faces (quick runs)")
-    p.add_argument("--strategy", default="auto", choices=["auto", "mirrored", "none"])
-    p.add_argument("--workers", type=int, default=1, help="threads preparing batches")
-    p.add_argument("--force", action="store_true", help="overwrite a non-empty --out")
-    p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    p = argparse.ArgumentParser(prog="fer-train", description=__doc__.splitlines()[0],
+                                epilog="Research-only steps (soup, WiSE-FT, FER+ mixing, teacher views): docs/training.md")
+    run = p.add_argument_group("run", "every run: where the data is and where the run goes")
+    run.add_argument("--data", required=True, help="fer2013.csv, fer2013.npz, an image-folder root, or a data folder")
+    run.add_argument("--out", required=True, help="output folder (model.keras, checkpoint, history, eval/)")
+    run.add_argument("--force", action="store_true", help="overwrite a non-empty --out")
+    run.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    data = p.add_argument_group("data", "which labels and faces to train on, and how they are prepared; the "
+                                "defaults train on FER2013's labels with augmentation")
+    data.add_argument("--labels", default="fer2013", choices=["fer2013", "ferplus"])
+    data.add_argument("--soft", action="store_true", help="FER+ only: train on vote distributions")
+    data.add_argument("--class-weight", default="sqrt", choices=["none", "sqrt", "balanced"])
+    data.add_argument("--normalize", default="0,1", choices=["0,1", "-1,1"], help="model input value range")
+    data.add_argument("--equalize", action="store_true", help="histogram-equalise faces (recorded in the model)")
+    data.add_argument("--crop-margin", type=float, default=0.0, help="runtime crop margin recorded in the model")
+    data.add_argument("--no-augment", action="store_true")
+    data.add_argument("--strong-augment", action="store_true",
+                      help="wider rotations, shifts and zooms, stronger light changes, blur and low-resolution copies "
+                           "(faces further from FER2013's tight, sharp crops); best with --teacher-views, where the "
+                           "teacher labels each such view")
+    data.add_argument("--limit", type=int, default=0, help="use only this many training faces (quick runs)")
+    data.add_argument("--workers", type=int, default=1, help="threads preparing batches")
+    arch = p.add_argument_group("architecture", "which network: pick one for the device's budget of multiply-adds "
+                                "(docs/training.md compares them)")
+    arch.add_argument("--arch", default="edge", help=f"architecture: {', '.join(ARCHITECTURES)} (default edge)")
+    arch.add_argument("--input-size", type=int, default=48)
+    arch.add_argument("--init", default="", metavar="MODEL",
+                      help="start from this fer-edge .keras reference's weights (same --arch), e.g. to train a "
+                           "finished run further on a new schedule")
+    sched = p.add_argument_group("schedule", "how long and how fast: the defaults suit a run from scratch; change "
+                                 "them for a fine-tune (--init) or a different time budget")
+    sched.add_argument("--epochs", type=int, default=60)
+    sched.add_argument("--batch-size", type=int, default=128)
+    sched.add_argument("--lr", type=float, default=2e-3)
+    sched.add_argument("--patience", type=int, default=15)
+    sched.add_argument("--label-smoothing", type=float, default=0.1)
+    sched.add_argument("--seed", type=int, default=0)
+    sched.add_argument("--strategy", default="auto", choices=["auto", "mirrored", "none"])
+    kd = p.add_argument_group("distillation", "when a small student learns from a bigger trained model (--teacher): "
+                              "how fer-lite learnt from fer-vgg")
+    kd.add_argument("--teacher", action="append", metavar="MODEL",
+                    help="distil from this fer-edge .keras reference (repeat for an ensemble, averaged)")
+    kd.add_argument("--temperature", type=float, default=4.0, help="distillation temperature (default 4)")
+    kd.add_argument("--soft-weight", type=float, default=0.8,
+                    help="weight of the teacher's soft targets against the hard labels (default 0.8)")
+    kd.add_argument("--teacher-views", type=int, default=0, metavar="K",
+                    help="label K fixed augmented views of every face with the teacher, and train the student on "
+                         "those views (consistent teaching; costs K teacher passes once). Default 0: the teacher "
+                         "labels the plain faces and the student sees fresh augmentations")
+    mix = p.add_argument_group("label mixing", "research: when FER2013's single-annotator labels should be softened "
+                               "with FER+'s ten votes (needs ferplus/fer2013new.csv beside the data)")
+    mix.add_argument("--ferplus-mix", type=float, default=0.0, metavar="W",
+                     help="blend each training face's FER2013 label with FER+'s ten-annotator vote distribution of the "
+                          "same face, at weight W (needs a data folder with ferplus/fer2013new.csv; validation stays "
+                          "on FER2013's labels). Default 0: FER2013's labels alone")
+    avg = p.add_argument_group("averaging", "research: when the last point of accuracy is worth keeping every epoch's "
+                               "weights (model soup; WiSE-FT is python -m fer_edge.training.wise)")
+    avg.add_argument("--soup", type=int, default=0, metavar="K",
+                     help="after training, average the weights of the K best epochs (and of --init) greedily, and keep "
+                          "the average if it scores higher on the validation split (model soup; keeps each epoch's "
+                          "weights in DIR/epochs). With --resume it starts keeping them from the next epoch. Default 0: off")
     return p
 
 

@@ -1,0 +1,368 @@
+"""What a frame costs by scene: CPU ms per frame and stage, faces per frame and walk-in delay, default schedule
+against `--full-rate`, on 15 fps videos made from the sample photos and video with a little sensor noise added.
+
+    python benchmarks/scene_cost.py --data ../shared/data --out benchmarks/scene_cost.json
+
+Scenes (written once into --work): empty (the face-free photo, 640 wide), one face (the 596x336 sample
+video), group (the 7-person selfie, 640 wide), distance (6 tfeid-dev people small in a 1280-wide street of
+the face-free photo), walk-in (the empty scene for 4 s, then the smiling man slides in from the left).
+
+CPU per frame is the steady state, without start-up: every `fer-edge` run is a child process on one core
+(`taskset`, `--threads 1`), its CPU time read from wait4's rusage, and the per-frame figure is the slope
+between a 60-frame run and a full run. Runs are repeated (--repeats); the median and the spread are kept.
+Also writes the machine-independent table: multiply-adds per frame (detector at its input size, classifier
+per face) as the schedule ran them, so a board's time can be estimated from its own measured rate
+(deploy/BOARDS.md).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from report import write_report  # noqa: E402  benchmarks/report.py, beside this script
+
+FPS = 15.0
+NOISE = 3.0  # sensor noise, grey levels (standard deviation), redrawn on every frame
+SHORT = 60  # frames of the short run; the slope is taken between it and the full run
+SCENES = ("empty", "one_face", "group", "distance", "walk_in")
+WALK_IN_AT = 4.0  # seconds of empty scene before the face slides in
+
+
+# -- the scenes -----------------------------------------------------------------------------------
+
+def _write_video(path: Path, frames) -> int:
+    writer, n = None, 0
+    for frame in frames:
+        if writer is None:
+            writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), FPS, frame.shape[1::-1])
+        writer.write(frame)
+        n += 1
+    writer.release()
+    return n
+
+
+def _noisy(image: np.ndarray, count: int, seed: int):
+    rng = np.random.default_rng(seed)
+    for _ in range(count):
+        yield np.clip(image + rng.normal(0, NOISE, image.shape), 0, 255).astype(np.uint8)
+
+
+def _width(image: np.ndarray, width: int) -> np.ndarray:
+    h = round(image.shape[0] * width / image.shape[1])
+    return cv2.resize(image, (width, h), interpolation=cv2.INTER_AREA if width < image.shape[1] else cv2.INTER_CUBIC)
+
+
+def distance_photo(data: Path) -> np.ndarray:
+    """Six tfeid-dev people (different performers, frontal) standing small in a 1280x720 scene."""
+    background = cv2.resize(cv2.imread(str(data / "samples" / "fer_no-faces.jpg")), (1280, 720),
+                            interpolation=cv2.INTER_CUBIC)
+    rows = [line.split(",") for line in (data / "tfeid-dev" / "labels.csv").read_text().splitlines()[1:]]
+    people, seen = [], set()
+    for file, _label, performer, _perf, view in rows:
+        if performer not in seen and view.strip() == "1":
+            seen.add(performer)
+            people.append(cv2.imread(str(data / "tfeid-dev" / file)))
+        if len(people) == 6:
+            break
+    for i, person in enumerate(people):
+        small = cv2.resize(person, (150, 150), interpolation=cv2.INTER_AREA)
+        x, y = 60 + i * 200, 300 + (i % 2) * 120
+        background[y:y + 150, x:x + 150] = small
+    return background
+
+
+def walk_in_frames(data: Path, seed: int = 4):
+    """The empty scene for WALK_IN_AT seconds, then the smiling man slides in from the left edge over
+    ~0.7 s and stays, moving a little, for 3 s more."""
+    room = _width(cv2.imread(str(data / "samples" / "fer_no-faces.jpg")), 640)
+    face = cv2.resize(cv2.imread(str(data / "samples" / "fer_justin.jpg")), (220, 220), interpolation=cv2.INTER_AREA)
+    rng = np.random.default_rng(seed)
+    start, end = int(WALK_IN_AT * FPS), int((WALK_IN_AT + 3.7) * FPS)
+    for i in range(end):
+        frame = room.astype(np.float64)
+        if i >= start:
+            x = min(-220 + 30 * (i - start + 1), 200 + 2 * (i - start - 14) % 8)
+            x0, x1 = max(x, 0), x + 220
+            if x1 > 0:
+                frame[120:340, x0:x1] = face[:, x0 - x:]
+        yield np.clip(frame + rng.normal(0, NOISE, frame.shape), 0, 255).astype(np.uint8)
+
+
+def make_scenes(data: Path, work: Path) -> dict[str, Path]:
+    """The scene videos in `work` (made once; the one-face scene is the sample video itself)."""
+    work.mkdir(parents=True, exist_ok=True)
+    samples = data / "samples"
+    paths = {s: work / f"{s}.mp4" for s in SCENES}
+    paths["one_face"] = samples / "fer_test.mp4"
+    makers = {
+        "empty": lambda: _noisy(_width(cv2.imread(str(samples / "fer_no-faces.jpg")), 640).astype(np.float64), 180, 1),
+        "group": lambda: _noisy(_width(cv2.imread(str(samples / "deepface_selfie-many-people.jpg")), 640)
+                                .astype(np.float64), 180, 2),
+        "distance": lambda: _noisy(distance_photo(data).astype(np.float64), 180, 3),
+        "walk_in": lambda: walk_in_frames(data),
+    }
+    for name, make in makers.items():
+        if not paths[name].exists():
+            tmp = paths[name].with_suffix(".tmp.mp4")
+            _write_video(tmp, make())
+            tmp.rename(paths[name])
+    return paths
+
+
+# -- one measured run -----------------------------------------------------------------------------
+
+def run_child(argv: list[str]) -> float:
+    """CPU seconds (user + system) of one child process on one core."""
+    cmd = (["taskset", "-c", "0"] if shutil.which("taskset") else []) + argv
+    with tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        if os.waitstatus_to_exitcode(status):
+            err.seek(0)
+            raise SystemExit(f"{' '.join(argv)} failed:\n{err.read()[-3000:]}")
+    return usage.ru_utime + usage.ru_stime
+
+
+def fer_edge(video: Path, mode: list[str], tmp: Path, max_frames: int | None = None, loop: int = 1) -> dict:
+    """One run: CPU seconds, its summary and its per-frame JSON lines."""
+    js, summary = tmp / "out.jsonl", tmp / "summary.json"
+    argv = [sys.executable, "-m", "fer_edge.runtime.cli", "--source", str(video), "--threads", "1", "--window",
+            "off", "--quiet", "--force", "--json", str(js), "--summary", str(summary), "--loop", str(loop), *mode]
+    if max_frames:
+        argv += ["--max-frames", str(max_frames)]
+    cpu = run_child(argv)
+    lines = [json.loads(x) for x in js.read_text().splitlines()]
+    return {"cpu_s": cpu, "summary": json.loads(summary.read_text()), "lines": lines}
+
+
+def scene_row(video: Path, mode: list[str], repeats: int, loop: int) -> dict:
+    """Median CPU ms per frame (slope between a SHORT-frame run and a full run) over `repeats`, and the spread."""
+    with tempfile.TemporaryDirectory(prefix="scene-cost-") as d:
+        slopes, full = [], None
+        for _ in range(repeats):
+            short = fer_edge(video, mode, Path(d), SHORT)
+            full = fer_edge(video, mode, Path(d), loop=loop)
+            n = len(full["lines"])
+            slopes.append((full["cpu_s"] - short["cpu_s"]) * 1000 / (n - SHORT))
+    s = full["summary"]
+    faces = [len(x["faces"]) for x in full["lines"]]
+    return {"cpu_ms": round(statistics.median(slopes), 3), "cpu_ms_runs": [round(x, 3) for x in slopes],
+            "frames": len(faces), "faces_per_frame": round(sum(faces) / len(faces), 3), "stage_ms": s["stage_ms"],
+            "schedule": {"frames": len(faces), **s["schedule"]}, "lines": full["lines"]}
+
+
+# -- multiply-adds --------------------------------------------------------------------------------
+
+def onnx_macs(path: str | os.PathLike, shape: tuple[int, ...]) -> int:
+    """Multiply-adds of an ONNX model's Conv, MatMul and Gemm nodes for one input of `shape` (shapes inferred;
+    a convolution whose output shape is not inferred keeps its input's height and width, stride 1)."""
+    import onnx
+    from onnx import shape_inference
+
+    model = onnx.load(str(path))
+    for dim, value in zip(model.graph.input[0].type.tensor_type.shape.dim, shape):
+        dim.Clear()
+        dim.dim_value = value
+    model = shape_inference.infer_shapes(model)
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+              for v in [*model.graph.value_info, *model.graph.output, *model.graph.input]}
+    shapes.update({i.name: list(i.dims) for i in model.graph.initializer})
+    total = 0
+    for node in model.graph.node:
+        if node.op_type == "Conv":
+            weight, out = shapes[node.input[1]], shapes.get(node.output[0]) or []
+            if not all(out):
+                out = [1, weight[0], *shapes[node.input[0]][2:]]
+            total += int(np.prod(out)) * int(np.prod(weight[1:]))
+        elif node.op_type in ("MatMul", "Gemm") and shapes.get(node.input[0]) and shapes.get(node.input[1]):
+            total += int(np.prod(shapes[node.input[0]])) * shapes[node.input[1]][-1]
+    return total
+
+
+def padded(width: int, height: int) -> tuple[int, int]:
+    """YuNet's input is padded to a multiple of 32 each way (OpenCV's FaceDetectorYN)."""
+    return -(-width // 32) * 32, -(-height // 32) * 32
+
+
+def scene_macs(video: Path, schedule: dict, yunet: Path, classifier_macs: int) -> dict:
+    """Multiply-adds per frame as the schedule ran: YuNet at each input size it was given (full detections at
+    the stream width 320, those at the photo width 640, region searches by their input pixels at the 96x96
+    rate per pixel, motion searches counted at the stream size, their upper bound), plus the classifier per
+    classified face."""
+    cap = cv2.VideoCapture(str(video))
+    w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    cap.release()
+    at = lambda width: onnx_macs(yunet, (1, 3, *padded(width, round(h * width / w))[::-1])) if w > width \
+        else onnx_macs(yunet, (1, 3, *padded(w, h)[::-1]))
+    stream, fine, region = at(320), at(640), onnx_macs(yunet, (1, 3, 96, 96))
+    frames = max(schedule["frames"], 1)
+    full = schedule["full_detections"] - schedule["fine_detections"]
+    regions = schedule.get("region_pixels", schedule["region_detections"] * 96 * 96) * region / (96 * 96)
+    detect = (full * stream + schedule["fine_detections"] * fine + regions
+              + schedule["motion_searches"] * stream) / frames
+    classify = schedule["classifications_per_frame"] * classifier_macs
+    return {"detector_M": round(detect / 1e6, 2), "classifier_M": round(classify / 1e6, 2),
+            "total_M": round((detect + classify) / 1e6, 2), "yunet_M_at": {"stream": round(stream / 1e6, 2),
+            "photo": round(fine / 1e6, 2), "region": round(region / 1e6, 2)}}
+
+
+# -- comparisons ----------------------------------------------------------------------------------
+
+def first_face(lines: list[dict]) -> int | None:
+    return next((x["frame"] for x in lines if x["faces"]), None)
+
+
+def agreement(a: list[dict], b: list[dict]) -> dict:
+    """Frames where both report a face (of those where `b`, the reference, does), and where their labels agree."""
+    ref = {x["frame"]: x["faces"] for x in b}
+    both = [(x["faces"], ref[x["frame"]]) for x in a if x["frame"] in ref]
+    with_face = [(fa, fb) for fa, fb in both if fb]
+    same_face = sum(bool(fa) for fa, fb in with_face)
+    same_label = sum(bool(fa) and fa[0]["label"] == fb[0]["label"] for fa, fb in with_face)
+    n = max(len(with_face), 1)
+    return {"frames_with_face_ref": len(with_face), "face_kept": round(same_face / n, 4),
+            "label_same": round(same_label / n, 4)}
+
+
+def add_macs(rows: dict, paths: dict) -> None:
+    """Each row's multiply-adds per frame (YuNet and the default classifier, counted on their ONNX graphs)."""
+    from fer_edge.runtime.detectors import YuNetDetector
+    from fer_edge.runtime.pipeline import DEFAULT_MODEL
+    from fer_edge.runtime.shipped import shipped_file
+
+    yunet, clf = shipped_file(YuNetDetector.FILE), shipped_file(DEFAULT_MODEL.replace(".tflite", ".onnx"))
+    clf_macs = onnx_macs(clf, (1, 48, 48, 1))
+    for key, row in rows.items():
+        row["macs"] = {**scene_macs(paths[key.split("/")[0]], row["schedule"], yunet, clf_macs),
+                       "classifier_M_per_face": round(clf_macs / 1e6, 2)}
+
+
+def tutorial_ms(video: Path, keras_model: Path, repeats: int, path: str | None = None) -> dict:
+    """The tutorials' loop (Haar on every frame, Keras `predict` per face; convert/bench_keras.py) on one core:
+    CPU ms per frame of the loop itself (TensorFlow's start-up left out, as the slope leaves out fer-edge's)."""
+    cmd = (["taskset", "-c", "0"] if shutil.which("taskset") else []) + [
+        sys.executable, "-m", "fer_edge.convert.bench_keras", str(keras_model), "--threads", "1", "--tutorial",
+        str(video), "--repeats", str(repeats)]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    if path:  # an OpenCV 4 with Haar cascades, for the tutorials' process only (OpenCV 5 has none)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [path, env.get("PYTHONPATH")]))
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if out.returncode:
+        raise SystemExit(f"the tutorials' loop failed:\n{out.stderr[-2000:]}")
+    d = json.loads(out.stdout.strip().splitlines()[-1])["tutorial"]
+    return {"cpu_ms": round(1000 / d["frames_per_cpu_s"], 2), "faces": d["faces"], "frames": d["frames"]}
+
+
+def compare(rows: dict) -> dict:
+    """Per scene: faces and labels against --full-rate's, and the walk-in delay in frames."""
+    out = {}
+    for key in rows:
+        scene, mode = key.split("/")
+        ref = rows.get(f"{scene}/full-rate")
+        if mode != "default" or ref is None:
+            continue
+        out[scene] = agreement(rows[key]["lines"], ref["lines"])
+        a, b = first_face(rows[key]["lines"]), first_face(ref["lines"])
+        if scene == "walk_in" and a is not None and b is not None:
+            out[scene]["walk_in_delay_frames"] = a - b
+    return out
+
+
+def markdown(doc: dict) -> list[str]:
+    lines = ["# What a frame costs, by scene", "", "Written by `python benchmarks/scene_cost.py` (see its docstring): "
+             f"CPU ms per frame at one thread on one core ({doc['machine']}), the slope between a {SHORT}-frame "
+             "run and a full run; median of the repeats, all repeats in brackets (the machine was shared). This "
+             "run: `python benchmarks/scene_cost.py --data ../shared/data --repeats 3 --tutorial "
+             "models/fer-vgg.keras --tutorial-path DIR`, DIR holding `pip install --target DIR "
+             "'opencv-python-headless<5'` for the tutorials' Haar (this OpenCV 5 has none). The stage columns are "
+             "the full run's own summary (wall-clock ms per frame, so inflated by the other work on the machine).", "",
+             "| scene | mode | CPU ms/frame | runs | faces/frame | detect | track | classify | read | schedule |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for key, r in doc["rows"].items():
+        scene, mode = key.split("/")
+        st, sc = r["stage_ms"], r.get("schedule") or {}
+        what = (f"full {sc.get('full_detections')}, region {sc.get('region_detections')}, motion "
+                f"{sc.get('motion_searches')}, skipped {sc.get('frames_skipped')}, classify/frame "
+                f"{sc.get('classifications_per_frame')}") if sc else ""
+        lines.append(f"| {scene} | {mode} | {r['cpu_ms']:.2f} | {r['cpu_ms_runs']} | {r['faces_per_frame']:.2f} | "
+                     f"{st['detect']:.2f} | {st['track']:.2f} | {st['classify']:.2f} | {st['read']:.2f} | {what} |")
+    lines += ["", "Multiply-adds per frame (millions), machine-independent: YuNet at each input size the schedule gave it "
+              "(whole frame at 320 px wide, at 640 for small faces, the crops around tracked faces by their pixels at "
+              "the 96x96 rate, motion searches counted at the 320-px size, their upper bound) and the default classifier per classified face; "
+              "see deploy/BOARDS.md for turning them into a board's time.", "",
+              "| scene | mode | detector | classifier | total |", "|---|---|---|---|---|"]
+    for key, r in doc["rows"].items():
+        m = r["macs"]
+        lines.append(f"| {key.split('/')[0]} | {key.split('/')[1]} | {m['detector_M']:.1f} | {m['classifier_M']:.1f} | "
+                     f"{m['total_M']:.1f} |")
+    m = next(iter(doc["rows"].values()))["macs"]
+    lines += ["", f"YuNet: {m['yunet_M_at']['region']:.1f} M multiply-adds at 96x96; the classifier "
+              f"{m['classifier_M_per_face']:.1f} M per face."]
+    lines += ["", "Against `--full-rate` (frames where it reports a face):", "",
+              "| scene | face kept | same label | walk-in delay (frames) |", "|---|---|---|---|"]
+    for scene, c in doc["against_full_rate"].items():
+        if not c["frames_with_face_ref"]:
+            lines.append(f"| {scene} | no face in either | | |")
+            continue
+        lines.append(f"| {scene} | {c['face_kept']:.2%} | {c['label_same']:.2%} | {c.get('walk_in_delay_frames', '')} |")
+    if "tutorial" in doc:
+        t = doc["tutorial"]
+        lines += ["", f"The tutorials' loop (Haar on every frame, Keras `predict` per face, one core) on the one-face "
+                  f"video: {t['cpu_ms']:.1f} CPU ms per frame ({t['faces']} faces on {t['frames']} frames); fer-edge "
+                  + ", ".join(f"{k.removeprefix('speedup_')} {v}x" for k, v in t.items() if k.startswith("speedup_"))
+                  + " less CPU per frame."]
+    return lines
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", default=os.environ.get("FER_EDGE_DATA", "../shared/data"))
+    p.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "fer-edge-scenes"),
+                   help="where the scene videos are written (once)")
+    p.add_argument("--out", default=str(Path(__file__).with_name("scene_cost.json")))
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--scenes", default=",".join(SCENES))
+    p.add_argument("--modes", default="default,full-rate")
+    p.add_argument("--tutorial", metavar="KERAS_MODEL", help="also run the tutorials' Haar + Keras loop on the "
+                   "one-face video with this model (TensorFlow; e.g. models/fer-vgg.keras)")
+    p.add_argument("--tutorial-path", metavar="DIR", help="put DIR first on the tutorials' loop's PYTHONPATH (e.g. "
+                   "pip install --target DIR 'opencv-python-headless<5' where the installed OpenCV 5 has no Haar)")
+    a = p.parse_args(argv)
+    paths = make_scenes(Path(a.data), Path(a.work))
+    modes = {"default": [], "full-rate": ["--full-rate"], "today": []}
+    rows = {}
+    for scene in a.scenes.split(","):
+        for mode in a.modes.split(","):
+            loop = 3 if scene == "one_face" else 1
+            rows[f"{scene}/{mode}"] = scene_row(paths[scene], modes[mode], a.repeats, loop)
+            r = rows[f"{scene}/{mode}"]
+            print(f"{scene:9s} {mode:9s} {r['cpu_ms']:7.3f} ms {r['cpu_ms_runs']} faces/frame "
+                  f"{r['faces_per_frame']:.2f} {r['schedule']}", file=sys.stderr, flush=True)
+    comparisons = compare(rows)
+    add_macs(rows, paths)
+    doc = {"machine": platform.processor() or platform.machine(), "python": platform.python_version(),
+           "rows": {k: {kk: vv for kk, vv in v.items() if kk != "lines"} for k, v in rows.items()},
+           "against_full_rate": comparisons}
+    if a.tutorial:
+        doc["tutorial"] = tutorial_ms(paths["one_face"], Path(a.tutorial), a.repeats, a.tutorial_path)
+        for mode in ("default", "full-rate"):
+            if f"one_face/{mode}" in rows:
+                doc["tutorial"][f"speedup_{mode}"] = round(doc["tutorial"]["cpu_ms"] / rows[f"one_face/{mode}"]["cpu_ms"], 1)
+    write_report(a.out, doc, markdown(doc))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
