@@ -27,6 +27,7 @@ from fer_edge.runtime.cli_args import (add_mqtt_arguments, add_preview_arguments
                                       detector_arguments, detector_options, model_arguments, mqtt_options,
                                       preview_options)
 from fer_edge.runtime.config import ConfigurableParser, add_config_argument, with_config
+from fer_edge.runtime.service import add_service_arguments, check_service_arguments, json_rotation, start_mqtt
 
 log = logging.getLogger("fer_edge.runtime")
 
@@ -71,6 +72,7 @@ def run_parser() -> ConfigurableParser:
                    help="reopen a live source that gave no frame for S seconds (default 5)")
     add_mqtt_arguments(p)
     add_preview_arguments(p)
+    add_service_arguments(p)
     add_config_argument(p)
     return p
 
@@ -162,6 +164,7 @@ def run(argv: list[str]) -> int:
         raise FerEdgeError(f"--max-frames must be 1 or more, found {a.max_frames}")
     if a.stall_timeout <= 0:
         raise FerEdgeError(f"--stall-timeout must be above 0 seconds, found {a.stall_timeout}")
+    check_service_arguments(a)
     preview = preview_options(a) if a.serve else None  # an empty token fails here, before any work
     outputs = {}
     try:  # every output file is checked before the model loads, and none is left behind if the run fails
@@ -206,15 +209,13 @@ def _run(a, outputs: dict, preview) -> dict:
             if a.image:  # readable lines; on stderr when stdout carries JSON (--json - | jq must parse)
                 sinks.append(PrintSink(sys.stderr if "-" in (a.json, a.summary) else None))
             if a.json:
-                sinks.append(JsonLinesSink(outputs["--json"]))
+                sinks.append(JsonLinesSink(outputs["--json"], **json_rotation(a)))
             if a.record:
                 sinks.append(RecordSink(outputs["--record"], getattr(source, "fps", 0.0), a.force))
             if a.timeline:
                 sinks.append(TimelineSink(outputs["--timeline"], pipe.labels, a.force))
             if a.mqtt:
-                from fer_edge.runtime.mqtt import MqttSink
-
-                sinks.append(MqttSink(mqtt_options(a)))
+                sinks.append(start_mqtt(a, mqtt_options(a), pipe.labels, pipe.classifier.path.name))
             if preview is not None:
                 from fer_edge.runtime.preview import PreviewServer
 
@@ -231,12 +232,27 @@ def _run(a, outputs: dict, preview) -> dict:
                 getattr(s, "discard", s.close)()
             source.close()
             raise
+        notifier = _notify_ready(sinks)
         with _stop_on_signals(stop):
             stats = pipe.run(source, sinks, stop, a.max_frames)
+        if notifier.sent:
+            log.info("systemd: sent %d notifications", len(notifier.sent))
     summary = stats.summary()
     if not a.quiet and not a.image:
         print(format_summary(summary), file=sys.stderr)
     return summary
+
+
+def _notify_ready(sinks: list):
+    """Under systemd (Type=notify): READY=1 now that model, source and outputs are open; the watchdog sink goes
+    first, so STOPPING=1 is said before the others flush."""
+    from fer_edge.runtime.watchdog import Notifier, WatchdogSink
+
+    notifier = Notifier()
+    if notifier.active:
+        sinks.insert(0, WatchdogSink(notifier))
+        notifier.ready("processing frames")
+    return notifier
 
 
 class _stop_on_signals:

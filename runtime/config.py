@@ -149,6 +149,10 @@ def config_tokens(config: dict, parser: ConfigurableParser, source: str = "confi
             elif value == bool(action.const):  # store_true: true gives the flag; false is its default
                 out.append((opt, [opt]))
             continue
+        if action.nargs == "?" and isinstance(value, bool):  # an optional value (--ha-discovery [PREFIX]): true
+            if value:                                         # gives the flag and its default, false leaves it off
+                out.append((opt, [opt]))
+            continue
         values = value if isinstance(value, list) else [value]
         if isinstance(value, list) and action.nargs in (None, "?"):
             raise ConfigError(f"{source}: key {key!r} takes one value, found a list")

@@ -116,7 +116,9 @@ class MqttOptions:
 class MqttSink:
     """A sink (write/close) publishing to an MQTT broker through paho-mqtt 2.x."""
 
-    def __init__(self, options: MqttOptions):
+    def __init__(self, options: MqttOptions, ha=None, connect_timeout: float | None = None):
+        """connect_timeout: wait that long for the broker's first answer and raise FerEdgeError if it cannot be
+        reached or refuses the client (a start-up error); None: connect in the background (queue meanwhile)."""
         o = options
         url, tls, ca, cert, key, insecure = o.url, o.tls, o.ca, o.cert, o.key, o.insecure
         qos, queue, summary_every, client_id, flush_timeout = o.qos, o.queue, o.summary_every, o.client_id, o.flush_timeout
@@ -140,8 +142,12 @@ class MqttSink:
         self.label_counts: collections.Counter = collections.Counter()
         self.track_labels: dict[int, str] = {}
         self.started = self._last_summary = time.monotonic()
+        self.ha = ha  # a runtime.ha.HaDiscovery: discovery configs on every connect, its state with each summary
+        self.refused: str | None = None  # the broker's reason when it refused the connection
+        self.unreachable: str | None = None
+        self._waiting = connect_timeout is not None  # the first refusal becomes wait_connected()'s error line
 
-        client_id = client_id or f"fer-edge-{self.device}-{os.getpid()}"
+        self.client_id = client_id = client_id or f"fer-edge-{self.device}-{os.getpid()}"
         self.client = c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True)
         if t.username:
             c.username_pw_set(t.username, t.password)
@@ -153,6 +159,7 @@ class MqttSink:
         c.will_set(f"{t.topic}/status", json.dumps({"device": self.device, "online": False}), qos=1, retain=True)
         c.reconnect_delay_set(BACKOFF_MIN_S, BACKOFF_MAX_S)
         c.on_connect, c.on_disconnect, c.on_publish = self._on_connect, self._on_disconnect, self._on_publish
+        c.on_connect_fail = self._on_connect_fail
         try:
             c.connect_async(t.host, t.port, keepalive=30)
         except (OSError, ValueError) as exc:
@@ -160,22 +167,62 @@ class MqttSink:
         c.loop_start()  # paho's network thread: connects, and reconnects with backoff for ever
         self._pump_thread = threading.Thread(target=self._pump, name="fer-edge-mqtt", daemon=True)
         self._pump_thread.start()
-        log.info("mqtt: publishing to %s", t.redacted())
+        log.debug("mqtt: publishing to %s", t.redacted())  # "connected to" follows; an error at start is one line
+        if connect_timeout is not None:
+            self.wait_connected(connect_timeout)
 
     # -- paho callbacks (its network thread) ----------------------------------------------------
 
     def _on_connect(self, client, _userdata, _flags, reason, _props):
         if reason.is_failure:
-            log.warning("mqtt: %s refused the connection: %s", self.target.redacted(), reason)
+            if not self._waiting:  # at start wait_connected() turns it into the one error line
+                log.warning("mqtt: %s refused the connection: %s", self.target.redacted(), reason)
+            with self.queue.cond:
+                self.refused = str(reason)
+                self.queue.cond.notify_all()
             return
         status = (f"{self.target.topic}/status", json.dumps({"device": self.device, "online": True}), True)
+        first = [status] + [(topic, payload, True) for topic, payload in (self.ha.configs() if self.ha else [])]
         with self.queue.cond:
             self.connected = True
             self.connects += 1
             self.reconnects = self.connects - 1
-            self.queue.items.appendleft(status)  # first out; never dropped for being old (it is new)
+            self.queue.items.extendleft(reversed(first))  # first out; never dropped for being old (they are new)
             self.queue.cond.notify_all()
         log.info("mqtt: connected to %s%s", self.target.redacted(), " again" if self.connects > 1 else "")
+
+    def _on_connect_fail(self, _client, _userdata):
+        with self.queue.cond:
+            self.unreachable = self.unreachable or "no answer"
+            self.queue.cond.notify_all()
+
+    def wait_connected(self, timeout: float = 10.0) -> None:
+        """At start: raise FerEdgeError (and stop the client) if the broker cannot be reached or refuses us.
+        Later losses are not errors: the sink queues and reconnects."""
+        deadline = time.monotonic() + timeout
+        with self.queue.cond:
+            while not (self.connected or self.refused or self.unreachable) and time.monotonic() < deadline:
+                self.queue.cond.wait(0.1)
+            connected, refused, unreachable = self.connected, self.refused, self.unreachable
+            self._waiting = False
+        if connected:
+            return
+        self.abort()
+        where = f"--mqtt {self.target.redacted()}"
+        if refused:
+            raise FerEdgeError(f"{where}: the broker refused the connection ({refused}); expected it to accept "
+                               f"client id {self.client_id!r} (see --mqtt-client-id) and the credentials")
+        why = "the connection failed" if unreachable else f"no MQTT answer within {timeout:g} s"
+        raise FerEdgeError(f"{where}: cannot reach the broker ({why}); expected a running broker at that host and port")
+
+    def abort(self) -> None:
+        """Stop at once, publishing nothing more (a start that failed)."""
+        with self.queue.cond:
+            self._closing = self._stop_now = True
+            self.queue.cond.notify_all()
+        self.client.disconnect()
+        self.client.loop_stop()
+        self._pump_thread.join(1.0)
 
     def _on_disconnect(self, _client, _userdata, _flags, reason, _props):
         with self.queue.cond:
@@ -220,8 +267,8 @@ class MqttSink:
 
     # -- the sink -------------------------------------------------------------------------------
 
-    def _put(self, subtopic: str, doc: dict) -> None:
-        self.queue.put((f"{self.target.topic}/{subtopic}", json.dumps(doc, separators=(",", ":")), False))
+    def _put(self, subtopic: str, doc: dict, retain: bool = False) -> None:
+        self.queue.put((f"{self.target.topic}/{subtopic}", json.dumps(doc, separators=(",", ":")), retain))
 
     def write(self, frame, result) -> None:
         ts = round(time.time(), 3)
@@ -232,8 +279,12 @@ class MqttSink:
             self.track_labels[f.track] = f.label
             self._put("face", {"device": self.device, "frame": result.frame, "time": round(result.time, 4), "ts": ts,
                                **f.to_dict()})
+        if self.ha is not None:
+            self.ha.add(result.faces)
         if self.summary_every > 0 and time.monotonic() - self._last_summary >= self.summary_every:
             self._put("summary", self.summary())
+            if self.ha is not None:
+                self._put("ha/state", self.ha.state(), retain=True)
 
     def stats(self) -> dict:
         with self.queue.cond:
@@ -254,6 +305,8 @@ class MqttSink:
     def close(self) -> None:
         if self._closing:
             return
+        if self.ha is not None:
+            self._put("ha/state", self.ha.state(), retain=True)
         self._put("summary", self.summary(final=True))
         with self.queue.cond:
             self._closing = True

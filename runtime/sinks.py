@@ -33,19 +33,39 @@ class JsonLinesSink:
 
     Written under a temporary name that takes the final name with the first frame, so a run that fails to
     start (`discard()`) leaves no file and an old one untouched, while a running camera's events can be
-    followed live (`tail -f`); every line is flushed, so even SIGKILL leaves whole lines."""
+    followed live (`tail -f`); every line is flushed, so even SIGKILL leaves whole lines.
 
-    def __init__(self, target: str | os.PathLike | OutputFile, force: bool = False):
+    With `max_bytes`, the live file is rotated between two lines once it reaches that size: FILE becomes
+    FILE.1 (FILE.1 becomes FILE.2, ... the oldest beyond `keep` is deleted) and a new FILE starts, so every
+    finished file is complete JSON Lines and no line is split or lost at the boundary."""
+
+    def __init__(self, target: str | os.PathLike | OutputFile, force: bool = False, max_bytes: int | None = None,
+                 keep: int = 5):
         self.out = _output(target, force, "--json")
+        if max_bytes is not None and self.out.stdout:
+            raise FerEdgeError("--json-max-mb: cannot rotate standard output (--json -): give a file name")
+        self.max_bytes, self.keep = max_bytes, keep
         self.file = self.out.open("w", encoding="utf-8")
-        self.lines = 0
+        self.lines = self.size = self.rotations = 0
 
     def write(self, frame, result: FrameResult):
-        self.file.write(json.dumps(result.to_dict(), separators=(",", ":")) + "\n")
+        line = json.dumps(result.to_dict(), separators=(",", ":")) + "\n"
+        self.file.write(line)
         self.file.flush()  # a line per frame survives a kill; cheap next to a detector run
         self.lines += 1
+        self.size += len(line.encode("utf-8"))
         if self.lines == 1:
             self.out.commit()  # the run has started: the events take the final name (the open file follows)
+        if self.max_bytes is not None and self.size >= self.max_bytes:
+            self.rotate()
+
+    def rotate(self) -> None:
+        """FILE -> FILE.1 (older ones shifted, the one past `keep` deleted), then a new, empty FILE."""
+        self.file.close()
+        rotate_numbered(self.out.path, self.keep)
+        self.file = open(self.out.path, "w", encoding="utf-8")
+        self.size = 0
+        self.rotations += 1
 
     def close(self) -> None:
         if self.file is None:
@@ -61,6 +81,16 @@ class JsonLinesSink:
             self.file.close()
         self.file = None
         self.out.discard()
+
+
+def rotate_numbered(path: Path, keep: int) -> None:
+    """PATH.keep is deleted, PATH.(n) becomes PATH.(n+1) from the oldest down, and PATH becomes PATH.1."""
+    Path(f"{path}.{keep}").unlink(missing_ok=True)
+    for n in range(keep - 1, 0, -1):
+        older = Path(f"{path}.{n}")
+        if older.exists():
+            os.replace(older, f"{path}.{n + 1}")
+    os.replace(path, f"{path}.1")
 
 
 class RecordSink:
