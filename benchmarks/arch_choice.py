@@ -22,7 +22,7 @@ SKIP = {"tutorial-vgg"}  # 42.6M parameters in dense layers: minutes to convert,
 def export(model, meta, out: Path, calibration: np.ndarray) -> dict[str, Path]:
     import tensorflow as tf
 
-    from fer_edge.runtime.metadata import write_metadata
+    from fer_edge.runtime.model.metadata import write_metadata
 
     saved = out / "saved"
     model.export(str(saved), verbose=False)
@@ -53,12 +53,12 @@ def main(argv=None) -> int:
     from fer_edge.convert.bench_e2e import Settings
     from fer_edge.convert.bench_report import machine
     from fer_edge.convert.cost import fmt_macs, model_cost
-    from fer_edge.runtime.backends import Classifier
-    from fer_edge.runtime.datasets import load_dataset
-    from fer_edge.runtime.fileio import atomic_output
-    from fer_edge.runtime.labels import get_label_set
-    from fer_edge.runtime.metadata import ModelMetadata
-    from fer_edge.runtime.preprocess import PreprocessSpec, preprocess
+    from fer_edge.runtime.model.backends import Classifier
+    from fer_edge.runtime.data.datasets import load_dataset
+    from fer_edge.runtime.core.fileio import atomic_output
+    from fer_edge.runtime.model.labels import get_label_set
+    from fer_edge.runtime.model.metadata import ModelMetadata
+    from fer_edge.runtime.model.preprocess import PreprocessSpec, preprocess
     from fer_edge.training.architectures import ARCHITECTURES, build
 
     spec = PreprocessSpec(size=(48, 48))

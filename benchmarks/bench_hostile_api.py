@@ -28,7 +28,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "hostile"))
 from faults import png_bomb  # noqa: E402  (the hostile tests' generator: one definition of the bomb)
 
-from fer_edge.runtime.fileio import OutputFile  # noqa: E402
+from fer_edge.runtime.core.fileio import OutputFile  # noqa: E402
 
 
 def _peak_rss_mb(pid: int) -> float:

@@ -24,8 +24,8 @@ import sys
 from pathlib import Path
 
 from fer_edge.convert.bench_e2e import keras_tutorial, run_fer_edge
-from fer_edge.runtime.errors import FerEdgeError
-from fer_edge.runtime.fileio import atomic_output
+from fer_edge.runtime.core.errors import FerEdgeError
+from fer_edge.runtime.core.fileio import atomic_output
 
 DETECT_EVERY = (1, 3)
 

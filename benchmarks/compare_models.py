@@ -27,14 +27,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from fer_edge.runtime.backends import Classifier
-from fer_edge.runtime.datasets import (IMAGE_SUFFIXES, FaceDataset, class_folders, ferplus_csv, ferplus_majority_as,
+from fer_edge.runtime.model.backends import Classifier
+from fer_edge.runtime.data.datasets import (IMAGE_SUFFIXES, FaceDataset, class_folders, ferplus_csv, ferplus_majority_as,
                                        load_dataset, read_ferplus)
-from fer_edge.runtime.errors import DataError, FerEdgeError, cli_main
-from fer_edge.runtime.labels import canonical
-from fer_edge.runtime.metrics import mcnemar_exact, wilson_interval
-from fer_edge.runtime.pipeline import Pipeline, PipelineOptions
-from fer_edge.runtime.shipped import missing_model
+from fer_edge.runtime.core.errors import DataError, FerEdgeError, cli_main
+from fer_edge.runtime.model.labels import canonical
+from fer_edge.runtime.data.metrics import mcnemar_exact, wilson_interval
+from fer_edge.runtime.recognize.pipeline import Pipeline, PipelineOptions
+from fer_edge.runtime.model.shipped import missing_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import write_report  # noqa: E402  benchmarks/report.py, beside this script

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import cv2
 
-from fer_edge.runtime.pipeline import Pipeline, PipelineOptions
+from fer_edge.runtime.recognize.pipeline import Pipeline, PipelineOptions
 from report import write_report  # benchmarks/report.py, beside this script
 
 WIDTHS = (160, 240, 320, 480, 640, 0)

@@ -6,7 +6,7 @@ YuNet does not find faces of 48 pixels that fill the whole image, so each sample
 a border (replicated edge pixels, `--pad` pixels on every side) and upscaled `--upscale` times; the
 landmarks of the best-scoring face are mapped back to the 48x48 crop. The medians over all faces found
 (eye midpoint, eye distance, eye-midpoint-to-mouth-midpoint distance, as fractions of the crop side) are
-`fer_edge.runtime.framing.Framing`'s defaults; the quartiles say how loosely FER2013 is registered. Two
+`fer_edge.runtime.faces.framing.Framing`'s defaults; the quartiles say how loosely FER2013 is registered. Two
 settings are measured so that the figures do not hang on one choice of padding.
 """
 from __future__ import annotations
@@ -20,8 +20,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from fer_edge.runtime.detectors import YuNetDetector
-from fer_edge.runtime.shipped import shipped_file
+from fer_edge.runtime.faces.detectors import YuNetDetector
+from fer_edge.runtime.model.shipped import shipped_file
 from report import write_report  # benchmarks/report.py, beside this script
 
 SETTINGS = ((4, 16), (4, 0))  # (upscale, pad): with a border first; the bare crop as a check

@@ -5,7 +5,7 @@
 Every configuration runs the runtime's own Pipeline on each tfeid-dev photo (process_image, the shipped
 model unless --model is given) and takes the highest-scoring face; a photo where no face is found counts
 as wrong. Configurations: the old defaults (Haar, the detector's box), YuNet with its box, and YuNet with
-the FER2013 framing (runtime/framing.py) in the variants of the method that were compared: how the face's
+the FER2013 framing (runtime/faces/framing.py) in the variants of the method that were compared: how the face's
 size is judged (eye-mouth distance, eye distance, their mean or their larger) and how the eyes are levelled
 (beyond FER2013's own tilt, always, never). On the sample video (a smiling woman, one face) it reports the share of frames labelled happy.
 tfeid-dev is a development set: the choice is made on the method, and the project is also judged on
@@ -23,8 +23,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from fer_edge.runtime.framing import FER2013
-from fer_edge.runtime.pipeline import Pipeline, PipelineOptions
+from fer_edge.runtime.faces.framing import FER2013
+from fer_edge.runtime.recognize.pipeline import Pipeline, PipelineOptions
 from compare_models import photo_predictions, read_photo_labels  # benchmarks/compare_models.py
 from report import write_report  # benchmarks/report.py, beside this script
 

@@ -16,9 +16,9 @@ import platform
 import sys
 from pathlib import Path
 
-from fer_edge.runtime.backends import Classifier
-from fer_edge.runtime.datasets import ferplus_csv, ferplus_majority_as, load_dataset, read_ferplus
-from fer_edge.runtime.shipped import shipped_models
+from fer_edge.runtime.model.backends import Classifier
+from fer_edge.runtime.data.datasets import ferplus_csv, ferplus_majority_as, load_dataset, read_ferplus
+from fer_edge.runtime.model.shipped import shipped_models
 from compare_models import SPLITS, fer2013_sets  # benchmarks/compare_models.py
 from report import write_report  # benchmarks/report.py, beside this script
 

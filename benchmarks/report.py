@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from fer_edge.runtime.fileio import atomic_output
+from fer_edge.runtime.core.fileio import atomic_output
 
 
 def write_report(out: str | Path, doc: dict, markdown: list[str] | None = None) -> None:

@@ -238,9 +238,9 @@ def agreement(a: list[dict], b: list[dict]) -> dict:
 
 def add_macs(rows: dict, paths: dict) -> None:
     """Each row's multiply-adds per frame (YuNet and the default classifier, counted on their ONNX graphs)."""
-    from fer_edge.runtime.detectors import YuNetDetector
-    from fer_edge.runtime.pipeline import DEFAULT_MODEL
-    from fer_edge.runtime.shipped import shipped_file
+    from fer_edge.runtime.faces.detectors import YuNetDetector
+    from fer_edge.runtime.recognize.pipeline import DEFAULT_MODEL
+    from fer_edge.runtime.model.shipped import shipped_file
 
     yunet, clf = shipped_file(YuNetDetector.FILE), shipped_file(DEFAULT_MODEL.replace(".tflite", ".onnx"))
     clf_macs = onnx_macs(clf, (1, 48, 48, 1))

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from fer_edge.runtime.datasets import FaceDataset, split_code
-from fer_edge.runtime.errors import DataError, FerEdgeError
-from fer_edge.runtime.fileio import atomic_output, check_writable, sha256_file
-from fer_edge.runtime.preprocess import PreprocessSpec, preprocess
+from fer_edge.runtime.data.datasets import FaceDataset, split_code
+from fer_edge.runtime.core.errors import DataError, FerEdgeError
+from fer_edge.runtime.core.fileio import atomic_output, check_writable, sha256_file
+from fer_edge.runtime.model.preprocess import PreprocessSpec, preprocess
 
 DEFAULT_SIZE = 500
 MIN_SIZE = 100  # below this the activation ranges of a FER net are mostly noise

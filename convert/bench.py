@@ -34,8 +34,8 @@ import numpy as np
 
 from fer_edge.convert.bench_e2e import FULL, QUICK, Settings
 from fer_edge.convert.formats import FORMATS
-from fer_edge.runtime.errors import FerEdgeError, ModelError, cli_main
-from fer_edge.runtime.shipped import missing_model
+from fer_edge.runtime.core.errors import FerEdgeError, ModelError, cli_main
+from fer_edge.runtime.model.shipped import missing_model
 
 # Display order of the formats: the Keras reference, then the export formats in their table's order.
 FORMAT_ORDER = ("keras", *FORMATS)
@@ -57,7 +57,7 @@ def format_of(path: Path) -> str:
     """The export format: from the file's fer-edge metadata, else from its tensors or its name."""
     if path.suffix.lower() == ".keras":
         return "keras"
-    from fer_edge.runtime.metadata import read_metadata
+    from fer_edge.runtime.model.metadata import read_metadata
 
     try:
         meta = read_metadata(path)
@@ -69,7 +69,7 @@ def format_of(path: Path) -> str:
     stem = path.stem.lower()
     if path.suffix.lower() == ".onnx":
         return "onnx-int8" if "int8" in stem or "quant" in stem else "onnx-fp32"
-    from fer_edge.runtime.backends import LiteRTBackend
+    from fer_edge.runtime.model.backends import LiteRTBackend
 
     b = LiteRTBackend(path)
     if b.input_dtype == np.int8 or b.input_dtype == np.uint8:
@@ -124,7 +124,7 @@ def time_calls(fn, x: np.ndarray, warmup: int, rounds: int, iters: int) -> dict:
 
 def latency_inputs(spec, n: int) -> np.ndarray:
     """Seeded random faces through the model's own preprocessing (latency does not depend on content)."""
-    from fer_edge.runtime.preprocess import preprocess
+    from fer_edge.runtime.model.preprocess import preprocess
 
     faces = np.random.default_rng(0).integers(0, 256, (n, *spec.size), dtype=np.uint8)
     return preprocess(faces, spec)
@@ -132,14 +132,14 @@ def latency_inputs(spec, n: int) -> np.ndarray:
 
 def _litert_kernels(kernels: str) -> str | None:
     """A row's kernels as the backend option: LiteRT's kernel paths, None for the others' rows ('cpu')."""
-    from fer_edge.runtime.backends import LiteRTBackend
+    from fer_edge.runtime.model.backends import LiteRTBackend
 
     return kernels if kernels in LiteRTBackend.KERNELS else None
 
 
 def measure_latency(path: Path, kernels: str, threads: list[int], batches: list[int], s: Settings) -> dict:
     """{"t1_b1": {...}, ...}: the interpreter call alone (`backend.infer`), built once per thread count."""
-    from fer_edge.runtime.backends import Classifier
+    from fer_edge.runtime.model.backends import Classifier
 
     out = {}
     for t in threads:
@@ -151,7 +151,7 @@ def measure_latency(path: Path, kernels: str, threads: list[int], batches: list[
 
 
 def measure_accuracy(path: Path, kernels: str, faces: np.ndarray, labels: np.ndarray, ref: np.ndarray | None) -> dict:
-    from fer_edge.runtime.backends import Classifier
+    from fer_edge.runtime.model.backends import Classifier
 
     clf = Classifier(path, threads=os.cpu_count(), kernels=_litert_kernels(kernels))
     probs = clf.predict_batched(faces)
@@ -159,7 +159,7 @@ def measure_accuracy(path: Path, kernels: str, faces: np.ndarray, labels: np.nda
 
 
 def scores(probs: np.ndarray, labels: np.ndarray, ref: np.ndarray | None) -> dict:
-    from fer_edge.runtime.metrics import agreement
+    from fer_edge.runtime.data.metrics import agreement
 
     out = {"accuracy": float((probs.argmax(1) == labels).mean())}
     if ref is not None:
@@ -170,7 +170,7 @@ def scores(probs: np.ndarray, labels: np.ndarray, ref: np.ndarray | None) -> dic
 
 def load_eval(data: str, split: str, golden: str | None, label_set: str, max_faces: int | None):
     """(faces, labels, reference probabilities or None, description of the reference and the data)."""
-    from fer_edge.runtime.datasets import load_dataset
+    from fer_edge.runtime.data.datasets import load_dataset
 
     ds = load_dataset(data, label_set)
     if golden:
@@ -196,7 +196,7 @@ def load_eval(data: str, split: str, golden: str | None, label_set: str, max_fac
 def file_cost(path: Path) -> dict:
     """Multiply-adds and parameters per face, as fer-convert or fer-train recorded them in the file's metadata
     (empty for files that carry none: third-party exports)."""
-    from fer_edge.runtime.metadata import read_metadata
+    from fer_edge.runtime.model.metadata import read_metadata
 
     try:
         prov = read_metadata(path).provenance
@@ -223,7 +223,7 @@ def fill_costs(rows: list[dict]) -> None:
 def check_one_model(models: list[ModelFile]) -> None:
     """Every file comes from the same reference: its own sha256 for a .keras, the recorded source_sha256 for
     an export (files without fer-edge provenance are not checked)."""
-    from fer_edge.runtime.fileio import sha256_file
+    from fer_edge.runtime.core.fileio import sha256_file
 
     refs: dict[str, list[str]] = {}
     for m in models:
@@ -262,7 +262,7 @@ def _eval_faces(data: str, split: str, golden: str | None, label_set: str, setti
     """(faces, labels, reference probabilities, the reference's description): the reference is the golden
     outputs, or else the Keras reference run once here (its probabilities saved beside the faces in `tmp`)."""
     from fer_edge.convert.bench_e2e import keras_worker
-    from fer_edge.runtime.fileio import sha256_file
+    from fer_edge.runtime.core.fileio import sha256_file
 
     faces, labels, ref, desc = load_eval(data, split, golden, label_set, settings.max_faces)
     faces_npy = tmp / "faces.npy"
@@ -286,8 +286,8 @@ def run_bench(models: list[ModelFile], data: str | None = None, golden: str | No
               split: str = "PrivateTest", settings: Settings = FULL, log=print) -> dict:
     from fer_edge.convert.bench_e2e import e2e_median, keras_row, keras_tutorial, tutorial_row
     from fer_edge.convert.bench_report import int8_findings, machine, versions
-    from fer_edge.runtime.fileio import sha256_file
-    from fer_edge.runtime.metadata import read_metadata
+    from fer_edge.runtime.core.fileio import sha256_file
+    from fer_edge.runtime.model.metadata import read_metadata
 
     started = time.perf_counter()
     threads, batches = list(threads), list(batches)
@@ -406,7 +406,7 @@ def parser() -> argparse.ArgumentParser:
 @cli_main  # a FerEdgeError: one line `ErrorType: message`, exit code 2
 def main(argv=None) -> int:
     from fer_edge.convert.bench_report import markdown, with_other_sections, write_text
-    from fer_edge.runtime.fileio import check_writable
+    from fer_edge.runtime.core.fileio import check_writable
 
     argv = list(sys.argv[1:] if argv is None else argv)
     a = parser().parse_args(argv)

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from dataclasses import dataclass
 
-from fer_edge.runtime.errors import FerEdgeError
+from fer_edge.runtime.core.errors import FerEdgeError
 
 
 @dataclass(frozen=True)

@@ -78,7 +78,7 @@ def main(argv=None) -> int:
 
     cv2.setNumThreads(a.threads)
     from fer_edge.convert.source import load_source
-    from fer_edge.runtime.preprocess import preprocess
+    from fer_edge.runtime.model.preprocess import preprocess
 
     src = load_source(a.model)
     out = {"model": a.model, "threads": a.threads}

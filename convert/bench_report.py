@@ -9,7 +9,7 @@ from importlib import metadata
 from pathlib import Path
 
 from fer_edge.convert.cost import fmt_macs
-from fer_edge.runtime.fileio import atomic_output
+from fer_edge.runtime.core.fileio import atomic_output
 
 FP32_OF = {"tflite-int8": "tflite-fp32", "onnx-int8": "onnx-fp32"}
 KERNEL_NAMES = {"default": "XNNPACK (default)", "builtin": "built-in", "cpu": "CPU EP", "keras": "model.predict"}

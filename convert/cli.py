@@ -14,7 +14,7 @@ import argparse
 import shlex
 import sys
 
-from fer_edge.runtime.errors import FerEdgeError, cli_main
+from fer_edge.runtime.core.errors import FerEdgeError, cli_main
 
 
 def _log(msg: str) -> None:
@@ -24,8 +24,8 @@ def _log(msg: str) -> None:
 def _common(p: argparse.ArgumentParser) -> None:
     from fer_edge.convert.parity import DEFAULT_MAX_DROP, DEFAULT_MIN_AGREEMENT
     from fer_edge.convert.source import UNSAFE_FLAG
-    from fer_edge.runtime.labels import LABEL_SETS
-    from fer_edge.runtime.preprocess import VALUE_RANGES
+    from fer_edge.runtime.model.labels import LABEL_SETS
+    from fer_edge.runtime.model.preprocess import VALUE_RANGES
 
     p.add_argument("--data", help="FER2013 (.npz, .csv, image folders, or a folder holding fer2013.npz)")
     p.add_argument("--out", help="output folder (convert: default MODEL_export/; verify: no report files unless given)")

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from fer_edge.convert.search import quiet, quiet_converter
-from fer_edge.runtime.errors import FerEdgeError, ModelError, require
+from fer_edge.runtime.core.errors import FerEdgeError, ModelError, require
 
 DEFAULT_OPSET = 17  # tf2onnx 1.17 converts opsets 13-18 for Keras 3 models; 19 fails
 

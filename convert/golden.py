@@ -19,9 +19,9 @@ import numpy as np
 
 from fer_edge.convert.parity import EvalSet, reference_entry
 from fer_edge.convert.report import Reference
-from fer_edge.runtime.datasets import FaceDataset, load_dataset, split_code
-from fer_edge.runtime.errors import cli_main, DataError, ModelError
-from fer_edge.runtime.fileio import atomic_output
+from fer_edge.runtime.data.datasets import FaceDataset, load_dataset, split_code
+from fer_edge.runtime.core.errors import cli_main, DataError, ModelError
+from fer_edge.runtime.core.fileio import atomic_output
 
 KEYS = ("rows", "labels", "probs", "model_sha256", "model", "label_set", "split")
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from fer_edge.convert.search import (DEBUG_FACES, FLOAT_STEPS, MAX_FLOAT_SHARE, TABLE_ROWS, diagnosis, heldout_scores,
                                      meets, recipe_cost)
-from fer_edge.runtime.errors import FerEdgeError, ModelError, require
+from fer_edge.runtime.core.errors import FerEdgeError, ModelError, require
 
 
 @dataclass(frozen=True)
@@ -109,7 +109,7 @@ def _preprocessed(src: Path, log) -> Path:
 
 
 def _run(path: Path, x: np.ndarray) -> np.ndarray:
-    from fer_edge.runtime.backends import OnnxBackend, infer_batched
+    from fer_edge.runtime.model.backends import OnnxBackend, infer_batched
 
     return infer_batched(OnnxBackend(path), x)
 

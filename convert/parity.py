@@ -1,6 +1,6 @@
 """Parity of exported files against the Keras reference, measured with the runtime's own Classifier.
 
-Every file is evaluated through `fer_edge.runtime.backends.Classifier`, the code a device runs, so the
+Every file is evaluated through `fer_edge.runtime.model.backends.Classifier`, the code a device runs, so the
 preprocessing and the (de)quantization of int8 inputs and outputs are exactly the deployed ones. INT8
 .tflite files are evaluated on both LiteRT kernel paths (the XNNPACK delegate and the built-in kernels),
 which can disagree with each other; the gate applies to each path and the report gives their spread.
@@ -18,8 +18,8 @@ from fer_edge.convert.cost import fmt_macs
 from fer_edge.convert.formats import FORMATS
 from fer_edge.convert.report import (Budget, Evaluated, FormatEntry, KernelFigures, ParityReport, RecipeSearch,
                                      Reference, Spread)
-from fer_edge.runtime.backends import Classifier
-from fer_edge.runtime.metrics import agreement, classification_report
+from fer_edge.runtime.model.backends import Classifier
+from fer_edge.runtime.data.metrics import agreement, classification_report
 
 DEFAULT_MAX_DROP = 1.0  # percentage points of accuracy a file may lose against the reference
 DEFAULT_MIN_AGREEMENT = 0.97  # share of faces on which a file must give the reference's top-1 class

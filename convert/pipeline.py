@@ -19,12 +19,12 @@ from fer_edge.convert.formats import FORMATS, ExportContext, Format, check_optio
 from fer_edge.convert.parity import (DEFAULT_MAX_DROP, DEFAULT_MIN_AGREEMENT, KERNEL_PATHS, EvalSet, build_report,
                                      evaluate_file, reference_entry, report_texts)
 from fer_edge.convert.report import FormatEntry, ParityReport, RecipeSearch, Reference
-from fer_edge.runtime.datasets import load_dataset, split_code
-from fer_edge.runtime.errors import DataError, FerEdgeError
-from fer_edge.runtime.fileio import check_writable, sha256_file
-from fer_edge.runtime.metadata import read_metadata, write_metadata
-from fer_edge.runtime.preprocess import preprocess
-from fer_edge.runtime.shipped import missing_model, shipped_or_path
+from fer_edge.runtime.data.datasets import load_dataset, split_code
+from fer_edge.runtime.core.errors import DataError, FerEdgeError
+from fer_edge.runtime.core.fileio import check_writable, sha256_file
+from fer_edge.runtime.model.metadata import read_metadata, write_metadata
+from fer_edge.runtime.model.preprocess import preprocess
+from fer_edge.runtime.model.shipped import missing_model, shipped_or_path
 
 HELDOUT_SPLIT = "PublicTest"  # INT8 recipes are chosen here; parity is reported on PrivateTest
 HELDOUT_FACES = 2000

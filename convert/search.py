@@ -7,7 +7,7 @@ import io
 
 import numpy as np
 
-from fer_edge.runtime.errors import ModelError
+from fer_edge.runtime.core.errors import ModelError
 
 FLOAT_STEPS = (1, 2, 4, 8, 16)  # mixed-precision candidates: this many most sensitive layers kept in float
 MAX_FLOAT_SHARE = 0.5  # never keep more than this share of the quantized layers in float
@@ -44,7 +44,7 @@ def latency_ms(path, face: np.ndarray, runs: int = 100) -> float:
     """Median milliseconds of one face through the runtime's backend (default kernels) at 1 thread, on this machine."""
     import time
 
-    from fer_edge.runtime.backends import open_backend
+    from fer_edge.runtime.model.backends import open_backend
 
     backend = open_backend(path, threads=1)
     backend.infer(face)

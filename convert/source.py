@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-from fer_edge.runtime.backends import outputs_probabilities
-from fer_edge.runtime.errors import ModelError, require
-from fer_edge.runtime.fileio import sha256_file
-from fer_edge.runtime.metadata import ModelMetadata, check_model_path, read_metadata, resolve_metadata
-from fer_edge.runtime.preprocess import PreprocessSpec, preprocess
-from fer_edge.runtime.shipped import missing_model
+from fer_edge.runtime.model.backends import outputs_probabilities
+from fer_edge.runtime.core.errors import ModelError, require
+from fer_edge.runtime.core.fileio import sha256_file
+from fer_edge.runtime.model.metadata import ModelMetadata, check_model_path, read_metadata, resolve_metadata
+from fer_edge.runtime.model.preprocess import PreprocessSpec, preprocess
+from fer_edge.runtime.model.shipped import missing_model
 
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
 UNSAFE_FLAG = "--unsafe-deserialization"  # the user's explicit trust: Keras safe_mode off

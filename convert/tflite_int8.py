@@ -32,7 +32,7 @@ import numpy as np
 
 from fer_edge.convert.search import (DEBUG_FACES, FLOAT_STEPS, MAX_FLOAT_SHARE, TABLE_ROWS, diagnosis, heldout_scores,
                                      meets, quiet_converter, recipe_cost)
-from fer_edge.runtime.errors import FerEdgeError, ModelError, require
+from fer_edge.runtime.core.errors import FerEdgeError, ModelError, require
 
 RANGE_QUANTILES = (0.99, 0.9)  # percentile recipes: ranges cut to this quantile of the per-face extremes
 MORE_FACES = 2  # the "more calibration faces" step uses this many times the given calibration size
@@ -129,7 +129,7 @@ _WEIGHTED = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV"
 
 def _ops(model: bytes) -> list[tuple[str, str]]:
     """(op name, first output tensor name) of every op of a .tflite flatbuffer, in execution order."""
-    from fer_edge.runtime.backends import litert_interpreter
+    from fer_edge.runtime.model.backends import litert_interpreter
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.tflite"
@@ -198,7 +198,7 @@ def layer_errors(calibrated: bytes, recipe: TfliteRecipe, faces: np.ndarray) -> 
 
 def _score(path, x: np.ndarray, ref: np.ndarray, labels) -> dict:
     """Held-out scores on the worse of LiteRT's two kernel paths (the gate applies to both)."""
-    from fer_edge.runtime.backends import LiteRTBackend, infer_batched
+    from fer_edge.runtime.model.backends import LiteRTBackend, infer_batched
 
     rows = [heldout_scores(infer_batched(LiteRTBackend(path, threads=2, kernels=kernels), x), ref, labels)
             for kernels in LiteRTBackend.KERNELS]
@@ -206,7 +206,7 @@ def _score(path, x: np.ndarray, ref: np.ndarray, labels) -> dict:
 
 
 def _probs(path, x: np.ndarray) -> np.ndarray:
-    from fer_edge.runtime.backends import LiteRTBackend, infer_batched
+    from fer_edge.runtime.model.backends import LiteRTBackend, infer_batched
 
     return infer_batched(LiteRTBackend(path, threads=os.cpu_count()), x)
 

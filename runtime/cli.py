@@ -22,18 +22,18 @@ import threading
 import time
 from pathlib import Path
 
-from fer_edge.runtime.errors import FerEdgeError, cli_main
+from fer_edge.runtime.core.errors import FerEdgeError, cli_main
 from fer_edge.runtime.cli_args import (add_mqtt_arguments, add_preview_arguments, classifier_options,
                                       detector_arguments, detector_options, model_arguments, mqtt_options,
                                       preview_options)
 from fer_edge.runtime.config import ConfigurableParser, add_config_argument, with_config
-from fer_edge.runtime.service import add_service_arguments, check_service_arguments, json_rotation, start_mqtt
+from fer_edge.runtime.serve.service import add_service_arguments, check_service_arguments, json_rotation, start_mqtt
 
 log = logging.getLogger("fer_edge.runtime")
 
 
 def run_parser() -> ConfigurableParser:
-    from fer_edge.runtime.schedule import DEFAULT_RECHECK
+    from fer_edge.runtime.faces.schedule import DEFAULT_RECHECK
 
     p = ConfigurableParser(prog="fer-edge", description="Facial expressions from a camera, stream or file. "
                                 "`fer-edge verify --help` for on-device accuracy checks.")
@@ -93,11 +93,11 @@ def verify_parser() -> ConfigurableParser:
 def verify(argv: list[str]) -> int:
     p = verify_parser()
     a = p.parse_args(with_config(p, argv))
-    from fer_edge.runtime.backends import Classifier
-    from fer_edge.runtime.datasets import load_dataset
-    from fer_edge.runtime.fileio import OutputFile
-    from fer_edge.runtime.metrics import classification_report
-    from fer_edge.runtime.pipeline import resolve_model
+    from fer_edge.runtime.model.backends import Classifier
+    from fer_edge.runtime.data.datasets import load_dataset
+    from fer_edge.runtime.core.fileio import OutputFile
+    from fer_edge.runtime.data.metrics import classification_report
+    from fer_edge.runtime.recognize.pipeline import resolve_model
 
     if a.limit is not None and a.limit < 1:
         raise FerEdgeError(f"--limit must be 1 or more, found {a.limit}")
@@ -133,7 +133,7 @@ def verify(argv: list[str]) -> int:
 def _golden_line(model: Path, data, probs, report: dict) -> None:
     """A shipped model's golden outputs (NAME_golden.npz beside it): how often this device's top-1 class is the
     fp32 reference's, on the faces both cover; recorded in the report as golden_agreement."""
-    from fer_edge.runtime.golden import golden_agreement, golden_beside
+    from fer_edge.runtime.data.golden import golden_agreement, golden_beside
 
     golden = golden_beside(Path(model))
     found = golden_agreement(golden, data.rows, data.labels, probs) if golden is not None else None
@@ -156,7 +156,7 @@ def _write_json(out, doc: dict) -> None:
 def run(argv: list[str]) -> int:
     p = run_parser()
     a = p.parse_args(with_config(p, argv))
-    from fer_edge.runtime.fileio import OutputFile, check_distinct
+    from fer_edge.runtime.core.fileio import OutputFile, check_distinct
 
     if a.loop < 1:
         raise FerEdgeError(f"--loop must be 1 or more, found {a.loop}")
@@ -188,10 +188,10 @@ def run(argv: list[str]) -> int:
 
 
 def _run(a, outputs: dict, preview) -> dict:
-    from fer_edge.runtime.pipeline import Pipeline, PipelineOptions
-    from fer_edge.runtime.sinks import (JsonLinesSink, PrintSink, RecordSink, TimelineSink, WindowSink,
+    from fer_edge.runtime.recognize.pipeline import Pipeline, PipelineOptions
+    from fer_edge.runtime.media.sinks import (JsonLinesSink, PrintSink, RecordSink, TimelineSink, WindowSink,
                                         format_summary, gui_available)
-    from fer_edge.runtime.sources import open_source
+    from fer_edge.runtime.media.sources import open_source
 
     kw = classifier_options(a)
     if a.threads:
@@ -217,7 +217,7 @@ def _run(a, outputs: dict, preview) -> dict:
             if a.mqtt:
                 sinks.append(start_mqtt(a, mqtt_options(a), pipe.labels, pipe.classifier.path.name))
             if preview is not None:
-                from fer_edge.runtime.preview import PreviewServer
+                from fer_edge.runtime.serve.preview import PreviewServer
 
                 sinks.append(PreviewServer(preview))
             show, why = (False, "") if a.window == "off" else gui_available()
@@ -246,7 +246,7 @@ def _run(a, outputs: dict, preview) -> dict:
 def _notify_ready(sinks: list):
     """Under systemd (Type=notify): READY=1 now that model, source and outputs are open; the watchdog sink goes
     first, so STOPPING=1 is said before the others flush."""
-    from fer_edge.runtime.watchdog import Notifier, WatchdogSink
+    from fer_edge.runtime.serve.watchdog import Notifier, WatchdogSink
 
     notifier = Notifier()
     if notifier.active:
@@ -302,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
         if argv[:1] == ["verify"]:
             return verify(argv[1:])
         if argv[:1] == ["serve-api"]:
-            from fer_edge.runtime.api import serve_api
+            from fer_edge.runtime.serve.api import serve_api
 
             return serve_api(argv[1:])
         return run(argv)

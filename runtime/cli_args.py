@@ -6,13 +6,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from fer_edge.runtime.access import NO_TOKEN_FLAG, TOKEN_ENV, Access, access_for
-from fer_edge.runtime.detectors import DEFAULT_DETECTOR, DETECTORS
-from fer_edge.runtime.framing import FRAMINGS
-from fer_edge.runtime.labels import LABEL_SETS
-from fer_edge.runtime.mqtt import PASSWORD_ENV, MqttOptions
-from fer_edge.runtime.preprocess import VALUE_RANGES
-from fer_edge.runtime.preview import PreviewOptions, parse_bind
+from fer_edge.runtime.serve.access import NO_TOKEN_FLAG, TOKEN_ENV, Access, access_for
+from fer_edge.runtime.faces.detectors import DEFAULT_DETECTOR, DETECTORS
+from fer_edge.runtime.faces.framing import FRAMINGS
+from fer_edge.runtime.model.labels import LABEL_SETS
+from fer_edge.runtime.serve.mqtt import PASSWORD_ENV, MqttOptions
+from fer_edge.runtime.model.preprocess import VALUE_RANGES
+from fer_edge.runtime.serve.preview import PreviewOptions, parse_bind
 
 
 def fix_argv(argv: list[str] | None) -> list[str]:

@@ -21,7 +21,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from fer_edge.runtime.errors import FerEdgeError
+from fer_edge.runtime.core.errors import FerEdgeError
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -37,7 +37,7 @@ def kernel_paths() -> tuple[str, ...]:
 
 @pytest.fixture(scope="session")
 def fer2013(data_dir):
-    from fer_edge.runtime.datasets import read_npz
+    from fer_edge.runtime.data.datasets import read_npz
 
     return read_npz(data_dir / "fer2013.npz")
 

@@ -110,7 +110,7 @@ def test_existing_output_needs_force(tmp_path, capsys):
 def test_cost_recorded_in_a_file_is_reported(tmp_path):
     """Multiply-adds and parameters come from the file's metadata (fer-convert writes them as `cost`)."""
     from fer_edge.convert.bench import file_cost
-    from fer_edge.runtime.metadata import read_metadata, write_metadata
+    from fer_edge.runtime.model.metadata import read_metadata, write_metadata
 
     tfl = tmp_path / "m.tflite"
     tfl.write_bytes(TINY[0].read_bytes())
@@ -138,7 +138,7 @@ def test_a_file_without_a_recorded_cost_takes_its_references(tmp_path):
 def test_files_of_two_references_are_refused(tmp_path, capsys):
     """fer-bench compares the formats of one model: files converted from two references (recorded in their
     provenance) get one line and exit 2, before anything is measured or written."""
-    from fer_edge.runtime.metadata import read_metadata, write_metadata
+    from fer_edge.runtime.model.metadata import read_metadata, write_metadata
 
     files = []
     for name, ref in (("a_int8.tflite", "aa" * 32), ("b_int8.tflite", "bb" * 32)):

@@ -8,10 +8,10 @@ import pytest
 
 from fer_edge.calibration import (CalibrationSet, build_calibration, load_calibration, manifest_path,
                                   save_calibration, stratified_indices)
-from fer_edge.runtime.datasets import FaceDataset
-from fer_edge.runtime.errors import DataError, FerEdgeError
-from fer_edge.runtime.labels import FER2013
-from fer_edge.runtime.preprocess import PreprocessSpec, preprocess
+from fer_edge.runtime.data.datasets import FaceDataset
+from fer_edge.runtime.core.errors import DataError, FerEdgeError
+from fer_edge.runtime.model.labels import FER2013
+from fer_edge.runtime.model.preprocess import PreprocessSpec, preprocess
 
 
 def synthetic(per_class=(60, 5, 60, 60, 60, 60, 60), seed=1) -> FaceDataset:

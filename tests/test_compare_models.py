@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from fer_edge.runtime.metrics import mcnemar_exact, wilson_interval
+from fer_edge.runtime.data.metrics import mcnemar_exact, wilson_interval
 
 ROOT = Path(__file__).resolve().parents[1]
 VGG, LITE = ROOT / "models" / "fer-vgg_int8.tflite", ROOT / "models" / "fer-lite_int8.tflite"

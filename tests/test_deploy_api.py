@@ -18,9 +18,9 @@ pytest.importorskip("fastapi", reason="the [api] extra is not installed (pip ins
 pytest.importorskip("multipart", reason="python-multipart is not installed (pip install 'fer-edge[api]')")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from fer_edge.runtime.access import Access  # noqa: E402
-from fer_edge.runtime.api import create_app  # noqa: E402
-from fer_edge.runtime.pipeline import PipelineOptions  # noqa: E402
+from fer_edge.runtime.serve.access import Access  # noqa: E402
+from fer_edge.runtime.serve.api import create_app  # noqa: E402
+from fer_edge.runtime.recognize.pipeline import PipelineOptions  # noqa: E402
 
 TFLITE = Path(__file__).parent / "assets" / "tiny_fer.tflite"
 LIMIT = 300_000  # bytes: small so the 413 path is cheap to reach

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from fer_edge.runtime.mqtt import OfflineQueue, parse_mqtt_url
-from fer_edge.runtime.errors import FerEdgeError
+from fer_edge.runtime.serve.mqtt import OfflineQueue, parse_mqtt_url
+from fer_edge.runtime.core.errors import FerEdgeError
 
 ASSETS = Path(__file__).parent / "assets"
 TFLITE = ASSETS / "tiny_fer.tflite"
@@ -50,8 +50,8 @@ def test_offline_queue_drops_the_oldest_and_counts():
 
 def test_unreachable_broker_fills_the_queue_and_reports_drops(tmp_path):
     pytest.importorskip("paho.mqtt.client", reason="paho-mqtt is not installed (pip install 'fer-edge[mqtt]')")
-    from fer_edge.runtime.mqtt import MqttOptions, MqttSink
-    from fer_edge.runtime.results import FaceResult, FrameResult
+    from fer_edge.runtime.serve.mqtt import MqttOptions, MqttSink
+    from fer_edge.runtime.core.results import FaceResult, FrameResult
 
     port = _free_port()  # nothing listens there
     sink = MqttSink(MqttOptions(url=f"mqtt://127.0.0.1:{port}/fer/t", queue=5, summary_every=0, flush_timeout=0.5))

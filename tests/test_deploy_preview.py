@@ -22,9 +22,9 @@ import cv2
 import numpy as np
 import pytest
 
-from fer_edge.runtime.errors import FerEdgeError
-from fer_edge.runtime.preview import parse_bind
-from fer_edge.runtime.drawing import COLOURS
+from fer_edge.runtime.core.errors import FerEdgeError
+from fer_edge.runtime.serve.preview import parse_bind
+from fer_edge.runtime.media.drawing import COLOURS
 
 TFLITE = Path(__file__).parent / "assets" / "tiny_fer.tflite"
 CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)

@@ -12,18 +12,18 @@ import cv2
 import numpy as np
 import pytest
 
-from fer_edge.runtime import drawing
-from fer_edge.runtime.boxes import FaceBox, scale_faces
+from fer_edge.runtime.media import drawing
+from fer_edge.runtime.core.boxes import FaceBox, scale_faces
 from fer_edge.runtime.cli import main
-from fer_edge.runtime.detectors import DETECTORS, HaarDetector, YuNetDetector, make_detector
-from fer_edge.runtime.errors import FerEdgeError
-from fer_edge.runtime.fileio import sha256_file
-from fer_edge.runtime.framing import FER2013, Framing, align_matrix, face_crops
-from fer_edge.runtime.pipeline import Pipeline, PipelineOptions
-from fer_edge.runtime.preprocess import PreprocessSpec
-from fer_edge.runtime.shipped import shipped_file
-from fer_edge.runtime.sinks import RecordSink
-from fer_edge.runtime.sources import Frame
+from fer_edge.runtime.faces.detectors import DETECTORS, HaarDetector, YuNetDetector, make_detector
+from fer_edge.runtime.core.errors import FerEdgeError
+from fer_edge.runtime.core.fileio import sha256_file
+from fer_edge.runtime.faces.framing import FER2013, Framing, align_matrix, face_crops
+from fer_edge.runtime.recognize.pipeline import Pipeline, PipelineOptions
+from fer_edge.runtime.model.preprocess import PreprocessSpec
+from fer_edge.runtime.model.shipped import shipped_file
+from fer_edge.runtime.media.sinks import RecordSink
+from fer_edge.runtime.media.sources import Frame
 
 ROOT = Path(__file__).resolve().parents[1]
 TFLITE = ROOT / "tests" / "assets" / "tiny_fer.tflite"

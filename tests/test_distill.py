@@ -11,9 +11,9 @@ import pytest
 
 pytest.importorskip("tensorflow")
 
-from fer_edge.runtime.fileio import sha256_file  # noqa: E402
-from fer_edge.runtime.metadata import read_metadata, write_metadata  # noqa: E402
-from fer_edge.runtime.preprocess import PreprocessSpec  # noqa: E402
+from fer_edge.runtime.core.fileio import sha256_file  # noqa: E402
+from fer_edge.runtime.model.metadata import read_metadata, write_metadata  # noqa: E402
+from fer_edge.runtime.model.preprocess import PreprocessSpec  # noqa: E402
 from fer_edge.training import distill, train  # noqa: E402
 
 from test_training import TINY, _one_line_error, _run, small_data  # noqa: E402,F401  (small_data: a fixture)
@@ -122,7 +122,7 @@ def _teacher_variant(teacher: Path, tmp_path: Path, **changes) -> Path:
 
 @pytest.mark.parametrize("case", ["missing", "folder", "no-metadata", "labels", "input-size", "suffix"])
 def test_bad_teacher_is_one_line_and_writes_nothing(case, small_data, teacher, tmp_path, capsys):
-    from fer_edge.runtime.labels import get_label_set
+    from fer_edge.runtime.model.labels import get_label_set
 
     if case == "missing":
         bad, expected = tmp_path / "nope.keras", "no such model file"

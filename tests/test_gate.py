@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from fer_edge.convert.cli import main as convert_main
-from fer_edge.runtime.fileio import sha256_file
-from fer_edge.runtime.metadata import read_metadata
+from fer_edge.runtime.core.fileio import sha256_file
+from fer_edge.runtime.model.metadata import read_metadata
 from conftest import ROOT
 
 MODELS = ROOT / "models"

@@ -14,8 +14,12 @@ PACKAGES = {"runtime": "fer_edge.runtime", "calibration": "fer_edge.calibration"
 def import_graph() -> dict[str, set[str]]:
     modules = {}
     for folder, pkg in PACKAGES.items():
-        for f in sorted((ROOT / folder).glob("*.py")):
-            modules[pkg if f.stem == "__init__" else f"{pkg}.{f.stem}"] = f
+        for f in sorted((ROOT / folder).rglob("*.py")):
+            if "_package" in f.parts:  # the fer_edge package itself, mapped from runtime/_package
+                continue
+            parts = f.relative_to(ROOT / folder).with_suffix("").parts
+            name = ".".join((pkg, *parts))
+            modules[name.removesuffix(".__init__")] = f
     graph = {m: set() for m in modules}
     for name, f in modules.items():
         for node in ast.walk(ast.parse(f.read_text(), str(f))):
@@ -59,9 +63,9 @@ def package_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:
 
 def test_the_walker_sees_imports_and_finds_a_planted_cycle():
     graph = import_graph()
-    assert "fer_edge.runtime.backends" in graph["fer_edge.runtime.pipeline"]  # a top-level import
+    assert "fer_edge.runtime.model.backends" in graph["fer_edge.runtime.recognize.pipeline"]  # a top-level import
     assert "fer_edge.convert.source" in graph["fer_edge.training.evaluate"]  # one inside a function
-    planted = {**graph, "fer_edge.runtime.errors": graph["fer_edge.runtime.errors"] | {"fer_edge.runtime.pipeline"}}
+    planted = {**graph, "fer_edge.runtime.core.errors": graph["fer_edge.runtime.core.errors"] | {"fer_edge.runtime.recognize.pipeline"}}
     assert cycles(planted)
 
 

@@ -48,7 +48,8 @@ def test_runtime_and_calibration_import_no_training_stack():
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert not report["failed"], f"modules that do not import: {report['failed']}"
     # The walk must have seen the foundation (so the test cannot pass by finding nothing).
-    for name in ("errors", "labels", "preprocess", "metadata", "datasets", "fileio", "metrics", "backends"):
+    for name in ("core.errors", "model.labels", "model.preprocess", "model.metadata", "data.datasets", "core.fileio",
+                 "data.metrics", "model.backends"):
         assert f"fer_edge.runtime.{name}" in report["modules"], report["modules"]
     assert "fer_edge.calibration" in report["modules"]
     assert report["heavy"] == [], f"imported {report['heavy']}; first pulled in by {report['culprits']}"

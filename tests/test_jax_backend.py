@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fer_edge.runtime.metadata import read_metadata
+from fer_edge.runtime.model.metadata import read_metadata
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.data, pytest.mark.slow]
@@ -86,7 +86,7 @@ def test_fer_train_on_jax_writes_a_model_with_its_records(jax_run):
 def test_fer_convert_converts_the_jax_trained_model(jax_run, small_data, tmp_path):
     pytest.importorskip("tensorflow")
     from fer_edge.convert.cli import main as convert_main
-    from fer_edge.runtime.backends import Classifier
+    from fer_edge.runtime.model.backends import Classifier
 
     out = tmp_path / "export"
     # the gate is not what this checks (a 2-epoch model's classes are near ties): the budget is opened wide

@@ -9,7 +9,7 @@ import tomllib
 
 import pytest
 
-from fer_edge.runtime.shipped import missing_model, shipped_file, shipped_or_path
+from fer_edge.runtime.model.shipped import missing_model, shipped_file, shipped_or_path
 from conftest import ROOT
 
 
@@ -78,9 +78,9 @@ def test_fer_edge_verify_measures_agreement_with_the_golden_outputs(data_dir, tm
     import json
 
     from fer_edge.convert.golden import load_golden
-    from fer_edge.runtime.backends import Classifier
+    from fer_edge.runtime.model.backends import Classifier
     from fer_edge.runtime.cli import main
-    from fer_edge.runtime.datasets import load_dataset
+    from fer_edge.runtime.data.datasets import load_dataset
 
     out = tmp_path / "verify.json"
     assert main(["verify", "--model", "vgg", "--data", str(data_dir), "--limit", "300", "--json", str(out)]) == 0

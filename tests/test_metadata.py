@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fer_edge.runtime.errors import FerEdgeError, ModelError
-from fer_edge.runtime.labels import FER2013, FERPLUS
-from fer_edge.runtime.metadata import (
+from fer_edge.runtime.core.errors import FerEdgeError, ModelError
+from fer_edge.runtime.model.labels import FER2013, FERPLUS
+from fer_edge.runtime.model.metadata import (
     MEMBER, ONNX_KEY, ModelMetadata, copy_with_metadata, read_metadata, write_metadata,
 )
-from fer_edge.runtime.preprocess import PreprocessSpec
+from fer_edge.runtime.model.preprocess import PreprocessSpec
 
 META = ModelMetadata(FER2013, PreprocessSpec(size=(48, 48), value_range=(-1, 1), equalize=True, crop_margin=0.1),
                      provenance={"source_sha256": "ab" * 32, "command": "fer-train --arch tiny"},

@@ -5,8 +5,8 @@ import cv2
 import numpy as np
 import pytest
 
-from fer_edge.runtime.errors import FerEdgeError
-from fer_edge.runtime.preprocess import PreprocessSpec, crop_faces, expand_box, preprocess, to_gray
+from fer_edge.runtime.core.errors import FerEdgeError
+from fer_edge.runtime.model.preprocess import PreprocessSpec, crop_faces, expand_box, preprocess, to_gray
 
 
 def _gradient(h: int, w: int) -> np.ndarray:

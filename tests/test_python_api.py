@@ -29,7 +29,7 @@ def test_the_base_install_analyzes_a_photo_without_importing_tensorflow_keras_or
     probe = (
         "import json, sys\n"
         "import fer_edge\n"
-        "lazy = 'fer_edge.runtime.pipeline' not in sys.modules\n"
+        "lazy = 'fer_edge.runtime.recognize.pipeline' not in sys.modules\n"
         "from fer_edge import Recognizer\n"
         f"faces = Recognizer().analyze({str(samples_dir / 'fer_justin.jpg')!r})\n"
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in %r)\n"
@@ -120,7 +120,7 @@ def test_stream_gives_the_same_results_as_the_command_line(rec, samples_dir, tmp
 
 
 def test_breaking_out_of_a_stream_closes_the_source(rec, samples_dir, monkeypatch):
-    from fer_edge.runtime import sources
+    from fer_edge.runtime.media import sources
 
     closed = []
     original = sources.VideoFileSource.close

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from fer_edge.runtime.fileio import sha256_file
-from fer_edge.runtime.metadata import read_metadata
+from fer_edge.runtime.core.fileio import sha256_file
+from fer_edge.runtime.model.metadata import read_metadata
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHT_SUFFIXES = (".keras", ".h5", ".npz", ".weights.h5", ".onnx", ".tflite")

@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 
 from fer_edge.runtime.cli import main
-from fer_edge.runtime.boxes import FaceBox, drop_nested
-from fer_edge.runtime.detectors import blazeface_anchors, weighted_nms
-from fer_edge.runtime.pipeline import Pipeline, PipelineOptions
-from fer_edge.runtime.results import FaceResult, FrameResult
-from fer_edge.runtime.sources import Frame, LiveSource, SourceError, open_source
-from fer_edge.runtime.tracking import Tracker
+from fer_edge.runtime.core.boxes import FaceBox, drop_nested
+from fer_edge.runtime.faces.detectors import blazeface_anchors, weighted_nms
+from fer_edge.runtime.recognize.pipeline import Pipeline, PipelineOptions
+from fer_edge.runtime.core.results import FaceResult, FrameResult
+from fer_edge.runtime.media.sources import Frame, LiveSource, SourceError, open_source
+from fer_edge.runtime.faces.tracking import Tracker
 
 ASSETS = Path(__file__).parent / "assets"
 TFLITE = ASSETS / "tiny_fer.tflite"
@@ -119,8 +119,8 @@ def test_a_file_that_outputs_logits_is_read_as_probabilities(tmp_path, batch):
     gives probabilities (softmax: same ranking) for several faces at once, face by face the same."""
     from test_metadata import _tiny_onnx
 
-    from fer_edge.runtime.backends import Classifier
-    from fer_edge.runtime.preprocess import PreprocessSpec, preprocess
+    from fer_edge.runtime.model.backends import Classifier
+    from fer_edge.runtime.model.preprocess import PreprocessSpec, preprocess
 
     raw = _tiny_onnx(tmp_path / "logits.onnx", softmax=False, batch=batch)
     clf = Classifier(raw, label_set="fer2013", normalize="0,1")
@@ -157,8 +157,8 @@ def _linear_onnx(path: Path, in_dims: list, weights: np.ndarray) -> Path:
 def test_channels_first_onnx_reads_faces_like_channels_last(tmp_path):
     """A PyTorch export takes N x C x H x W: the same weights laid out for it give the same answers as the
     channels-last file, and an input without a fixed size is refused in one line."""
-    from fer_edge.runtime.backends import Classifier
-    from fer_edge.runtime.errors import ModelError
+    from fer_edge.runtime.model.backends import Classifier
+    from fer_edge.runtime.core.errors import ModelError
 
     w_hwc = np.random.default_rng(1).normal(0, 0.05, (48, 48, 3, 7)).astype(np.float32)
     w_chw = np.ascontiguousarray(w_hwc.transpose(2, 0, 1, 3))
@@ -177,8 +177,8 @@ def test_channels_first_onnx_reads_faces_like_channels_last(tmp_path):
 def test_overlay_bars_never_cover_another_face():
     """A crowd: each face's probability bars go where they hide no other face (or are left out), so every
     face stays visible; a face with room beside it gets its bars."""
-    from fer_edge.runtime.drawing import draw
-    from fer_edge.runtime.labels import FER2013
+    from fer_edge.runtime.media.drawing import draw
+    from fer_edge.runtime.model.labels import FER2013
 
     probs = {label: 0.1 for label in FER2013.labels} | {"happy": 0.4}
     black = np.zeros((200, 320, 3), np.uint8)
@@ -340,7 +340,7 @@ def test_cli_json_lines_one_per_frame(tmp_path, capsys):
 
 
 def test_cli_refuses_a_model_without_metadata_unless_flags_say(tmp_path, capsys):
-    from fer_edge.runtime.metadata import _strip_appended_zip
+    from fer_edge.runtime.model.metadata import _strip_appended_zip
 
     bare = tmp_path / "bare.tflite"
     bare.write_bytes(_strip_appended_zip(TFLITE))
@@ -379,7 +379,7 @@ def test_cli_user_mistakes_are_one_line(argv, message, capsys, tmp_path):
 
 
 def test_cli_without_a_default_model_asks_for_one(monkeypatch, tmp_path, capsys):
-    import fer_edge.runtime.pipeline as pipeline
+    import fer_edge.runtime.recognize.pipeline as pipeline
 
     monkeypatch.setattr(pipeline, "DEFAULT_MODEL", "no-such-model.tflite")
     assert main(["--source", str(write_video(tmp_path / "v.mp4", 2))]) == 2
@@ -410,8 +410,8 @@ def test_sigterm_mid_video_flushes_and_exits_cleanly(tmp_path):
 # --- backend options: declared by each backend, checked by one opener ---------------------------------------
 
 def test_backend_options_are_checked_not_dropped():
-    from fer_edge.runtime.backends import open_backend
-    from fer_edge.runtime.errors import ModelError
+    from fer_edge.runtime.model.backends import open_backend
+    from fer_edge.runtime.core.errors import ModelError
 
     assert open_backend(TFLITE, threads=1, kernels="builtin", providers=None).kernels == "builtin"
     assert open_backend(TFLITE).kernels == "default"  # None / absent: the backend's own default
@@ -424,8 +424,8 @@ def test_backend_options_are_checked_not_dropped():
 
 
 def test_shipped_models_by_short_name(tmp_path):
-    from fer_edge.runtime.errors import ModelError
-    from fer_edge.runtime.pipeline import DEFAULT_MODEL, default_model, resolve_model, shipped_models
+    from fer_edge.runtime.core.errors import ModelError
+    from fer_edge.runtime.recognize.pipeline import DEFAULT_MODEL, default_model, resolve_model, shipped_models
 
     shipped = shipped_models()
     assert "vgg" in shipped and shipped["vgg"].name == "fer-vgg_int8.tflite"

@@ -13,7 +13,7 @@ import cv2
 import pytest
 
 from fer_edge.runtime.cli import main
-from fer_edge.runtime.pipeline import Pipeline, PipelineOptions, default_model
+from fer_edge.runtime.recognize.pipeline import Pipeline, PipelineOptions, default_model
 
 TFLITE = Path(__file__).parent / "assets" / "tiny_fer.tflite"
 VIDEO_FRAMES = 115  # fer_test.mp4

@@ -8,12 +8,12 @@ import cv2
 import numpy as np
 import pytest
 
-from fer_edge.runtime.boxes import iou
+from fer_edge.runtime.core.boxes import iou
 from fer_edge.runtime.cli import main
-from fer_edge.runtime.detectors import detect_at, make_detector
-from fer_edge.runtime.motion import MotionGate
-from fer_edge.runtime.pipeline import Pipeline, PipelineOptions
-from fer_edge.runtime.schedule import Schedule, grid_faces, region_faces, shrunk_part
+from fer_edge.runtime.faces.detectors import detect_at, make_detector
+from fer_edge.runtime.faces.motion import MotionGate
+from fer_edge.runtime.recognize.pipeline import Pipeline, PipelineOptions
+from fer_edge.runtime.faces.schedule import Schedule, grid_faces, region_faces, shrunk_part
 
 ASSETS = Path(__file__).parent / "assets"
 TFLITE = ASSETS / "tiny_fer.tflite"
@@ -125,8 +125,8 @@ def test_a_face_re_found_on_the_stride_grid_keeps_the_full_detections_landmarks(
 
 
 def test_a_face_whose_label_is_a_near_tie_is_classified_and_re_found_every_frame():
-    from fer_edge.runtime.boxes import FaceBox
-    from fer_edge.runtime.tracking import Track
+    from fer_edge.runtime.core.boxes import FaceBox
+    from fer_edge.runtime.faces.tracking import Track
 
     schedule = Schedule(None, None, (320, 640))
     sure, tie = Track(1, FaceBox(10, 10, 60, 60)), Track(2, FaceBox(200, 10, 60, 60))

@@ -199,8 +199,8 @@ def test_json_rotation_keeps_complete_files_and_loses_no_line(tmp_path, samples_
 
 
 def test_rotation_with_keep_one_replaces_the_older_file(tmp_path):
-    from fer_edge.runtime.results import FaceResult, FrameResult
-    from fer_edge.runtime.sinks import JsonLinesSink
+    from fer_edge.runtime.core.results import FaceResult, FrameResult
+    from fer_edge.runtime.media.sinks import JsonLinesSink
 
     out = tmp_path / "e.jsonl"
     sink = JsonLinesSink(out, max_bytes=200, keep=1)
@@ -265,9 +265,9 @@ class StallingCamera:
 
 
 def test_watchdog_pings_while_frames_flow_and_not_while_stalled(tmp_path):
-    from fer_edge.runtime.pipeline import Pipeline
-    from fer_edge.runtime.sources import LiveSource
-    from fer_edge.runtime.watchdog import Notifier, WatchdogSink
+    from fer_edge.runtime.recognize.pipeline import Pipeline
+    from fer_edge.runtime.media.sources import LiveSource
+    from fer_edge.runtime.serve.watchdog import Notifier, WatchdogSink
 
     sock = NotifySocket(tmp_path)
     stall, release, stop = threading.Event(), threading.Event(), threading.Event()
@@ -316,7 +316,7 @@ def test_cli_says_ready_watchdog_and_stopping(tmp_path, samples_dir):
 
 
 def test_notifier_outside_systemd_does_nothing_and_abstract_sockets_are_addressed():
-    from fer_edge.runtime.watchdog import Notifier
+    from fer_edge.runtime.serve.watchdog import Notifier
 
     n = Notifier({})
     assert not n.active and not n.ready() and not n.ping() and n.sent == []

@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("tensorflow")
 import keras  # noqa: E402
 
-from fer_edge.runtime.metadata import read_metadata  # noqa: E402
+from fer_edge.runtime.model.metadata import read_metadata  # noqa: E402
 from fer_edge.training import train  # noqa: E402
 from fer_edge.training.soup import epoch_file, greedy_soup, load_epoch, recalibrate_bn, worth_keeping  # noqa: E402
 
@@ -106,7 +106,7 @@ def test_tiny_run_with_soup_keeps_epochs_and_records_the_attempt(small_data, tmp
     assert code == 0, err
     assert epoch_file(out, 4).is_file() and "soup" in stdout
     # the model card says which weights were averaged, when a soup was kept
-    from fer_edge.runtime.metadata import write_metadata
+    from fer_edge.runtime.model.metadata import write_metadata
     from fer_edge.training.ship import write_card
 
     models = tmp_path / "models"

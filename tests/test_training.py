@@ -15,7 +15,7 @@ import pytest
 
 pytest.importorskip("tensorflow")
 
-from fer_edge.runtime.metadata import read_metadata, write_metadata  # noqa: E402
+from fer_edge.runtime.model.metadata import read_metadata, write_metadata  # noqa: E402
 from fer_edge.training import evaluate, explain, train  # noqa: E402
 from fer_edge.training.architectures import ARCHITECTURES  # noqa: E402
 
@@ -78,7 +78,7 @@ def test_tiny_run_every_architecture(arch, small_data, tmp_path, capsys):
 
 
 def test_tiny_run_writes_model_with_metadata_and_reports(tiny_model, small_data):
-    from fer_edge.runtime.labels import FER2013
+    from fer_edge.runtime.model.labels import FER2013
     from fer_edge.convert.source import load_keras
 
     model, meta = load_keras(tiny_model / "model.keras")
@@ -166,7 +166,7 @@ def ferplus_data(data_dir, fer2013, tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("soft", [False, True], ids=["hard", "soft"])
 def test_ferplus_gives_an_eight_class_model(soft, ferplus_data, tmp_path, capsys):
-    from fer_edge.runtime.labels import FERPLUS
+    from fer_edge.runtime.model.labels import FERPLUS
     from fer_edge.convert.source import load_keras
 
     out = tmp_path / "ferplus"
@@ -180,7 +180,7 @@ def test_ferplus_gives_an_eight_class_model(soft, ferplus_data, tmp_path, capsys
 
 
 def test_ferplus_mix_blends_the_ten_votes_into_fer2013_labels(ferplus_data, tmp_path, capsys):
-    from fer_edge.runtime.datasets import load_dataset
+    from fer_edge.runtime.data.datasets import load_dataset
 
     ds = load_dataset(ferplus_data)
     tr = ds.subset("Training")

@@ -8,7 +8,7 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from fer_edge.runtime.metadata import read_metadata  # noqa: E402
+from fer_edge.runtime.model.metadata import read_metadata  # noqa: E402
 from fer_edge.training import train, wise  # noqa: E402
 
 from test_training import TINY, _one_line_error, _run, ferplus_data, small_data  # noqa: E402,F401  (fixtures)

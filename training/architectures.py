@@ -7,7 +7,7 @@ from __future__ import annotations
 
 
 def _keras():
-    from fer_edge.runtime.errors import require
+    from fer_edge.runtime.core.errors import require
 
     return require("keras", "train")
 
@@ -136,7 +136,7 @@ ARCHITECTURES = {
 
 
 def build(name: str, input_shape, num_classes):
-    from fer_edge.runtime.errors import FerEdgeError
+    from fer_edge.runtime.core.errors import FerEdgeError
 
     if name not in ARCHITECTURES:
         raise FerEdgeError(f"unknown architecture {name!r}: expected one of {', '.join(ARCHITECTURES)}")

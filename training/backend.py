@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 
-from fer_edge.runtime.errors import FerEdgeError, require
+from fer_edge.runtime.core.errors import FerEdgeError, require
 
 
 def import_keras():

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from fer_edge.runtime.preprocess import PreprocessSpec, preprocess
+from fer_edge.runtime.model.preprocess import PreprocessSpec, preprocess
 
 
 @dataclass(frozen=True)

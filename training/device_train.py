@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from fer_edge.runtime.cli_args import fix_argv
-from fer_edge.runtime.errors import cli_main, FerEdgeError
-from fer_edge.runtime.fileio import atomic_output
+from fer_edge.runtime.core.errors import cli_main, FerEdgeError
+from fer_edge.runtime.core.fileio import atomic_output
 
 KEEP_SPLITS = (0, 1)  # Training, PublicTest: what training reads (PrivateTest is scored at home)
 WARMUP = 2  # fer-train's warm-up epochs (TrainConfig.warmup): their learning rates do not depend on --epochs
@@ -39,7 +39,7 @@ def pack(data: str, out: Path, quality: int = 85, limit: int = 0, force: bool = 
     """FER2013's Training and PublicTest faces as WebP bytes in one .npz (webp, offsets, emotion, usage)."""
     import cv2
 
-    from fer_edge.runtime.datasets import load_dataset
+    from fer_edge.runtime.data.datasets import load_dataset
 
     if out.exists() and not force:
         raise FerEdgeError(f"{out} already exists: pass --force to overwrite it")

@@ -24,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from fer_edge.runtime.errors import ModelError, require
-from fer_edge.runtime.fileio import atomic_output, sha256_file
-from fer_edge.runtime.metadata import ModelMetadata, read_metadata
-from fer_edge.runtime.metrics import classification_report
+from fer_edge.runtime.core.errors import ModelError, require
+from fer_edge.runtime.core.fileio import atomic_output, sha256_file
+from fer_edge.runtime.model.metadata import ModelMetadata, read_metadata
+from fer_edge.runtime.data.metrics import classification_report
 
 CACHE = "teacher.npz"
 
@@ -71,7 +71,7 @@ def teacher_probs(teachers: list[Teacher], faces: np.ndarray, log=print) -> tupl
     """(plain, flip-averaged) probabilities of the teachers' average on uint8 faces (N, H, W), or on fixed
     views (K, N, H, W): (K, N, C) each. Each teacher is loaded once, whatever the number of views."""
     from fer_edge.convert.source import load_source
-    from fer_edge.runtime.preprocess import preprocess
+    from fer_edge.runtime.model.preprocess import preprocess
 
     views = faces if faces.ndim == 4 else faces[None]
     plain = np.zeros((*views.shape[:2], len(teachers[0].meta.labels)), np.float32)

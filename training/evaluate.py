@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 
 from fer_edge.runtime.cli_args import fix_argv
-from fer_edge.runtime.datasets import SPLITS, FaceDataset, load_dataset
-from fer_edge.runtime.errors import cli_main, FerEdgeError
-from fer_edge.runtime.fileio import atomic_output, check_out_folder
-from fer_edge.runtime.labels import LABEL_SETS
-from fer_edge.runtime.metadata import write_metadata
-from fer_edge.runtime.metrics import classification_report
-from fer_edge.runtime.preprocess import VALUE_RANGES
+from fer_edge.runtime.data.datasets import SPLITS, FaceDataset, load_dataset
+from fer_edge.runtime.core.errors import cli_main, FerEdgeError
+from fer_edge.runtime.core.fileio import atomic_output, check_out_folder
+from fer_edge.runtime.model.labels import LABEL_SETS
+from fer_edge.runtime.model.metadata import write_metadata
+from fer_edge.runtime.data.metrics import classification_report
+from fer_edge.runtime.model.preprocess import VALUE_RANGES
 
 EVAL_SPLITS = ("PublicTest", "PrivateTest")
 

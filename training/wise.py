@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from fer_edge.runtime.cli_args import fix_argv
-from fer_edge.runtime.errors import FerEdgeError, cli_main, require
-from fer_edge.runtime.fileio import atomic_output, sha256_file
+from fer_edge.runtime.core.errors import FerEdgeError, cli_main, require
+from fer_edge.runtime.core.fileio import atomic_output, sha256_file
 
 FINETUNED = "finetuned.keras"
 ALPHAS = tuple(round(0.1 * i, 1) for i in range(11))
@@ -103,8 +103,8 @@ def choose(rows: list[dict], floor: float, key: str) -> dict:
 
 def wise(run: Path, data: str, alphas=ALPHAS, floor: float | None = None, log=print) -> dict:
     require("keras", "train")
-    from fer_edge.runtime.datasets import ferplus_csv, ferplus_majority_as, load_dataset, read_ferplus
-    from fer_edge.runtime.preprocess import preprocess
+    from fer_edge.runtime.data.datasets import ferplus_csv, ferplus_majority_as, load_dataset, read_ferplus
+    from fer_edge.runtime.model.preprocess import preprocess
     from fer_edge.training.evaluate import evaluate_to
     from fer_edge.training.soup import BN_FACES
     from fer_edge.training.train import BEST, HISTORY, save_model

@@ -19,27 +19,27 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _NAMES = {
-    "Recognizer": "fer_edge.runtime.recognizer",
-    "load_image": "fer_edge.runtime.recognizer",
-    "FaceResult": "fer_edge.runtime.results",
-    "FrameResult": "fer_edge.runtime.results",
-    "PipelineOptions": "fer_edge.runtime.pipeline",
-    "FerEdgeError": "fer_edge.runtime.errors",
-    "ModelError": "fer_edge.runtime.errors",
-    "DataError": "fer_edge.runtime.errors",
-    "MissingExtraError": "fer_edge.runtime.errors",
-    "ImageError": "fer_edge.runtime.images",
-    "SourceError": "fer_edge.runtime.sources",
+    "Recognizer": "fer_edge.runtime.recognize.recognizer",
+    "load_image": "fer_edge.runtime.recognize.recognizer",
+    "FaceResult": "fer_edge.runtime.core.results",
+    "FrameResult": "fer_edge.runtime.core.results",
+    "PipelineOptions": "fer_edge.runtime.recognize.pipeline",
+    "FerEdgeError": "fer_edge.runtime.core.errors",
+    "ModelError": "fer_edge.runtime.core.errors",
+    "DataError": "fer_edge.runtime.core.errors",
+    "MissingExtraError": "fer_edge.runtime.core.errors",
+    "ImageError": "fer_edge.runtime.media.images",
+    "SourceError": "fer_edge.runtime.media.sources",
 }
 __all__ = sorted(_NAMES) + ["__version__"]
 
 if TYPE_CHECKING:
-    from fer_edge.runtime.errors import DataError, FerEdgeError, MissingExtraError, ModelError
-    from fer_edge.runtime.images import ImageError
-    from fer_edge.runtime.pipeline import PipelineOptions
-    from fer_edge.runtime.recognizer import Recognizer, load_image
-    from fer_edge.runtime.results import FaceResult, FrameResult
-    from fer_edge.runtime.sources import SourceError
+    from fer_edge.runtime.core.errors import DataError, FerEdgeError, MissingExtraError, ModelError
+    from fer_edge.runtime.media.images import ImageError
+    from fer_edge.runtime.recognize.pipeline import PipelineOptions
+    from fer_edge.runtime.recognize.recognizer import Recognizer, load_image
+    from fer_edge.runtime.core.results import FaceResult, FrameResult
+    from fer_edge.runtime.media.sources import SourceError
 
     __version__: str
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from fer_edge.runtime.labels import FER2013
-from fer_edge.runtime.metadata import ModelMetadata, write_metadata
-from fer_edge.runtime.preprocess import PreprocessSpec
+from fer_edge.runtime.model.labels import FER2013
+from fer_edge.runtime.model.metadata import ModelMetadata, write_metadata
+from fer_edge.runtime.model.preprocess import PreprocessSpec
 
 HERE = Path(__file__).resolve().parent
 META = ModelMetadata(FER2013, PreprocessSpec(size=(48, 48), channels=1, value_range=(0.0, 1.0)),

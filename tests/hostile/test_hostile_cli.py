@@ -11,7 +11,7 @@ import cv2
 import pytest
 
 from faults import CLI, bomb, grey_image, leftovers, one_line, write_video  # noqa: F401 (bomb: a fixture)
-from fer_edge.runtime import images
+from fer_edge.runtime.media import images
 from fer_edge.runtime.cli import main
 
 
@@ -218,7 +218,7 @@ def test_an_empty_preview_token_is_an_error(capfd, photo, monkeypatch):
 
 
 def test_preview_token_from_a_file_or_the_environment(tmp_path, monkeypatch):
-    from fer_edge.runtime.access import read_token as serve_token
+    from fer_edge.runtime.serve.access import read_token as serve_token
 
     monkeypatch.delenv("FER_EDGE_SERVE_TOKEN", raising=False)
     secret = tmp_path / "token"
@@ -240,7 +240,7 @@ def test_an_open_preview_beyond_loopback_needs_no_token_and_warns(capfd, photo, 
 # -- 15. one set of exit codes for every command -------------------------------------------------------------
 
 def test_cli_main_owns_the_exit_codes(capfd):
-    from fer_edge.runtime.errors import cli_main
+    from fer_edge.runtime.core.errors import cli_main
 
     def raising(exc):
         @cli_main
@@ -259,7 +259,7 @@ def test_sigterm_unwinds_like_ctrl_c(capfd, tmp_path):
     import os
     import signal
 
-    from fer_edge.runtime.errors import cli_main
+    from fer_edge.runtime.core.errors import cli_main
 
     scratch = tmp_path / "scratch"
 
@@ -283,7 +283,7 @@ def test_sigterm_swallowed_by_a_library_still_exits_130(capfd, then):
     import os
     import signal
 
-    from fer_edge.runtime.errors import MissingExtraError, cli_main
+    from fer_edge.runtime.core.errors import MissingExtraError, cli_main
 
     @cli_main
     def busy(argv=None):

@@ -1,6 +1,6 @@
 """A hostile client against the HTTP API and the browser preview: a decompression bomb, a 2000x1 image,
 a taken port, HEAD requests, and requests without the token, with a wrong one, or with a forged header
-(runtime/access.py). The API cases need the [api] extra; the preview ones only the runtime."""
+(runtime/serve/access.py). The API cases need the [api] extra; the preview ones only the runtime."""
 from __future__ import annotations
 
 import logging
@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 
 from faults import bomb, grey_image, one_line, start, terminate, wait_for_stderr_file  # noqa: F401 (bomb: a fixture)
-from fer_edge.runtime import images
-from fer_edge.runtime.access import Access, FailureLog, access_for
-from fer_edge.runtime.preview import PreviewOptions, PreviewServer
-from fer_edge.runtime.results import FrameResult
-from fer_edge.runtime.sources import Frame
+from fer_edge.runtime.media import images
+from fer_edge.runtime.serve.access import Access, FailureLog, access_for
+from fer_edge.runtime.serve.preview import PreviewOptions, PreviewServer
+from fer_edge.runtime.core.results import FrameResult
+from fer_edge.runtime.media.sources import Frame
 
 TFLITE = Path(__file__).parents[1] / "assets" / "tiny_fer.tflite"
 
@@ -30,8 +30,8 @@ def client():
     pytest.importorskip("multipart", reason="python-multipart is not installed (pip install 'fer-edge[api]')")
     from fastapi.testclient import TestClient
 
-    from fer_edge.runtime.api import create_app
-    from fer_edge.runtime.pipeline import PipelineOptions
+    from fer_edge.runtime.serve.api import create_app
+    from fer_edge.runtime.recognize.pipeline import PipelineOptions
 
     with TestClient(create_app(PipelineOptions(model=TFLITE, threads=1))) as c:
         yield c
@@ -87,7 +87,7 @@ def test_the_preview_answers_head_like_get():
         preview.close()
 
 
-# -- the token (runtime/access.py): both servers, both forms, wrong, missing, empty, --no-token ---------------
+# -- the token (runtime/serve/access.py): both servers, both forms, wrong, missing, empty, --no-token ---------------
 
 TOKEN = "t0ken-for-the-tests"
 GENERATED_URL = re.compile(r"open (http://\S+\?token=([A-Za-z0-9_-]+))")
@@ -104,8 +104,8 @@ def guarded():
     pytest.importorskip("multipart", reason="python-multipart is not installed (pip install 'fer-edge[api]')")
     from fastapi.testclient import TestClient
 
-    from fer_edge.runtime.api import create_app
-    from fer_edge.runtime.pipeline import PipelineOptions
+    from fer_edge.runtime.serve.api import create_app
+    from fer_edge.runtime.recognize.pipeline import PipelineOptions
 
     app = create_app(PipelineOptions(model=TFLITE, threads=1), max_upload_bytes=100_000,
                      access=Access(token=TOKEN))
@@ -324,7 +324,7 @@ def test_no_token_serves_open_beyond_loopback_and_warns_at_every_start(caplog, m
 
 
 def test_the_token_keys_of_a_config_file_work_for_both_servers(tmp_path, capfd, monkeypatch):
-    from fer_edge.runtime.api import api_parser
+    from fer_edge.runtime.serve.api import api_parser
     from fer_edge.runtime.cli import main
     from fer_edge.runtime.cli_args import access_options
     from fer_edge.runtime.config import with_config
@@ -353,7 +353,7 @@ def test_the_deploy_files_and_the_security_page_agree():
         assert 'serve_token_file = "/etc/fer-edge/token"' in (root / "deploy" / config).read_text()
     assert "serve-token-file /run/secrets/fer-edge-token" in (root / "deploy" / "docker" / "README.md").read_text()
     # the board commands the page shows in console fences: every flag exists (their parsers read them)
-    from fer_edge.runtime.api import api_parser
+    from fer_edge.runtime.serve.api import api_parser
     from fer_edge.runtime.cli import run_parser
 
     page = (root / "docs" / "security.md").read_text()

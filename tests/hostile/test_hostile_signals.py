@@ -103,7 +103,7 @@ class _DamagedCapture:
 
 
 def test_corrupt_frames_are_the_missing_ones_not_the_reads_before_giving_up(monkeypatch, tmp_path):
-    from fer_edge.runtime import sources
+    from fer_edge.runtime.media import sources
 
     monkeypatch.setattr(sources.cv2, "VideoCapture", _DamagedCapture)
     src = sources.VideoFileSource(tmp_path / "damaged.mp4")

@@ -8,7 +8,7 @@ import stat
 import sys
 from pathlib import Path
 
-from fer_edge.runtime.errors import FerEdgeError
+from fer_edge.runtime.core.errors import FerEdgeError
 
 
 def check_writable(path: str | os.PathLike, force: bool = False, option: str = "") -> Path:

@@ -22,9 +22,9 @@ from typing import Callable, Iterator
 import cv2
 import numpy as np
 
-from fer_edge.runtime.datasets import IMAGE_SUFFIXES
-from fer_edge.runtime.errors import FerEdgeError
-from fer_edge.runtime.images import ImageError, read_image
+from fer_edge.runtime.data.datasets import IMAGE_SUFFIXES
+from fer_edge.runtime.core.errors import FerEdgeError
+from fer_edge.runtime.media.images import ImageError, read_image
 
 log = logging.getLogger("fer_edge.runtime")
 

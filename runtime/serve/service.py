@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import argparse
 
-from fer_edge.runtime.errors import FerEdgeError
-from fer_edge.runtime.ha import DEFAULT_PREFIX
+from fer_edge.runtime.core.errors import FerEdgeError
+from fer_edge.runtime.serve.ha import DEFAULT_PREFIX
 
 CONNECT_TIMEOUT_S = 10.0  # at start, how long to wait for the broker's answer before the run is refused
 
@@ -38,7 +38,7 @@ def json_rotation(a: argparse.Namespace) -> dict:
         raise FerEdgeError("--json-max-mb: cannot rotate standard output (--json -): give a file name")
     from pathlib import Path
 
-    from fer_edge.runtime.fileio import _is_special
+    from fer_edge.runtime.core.fileio import _is_special
 
     if _is_special(Path(a.json)):  # renaming /dev/null or a FIFO away would break it for everyone
         raise FerEdgeError(f"--json-max-mb: cannot rotate {a.json}, a device or pipe: give a regular file name")
@@ -49,7 +49,7 @@ def check_service_arguments(a: argparse.Namespace) -> None:
     """Everything about these flags that can be wrong, before the model loads."""
     json_rotation(a)
     if a.ha_discovery is not None:
-        from fer_edge.runtime.ha import check_prefix, node_id
+        from fer_edge.runtime.serve.ha import check_prefix, node_id
 
         if not a.mqtt:
             raise FerEdgeError("--ha-discovery publishes through MQTT: give --mqtt mqtt://broker:1883/topic too")
@@ -59,13 +59,13 @@ def check_service_arguments(a: argparse.Namespace) -> None:
 
 def start_mqtt(a: argparse.Namespace, options, labels: tuple[str, ...], model: str):
     """The MQTT sink, connected: an unreachable broker or a refused client id is the user's error now."""
-    from fer_edge.runtime.mqtt import MqttSink
+    from fer_edge.runtime.serve.mqtt import MqttSink
 
     ha = None
     if a.ha_discovery is not None:
-        from fer_edge.runtime.ha import HaDiscovery, node_id
+        from fer_edge.runtime.serve.ha import HaDiscovery, node_id
 
-        from fer_edge.runtime.mqtt import parse_mqtt_url
+        from fer_edge.runtime.serve.mqtt import parse_mqtt_url
 
         ha = HaDiscovery(a.ha_discovery, parse_mqtt_url(a.mqtt, a.mqtt_tls).topic,
                          node_id(a.device_name, a.mqtt_client_id), labels, a.device_name, model)

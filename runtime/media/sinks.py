@@ -15,11 +15,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from fer_edge.runtime.datasets import IMAGE_SUFFIXES
-from fer_edge.runtime.errors import FerEdgeError
-from fer_edge.runtime.drawing import annotated, draw_timeline
-from fer_edge.runtime.fileio import OutputFile
-from fer_edge.runtime.results import FrameResult
+from fer_edge.runtime.data.datasets import IMAGE_SUFFIXES
+from fer_edge.runtime.core.errors import FerEdgeError
+from fer_edge.runtime.media.drawing import annotated, draw_timeline
+from fer_edge.runtime.core.fileio import OutputFile
+from fer_edge.runtime.core.results import FrameResult
 
 log = logging.getLogger("fer_edge.runtime")
 

@@ -10,9 +10,9 @@
 label and label->probability map. The model is loaded once when the app is made; requests share it under
 a lock (an interpreter is not thread-safe). Uploads over the size limit get 413 before they are parsed
 (by Content-Length, or counted while streaming when there is none); an empty or undecodable upload, or one
-whose header declares too many pixels (checked before decoding, runtime/images.py), gets 400 with a
+whose header declares too many pixels (checked before decoding, runtime/media/images.py), gets 400 with a
 message; a request without `file` gets FastAPI's 422. A server error is a bug. Beyond loopback every path
-but /health needs the token (runtime/access.py; checked by TokenGate before anything else): an
+but /health needs the token (runtime/serve/access.py; checked by TokenGate before anything else): an
 `Authorization: Bearer` header, or `?token=` for a browser, which is how /docs passes it on to the schema.
 """
 # no `from __future__ import annotations`: FastAPI reads the endpoints' annotations as objects, and the
@@ -23,9 +23,9 @@ import threading
 import time
 import urllib.parse
 
-from fer_edge.runtime.access import WWW_AUTHENTICATE, Access, base_url
-from fer_edge.runtime.errors import FerEdgeError, require
-from fer_edge.runtime.images import FORMATS, MAX_PIXELS, decode_image
+from fer_edge.runtime.serve.access import WWW_AUTHENTICATE, Access, base_url
+from fer_edge.runtime.core.errors import FerEdgeError, require
+from fer_edge.runtime.media.images import FORMATS, MAX_PIXELS, decode_image
 
 DEFAULT_MAX_UPLOAD_MB = 10.0
 
@@ -107,7 +107,7 @@ def create_app(options=None, max_upload_bytes: int = int(DEFAULT_MAX_UPLOAD_MB *
     from fastapi import File, HTTPException, UploadFile
     from pydantic import BaseModel, Field
 
-    from fer_edge.runtime.pipeline import Pipeline, PipelineOptions
+    from fer_edge.runtime.recognize.pipeline import Pipeline, PipelineOptions
 
     pipe = pipeline or Pipeline(options or PipelineOptions())
     lock = threading.Lock()
@@ -242,7 +242,7 @@ def api_parser():
 def serve_api(argv: list[str]) -> int:
     from fer_edge.runtime.cli_args import access_options, classifier_options, detector_options
     from fer_edge.runtime.config import with_config
-    from fer_edge.runtime.pipeline import Pipeline, PipelineOptions
+    from fer_edge.runtime.recognize.pipeline import Pipeline, PipelineOptions
 
     p = api_parser()
     a = p.parse_args(with_config(p, argv))

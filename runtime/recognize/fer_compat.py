@@ -17,13 +17,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from fer_edge.runtime.drawing import draw
-from fer_edge.runtime.errors import FerEdgeError, require
-from fer_edge.runtime.images import ImageError, decode_image
-from fer_edge.runtime.preprocess import FrameError
-from fer_edge.runtime.recognizer import Recognizer, load_image
-from fer_edge.runtime.results import FaceResult, FrameResult
-from fer_edge.runtime.sources import SourceError, VideoFileSource
+from fer_edge.runtime.media.drawing import draw
+from fer_edge.runtime.core.errors import FerEdgeError, require
+from fer_edge.runtime.media.images import ImageError, decode_image
+from fer_edge.runtime.model.preprocess import FrameError
+from fer_edge.runtime.recognize.recognizer import Recognizer, load_image
+from fer_edge.runtime.core.results import FaceResult, FrameResult
+from fer_edge.runtime.media.sources import SourceError, VideoFileSource
 
 log = logging.getLogger("fer_edge.compat")
 

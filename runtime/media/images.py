@@ -15,7 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from fer_edge.runtime.errors import FerEdgeError
+from fer_edge.runtime.core.errors import FerEdgeError
 
 MAX_PIXELS = 40_000_000  # e.g. 8000 x 5000: 120 MB as BGR, already a lot for a 1 GB board
 MIN_SIDE = 8  # an image with a shorter side holds no face: it is not given to a detector (see Pipeline.process)

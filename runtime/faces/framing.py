@@ -22,8 +22,8 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from fer_edge.runtime.boxes import FaceBox
-from fer_edge.runtime.preprocess import PreprocessSpec, crop_faces
+from fer_edge.runtime.core.boxes import FaceBox
+from fer_edge.runtime.model.preprocess import PreprocessSpec, crop_faces
 
 MAX_UPSCALE = 4  # an aligned crop is cut at the face's own resolution, at most 4x the model input
 

@@ -23,7 +23,7 @@ import re
 import socket
 import time
 
-from fer_edge.runtime.errors import FerEdgeError
+from fer_edge.runtime.core.errors import FerEdgeError
 
 DEFAULT_PREFIX = "homeassistant"
 AVAILABILITY_TEMPLATE = "{{ 'online' if value_json.online else 'offline' }}"
@@ -67,7 +67,7 @@ class HaDiscovery:
 
     def __init__(self, prefix: str, base_topic: str, node: str, labels: tuple[str, ...], name: str | None = None,
                  model: str = ""):
-        from fer_edge.runtime.api import _version
+        from fer_edge.runtime.serve.api import _version
 
         self.prefix, self.base, self.node, self.labels = check_prefix(prefix), base_topic, node, tuple(labels)
         self.state_topic, self.status_topic = f"{base_topic}/ha/state", f"{base_topic}/status"

@@ -12,7 +12,7 @@ import threading
 import cv2
 import numpy as np
 
-from fer_edge.runtime.preprocess import as_bgr
+from fer_edge.runtime.model.preprocess import as_bgr
 
 COLOURS = [(80, 200, 80), (60, 160, 255), (255, 140, 60), (200, 80, 200), (60, 220, 220), (240, 240, 80)]
 # one colour per label in the timeline, in label order (BGR); more labels than colours reuse them

@@ -8,7 +8,7 @@ newest one, `/state.json` the newest frame's faces, the fps and the frame count.
 threading HTTP server runs in a daemon thread; the frame loop only stores a reference to the newest frame
 and result, and a frame is drawn and JPEG-encoded at most once, when a client asks for it. A bare port
 binds to 127.0.0.1: other machines see the preview only when an address is given, and then every request
-needs the token (runtime/access.py: given, or made for the run; `?token=T` or `Authorization: Bearer T`,
+needs the token (runtime/serve/access.py: given, or made for the run; `?token=T` or `Authorization: Bearer T`,
 the page passes its own on to its stream), unless --no-token says otherwise.
 """
 from __future__ import annotations
@@ -24,8 +24,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import cv2
 
-from fer_edge.runtime.access import WWW_AUTHENTICATE, Access, base_url
-from fer_edge.runtime.errors import FerEdgeError
+from fer_edge.runtime.serve.access import WWW_AUTHENTICATE, Access, base_url
+from fer_edge.runtime.core.errors import FerEdgeError
 
 log = logging.getLogger("fer_edge.runtime")
 
@@ -155,7 +155,7 @@ class PreviewServer:
 
     def jpeg(self, after: int = -1, timeout: float = 5.0) -> tuple[int, bytes | None]:
         """The newest annotated frame as JPEG once there is one newer than `after` (None: closed or timeout)."""
-        from fer_edge.runtime.drawing import annotated
+        from fer_edge.runtime.media.drawing import annotated
 
         with self._cond:
             if not self._cond.wait_for(lambda: self.closed or self._seq > after, timeout) or self.closed:

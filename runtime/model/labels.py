@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fer_edge.runtime.errors import FerEdgeError
+from fer_edge.runtime.core.errors import FerEdgeError
 
 
 @dataclass(frozen=True)

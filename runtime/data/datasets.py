@@ -14,8 +14,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from fer_edge.runtime.errors import DataError
-from fer_edge.runtime.labels import FER2013, FERPLUS, LabelSet, canonical, known_elsewhere
+from fer_edge.runtime.core.errors import DataError
+from fer_edge.runtime.model.labels import FER2013, FERPLUS, LabelSet, canonical, known_elsewhere
 
 SPLITS = ("Training", "PublicTest", "PrivateTest")  # split codes 0, 1, 2
 SIDE = 48

@@ -21,10 +21,10 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fer_edge.runtime.errors import FerEdgeError, ModelError
-from fer_edge.runtime.fileio import atomic_output
-from fer_edge.runtime.labels import LabelSet, get_label_set
-from fer_edge.runtime.preprocess import PreprocessSpec
+from fer_edge.runtime.core.errors import FerEdgeError, ModelError
+from fer_edge.runtime.core.fileio import atomic_output
+from fer_edge.runtime.model.labels import LabelSet, get_label_set
+from fer_edge.runtime.model.preprocess import PreprocessSpec
 
 FORMAT = "fer-edge/1"
 MEMBER = "fer_edge.json"  # zip member name in .tflite and .keras files

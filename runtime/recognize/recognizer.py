@@ -20,15 +20,15 @@ from typing import Iterator, Union
 
 import numpy as np
 
-from fer_edge.runtime.boxes import MIN_FACE, clip_box
-from fer_edge.runtime.detectors import DEFAULT_DETECTOR
-from fer_edge.runtime.drawing import draw
-from fer_edge.runtime.errors import FerEdgeError
-from fer_edge.runtime.images import ImageError, decode_image, read_image
-from fer_edge.runtime.pipeline import Pipeline, PipelineOptions
-from fer_edge.runtime.preprocess import as_bgr
-from fer_edge.runtime.results import FaceResult, FrameResult
-from fer_edge.runtime.sources import open_source
+from fer_edge.runtime.core.boxes import MIN_FACE, clip_box
+from fer_edge.runtime.faces.detectors import DEFAULT_DETECTOR
+from fer_edge.runtime.media.drawing import draw
+from fer_edge.runtime.core.errors import FerEdgeError
+from fer_edge.runtime.media.images import ImageError, decode_image, read_image
+from fer_edge.runtime.recognize.pipeline import Pipeline, PipelineOptions
+from fer_edge.runtime.model.preprocess import as_bgr
+from fer_edge.runtime.core.results import FaceResult, FrameResult
+from fer_edge.runtime.media.sources import open_source
 
 ImageInput = Union[str, os.PathLike, np.ndarray, bytes, bytearray, memoryview]
 SourceInput = Union[int, str, os.PathLike]

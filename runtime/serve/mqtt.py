@@ -27,7 +27,7 @@ import time
 import urllib.parse
 from dataclasses import dataclass
 
-from fer_edge.runtime.errors import FerEdgeError, require
+from fer_edge.runtime.core.errors import FerEdgeError, require
 
 log = logging.getLogger("fer_edge.runtime")
 

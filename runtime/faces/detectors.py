@@ -22,10 +22,10 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from fer_edge.runtime.backends import litert_interpreter
-from fer_edge.runtime.boxes import MIN_FACE, FaceBox, clip_box, corner_iou, drop_nested, scale_faces
-from fer_edge.runtime.errors import FerEdgeError, ModelError
-from fer_edge.runtime.shipped import shipped_file
+from fer_edge.runtime.model.backends import litert_interpreter
+from fer_edge.runtime.core.boxes import MIN_FACE, FaceBox, clip_box, corner_iou, drop_nested, scale_faces
+from fer_edge.runtime.core.errors import FerEdgeError, ModelError
+from fer_edge.runtime.model.shipped import shipped_file
 
 HAAR_SCALE, HAAR_LIFT = 1.15, 0.08  # BlazeFace box -> Haar-like framing (see BlazeFaceDetector.detect)
 

@@ -25,7 +25,7 @@ import time
 import urllib.parse
 from dataclasses import dataclass, field
 
-from fer_edge.runtime.errors import FerEdgeError
+from fer_edge.runtime.core.errors import FerEdgeError
 
 log = logging.getLogger("fer_edge.runtime")
 

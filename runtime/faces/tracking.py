@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from fer_edge.runtime.boxes import FaceBox, iou, nested
+from fer_edge.runtime.core.boxes import FaceBox, iou, nested
 
 FOLLOW_SIDE = 32  # template side in pixels after shrinking: enough texture to match, cheap to search
 SEARCH = 0.5  # search window = box grown by this fraction of its size on every side

@@ -23,19 +23,19 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from fer_edge.runtime.backends import Classifier
-from fer_edge.runtime.boxes import FaceBox
-from fer_edge.runtime.detectors import DEFAULT_DETECTOR, detect_at, make_detector
-from fer_edge.runtime.drawing import Drawing
-from fer_edge.runtime.errors import FerEdgeError, ModelError
-from fer_edge.runtime.framing import FRAMINGS, face_crops
-from fer_edge.runtime.images import MIN_SIDE
-from fer_edge.runtime.preprocess import FrameError, as_bgr
-from fer_edge.runtime.results import FaceResult, FrameResult
-from fer_edge.runtime.schedule import DEFAULT_RECHECK, Schedule
-from fer_edge.runtime.sources import Frame
-from fer_edge.runtime.shipped import shipped_file, shipped_models
-from fer_edge.runtime.tracking import Tracker
+from fer_edge.runtime.model.backends import Classifier
+from fer_edge.runtime.core.boxes import FaceBox
+from fer_edge.runtime.faces.detectors import DEFAULT_DETECTOR, detect_at, make_detector
+from fer_edge.runtime.media.drawing import Drawing
+from fer_edge.runtime.core.errors import FerEdgeError, ModelError
+from fer_edge.runtime.faces.framing import FRAMINGS, face_crops
+from fer_edge.runtime.media.images import MIN_SIDE
+from fer_edge.runtime.model.preprocess import FrameError, as_bgr
+from fer_edge.runtime.core.results import FaceResult, FrameResult
+from fer_edge.runtime.faces.schedule import DEFAULT_RECHECK, Schedule
+from fer_edge.runtime.media.sources import Frame
+from fer_edge.runtime.model.shipped import shipped_file, shipped_models
+from fer_edge.runtime.faces.tracking import Tracker
 
 log = logging.getLogger("fer_edge.runtime")
 

@@ -12,8 +12,8 @@ from typing import Iterable, Sequence
 import cv2
 import numpy as np
 
-from fer_edge.runtime.boxes import expand_box
-from fer_edge.runtime.errors import FerEdgeError
+from fer_edge.runtime.core.boxes import expand_box
+from fer_edge.runtime.core.errors import FerEdgeError
 
 VALUE_RANGES = {"0,1": (0.0, 1.0), "-1,1": (-1.0, 1.0), "0,255": (0.0, 255.0)}
 

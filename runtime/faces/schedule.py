@@ -31,10 +31,10 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from fer_edge.runtime.boxes import FaceBox, expand_box, iou, scale_faces
-from fer_edge.runtime.detectors import detect_at
-from fer_edge.runtime.motion import MotionGate
-from fer_edge.runtime.tracking import follow_box
+from fer_edge.runtime.core.boxes import FaceBox, expand_box, iou, scale_faces
+from fer_edge.runtime.faces.detectors import detect_at
+from fer_edge.runtime.faces.motion import MotionGate
+from fer_edge.runtime.faces.tracking import follow_box
 
 DEFAULT_RECHECK = 2.0  # seconds between full detections of a still scene
 REGION = 96  # side in detector pixels of the square a tracked face is re-found in

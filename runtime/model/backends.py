@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from fer_edge.runtime.errors import MissingExtraError, MissingInterpreterError, ModelError
-from fer_edge.runtime.metadata import ModelMetadata, check_model_path, read_metadata, resolve_metadata
-from fer_edge.runtime.preprocess import preprocess
+from fer_edge.runtime.core.errors import MissingExtraError, MissingInterpreterError, ModelError
+from fer_edge.runtime.model.metadata import ModelMetadata, check_model_path, read_metadata, resolve_metadata
+from fer_edge.runtime.model.preprocess import preprocess
 
 
 def _quantize(x: np.ndarray, dtype, scale: float, zero_point: int) -> np.ndarray:
