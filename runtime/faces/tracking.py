@@ -28,7 +28,8 @@ class Track:
     missed: int = 0  # detector runs in a row without a matching box
     hits: int = 1
     probs: np.ndarray | None = None  # smoothed probabilities
-    counts: dict = field(default_factory=dict)  # label -> frames, for the per-track summary
+    counts: dict = field(default_factory=dict)  # label -> sure frames, for the per-track summary
+    unsure: int = 0  # frames on which the face was not sure
 
 
 class Tracker:
