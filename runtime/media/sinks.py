@@ -91,7 +91,10 @@ class VisitsSink(JsonLinesSink):
     like --json; a run without a visit leaves an empty file."""
 
     def write(self, frame, result: FrameResult):
-        for event in result.visits:
+        self.write_visits(result.visits)
+
+    def write_visits(self, events: list[dict]) -> None:
+        for event in events:
             self.write_line(event)
 
 

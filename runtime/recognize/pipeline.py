@@ -186,7 +186,7 @@ class Pipeline:
         self.tracker = Tracker(opts.iou_threshold, opts.max_missed, opts.smooth)
         self.stats = RunStats(self.labels)
         self.threshold = self._threshold()
-        self.visits = Visits(opts.min_visit, opts.visit_update)
+        self.visits, self.final_visits = Visits(opts.min_visit, opts.visit_update), []
         self._since_detect = 0
         self.schedule = None if opts.full_rate else Schedule(
             self.detector,
@@ -311,6 +311,9 @@ class Pipeline:
                         self.stats.stopped_by = f"{type(sink).__name__} (window closed)"
                         stop.set()
                 self.stats.stage_s["output"] += time.perf_counter() - t0
+            for sink in sinks:  # a live source's visits still open when it stopped
+                if self.final_visits and hasattr(sink, "write_visits"):
+                    sink.write_visits(self.final_visits)
         finally:
             results.close()  # the source closes and the stats are complete before the sinks close
             for sink in sinks:
@@ -322,20 +325,26 @@ class Pipeline:
         """Each frame of a source with its result, until the source ends, `stop` is set or `max_frames`;
         the source is closed however the iteration ends (a `break` included). `run` and
         `fer_edge.Recognizer.stream` are both this loop; `self.stats` counts it. Each result carries its visit
-        events (runtime.faces.visits): a frame is handed on once the next one is read, so the last frame's result
-        carries the end of every visit still open when the source ends."""
-        self.visits = Visits(self.options.min_visit, self.options.visit_update)
-        frames = self._results(source, stop, max_frames)
+        events (runtime.faces.visits). From a file, a frame is handed on once the next one is read, so the last
+        frame's result carries the end of every visit still open when the file ends; a live source's frames go
+        on at once (no added latency), and the visits open when it stops end in `self.final_visits`."""
+        self.visits, self.final_visits = Visits(self.options.min_visit, self.options.visit_update), []
+        frames, live = self._results(source, stop, max_frames), getattr(source, "live", False)
         held = None
         try:
             for item in frames:
                 if held is not None:
                     yield held
-                held = item
+                held = None if live else item
+                if live:
+                    yield item
+            ends = self.visits.close()
+            self.stats.visits = self.visits.reported
             if held is not None:
-                held[1].visits.extend(self.visits.close())
-                self.stats.visits = self.visits.reported
+                held[1].visits.extend(ends)
                 yield held
+            else:
+                self.final_visits = ends
         finally:
             frames.close()
 
