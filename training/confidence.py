@@ -43,11 +43,14 @@ def threshold_for(out: Path, name: str, data: str) -> dict:
     return choose_threshold(clf.predict_batched(faces.images), faces.labels)
 
 
-def stamp(out: Path, name: str, confidence: dict) -> None:
+def stamp(out: Path, name: str, confidence: dict) -> tuple[str, str]:
     """The threshold into NAME.keras and every export; the new reference sha256 into the golden file and into
     each export's provenance (test_gate holds them equal)."""
     keras = out / f"{name}.keras"
     old = sha256_file(keras)
+    files = [keras, *(out / f"{name}{suffix}" for suffix in EXPORTS)]
+    if all(read_metadata(f).confidence == confidence for f in files):
+        return old, old  # stamped already: the files are left as they are (a rewrite would change their bytes)
     write_metadata(keras, read_metadata(keras).replace(confidence=confidence))
     new = sha256_file(keras)
     for suffix in EXPORTS:
@@ -65,6 +68,7 @@ def stamp(out: Path, name: str, confidence: dict) -> None:
             arrays["model_sha256"] = np.array(new)
             with atomic_output(golden, force=True) as tmp, open(tmp, "wb") as f:
                 np.savez_compressed(f, **arrays)
+    return old, new
 
 
 def measure(out: Path, name: str, data: str, confidence: dict) -> dict:
@@ -80,9 +84,10 @@ def measure(out: Path, name: str, data: str, confidence: dict) -> dict:
         probs = pipe.classifier.predict_batched(faces.images)
         conf, right = probs.max(1), probs.argmax(1) == faces.labels
         doc["sets"]["PrivateTest"] = {"risk_coverage": risk_coverage(conf, right), **at_threshold(conf, right, t)}
-        conf, right, missed = photo_confidence(pipe, Path(data) / PHOTOS)
-        doc["sets"][PHOTOS] = {"risk_coverage": risk_coverage(conf, right), **at_threshold(conf, right, t),
-                               "no_face": missed}
+        if (Path(data) / PHOTOS).is_dir():
+            conf, right, missed = photo_confidence(pipe, Path(data) / PHOTOS)
+            doc["sets"][PHOTOS] = {"risk_coverage": risk_coverage(conf, right), **at_threshold(conf, right, t),
+                                   "no_face": missed}
     return doc
 
 
@@ -106,15 +111,62 @@ def photo_confidence(pipe, folder: Path) -> tuple[np.ndarray, np.ndarray, int]:
     return np.array(conf), np.array(right, bool), missed
 
 
+SECTION = "## Sure or not: the confidence threshold"
+
+
+def card_section(out: Path, name: str) -> list[str]:
+    """The model card's section from NAME_confidence.json (none when the file is missing)."""
+    path = out / f"{name}_confidence.json"
+    if not path.is_file():
+        return []
+    doc = json.loads(path.read_text())
+    c = doc["confidence"]
+    lines = ["", SECTION, "",
+             f"Every `{name}_*` file stores the threshold **{c['threshold']:.4f}** in its metadata: a face whose top "
+             f"probability reaches it is *sure* (`\"sure\": true`), and shares, dominant emotions, Home Assistant and "
+             f"visits count sure faces only (`--min-confidence P` overrides it). Rule: {c['rule']} (chosen on "
+             f"{c['n']} faces the model was not trained on; there it keeps {c['coverage']:.1%}). Measured on "
+             f"`{doc['model']}` with `python -m fer_edge.training.confidence --name {name} --data ../shared/data`; "
+             f"{PHOTOS}'s photos are found and framed by the runtime (YuNet, fer2013 framing), the highest-scoring "
+             "face of each photo counted.", "",
+             "| faces | n | accuracy keeping 100% | 90% | 70% | 50% | sure at the threshold | accuracy of sure faces |",
+             "|---|---|---|---|---|---|---|---|"]
+    for split, s in doc["sets"].items():
+        acc = " | ".join(f"{100 * r['accuracy']:.2f}%" for r in s["risk_coverage"])
+        lines.append(f"| {split} | {s['faces']} | {acc} | {s['coverage']:.1%} | {100 * s['accuracy_sure']:.2f}% "
+                     f"({100 * (s['accuracy_sure'] - s['accuracy_all']):+.2f} pp) |")
+    return lines
+
+
+def replace_card_section(card: Path, lines: list[str], old_sha: str = "", new_sha: str = "") -> None:
+    """The card's confidence section replaced (or put before its Limits), and a changed reference sha256 named
+    anew in its opening line; the rest of the card stays as ship.py generated it."""
+    if not card.is_file() or not lines:
+        return
+    text = card.read_text().split("\n")
+    if SECTION in text:
+        start = text.index(SECTION) - 1
+        end = next((i for i in range(start + 2, len(text)) if text[i].startswith("## ")), len(text)) - 1
+        text[start:end] = lines
+    else:
+        at = text.index("## Limits") - 1 if "## Limits" in text else len(text)
+        text[at:at] = lines
+    if old_sha and new_sha:
+        text[:4] = [line.replace(f"`{old_sha[:16]}…`", f"`{new_sha[:16]}…`") for line in text[:4]]
+    with atomic_output(card, force=True) as tmp:
+        tmp.write_text("\n".join(text))
+
+
 def run(out: Path, name: str, data: str, log=print) -> Path:
     """Stamp, measure, and write NAME_confidence.json; its path."""
     confidence = threshold_for(out, name, data)
-    stamp(out, name, confidence)
+    shas = stamp(out, name, confidence)
     log(f"{name}: threshold {confidence['threshold']} ({confidence['rule']}) in every shipped file")
     doc = measure(out, name, data, confidence)
     dst = out / f"{name}_confidence.json"
     with atomic_output(dst, force=True) as tmp:
         tmp.write_text(json.dumps(doc, indent=1) + "\n")
+    replace_card_section(out / f"{name}_CARD.md", card_section(out, name), *shas)
     for split, s in doc["sets"].items():
         log(f"{name} on {split}: sure {s['coverage']:.1%} of {s['faces']} faces, accuracy {s['accuracy_sure']:.2%} "
             f"sure against {s['accuracy_all']:.2%} all")
@@ -125,11 +177,17 @@ def run(out: Path, name: str, data: str, log=print) -> Path:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m fer_edge.training.confidence", description=__doc__.splitlines()[0])
     ap.add_argument("--name", required=True, help="the shipped model's name (fer-vgg, fer-lite)")
-    ap.add_argument("--data", required=True, help="the data folder (fer2013.npz and tfeid-dev/)")
+    ap.add_argument("--data", help="the data folder (fer2013.npz and tfeid-dev/; required unless --card-only)")
     ap.add_argument("--out", type=Path, default=Path("models"), help="the folder the model is shipped in")
+    ap.add_argument("--card-only", action="store_true", help="only rewrite the card's section from NAME_confidence.json")
     a = ap.parse_args(argv)
     if not (a.out / f"{a.name}.keras").is_file():
         raise FerEdgeError(f"{a.out / a.name}.keras: no such file: expected a model shipped by training/ship.py")
+    if a.card_only:
+        replace_card_section(a.out / f"{a.name}_CARD.md", card_section(a.out, a.name))
+        return 0
+    if not a.data:
+        raise FerEdgeError("--data is required (FER2013 PublicTest and PrivateTest, and tfeid-dev/)")
     print(run(a.out, a.name, a.data, log=lambda m: print(m, file=sys.stderr)))
     return 0
 
