@@ -25,9 +25,10 @@ def choose_threshold(probs: np.ndarray, labels: np.ndarray | None = None, covera
     conf = np.asarray(probs, np.float64).max(axis=1)
     if conf.size == 0:
         raise ValueError("no faces to choose a confidence threshold on")
-    threshold = float(np.quantile(conf, 1.0 - coverage, method="lower"))
+    # stored to 4 decimals, rounded down: the faces at the quantile stay sure
+    threshold = math.floor(float(np.quantile(conf, 1.0 - coverage, method="lower")) * 1e4) / 1e4
     sure = conf >= threshold
-    doc = {"threshold": round(threshold, 4), "rule": f"keep {coverage:.0%} of {SPLIT} faces by confidence",
+    doc = {"threshold": threshold, "rule": f"keep {coverage:.0%} of {SPLIT} faces by confidence",
            "split": SPLIT, "n": int(conf.size), "coverage": round(float(sure.mean()), 4)}
     if labels is not None:
         right = np.asarray(probs).argmax(axis=1) == np.asarray(labels)
