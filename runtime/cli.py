@@ -24,8 +24,8 @@ from pathlib import Path
 
 from fer_edge.runtime.core.errors import FerEdgeError, cli_main
 from fer_edge.runtime.cli_args import (add_mqtt_arguments, add_preview_arguments, classifier_options,
-                                      detector_arguments, detector_options, model_arguments, mqtt_options,
-                                      preview_options)
+                                      detector_arguments, detector_options, min_confidence_argument,
+                                      model_arguments, mqtt_options, preview_options)
 from fer_edge.runtime.config import ConfigurableParser, add_config_argument, with_config
 from fer_edge.runtime.serve.service import add_service_arguments, check_service_arguments, json_rotation, start_mqtt
 
@@ -57,9 +57,7 @@ def run_parser() -> ConfigurableParser:
     d.add_argument("--smooth", type=float, default=0.0, metavar="A", help="per-track EMA of probabilities: "
                    "A * previous + (1 - A) * new, A in [0, 1) (default 0 = off)")
     v = p.add_argument_group("sure faces and visits")
-    v.add_argument("--min-confidence", type=float, metavar="P", help="a face is sure when its top probability is at "
-                   "least P, 0-1 (default: the threshold stored in the model; 0 = every face sure); shares, dominant "
-                   "emotions and Home Assistant count sure faces only")
+    min_confidence_argument(v)
     v.add_argument("--visits", metavar="FILE.jsonl", help="visit events as JSON Lines: start, update, end (a track "
                    "from the frame it appears to the frame it is dropped); rotated like --json ('-' = stdout)")
     v.add_argument("--min-visit", type=float, default=DEFAULT_MIN_VISIT, metavar="S", help="a track shorter than S "

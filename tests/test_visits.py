@@ -5,6 +5,7 @@ first frame to its last), a face that leaves and comes back (two visits) and a o
 CLI's checks, photos with `sure` on every face, and visit ends through a real Mosquitto that restarts."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import subprocess
@@ -12,7 +13,6 @@ import sys
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
@@ -168,18 +168,11 @@ def test_sample_video_is_one_visit_from_first_to_last_frame_and_the_api_says_the
 
 
 def _composed_video(path: Path, samples_dir: Path) -> None:
-    """The sample's face for 30 frames, 30 frames without it, the face again for 30, then one frame of it alone.
-    Without it: the frame with the face's columns painted over by the room beside them (the person left)."""
-    cap = cv2.VideoCapture(str(samples_dir / "fer_test.mp4"))
-    faces = [cap.read()[1] for _ in range(61)]
-    cap.release()
-    empty = faces[0].copy()
-    empty[:, 250:420] = faces[0][:, 0:170]
-    frames = faces[:30] + [empty] * 30 + faces[30:60] + [empty] * 30 + [faces[60]] + [empty] * 30
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, faces[0].shape[1::-1])
-    for f in frames:
-        writer.write(f)
-    writer.release()
+    """benchmarks/visit_latency.py's leave-and-return video (the face 30 frames, gone 30, back 30, one frame)."""
+    spec = importlib.util.spec_from_file_location("visit_latency", ROOT / "benchmarks" / "visit_latency.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    mod.leave_and_return_video(path, samples_dir / "fer_test.mp4")
 
 
 def test_a_face_that_leaves_and_returns_is_two_visits_and_a_one_frame_face_is_none(tmp_path, samples_dir):
@@ -219,11 +212,10 @@ def test_photos_and_folders_have_sure_on_every_face(tmp_path, samples_dir):
 
 @pytest.mark.slow
 def test_a_visit_end_is_queued_while_the_broker_restarts_and_then_delivered(tmp_path):
-    from test_deploy_mqtt import MOSQUITTO, Broker, Subscriber, _free_port, _wait
+    from test_deploy_mqtt import Broker, Subscriber, _free_port, _wait
+    from test_service import _needs_broker
 
-    pytest.importorskip("paho.mqtt.client", reason="paho-mqtt is not installed (pip install 'fer-edge[mqtt]')")
-    if MOSQUITTO is None:
-        pytest.skip("mosquitto is not installed (Debian: apt install mosquitto; .ci/run installs it)")
+    _needs_broker()
     from fer_edge.runtime.serve.mqtt import MqttOptions, MqttSink
 
     port, topic = _free_port(), "fer/visits"
