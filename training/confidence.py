@@ -133,8 +133,9 @@ def card_section(out: Path, name: str) -> list[str]:
              "|---|---|---|---|---|---|---|---|"]
     for split, s in doc["sets"].items():
         acc = " | ".join(f"{100 * r['accuracy']:.2f}%" for r in s["risk_coverage"])
-        lines.append(f"| {split} | {s['faces']} | {acc} | {s['coverage']:.1%} | {100 * s['accuracy_sure']:.2f}% "
-                     f"({100 * (s['accuracy_sure'] - s['accuracy_all']):+.2f} pp) |")
+        sure = (f"{100 * s['accuracy_sure']:.2f}% ({100 * (s['accuracy_sure'] - s['accuracy_all']):+.2f} pp)"
+                if s["accuracy_sure"] is not None else "no sure face")
+        lines.append(f"| {split} | {s['faces']} | {acc} | {s['coverage']:.1%} | {sure} |")
     return lines
 
 
@@ -168,8 +169,8 @@ def run(out: Path, name: str, data: str, log=print) -> Path:
         tmp.write_text(json.dumps(doc, indent=1) + "\n")
     replace_card_section(out / f"{name}_CARD.md", card_section(out, name), *shas)
     for split, s in doc["sets"].items():
-        log(f"{name} on {split}: sure {s['coverage']:.1%} of {s['faces']} faces, accuracy {s['accuracy_sure']:.2%} "
-            f"sure against {s['accuracy_all']:.2%} all")
+        log(f"{name} on {split}: sure {s['coverage']:.1%} of {s['faces']} faces, accuracy of the sure ones "
+            f"{s['accuracy_sure']}, of all {s['accuracy_all']}")
     return dst
 
 
