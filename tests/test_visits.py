@@ -245,3 +245,13 @@ def test_a_visit_end_is_queued_while_the_broker_restarts_and_then_delivered(tmp_
         if sub:
             sub.close()
         broker.stop()
+
+
+def test_unsure_faces_are_drawn_grey_with_a_question_mark():
+    from fer_edge.runtime.media.drawing import COLOURS, UNSURE, draw
+
+    image = np.zeros((200, 300, 3), np.uint8)
+    sure = draw(image, FrameResult(0, 0.0, [_face(1)]), bars=False)
+    unsure = draw(image, FrameResult(0, 0.0, [_face(1, sure=False)]), bars=False)
+    assert tuple(sure[35, 10]) == COLOURS[1] and tuple(unsure[35, 10]) == UNSURE  # the box's left edge
+    assert (unsure != sure).any()
