@@ -255,3 +255,16 @@ def test_unsure_faces_are_drawn_grey_with_a_question_mark():
     unsure = draw(image, FrameResult(0, 0.0, [_face(1, sure=False)]), bars=False)
     assert tuple(sure[35, 10]) == COLOURS[1] and tuple(unsure[35, 10]) == UNSURE  # the box's left edge
     assert (unsure != sure).any()
+
+
+def test_a_featureless_patch_is_not_followed():
+    """A face that left a blank frame: its patch matches anywhere, so following it would wander off and open a
+    phantom track (and a phantom visit); with texture the same patch is followed where it went."""
+    from fer_edge.runtime.core.boxes import FaceBox
+    from fer_edge.runtime.faces.tracking import follow_box
+
+    flat = np.full((240, 320), 120, np.uint8)
+    assert follow_box(flat, flat, FaceBox(100, 80, 60, 60)) is None
+    textured = np.random.default_rng(0).integers(0, 255, (240, 320), dtype=np.uint8)
+    moved = np.roll(textured, 4, axis=1)
+    assert follow_box(textured, moved, FaceBox(100, 80, 60, 60)).box[:2] == (104, 80)
