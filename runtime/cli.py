@@ -302,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
         if argv[:1] == ["verify"]:
             return verify(argv[1:])
         if argv[:1] == ["serve-api"]:
-            from fer_edge.runtime.serve.api import serve_api
+            from fer_edge.runtime.cli_serve import serve_api
 
             return serve_api(argv[1:])
         return run(argv)

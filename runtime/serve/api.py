@@ -18,13 +18,13 @@ but /health needs the token (runtime/serve/access.py; checked by TokenGate befor
 # no `from __future__ import annotations`: FastAPI reads the endpoints' annotations as objects, and the
 # response models are local to create_app (they name its labels), where string annotations cannot be resolved
 import json
-import sys
 import threading
 import time
 import urllib.parse
 
 from fer_edge.runtime.serve.access import WWW_AUTHENTICATE, Access, base_url
 from fer_edge.runtime.core.errors import FerEdgeError, require
+from fer_edge.runtime.core.version import package_version
 from fer_edge.runtime.media.images import FORMATS, MAX_PIXELS, decode_image
 
 DEFAULT_MAX_UPLOAD_MB = 10.0
@@ -137,7 +137,7 @@ def create_app(options=None, max_upload_bytes: int = int(DEFAULT_MAX_UPLOAD_MB *
     class Problem(BaseModel):
         detail: str
 
-    app = fastapi.FastAPI(title="fer-edge", version=_version(), docs_url=None, redoc_url=None,
+    app = fastapi.FastAPI(title="fer-edge", version=package_version(), docs_url=None, redoc_url=None,
                           description="Facial expressions in an image: faces, labels and probabilities.")
     app.add_middleware(BodyLimit, limit=max_upload_bytes)
     _docs_pages(app)
@@ -210,67 +210,3 @@ def _protect(app, access: Access, problem):
                 operation["security"] = [{"bearer": []}, {"query": []}]
                 operation["responses"]["401"] = unauthorized
     return app
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("fer-edge")
-    except PackageNotFoundError:
-        return "0"
-
-
-def api_parser():
-    from fer_edge.runtime.cli_args import detector_arguments, model_arguments, token_arguments
-    from fer_edge.runtime.config import ConfigurableParser, add_config_argument
-
-    p = ConfigurableParser(prog="fer-edge serve-api", description="HTTP API: POST /predict with an image, "
-                                "GET /health, schema at /openapi.json (pip install 'fer-edge[api]').")
-    model_arguments(p)
-    detector_arguments(p)
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB, metavar="MB",
-                   help=f"largest accepted upload (default {DEFAULT_MAX_UPLOAD_MB:g})")
-    token_arguments(p.add_argument_group("access (every path but /health; beyond loopback a token is made when "
-                                         "none is given)"))
-    add_config_argument(p)
-    return p
-
-
-def serve_api(argv: list[str]) -> int:
-    from fer_edge.runtime.cli_args import access_options, classifier_options, detector_options
-    from fer_edge.runtime.config import with_config
-    from fer_edge.runtime.recognize.pipeline import Pipeline, PipelineOptions
-
-    p = api_parser()
-    a = p.parse_args(with_config(p, argv))
-    if a.max_upload_mb <= 0:
-        raise FerEdgeError(f"--max-upload-mb must be above 0, found {a.max_upload_mb}")
-    uvicorn = require("uvicorn", "api")
-    access = access_options(a, a.host)  # an empty or unreadable token: one line, before anything listens
-    opts = PipelineOptions(model=a.model, **detector_options(a), **classifier_options(a))
-    sock = _listen(a.host, a.port)  # before the model loads: a taken port is a one-line error, no "API on"
-    try:
-        with Pipeline(opts) as pipe:
-            app = create_app(max_upload_bytes=int(a.max_upload_mb * 1e6), pipeline=pipe, access=access)
-            server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))  # no access log: ?token= stays out
-            base = base_url(a.host, sock.getsockname()[1])
-            print(f"fer-edge: API on {base}/ (schema /openapi.json, docs /docs"
-                  f"{'; token required' if access.token else ''})", file=sys.stderr)
-            access.announce("API", base, "/docs")
-            server.run(sockets=[sock])
-    finally:
-        sock.close()
-    return 0
-
-
-def _listen(host: str, port: int):
-    import socket
-
-    try:
-        return socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET,
-                                    reuse_port=False)
-    except OSError as exc:
-        raise FerEdgeError(f"--host {host} --port {port}: cannot listen there ({exc.strerror or exc})") from None

@@ -38,9 +38,9 @@ def json_rotation(a: argparse.Namespace) -> dict:
         raise FerEdgeError("--json-max-mb: cannot rotate standard output (--json -): give a file name")
     from pathlib import Path
 
-    from fer_edge.runtime.core.fileio import _is_special
+    from fer_edge.runtime.core.fileio import is_special
 
-    if _is_special(Path(a.json)):  # renaming /dev/null or a FIFO away would break it for everyone
+    if is_special(Path(a.json)):  # renaming /dev/null or a FIFO away would break it for everyone
         raise FerEdgeError(f"--json-max-mb: cannot rotate {a.json}, a device or pipe: give a regular file name")
     return {"max_bytes": max(1, int(a.json_max_mb * 1024 * 1024)), "keep": a.json_keep}
 
