@@ -22,7 +22,7 @@ import threading
 import time
 import urllib.parse
 
-from fer_edge.runtime.serve.access import WWW_AUTHENTICATE, Access, base_url
+from fer_edge.runtime.serve.access import WWW_AUTHENTICATE, Access
 from fer_edge.runtime.core.errors import FerEdgeError, require
 from fer_edge.runtime.core.version import package_version
 from fer_edge.runtime.media.images import FORMATS, MAX_PIXELS, decode_image
