@@ -16,7 +16,8 @@ but /health needs the token (runtime/serve/access.py; checked by TokenGate befor
 `Authorization: Bearer` header, or `?token=` for a browser, which is how /docs passes it on to the schema.
 """
 # no `from __future__ import annotations`: FastAPI reads the endpoints' annotations as objects, and the
-# response models are local to create_app (they name its labels), where string annotations cannot be resolved
+# response models are made inside a function (_response_models: pydantic comes with the extra), where string
+# annotations cannot be resolved
 import json
 import threading
 import time
@@ -105,38 +106,12 @@ def create_app(options=None, max_upload_bytes: int = int(DEFAULT_MAX_UPLOAD_MB *
     fastapi = require("fastapi", "api")
     require("multipart", "api")  # python-multipart: FastAPI's form parser, needed by UploadFile
     from fastapi import File, HTTPException, UploadFile
-    from pydantic import BaseModel, Field
 
     from fer_edge.runtime.recognize.pipeline import Pipeline, PipelineOptions
 
     pipe = pipeline or Pipeline(options or PipelineOptions())
     lock = threading.Lock()
-
-    class Face(BaseModel):
-        box: list[int] = Field(description="x, y, width, height in image pixels")
-        label: str
-        probs: dict[str, float] = Field(description="label -> probability")
-        score: float = Field(description="detector confidence")
-
-    class Prediction(BaseModel):
-        source: str = Field(description="the uploaded file's name")
-        width: int
-        height: int
-        faces: list[Face]
-        labels: list[str]
-        ms: float = Field(description="detection + classification time")
-
-    class Health(BaseModel):
-        status: str
-        model: str
-        backend: str
-        detector: str
-        framing: str = Field(description="how faces are cut for the classifier")
-        labels: list[str]
-
-    class Problem(BaseModel):
-        detail: str
-
+    Face, Prediction, Health, Problem = _response_models()
     app = fastapi.FastAPI(title="fer-edge", version=package_version(), docs_url=None, redoc_url=None,
                           description="Facial expressions in an image: faces, labels and probabilities.")
     app.add_middleware(BodyLimit, limit=max_upload_bytes)
@@ -171,6 +146,39 @@ def create_app(options=None, max_upload_bytes: int = int(DEFAULT_MAX_UPLOAD_MB *
                           ms=round(ms, 3))
 
     return _protect(app, access or Access(), Problem)
+
+
+def _response_models():
+    """The pydantic models of the answers (Face, Prediction, Health, Problem): made when an app is, since
+    pydantic comes with the `api` extra."""
+    from pydantic import BaseModel, Field
+
+    class Face(BaseModel):
+        box: list[int] = Field(description="x, y, width, height in image pixels")
+        label: str
+        probs: dict[str, float] = Field(description="label -> probability")
+        score: float = Field(description="detector confidence")
+
+    class Prediction(BaseModel):
+        source: str = Field(description="the uploaded file's name")
+        width: int
+        height: int
+        faces: list[Face]
+        labels: list[str]
+        ms: float = Field(description="detection + classification time")
+
+    class Health(BaseModel):
+        status: str
+        model: str
+        backend: str
+        detector: str
+        framing: str = Field(description="how faces are cut for the classifier")
+        labels: list[str]
+
+    class Problem(BaseModel):
+        detail: str
+
+    return Face, Prediction, Health, Problem
 
 
 def _docs_pages(app) -> None:
