@@ -281,11 +281,9 @@ def _quiet_libraries() -> None:
     would bury the one line fer-edge prints about the same problem."""
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "8")  # AV_LOG_FATAL; read when FFmpeg is first used
     os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")  # read when OpenCV first logs
-    try:  # and for an OpenCV that has already logged; a fresh OpenCV 5.0 install once lacked this submodule
-        from cv2.utils import logging as cv_logging
-    except ImportError:
-        return
-    cv_logging.setLogLevel(cv_logging.LOG_LEVEL_ERROR)
+    from fer_edge.runtime.faces.detectors import quiet_opencv_log
+
+    quiet_opencv_log()  # and for an OpenCV that has already logged
 
 
 @cli_main  # exit codes (0, 2 user error, 130 interrupted) and the one-line error
