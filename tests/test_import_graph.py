@@ -178,3 +178,15 @@ def test_the_runtime_folder_is_its_rooms_and_a_few_top_modules():
         assert len(modules) in ROOM_SIZE, f"runtime/{r}/ holds {len(modules)} modules: 3-10 keep it readable"
         doc = ast.get_docstring(ast.parse((runtime / r / "__init__.py").read_text())) or ""
         assert len(doc.split()) >= 8, f"runtime/{r}/__init__.py: say in its docstring what the room owns"
+
+
+def test_the_changelog_lists_every_runtime_module_at_its_new_path():
+    """CHANGELOG.md's old -> new table (issue 36): the 31 modules that moved into rooms, each new path a module
+    here (a module added later has no old path to list)."""
+    import re
+
+    rows = re.findall(r"^\| `fer_edge\.runtime\.(\w+)` \| `fer_edge\.runtime\.(\w+)\.(\w+)` \|$",
+                      (ROOT / "CHANGELOG.md").read_text(), re.M)
+    files = module_files()
+    assert len({old for old, _, _ in rows}) == len(rows) == 31, rows
+    assert all(f"fer_edge.runtime.{r}.{m}" in files and old == m for old, r, m in rows), rows
