@@ -116,7 +116,7 @@ def test_detection_runs_on_a_copy_at_the_detect_size_of_streams_and_photos():
         stream = p.process(frame)
         photo = p.process_image(frame)
     # streams at the detector's first size (100 px wide), photos at its second (200), grey made once; a stream
-    # frame where faces come into view is searched again at the photo size for small ones (runtime.schedule)
+    # frame where faces come into view is searched again at the photo size for small ones (runtime/faces/schedule.py)
     assert det.seen == [((75, 100, 3), (75, 100), 90), ((150, 200, 3), (150, 200), 90),
                         ((150, 200, 3), (150, 200), 90)]
     assert stream.faces[0].box == (40, 40, 80, 80) and photo.faces[0].box == (20, 20, 40, 40)
