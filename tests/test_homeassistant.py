@@ -8,11 +8,13 @@ fills every key later versions added, so the seed does not follow each release's
 form over the REST API would, and needs a token before the broker is set). A token comes from onboarding's user
 step and /auth/token, as the frontend gets its first one. Then fer-edge runs with --ha-discovery on the sample
 video, and the checks read Home Assistant itself: its entity registry (.storage/core.entity_registry: the
-unique_ids under one device) and its REST API (the states, with values from the video), and after fer-edge is
-killed the last will makes every entity `unavailable`.
+unique_ids under one device) and its REST API (the states). fer-edge runs twice: killed (SIGKILL), the broker's
+last will makes every entity `unavailable`; the second run, which Home Assistant hears from its first frame (the
+visit's start event is not retained), shows values from the video, and a clean stop (SIGTERM) makes every entity
+`unavailable` again.
 
-EXPECTED is the entity list as data: an entity fer-edge adds is one line there. FER_EDGE_HA_HASS names the `hass`
-to run (.ci/run sets it: then a missing environment or broker fails instead of skipping).
+expected_entities() is the entity list as data: an entity fer-edge adds is one line there. FER_EDGE_HA_HASS names
+the `hass` to run (.ci/run sets it: then a missing environment or broker fails instead of skipping).
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ from pathlib import Path
 
 import pytest
 
-from test_deploy_mqtt import MOSQUITTO, Broker, _free_port
+from mqtt_broker import MOSQUITTO, Broker, free_port
 
 pytestmark = [pytest.mark.data, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,7 +54,10 @@ def expected_entities(labels: tuple[str, ...]) -> list[tuple[str, str, object]]:
     percent = lambda s: (v := _number(s["state"])) is not None and 0.0 <= v <= 100.0  # noqa: E731
     return [("sensor", "faces", lambda s: (_number(s["state"]) or 0) >= 1),
             ("sensor", "emotion", lambda s: s["state"] in labels),
-            ("sensor", "fps", lambda s: (_number(s["state"]) or 0) > 0)] + [
+            ("sensor", "fps", lambda s: (_number(s["state"]) or 0) > 0),
+            ("sensor", "unsure", lambda s: (_number(s["state"]) or -1) >= 0),
+            ("binary_sensor", "face_in_view", lambda s: s["state"] == "on"),
+            ("event", "visit", lambda s: s["attributes"].get("event_type") in ("start", "end"))] + [
            ("sensor", f"share_{label}", percent) for label in labels]
 
 
@@ -213,6 +218,11 @@ def _entity_ids(ha: HomeAssistant, expected) -> dict[str, str]:
     return ha.wait(found, f"the entity registry to hold {sorted(want)} under one device {DEVICE!r}")
 
 
+def _states(ha: HomeAssistant, ids: dict[str, str], state: str) -> set[str]:
+    """The entity_ids whose state is `state` now."""
+    return {e for e in ids.values() if ha.get(f"/api/states/{e}")[1].get("state") == state}
+
+
 def _states_show_the_video(ha: HomeAssistant, ids: dict[str, str], expected) -> None:
     """Every check passes on some state while fer-edge runs (faces >= 1 need not hold at every instant)."""
     pending = {f"{NODE}_{object_id}": check for _, object_id, check in expected}
@@ -237,7 +247,7 @@ def test_home_assistant_shows_fer_edge_and_marks_it_unavailable(tmp_path, sample
     from fer_edge import Recognizer
 
     expected = expected_entities(Recognizer().labels)
-    mqtt_port, http_port = _free_port(), _free_port()
+    mqtt_port, http_port = free_port(), free_port()
     (tmp_path / "mqtt").mkdir()
     broker = Broker(tmp_path / "mqtt", mqtt_port)
     broker.start()
@@ -246,14 +256,19 @@ def test_home_assistant_shows_fer_edge_and_marks_it_unavailable(tmp_path, sample
         ha.start()
         ha.onboard()
         ha.wait(lambda: b"online" in birth.seen, "Home Assistant's MQTT birth message (connected to the broker)")
+        # run 1: discovery, then SIGKILL (no goodbye: the broker's last will is what Home Assistant hears)
         proc = _run_fer_edge(samples_dir, mqtt_port)
         ids = _entity_ids(ha, expected)
-        _states_show_the_video(ha, ids, expected)
-        assert proc.poll() is None, proc.stderr.read()
-        proc.kill()  # SIGKILL: no goodbye, so the broker's last will is what Home Assistant hears
+        ha.wait(lambda: _states(ha, ids, "unavailable") == set(), "every entity to be available")
+        proc.kill()
         proc.wait()
-        ha.wait(lambda: all(ha.get(f"/api/states/{e}")[1]["state"] == "unavailable" for e in ids.values()),
-                "every entity to turn unavailable after fer-edge was killed")
+        ha.wait(lambda: _states(ha, ids, "unavailable") == set(ids.values()), "unavailable after SIGKILL")
+        # run 2: Home Assistant is subscribed from the first frame on (the visit's start event is not retained)
+        proc = _run_fer_edge(samples_dir, mqtt_port)
+        _states_show_the_video(ha, ids, expected)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0, proc.stderr.read()
+        ha.wait(lambda: _states(ha, ids, "unavailable") == set(ids.values()), "unavailable after SIGTERM")
     finally:
         if proc and proc.poll() is None:
             proc.kill()
