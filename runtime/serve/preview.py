@@ -7,7 +7,7 @@ its chart over the last minute and the list of faces in view.
 Paths: `/` the page (preview.html beside this file, drawn in the browser with no file from elsewhere),
 `/frame.jpg` the newest annotated frame (`?after=SEQ` waits for one newer than SEQ; the `X-Frame-Seq` header
 names it), `/state.json` the newest frame's faces, fps and counts (`?seq=SEQ`: that frame's, while it is among
-the last few; `&since=T`: with the history points after T seconds, for the charts), `/stream.mjpg` the
+the last few; `&since=SEQ`: with the charts' points of the frames after SEQ), `/stream.mjpg` the
 annotated frames as MJPEG for other viewers. The page asks for a frame, then for that frame's state, so the
 picture, the bars and the chart's newest point show one frame's values. The standard library's threading HTTP
 server runs in a daemon thread; the frame loop only stores references to the newest frames and results (and
@@ -43,7 +43,7 @@ MAX_STREAM_FPS = 30.0  # a client never gets frames faster than this, whatever t
 BOUNDARY = "ferframe"
 HISTORY_S = 60.0  # the charts' window
 HISTORY_STEP_S = 0.1  # one chart point per face at most this often (600 a minute, whatever the fps)
-RECENT = 64  # frames whose state /state.json?seq= still answers (the page asks right after the frame)
+RECENT = 256  # frames whose state /state.json?seq= answers (the page asks right after the frame; results only)
 PAGE_STEP_MS = 1000.0 / MAX_STREAM_FPS  # the page asks for frames at most this often
 
 
@@ -148,9 +148,9 @@ class PreviewServer:
         while self._history and t - self._history[0][1] > HISTORY_S:
             self._history.popleft()
 
-    def state(self, seq: int | None = None, since: float | None = None) -> dict | None:
-        """The newest frame's state, or frame `seq`'s (None once it left the last RECENT frames); with `since`,
-        the chart points after `since` seconds up to that frame, that frame's own the last."""
+    def state(self, seq: int | None = None, since: int | None = None) -> dict | None:
+        """The newest frame's state, or frame `seq`'s (None once it left the last RECENT frames); with `since`
+        (a frame's seq), the chart points of the frames after it up to this one, this one's own the last."""
         with self._cond:
             frames, fps = self._seq, self.fps()
             recent = list(self._recent)
@@ -163,7 +163,7 @@ class PreviewServer:
         state = {"seq": n, "frame": result.frame, "t": round(t, 3), "frames": frames, "fps": round(fps, 2),
                  "faces": [face_state(f) for f in result.faces]}
         if since is not None:
-            state["history"] = [_point(pt, ps, r) for ps, pt, r in history if pt > since and ps < n]
+            state["history"] = [_point(pt, ps, r) for ps, pt, r in history if since < ps < n]
             state["history"].append({"t": state["t"], "seq": n, "faces": state["faces"]})
         return state
 
@@ -228,7 +228,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(HTTPStatus.OK, page(), "text/html; charset=utf-8")
         args = urllib.parse.parse_qs(url.query)
         try:
-            seq, since, after = (_number(args, k, kind) for k, kind in (("seq", int), ("since", float), ("after", int)))
+            seq, since, after = (_number(args, k, kind) for k, kind in (("seq", int), ("since", int), ("after", int)))
         except ValueError as exc:
             return self._send(HTTPStatus.BAD_REQUEST, f"{exc}\n".encode(), "text/plain")
         if url.path == "/state.json":
