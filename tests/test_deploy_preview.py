@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -246,3 +247,45 @@ def test_headless_chromium_draws_the_chart_lists_the_face_and_fetches_nothing_el
     assert box_pixels > 1000, f"no annotation drawn on the frame ({box_pixels} box-colour pixels)"
     print(f"chromium: {len(requests)} requests, all to {base}; chart {first['bright']} -> {snap['bright']} bright "
           f"pixels; {box_pixels} box-colour pixels in the frame")
+
+
+BAND = """(() => {  // pixels of the chart's unsure band (#3b3e46) above its time axis
+  const c = document.querySelector("canvas"), d = c.getContext("2d").getImageData(0, 0, c.width, c.height - 14).data;
+  let n = 0;
+  for (let i = 0; i < d.length; i += 4) n += d[i] === 59 && d[i + 1] === 62 && d[i + 2] === 70;
+  return n;
+})()"""
+
+
+@pytest.mark.slow
+def test_headless_chromium_tells_unsure_stretches_apart():
+    """Frames written straight to a PreviewServer, a face sure for a second and unsure the next: the page
+    marks the unsure face in its list ('?') and bars, and the chart paints the unsure stretches' band."""
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed (Debian: apt install chromium; .ci/run installs it)")
+    from fer_edge.runtime.media.sources import Frame
+
+    server, stop = PreviewServer(PreviewOptions("127.0.0.1:0")), threading.Event()
+
+    def feed():  # 25 frames a second, as a camera would give them
+        n = 0
+        while not stop.is_set():
+            n += 1
+            server.write(Frame(np.full((240, 320, 3), 90, np.uint8), n, n / 25), _frame(n, sure=(n // 25) % 2 == 0))
+            stop.wait(0.04)
+
+    thread = threading.Thread(target=feed, daemon=True)
+    thread.start()
+    try:
+        with Chromium(WINDOW) as browser:
+            browser.open(f"http://127.0.0.1:{server.port}/")
+            browser.wait_for("document.getElementById('list').textContent.includes('happy ?')", 60, "an unsure face")
+            browser.wait_for("!!document.querySelector('#faces .row.unsure')", 60, "grey bars of an unsure face")
+            browser.wait_for("document.getElementById('list').textContent.includes('#1 happy 80%')", 60, "a sure face")
+            browser.wait_for("+document.querySelector('canvas').dataset.seconds >= 2.5", 60, "a chart of 2.5 s")
+            band = browser.evaluate(BAND)
+    finally:
+        stop.set()
+        thread.join(10)
+        server.close()
+    assert band > 500, f"the chart has no unsure stretch ({band} band pixels)"

@@ -68,8 +68,8 @@ def _tag_spot(box, size, frame, avoid) -> tuple[int, int, int, int]:
     spots = [(tx, y - t_h - 2, tx + tw, y - 2), (tx, y + h + 2, tx + tw, y + h + 2 + t_h)]
     inside = [r for r in spots if r[1] >= 0 and r[3] <= fh]
     faces, tags = avoid
-    for ok in (lambda r: not any(_overlaps(r, o) for o in faces + tags), lambda r: not any(_overlaps(r, o) for o in faces)):
-        spot = next((r for r in inside if ok(r)), None)
+    for others in (faces + tags, faces):
+        spot = next((r for r in inside if not any(_overlaps(r, o) for o in others)), None)
         if spot:
             return spot
     top = min(max(y, 0), max(0, fh - t_h))
