@@ -34,7 +34,7 @@ from browser import Chromium  # noqa: E402  (docs/browser.py)
 
 DOCS = Path(__file__).resolve().parent
 PORTRAIT = DOCS / "assets" / "astronaut.jpg"
-SHOTS = {"preview": (1100, 400), "report": (1100, 900)}  # name -> viewport
+SHOTS = {"preview": (1100, 400), "report": (1100, 1000)}  # name -> viewport
 MAX_BYTES = 150_000
 TOKEN = "screenshot"
 
@@ -102,8 +102,9 @@ def has_report() -> bool:
 
 def shoot_report(video: Path, folder: Path) -> bytes:
     page = folder / "report.html"
-    subprocess.run([sys.executable, "-m", "fer_edge.runtime.cli", "--source", str(video), "--quiet", "--report",
-                    str(page)], check=True, stdout=subprocess.DEVNULL)
+    # run beside the video, so the report names it as a user's would be named, not by a temporary path
+    subprocess.run([sys.executable, "-m", "fer_edge.runtime.cli", "--source", video.name, "--quiet", "--report",
+                    page.name], check=True, stdout=subprocess.DEVNULL, cwd=video.parent)
     with Chromium(SHOTS["report"]) as browser:
         browser.open(page.as_uri())
         browser.wait_for("document.readyState === 'complete'", 30, "the report page")
