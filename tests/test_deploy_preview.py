@@ -257,35 +257,74 @@ BAND = """(() => {  // pixels of the chart's unsure band (#3b3e46) above its tim
 })()"""
 
 
+class Fed:
+    """A PreviewServer fed 25 frames a second from a thread, as a camera would: frame n's face is `face(n)`."""
+
+    def __init__(self, face, port: int = 0):
+        from fer_edge.runtime.media.sources import Frame
+
+        self.server, self._stop = PreviewServer(PreviewOptions(f"127.0.0.1:{port}")), threading.Event()
+        self.url = f"http://127.0.0.1:{self.server.port}/"
+
+        def feed():
+            n = 0
+            while not self._stop.is_set():
+                n += 1
+                self.server.write(Frame(np.full((240, 320, 3), 90, np.uint8), n, n / 25),
+                                  FrameResult(n, n / 25, [face(n)]))
+                self._stop.wait(0.04)
+
+        self._thread = threading.Thread(target=feed, daemon=True)
+        self._thread.start()
+
+    def close(self):
+        self._stop.set()
+        self._thread.join(10)
+        self.server.close()
+
+
+def _face(track: int = 1, sure: bool = True) -> Face:
+    return Face((10, 10, 50, 50), "happy", {"happy": 0.8, "sad": 0.2}, track, sure=sure)
+
+
 @pytest.mark.slow
 def test_headless_chromium_tells_unsure_stretches_apart():
-    """Frames written straight to a PreviewServer, a face sure for a second and unsure the next: the page
-    marks the unsure face in its list ('?') and bars, and the chart paints the unsure stretches' band."""
+    """A face sure for a second and unsure the next: the page marks the unsure face in its list ('?') and
+    bars, and the chart paints the unsure stretches' band."""
     if CHROMIUM is None:
         pytest.skip("chromium is not installed (Debian: apt install chromium; .ci/run installs it)")
-    from fer_edge.runtime.media.sources import Frame
-
-    server, stop = PreviewServer(PreviewOptions("127.0.0.1:0")), threading.Event()
-
-    def feed():  # 25 frames a second, as a camera would give them
-        n = 0
-        while not stop.is_set():
-            n += 1
-            server.write(Frame(np.full((240, 320, 3), 90, np.uint8), n, n / 25), _frame(n, sure=(n // 25) % 2 == 0))
-            stop.wait(0.04)
-
-    thread = threading.Thread(target=feed, daemon=True)
-    thread.start()
+    fed = Fed(lambda n: _face(sure=(n // 25) % 2 == 0))
     try:
         with Chromium(WINDOW) as browser:
-            browser.open(f"http://127.0.0.1:{server.port}/")
+            browser.open(fed.url)
             browser.wait_for("document.getElementById('list').textContent.includes('happy ?')", 60, "an unsure face")
             browser.wait_for("!!document.querySelector('#faces .row.unsure')", 60, "grey bars of an unsure face")
             browser.wait_for("document.getElementById('list').textContent.includes('#1 happy 80%')", 60, "a sure face")
             browser.wait_for("+document.querySelector('canvas').dataset.seconds >= 2.5", 60, "a chart of 2.5 s")
             band = browser.evaluate(BAND)
     finally:
-        stop.set()
-        thread.join(10)
-        server.close()
+        fed.close()
     assert band > 500, f"the chart has no unsure stretch ({band} band pixels)"
+
+
+@pytest.mark.slow
+def test_an_open_page_follows_a_restarted_preview():
+    """fer-edge restarted on the same port (systemd does it): the open page shows the new run's face and
+    starts its charts anew, with no reload."""
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed (Debian: apt install chromium; .ci/run installs it)")
+    fed = Fed(lambda n: _face(track=1))
+    port = fed.server.port
+    try:
+        with Chromium(WINDOW) as browser:
+            browser.open(fed.url)
+            browser.wait_for("+document.querySelector('canvas').dataset.seconds >= 2", 60, "two seconds of chart")
+            fed.close()
+            fed = Fed(lambda n: _face(track=7), port=port)
+            browser.wait_for("document.getElementById('list').textContent.startsWith('#7 happy')", 60,
+                             "the restarted run's face")
+            seconds = float(browser.evaluate("document.querySelector('#faces .face[data-track=\"7\"] canvas')"
+                                             ".dataset.seconds"))
+    finally:
+        fed.close()
+    assert seconds < 2, f"the new run's chart holds {seconds} s: the old run's points were kept"

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 from collections import deque
 from functools import lru_cache
 from importlib import resources
@@ -98,6 +99,7 @@ class PreviewServer:
         self._seq = 0  # frames written
         self._latest = None  # (frame, result)
         self._t0 = time.monotonic()
+        self.run = secrets.token_hex(4)  # a page that outlives a restart sees a new run and starts its charts anew
         self._recent: deque = deque(maxlen=RECENT)  # (seq, t, result) of the last frames
         self._history: deque = deque()  # (seq, t, result), one per HISTORY_STEP_S, the last HISTORY_S seconds
         self._jpeg = (-1, b"")  # (seq, bytes) of the last encoded frame
@@ -157,11 +159,11 @@ class PreviewServer:
             history = list(self._history) if since is not None else []
         entry = recent[-1] if recent and seq is None else next((e for e in recent if e[0] == seq), None)
         if entry is None:
-            return None if seq is not None else {"seq": 0, "frame": -1, "t": 0.0, "frames": frames,
-                                                 "fps": round(fps, 2), "faces": []}
+            return None if seq is not None else {"run": self.run, "seq": 0, "frame": -1, "t": 0.0,
+                                                 "frames": frames, "fps": round(fps, 2), "faces": []}
         n, t, result = entry
-        state = {"seq": n, "frame": result.frame, "t": round(t, 3), "frames": frames, "fps": round(fps, 2),
-                 "faces": [face_state(f) for f in result.faces]}
+        state = {"run": self.run, "seq": n, "frame": result.frame, "t": round(t, 3), "frames": frames,
+                 "fps": round(fps, 2), "faces": [face_state(f) for f in result.faces]}
         if since is not None:
             state["history"] = [_point(pt, ps, r) for ps, pt, r in history if since < ps < n]
             state["history"].append({"t": state["t"], "seq": n, "faces": state["faces"]})
@@ -212,6 +214,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
+        if self.preview.closed:  # the run is over: no keep-alive connection outlives it
+            self.send_header("Connection", "close")
+            self.close_connection = True
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
