@@ -21,15 +21,15 @@ from __future__ import annotations
 import json
 import logging
 import secrets
-from collections import deque
-from functools import lru_cache
-from importlib import resources
 import threading
 import time
 import urllib.parse
+from collections import deque
 from dataclasses import dataclass, field
+from functools import lru_cache
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
 
 import cv2
 
