@@ -176,7 +176,8 @@ def test_events_match_json_lines_across_a_broker_restart(tmp_path, samples_dir):
         expected = {(f["frame"], face["track"]): face for f in frames for face in f["faces"]}
         _wait(lambda: {(e["frame"], e["track"]) for e in sub.of("face")} >= set(expected), 30, "every event")
         events = sub.of("face")
-        got = {(e["frame"], e["track"]): {k: e[k] for k in ("box", "label", "probs", "track")} for e in events}
+        keys = ("box", "label", "probs", "track", "sure")
+        got = {(e["frame"], e["track"]): {k: e[k] for k in keys} for e in events}
         assert got == expected  # the same events as the JSON Lines, none missing, none extra
         final = [s for s in sub.of("summary") if s["final"]]
         link = final[-1]["mqtt"] if final else {}

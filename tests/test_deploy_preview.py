@@ -19,7 +19,6 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -49,13 +48,8 @@ def test_bind_parsing():
         parse_bind("localhost:http")
 
 
-@dataclass(frozen=True)
-class Face(FaceResult):
-    sure: bool = True  # FaceResult.sure where the runtime has it; the preview reads it with getattr
-
-
 def _frame(n: int, sure: bool = True) -> FrameResult:
-    return FrameResult(n, n / 25, [Face((10, 10, 50, 50), "happy", {"happy": 0.8, "sad": 0.2}, 1, sure=sure)])
+    return FrameResult(n, n / 25, [FaceResult((10, 10, 50, 50), "happy", {"happy": 0.8, "sad": 0.2}, 1, sure=sure)])
 
 
 def test_state_by_frame_and_the_charts_history():
@@ -283,8 +277,8 @@ class Fed:
         self.server.close()
 
 
-def _face(track: int = 1, sure: bool = True) -> Face:
-    return Face((10, 10, 50, 50), "happy", {"happy": 0.8, "sad": 0.2}, track, sure=sure)
+def _face(track: int = 1, sure: bool = True) -> FaceResult:
+    return FaceResult((10, 10, 50, 50), "happy", {"happy": 0.8, "sad": 0.2}, track, sure=sure)
 
 
 @pytest.mark.slow

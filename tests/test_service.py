@@ -69,18 +69,25 @@ def _run_ha(samples_dir, port: int, extra=()) -> subprocess.Popen:
     return subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
 
 
+ENTITIES = {"binary_sensor": {"face_in_view": "fer/ha/ha/occupancy"}, "event": {"visit": "fer/ha/ha/visit"}}
+
+
 def _check_config(topic: str, doc: dict, labels: set) -> None:
-    assert topic.startswith("homeassistant/sensor/Hall_camera/") and topic.endswith("/config"), topic
-    object_id = topic.split("/")[3]
+    _, component, node, object_id, last = topic.split("/")
+    assert node == "Hall_camera" and last == "config", topic
     assert doc["unique_id"] == f"Hall_camera_{object_id}" and isinstance(doc["name"], str)
-    assert doc["state_topic"] == "fer/ha/ha/state" and doc["value_template"].startswith("{{ value_json.")
+    if component == "sensor":
+        assert doc["state_topic"] == "fer/ha/ha/state" and doc["value_template"].startswith("{{ value_json.")
+        assert object_id in {"faces", "emotion", "fps", "unsure"} | {f"share_{k}" for k in labels}
+    else:
+        assert doc["state_topic"] == ENTITIES[component][object_id], topic
+        assert doc.get("device_class") == "occupancy" or doc["event_types"] == ["start", "end"], doc
     dev = doc["device"]
     assert dev["identifiers"] == ["Hall_camera"] and dev["name"] == "Hall camera"
     assert all(isinstance(dev[k], str) and dev[k] for k in ("model", "sw_version", "manufacturer"))
     (avail,) = doc["availability"]
     assert avail["topic"] == "fer/ha/status" and {avail["payload_available"], avail["payload_not_available"]} == {
         "online", "offline"}
-    assert object_id in {"faces", "emotion", "fps"} | {f"share_{k}" for k in labels}
 
 
 def _availability(status: dict | None) -> str | None:
@@ -96,16 +103,23 @@ def test_ha_discovery_state_and_availability_on_mosquitto(tmp_path, samples_dir)
     broker.start()
     watch, proc = None, None
     try:
+        watch = Retained(port, "homeassistant/#", "fer/ha/#")  # first: the visit's start is not retained
+        _wait(lambda: watch.client.is_connected(), 10, "the watcher's connection")
         proc = _run_ha(samples_dir, port)
-        watch = Retained(port, "homeassistant/#", "fer/ha/#")
         _wait(lambda: watch.get("fer/ha/ha/state") is not None or proc.poll() is not None, 60, "a state message")
         configs = watch.matching("homeassistant/")
         state = watch.get("fer/ha/ha/state")
         labels = set(state["share"])
-        assert len(configs) == 3 + len(labels) == 10, sorted(configs)
+        assert len(configs) == 4 + len(labels) + 2 == 13, sorted(configs)
         for topic, doc in configs.items():
             _check_config(topic, doc, labels)
-        assert isinstance(state["faces"], int) and isinstance(state["emotion"], str)
+        assert isinstance(state["faces"], int) and isinstance(state["emotion"], str) and isinstance(state["unsure"], int)
+        # the occupancy sensor turns on with the face, and the visit's start reaches the event entity
+        _wait(lambda: watch.last.get("fer/ha/ha/occupancy") == b"ON", 60, "occupancy ON")
+        _wait(lambda: watch.get("fer/ha/ha/visit") is not None, 60, "a visit event")
+        visit = watch.get("fer/ha/ha/visit")
+        assert visit["event_type"] in configs["homeassistant/event/Hall_camera/visit/config"]["event_types"], visit
+        assert visit["event_type"] == "start" and visit["track"] >= 1 and len(visit["box"]) == 4, visit
         assert isinstance(state["fps"], float) and all(isinstance(v, float) for v in state["share"].values())
         assert state["emotion"] in labels | {"none"}
         assert _availability(watch.get("fer/ha/status")) == "online"
@@ -114,7 +128,7 @@ def test_ha_discovery_state_and_availability_on_mosquitto(tmp_path, samples_dir)
         _wait(lambda: _availability(watch.get("fer/ha/status")) == "offline", 60, "the last will")
         watch.close()
         again = Retained(port, "homeassistant/#")  # a new subscriber (Home Assistant restarting) gets the configs
-        _wait(lambda: len(again.matching("homeassistant/")) == 10, 10, "the retained configs")
+        _wait(lambda: len(again.matching("homeassistant/")) == 13, 10, "the retained configs")
         again.close()
         watch = Retained(port, "fer/ha/#")
         proc = _run_ha(samples_dir, port)

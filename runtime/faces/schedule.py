@@ -121,9 +121,11 @@ class Schedule:
         follow = {tr.id for tr in tracks if looks[tr.id] and self._followable(tr, prev, gray)}
         boxes = self.refind(frame, gray, [tr for tr in tracks if looks[tr.id] is not None and tr.id not in follow],
                             step)
-        boxes += [b for b in (follow_box(prev, gray, tr.box) for tr in tracks if tr.id in follow) if b is not None]
-        # a still face not re-found is not lost, nor one followed by its picture
-        step.checked = {i for i, moved in looks.items() if moved and i not in follow}
+        followed = {tr.id: follow_box(prev, gray, tr.box) for tr in tracks if tr.id in follow}
+        boxes += [b for b in followed.values() if b is not None]
+        # a face looked for and not re-found counts a miss (still ones too: a face that left a still scene must
+        # end, or its visit never would), and one followed by its picture only when the picture was lost
+        step.checked = {i for i, look in looks.items() if look is not None and followed.get(i) is None}
         if self.gate.moving(rest) and not busy:
             boxes += self.search(frame, gray, self.gate.rect(rest))
             step.motion = 1

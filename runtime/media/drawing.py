@@ -18,6 +18,7 @@ from fer_edge.runtime.model.preprocess import as_bgr
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 COLOURS = [(80, 200, 80), (60, 160, 255), (255, 140, 60), (200, 80, 200), (60, 220, 220), (240, 240, 80)]
+UNSURE = (160, 160, 160)  # a face the model is not sure of (FaceResult.sure): neutral grey, its tag ends in "?"
 # one colour per label in the timeline and the preview's charts, in label order (BGR); more labels reuse them
 LABEL_COLOURS = [(60, 60, 220), (40, 140, 60), (160, 60, 160), (40, 200, 240), (200, 120, 40), (220, 200, 60),
                  (150, 150, 150), (90, 90, 30)]
@@ -28,9 +29,11 @@ def _overlaps(a, b) -> bool:
 
 
 def face_look(face) -> tuple[tuple[int, int, int], str]:
-    """The one place a face's colour (BGR) and tag text are chosen."""
-    colour = COLOURS[face.track % len(COLOURS)]
-    return colour, f"#{face.track} {face.label} {face.probs.get(face.label, 0.0):.0%}"
+    """The one place a face's colour (BGR) and tag text are chosen: its track's colour, or grey and a "?" when
+    the model is not sure of it (FaceResult.sure)."""
+    sure = getattr(face, "sure", True)
+    colour = COLOURS[face.track % len(COLOURS)] if sure else UNSURE
+    return colour, f"#{face.track} {face.label} {face.probs.get(face.label, 0.0):.0%}{'' if sure else ' ?'}"
 
 
 @dataclass(frozen=True)

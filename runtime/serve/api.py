@@ -222,13 +222,15 @@ def _version() -> str:
 
 
 def api_parser():
-    from fer_edge.runtime.cli_args import detector_arguments, model_arguments, token_arguments
+    from fer_edge.runtime.cli_args import (detector_arguments, min_confidence_argument, model_arguments,
+                                          token_arguments)
     from fer_edge.runtime.config import ConfigurableParser, add_config_argument
 
     p = ConfigurableParser(prog="fer-edge serve-api", description="HTTP API: POST /predict with an image, "
                                 "GET /health, schema at /openapi.json (pip install 'fer-edge[api]').")
     model_arguments(p)
     detector_arguments(p)
+    min_confidence_argument(p)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB, metavar="MB",
@@ -250,7 +252,8 @@ def serve_api(argv: list[str]) -> int:
         raise FerEdgeError(f"--max-upload-mb must be above 0, found {a.max_upload_mb}")
     uvicorn = require("uvicorn", "api")
     access = access_options(a, a.host)  # an empty or unreadable token: one line, before anything listens
-    opts = PipelineOptions(model=a.model, **detector_options(a), **classifier_options(a))
+    opts = PipelineOptions(model=a.model, min_confidence=a.min_confidence, **detector_options(a),
+                           **classifier_options(a))
     sock = _listen(a.host, a.port)  # before the model loads: a taken port is a one-line error, no "API on"
     try:
         with Pipeline(opts) as pipe:

@@ -70,23 +70,19 @@ class PreviewOptions:
 @lru_cache(maxsize=1)
 def page() -> bytes:
     """preview.html with the overlay's colours (RGB), so the chart and the list match the drawn frame."""
-    from fer_edge.runtime.media.drawing import COLOURS, LABEL_COLOURS
+    from fer_edge.runtime.media.drawing import COLOURS, LABEL_COLOURS, UNSURE
 
     html = resources.files(__package__).joinpath("preview.html").read_text("utf-8")
     values = {"__LABEL_RGB__": [c[::-1] for c in LABEL_COLOURS], "__TRACK_RGB__": [c[::-1] for c in COLOURS],
+              "__UNSURE_RGB__": UNSURE[::-1],
               "__WINDOW_S__": int(HISTORY_S), "__MIN_STEP_MS__": round(PAGE_STEP_MS)}
     for key, value in values.items():
         html = html.replace(key, json.dumps(value))
     return html.encode()
 
 
-def face_state(face) -> dict:
-    """One face as the page shows it: the JSON Lines fields and whether the model is sure of it."""
-    return face.to_dict() | {"sure": bool(getattr(face, "sure", True))}
-
-
 def _point(t: float, seq: int, result) -> dict:
-    return {"t": round(t, 3), "seq": seq, "faces": [face_state(f) for f in result.faces]}
+    return {"t": round(t, 3), "seq": seq, "faces": [f.to_dict() for f in result.faces]}
 
 
 class PreviewServer:
@@ -163,7 +159,7 @@ class PreviewServer:
                                                  "frames": frames, "fps": round(fps, 2), "faces": []}
         n, t, result = entry
         state = {"run": self.run, "seq": n, "frame": result.frame, "t": round(t, 3), "frames": frames,
-                 "fps": round(fps, 2), "faces": [face_state(f) for f in result.faces]}
+                 "fps": round(fps, 2), "faces": [f.to_dict() for f in result.faces]}
         if since is not None:
             state["history"] = [_point(pt, ps, r) for ps, pt, r in history if since < ps < n]
             state["history"].append({"t": state["t"], "seq": n, "faces": state["faces"]})
