@@ -216,7 +216,12 @@ def test_bars_only_where_a_whole_panel_fits():
 
 
 def test_a_face_s_colour_and_text_are_chosen_in_one_place(monkeypatch):
-    """face_look decides both: an unsure face drawn grey with a '?' is a change there and nowhere else."""
+    """face_look decides both (an unsure face: grey, '?'), and draw takes them from it and nowhere else."""
+    from dataclasses import replace
+
+    face = _faces((100, 150, 80, 80)).faces[0]
+    assert drawing.face_look(face) == (drawing.COLOURS[1], "#1 happy 70%")
+    assert drawing.face_look(replace(face, sure=False)) == (drawing.UNSURE, "#1 happy 70% ?")
     grey = (128, 128, 128)
     monkeypatch.setattr(drawing, "face_look", lambda face: (grey, f"#{face.track} ?"))
     result = _faces((100, 150, 80, 80))
