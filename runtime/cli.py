@@ -307,11 +307,9 @@ def _quiet_libraries() -> None:
     would bury the one line fer-edge prints about the same problem."""
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "8")  # AV_LOG_FATAL; read when FFmpeg is first used
     os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")  # read when OpenCV first logs
-    try:  # and for an OpenCV that has already logged; a fresh OpenCV 5.0 install once lacked this submodule
-        from cv2.utils import logging as cv_logging
-    except ImportError:
-        return
-    cv_logging.setLogLevel(cv_logging.LOG_LEVEL_ERROR)
+    from fer_edge.runtime.faces.detectors import quiet_opencv_log
+
+    quiet_opencv_log()  # and for an OpenCV that has already logged
 
 
 @cli_main  # exit codes (0, 2 user error, 130 interrupted) and the one-line error
@@ -328,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
         if argv[:1] == ["verify"]:
             return verify(argv[1:])
         if argv[:1] == ["serve-api"]:
-            from fer_edge.runtime.serve.api import serve_api
+            from fer_edge.runtime.cli_serve import serve_api
 
             return serve_api(argv[1:])
         return run(argv)

@@ -1,4 +1,4 @@
-"""The stream schedule (runtime.schedule, runtime.motion): pay for what changes, and --full-rate as before."""
+"""The stream schedule (runtime/faces/schedule.py, runtime/faces/motion.py): pay for what changes, and --full-rate as before."""
 from __future__ import annotations
 
 import json

@@ -16,50 +16,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from test_deploy_mqtt import MOSQUITTO, Broker, _free_port, _wait
+from mqtt_broker import Subscriber, free_port, wait_for
 
 ASSETS = Path(__file__).parent / "assets"
 TFLITE = ASSETS / "tiny_fer.tflite"
 UNIT = Path(__file__).resolve().parents[1] / "deploy" / "systemd" / "fer-edge.service"
 CLI = [sys.executable, "-m", "fer_edge.runtime.cli"]
-
-
-def _needs_broker():
-    pytest.importorskip("paho.mqtt.client", reason="paho-mqtt is not installed (pip install 'fer-edge[mqtt]')")
-    if MOSQUITTO is None:
-        pytest.skip("mosquitto is not installed (Debian: apt install mosquitto; .ci/run installs it)")
-
-
-class Retained:
-    """Subscribes to topics and keeps the last payload of each (retained ones arrive on subscribe)."""
-
-    def __init__(self, port: int, *topics: str):
-        import paho.mqtt.client as mqtt
-
-        self.last: dict[str, bytes] = {}
-        self.lock = threading.Lock()
-        c = self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
-        c.on_connect = lambda cl, *_: [cl.subscribe(t, qos=1) for t in topics]
-        c.on_message = self._on_message
-        c.connect("127.0.0.1", port)
-        c.loop_start()
-
-    def _on_message(self, _c, _u, msg):
-        with self.lock:
-            self.last[msg.topic] = msg.payload
-
-    def get(self, topic: str):
-        with self.lock:
-            payload = self.last.get(topic)
-        return None if payload is None else json.loads(payload)
-
-    def matching(self, prefix: str) -> dict:
-        with self.lock:
-            return {t: json.loads(p) for t, p in self.last.items() if t.startswith(prefix) and p}
-
-    def close(self):
-        self.client.disconnect()
-        self.client.loop_stop()
 
 
 def _run_ha(samples_dir, port: int, extra=()) -> subprocess.Popen:
@@ -96,17 +58,15 @@ def _availability(status: dict | None) -> str | None:
 
 
 @pytest.mark.slow
-def test_ha_discovery_state_and_availability_on_mosquitto(tmp_path, samples_dir):
-    _needs_broker()
-    port = _free_port()
-    broker = Broker(tmp_path, port)
+def test_ha_discovery_state_and_availability_on_mosquitto(tmp_path, samples_dir, broker):
+    port = broker.port
     broker.start()
     watch, proc = None, None
     try:
-        watch = Retained(port, "homeassistant/#", "fer/ha/#")  # first: the visit's start is not retained
-        _wait(lambda: watch.client.is_connected(), 10, "the watcher's connection")
+        watch = Subscriber(port, "homeassistant/#", "fer/ha/#")  # first: the visit's start is not retained
+        wait_for(lambda: watch.client.is_connected(), 10, "the watcher's connection")
         proc = _run_ha(samples_dir, port)
-        _wait(lambda: watch.get("fer/ha/ha/state") is not None or proc.poll() is not None, 60, "a state message")
+        wait_for(lambda: watch.get("fer/ha/ha/state") is not None or proc.poll() is not None, 60, "a state message")
         configs = watch.matching("homeassistant/")
         state = watch.get("fer/ha/ha/state")
         labels = set(state["share"])
@@ -115,8 +75,8 @@ def test_ha_discovery_state_and_availability_on_mosquitto(tmp_path, samples_dir)
             _check_config(topic, doc, labels)
         assert isinstance(state["faces"], int) and isinstance(state["emotion"], str) and isinstance(state["unsure"], int)
         # the occupancy sensor turns on with the face, and the visit's start reaches the event entity
-        _wait(lambda: watch.last.get("fer/ha/ha/occupancy") == b"ON", 60, "occupancy ON")
-        _wait(lambda: watch.get("fer/ha/ha/visit") is not None, 60, "a visit event")
+        wait_for(lambda: watch.last().get("fer/ha/ha/occupancy") == b"ON", 60, "occupancy ON")
+        wait_for(lambda: watch.get("fer/ha/ha/visit") is not None, 60, "a visit event")
         visit = watch.get("fer/ha/ha/visit")
         assert visit["event_type"] in configs["homeassistant/event/Hall_camera/visit/config"]["event_types"], visit
         assert visit["event_type"] == "start" and visit["track"] >= 1 and len(visit["box"]) == 4, visit
@@ -125,18 +85,18 @@ def test_ha_discovery_state_and_availability_on_mosquitto(tmp_path, samples_dir)
         assert _availability(watch.get("fer/ha/status")) == "online"
         proc.kill()  # SIGKILL: no goodbye; the broker publishes the last will as the socket closes
         proc.wait()
-        _wait(lambda: _availability(watch.get("fer/ha/status")) == "offline", 60, "the last will")
+        wait_for(lambda: _availability(watch.get("fer/ha/status")) == "offline", 60, "the last will")
         watch.close()
-        again = Retained(port, "homeassistant/#")  # a new subscriber (Home Assistant restarting) gets the configs
-        _wait(lambda: len(again.matching("homeassistant/")) == 13, 10, "the retained configs")
+        again = Subscriber(port, "homeassistant/#")  # a new subscriber (Home Assistant restarting) gets the configs
+        wait_for(lambda: len(again.matching("homeassistant/")) == 13, 10, "the retained configs")
         again.close()
-        watch = Retained(port, "fer/ha/#")
+        watch = Subscriber(port, "fer/ha/#")
         proc = _run_ha(samples_dir, port)
-        _wait(lambda: _availability(watch.get("fer/ha/status")) == "online", 60, "online again")
+        wait_for(lambda: _availability(watch.get("fer/ha/status")) == "online", 60, "online again")
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
         assert proc.returncode == 0, err
-        _wait(lambda: _availability(watch.get("fer/ha/status")) == "offline", 10, "offline after SIGTERM")
+        wait_for(lambda: _availability(watch.get("fer/ha/status")) == "offline", 10, "offline after SIGTERM")
     finally:
         if proc and proc.poll() is None:
             proc.kill()
@@ -145,10 +105,8 @@ def test_ha_discovery_state_and_availability_on_mosquitto(tmp_path, samples_dir)
         broker.stop()
 
 
-def test_broker_that_refuses_the_client_id_is_one_line(tmp_path, samples_dir):
-    _needs_broker()
-    port = _free_port()
-    broker = Broker(tmp_path, port)
+def test_broker_that_refuses_the_client_id_is_one_line(tmp_path, samples_dir, broker):
+    port = broker.port
     broker.conf.write_text(broker.conf.read_text() + "clientid_prefixes allowed-\n")
     broker.start()
     try:
@@ -176,7 +134,7 @@ def test_broker_that_refuses_the_client_id_is_one_line(tmp_path, samples_dir):
 def test_bad_service_input_is_one_line_and_exit_2(tmp_path, samples_dir, args, expected):
     if "--mqtt" in args:
         pytest.importorskip("paho.mqtt.client", reason="paho-mqtt is not installed")
-    port = _free_port()  # nothing listens there
+    port = free_port()  # nothing listens there
     args = [x.format(port=port, tmp=tmp_path) for x in args]
     r = subprocess.run(CLI + ["--source", str(samples_dir / "fer_test.mp4"), "--model", str(TFLITE), *args],
                        capture_output=True, text=True, timeout=60)

@@ -112,7 +112,7 @@ def reproduce_command(cfg: dict) -> str:
     reader needs even when the run was resumed, or its schedule changed by hand, along the way. The options
     are fer-train's own parser's (each option's default, as parsing no optional flag gives it), so a new one
     cannot be left out; a value at its default is not written."""
-    from fer_edge.training.train import build_parser
+    from fer_edge.training.train_config import build_parser
 
     words = ["fer-train", "--data", cfg["data"], "--out", cfg["out"]]
     defaults = vars(build_parser().parse_args(["--data", cfg["data"], "--out", cfg["out"]]))

@@ -1,7 +1,7 @@
 """The stream schedule: pay for what changes (the default for streams; `--full-rate` turns it off).
 
 Per frame, in order:
-1. The motion gate (runtime.motion) says which parts of the picture moved (~0.1 ms).
+1. The motion gate (runtime/faces/motion.py) says which parts of the picture moved (~0.1 ms).
 2. A full detection of the whole frame runs on the first frame, every `recheck` seconds (a face that came
    without motion: lights on, a camera just started) and, at most every `recheck * BUSY_EVERY` seconds, while
    most of the picture moves (a camera that moves). When faces come into view, and then every FINE_EVERY

@@ -88,7 +88,7 @@ class PipelineOptions:
     smooth: float = 0.0  # EMA weight of the past per track, in [0, 1); 0 = off
     max_missed: int = 3  # detector runs a track survives without a matching box
     iou_threshold: float = 0.3
-    full_rate: bool = False  # streams: detect and classify every face on every frame (else: runtime.schedule)
+    full_rate: bool = False  # streams: detect and classify every face on every frame (else: runtime/faces/schedule.py)
     recheck: float = DEFAULT_RECHECK  # seconds between full detections of a still stream (the schedule's)
     min_confidence: float | None = None  # a face is sure from this top probability; None: the model's threshold
     min_visit: float = DEFAULT_MIN_VISIT  # seconds a track must last to be a visit
@@ -206,7 +206,7 @@ class Pipeline:
     # -- one frame ------------------------------------------------------------------------------
 
     def process(self, image, index: int = 0, t: float = 0.0, source: str = "", still: bool = False) -> FrameResult:
-        """One frame of a stream: the schedule (runtime.schedule) decides what to detect and classify;
+        """One frame of a stream: the schedule (runtime/faces/schedule.py) decides what to detect and classify;
         with --full-rate or --detect-every K, and for still images, every face is detected (every K frames)
         and classified."""
         frame = as_bgr(image)
@@ -240,7 +240,7 @@ class Pipeline:
         return tracks, tracks, t1, time.perf_counter()
 
     def _scheduled(self, frame, gray, t: float, t0: float):
-        """The stream schedule: what moved is looked at, what is still is held (runtime.schedule)."""
+        """The stream schedule: what moved is looked at, what is still is held (runtime/faces/schedule.py)."""
         if min(frame.shape[:2]) < MIN_SIDE:
             boxes, step = [], None
         else:

@@ -28,6 +28,7 @@ import socket
 import time
 
 from fer_edge.runtime.core.errors import FerEdgeError
+from fer_edge.runtime.core.version import package_version
 
 DEFAULT_PREFIX = "homeassistant"
 AVAILABILITY_TEMPLATE = "{{ 'online' if value_json.online else 'offline' }}"
@@ -75,12 +76,10 @@ class HaDiscovery:
 
     def __init__(self, prefix: str, base_topic: str, node: str, labels: tuple[str, ...], name: str | None = None,
                  model: str = ""):
-        from fer_edge.runtime.serve.api import _version
-
         self.prefix, self.base, self.node, self.labels = check_prefix(prefix), base_topic, node, tuple(labels)
         self.state_topic, self.status_topic = f"{base_topic}/ha/state", f"{base_topic}/status"
         self.device = {"identifiers": [node], "name": name or node, "manufacturer": "fer-edge",
-                       "model": f"fer-edge {model}".strip(), "sw_version": _version()}
+                       "model": f"fer-edge {model}".strip(), "sw_version": package_version()}
         self.window: collections.Counter = collections.Counter()
         self.window_frames, self.faces_now, self.unsure = 0, 0, 0
         self.window_start = time.monotonic()

@@ -145,7 +145,7 @@ class MqttSink:
         self.label_counts: collections.Counter = collections.Counter()
         self.track_labels: dict[int, str] = {}
         self.started = self._last_summary = time.monotonic()
-        self.ha = ha  # a runtime.ha.HaDiscovery: discovery configs on every connect, its state with each summary
+        self.ha = ha  # a serve/ha.py HaDiscovery: discovery configs on every connect, its state with each summary
         self.refused: str | None = None  # the broker's reason when it refused the connection
         self.unreachable: str | None = None
         self._waiting = connect_timeout is not None  # the first refusal becomes wait_connected()'s error line

@@ -40,9 +40,9 @@ def json_rotation(a: argparse.Namespace, opt: str = "json") -> dict:
         raise FerEdgeError(f"--json-max-mb: cannot rotate standard output (--{opt} -): give a file name")
     from pathlib import Path
 
-    from fer_edge.runtime.core.fileio import _is_special
+    from fer_edge.runtime.core.fileio import is_special
 
-    if value and _is_special(Path(value)):  # renaming /dev/null or a FIFO away would break it for everyone
+    if value and is_special(Path(value)):  # renaming /dev/null or a FIFO away would break it for everyone
         raise FerEdgeError(f"--json-max-mb: cannot rotate {value}, a device or pipe: give a regular file name")
     return {"max_bytes": max(1, int(a.json_max_mb * 1024 * 1024)), "keep": a.json_keep}
 
