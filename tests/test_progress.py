@@ -1,0 +1,142 @@
+"""Progress bars (issue 39, point 4): on a terminal a bar on stderr that reaches 100% for work of known length;
+nothing piped, with --quiet or for a live source; `--json -` stays clean. Each fer-edge run is a real process,
+its stderr a pseudo-terminal (pty) where a terminal is the point."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import pty
+import select
+import subprocess
+import sys
+import time
+
+import pytest
+
+from fer_edge.runtime.core.progress import REDRAWS_PER_S, Progress
+
+BAR_MARKS = ("\r", "\x1b[K", "% |", "\u2588", "\u2591")  # what only a drawn bar writes
+
+
+class Tty(io.StringIO):
+    """A stream that says it is a terminal, and counts its writes."""
+
+    encoding = "utf-8"
+
+    def __init__(self):
+        super().__init__()
+        self.writes = 0
+
+    def isatty(self) -> bool:
+        return True
+
+    def write(self, s: str) -> int:
+        self.writes += 1
+        return super().write(s)
+
+
+def test_bar_on_a_terminal_shows_rate_time_left_and_ends_at_100_percent():
+    tty = Tty()
+    with Progress(40, "frames", stream=tty) as bar:
+        for _ in range(40):
+            bar.update()
+    text = tty.getvalue()
+    assert text.startswith("\r\x1b[Kframes   2% |")  # the first update draws at once
+    last = text.rsplit("\r\x1b[K", 1)[1]
+    assert last.startswith("frames 100% |" + "\u2588" * 28 + "|") and " 40/40 " in last and "/s" in last
+    assert text.endswith("\n")
+
+
+def test_redraws_are_rate_limited():
+    tty = Tty()
+    bar = Progress(10**6, stream=tty)
+    t0 = time.monotonic()
+    for _ in range(200_000):
+        bar.update()
+    seconds = time.monotonic() - t0
+    # at most one redraw per 1/REDRAWS_PER_S s (plus the first) and two writes each (text + flush does not write)
+    assert tty.writes <= REDRAWS_PER_S * seconds + 2, (tty.writes, seconds)
+    bar.close()
+
+
+def test_time_left_is_estimated_from_the_rate():
+    bar = Progress(100, stream=Tty())
+    bar.started -= 10.0  # 25 done in 10 s: 2.5/s, 75 left = 30 s
+    bar.done = 25
+    assert "2.5/s  0:30 left" in bar.line()
+
+
+@pytest.mark.parametrize("kwargs", [{"quiet": True}, {"total": 0}, {"total": None}])
+def test_no_bar_when_quiet_or_of_unknown_length(kwargs):
+    tty = Tty()
+    with Progress(**{"total": 10, **kwargs}, stream=tty) as bar:
+        for _ in range(10):
+            bar.update()
+    assert tty.getvalue() == "" and not bar.on
+
+
+def test_no_bar_when_the_stream_is_not_a_terminal():
+    out = io.StringIO()
+    with Progress(10, stream=out) as bar:
+        bar.update(10)
+    assert out.getvalue() == ""
+
+
+# -- fer-edge as a user runs it ------------------------------------------------------------------------------
+
+def _run_with_tty_stderr(argv: list[str], timeout: float = 300) -> tuple[int, str, str]:
+    """fer-edge with stderr on a pseudo-terminal (a person's terminal) and stdout on a pipe."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "fer_edge.runtime.cli", *argv], stdout=subprocess.PIPE,
+                            stderr=slave, stdin=subprocess.DEVNULL, env={**os.environ, "TERM": "xterm"})
+    os.close(slave)
+    err, deadline = b"", time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 1.0)
+        if ready:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            err += chunk
+        elif proc.poll() is not None:
+            break
+    os.close(master)
+    out = proc.stdout.read().decode()
+    return proc.wait(timeout), out, err.decode(errors="replace")
+
+
+def test_video_on_a_terminal_shows_a_bar_that_reaches_100_percent(samples_dir):
+    rc, out, err = _run_with_tty_stderr(["--source", str(samples_dir / "fer_test.mp4"), "--threads", "1"])
+    assert rc == 0, err
+    assert "frames" in err and "% |" in err and "/s" in err
+    assert "frames 100% |" in err, err[-600:]
+    assert out == ""
+
+
+def test_json_to_stdout_stays_clean_with_a_bar_on_the_terminal(samples_dir):
+    rc, out, err = _run_with_tty_stderr(["--source", str(samples_dir / "fer_test.mp4"), "--json", "-",
+                                         "--max-frames", "30", "--threads", "1"])
+    assert rc == 0, err
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert len(lines) == 30 and not any(mark in out for mark in BAR_MARKS)
+    assert "frames 100% |" in err  # --max-frames 30 of the video: the bar's total is 30
+
+
+def test_quiet_on_a_terminal_draws_no_bar(samples_dir):
+    rc, _, err = _run_with_tty_stderr(["--source", str(samples_dir / "fer_test.mp4"), "--quiet",
+                                       "--max-frames", "10", "--threads", "1"])
+    assert rc == 0 and not any(mark in err for mark in BAR_MARKS), err
+
+
+def test_piped_runs_have_no_bar_characters(samples_dir, tmp_path):
+    for argv in (["--source", str(samples_dir / "fer_test.mp4"), "--max-frames", "20"],
+                 ["--source", str(samples_dir / "fer_test.mp4"), "--max-frames", "20", "--json", "-"]):
+        proc = subprocess.run([sys.executable, "-m", "fer_edge.runtime.cli", *argv, "--threads", "1"],
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        assert not any(mark in proc.stdout + proc.stderr for mark in BAR_MARKS), proc.stderr
+        assert "frames 20 in" in proc.stderr  # the summary is there, as before
