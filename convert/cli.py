@@ -18,6 +18,9 @@ from fer_edge.runtime.core.errors import FerEdgeError, cli_main
 
 
 def _log(msg: str) -> None:
+    from fer_edge.runtime.core.progress import clear_line
+
+    clear_line()  # a progress bar (calibration, the recipe search) is redrawn below the line
     print(msg, file=sys.stderr, flush=True)
 
 

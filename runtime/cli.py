@@ -98,6 +98,7 @@ def verify(argv: list[str]) -> int:
     from fer_edge.runtime.model.backends import Classifier
     from fer_edge.runtime.data.datasets import load_dataset
     from fer_edge.runtime.core.fileio import OutputFile
+    from fer_edge.runtime.core.progress import Progress
     from fer_edge.runtime.data.metrics import classification_report
     from fer_edge.runtime.recognize.pipeline import resolve_model
 
@@ -114,7 +115,8 @@ def verify(argv: list[str]) -> int:
         if a.limit:
             data = data.take(slice(0, a.limit))
         t0 = time.perf_counter()
-        probs = clf.predict_batched(data.images)
+        with Progress(len(data), "faces") as bar:
+            probs = clf.predict_batched(data.images, progress=bar)
         seconds = time.perf_counter() - t0
         true_classes, class_names = data.labels, clf.labels  # per face (ints), and the model's label names
         report = classification_report(true_classes, probs, class_names)
@@ -345,7 +347,9 @@ def _quiet_libraries() -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     _quiet_libraries()
-    handler = logging.StreamHandler(sys.stderr)
+    from fer_edge.runtime.core.progress import LineHandler
+
+    handler = LineHandler(sys.stderr)  # a warning during a run clears the progress bar, which is redrawn below it
     handler.setFormatter(logging.Formatter("fer-edge: %(message)s"))
     logger = logging.getLogger("fer_edge")
     logger.addHandler(handler)

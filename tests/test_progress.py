@@ -65,6 +65,7 @@ def test_time_left_is_estimated_from_the_rate():
     bar.started -= 10.0  # 25 done in 10 s: 2.5/s, 75 left = 30 s
     bar.done = 25
     assert "2.5/s  0:30 left" in bar.line()
+    bar.close()
 
 
 @pytest.mark.parametrize("kwargs", [{"quiet": True}, {"total": 0}, {"total": None}])
@@ -140,3 +141,47 @@ def test_piped_runs_have_no_bar_characters(samples_dir, tmp_path):
         assert proc.returncode == 0, proc.stderr
         assert not any(mark in proc.stdout + proc.stderr for mark in BAR_MARKS), proc.stderr
         assert "frames 20 in" in proc.stderr  # the summary is there, as before
+
+
+def test_one_bar_at_a_time_nested_work_stays_hidden_and_a_printed_line_clears_the_bar(monkeypatch):
+    from fer_edge.runtime.core.progress import clear_line
+
+    tty = Tty()
+    with Progress(3, "recipes", stream=tty) as outer:
+        outer.update()
+        with Progress(100, "calibration faces", stream=tty) as inner:
+            inner.update(100)
+        assert not inner.on
+        clear_line()
+        assert tty.getvalue().endswith("\r\x1b[K") and outer.next_draw == 0.0  # redrawn at the next update
+        outer.update()
+    text = tty.getvalue()
+    assert "calibration faces" not in text and "recipes 100% |" in text
+    with Progress(2, "next", stream=tty) as after:  # the outer bar closed: a new one shows again
+        assert after.on
+    dropped = Progress(5, "dropped", stream=tty)
+    assert dropped.on
+    del dropped  # a bar never closed (a generator left unfinished) does not hide the next ones
+    assert Progress(5, "later", stream=tty).on
+
+
+def test_calibration_passes_show_a_bar_on_a_terminal(monkeypatch):
+    import numpy as np
+
+    from fer_edge.calibration.sampler import CalibrationSet
+
+    tty = Tty()
+    monkeypatch.setattr(sys, "stderr", tty)
+    cs = CalibrationSet(np.zeros((50, 48, 48, 1), np.float32), np.zeros(50, np.int64), np.arange(50))
+    assert sum(1 for _ in cs.representative_dataset()()) == 50  # TFLite's pass
+    assert tty.getvalue().count("calibration faces 100% |") == 1
+    reader = cs.reader("input", batch_size=8)  # onnxruntime's pass, after its own rewind
+    feeds = list(iter(reader))
+    assert len(feeds) == 7 and tty.getvalue().count("calibration faces 100% |") == 2
+    assert "calibration faces   0%" not in tty.getvalue()  # a rewind before any face leaves no line
+
+
+def test_verify_on_a_terminal_shows_a_bar_of_faces(data_dir):
+    rc, out, err = _run_with_tty_stderr(["verify", "--data", str(data_dir), "--limit", "600", "--threads", "1"])
+    assert rc == 0, err
+    assert "faces 100% |" in err and " 600/600 " in err
