@@ -18,10 +18,10 @@ from fer_edge.runtime.core.errors import FerEdgeError, cli_main
 
 
 def _log(msg: str) -> None:
-    from fer_edge.runtime.core.progress import clear_line
+    from fer_edge.runtime.core.progress import printing
 
-    clear_line()  # a progress bar (calibration, the recipe search) is redrawn below the line
-    print(msg, file=sys.stderr, flush=True)
+    with printing():  # a progress bar (calibration, the recipe search) is redrawn below the line
+        print(msg, file=sys.stderr, flush=True)
 
 
 def _common(p: argparse.ArgumentParser) -> None:

@@ -16,7 +16,7 @@ from fer_edge.runtime.core.fileio import atomic_output, check_out_folder
 from fer_edge.runtime.model.labels import LABEL_SETS
 from fer_edge.runtime.model.metadata import write_metadata
 from fer_edge.runtime.data.metrics import classification_report
-from fer_edge.runtime.core.progress import Progress, clear_line
+from fer_edge.runtime.core.progress import Progress, printing
 from fer_edge.runtime.model.preprocess import VALUE_RANGES
 
 EVAL_SPLITS = ("PublicTest", "PrivateTest")
@@ -174,8 +174,8 @@ def main(argv=None) -> int:
 
 
 def _print(message: str) -> None:
-    clear_line()  # a progress bar on the terminal is redrawn below the line
-    print(message, flush=True)
+    with printing():  # a progress bar on the terminal is redrawn below the line
+        print(message, flush=True)
 
 
 if __name__ == "__main__":

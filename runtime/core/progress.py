@@ -8,14 +8,16 @@ the INT8 recipe search, training epochs), one small class used by every tool.
 
 Drawn only on a terminal (stderr is a tty) and only for a known, positive total; `quiet=True` (--quiet), a
 pipe, a log file or a live source (no total) draw nothing, so machine output stays clean. Redraws are
-rate-limited (at most `REDRAWS_PER_S` a second): an update between redraws costs one clock read. One bar is
+made by the bar's own thread `REDRAWS_PER_S` times a second: an update only stores a number. One bar is
 shown at a time: work nested in a shown bar (calibration passes inside the recipe search) keeps its own hidden.
-A tool that prints a line while a bar may be shown calls `clear_line()` first; the bar is redrawn below it.
+A line printed while a bar may be shown goes inside `with printing():`; the bar is redrawn below it.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
+import threading
 import time
 import weakref
 
@@ -30,13 +32,23 @@ def _no_bar() -> None:
 _shown = _no_bar  # a weak reference to the bar on the terminal now (a bar dropped unclosed frees its place)
 
 
-def clear_line() -> None:
-    """Clear the bar on the terminal (if any) so that a line can be printed; the next update redraws it."""
+@contextlib.contextmanager
+def printing():
+    """Around a line printed while a bar may be on the terminal: the bar is cleared and held still while the line
+    is written, and its next redraw puts it below the line.
+
+        with printing():
+            print("step 3 done", file=sys.stderr)
+    """
     bar = _shown()
-    if bar is not None and bar.drawn:
-        bar.stream.write("\r\x1b[K")
-        bar.stream.flush()
-        bar.next_draw = 0.0
+    if bar is None:
+        yield
+        return
+    with bar.lock:
+        if bar.on and bar.drawn:
+            bar.stream.write("\r\x1b[K")
+            bar.stream.flush()
+        yield
 
 
 def _clock(seconds: float) -> str:
@@ -45,36 +57,35 @@ def _clock(seconds: float) -> str:
 
 
 class Progress:
-    """A bar `what  42% |#####-----| 420/1000 frames  35.2/s  0:16 left` on stderr, redrawn in place."""
+    """A bar `what  42% |#####-----| 420/1000 frames  35.2/s  0:16 left` on stderr, redrawn in place.
+
+    An update only stores the count; a thread of the bar redraws it `REDRAWS_PER_S` times a second, so the work
+    never waits for the terminal (a write to a terminal can sleep while the machine is busy)."""
 
     def __init__(self, total: int | None, what: str = "", unit: str = "", quiet: bool = False, stream=None):
         self.stream = stream if stream is not None else sys.stderr
         self.total = int(total) if total else 0
         self.what, self.unit = what, unit
         self.done = 0
-        self.on = self.total > 0 and not quiet and _shown() is None and _is_terminal(self.stream)
-        if self.on:
-            _show(self)
         self.started = time.monotonic()
-        self.next_draw = 0.0  # the first update draws at once
         self.drawn = False
         encoding = (getattr(self.stream, "encoding", "") or "").lower().replace("-", "")
         self.full, self.empty = ("\u2588", "\u2591") if encoding == "utf8" else ("#", "-")
+        self.lock = threading.RLock()  # one writer of the line at a time: the bar's thread, close(), printing()
+        self.stopped = threading.Event()
+        self.on = self.total > 0 and not quiet and _shown() is None and _is_terminal(self.stream)
+        if self.on:
+            _show(self)
+            threading.Thread(target=_redraw, args=(weakref.ref(self), self.stopped), name="progress bar",
+                             daemon=True).start()
 
     def update(self, n: int = 1) -> None:
         self.update_to(self.done + n)
 
     def update_to(self, done: int) -> None:
         self.done = done
-        if not self.on:
-            return
-        if done >= self.total:  # the work is done: the last state drawn and the line ended now
+        if done >= self.total and self.on:  # the work is done: the last state drawn and the line ended now
             self.close()
-            return
-        now = time.monotonic()
-        if now >= self.next_draw:
-            self.next_draw = now + 1.0 / REDRAWS_PER_S
-            self._draw(now)
 
     def line(self, now: float | None = None) -> str:
         """The bar as text (what is drawn)."""
@@ -90,24 +101,30 @@ class Progress:
         return (f"{head}{100 * frac:3.0f}% |{self.full * filled}{self.empty * (WIDTH - filled)}| {done}/{total}{unit}"
                 f"  {rate:.1f}/s  {left}")
 
-    def _draw(self, now: float) -> None:
-        self.stream.write("\r\x1b[K" + self.line(now))  # \x1b[K: clear what a longer line left behind
+    def draw(self) -> None:
+        """Redraw the line now (the bar's thread calls this; so does close)."""
+        with self.lock:
+            if self.on and (self.done or self.drawn):  # nothing before the first unit of work
+                self._write("\r\x1b[K" + self.line())  # \x1b[K: clear what a longer line left behind
+
+    def _write(self, text: str) -> None:
+        self.stream.write(text)
         self.stream.flush()
         self.drawn = True
 
     def close(self, complete: bool = False) -> None:
         """The last state drawn and the line ended; `complete`: the work ended normally, so the bar shows 100%
         even where the total was an estimate (a video's frame count)."""
-        started = self.drawn or self.done > 0  # a bar closed before any work leaves no line
         if complete:
             self.done = max(self.done, self.total)
-        if self.on:
-            if started:
-                self._draw(time.monotonic())
-                self.stream.write("\n")
-                self.stream.flush()
+        if not self.on:
+            return
+        self.stopped.set()
+        with self.lock:
+            if self.done or self.drawn:  # a bar closed before any work leaves no line
+                self._write("\r\x1b[K" + self.line() + "\n")
             self.on = False
-            _show(None)
+        _show(None)
 
     def __enter__(self) -> "Progress":
         return self
@@ -116,12 +133,22 @@ class Progress:
         self.close(complete=exc_type is None)
 
 
+def _redraw(ref: "weakref.ref[Progress]", stopped: threading.Event) -> None:
+    """The bar's thread: a redraw every 1/REDRAWS_PER_S s until the bar is closed or dropped."""
+    while not stopped.wait(1.0 / REDRAWS_PER_S):
+        bar = ref()
+        if bar is None:
+            return
+        bar.draw()
+        del bar
+
+
 class LineHandler(logging.StreamHandler):
     """A logging handler that clears a shown bar before writing its line (the bar is redrawn below it)."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        clear_line()
-        super().emit(record)
+        with printing():
+            super().emit(record)
 
 
 def _show(bar: Progress | None) -> None:
