@@ -161,3 +161,26 @@ def test_report_refuses_a_wrong_suffix_and_an_existing_file(samples_dir, tmp_pat
     assert old.read_text() == "keep me" and sorted(p.name for p in tmp_path.iterdir()) == ["old.html"]
     proc = fer_edge("--source", video, "--report", str(old), "--max-frames", "3", "--force")
     assert proc.returncode == 0 and old.read_text().startswith("<!DOCTYPE html>")
+
+
+def test_a_long_run_is_kept_in_bounded_memory():
+    from fer_edge.runtime.core.results import FaceResult, FrameResult
+    from fer_edge.runtime.media.report import MAX_TIMELINES, TIMELINE_POINTS, ReportSink, page
+
+    labels = ("happy", "sad")
+    sink = ReportSink(labels)
+    for i in range(10_000):  # one long track, then many short ones
+        faces = [FaceResult((0, 0, 10, 10), "happy", {"happy": 0.75, "sad": 0.25}, 1)]
+        faces += [FaceResult((20, 0, 10, 10), "sad", {"happy": 0.0, "sad": 1.0}, 2 + i // 50)] if i >= 5000 else []
+        sink.write(None, FrameResult(i, i / 10, faces))
+    long = sink.timelines[1].all()
+    assert TIMELINE_POINTS <= len(long) < 2 * TIMELINE_POINTS
+    assert sum(p[3] for p in long) == 10_000  # every frame is in one averaged point
+    assert len({p[3] for p in long[:-1]}) == 1  # of equal weight: the start of the run as sharp as its end
+    assert all(p[1] == pytest.approx([0.75, 0.25]) for p in long) and long[-1][0] == pytest.approx(999.9, abs=1)
+    assert len(sink.timelines) == MAX_TIMELINES and len(sink.left_out) == 100 + 1 - MAX_TIMELINES
+    summary = {"frames": 10_000, "seconds": 1.0, "fps": 1.0, "stopped_by": "end of source", "faces": 15_000,
+               "frames_with_face": 10_000, "corrupt_frames": 0, "reconnects": 0, "stage_ms": {}, "tracks": [],
+               "emotion_share": {"happy": 0.6, "sad": 0.4}}
+    text = page(sink, summary, {"path": "m.tflite"}, "fer-edge --source x.mp4", "x.mp4")
+    assert text.count('<svg class="timeline"') == MAX_TIMELINES and f"{len(sink.left_out)} more tracks" in text

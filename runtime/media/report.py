@@ -5,8 +5,8 @@ no font, no image fetched, so it opens offline and renders with scripts off), th
 where the run has them), one row per photo with a face for a folder, the model with its figures, and the
 command that produced it. Every string that reaches the page (file names, labels, the command) is escaped.
 
-`ReportSink` collects during the run, in bounded memory (each timeline is halved in resolution whenever it
-reaches 2 x TIMELINE_POINTS); `write_report` turns it and the summary into the page.
+`ReportSink` collects during the run, in bounded memory (a timeline's points average more frames each time
+they fill up, `Timeline`); `write_report` turns it and the summary into the page.
 """
 from __future__ import annotations
 
@@ -34,14 +34,37 @@ def rgb(i: int) -> str:
     return f"rgb({r},{g},{b})"
 
 
+class Timeline:
+    """One track's probabilities over time in at most 2 x TIMELINE_POINTS points of equal weight: each point
+    averages `step` frames, and `step` doubles (neighbours merged) whenever the points fill up."""
+
+    def __init__(self):
+        self.points: list[list] = []  # [time, probs, sure, frames]
+        self.step = 1
+        self.pending: list | None = None  # the point being filled
+
+    def add(self, t: float, probs: list[float], sure: float) -> None:
+        point = [t, probs, sure, 1.0]
+        self.pending = point if self.pending is None else _merge(self.pending, point)
+        if self.pending[3] >= self.step:
+            self.points.append(self.pending)
+            self.pending = None
+            if len(self.points) >= 2 * TIMELINE_POINTS:
+                self.points = [_merge(a, b) for a, b in zip(self.points[::2], self.points[1::2])]
+                self.step *= 2
+
+    def all(self) -> list[list]:
+        return self.points + ([self.pending] if self.pending is not None else [])
+
+
 class ReportSink:
     """What the report needs from each frame: the tracks' probabilities over time (streams and videos) or the
     photos' faces (folders). Written by `write_report` once the summary exists."""
 
     def __init__(self, labels: tuple[str, ...]):
         self.labels = labels
-        self.timelines: dict[int, list[list]] = {}  # track -> [[time, probs, sure, weight], ...]
-        self.more_tracks = 0  # tracks beyond MAX_TIMELINES (in the table, not drawn)
+        self.timelines: dict[int, Timeline] = {}
+        self.left_out: set[int] = set()  # tracks beyond MAX_TIMELINES (in the table, not drawn)
         self.photos: list[tuple[str, list]] = []
         self.photos_left_out = 0
 
@@ -54,15 +77,13 @@ class ReportSink:
                     self.photos_left_out += 1
             return
         for f in result.faces:
-            points = self.timelines.get(f.track)
-            if points is None:
+            timeline = self.timelines.get(f.track)
+            if timeline is None:
                 if len(self.timelines) >= MAX_TIMELINES:
-                    self.more_tracks += f.track not in self.timelines
+                    self.left_out.add(f.track)
                     continue
-                points = self.timelines[f.track] = []
-            points.append([result.time, [f.probs[k] for k in self.labels], float(getattr(f, "sure", True)), 1.0])
-            if len(points) >= 2 * TIMELINE_POINTS:
-                points[:] = [_merge(a, b) for a, b in zip(points[::2], points[1::2])]
+                timeline = self.timelines[f.track] = Timeline()
+            timeline.add(result.time, [f.probs[k] for k in self.labels], float(getattr(f, "sure", True)))
 
     def close(self) -> None:
         pass  # the page is written by write_report, once the run's summary exists
@@ -204,14 +225,15 @@ th{background:#f3f3f3}svg text{font:11px sans-serif;fill:#333}pre{background:#f5
 def timelines_section(sink: ReportSink, summary: dict) -> str:
     if sink.photos or not sink.timelines:
         return ""
-    t_end = max((p[0] for points in sink.timelines.values() for p in points), default=0.0) or 1.0
+    timelines = {track: timeline.all() for track, timeline in sorted(sink.timelines.items())}
+    t_end = max((p[0] for points in timelines.values() for p in points), default=0.0) or 1.0
     out = ["<h2>Emotion timeline of each track</h2>", legend(sink.labels),
            '<p>Probabilities from 0 to 1 over the run; grey: the model was unsure.</p>']
-    for track, points in sorted(sink.timelines.items()):
+    for track, points in timelines.items():
         out.append(f"<h3>Track {track}: {int(sum(p[3] for p in points))} frames</h3>")
         out.append(timeline_svg(track, points, sink.labels, t_end))
-    if sink.more_tracks:
-        out.append(f"<p>{sink.more_tracks} more tracks are in the table, not drawn.</p>")
+    if sink.left_out:
+        out.append(f"<p>{len(sink.left_out)} more tracks are in the table, not drawn.</p>")
     return "".join(out)
 
 
