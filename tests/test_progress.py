@@ -201,3 +201,20 @@ def test_verify_on_a_terminal_shows_a_bar_of_faces(data_dir):
     rc, out, err = _run_with_tty_stderr(["verify", "--data", str(data_dir), "--limit", "600", "--threads", "1"])
     assert rc == 0, err
     assert "faces 100% |" in err and " 600/600 " in err
+
+
+def test_fer_train_epochs_bar_where_keras_shows_none(monkeypatch):
+    pytest.importorskip("keras", reason="fer-train needs Keras (the [train] extra)")
+    from fer_edge.training.backend import import_keras
+    from fer_edge.training.train import _epoch_bar
+
+    keras = import_keras()
+
+    tty = Tty()
+    monkeypatch.setattr(sys, "stderr", tty)
+    callback = _epoch_bar(keras, 3)
+    assert isinstance(callback, keras.callbacks.Callback)
+    for epoch in range(3):
+        callback.on_epoch_end(epoch)
+    callback.on_train_end()
+    assert "epochs 100% |" in tty.getvalue() and " 3/3 " in tty.getvalue()
