@@ -218,14 +218,15 @@ def _run(a, outputs: dict, preview, argv: list[str]) -> dict:
         with _stop_on_signals(stop):
             try:
                 stats = pipe.run(source, sinks, stop, a.max_frames)
-            finally:
-                bar.close(complete=pipe.stats.stopped_by == "end of source" and sys.exc_info()[0] is None)
+            except BaseException:
+                bar.close()
+                raise
+            bar.close(complete=stats.stopped_by == "end of source")  # 100% even where the frame count was an estimate
         if notifier.sent:
             log.info("systemd: sent %d notifications", len(notifier.sent))
         summary = stats.summary()
         if a.report:
-            _write_report(a, outputs["--report"], next(s for s in sinks if hasattr(s, "timelines")), summary, pipe,
-                          argv)
+            _write_report(a, outputs["--report"], sinks, summary, pipe, argv)
     if not a.quiet and not a.image:
         print(format_summary(summary), file=sys.stderr)
     return summary
@@ -286,11 +287,12 @@ def _progress_bar(a, source, sinks: list):
     return bar
 
 
-def _write_report(a, out, sink, summary: dict, pipe, argv: list[str]) -> None:
+def _write_report(a, out, sinks: list, summary: dict, pipe, argv: list[str]) -> None:
     import shlex
 
-    from fer_edge.runtime.media.report import write_report
+    from fer_edge.runtime.media.report import ReportSink, write_report
 
+    sink = next(s for s in sinks if isinstance(s, ReportSink))
     clf = pipe.classifier
     model = {"path": str(clf.path), "label_set": clf.meta.label_set.name, "figures": clf.meta.figures,
              "command": clf.meta.provenance.get("command", "")}
