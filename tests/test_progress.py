@@ -218,3 +218,42 @@ def test_fer_train_epochs_bar_where_keras_shows_none(monkeypatch):
         callback.on_epoch_end(epoch)
     callback.on_train_end()
     assert "epochs 100% |" in tty.getvalue() and " 3/3 " in tty.getvalue()
+
+
+class VideoCamera:
+    """A camera (VideoCapture-like) that shows the sample video's frames, looping, at a camera's pace."""
+
+    def __init__(self, video):
+        import cv2
+
+        cap = cv2.VideoCapture(str(video))
+        self.frames = [cap.read()[1] for _ in range(40)]
+        cap.release()
+        self.n = 0
+
+    def isOpened(self):
+        return True
+
+    def read(self):
+        time.sleep(0.01)
+        self.n += 1
+        return True, self.frames[self.n % len(self.frames)]
+
+    def release(self):
+        pass
+
+
+def test_a_live_source_shows_no_bar_and_its_report_has_the_track(samples_dir, tmp_path, monkeypatch):
+    from fer_edge.runtime import cli
+    from fer_edge.runtime.media import sources
+
+    camera = VideoCamera(samples_dir / "fer_test.mp4")
+    monkeypatch.setattr(sources, "open_source", lambda *a, **k: sources.LiveSource(lambda: camera, "camera 0"))
+    tty = Tty()
+    monkeypatch.setattr(sys, "stderr", tty)
+    page = tmp_path / "camera.html"
+    rc = cli.main(["--camera", "0", "--max-frames", "25", "--window", "off", "--report", str(page), "--threads", "1"])
+    assert rc == 0, tty.getvalue()
+    assert not any(mark in tty.getvalue() for mark in BAR_MARKS) and "frames 25 in" in tty.getvalue()
+    text = page.read_text(encoding="utf-8")
+    assert "<h1>fer-edge report: camera 0</h1>" in text and '<svg class="timeline" data-track="1"' in text
