@@ -63,11 +63,15 @@ def test_video_report_holds_the_summary_timeline_share_tracks_model_and_command(
     assert f"<td>frames</td><td>{summary['frames']}</td>" in text
     for t in summary["tracks"]:
         assert f'<svg class="timeline" data-track="{t["track"]}"' in text
-        assert f"<tr class=\"track\"><td>{t['track']}</td><td>{t['frames']}</td><td>{t['dominant']}</td>" in text
+        dominant = t["dominant"] or "(no sure frame)"
+        assert f"<tr class=\"track\"><td>{t['track']}</td><td>{t['frames']}</td><td>{dominant}</td>" in text
     for label, share in summary["emotion_share"].items():  # each bar's width is its share of 500 px
         width = float(re.search(rf'<rect class="bar" data-label="{label}" x="\d+" y="\d+" width="([\d.]+)"',
                                 text).group(1))
         assert width == pytest.approx(500 * share, abs=0.1)
+    # the visits that ended (a track of the sample video lasts its 4.6 s): one row each, as --visits writes them
+    visits = re.findall(r'<tr class="visit"><td>(\d+)</td><td>([\d.]+)</td><td>([\d.]+)</td>', text)
+    assert summary["visits"] >= 1 and len(visits) == summary["visits"]
     assert "fer-vgg_int8.tflite" in text and "agreement with fp32" in text and "Figures from fer-vgg_CARD.md" in text
     assert re.search(r"<pre><code>fer-edge --source \S+fer_test\.mp4 --report \S+run\.html", text)
 

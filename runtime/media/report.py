@@ -21,7 +21,7 @@ from fer_edge.runtime.media.drawing import LABEL_COLOURS
 
 TIMELINE_POINTS = 600  # points drawn per track (an hour of video is averaged down to this)
 MAX_TIMELINES = 60  # tracks drawn; every track is in the table
-MAX_PHOTO_ROWS = 20000  # rows of the photos table (a folder's photos with a face)
+MAX_ROWS = 20000  # rows of the photos and visits tables (a folder's photos with a face, visits)
 W, H, LEFT, TOP = 900, 150, 44, 10  # timeline size and margins, in pixels
 
 
@@ -67,11 +67,13 @@ class ReportSink:
         self.left_out: set[int] = set()  # tracks beyond MAX_TIMELINES (in the table, not drawn)
         self.photos: list[tuple[str, list]] = []
         self.photos_left_out = 0
+        self.visits: list[dict] = []  # the `end` event of every visit (runtime.faces.visits)
 
     def write(self, frame, result: FrameResult):
+        self.write_visits(result.visits)
         if result.source and getattr(frame, "name", ""):  # a photo of a folder: its row
             if result.faces:
-                if len(self.photos) < MAX_PHOTO_ROWS:
+                if len(self.photos) < MAX_ROWS:
                     self.photos.append((result.source, [(f.label, max(f.probs.values()), f.box) for f in result.faces]))
                 else:
                     self.photos_left_out += 1
@@ -84,6 +86,10 @@ class ReportSink:
                     continue
                 timeline = self.timelines[f.track] = Timeline()
             timeline.add(result.time, [f.probs[k] for k in self.labels], float(getattr(f, "sure", True)))
+
+    def write_visits(self, events: list[dict]) -> None:
+        """Visit events of a frame, or (from the pipeline) those of a live source's visits open when it stopped."""
+        self.visits += [e for e in events if e.get("event") == "end"][:MAX_ROWS - len(self.visits)]
 
     def close(self) -> None:
         pass  # the page is written by write_report, once the run's summary exists
@@ -120,7 +126,7 @@ def timeline_svg(track: int, points: list[list], labels: tuple[str, ...], t_end:
     parts = [f'<svg class="timeline" data-track="{track}" width="{W}" height="{H}" role="img" '
              f'aria-label="track {track}: emotion probabilities over time">',
              f'<rect x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}" fill="none" stroke="#bbb"/>']
-    parts += [f'<rect class="unsure" x="{x(p[0]):.1f}" y="{TOP}" width="{max(1.0, pw / len(points)):.1f}" '
+    parts += [f'<rect class="unsure" x="{x(p[0]):.1f}" y="{TOP}" width="{pw / len(points) + 0.8:.1f}" '
               f'height="{ph}" fill="#eee"/>' for p in points if p[2] < 0.5]
     for v in (0.0, 0.5, 1.0):
         parts.append(f'<text x="{LEFT - 6}" y="{y(v) + 4:.1f}" text-anchor="end">{v:.1f}</text>')
@@ -150,20 +156,34 @@ def table(head: list[str] | None, rows: list[list], cls: str = "") -> str:
 
 def summary_rows(s: dict) -> list[list]:
     rows = [["frames", s["frames"]], ["seconds", s["seconds"]], ["frames per second", s["fps"]],
-            ["stopped by", s["stopped_by"]], ["faces", s["faces"]], ["frames with a face", s["frames_with_face"]],
-            ["corrupt frames skipped", s["corrupt_frames"]], ["reconnects", s["reconnects"]],
-            ["per frame ms", ", ".join(f"{k} {v:.2f}" for k, v in s["stage_ms"].items())]]
+            ["stopped by", s["stopped_by"]], ["faces", s["faces"]], ["frames with a face", s["frames_with_face"]]]
+    rows += [[name, s[key]] for name, key in (("unsure faces", "unsure_faces"), ("visits", "visits")) if key in s]
+    rows += [["corrupt frames skipped", s["corrupt_frames"]], ["reconnects", s["reconnects"]],
+             ["per frame ms", ", ".join(f"{k} {v:.2f}" for k, v in s["stage_ms"].items())]]
     if s.get("unreadable"):
         rows.append(["unreadable files", ", ".join(s["unreadable"])])
     return rows
 
 
-def visits_table(visits: list) -> str:
-    """Visits (issue 38's), where the run has them: one row each, the keys of the first as columns."""
-    if not visits or not isinstance(visits[0], dict):
+def tracks_table(tracks: list[dict]) -> str:
+    """One row per track: frames, the dominant emotion of its sure frames and its share, its unsure frames."""
+    unsure = any("unsure_frames" in t for t in tracks)
+    rows = [[t["track"], t["frames"], t["dominant"] or "(no sure frame)", f"{t['share']:.0%}"]
+            + ([t.get("unsure_frames", 0)] if unsure else []) for t in tracks]
+    head = ["track", "frames", "dominant emotion", "share of its frames"] + (["unsure frames"] if unsure else [])
+    return "<h2>Tracks</h2>" + table(head, rows, "track")
+
+
+def visits_table(visits: list[dict]) -> str:
+    """One row per visit that ended (runtime.faces.visits' `end` events)."""
+    if not visits:
         return ""
-    head = list(visits[0])
-    return "<h2>Visits</h2>" + table(head, [[v.get(k, "") for k in head] for v in visits], "visit")
+    rows = [[v["track"], f"{v['start']:.2f}", f"{v['end']:.2f}", f"{v['seconds']:.2f}", v["frames"], v["sure_frames"],
+             v["dominant"] or "(no sure frame)",
+             f"{v['peak']['label']} {v['peak']['prob']:.0%} at {v['peak']['time']:.2f} s" if v.get("peak") else ""]
+            for v in visits]
+    head = ["track", "start (s)", "end (s)", "seconds", "frames", "sure frames", "dominant emotion", "peak"]
+    return "<h2>Visits</h2>" + table(head, rows, "visit")
 
 
 def figures_rows(figures: dict) -> list[list]:
@@ -247,17 +267,14 @@ def photos_section(sink: ReportSink) -> str:
 
 
 def page(sink: ReportSink, summary: dict, model: dict, command: str, source: str) -> str:
-    tracks = [[t["track"], t["frames"], t["dominant"], f"{t['share']:.0%}"]
-              + ([t["sure"]] if "sure" in t else []) for t in summary.get("tracks", [])]
-    track_head = ["track", "frames", "dominant emotion", "share of its frames"] + (
-        ["sure"] if any("sure" in t for t in summary.get("tracks", [])) else [])
+    tracks = summary.get("tracks", [])
+    sure = " (of sure faces)" if "unsure_faces" in summary else ""
     body = [f"<h1>fer-edge report: {esc(source)}</h1>",
             f"<p>Written {esc(time.strftime('%Y-%m-%d %H:%M:%S %Z'))}.</p>",
             "<h2>Summary</h2>", table(None, summary_rows(summary)),
-            "<h2>Share of each emotion</h2>", share_svg(summary.get("emotion_share", {}), sink.labels),
-            timelines_section(sink, summary), photos_section(sink),
-            visits_table(summary.get("visits", [])),
-            ("<h2>Tracks</h2>" + table(track_head, tracks, "track")) if tracks and not sink.photos else "",
+            f"<h2>Share of each emotion{sure}</h2>", share_svg(summary.get("emotion_share", {}), sink.labels),
+            timelines_section(sink, summary), photos_section(sink), visits_table(sink.visits),
+            tracks_table(tracks) if tracks and not sink.photos else "",
             model_section(model), "<h2>Command</h2>", f"<pre><code>{esc(command)}</code></pre>"]
     return ('<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
             f"<title>fer-edge report: {esc(source)}</title><style>{STYLE}</style></head><body>"
