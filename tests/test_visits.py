@@ -211,19 +211,17 @@ def test_photos_and_folders_have_sure_on_every_face(tmp_path, samples_dir):
 # -- visit ends through a real broker ----------------------------------------------------------------
 
 @pytest.mark.slow
-def test_a_visit_end_is_queued_while_the_broker_restarts_and_then_delivered(tmp_path):
-    from test_deploy_mqtt import Broker, Subscriber, _free_port, _wait
-    from test_service import _needs_broker
+def test_a_visit_end_is_queued_while_the_broker_restarts_and_then_delivered(broker):
+    from mqtt_broker import Subscriber
+    from mqtt_broker import wait_for as _wait
 
-    _needs_broker()
     from fer_edge.runtime.serve.mqtt import MqttOptions, MqttSink
 
-    port, topic = _free_port(), "fer/visits"
-    broker = Broker(tmp_path, port)
+    port, topic = broker.port, "fer/visits"
     broker.start()
     sub = sink = None
     try:
-        sub = Subscriber(port, topic)
+        sub = Subscriber(port, f"{topic}/#")
         assert sub.subscribed.wait(10)
         sink = MqttSink(MqttOptions(url=f"mqtt://127.0.0.1:{port}/{topic}", summary_every=0), connect_timeout=10)
         events = _events([[_face(1)]] * 20 + [[]] + [[_face(2)]] * 20 + [[]])
@@ -244,7 +242,6 @@ def test_a_visit_end_is_queued_while_the_broker_restarts_and_then_delivered(tmp_
             sink.close()
         if sub:
             sub.close()
-        broker.stop()
 
 
 def test_unsure_faces_are_drawn_grey_with_a_question_mark():
