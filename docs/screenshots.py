@@ -34,7 +34,7 @@ from browser import Chromium  # noqa: E402  (docs/browser.py)
 
 DOCS = Path(__file__).resolve().parent
 PORTRAIT = DOCS / "assets" / "astronaut.jpg"
-SHOTS = {"preview": (1100, 400), "report": (1100, 1000)}  # name -> viewport
+SHOTS = {"preview": (1100, 400), "report": (1100, 1040)}  # name -> viewport
 MAX_BYTES = 150_000
 TOKEN = "screenshot"
 
