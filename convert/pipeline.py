@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 
-from fer_edge.convert.cost import model_cost
 from fer_edge.convert.formats import FORMATS, ExportContext, Format, check_options, output_path
 from fer_edge.convert.parity import (DEFAULT_MAX_DROP, DEFAULT_MIN_AGREEMENT, KERNEL_PATHS, EvalSet, build_report,
                                      evaluate_file, reference_entry, report_texts)
@@ -60,6 +59,7 @@ class ConvertOptions(ParityOptions):
     force_calibration: bool = False
     format_options: dict = field(default_factory=dict)  # opset, onnx_recipe, integer_only
     command: str = ""
+    torch_class: str | None = None  # FILE.py:Class, the network a PyTorch state_dict fills
 
 
 @dataclass(kw_only=True)
@@ -199,7 +199,8 @@ def _load(opts: ConvertOptions, model_path: Path, log):
     from fer_edge.convert.source import load_source
 
     log(f"loading {model_path}")
-    src = load_source(model_path, opts.label_set, opts.normalize, opts.equalize, not opts.unsafe_deserialization)
+    src = load_source(model_path, opts.label_set, opts.normalize, opts.equalize, not opts.unsafe_deserialization,
+                      opts.torch_class)
     spec = src.meta.preprocess
     log(f"model: input {src.input_shape}, {src.num_outputs} classes ({src.meta.label_set.name}), "
         f"value range {list(spec.value_range)}, equalize {spec.equalize}")
@@ -215,11 +216,10 @@ def _load(opts: ConvertOptions, model_path: Path, log):
 
 def _measure_reference(src, ev: EvalSet | None, model_path: Path, log) -> tuple[np.ndarray | None, Reference]:
     """The Keras model's cost, and its probabilities and scores on the evaluation faces when there are some."""
-    cost = model_cost(src.model)
-    cost = cost if cost["macs"] else {"macs": None, "parameters": cost["parameters"]}  # a SavedModel hides its layers
+    cost = src.cost()
     ref_probs, reference = None, Reference(path=str(model_path), sha256=src.sha256)
     if ev is not None:
-        log(f"reference: Keras on {len(ev.labels)} {ev.split} faces")
+        log(f"reference: {src.kind} on {len(ev.labels)} {ev.split} faces")
         ref_probs = src.predict(ev.faces)
         reference = reference_entry(model_path, src.sha256, ref_probs, ev, src.meta.labels)
         log(f"reference accuracy {100 * reference.accuracy:.2f}%, macro-F1 {100 * reference.macro_f1:.2f}%")

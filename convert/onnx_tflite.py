@@ -1,0 +1,37 @@
+"""ONNX -> TensorFlow SavedModel by onnx2tf, for the TFLite formats of an ONNX (or PyTorch) source.
+
+onnx2tf (maintained; ONNX -> TF -> TFLite) rewrites a channels-first graph channels-last, so the SavedModel takes
+N x H x W x C faces like a Keras model's, and every TFLite format (fp32, fp16, dynamic, INT8 with its recipe
+search) is then made by the same code as for Keras models. Why onnx2tf: docs/convert.md, "From PyTorch".
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from fer_edge.convert.search import quiet
+from fer_edge.runtime.core.errors import ModelError, require
+
+
+def onnx_to_saved_model(onnx_path: Path, folder: Path, softmax: bool, log) -> None:
+    """`onnx_path` (the user's graph; `softmax`: append one, the model outputs logits) as a SavedModel."""
+    tf = require("tensorflow", "convert")
+    onnx2tf = require("onnx2tf", "convert")
+    log(f"converting ONNX to a TensorFlow SavedModel (onnx2tf {onnx2tf.__version__})")
+    try:
+        with quiet():
+            model = onnx2tf.convert(input_onnx_file_path=str(onnx_path), output_folder_path=str(folder.parent / "o2tf"),
+                                    disable_model_save=True, non_verbose=True, not_use_onnxsim=True,
+                                    verbosity="error")
+    except SystemExit:  # onnx2tf exits on an operator it cannot convert
+        raise ModelError(f"{onnx_path.name}: onnx2tf cannot convert this graph to TensorFlow") from None
+    except Exception as exc:  # onnx2tf raises assorted types; report one line
+        raise ModelError(f"onnx2tf failed: {str(exc).strip().splitlines()[0][:300]}") from None
+    fn = model
+    if softmax:
+        fn = lambda x: tf.nn.softmax(model(x), axis=-1)  # noqa: E731 - the logits model's probabilities
+    spec = tf.TensorSpec([None, *model.inputs[0].shape[1:]], tf.float32, name="face")
+    serve = tf.function(lambda face: {"probs": fn(face)}, input_signature=[spec])
+    module = tf.Module()
+    module.model = model
+    with quiet():
+        tf.saved_model.save(module, str(folder), signatures={"serving_default": serve})
