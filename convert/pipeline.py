@@ -19,7 +19,7 @@ from fer_edge.convert.parity import (DEFAULT_MAX_DROP, DEFAULT_MIN_AGREEMENT, KE
                                      evaluate_file, reference_entry, report_texts)
 from fer_edge.convert.report import FormatEntry, ParityReport, RecipeSearch, Reference
 from fer_edge.runtime.data.datasets import load_dataset, split_code
-from fer_edge.runtime.core.errors import DataError, FerEdgeError
+from fer_edge.runtime.core.errors import DataError, FerEdgeError, ModelError
 from fer_edge.runtime.core.fileio import check_writable, sha256_file
 from fer_edge.runtime.model.metadata import read_metadata, write_metadata
 from fer_edge.runtime.model.preprocess import preprocess
@@ -103,6 +103,11 @@ class Staging:
         tmp = final.with_name(f".{final.name}.tmp{os.getpid()}{final.suffix}")
         self.items.append((tmp, final))
         return tmp
+
+    def drop(self, tmp: Path) -> None:
+        """A staged file given up (its format failed): removed, not committed."""
+        tmp.unlink(missing_ok=True)
+        self.items = [(t, f) for t, f in self.items if t != tmp]
 
     def commit(self) -> None:
         for tmp, final in self.items:
@@ -262,7 +267,15 @@ def _export_all(opts: ConvertOptions, ctx: ExportContext, staging: Staging, out_
         final = output_path(out_dir, stem, fmt)
         tmp = staging.path(final)
         log(f"{fmt.name}: converting")
-        meta = _export_one(fmt, ctx, tmp, base_prov, cal_sha, cal_file, out)
+        try:
+            meta = _export_one(fmt, ctx, tmp, base_prov, cal_sha, cal_file, out)
+        except ModelError as exc:  # this format cannot express the model: it fails alone, the others still ship
+            if len(opts.formats) == 1:
+                raise
+            staging.drop(tmp)
+            log(f"FAIL {fmt.name}: {exc}")
+            out.entries[fmt.name] = FormatEntry(path=str(final), bytes=0, error=str(exc))
+            continue
         out.staged[fmt.name] = (tmp, final, meta)
         if ev is not None:
             log(f"{fmt.name}: evaluating {final.name} ({tmp.stat().st_size} bytes) on {ev.split}"

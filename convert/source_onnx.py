@@ -200,7 +200,10 @@ def load_onnx(path: Path, resolve, sha256: str | None = None, tmp=None, exported
     onnx.save(model, str(original))
     canonical = work / "canonical_fp32.onnx"
     onnx.save(_canonical(model, layout, softmax=False), str(canonical))
-    appended = not _probabilities(canonical, input_shape, meta.preprocess.value_range)
+    try:
+        appended = not _probabilities(canonical, input_shape, meta.preprocess.value_range)
+    except ModelError as exc:  # onnxruntime cannot load or run it: say so of the user's file
+        raise ModelError(str(exc).replace(str(canonical), str(path))) from None
     if appended:
         onnx.save(_canonical(model, layout, softmax=True), str(canonical))
     params = int(sum(np.prod(t.dims) for t in model.graph.initializer))
