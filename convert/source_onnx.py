@@ -298,10 +298,13 @@ def torch_to_onnx(path: Path, torch_class: str | None, unsafe: bool, size: tuple
         example = _example_input(module, path, size)
         how = {"pytorch_source": "state_dict + " + torch_class if torch_class and not unsafe else "pickled module"}
     out = work / "torch_fp32.onnx"
+    # a .pt2 module cannot switch modes (no train()): it was exported in eval mode, so it keeps the one it has
+    mode = torch.onnx.TrainingMode.PRESERVE if path.suffix.lower() == ".pt2" else torch.onnx.TrainingMode.EVAL
     try:
         with torch.no_grad():
             torch.onnx.export(module, (example,), str(out), input_names=["input"], output_names=["output"],
-                              dynamic_axes={"input": {0: "N"}, "output": {0: "N"}}, opset_version=17, dynamo=False)
+                              dynamic_axes={"input": {0: "N"}, "output": {0: "N"}}, opset_version=17, dynamo=False,
+                              training=mode)
     except Exception as exc:  # an operator torch.onnx cannot express, data-dependent control flow
         raise ModelError(f"{path}: torch.onnx.export failed ({str(exc).splitlines()[0][:300]})") from None
     return out, dict(how, exporter=f"torch.onnx.export (TorchScript, opset 17), torch {torch.__version__}")
