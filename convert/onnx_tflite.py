@@ -11,11 +11,18 @@ from pathlib import Path
 from fer_edge.convert.search import quiet
 from fer_edge.runtime.core.errors import ModelError, require
 
+# onnx2tf pins old releases of everything (TensorFlow 2.19, numpy 1.26, onnx 1.19): installed without them, beside
+# what it needs and fer-edge's own TensorFlow (.ci/torch.sh does this)
+ONNX2TF_PIP = "pip install --no-deps onnx2tf==1.29.24 onnx-graphsurgeon sng4onnx psutil 'tf_keras==2.21.*'"
+
 
 def onnx_to_saved_model(onnx_path: Path, folder: Path, softmax: bool, log) -> None:
     """`onnx_path` (the user's graph; `softmax`: append one, the model outputs logits) as a SavedModel."""
     tf = require("tensorflow", "convert")
-    onnx2tf = require("onnx2tf", "convert")
+    try:
+        import onnx2tf
+    except ImportError:  # the format fails alone: the ONNX ones still ship
+        raise ModelError(f"the TFLite formats of an ONNX or PyTorch model need onnx2tf: run  {ONNX2TF_PIP}") from None
     log(f"converting ONNX to a TensorFlow SavedModel (onnx2tf {onnx2tf.__version__})")
     try:
         with quiet():

@@ -93,6 +93,7 @@ def test_an_onnx_model_converts_to_onnx_and_tflite_and_runs_with_no_flags(tmp_pa
     and score the same faces alike (onnxruntime's reference, onnx2tf's TFLite)."""
     from fer_edge.runtime.model.backends import Classifier
 
+    pytest.importorskip("onnx2tf", reason="the TFLite formats of an ONNX model need onnx2tf (.ci/torch.sh installs it)")
     nodes, inits = _conv_front()
     model, out = _model(tmp_path / "tiny.onnx", nodes_before=nodes, extra_inits=inits), tmp_path / "out"
     assert main(["--formats", "onnx-fp32,tflite-fp32", str(model), *FLAGS, "--equalize", "--out", str(out)]) == 0
@@ -108,7 +109,8 @@ def test_an_onnx_model_converts_to_onnx_and_tflite_and_runs_with_no_flags(tmp_pa
 
 
 def test_an_operator_tflite_cannot_express_fails_those_formats_and_the_onnx_ones_ship(tmp_path, capfd):
-    """A com.microsoft contrib operator: onnxruntime runs it, onnx2tf cannot convert it."""
+    """A com.microsoft contrib operator: onnxruntime runs it, onnx2tf cannot convert it (without onnx2tf the
+    TFLite format fails the same way, saying how to install it)."""
     nodes, inits = _conv_front()
     nodes.append(helper.make_node("Gelu", ["c"], ["g"], domain="com.microsoft"))
     model = _model(tmp_path / "contrib.onnx", nodes_before=nodes, extra_inits=inits, op_domain="com.microsoft")
