@@ -21,4 +21,6 @@ t0=$SECONDS
 echo "torch leg: training $((SECONDS - t0)) s"
 FER_EDGE_TORCH_MODEL="$PWD/.ci-out/torch/tutorial.pth" .venv-torch/bin/python -m pytest -q -p no:cacheprovider \
     tests/test_convert_torch.py tests/test_convert_onnx.py
+# the docs' PyTorch export line (skipped in the main environment, which has no torch)
+.venv-torch/bin/python -m pytest -q -p no:cacheprovider tests/test_docs.py -k "documented_command and torch"
 echo "torch leg: $((SECONDS - start)) s"
