@@ -16,8 +16,10 @@ from fer_edge.runtime.core.errors import ModelError, require
 ONNX2TF_PIP = "pip install --no-deps onnx2tf==1.29.24 onnx-graphsurgeon sng4onnx psutil 'tf_keras==2.21.*'"
 
 
-def onnx_to_saved_model(onnx_path: Path, folder: Path, softmax: bool, log) -> None:
-    """`onnx_path` (the user's graph; `softmax`: append one, the model outputs logits) as a SavedModel."""
+def onnx_to_saved_model(onnx_path: Path, folder: Path, softmax: bool, log, keep_input: str | None = None) -> None:
+    """`onnx_path` (the user's graph; `softmax`: append one, the model outputs logits) as a SavedModel;
+    `keep_input`: the name of a channels-last input, which onnx2tf must not transpose (it takes 4-D inputs
+    for channels-first otherwise)."""
     tf = require("tensorflow", "convert")
     try:
         import onnx2tf
@@ -28,7 +30,8 @@ def onnx_to_saved_model(onnx_path: Path, folder: Path, softmax: bool, log) -> No
         with quiet():
             model = onnx2tf.convert(input_onnx_file_path=str(onnx_path), output_folder_path=str(folder.parent / "o2tf"),
                                     disable_model_save=True, non_verbose=True, not_use_onnxsim=True,
-                                    verbosity="error")
+                                    verbosity="error",
+                                    keep_shape_absolutely_input_names=[keep_input] if keep_input else None)
     except SystemExit:  # onnx2tf exits on an operator it cannot convert
         raise ModelError(f"{onnx_path.name}: onnx2tf cannot convert this graph to TensorFlow") from None
     except Exception as exc:  # onnx2tf raises assorted types; report one line

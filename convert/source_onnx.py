@@ -167,7 +167,13 @@ class OnnxSource:
     def write_saved_model(self, folder: Path, log) -> None:
         from fer_edge.convert.onnx_tflite import onnx_to_saved_model
 
-        onnx_to_saved_model(self.original, folder, self.appended_softmax, log)
+        keep = None
+        if self.layout == "NHWC":
+            onnx = require("onnx", "convert")
+            model = onnx.load(str(self.original), load_external_data=False)
+            init = {t.name for t in model.graph.initializer}
+            keep = next(i.name for i in model.graph.input if i.name not in init)
+        onnx_to_saved_model(self.original, folder, self.appended_softmax, log, keep)
 
     def close(self) -> None:
         self._session = None
