@@ -51,21 +51,13 @@ def fer_vgg(data: str, work: Path) -> dict:
 
 
 def tutorial(data: str, work: Path, state_dict: str) -> dict:
-    import torch
-
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from torch_tutorial_net import TutorialNet
+    from torch_tutorial_net import load_and_export
 
-    net = TutorialNet()
-    net.load_state_dict(torch.load(state_dict, weights_only=True))
-    net.eval()
-    example = (torch.rand(1, 1, 48, 48),)
-    torch.export.save(torch.export.export(net, example), work / "tutorial.pt2")
-    torch.onnx.export(net, example, work / "tutorial.onnx", input_names=["input"], output_names=["logits"],
-                      dynamic_axes={"input": {0: "N"}}, dynamo=False)
+    pt2, onnx = load_and_export(state_dict, work)
     cls = f"{ROOT}/benchmarks/torch_tutorial_net.py:TutorialNet"
-    return {"onnx": convert(str(work / "tutorial.onnx"), work / "t-onnx", FLAGS, data),
-            "pt2": convert(str(work / "tutorial.pt2"), work / "t-pt2", FLAGS, data),
+    return {"onnx": convert(str(onnx), work / "t-onnx", FLAGS, data),
+            "pt2": convert(str(pt2), work / "t-pt2", FLAGS, data),
             "pth": convert(state_dict, work / "t-pth", ["--torch-class", cls, *FLAGS], data)}
 
 

@@ -20,3 +20,19 @@ class TutorialNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))
+
+
+def load_and_export(state_dict: str, folder) -> tuple:
+    """The trained network from its state_dict, saved as the two other files fer-convert reads:
+    (folder/tutorial.pt2 by torch.export, folder/tutorial.onnx by torch.onnx.export)."""
+    from pathlib import Path
+
+    net = TutorialNet()
+    net.load_state_dict(torch.load(state_dict, weights_only=True))
+    net.eval()
+    example = (torch.rand(1, 1, 48, 48),)
+    pt2, onnx = Path(folder) / "tutorial.pt2", Path(folder) / "tutorial.onnx"
+    torch.export.save(torch.export.export(net, example), pt2)
+    torch.onnx.export(net, example, onnx, input_names=["input"], output_names=["logits"],
+                      dynamic_axes={"input": {0: "N"}}, dynamo=False)
+    return pt2, onnx

@@ -88,7 +88,7 @@ def test_a_hostile_onnx_file_is_one_line_exit_2_and_leaves_nothing(tmp_path, cap
     assert not out.exists()
 
 
-def test_an_onnx_model_converts_to_onnx_and_tflite_and_runs_with_no_flags(tmp_path, fer2013):
+def test_an_onnx_model_converts_to_onnx_and_tflite_and_runs_with_no_flags(tmp_path, fer2013, data_dir):
     """Channels-first, logits out: the files take N x H x W x C faces, end in a softmax, carry the metadata,
     and score the same faces alike (onnxruntime's reference, onnx2tf's TFLite)."""
     from fer_edge.runtime.model.backends import Classifier
@@ -106,6 +106,12 @@ def test_an_onnx_model_converts_to_onnx_and_tflite_and_runs_with_no_flags(tmp_pa
         probs[name] = clf.predict(faces)
     np.testing.assert_allclose(probs["tiny_fp32.onnx"].sum(1), 1.0, atol=1e-5)
     np.testing.assert_allclose(probs["tiny_fp32.onnx"], probs["tiny_fp32.tflite"], atol=1e-4)
+    from fer_edge.convert.bench import main as bench  # fer-bench measures them like any other file
+
+    assert bench([str(out / "tiny_fp32.onnx"), str(out / "tiny_fp32.tflite"), "--data", str(data_dir), "--quick",
+                  "--threads", "1", "--batches", "1", "--json", str(tmp_path / "bench.json")]) == 0
+    text = (tmp_path / "bench.json").read_text()
+    assert "tiny_fp32.onnx" in text and "tiny_fp32.tflite" in text
 
 
 def test_an_operator_tflite_cannot_express_fails_those_formats_and_the_onnx_ones_ship(tmp_path, capfd):

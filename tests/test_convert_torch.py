@@ -105,16 +105,10 @@ def test_the_trained_tutorial_network_converts_by_all_three_routes(tmp_path, dat
     from fer_edge.runtime.model.backends import Classifier
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from torch_tutorial_net import TutorialNet
+    from torch_tutorial_net import load_and_export
 
-    net = TutorialNet()
-    net.load_state_dict(torch.load(TRAINED, weights_only=True))
-    net.eval()
-    example = (torch.rand(1, 1, 48, 48),)
-    torch.export.save(torch.export.export(net, example), tmp_path / "tutorial.pt2")
-    torch.onnx.export(net, example, tmp_path / "tutorial.onnx", input_names=["input"], output_names=["logits"],
-                      dynamic_axes={"input": {0: "N"}}, dynamo=False)
-    routes = {"onnx": [str(tmp_path / "tutorial.onnx")], "pt2": [str(tmp_path / "tutorial.pt2")],
+    pt2, onnx = load_and_export(TRAINED, tmp_path)
+    routes = {"onnx": [str(onnx)], "pt2": [str(pt2)],
               "pth": [TRAINED, "--torch-class", f"{ROOT}/benchmarks/torch_tutorial_net.py:TutorialNet"]}
     test = fer2013.subset("PrivateTest")
     tops = {}
