@@ -133,8 +133,8 @@ def load_source(path: str | os.PathLike, label_set: str | None = None, normalize
         raise ModelError(missing_model(path))
     suffix = "folder" if path.is_dir() else path.suffix.lower()
     if suffix not in SOURCES:
-        raise ModelError(f"{path}: fer-convert reads .keras, .h5, SavedModel folders, .onnx, and PyTorch .pt2 or "
-                         f".pth/.pt with --torch-class: found {path.suffix or 'no suffix'!r}")
+        raise ModelError(f"{path}: fer-convert reads models: expected .keras, .h5, a SavedModel folder, .onnx, or "
+                         f"PyTorch .pt2 (or .pth with --torch-class), found {path.suffix or 'no suffix'!r}")
     if torch_class and suffix not in TORCH_SUFFIXES:
         raise ModelError(f"--torch-class applies to PyTorch files ({', '.join(TORCH_SUFFIXES)}), not to {path.name}")
     flags = (label_set, normalize, equalize)
