@@ -53,7 +53,7 @@ def train_epoch(model, opt, sched, x, y, batch: int, gen: torch.Generator, bf16:
         loss.backward()
         opt.step()
         sched.step()
-        total += float(loss)
+        total += float(loss.detach())
     return total / max(1, len(x) // batch)
 
 
