@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 
 from fer_edge.runtime.core.errors import FerEdgeError, cli_main
+from fer_edge.runtime.core import stop
+from fer_edge.runtime.core.stop import check as check_stop
 from fer_edge.runtime.cli_args import (add_mqtt_arguments, add_preview_arguments, classifier_options,
                                       detector_arguments, detector_options, model_arguments, mqtt_options,
                                       preview_options)
@@ -102,8 +104,9 @@ def verify(argv: list[str]) -> int:
     if a.limit is not None and a.limit < 1:
         raise FerEdgeError(f"--limit must be 1 or more, found {a.limit}")
     with OutputFile(a.json, a.force, "--json") if a.json else contextlib.nullcontext() as out:
-        clf = Classifier(resolve_model(a.model), **classifier_options(a))
-        data = load_dataset(a.data, label_set=clf.meta.label_set.name)
+        with stop.raising():  # the model and the faces: library calls without checkpoints of ours
+            clf = Classifier(resolve_model(a.model), **classifier_options(a))
+            data = load_dataset(a.data, label_set=clf.meta.label_set.name)
         for note in data.notes:
             print(f"note: {note}", file=sys.stderr)
         if not data.has_split(a.split):
@@ -209,7 +212,7 @@ def _run(a, outputs: dict, preview) -> dict:
             if a.image:  # readable lines; on stderr when stdout carries JSON (--json - | jq must parse)
                 sinks.append(PrintSink(sys.stderr if "-" in (a.json, a.summary) else None))
             if a.json:
-                sinks.append(JsonLinesSink(outputs["--json"], **json_rotation(a)))
+                sinks.append(JsonLinesSink(outputs["--json"], stream=source.live, **json_rotation(a)))
             if a.record:
                 sinks.append(RecordSink(outputs["--record"], getattr(source, "fps", 0.0), a.force))
             if a.timeline:
@@ -233,7 +236,8 @@ def _run(a, outputs: dict, preview) -> dict:
             source.close()
             raise
         notifier = _notify_ready(sinks)
-        with _stop_on_signals(stop):
+        # a live source's stop is its normal end (summary, exit 0); a file's or a folder's is an interruption
+        with _stop_on_signals(stop) if source.live else contextlib.nullcontext():
             stats = pipe.run(source, sinks, stop, a.max_frames)
         if notifier.sent:
             log.info("systemd: sent %d notifications", len(notifier.sent))
@@ -256,7 +260,8 @@ def _notify_ready(sinks: list):
 
 
 class _stop_on_signals:
-    """SIGINT/SIGTERM set `stop` (the run finishes its frame, flushes outputs, prints the summary)."""
+    """A live run: SIGINT/SIGTERM set `stop` (the run finishes its frame, flushes outputs, prints the summary
+    and exits 0: for a camera or a stream under systemd, a stop is the normal end)."""
 
     def __init__(self, stop: threading.Event):
         self.stop, self.old = stop, {}
@@ -266,6 +271,7 @@ class _stop_on_signals:
         self.stop.set()
 
     def __enter__(self):
+        check_stop()  # a stop before the live run started is an interruption (exit 130)
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self.old[sig] = signal.signal(sig, self._handler)

@@ -23,7 +23,8 @@ import numpy as np
 from fer_edge.convert.cost import model_cost
 from fer_edge.runtime.cli_args import fix_argv
 from fer_edge.runtime.data.datasets import FaceDataset, load_dataset
-from fer_edge.runtime.core.errors import cli_main, FerEdgeError
+from fer_edge.runtime.core import stop
+from fer_edge.runtime.core.errors import FerEdgeError, Interrupted, cli_main
 from fer_edge.runtime.core.fileio import atomic_output, check_out_folder, sha256_file
 from fer_edge.runtime.model.metadata import ModelMetadata, write_metadata
 from fer_edge.runtime.model.preprocess import PreprocessSpec, preprocess
@@ -241,7 +242,8 @@ def train(cfg: TrainConfig, log=print) -> Path:
     """Train as `cfg` says; every check on the user's input happens before the first write to --out."""
     from fer_edge.training.backend import import_keras
 
-    keras = import_keras()
+    with stop.raising():  # Keras's import: seconds without a checkpoint of ours
+        keras = import_keras()
     if cfg.resume:
         check_out(cfg)
         cfg = restore_config(cfg, log)
@@ -252,10 +254,11 @@ def train(cfg: TrainConfig, log=print) -> Path:
         from fer_edge.runtime.model.labels import get_label_set
         from fer_edge.training.distill import check_teachers
 
-        teachers = check_teachers(list(cfg.teacher), get_label_set(cfg.labels), cfg.input_size)
-        # a resumed run starts from its checkpoint: --init is only read again for the provenance, when still there
-        if cfg.init and (not cfg.resume or Path(cfg.init).is_file()):
-            init = check_teachers([cfg.init], get_label_set(cfg.labels), cfg.input_size, option="--init")[0]
+        with stop.raising():
+            teachers = check_teachers(list(cfg.teacher), get_label_set(cfg.labels), cfg.input_size)
+            # a resumed run starts from its checkpoint: --init is only read again for the provenance, when still there
+            if cfg.init and (not cfg.resume or Path(cfg.init).is_file()):
+                init = check_teachers([cfg.init], get_label_set(cfg.labels), cfg.input_size, option="--init")[0]
     policy = keras.mixed_precision.global_policy()
     try:
         return _train(cfg, log, keras, teachers, init)
@@ -291,15 +294,16 @@ def _train(cfg: TrainConfig, log, keras, teachers: list, init=None) -> Path:
     """The steps of a run: prepare data, teach, build or resume, fit, select (--soup), record (fer-eval)."""
     from fer_edge.training.data import make_sequence
 
-    data = _prepare_data(cfg, keras, log)
-    teaching = _teach(cfg, teachers, data, log) if teachers else None
-    seq = make_sequence(data.faces, data.y_train, data.weights, data.spec, cfg.batch_size, cfg.seed,
-                        data.augment if cfg.augment else None, workers=cfg.workers)
-    x_val = preprocess(data.val.images, data.spec)
-    gpus, strategy = _devices(cfg, keras, log)
-    out = Path(cfg.out)
-    state = json.loads((out / STATE).read_text()) if cfg.resume else {"epoch": 0, "best": -1.0, "best_epoch": -1}
-    model = _build_or_resume(cfg, keras, teachers, data.k, strategy, state, log)
+    with stop.raising():  # data, teachers and the model: library calls without checkpoints of ours
+        data = _prepare_data(cfg, keras, log)
+        teaching = _teach(cfg, teachers, data, log) if teachers else None
+        seq = make_sequence(data.faces, data.y_train, data.weights, data.spec, cfg.batch_size, cfg.seed,
+                            data.augment if cfg.augment else None, workers=cfg.workers)
+        x_val = preprocess(data.val.images, data.spec)
+        gpus, strategy = _devices(cfg, keras, log)
+        out = Path(cfg.out)
+        state = json.loads((out / STATE).read_text()) if cfg.resume else {"epoch": 0, "best": -1.0, "best_epoch": -1}
+        model = _build_or_resume(cfg, keras, teachers, data.k, strategy, state, log)
     out = prepare_out(cfg)  # the first write: every check on the user's input has passed
     if teaching and (teaching.fresh or not cfg.resume):  # prepare_out cleared an earlier run's copy
         from fer_edge.training.distill import save_targets
@@ -312,8 +316,9 @@ def _train(cfg: TrainConfig, log, keras, teachers: list, init=None) -> Path:
         f"backend {keras.backend.backend()}")
     meta = _metadata(cfg, keras, model, data, gpus, teaching, init)
     float32_copy = _float32_copier(cfg, keras, data.k, mixed=gpus > 0)
-    _fit(cfg, keras, model, seq, (x_val, data.y_val), _epoch_callback(cfg, keras, out, state, meta, float32_copy, log),
-         state, out, log)
+    with stop.raising():  # Keras traces and compiles its steps in Python for seconds: a stop raises at once
+        _fit(cfg, keras, model, seq, (x_val, data.y_val),
+             _epoch_callback(cfg, keras, out, state, meta, float32_copy, log), state, out, log)
     if cfg.soup:
         _soup(cfg, out, state, float32_copy(model), data.train, data.spec, x_val, data.val.labels, meta, log)
     from fer_edge.training.evaluate import evaluate_to
@@ -472,6 +477,10 @@ def _epoch_callback(cfg: TrainConfig, keras, out: Path, state: dict, meta: Model
             self.t0 = time.time()
 
         def on_epoch_end(self, epoch, logs=None):
+            with stop.shielded():  # the epoch's files as one: best model, history, checkpoint, state
+                self._record(epoch, logs)
+
+        def _record(self, epoch, logs):
             logs = dict(logs or {})
             val = float(logs.get("val_accuracy", 0.0))
             improved = val > state["best"]
@@ -502,6 +511,18 @@ def _epoch_callback(cfg: TrainConfig, keras, out: Path, state: dict, meta: Model
     return Epochs()
 
 
+def _stop_check(keras):
+    """A Keras callback that checks for a stop at every batch boundary (training and validation)."""
+    class StopCheck(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            stop.check()
+
+        def on_test_batch_end(self, batch, logs=None):
+            stop.check()
+
+    return StopCheck()
+
+
 def _fit(cfg: TrainConfig, keras, model, seq, validation, epochs_callback, state: dict, out: Path, log) -> None:
     """Train the epochs left (none when the run has finished or stopped early)."""
     if state["epoch"] < cfg.epochs and state["epoch"] - state["best_epoch"] <= cfg.patience:
@@ -509,8 +530,9 @@ def _fit(cfg: TrainConfig, keras, model, seq, validation, epochs_callback, state
         # Keras's own batch shuffling draws from Python's global random state, which a resume does not restore
         # a TTY gets Keras's progress bar, listed first so that it ends its line before ours is printed
         tty = sys.stdout.isatty()
+        callbacks = [_stop_check(keras), epochs_callback]  # a stop takes effect within a batch
         model.fit(seq, validation_data=validation, epochs=cfg.epochs, initial_epoch=state["epoch"],
-                  callbacks=[keras.callbacks.ProgbarLogger(), epochs_callback] if tty else [epochs_callback],
+                  callbacks=[keras.callbacks.ProgbarLogger(), *callbacks] if tty else callbacks,
                   shuffle=False, verbose=1 if tty else 0)
     else:
         log(f"{out} has finished its run ({state['epoch']} of {cfg.epochs} epochs): nothing to train")
@@ -677,9 +699,10 @@ def main(argv=None) -> int:
     )
     try:
         train(cfg, log=lambda m: print(m, flush=True))
-    except KeyboardInterrupt:
-        print("interrupted: resume with --resume", file=sys.stderr)
-        return 130
+    except (KeyboardInterrupt, Interrupted):
+        if (Path(cfg.out) / STATE).is_file():  # the epochs finished before the stop are kept
+            print(f"fer-train: resume with --resume (the finished epochs are in {cfg.out})", file=sys.stderr)
+        raise  # cli_main: exit 130 with its one line
     return 0
 
 

@@ -8,6 +8,7 @@ import stat
 import sys
 from pathlib import Path
 
+from fer_edge.runtime.core import stop
 from fer_edge.runtime.core.errors import FerEdgeError
 
 
@@ -80,13 +81,18 @@ class OutputFile:
 
     def commit(self) -> None:
         if self.tmp is not None:
-            os.replace(self.tmp, self.path)
-            self.tmp = None
+            if stop.requested():  # nothing is renamed into place after a stop, whatever swallowed it before
+                self.discard()
+                stop.check()
+            with stop.shielded():
+                os.replace(self.tmp, self.path)
+                self.tmp = None
 
     def discard(self) -> None:
         if self.tmp is not None:
-            self.tmp.unlink(missing_ok=True)
-            self.tmp = None
+            with stop.shielded():
+                self.tmp.unlink(missing_ok=True)
+                self.tmp = None
 
     def __enter__(self) -> "OutputFile":
         return self
@@ -96,6 +102,14 @@ class OutputFile:
             self.commit()
         else:
             self.discard()
+
+
+def commit_all(outputs: list[OutputFile]) -> None:
+    """Several outputs of one command renamed into place together, once their writing is over: after a stop,
+    none of them (each commit checks, and this checks before the first)."""
+    stop.check()
+    for out in outputs:
+        out.commit()
 
 
 def check_distinct(paths: dict[str, str | os.PathLike | None]) -> None:
