@@ -134,14 +134,14 @@ def evaluate_to(model_path, ds: FaceDataset, out_dir, history=None, log=print, u
         return outputs[-1].target
 
     try:
-        with stop.raising():  # Keras's predict over a whole split: no checkpoint of ours inside
+        with stop.raising():  # Keras's predict over a whole split, matplotlib: no checkpoint of ours inside
             reports = _evaluate_splits(src, ds, splits, log, plots and staged, model_path)
-        doc = {"model": str(model_path), "data": ds.source, "splits": reports}
-        staged("report.json").write_text(json.dumps(doc, indent=1))
-        staged("report.md").write_text(markdown(reports, f"Evaluation of {Path(model_path).name}"))
-        if plots and history and Path(history).is_file():
-            plot_curves(Path(history), staged("curves.png"))
-        commit_all(outputs)
+            doc = {"model": str(model_path), "data": ds.source, "splits": reports}
+            staged("report.json").write_text(json.dumps(doc, indent=1))
+            staged("report.md").write_text(markdown(reports, f"Evaluation of {Path(model_path).name}"))
+            if plots and history and Path(history).is_file():
+                plot_curves(Path(history), staged("curves.png"))
+            commit_all(outputs)  # all or none, whenever the stop comes
     except BaseException:
         for out in outputs:
             out.discard()

@@ -477,10 +477,6 @@ def _epoch_callback(cfg: TrainConfig, keras, out: Path, state: dict, meta: Model
             self.t0 = time.time()
 
         def on_epoch_end(self, epoch, logs=None):
-            with stop.shielded():  # the epoch's files as one: best model, history, checkpoint, state
-                self._record(epoch, logs)
-
-        def _record(self, epoch, logs):
             logs = dict(logs or {})
             val = float(logs.get("val_accuracy", 0.0))
             improved = val > state["best"]

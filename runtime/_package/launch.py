@@ -17,7 +17,7 @@ def _record(signum, _frame) -> None:
     _early.append(signum)
 
 
-def _launch(module: str) -> None:
+def _launch(module: str, argv: list[str] | None) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         if signal.getsignal(sig) is not signal.SIG_IGN:  # `nohup`, a shell's `&`: an ignored signal stays so
             signal.signal(sig, _record)
@@ -29,7 +29,7 @@ def _launch(module: str) -> None:
     try:
         with stop.raising():  # the command's imports: a stop ends them at once
             main = importlib.import_module(module).main
-        code = main()
+        code = main(argv)
     except (stop.Interrupted, KeyboardInterrupt):
         print(f"interrupted ({stop.requested() or 'SIGINT'})", file=sys.stderr)
         code = 130
@@ -40,25 +40,16 @@ def _launch(module: str) -> None:
     sys.exit(code)
 
 
-def fer_edge() -> None:
-    _launch("fer_edge.runtime.cli")
+def _entry(module: str):
+    def entry(argv: list[str] | None = None) -> None:
+        _launch(module, argv)
+
+    return entry
 
 
-def fer_convert() -> None:
-    _launch("fer_edge.convert.cli")
-
-
-def fer_train() -> None:
-    _launch("fer_edge.training.train")
-
-
-def fer_eval() -> None:
-    _launch("fer_edge.training.evaluate")
-
-
-def fer_explain() -> None:
-    _launch("fer_edge.training.explain")
-
-
-def fer_bench() -> None:
-    _launch("fer_edge.convert.bench")
+fer_edge = _entry("fer_edge.runtime.cli")
+fer_convert = _entry("fer_edge.convert.cli")
+fer_train = _entry("fer_edge.training.train")
+fer_eval = _entry("fer_edge.training.evaluate")
+fer_explain = _entry("fer_edge.training.explain")
+fer_bench = _entry("fer_edge.convert.bench")

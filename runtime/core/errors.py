@@ -52,7 +52,6 @@ def cli_main(fn):
     any of them. A stop is recorded by runtime/core/stop.py and acted on at our own checkpoints; once one has
     arrived nothing is committed and the command exits 130 whatever a library made of it."""
     import functools
-    import gc
     import sys
 
     from fer_edge.runtime.core import stop
@@ -69,7 +68,6 @@ def cli_main(fn):
                 code = fn(argv) or OK
                 return interrupted() if stop.requested() else code
             except (KeyboardInterrupt, Interrupted):
-                gc.collect()  # the stopped work's objects (a TensorFlow dataset iterator) go while Python can run them
                 return interrupted()
             except (FerEdgeError, OSError) as exc:
                 if stop.requested():  # whatever a library made of the signal, the command was told to stop

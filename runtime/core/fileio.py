@@ -80,13 +80,12 @@ class OutputFile:
         return open(self.target, mode, **kwargs)
 
     def commit(self) -> None:
+        commit_all([self])
+
+    def _rename(self) -> None:
         if self.tmp is not None:
-            if stop.requested():  # nothing is renamed into place after a stop, whatever swallowed it before
-                self.discard()
-                stop.check()
-            with stop.shielded():
-                os.replace(self.tmp, self.path)
-                self.tmp = None
+            os.replace(self.tmp, self.path)
+            self.tmp = None
 
     def discard(self) -> None:
         if self.tmp is not None:
@@ -99,17 +98,25 @@ class OutputFile:
 
     def __exit__(self, exc_type, *_):
         if exc_type is None:
-            self.commit()
+            try:
+                self.commit()
+            except BaseException:  # refused after a stop, or the rename failed: no file is left behind
+                self.discard()
+                raise
         else:
             self.discard()
 
 
 def commit_all(outputs: list[OutputFile]) -> None:
-    """Several outputs of one command renamed into place together, once their writing is over: after a stop,
-    none of them (each commit checks, and this checks before the first)."""
-    stop.check()
-    for out in outputs:
-        out.commit()
+    """Outputs renamed into place together, once their writing is over: after a stop none of them (they are
+    removed), and a stop arriving during the renames does not cut them in half."""
+    if stop.requested():  # nothing is renamed into place after a stop, whatever swallowed it before
+        for out in outputs:
+            out.discard()
+        stop.check()
+    with stop.shielded():
+        for out in outputs:
+            out._rename()
 
 
 def check_distinct(paths: dict[str, str | os.PathLike | None]) -> None:
