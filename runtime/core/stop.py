@@ -1,14 +1,15 @@
 """A stop is a stop: how every fer-* command takes SIGTERM and SIGINT.
 
 The signal handler only records the signal. Our code acts on it at points it controls: `check()` at the step
-boundaries of long loops (a frame, a batch, a recipe, an epoch), and every commit point calls `check()` before
-it renames anything into place, so it refuses to commit once a stop has arrived, so an exception swallowed inside a
-library can never lead to files written after the stop. Inside `raising()` (a long library call with no
-checkpoint of ours: a TensorFlow conversion, Keras tracing a training step) the handler also raises at once,
-except inside `shielded()` (the commits and cleanups); if that lands in a library's
-`__del__`, Python's "Exception ignored" report of it is silenced (the stop is recorded, the next check acts).
-`installed()` (used by cli_main) also gives the command a private TMPDIR, removed at its end, so whatever a
-library leaves in its temporary folder when it is stopped goes too. Imports nothing of ours."""
+boundaries of long loops (a frame, a batch, a recipe, a calibration step), and every commit point refuses to
+rename anything into place once a stop has arrived (runtime/core/fileio.py's commit_all, convert's Staging),
+so an exception swallowed inside a library can never lead to files written after the stop. Inside
+`raising()` (a long library call with no checkpoint of ours: TensorFlow's import and conversion, Keras
+tracing a training step) the handler also raises at once, except inside `shielded()` (the renames and
+cleanups, never cut in half); if the raise lands in a library's `__del__`, Python's "Exception ignored"
+report of it is silenced (the stop is recorded, the next check acts). `installed()` (used by cli_main) also
+gives the command a private TMPDIR, removed at its end, so whatever a library leaves in its temporary folder
+when it is stopped goes too. Imports nothing of ours."""
 from __future__ import annotations
 
 import contextlib
@@ -103,8 +104,11 @@ def installed():
     old_hook, old_tempdir, old_env = sys.unraisablehook, tempfile.tempdir, os.environ.get("TMPDIR")
     depth, _raising[0] = _raising[0], 0  # (a stop recorded by the launcher, before the command, is kept)
     sys.unraisablehook = _silence_interrupted(old_hook)
-    scratch = tempfile.mkdtemp(prefix="fer-edge-run-")
-    tempfile.tempdir = os.environ["TMPDIR"] = scratch
+    try:
+        scratch = tempfile.mkdtemp(prefix="fer-edge-run-")
+        tempfile.tempdir = os.environ["TMPDIR"] = scratch
+    except OSError:  # no writable temporary folder (a locked-down service): the libraries will say so if they need one
+        scratch = None
     try:
         yield
     finally:
@@ -115,7 +119,8 @@ def installed():
             os.environ.pop("TMPDIR", None)
         else:
             os.environ["TMPDIR"] = old_env
-        shutil.rmtree(scratch, ignore_errors=True)
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
         sys.unraisablehook = old_hook
         for s, handler in old.items():
             signal.signal(s, handler)

@@ -61,6 +61,7 @@ def litert_interpreter(path: str | os.PathLike, threads: int | None = None, kern
         try:
             mod = importlib.import_module(name)
         except ImportError:
+            stop.check()  # a stop swallowed inside the import must not send us on to TensorFlow's (seconds)
             continue
         mod = getattr(mod, "lite", mod)  # tensorflow -> tensorflow.lite
         kwargs = {"model_path": str(path), "num_threads": threads}
