@@ -1,7 +1,8 @@
 """A stop is a stop (issue 35): SIGTERM and SIGINT, alternated, at 20 moments spread over the whole run of five
 finite commands (fer-convert on a small Keras model, fer-train for one short epoch, fer-eval, fer-edge verify,
-fer-edge on a video). Every stopped run exits 130 within 5 s of its signal, says `interrupted (SIG...)` last,
-prints no traceback and no "Exception ignored", and leaves no temporary file (in its TMPDIR or beside its
+fer-edge on a video). Every stopped run exits 130 within 5 s of its signal (scaled by the machine's load
+beyond its cores), prints at most one progress line after it (the stop took effect at the next step), says
+`interrupted (SIG...)` last, prints no traceback and no "Exception ignored", and leaves no temporary file (in its TMPDIR or beside its
 outputs) and no output file committed after the signal (its ctime, set by the rename into place, is later
 than the signal): fer-train keeps the epochs it had finished before it, for --resume.
 
@@ -12,6 +13,7 @@ machine's speed instead of hard-coded seconds. The five commands run two at a ti
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -28,7 +30,18 @@ pytestmark = [pytest.mark.data, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
 FRACTIONS = (0.06, 0.3, 0.55, 0.8)  # of the unkilled run's wall time: startup, middle, late work
-STOP_WITHIN = 5.0  # seconds from the signal to the process's end
+STOP_WITHIN = 5.0  # seconds from the signal to the process's end, on a machine not loaded beyond its cores
+# our progress lines (fer-convert's clock, epochs, accuracies, "wrote"): after the signal, at most the one
+# being printed as it came; more means the work went on past its next step
+PROGRESS = re.compile(r"^\[ *\d+\.\ds\]|^epoch \d|accuracy|^wrote |^best validation", re.M)
+
+
+def _stop_within() -> float:
+    """5 s, times how far the machine is loaded beyond its cores (CI shares 2 cores with other jobs): the
+    5 s hold on a quiet machine; under load the step check (PROGRESS) is what shows the stop took effect."""
+    return STOP_WITHIN * max(1.0, os.getloadavg()[0] / (os.cpu_count() or 1))
+
+
 FINISHED = "finished before its signal"
 
 
@@ -67,16 +80,16 @@ def _handles_signals(pid: int) -> bool:
 
 
 def _start(argv: list[str], folder: Path) -> tuple[subprocess.Popen, Path, Path]:
-    scratch, err = folder / "tmpdir", folder / "stderr.txt"
+    scratch, err = folder / "tmpdir", folder / "output.txt"
     scratch.mkdir(parents=True)
     with open(err, "w") as f:
-        proc = subprocess.Popen([str(a) for a in argv], stdout=subprocess.DEVNULL, stderr=f, cwd=folder,
+        proc = subprocess.Popen([str(a) for a in argv], stdout=f, stderr=subprocess.STDOUT, cwd=folder,
                                 env={**os.environ, "TMPDIR": str(scratch), "PYTHONUNBUFFERED": "1"})
     return proc, scratch, err
 
 
 def _files(folder: Path) -> list[Path]:
-    return [p for p in folder.rglob("*") if p.is_file() and p.parent.name != "tmpdir" and p.name != "stderr.txt"]
+    return [p for p in folder.rglob("*") if p.is_file() and p.parent.name != "tmpdir" and p.name != "output.txt"]
 
 
 def _whole_run(argv, outputs: list[str], folder: Path) -> float:
@@ -101,7 +114,8 @@ def _stopped_run(argv, folder: Path, after: float, sig: int) -> str:
             time.sleep(0.02)
         if proc.poll() is not None:  # faster than the unkilled run (the machine's load changed): try earlier
             return FINISHED
-        sent = time.time()
+        sent, before = time.time(), err.stat().st_size
+        bound = _stop_within()
         proc.send_signal(sig)
         t1 = time.monotonic()
         try:
@@ -109,6 +123,8 @@ def _stopped_run(argv, folder: Path, after: float, sig: int) -> str:
         except subprocess.TimeoutExpired:
             return f"still running 60 s after {signal.Signals(sig).name}"
         took = time.monotonic() - t1
+        print(f"{argv[0].name} {' '.join(str(a) for a in argv[1:2])}: {signal.Signals(sig).name} at {after:.1f} s, "
+              f"ended {took:.2f} s later (load {os.getloadavg()[0]:.1f})")
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -120,8 +136,11 @@ def _stopped_run(argv, folder: Path, after: float, sig: int) -> str:
         problems.append(f"exit {rc}, last line {text.strip().splitlines()[-1:]}")
     if "Traceback" in text or "Exception ignored" in text:
         problems.append("a traceback on stderr")
-    if took > STOP_WITHIN:
-        problems.append(f"ended {took:.1f} s after the signal")
+    if took > bound:
+        problems.append(f"ended {took:.1f} s after the signal (allowed {bound:.1f} s at this load)")
+    went_on = PROGRESS.findall(err.read_bytes()[before:].decode(errors="replace"))
+    if len(went_on) > 1:
+        problems.append(f"worked on after the signal: {went_on}")
     if list(scratch.iterdir()):
         problems.append(f"left in TMPDIR: {sorted(p.name for p in scratch.iterdir())}")
     # a rename into place (or a write) sets the file's ctime: nothing may be committed after the signal; what
