@@ -208,11 +208,14 @@ def _run(a, outputs: dict, preview) -> dict:
         source = open_source(a.source or a.image, camera=a.camera, picamera=a.picamera, loop=a.loop,
                              stall_timeout=a.stall_timeout)
         sinks = []
+        # a service (a live source, or a stream for others: --mqtt, --serve) ends when it is stopped: summary,
+        # exit 0; a file's or a folder's run writing files is finite work: a stop is an interruption (130)
+        service = source.live or bool(a.mqtt) or preview is not None
         try:
             if a.image:  # readable lines; on stderr when stdout carries JSON (--json - | jq must parse)
                 sinks.append(PrintSink(sys.stderr if "-" in (a.json, a.summary) else None))
             if a.json:
-                sinks.append(JsonLinesSink(outputs["--json"], stream=source.live, **json_rotation(a)))
+                sinks.append(JsonLinesSink(outputs["--json"], stream=service, **json_rotation(a)))
             if a.record:
                 sinks.append(RecordSink(outputs["--record"], getattr(source, "fps", 0.0), a.force))
             if a.timeline:
@@ -236,8 +239,7 @@ def _run(a, outputs: dict, preview) -> dict:
             source.close()
             raise
         notifier = _notify_ready(sinks)
-        # a live source's stop is its normal end (summary, exit 0); a file's or a folder's is an interruption
-        with _stop_on_signals(stop) if source.live else contextlib.nullcontext():
+        with _stop_on_signals(stop) if service else contextlib.nullcontext():
             stats = pipe.run(source, sinks, stop, a.max_frames)
         if notifier.sent:
             log.info("systemd: sent %d notifications", len(notifier.sent))
