@@ -105,15 +105,15 @@ def _whole_run(argv, outputs: list[str], folder: Path) -> float:
     return seconds
 
 
-def _stopped_run(argv, folder: Path, after: float, sig: int) -> str:
-    """One run stopped `after` seconds in; '' when it behaved, else what went wrong."""
+def _stopped_run(argv, folder: Path, after: float, sig: int) -> tuple[str, float]:
+    """One run stopped `after` seconds in: ('' when it behaved, else what went wrong; its seconds)."""
     proc, scratch, err = _start(argv, folder)
     try:
         t0 = time.monotonic()
         while (time.monotonic() - t0 < after or not _handles_signals(proc.pid)) and proc.poll() is None:
             time.sleep(0.02)
         if proc.poll() is not None:  # faster than the unkilled run (the machine's load changed): try earlier
-            return FINISHED
+            return FINISHED, time.monotonic() - t0
         sent, before = time.time(), err.stat().st_size
         bound = _stop_within()
         proc.send_signal(sig)
@@ -121,7 +121,7 @@ def _stopped_run(argv, folder: Path, after: float, sig: int) -> str:
         try:
             rc = proc.wait(60)
         except subprocess.TimeoutExpired:
-            return f"still running 60 s after {signal.Signals(sig).name}"
+            return f"still running 60 s after {signal.Signals(sig).name}", after + 60
         took = time.monotonic() - t1
         print(f"{argv[0].name} {' '.join(str(a) for a in argv[1:2])}: {signal.Signals(sig).name} at {after:.1f} s, "
               f"ended {took:.2f} s later (load {os.getloadavg()[0]:.1f})")
@@ -148,7 +148,7 @@ def _stopped_run(argv, folder: Path, after: float, sig: int) -> str:
     late = [str(p.relative_to(folder)) for p in _files(folder) if p.name.startswith(".") or p.stat().st_ctime > sent]
     if late:
         problems.append(f"written after the signal: {late}")
-    return "; ".join(problems) + (f"\n{text[-2000:]}" if problems else "")
+    return "; ".join(problems) + (f"\n{text[-2000:]}" if problems else ""), after + took
 
 
 def _case(name, argv_for, outputs, base: Path, first_signal: int) -> list[str]:
@@ -157,12 +157,12 @@ def _case(name, argv_for, outputs, base: Path, first_signal: int) -> list[str]:
     for i, fraction in enumerate(FRACTIONS):
         sig = (signal.SIGTERM, signal.SIGINT)[(first_signal + i) % 2]
         problem, after = FINISHED, fraction * whole
-        for attempt in range(3):  # a run that ends before its moment is tried again at two thirds of the moment
+        for attempt in range(3):  # a run that ended before its moment shows the machine's speed now: try again
             folder = base / f"stop{i}-{attempt}"
-            problem = _stopped_run(argv_for(folder), folder, after, sig)
+            problem, seconds = _stopped_run(argv_for(folder), folder, after, sig)
             if problem != FINISHED:
                 break
-            after *= 2 / 3
+            after = fraction * seconds
         if problem:
             failures.append(f"{name} at {fraction:.0%} of {whole:.1f} s, {signal.Signals(sig).name}: {problem}")
     return failures
