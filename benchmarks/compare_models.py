@@ -19,7 +19,6 @@ difference is real; a large one says these faces cannot tell the two apart. The 
 from __future__ import annotations
 
 import argparse
-import csv
 import platform
 import sys
 from pathlib import Path
@@ -28,10 +27,9 @@ import cv2
 import numpy as np
 
 from fer_edge.runtime.model.backends import Classifier
-from fer_edge.runtime.data.datasets import (IMAGE_SUFFIXES, FaceDataset, class_folders, ferplus_csv, ferplus_majority_as,
-                                       load_dataset, read_ferplus)
+from fer_edge.runtime.data.datasets import (FaceDataset, ferplus_csv, ferplus_majority_as, load_dataset,
+                                            read_ferplus, read_photo_labels)
 from fer_edge.runtime.core.errors import DataError, FerEdgeError, cli_main
-from fer_edge.runtime.model.labels import canonical
 from fer_edge.runtime.data.metrics import mcnemar_exact, wilson_interval
 from fer_edge.runtime.recognize.pipeline import Pipeline, PipelineOptions
 from fer_edge.runtime.model.shipped import missing_model
@@ -57,33 +55,6 @@ def fer2013_sets(fer2013: FaceDataset, plus: FaceDataset | None, clf: Classifier
             b = b.take(np.flatnonzero(pred[b.rows] >= 0))
             sets[f"FER+ majority {split}"] = (b.labels, pred[b.rows])
     return sets
-
-
-def read_photo_labels(folder: Path, labels: tuple[str, ...], limit: int | None) -> list[tuple[Path, int]]:
-    """(photo, class) from labels.csv (file,label rows), or from class folders (folder/<class>/*.jpg) when
-    there is none; other datasets' class names are understood, a class the model lacks is left out."""
-    path = folder / "labels.csv"
-    if not path.is_file():
-        return _class_folder_photos(folder, labels, limit)
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows or not {"file", "label"} <= set(rows[0]):
-        raise DataError(f"{path}: expected columns file and label, found {', '.join(rows[0]) if rows else 'no rows'}")
-    out = []
-    for i, row in enumerate(rows[:limit] if limit else rows, start=2):
-        if canonical(row["label"]) not in labels:
-            raise DataError(f"{path} line {i}: label {row['label']!r} is not one of the model's ({', '.join(labels)})")
-        out.append((folder / row["file"], labels.index(canonical(row["label"]))))
-    return out
-
-
-def _class_folder_photos(folder: Path, labels: tuple[str, ...], limit: int | None) -> list[tuple[Path, int]]:
-    found = class_folders(folder, labels)[0] if folder.is_dir() else []
-    if not found:
-        raise DataError(f"{folder}: expected a labels.csv of file,label rows or one folder per class "
-                        f"({', '.join(labels)}), found neither")
-    out = [(f, label) for d, label in found for f in sorted(d.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
-    return out[:limit] if limit else out
 
 
 def photo_predictions(pipe: Pipeline, photos: list[tuple[Path, int]], transform=None) -> np.ndarray:

@@ -21,6 +21,7 @@ file is given.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import statistics
@@ -396,7 +397,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", default="1,2", help="interpreter threads for latency (default 1,2)")
     p.add_argument("--batches", default="1,8", help="batch sizes for latency (default 1,8)")
     p.add_argument("--quick", action="store_true", help="few repeats, 256 faces, 15 frames: for tests, not for numbers")
-    p.add_argument("--json", metavar="FILE", help="write the full results as JSON")
+    p.add_argument("--json", metavar="FILE", help="write the full results as JSON (- for standard output: the report then goes to stderr)")
     p.add_argument("--markdown", metavar="FILE", help="write the Markdown report (e.g. BENCHMARKS.md)")
     p.add_argument("--note", help="a paragraph put at the top of the Markdown (e.g. why the figures are provisional)")
     p.add_argument("--force", action="store_true", help="overwrite existing output files")
@@ -411,9 +412,10 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     a = parser().parse_args(argv)
     log = lambda msg: print(f"fer-bench: {msg}", file=sys.stderr, flush=True)  # noqa: E731
+    json_stdout = a.json == "-"  # --json -: only the JSON on stdout, the Markdown report on stderr
     try:
         for out in (a.json, a.markdown):
-            if out:
+            if out and out != "-":
                 check_writable(out, a.force)  # before minutes of measuring, not after
         models = discover(a.models)
         check_one_model(models)
@@ -430,13 +432,13 @@ def main(argv=None) -> int:
         doc["command"] = shlex.join(["fer-bench", *argv])
         doc["note"] = a.note
         text = markdown(doc)
-        if a.json:
-            import json
-
+        if a.json and not json_stdout:
             write_text(a.json, json.dumps(doc, indent=1) + "\n")
         if a.markdown:
             write_text(a.markdown, with_other_sections(text, a.markdown))
-        print(text)
+        print(text, file=sys.stderr if json_stdout else sys.stdout)
+        if json_stdout:
+            print(json.dumps(doc, indent=1), flush=True)
         log(f"done in {doc['seconds'] + export_seconds:.0f} s")
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

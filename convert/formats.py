@@ -35,6 +35,7 @@ class ExportContext:
     _saved_model: Path | None = None
     _onnx_fp32: Path | None = None
     onnx_info: dict = field(default_factory=dict)  # how the float ONNX graph was made, for the record
+    confidence: dict = field(default_factory=dict)  # the sure/unsure threshold every file carries (its metadata)
 
     def workdir(self) -> Path:
         if self._tmp is None:

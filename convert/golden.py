@@ -22,6 +22,7 @@ from fer_edge.convert.report import Reference
 from fer_edge.runtime.data.datasets import FaceDataset, load_dataset, split_code
 from fer_edge.runtime.core.errors import cli_main, DataError, ModelError
 from fer_edge.runtime.core.fileio import atomic_output
+from fer_edge.runtime.data.golden import match_rows
 
 KEYS = ("rows", "labels", "probs", "model_sha256", "model", "label_set", "split")
 
@@ -64,8 +65,7 @@ def load_golden(path: str | Path, ds: FaceDataset) -> tuple[Reference, np.ndarra
         raise DataError(f"{path}: golden outputs are for label set {g['label_set']}, the data has {ds.label_set.name}")
     if ds.rows is None:
         raise DataError(f"{ds.source}: golden outputs are keyed by FER2013 row: use the .npz or .csv")
-    pos = np.searchsorted(ds.rows, g["rows"])
-    ok = (pos < len(ds.rows)) & (ds.rows[np.minimum(pos, len(ds.rows) - 1)] == g["rows"])
+    pos, ok = match_rows(ds.rows, g["rows"])
     if not ok.all() or not np.array_equal(ds.labels[pos], g["labels"].astype(np.int64)) \
             or not np.all(ds.split[pos] == split_code(str(g["split"]))):
         raise DataError(f"{ds.source}: does not hold the {len(g['rows'])} {g['split']} faces of {path} "

@@ -231,6 +231,22 @@ def _measure_reference(src, ev: EvalSet | None, model_path: Path, log) -> tuple[
     return ref_probs, reference
 
 
+def _confidence(src, ds, log) -> dict:
+    """The sure/unsure threshold every exported file carries, chosen on the reference's PublicTest probabilities
+    (runtime.data.confidence); none without PublicTest faces (the runtime then calls every face sure)."""
+    from fer_edge.runtime.data.confidence import SPLIT, choose_threshold
+
+    if ds is None or not ds.has_split(SPLIT):
+        log(f"note: no {SPLIT} faces in --data: the files carry no confidence threshold (every face counts as sure "
+            "unless fer-edge is given --min-confidence)")
+        return {}
+    faces = ds.subset(SPLIT)
+    doc = choose_threshold(src.predict(faces.images), faces.labels)
+    log(f"confidence threshold {doc['threshold']:.4f} ({doc['rule']}): sure faces {100 * doc['accuracy_sure']:.2f}% "
+        f"right against {100 * doc['accuracy_all']:.2f}% of all")
+    return doc
+
+
 @dataclass
 class _Exported:
     """What the export loop leaves: per format its report entry and its staged file, and the recipe searches."""
@@ -248,7 +264,7 @@ def _export_one(fmt: Format, ctx: ExportContext, tmp: Path, base_prov: dict, cal
     prov = dict(base_prov, format=fmt.name, recipe=recipe,
                 calibration_manifest_sha256=cal_sha if fmt.calibrated else None,
                 calibration_file=Path(cal_file).name if fmt.calibrated and cal_file else None)
-    meta = ctx.source.meta.replace(provenance=prov, figures={})
+    meta = ctx.source.meta.replace(provenance=prov, figures={}, confidence=ctx.confidence or ctx.source.meta.confidence)
     write_metadata(tmp, meta)
     return meta
 
@@ -330,6 +346,7 @@ def _convert_steps(opts: ConvertOptions, ctx: ExportContext, loaded: tuple, stag
     if any(f.calibrated for f in opts.formats):
         ctx.calibration, cal_file = _calibration(opts, ds, src.meta.preprocess, staging, out_dir, log)
     ref_probs, reference = _measure_reference(src, ev, model_path, log)
+    ctx.confidence = _confidence(src, ds, log)
     if any(f.recipe_search for f in opts.formats):
         _heldout(ctx, ds, src, src.meta.preprocess, opts)
     out = _export_all(opts, ctx, staging, out_dir, stem, cal_file, (ev, ref_probs, reference), log)

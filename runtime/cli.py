@@ -26,8 +26,8 @@ from fer_edge.runtime.core.errors import FerEdgeError, cli_main
 from fer_edge.runtime.core import stop
 from fer_edge.runtime.core.stop import check as check_stop
 from fer_edge.runtime.cli_args import (add_mqtt_arguments, add_preview_arguments, classifier_options,
-                                      detector_arguments, detector_options, model_arguments, mqtt_options,
-                                      preview_options)
+                                      detector_arguments, detector_options, min_confidence_argument,
+                                      model_arguments, mqtt_options, preview_options)
 from fer_edge.runtime.config import ConfigurableParser, add_config_argument, with_config
 from fer_edge.runtime.serve.service import add_service_arguments, check_service_arguments, json_rotation, start_mqtt
 
@@ -36,6 +36,7 @@ log = logging.getLogger("fer_edge.runtime")
 
 def run_parser() -> ConfigurableParser:
     from fer_edge.runtime.faces.schedule import DEFAULT_RECHECK
+    from fer_edge.runtime.faces.visits import DEFAULT_MIN_VISIT
 
     p = ConfigurableParser(prog="fer-edge", description="Facial expressions from a camera, stream or file. "
                                 "`fer-edge verify --help` for on-device accuracy checks.")
@@ -57,6 +58,14 @@ def run_parser() -> ConfigurableParser:
                    "is found within S seconds")
     d.add_argument("--smooth", type=float, default=0.0, metavar="A", help="per-track EMA of probabilities: "
                    "A * previous + (1 - A) * new, A in [0, 1) (default 0 = off)")
+    v = p.add_argument_group("sure faces and visits")
+    min_confidence_argument(v)
+    v.add_argument("--visits", metavar="FILE.jsonl", help="visit events as JSON Lines: start, update, end (a track "
+                   "from the frame it appears to the frame it is dropped); rotated like --json ('-' = stdout)")
+    v.add_argument("--min-visit", type=float, default=DEFAULT_MIN_VISIT, metavar="S", help="a track shorter than S "
+                   f"seconds is no visit (default {DEFAULT_MIN_VISIT:g}: a false detection is no event)")
+    v.add_argument("--visit-update", type=float, metavar="S", help="an update event every S seconds while a visit "
+                   "lasts (default: none)")
     o = p.add_argument_group("outputs")
     o.add_argument("--json", metavar="FILE", help="JSON Lines, one object per frame ('-' = stdout)")
     o.add_argument("--record", metavar="FILE", help="annotated video (.mp4/.avi/.mkv) or image (.jpg/.png)")
@@ -156,6 +165,19 @@ def _write_json(out, doc: dict) -> None:
             f.close()
 
 
+OUTPUTS = ("json", "visits", "record", "summary", "timeline")  # the output file options, checked alike
+
+
+def _check_visit_arguments(a) -> None:
+    """--min-confidence, --min-visit and --visit-update, before any work (PipelineOptions checks them alike)."""
+    from fer_edge.runtime.data.confidence import check_min_confidence
+    from fer_edge.runtime.faces.visits import check_visit_options
+
+    if a.min_confidence is not None:
+        check_min_confidence(a.min_confidence)
+    check_visit_options(a.min_visit, a.visit_update)
+
+
 def run(argv: list[str]) -> int:
     p = run_parser()
     a = p.parse_args(with_config(p, argv))
@@ -168,14 +190,15 @@ def run(argv: list[str]) -> int:
     if a.stall_timeout <= 0:
         raise FerEdgeError(f"--stall-timeout must be above 0 seconds, found {a.stall_timeout}")
     check_service_arguments(a)
+    _check_visit_arguments(a)
     preview = preview_options(a) if a.serve else None  # an empty token fails here, before any work
     outputs = {}
     try:  # every output file is checked before the model loads, and none is left behind if the run fails
-        check_distinct({"--" + opt: getattr(a, opt) for opt in ("json", "record", "summary", "timeline")})
-        on_stdout = [f"--{opt} -" for opt in ("json", "record", "summary", "timeline") if getattr(a, opt) == "-"]
+        check_distinct({"--" + opt: getattr(a, opt) for opt in OUTPUTS})
+        on_stdout = [f"--{opt} -" for opt in OUTPUTS if getattr(a, opt) == "-"]
         if len(on_stdout) > 1:
             raise FerEdgeError(f"{' and '.join(on_stdout)}: only one output can go to standard output")
-        for opt in ("json", "record", "summary", "timeline"):
+        for opt in OUTPUTS:
             value = getattr(a, opt)
             outputs["--" + opt] = OutputFile(value, a.force, "--" + opt) if value else None
         summary = _run(a, outputs, preview)
@@ -192,8 +215,8 @@ def run(argv: list[str]) -> int:
 
 def _run(a, outputs: dict, preview) -> dict:
     from fer_edge.runtime.recognize.pipeline import Pipeline, PipelineOptions
-    from fer_edge.runtime.media.sinks import (JsonLinesSink, PrintSink, RecordSink, TimelineSink, WindowSink,
-                                        format_summary, gui_available)
+    from fer_edge.runtime.media.sinks import (JsonLinesSink, PrintSink, RecordSink, TimelineSink, VisitsSink,
+                                              WindowSink, format_summary, gui_available)
     from fer_edge.runtime.media.sources import open_source
 
     kw = classifier_options(a)
@@ -202,7 +225,8 @@ def _run(a, outputs: dict, preview) -> dict:
 
         cv2.setNumThreads(a.threads)  # Haar and resizing too, so --threads 1 means one core
     opts = PipelineOptions(model=a.model, detect_every=a.detect_every, smooth=a.smooth, full_rate=a.full_rate,
-                           recheck=a.recheck, **detector_options(a), **kw)
+                           recheck=a.recheck, min_confidence=a.min_confidence, min_visit=a.min_visit,
+                           visit_update=a.visit_update, **detector_options(a), **kw)
     stop = threading.Event()
     with Pipeline(opts) as pipe:  # the model first: a wrong model path fails before a camera opens
         source = open_source(a.source or a.image, camera=a.camera, picamera=a.picamera, loop=a.loop,
@@ -213,9 +237,11 @@ def _run(a, outputs: dict, preview) -> dict:
         service = source.live or bool(a.mqtt) or preview is not None
         try:
             if a.image:  # readable lines; on stderr when stdout carries JSON (--json - | jq must parse)
-                sinks.append(PrintSink(sys.stderr if "-" in (a.json, a.summary) else None))
+                sinks.append(PrintSink(sys.stderr if "-" in (a.json, a.summary, a.visits) else None))
             if a.json:
                 sinks.append(JsonLinesSink(outputs["--json"], stream=service, **json_rotation(a)))
+            if a.visits:
+                sinks.append(VisitsSink(outputs["--visits"], stream=service, **json_rotation(a, "visits")))
             if a.record:
                 sinks.append(RecordSink(outputs["--record"], getattr(source, "fps", 0.0), a.force))
             if a.timeline:
@@ -289,11 +315,9 @@ def _quiet_libraries() -> None:
     would bury the one line fer-edge prints about the same problem."""
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "8")  # AV_LOG_FATAL; read when FFmpeg is first used
     os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")  # read when OpenCV first logs
-    try:  # and for an OpenCV that has already logged; a fresh OpenCV 5.0 install once lacked this submodule
-        from cv2.utils import logging as cv_logging
-    except ImportError:
-        return
-    cv_logging.setLogLevel(cv_logging.LOG_LEVEL_ERROR)
+    from fer_edge.runtime.faces.detectors import quiet_opencv_log
+
+    quiet_opencv_log()  # and for an OpenCV that has already logged
 
 
 @cli_main  # exit codes (0, 2 user error, 130 interrupted) and the one-line error
@@ -310,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
         if argv[:1] == ["verify"]:
             return verify(argv[1:])
         if argv[:1] == ["serve-api"]:
-            from fer_edge.runtime.serve.api import serve_api
+            from fer_edge.runtime.cli_serve import serve_api
 
             return serve_api(argv[1:])
         return run(argv)

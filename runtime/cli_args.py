@@ -45,6 +45,13 @@ def model_arguments(p: argparse.ArgumentParser) -> None:
                    help="LiteRT kernels (.tflite): default (XNNPACK, the default) or builtin (reference)")
 
 
+def min_confidence_argument(g) -> None:
+    """--min-confidence, for fer-edge and serve-api."""
+    g.add_argument("--min-confidence", type=float, metavar="P", help="a face is sure when its top probability is at "
+                   "least P, 0-1 (default: the threshold stored in the model; 0 = every face sure); shares, dominant "
+                   "emotions and Home Assistant count sure faces only")
+
+
 def classifier_options(a: argparse.Namespace) -> dict:
     """The model group's values as Classifier/PipelineOptions keywords (None: not chosen)."""
     providers = [x.strip() for x in a.providers.split(",") if x.strip()] if a.providers else None

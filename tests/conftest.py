@@ -56,3 +56,19 @@ def blazeface_model(data_dir) -> Path:
     if not p.is_file():
         pytest.skip(f"no BlazeFace model at {p}")
     return p
+
+
+@pytest.fixture
+def broker(tmp_path):
+    """A Mosquitto broker on a free loopback port (tests/mqtt_broker.py), not yet started: `broker.start()`;
+    stopped after the test. Skips with the reason when mosquitto or paho-mqtt is missing (.ci/run installs both)."""
+    pytest.importorskip("paho.mqtt.client", reason="paho-mqtt is not installed (pip install 'fer-edge[mqtt]')")
+    from mqtt_broker import MOSQUITTO, Broker, free_port
+
+    if MOSQUITTO is None:
+        pytest.skip("mosquitto is not installed (Debian: apt install mosquitto; .ci/run installs it)")
+    b = Broker(tmp_path, free_port())
+    try:
+        yield b
+    finally:
+        b.stop()

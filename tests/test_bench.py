@@ -45,6 +45,18 @@ def test_quick_without_data_gives_sizes_and_latency(tmp_path, monkeypatch, capsy
     assert capsys.readouterr().out.strip() == md.strip()  # the same report on stdout
 
 
+def test_json_to_stdout_gives_only_json_there_and_writes_no_file_named_dash(tmp_path, monkeypatch, capsys):
+    """`--json -`: the JSON document alone on stdout, the human report and progress on stderr."""
+    monkeypatch.delenv("FER_EDGE_DATA", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert main(["--quick", str(TINY[0]), "--threads", "1", "--batches", "1", "--json", "-"]) == 0
+    out, err = capsys.readouterr()
+    doc = json.loads(out)  # the whole of stdout is one JSON document
+    assert [r["name"] for r in doc["rows"]] == ["tiny_fer.tflite"] and doc["command"].endswith("--json -")
+    assert "| file | format | kernels |" in err and "fer-bench: done in" in err
+    assert not (tmp_path / "-").exists() and list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.data
 @pytest.mark.slow
 def test_quick_with_data_and_video_gives_accuracy_and_frames_per_second(tmp_path, data_dir, samples_dir,

@@ -88,6 +88,11 @@ def test_six_formats_with_report(tiny_keras, data_dir, tmp_path, capsys):
         meta = read_metadata(e["path"])  # metadata inside every file, readable by the runtime
         assert meta.labels == FER2013.labels and meta.provenance["source_sha256"] == doc["reference"]["sha256"]
         assert meta.figures["PrivateTest"]["agreement"] == e["agreement"]
+        # issue 38: every file carries the threshold chosen on the reference's PublicTest probabilities
+        assert meta.confidence["split"] == "PublicTest" and meta.confidence["n"] == 3589, meta.confidence
+        assert 0.69 <= meta.confidence["coverage"] <= 0.71 and 0 < meta.threshold < 1
+    assert len({read_metadata(e["path"]).threshold for e in doc["formats"].values()}) == 1
+    assert "confidence threshold" in err
     assert doc["formats"]["tflite-fp32"]["agreement"] >= 0.999 and doc["formats"]["onnx-fp32"]["agreement"] >= 0.999
     spread = doc["formats"]["tflite-int8"]["kernels"]["spread"]
     assert 0 <= spread["agreement"] <= 1  # both LiteRT kernel paths measured

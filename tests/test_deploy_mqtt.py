@@ -7,24 +7,19 @@ is held for it. Skips with the reason when mosquitto or paho-mqtt is missing (.c
 """
 from __future__ import annotations
 
-import getpass
 import json
-import shutil
-import socket
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
 
 from fer_edge.runtime.serve.mqtt import OfflineQueue, parse_mqtt_url
 from fer_edge.runtime.core.errors import FerEdgeError
+from mqtt_broker import Subscriber, free_port, wait_for
 
 ASSETS = Path(__file__).parent / "assets"
 TFLITE = ASSETS / "tiny_fer.tflite"
-MOSQUITTO = shutil.which("mosquitto") or next((p for p in ("/usr/sbin/mosquitto",) if Path(p).is_file()), None)
 
 
 def test_url_parsing_and_errors(monkeypatch):
@@ -53,7 +48,7 @@ def test_unreachable_broker_fills_the_queue_and_reports_drops(tmp_path):
     from fer_edge.runtime.serve.mqtt import MqttOptions, MqttSink
     from fer_edge.runtime.core.results import FaceResult, FrameResult
 
-    port = _free_port()  # nothing listens there
+    port = free_port()  # nothing listens there
     sink = MqttSink(MqttOptions(url=f"mqtt://127.0.0.1:{port}/fer/t", queue=5, summary_every=0, flush_timeout=0.5))
     face = FaceResult((1, 2, 3, 4), "happy", {"happy": 0.9, "sad": 0.1}, 1)
     for i in range(12):
@@ -64,72 +59,6 @@ def test_unreachable_broker_fills_the_queue_and_reports_drops(tmp_path):
     assert sink.summary()["mqtt"]["dropped"] == 8  # the final summary pushed one more out
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Broker:
-    """mosquitto on 127.0.0.1:port with persistence in a temporary folder (sessions survive a restart)."""
-
-    def __init__(self, folder: Path, port: int):
-        self.port, self.conf, self.proc = port, folder / "mosquitto.conf", None
-        (folder / "db").mkdir(exist_ok=True)
-        self.conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
-                             f"persistence_location {folder / 'db'}/\nuser {getpass.getuser()}\n"
-                             f"log_dest file {folder / 'mosquitto.log'}\n")
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
-                return
-            except OSError:
-                assert self.proc.poll() is None, f"mosquitto exited with {self.proc.returncode}"
-                time.sleep(0.05)
-        raise AssertionError("mosquitto did not start listening")
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()  # SIGTERM: mosquitto writes its persistence file and exits
-            self.proc.wait(10)
-
-
-class Subscriber:
-    """Collects messages under topic/#; a persistent session so nothing is lost while it reconnects."""
-
-    def __init__(self, port: int, topic: str):
-        import paho.mqtt.client as mqtt
-
-        self.messages: list[tuple[str, dict]] = []
-        self.lock = threading.Lock()
-        self.subscribed = threading.Event()
-        c = self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="fer-edge-test-sub",
-                                      clean_session=False)
-        c.reconnect_delay_set(0.2, 1)
-        c.on_connect = lambda cl, u, f, rc, p: cl.subscribe(f"{topic}/#", qos=1)
-        c.on_subscribe = lambda *a: self.subscribed.set()
-        c.on_message = self._on_message
-        c.connect("127.0.0.1", port)
-        c.loop_start()
-
-    def _on_message(self, _c, _u, msg):
-        with self.lock:
-            self.messages.append((msg.topic, json.loads(msg.payload)))
-
-    def of(self, kind: str) -> list[dict]:
-        with self.lock:
-            return [m for t, m in self.messages if t.endswith("/" + kind)]
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-
-
 def _lines(path: Path) -> int:
     try:
         return path.read_text().count("\n")
@@ -137,26 +66,14 @@ def _lines(path: Path) -> int:
         return 0
 
 
-def _wait(cond, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
 @pytest.mark.slow
-def test_events_match_json_lines_across_a_broker_restart(tmp_path, samples_dir):
-    pytest.importorskip("paho.mqtt.client", reason="paho-mqtt is not installed (pip install 'fer-edge[mqtt]')")
-    if MOSQUITTO is None:
-        pytest.skip("mosquitto is not installed (Debian: apt install mosquitto; .ci/run installs it)")
-    port, topic = _free_port(), "fer/test"
-    broker = Broker(tmp_path, port)
+def test_events_match_json_lines_across_a_broker_restart(tmp_path, samples_dir, broker):
+    port, topic = broker.port, "fer/test"
     broker.start()
     sub = None
     proc = None
     try:
-        sub = Subscriber(port, topic)
+        sub = Subscriber(port, f"{topic}/#", client_id="fer-edge-test-sub")
         assert sub.subscribed.wait(10)
         jsonl = tmp_path / "out.jsonl"
         cmd = [sys.executable, "-m", "fer_edge.runtime.cli", "--source", str(samples_dir / "fer_test.mp4"),
@@ -164,19 +81,20 @@ def test_events_match_json_lines_across_a_broker_restart(tmp_path, samples_dir):
                "--mqtt", f"mqtt://127.0.0.1:{port}/{topic}", "--mqtt-summary-every", "0.5",
                "--mqtt-flush-timeout", "30", "--mqtt-client-id", "fer-edge-test-pub"]
         proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
-        _wait(lambda: len(sub.of("face")) >= 10 or proc.poll() is not None, 60, "the first events")
+        wait_for(lambda: len(sub.of("face")) >= 10 or proc.poll() is not None, 60, "the first events")
         down_at = _lines(jsonl)
         broker.stop()  # mid-run: the run goes on, events wait in the offline queue
-        _wait(lambda: _lines(jsonl) >= down_at + 20 or proc.poll() is not None, 60, "frames while the broker is down")
+        wait_for(lambda: _lines(jsonl) >= down_at + 20 or proc.poll() is not None, 60, "frames while the broker is down")
         down_frames = _lines(jsonl) - down_at
         broker.start()
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err
         frames = [json.loads(line) for line in jsonl.read_text().splitlines()]
         expected = {(f["frame"], face["track"]): face for f in frames for face in f["faces"]}
-        _wait(lambda: {(e["frame"], e["track"]) for e in sub.of("face")} >= set(expected), 30, "every event")
+        wait_for(lambda: {(e["frame"], e["track"]) for e in sub.of("face")} >= set(expected), 30, "every event")
         events = sub.of("face")
-        got = {(e["frame"], e["track"]): {k: e[k] for k in ("box", "label", "probs", "track")} for e in events}
+        keys = ("box", "label", "probs", "track", "sure")
+        got = {(e["frame"], e["track"]): {k: e[k] for k in keys} for e in events}
         assert got == expected  # the same events as the JSON Lines, none missing, none extra
         final = [s for s in sub.of("summary") if s["final"]]
         link = final[-1]["mqtt"] if final else {}
@@ -198,4 +116,3 @@ def test_events_match_json_lines_across_a_broker_restart(tmp_path, samples_dir):
             proc.kill()
         if sub:
             sub.close()
-        broker.stop()

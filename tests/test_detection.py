@@ -45,6 +45,23 @@ def test_yunet_finds_no_face_in_noise_and_returns_a_list():
     assert det.detect(frame, cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)) == []
 
 
+def test_recognizer_from_python_prints_nothing_on_stderr_and_leaves_opencvs_log_level():
+    """OpenCV 5 warns "Targets are not supported by the new graph engine" when YuNet is made; a Recognizer built
+    from Python (no CLI to quiet OpenCV) must not print it, nor change the caller's OpenCV log level for good.
+    (Under OpenCV 4 there is nothing to print; CI's OpenCV 5 leg runs this file.)"""
+    import subprocess
+    import sys
+
+    script = ("import numpy as np\nfrom cv2.utils import logging as L\nfrom fer_edge import Recognizer\n"
+              "L.setLogLevel(L.LOG_LEVEL_WARNING)\nwith Recognizer(model=%r) as rec:\n"
+              "    print(len(rec.analyze(np.zeros((240, 320, 3), np.uint8))), L.getLogLevel() == L.LOG_LEVEL_WARNING)\n"
+              % str(TFLITE))
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          env={k: v for k, v in __import__("os").environ.items() if k != "OPENCV_LOG_LEVEL"})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["0", "True"] and proc.stderr == "", (cv2.__version__, proc.stderr)
+
+
 def test_every_detector_declares_its_options_and_others_are_refused():
     assert set(DETECTORS) == {"yunet", "haar", "blazeface"}
     for cls in DETECTORS.values():
@@ -99,7 +116,7 @@ def test_detection_runs_on_a_copy_at_the_detect_size_of_streams_and_photos():
         stream = p.process(frame)
         photo = p.process_image(frame)
     # streams at the detector's first size (100 px wide), photos at its second (200), grey made once; a stream
-    # frame where faces come into view is searched again at the photo size for small ones (runtime.schedule)
+    # frame where faces come into view is searched again at the photo size for small ones (runtime/faces/schedule.py)
     assert det.seen == [((75, 100, 3), (75, 100), 90), ((150, 200, 3), (150, 200), 90),
                         ((150, 200, 3), (150, 200), 90)]
     assert stream.faces[0].box == (40, 40, 80, 80) and photo.faces[0].box == (20, 20, 40, 40)

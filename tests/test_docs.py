@@ -15,7 +15,10 @@ How a command is handled (the first RULES row whose pattern matches decides; no 
 - ci     : run by CI itself: the same command is in .ci/run (checked).
 - server : a server (``--serve``, ``serve-api``): started like a run, it must still be up after SERVER_UP_S
            seconds (or have ended with 0), then stop on SIGINT with exit 0 or 130.
+- host   : a command of the board or its host (sudo, docker, systemctl, curl...): not run; the repository files
+           it names must exist and a pip install in it must name real extras.
 - unhandled: fails, saying so (any other pip command; any program not in RUNNABLE).
+The pages: README.md, docs/*.md, deploy/**/*.md and BENCHMARKS.md.
 Cost: about 1.5 minutes of CPU, 2-2.5 minutes of wall time on 2 shared cores (most of it fer-eval, fer-explain
 and fer-convert verify); every run-command has a RUN_LIMIT_S (180 s) limit.
 """
@@ -36,13 +39,19 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), *sorted((ROOT / "deploy").rglob("*.md")),
+        ROOT / "BENCHMARKS.md"]
+# pages whose plain ``` fences hold commands: fer-bench and benchmarks/bench_runtime.py write the command that
+# made the figures there
+PLAIN_FENCE_PAGES = {"BENCHMARKS.md"}
 BIN = Path(sys.executable).parent
 
 SERVER_UP_S = 8
 RUN_LIMIT_S = 180
 # (pattern, kind, why). Searched in order against the command with its comment removed; the first match wins.
 RULES: list[tuple[str, str, str]] = [
+    (r"^systemd-analyze security --offline=true \S+\.service\b", "host", "tests/test_service.py runs it on the "
+     "unit and fails above 1.5; here the unit it names must exist"),
     (r"^python3? -m venv \.venv$", "setup", "the virtualenv this test runs in"),
     (r"^((\S*/)?pip|python3? -m pip) install ", "pip", "installing is checked against pyproject.toml's extras, not run"),
     (r"^python3? -m pip download .* -d \.device/wheels ", "ci", "the device training wheels: .ci/run fetches them "
@@ -62,6 +71,13 @@ RULES: list[tuple[str, str, str]] = [
     (r"^fer-bench\b", "parse", "a full benchmark takes minutes; tests/test_bench.py runs --quick"),
     (r"^python3? benchmarks/\S+\.py\b", "parse", "benchmarks take minutes; their results are in benchmarks/"),
 ]
+# The pages of boards and servers (deploy/, docs/security.md) show commands of the board or its host: not run
+# here (no root, Docker or systemd, no board to curl); check_host checks the files they name.
+HOST_PAGES = ("deploy/", "docs/security.md")
+HOST = r"(^|[|;]\s*)(sudo|sudoedit|docker|systemctl|journalctl|useradd|cd|curl)\b"
+HOST_WHY = ("a command of the board or its host (root, Docker, systemd, curl to a board): not run here; every "
+            "repository file it names must exist, and a pip install in it names real extras "
+            "(tests/test_deploy_files.py checks the files' contents, tests/test_deploy_api.py the API's answers)")
 RUNNABLE = {"fer-edge", "fer-convert", "fer-eval", "fer-explain", "fer-train", "python", "python3"}
 
 # Placeholders and hardware in the docs -> what the test uses instead (regex on the command -> replacement).
@@ -71,6 +87,9 @@ SUBSTITUTIONS: list[tuple[str, str]] = [
     (r"rtsp://\S+", "video.mp4"),  # no network stream
     (r"(?<![\w/.-])fer2013\.csv\b", "{data}/fer2013.npz"),  # the docs' generic data file: the npz copy
     (r"(?<![\w/.-])DATA\b", "{data}"),
+    # the service's files: the shipped example config (its camera replaced by the video) and the page's token
+    (r"--config /etc/fer-edge/config\.toml", "--config config.toml --source video.mp4"),
+    (r"/etc/fer-edge/token\b", "token.txt"),
 ]
 # Placeholder files the docs name, made in the scratch folder from the samples (path -> source).
 FIXTURES: dict[str, str] = {
@@ -79,6 +98,8 @@ FIXTURES: dict[str, str] = {
     "photos/": "{data}/samples/*.jpg",
     "runs/vgg/model.keras": "{root}/models/fer-vgg.keras",
     "export/model_int8.tflite": "{root}/models/fer-vgg_int8.tflite",
+    "config.toml": "{root}/deploy/config.example.toml",
+    "api.toml": "{root}/tests/assets/api.toml",
 }
 LINKED = ("models", "benchmarks", "deploy", "tests", ".ci", "examples")  # repository folders a command may name
 
@@ -94,6 +115,11 @@ class Command:
         """Without the trailing comment, words re-joined by single spaces."""
         return " ".join(shlex.split(self.text, comments=True))
 
+    @property
+    def words(self) -> list[str]:
+        """The words as the shell splits them (quotes kept inside words: `bare` re-joins them and loses that)."""
+        return shlex.split(self.text, comments=True)
+
     def where(self) -> str:
         return f"{self.file}:{self.line}: {self.text}"
 
@@ -104,12 +130,17 @@ def _shown(path: Path) -> str:
 
 def extract(path: Path) -> list[Command]:
     """Each command of each ```bash fence: lines joined over trailing backslashes, `&&` chains split, blank
-    and comment-only lines skipped, a leading `$ ` prompt removed."""
+    and comment-only lines skipped, a leading `$ ` prompt removed. In a ```console fence only the `$ ` lines
+    are commands (the others are what they print); on PLAIN_FENCE_PAGES a plain ``` fence holds commands."""
     out, in_fence, pending, start = [], False, "", 0
+    plain = "```" if _shown(path) in PLAIN_FENCE_PAGES else None
     for n, raw in enumerate(path.read_text().splitlines(), 1):
         s = raw.strip()
         if s.startswith("```"):
-            in_fence = s in ("```bash", "```sh", "```shell") if not in_fence else False
+            in_fence = ("console" if s == "```console" else s in ("```bash", "```sh", "```shell", plain)) \
+                if not in_fence else False
+            continue
+        if in_fence == "console" and not pending and not s.startswith("$ "):
             continue
         if not in_fence or (not pending and (not s or s.startswith("#"))):
             continue
@@ -123,7 +154,9 @@ def extract(path: Path) -> list[Command]:
     return out
 
 
-def classify(bare: str) -> tuple[str, str]:
+def classify(bare: str, page: str = "") -> tuple[str, str]:
+    if page.startswith(HOST_PAGES) and re.search(HOST, bare):
+        return "host", HOST_WHY
     for pattern, kind, why in RULES:
         if re.search(pattern, bare):
             return kind, why
@@ -160,6 +193,22 @@ def check_ci(cmd: Command) -> None:
     assert core in ci, f"{cmd.where()}\n  is said to run in CI, but .ci/run has no {core!r}"
 
 
+def check_host(cmd: Command) -> None:
+    """Every repository file the command names exists, beside its page or from the checkout's root (a leading
+    `fer-edge/` is the checkout); a pip install in it is checked as pip lines are."""
+    page_dir = (ROOT / cmd.file).parent
+    for word in cmd.words:
+        word = word.split("=", 1)[-1] if re.match(r"-|\w+=", word) else word  # --opt=value, NAME=value
+        if word.startswith(("/", "$", "-")) or ":" in word or "@" in word:  # host paths, URLs, images, ports
+            continue
+        if "/" in word or word.endswith((".sh", ".toml", ".service")) or word == "Dockerfile":
+            rel = word.removeprefix("fer-edge/")
+            assert (page_dir / word).exists() or (ROOT / rel).exists(), (
+                f"{cmd.where()}\n  names {word!r}: no such file beside {cmd.file} or in the repository")
+    if re.search(r"\bpip install ", cmd.bare):
+        check_pip(Command(cmd.file, cmd.line, cmd.bare[cmd.bare.index("pip install"):]))
+
+
 _PARSE_ONLY = r"""
 import argparse, runpy, sys, tomllib
 argv = sys.argv[1:]
@@ -186,7 +235,7 @@ raise SystemExit("the command ran to its end without parsing arguments")
 
 
 def check_parse(cmd: Command) -> None:
-    words = shlex.split(cmd.bare)
+    words = cmd.words
     proc = subprocess.run([sys.executable, "-c", _PARSE_ONLY, *words], cwd=ROOT, capture_output=True, text=True,
                           timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     assert proc.returncode == 0, f"{cmd.where()}\n  its argument parser refuses it:\n{proc.stderr[-2000:]}"
@@ -283,6 +332,9 @@ def test_the_docs_have_commands_and_the_extractor_reads_fences(tmp_path):
     assert got == [(4, "fer-edge --image a.jpg --json -   # note"), (7, "python3 -m venv .venv"),
                    (7, ".venv/bin/pip install -e .")]
     assert Command("x.md", 1, got[0][1]).bare == "fer-edge --image a.jpg --json -"
+    page.write_text("```console\n$ fer-edge --image a.jpg\nfer-edge: 1 face\n```\n```\nfer-edge --x\n```\n")
+    assert [(c.line, c.text) for c in extract(page)] == [(2, "fer-edge --image a.jpg")]
+    assert [c.file for c in COMMANDS if c.file.startswith("deploy/")] and "BENCHMARKS.md" in {c.file for c in COMMANDS}
 
 
 def test_unknown_programs_and_bad_extras_fail():
@@ -297,11 +349,20 @@ def test_unknown_programs_and_bad_extras_fail():
         check_pip(Command("x.md", 1, "pip install 'fer-edge[onnx,nosuchextra]'"))
     with pytest.raises(AssertionError, match="refuses"):
         check_parse(Command("x.md", 1, "fer-train --data d --out o --no-such-flag"))
+    assert classify("sudo systemctl enable --now fer-edge", "deploy/x.md")[0] == "host"
+    assert classify("docker build -f x .", "deploy/docker/README.md")[0] == "host"
+    assert classify("python3 -c 'print(1)' | sudo install -m 0640 /dev/stdin /etc/x", "deploy/x.md")[0] == "host"
+    assert classify("sudo systemctl enable --now fer-edge", "docs/device.md")[0] == "unhandled"
+    check_host(Command("deploy/systemd/README.md", 1, "sudo install -m 0644 fer-edge.service /etc/systemd/system/"))
+    with pytest.raises(AssertionError, match="no-such.service"):
+        check_host(Command("deploy/systemd/README.md", 1, "sudo install -m 0644 no-such.service /etc/systemd/"))
+    with pytest.raises(AssertionError, match="nosuchextra"):
+        check_host(Command("deploy/x.md", 1, "sudo /opt/v/bin/pip install 'fer-edge[nosuchextra]'"))
 
 
 @pytest.mark.parametrize("cmd", COMMANDS, ids=[f"{c.file}:{c.line}:{c.text[:40]}" for c in COMMANDS])
 def test_documented_command(cmd: Command, tmp_path_factory, request):
-    kind, why = classify(cmd.bare)
+    kind, why = classify(cmd.bare, cmd.file)
     if kind == "unhandled":
         pytest.fail(f"{cmd.where()}\n  {why}: run it on the sample data, or add a row (pattern, kind, why) to "
                     f"RULES / SUBSTITUTIONS in tests/test_docs.py")
@@ -309,6 +370,8 @@ def test_documented_command(cmd: Command, tmp_path_factory, request):
         check_pip(cmd)
     elif kind == "ci":
         check_ci(cmd)
+    elif kind == "host":
+        check_host(cmd)
     elif kind == "parse":
         check_parse(cmd)
     elif kind in ("run", "server"):

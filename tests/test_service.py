@@ -16,50 +16,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from test_deploy_mqtt import MOSQUITTO, Broker, _free_port, _wait
+from mqtt_broker import Subscriber, free_port, wait_for
 
 ASSETS = Path(__file__).parent / "assets"
 TFLITE = ASSETS / "tiny_fer.tflite"
 UNIT = Path(__file__).resolve().parents[1] / "deploy" / "systemd" / "fer-edge.service"
 CLI = [sys.executable, "-m", "fer_edge.runtime.cli"]
-
-
-def _needs_broker():
-    pytest.importorskip("paho.mqtt.client", reason="paho-mqtt is not installed (pip install 'fer-edge[mqtt]')")
-    if MOSQUITTO is None:
-        pytest.skip("mosquitto is not installed (Debian: apt install mosquitto; .ci/run installs it)")
-
-
-class Retained:
-    """Subscribes to topics and keeps the last payload of each (retained ones arrive on subscribe)."""
-
-    def __init__(self, port: int, *topics: str):
-        import paho.mqtt.client as mqtt
-
-        self.last: dict[str, bytes] = {}
-        self.lock = threading.Lock()
-        c = self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
-        c.on_connect = lambda cl, *_: [cl.subscribe(t, qos=1) for t in topics]
-        c.on_message = self._on_message
-        c.connect("127.0.0.1", port)
-        c.loop_start()
-
-    def _on_message(self, _c, _u, msg):
-        with self.lock:
-            self.last[msg.topic] = msg.payload
-
-    def get(self, topic: str):
-        with self.lock:
-            payload = self.last.get(topic)
-        return None if payload is None else json.loads(payload)
-
-    def matching(self, prefix: str) -> dict:
-        with self.lock:
-            return {t: json.loads(p) for t, p in self.last.items() if t.startswith(prefix) and p}
-
-    def close(self):
-        self.client.disconnect()
-        self.client.loop_stop()
 
 
 def _run_ha(samples_dir, port: int, extra=()) -> subprocess.Popen:
@@ -69,18 +31,25 @@ def _run_ha(samples_dir, port: int, extra=()) -> subprocess.Popen:
     return subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
 
 
+ENTITIES = {"binary_sensor": {"face_in_view": "fer/ha/ha/occupancy"}, "event": {"visit": "fer/ha/ha/visit"}}
+
+
 def _check_config(topic: str, doc: dict, labels: set) -> None:
-    assert topic.startswith("homeassistant/sensor/Hall_camera/") and topic.endswith("/config"), topic
-    object_id = topic.split("/")[3]
+    _, component, node, object_id, last = topic.split("/")
+    assert node == "Hall_camera" and last == "config", topic
     assert doc["unique_id"] == f"Hall_camera_{object_id}" and isinstance(doc["name"], str)
-    assert doc["state_topic"] == "fer/ha/ha/state" and doc["value_template"].startswith("{{ value_json.")
+    if component == "sensor":
+        assert doc["state_topic"] == "fer/ha/ha/state" and doc["value_template"].startswith("{{ value_json.")
+        assert object_id in {"faces", "emotion", "fps", "unsure"} | {f"share_{k}" for k in labels}
+    else:
+        assert doc["state_topic"] == ENTITIES[component][object_id], topic
+        assert doc.get("device_class") == "occupancy" or doc["event_types"] == ["start", "end"], doc
     dev = doc["device"]
     assert dev["identifiers"] == ["Hall_camera"] and dev["name"] == "Hall camera"
     assert all(isinstance(dev[k], str) and dev[k] for k in ("model", "sw_version", "manufacturer"))
     (avail,) = doc["availability"]
     assert avail["topic"] == "fer/ha/status" and {avail["payload_available"], avail["payload_not_available"]} == {
         "online", "offline"}
-    assert object_id in {"faces", "emotion", "fps"} | {f"share_{k}" for k in labels}
 
 
 def _availability(status: dict | None) -> str | None:
@@ -89,40 +58,45 @@ def _availability(status: dict | None) -> str | None:
 
 
 @pytest.mark.slow
-def test_ha_discovery_state_and_availability_on_mosquitto(tmp_path, samples_dir):
-    _needs_broker()
-    port = _free_port()
-    broker = Broker(tmp_path, port)
+def test_ha_discovery_state_and_availability_on_mosquitto(tmp_path, samples_dir, broker):
+    port = broker.port
     broker.start()
     watch, proc = None, None
     try:
+        watch = Subscriber(port, "homeassistant/#", "fer/ha/#")  # first: the visit's start is not retained
+        wait_for(lambda: watch.client.is_connected(), 10, "the watcher's connection")
         proc = _run_ha(samples_dir, port)
-        watch = Retained(port, "homeassistant/#", "fer/ha/#")
-        _wait(lambda: watch.get("fer/ha/ha/state") is not None or proc.poll() is not None, 60, "a state message")
+        wait_for(lambda: watch.get("fer/ha/ha/state") is not None or proc.poll() is not None, 60, "a state message")
         configs = watch.matching("homeassistant/")
         state = watch.get("fer/ha/ha/state")
         labels = set(state["share"])
-        assert len(configs) == 3 + len(labels) == 10, sorted(configs)
+        assert len(configs) == 4 + len(labels) + 2 == 13, sorted(configs)
         for topic, doc in configs.items():
             _check_config(topic, doc, labels)
-        assert isinstance(state["faces"], int) and isinstance(state["emotion"], str)
+        assert isinstance(state["faces"], int) and isinstance(state["emotion"], str) and isinstance(state["unsure"], int)
+        # the occupancy sensor turns on with the face, and the visit's start reaches the event entity
+        wait_for(lambda: watch.last().get("fer/ha/ha/occupancy") == b"ON", 60, "occupancy ON")
+        wait_for(lambda: watch.get("fer/ha/ha/visit") is not None, 60, "a visit event")
+        visit = watch.get("fer/ha/ha/visit")
+        assert visit["event_type"] in configs["homeassistant/event/Hall_camera/visit/config"]["event_types"], visit
+        assert visit["event_type"] == "start" and visit["track"] >= 1 and len(visit["box"]) == 4, visit
         assert isinstance(state["fps"], float) and all(isinstance(v, float) for v in state["share"].values())
         assert state["emotion"] in labels | {"none"}
         assert _availability(watch.get("fer/ha/status")) == "online"
         proc.kill()  # SIGKILL: no goodbye; the broker publishes the last will as the socket closes
         proc.wait()
-        _wait(lambda: _availability(watch.get("fer/ha/status")) == "offline", 60, "the last will")
+        wait_for(lambda: _availability(watch.get("fer/ha/status")) == "offline", 60, "the last will")
         watch.close()
-        again = Retained(port, "homeassistant/#")  # a new subscriber (Home Assistant restarting) gets the configs
-        _wait(lambda: len(again.matching("homeassistant/")) == 10, 10, "the retained configs")
+        again = Subscriber(port, "homeassistant/#")  # a new subscriber (Home Assistant restarting) gets the configs
+        wait_for(lambda: len(again.matching("homeassistant/")) == 13, 10, "the retained configs")
         again.close()
-        watch = Retained(port, "fer/ha/#")
+        watch = Subscriber(port, "fer/ha/#")
         proc = _run_ha(samples_dir, port)
-        _wait(lambda: _availability(watch.get("fer/ha/status")) == "online", 60, "online again")
+        wait_for(lambda: _availability(watch.get("fer/ha/status")) == "online", 60, "online again")
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
         assert proc.returncode == 0, err
-        _wait(lambda: _availability(watch.get("fer/ha/status")) == "offline", 10, "offline after SIGTERM")
+        wait_for(lambda: _availability(watch.get("fer/ha/status")) == "offline", 10, "offline after SIGTERM")
     finally:
         if proc and proc.poll() is None:
             proc.kill()
@@ -131,10 +105,8 @@ def test_ha_discovery_state_and_availability_on_mosquitto(tmp_path, samples_dir)
         broker.stop()
 
 
-def test_broker_that_refuses_the_client_id_is_one_line(tmp_path, samples_dir):
-    _needs_broker()
-    port = _free_port()
-    broker = Broker(tmp_path, port)
+def test_broker_that_refuses_the_client_id_is_one_line(tmp_path, samples_dir, broker):
+    port = broker.port
     broker.conf.write_text(broker.conf.read_text() + "clientid_prefixes allowed-\n")
     broker.start()
     try:
@@ -162,7 +134,7 @@ def test_broker_that_refuses_the_client_id_is_one_line(tmp_path, samples_dir):
 def test_bad_service_input_is_one_line_and_exit_2(tmp_path, samples_dir, args, expected):
     if "--mqtt" in args:
         pytest.importorskip("paho.mqtt.client", reason="paho-mqtt is not installed")
-    port = _free_port()  # nothing listens there
+    port = free_port()  # nothing listens there
     args = [x.format(port=port, tmp=tmp_path) for x in args]
     r = subprocess.run(CLI + ["--source", str(samples_dir / "fer_test.mp4"), "--model", str(TFLITE), *args],
                        capture_output=True, text=True, timeout=60)

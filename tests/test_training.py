@@ -15,6 +15,7 @@ import pytest
 
 pytest.importorskip("tensorflow")
 
+from fer_edge.runtime.core.fileio import sha256_file  # noqa: E402
 from fer_edge.runtime.model.metadata import read_metadata, write_metadata  # noqa: E402
 from fer_edge.training import evaluate, explain, train  # noqa: E402
 from fer_edge.training.architectures import ARCHITECTURES  # noqa: E402
@@ -438,6 +439,16 @@ def test_ship_holds_the_exported_files_to_the_budget_it_is_given(tiny_model, sma
     assert "--min-agreement 0.5 --max-drop 50" in read_metadata(out / "fer-tiny_int8.tflite").provenance["command"]
     for name in ("fer-tiny.keras", "fer-tiny_int8.tflite", "fer-tiny_int8.onnx", "fer-tiny_golden.npz", "fer-tiny_CARD.md"):
         assert (out / name).is_file(), name
+    # issue 38: one confidence threshold in every shipped file, the card's section, and the golden file still
+    # naming the reference's bytes (its metadata changed after the golden outputs were written)
+    files = ("fer-tiny.keras", "fer-tiny_int8.tflite", "fer-tiny_int8.onnx")
+    thresholds = {read_metadata(out / n).threshold for n in files}
+    assert len(thresholds) == 1 and None not in thresholds, thresholds
+    assert "## Sure or not: the confidence threshold" in (out / "fer-tiny_CARD.md").read_text()
+    with np.load(out / "fer-tiny_golden.npz", allow_pickle=False) as z:
+        assert str(z["model_sha256"]) == sha256_file(out / "fer-tiny.keras")
+    assert all(read_metadata(out / n).provenance["source_sha256"] == sha256_file(out / "fer-tiny.keras")
+               for n in files[1:])
     # a budget the files cannot meet: the gate fails and the shipped reference is the one that was there before
     meta = read_metadata(out / "fer-tiny.keras")
     write_metadata(out / "fer-tiny.keras", meta.replace(provenance={**meta.provenance, "marker": "shipped before"}))

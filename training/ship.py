@@ -24,6 +24,7 @@ from fer_edge.runtime.core.errors import cli_main, FerEdgeError
 from fer_edge.runtime.core.fileio import atomic_output, sha256_file
 from fer_edge.runtime.faces.framing import FER2013
 from fer_edge.runtime.model.metadata import read_metadata, write_metadata
+from fer_edge.training.confidence import card_section
 
 # Anchor on the same data: the most used FER package's mini-XCEPTION, as its authors report it.
 ANCHOR = ("mini-XCEPTION of the most used Python FER package (58k parameters, 64x64 input)", 0.654)
@@ -66,6 +67,9 @@ def ship(run: Path, data: str, out: Path, name: str, force: bool = False, min_ag
                 dst.unlink(missing_ok=True)
             raise
     make_golden(str(dst), data, str(out / f"{name}_golden.npz"), force=True, log=log)
+    from fer_edge.training.confidence import run as confidence
+
+    confidence(out, name, data, log)  # the threshold into the reference too, and the card's figures
     card = write_card(run, out, name, parity)
     write_overview(out)
     return card
@@ -108,7 +112,7 @@ def reproduce_command(cfg: dict) -> str:
     reader needs even when the run was resumed, or its schedule changed by hand, along the way. The options
     are fer-train's own parser's (each option's default, as parsing no optional flag gives it), so a new one
     cannot be left out; a value at its default is not written."""
-    from fer_edge.training.train import build_parser
+    from fer_edge.training.train_config import build_parser
 
     words = ["fer-train", "--data", cfg["data"], "--out", cfg["out"]]
     defaults = vars(build_parser().parse_args(["--data", cfg["data"], "--out", cfg["out"]]))
@@ -145,6 +149,7 @@ def write_card(run: Path, out: Path, name: str, parity: ParityReport | None = No
     lines = [*_card_facts(dst, name, meta, state, reference_cost(parity, dst), device),
              *_card_accuracy(name, splits, history, device),
              *(_card_parity(name, parity) if parity else []),
+             *card_section(out, name),
              *_card_limits()]
     card = out / f"{name}_CARD.md"
     with atomic_output(card, force=True) as tmp:

@@ -39,7 +39,7 @@ def endpoints(run: Path):
     """(model holding the fine-tuned weights, its metadata, the --init weights, the fine-tuned weights, the
     fine-tuned file, the run's config), the two checked to be the same architecture."""
     from fer_edge.convert.source import load_keras
-    from fer_edge.training.train import BEST, STATE
+    from fer_edge.training.train_config import BEST, STATE
 
     state = run / STATE
     if not state.is_file():
@@ -107,7 +107,8 @@ def wise(run: Path, data: str, alphas=ALPHAS, floor: float | None = None, log=pr
     from fer_edge.runtime.model.preprocess import preprocess
     from fer_edge.training.evaluate import evaluate_to
     from fer_edge.training.soup import BN_FACES
-    from fer_edge.training.train import BEST, HISTORY, save_model
+    from fer_edge.training.train_config import BEST, HISTORY
+    from fer_edge.training.train_outputs import save_model
 
     if any(not 0 <= a <= 1 for a in alphas) or 1.0 not in alphas:
         raise FerEdgeError(f"--alphas must lie in 0..1 and include 1 (the run itself), found {', '.join(map(str, alphas))}")

@@ -19,7 +19,7 @@ def check_writable(path: str | os.PathLike, force: bool = False, option: str = "
     name = f"{option} {path}" if option else str(path)
     if path.is_dir():
         raise FerEdgeError(f"{name} is a folder: expected a file name")
-    if _is_special(path):
+    if is_special(path):
         return path
     if path.exists() and not force:
         raise FerEdgeError(f"{name} already exists: pass --force to overwrite it")
@@ -31,7 +31,7 @@ def check_writable(path: str | os.PathLike, force: bool = False, option: str = "
     return path
 
 
-def _is_special(path: Path) -> bool:
+def is_special(path: Path) -> bool:
     """A character or block device, a FIFO or a socket: written in place, never renamed over."""
     try:
         mode = path.stat().st_mode
@@ -58,7 +58,7 @@ class OutputFile:
         if self.stdout:
             return
         self.path = check_writable(path, force, option)
-        if _is_special(self.path):
+        if is_special(self.path):
             return
         self.tmp = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}{self.path.suffix}")
         try:  # proves the folder takes a new file (a read-only mount, /proc) before any work
@@ -125,7 +125,7 @@ def check_distinct(paths: dict[str, str | os.PathLike | None]) -> None:
     for i, (opt_a, a) in enumerate(given):
         for opt_b, b in given[i + 1:]:
             same = os.path.abspath(a) == os.path.abspath(b) or (a.exists() and b.exists() and os.path.samefile(a, b))
-            if same and not _is_special(a):
+            if same and not is_special(a):
                 raise FerEdgeError(f"{opt_a} and {opt_b} name the same file {a}: give each its own")
 
 

@@ -16,10 +16,13 @@ class FaceResult:
     # where the detector gives them (YuNet): right eye, left eye, nose tip, right and left mouth corners, as
     # (x, y) frame pixels; None otherwise. Not in to_dict: the JSON Lines format is unchanged
     landmarks: tuple[tuple[float, float], ...] | None = None
+    # the top probability reaches the model's confidence threshold (or --min-confidence); label and probs are the
+    # same either way. Shares, dominant emotions and Home Assistant count sure faces only
+    sure: bool = True
 
     def to_dict(self) -> dict:
         return {"box": list(self.box), "label": self.label,
-                "probs": {k: round(v, 4) for k, v in self.probs.items()}, "track": self.track}
+                "probs": {k: round(v, 4) for k, v in self.probs.items()}, "track": self.track, "sure": self.sure}
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,9 @@ class FrameResult:
     time: float
     faces: list[FaceResult] = field(default_factory=list)
     source: str = ""  # the file name, for images, folders and API uploads
+    # visit events (runtime.faces.visits) that happened on this frame: start, update, and end of each visit that
+    # ended here (an end's time is its last frame's); not in to_dict: they go to --visits and MQTT T/visit
+    visits: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         d = {"frame": self.frame, "time": round(self.time, 4), "faces": [f.to_dict() for f in self.faces]}

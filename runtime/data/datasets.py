@@ -337,3 +337,30 @@ def default_data_dir() -> Path | None:
     """The data folder named by $FER_EDGE_DATA, if set."""
     value = os.environ.get(DATA_ENV)
     return Path(value) if value else None
+
+
+def read_photo_labels(folder: Path, labels: tuple[str, ...], limit: int | None) -> list[tuple[Path, int]]:
+    """(photo, class) from labels.csv (file,label rows), or from class folders (folder/<class>/*.jpg) when
+    there is none; other datasets' class names are understood, a class the model lacks is left out."""
+    path = folder / "labels.csv"
+    if not path.is_file():
+        return _class_folder_photos(folder, labels, limit)
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or not {"file", "label"} <= set(rows[0]):
+        raise DataError(f"{path}: expected columns file and label, found {', '.join(rows[0]) if rows else 'no rows'}")
+    out = []
+    for i, row in enumerate(rows[:limit] if limit else rows, start=2):
+        if canonical(row["label"]) not in labels:
+            raise DataError(f"{path} line {i}: label {row['label']!r} is not one of the model's ({', '.join(labels)})")
+        out.append((folder / row["file"], labels.index(canonical(row["label"]))))
+    return out
+
+
+def _class_folder_photos(folder: Path, labels: tuple[str, ...], limit: int | None) -> list[tuple[Path, int]]:
+    found = class_folders(folder, labels)[0] if folder.is_dir() else []
+    if not found:
+        raise DataError(f"{folder}: expected a labels.csv of file,label rows or one folder per class "
+                        f"({', '.join(labels)}), found neither")
+    out = [(f, label) for d, label in found for f in sorted(d.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
+    return out[:limit] if limit else out

@@ -20,6 +20,16 @@ def golden_beside(model: Path) -> Path | None:
     return None
 
 
+def match_rows(have: np.ndarray, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where each of `wanted` (FER2013 row numbers) sits in `have` (row numbers, each once, in any order):
+    (its index in `have`, found or not), one each per wanted row. A row not found has index 0: mask it."""
+    if not len(have):
+        return np.zeros(len(wanted), np.int64), np.zeros(len(wanted), bool)
+    order = np.argsort(have, kind="stable")
+    pos = np.minimum(np.searchsorted(have[order], wanted), len(have) - 1)
+    return order[pos], have[order][pos] == wanted
+
+
 def golden_agreement(golden: Path, rows: np.ndarray | None, labels: np.ndarray, probs: np.ndarray):
     """(share of faces whose top-1 class is the golden outputs' top-1, faces compared), on the faces measured
     that the golden outputs cover (matched by FER2013 row, their labels checked); None when none match (image
@@ -28,10 +38,8 @@ def golden_agreement(golden: Path, rows: np.ndarray | None, labels: np.ndarray, 
         return None
     with np.load(golden, allow_pickle=False) as z:
         g_rows, g_labels, g_top = z["rows"], z["labels"].astype(np.int64), z["probs"].argmax(1)
-    order = np.argsort(g_rows)
-    pos = np.minimum(np.searchsorted(g_rows[order], rows), len(g_rows) - 1)
-    hit = g_rows[order][pos] == rows
-    mine, theirs = np.flatnonzero(hit), order[pos[hit]]
+    where, hit = match_rows(g_rows, rows)
+    mine, theirs = np.flatnonzero(hit), where[hit]
     if not len(mine) or not np.array_equal(labels[mine], g_labels[theirs]):
         return None
     return float((probs[mine].argmax(1) == g_top[theirs]).mean()), int(len(mine))

@@ -56,6 +56,19 @@ def detect_at(detector: Detector, frame: np.ndarray, gray: np.ndarray, width: in
     return scale_faces(detector.detect(small, small_gray), 1.0 / scale, frame.shape)
 
 
+def quiet_opencv_log(level: int | None = None) -> int | None:
+    """Set OpenCV's own log level (default: errors only) and return the one it had, to put back; None where this
+    OpenCV lacks cv2.utils.logging (a fresh OpenCV 5.0 install once did). The CLI quiets OpenCV for the whole run;
+    YuNet is made with it quiet, so `Recognizer()` from Python prints no warning of OpenCV 5's either."""
+    try:
+        from cv2.utils import logging as cv_logging
+    except ImportError:
+        return None
+    previous = cv_logging.getLogLevel()
+    cv_logging.setLogLevel(cv_logging.LOG_LEVEL_ERROR if level is None else level)
+    return previous
+
+
 class YuNetDetector:
     """YuNet through cv2.FaceDetectorYN: a box, five landmarks and a score per face.
 
@@ -88,7 +101,11 @@ class YuNetDetector:
         _check_unit("--detect-score", score)
         _check_unit("--detect-nms", nms)
         try:
-            self.net = cv2.FaceDetectorYN.create(str(path), "", (320, 240), float(score), float(nms), self.TOP_K)
+            previous = quiet_opencv_log()  # OpenCV 5 warns "Targets are not supported by the new graph engine"
+            try:
+                self.net = cv2.FaceDetectorYN.create(str(path), "", (320, 240), float(score), float(nms), self.TOP_K)
+            finally:
+                quiet_opencv_log(previous)
         except cv2.error:
             raise ModelError(f"{path}: not a loadable YuNet model (expected face_detection_yunet_*.onnx)") from None
         self._input_size = (320, 240)

@@ -1,7 +1,7 @@
 """The stream schedule: pay for what changes (the default for streams; `--full-rate` turns it off).
 
 Per frame, in order:
-1. The motion gate (runtime.motion) says which parts of the picture moved (~0.1 ms).
+1. The motion gate (runtime/faces/motion.py) says which parts of the picture moved (~0.1 ms).
 2. A full detection of the whole frame runs on the first frame, every `recheck` seconds (a face that came
    without motion: lights on, a camera just started) and, at most every `recheck * BUSY_EVERY` seconds, while
    most of the picture moves (a camera that moves). When faces come into view, and then every FINE_EVERY
@@ -121,9 +121,11 @@ class Schedule:
         follow = {tr.id for tr in tracks if looks[tr.id] and self._followable(tr, prev, gray)}
         boxes = self.refind(frame, gray, [tr for tr in tracks if looks[tr.id] is not None and tr.id not in follow],
                             step)
-        boxes += [b for b in (follow_box(prev, gray, tr.box) for tr in tracks if tr.id in follow) if b is not None]
-        # a still face not re-found is not lost, nor one followed by its picture
-        step.checked = {i for i, moved in looks.items() if moved and i not in follow}
+        followed = {tr.id: follow_box(prev, gray, tr.box) for tr in tracks if tr.id in follow}
+        boxes += [b for b in followed.values() if b is not None]
+        # a face looked for and not re-found counts a miss (still ones too: a face that left a still scene must
+        # end, or its visit never would), and one followed by its picture only when the picture was lost
+        step.checked = {i for i, look in looks.items() if look is not None and followed.get(i) is None}
         if self.gate.moving(rest) and not busy:
             boxes += self.search(frame, gray, self.gate.rect(rest))
             step.motion = 1

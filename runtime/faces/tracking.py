@@ -19,6 +19,7 @@ from fer_edge.runtime.core.boxes import FaceBox, iou, nested
 FOLLOW_SIDE = 32  # template side in pixels after shrinking: enough texture to match, cheap to search
 SEARCH = 0.5  # search window = box grown by this fraction of its size on every side
 MIN_MATCH = 0.5  # normalised correlation below this: the face was lost, keep the box where it was
+FLAT = 2.0  # grey-level standard deviation below which a patch has no picture to follow
 
 
 @dataclass
@@ -28,7 +29,8 @@ class Track:
     missed: int = 0  # detector runs in a row without a matching box
     hits: int = 1
     probs: np.ndarray | None = None  # smoothed probabilities
-    counts: dict = field(default_factory=dict)  # label -> frames, for the per-track summary
+    counts: dict = field(default_factory=dict)  # label -> sure frames, for the per-track summary
+    unsure: int = 0  # frames on which the face was not sure
 
 
 class Tracker:
@@ -117,6 +119,8 @@ def follow_box(prev: np.ndarray, gray: np.ndarray, box: FaceBox) -> FaceBox | No
         tpl = cv2.resize(tpl, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
         win = cv2.resize(win, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
     if win.shape[0] < tpl.shape[0] or win.shape[1] < tpl.shape[1]:
+        return None
+    if float(tpl.std()) < FLAT:  # a featureless patch (the face left a blank frame) matches anywhere: nothing to follow
         return None
     res = cv2.matchTemplate(win, tpl, cv2.TM_CCOEFF_NORMED)
     _, best, _, (bx, by) = cv2.minMaxLoc(res)

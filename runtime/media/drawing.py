@@ -15,6 +15,7 @@ import numpy as np
 from fer_edge.runtime.model.preprocess import as_bgr
 
 COLOURS = [(80, 200, 80), (60, 160, 255), (255, 140, 60), (200, 80, 200), (60, 220, 220), (240, 240, 80)]
+UNSURE = (160, 160, 160)  # a face the model is not sure of (FaceResult.sure): neutral grey, its tag ends in "?"
 # one colour per label in the timeline, in label order (BGR); more labels than colours reuse them
 LABEL_COLOURS = [(60, 60, 220), (40, 140, 60), (160, 60, 160), (40, 200, 240), (200, 120, 40), (220, 200, 60),
                  (150, 150, 150), (90, 90, 30)]
@@ -22,6 +23,10 @@ LABEL_COLOURS = [(60, 60, 220), (40, 140, 60), (160, 60, 160), (40, 200, 240), (
 
 def _overlaps(a, b) -> bool:
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def _colour(face) -> tuple:
+    return COLOURS[face.track % len(COLOURS)] if getattr(face, "sure", True) else UNSURE
 
 
 def draw(image: np.ndarray, result, bars: bool = True) -> np.ndarray:
@@ -39,7 +44,7 @@ def draw(image: np.ndarray, result, bars: bool = True) -> np.ndarray:
     taken = []  # panels placed so far
     for n, face in enumerate(result.faces):
         x, y, w, h = face.box
-        colour = COLOURS[face.track % len(COLOURS)]
+        colour = _colour(face)
         cv2.rectangle(out, (x, y), (x + w, y + h), colour, th + 1)
         if bars and face.probs:
             rows = min(len(face.probs), max(0, (fh - max(y, 0)) // line))
@@ -57,8 +62,8 @@ def draw(image: np.ndarray, result, bars: bool = True) -> np.ndarray:
     tags = []
     for face in result.faces:  # tags last: on top of any box or bar
         x, y, w, h = face.box
-        colour = COLOURS[face.track % len(COLOURS)]
-        text = f"#{face.track} {face.label} {face.probs.get(face.label, 0.0):.0%}"
+        colour = _colour(face)
+        text = f"#{face.track} {face.label} {face.probs.get(face.label, 0.0):.0%}{'' if face.sure else ' ?'}"
         (tw, t_h), base = cv2.getTextSize(text, font, fs * 1.2, th + 1)
         tx = min(max(x, 0), max(0, fw - tw - 4))
         spots = [ty for ty in (y - 6, y + t_h + 6, y + h - base - 2) if ty - t_h - 4 >= 0 and ty + base <= fh]

@@ -52,7 +52,10 @@ class JsonLinesSink:
         self.lines = self.size = self.rotations = 0
 
     def write(self, frame, result: FrameResult):
-        line = json.dumps(result.to_dict(), separators=(",", ":")) + "\n"
+        self.write_line(result.to_dict())
+
+    def write_line(self, doc: dict) -> None:
+        line = json.dumps(doc, separators=(",", ":")) + "\n"
         self.file.write(line)
         self.file.flush()  # a line per frame survives a kill; cheap next to a detector run
         self.lines += 1
@@ -84,6 +87,18 @@ class JsonLinesSink:
             self.file.close()
         self.file = None
         self.out.discard()
+
+
+class VisitsSink(JsonLinesSink):
+    """--visits FILE.jsonl: one JSON object per visit event (start, update, end; runtime.faces.visits), rotated
+    like --json; a run without a visit leaves an empty file."""
+
+    def write(self, frame, result: FrameResult):
+        self.write_visits(result.visits)
+
+    def write_visits(self, events: list[dict]) -> None:
+        for event in events:
+            self.write_line(event)
 
 
 def rotate_numbered(path: Path, keep: int) -> None:
@@ -204,7 +219,7 @@ class PrintSink:
             print(f"{name}: no face", file=self.stream)
         for f in result.faces:
             top = sorted(f.probs.items(), key=lambda kv: -kv[1])[:3]
-            print(f"{name}: face {f.track} at {list(f.box)}: {f.label} "
+            print(f"{name}: face {f.track} at {list(f.box)}: {f.label}{'' if f.sure else ' (unsure)'} "
                   f"({', '.join(f'{k} {v:.2f}' for k, v in top)})", file=self.stream)
 
     def close(self) -> None:
@@ -248,9 +263,12 @@ def format_summary(summary: dict) -> str:
                      f"per frame {sc['classifications_per_frame']:.2f}")
     if summary["faces"]:
         share = sorted(summary["emotion_share"].items(), key=lambda kv: -kv[1])
-        lines.append("emotions: " + ", ".join(f"{k} {v:.1%}" for k, v in share if v > 0))
+        lines.append(f"emotions of the {summary['faces'] - summary['unsure_faces']} sure faces: "
+                     + (", ".join(f"{k} {v:.1%}" for k, v in share if v > 0) or "none")
+                     + f"; unsure faces {summary['unsure_faces']}; visits {summary['visits']}")
     if summary.get("unreadable"):
         lines.append(f"unreadable files ({len(summary['unreadable'])}): " + ", ".join(summary["unreadable"]))
     for t in summary["tracks"]:
-        lines.append(f"track {t['track']}: {t['dominant']} on {t['share']:.0%} of {t['frames']} frames")
+        lines.append(f"track {t['track']}: {t['dominant'] or 'no sure frame'} on {t['share']:.0%} of its "
+                     f"{t['frames'] - t['unsure_frames']} sure frames ({t['unsure_frames']} unsure)")
     return "\n".join(lines)

@@ -37,10 +37,18 @@ class ModelMetadata:
     preprocess: PreprocessSpec
     provenance: dict = field(default_factory=dict)  # source model hash, calibration hash, recipe, command
     figures: dict = field(default_factory=dict)  # accuracy and parity figures
+    # the sure/unsure threshold and how it was chosen (runtime.data.confidence); empty in older files
+    confidence: dict = field(default_factory=dict)
 
     @property
     def labels(self) -> tuple[str, ...]:
         return self.label_set.labels
+
+    @property
+    def threshold(self) -> float | None:
+        """The top-class probability from which a face is sure; None: the file predates thresholds."""
+        t = self.confidence.get("threshold")
+        return float(t) if isinstance(t, (int, float)) and 0.0 <= t <= 1.0 else None
 
     def to_json(self) -> str:
         return json.dumps(
@@ -51,6 +59,7 @@ class ModelMetadata:
                 "preprocess": self.preprocess.to_dict(),
                 "provenance": self.provenance,
                 "figures": self.figures,
+                **({"confidence": self.confidence} if self.confidence else {}),
             },
             indent=1,
             sort_keys=True,
@@ -66,14 +75,15 @@ class ModelMetadata:
             if tuple(d["labels"]) != label_set.labels:
                 raise FerEdgeError(f"labels {d['labels']} differ from label set {label_set.name} {list(label_set.labels)}")
             spec = PreprocessSpec.from_dict(d["preprocess"])
-            return cls(label_set, spec, dict(d.get("provenance", {})), dict(d.get("figures", {})))
+            return cls(label_set, spec, dict(d.get("provenance", {})), dict(d.get("figures", {})),
+                       dict(d.get("confidence", {})))
         except (ValueError, KeyError, TypeError, AttributeError, FerEdgeError) as exc:
             what = f"missing key {exc}" if isinstance(exc, KeyError) else str(exc)
             raise ModelError(f"{source}: invalid fer-edge metadata: {what}") from None
 
     def replace(self, **changes) -> "ModelMetadata":
         d = {"label_set": self.label_set, "preprocess": self.preprocess,
-             "provenance": self.provenance, "figures": self.figures}
+             "provenance": self.provenance, "figures": self.figures, "confidence": self.confidence}
         d.update(changes)
         return ModelMetadata(**d)
 

@@ -37,6 +37,8 @@ from fer_edge.runtime.faces.schedule import DEFAULT_RECHECK, Schedule
 from fer_edge.runtime.media.sources import Frame
 from fer_edge.runtime.model.shipped import shipped_file, shipped_models
 from fer_edge.runtime.faces.tracking import Tracker
+from fer_edge.runtime.faces.visits import DEFAULT_MIN_VISIT, Visits, check_visit_options
+from fer_edge.runtime.data.confidence import check_min_confidence
 
 log = logging.getLogger("fer_edge.runtime")
 
@@ -87,10 +89,16 @@ class PipelineOptions:
     smooth: float = 0.0  # EMA weight of the past per track, in [0, 1); 0 = off
     max_missed: int = 3  # detector runs a track survives without a matching box
     iou_threshold: float = 0.3
-    full_rate: bool = False  # streams: detect and classify every face on every frame (else: runtime.schedule)
+    full_rate: bool = False  # streams: detect and classify every face on every frame (else: runtime/faces/schedule.py)
     recheck: float = DEFAULT_RECHECK  # seconds between full detections of a still stream (the schedule's)
+    min_confidence: float | None = None  # a face is sure from this top probability; None: the model's threshold
+    min_visit: float = DEFAULT_MIN_VISIT  # seconds a track must last to be a visit
+    visit_update: float | None = None  # seconds between a visit's update events; None: none
 
     def __post_init__(self):
+        if self.min_confidence is not None:
+            self.min_confidence = check_min_confidence(self.min_confidence)
+        check_visit_options(self.min_visit, self.visit_update)
         if not (isinstance(self.recheck, (int, float)) and math.isfinite(self.recheck) and self.recheck > 0):
             raise FerEdgeError(f"--recheck must be a number of seconds above 0, found {self.recheck}")
         if int(self.detect_every) < 1:
@@ -119,7 +127,7 @@ class RunStats:
 
     def __init__(self, labels: tuple[str, ...]):
         self.labels = labels
-        self.frames = self.corrupt = self.faces = self.frames_with_face = self.reconnects = 0
+        self.frames = self.corrupt = self.faces = self.frames_with_face = self.reconnects = self.unsure = 0
         self.stage_s = dict.fromkeys(STAGES, 0.0)
         self.schedule: Counter = Counter()  # what ran: full / region detections, classifications, skipped frames
         self.full_rate = False
@@ -129,29 +137,32 @@ class RunStats:
         self.tracks: list = []
         self.unreadable: list[str] = []  # names of image files that could not be decoded
         self.stopped_by = "end of source"
+        self.visits = 0  # visits reported (ended)
 
     def add(self, result: FrameResult) -> None:
         self.frames += 1
         self.faces += len(result.faces)
         self.frames_with_face += bool(result.faces)
-        self.label_counts.update(f.label for f in result.faces)
+        self.label_counts.update(f.label for f in result.faces if f.sure)
+        self.unsure += sum(not f.sure for f in result.faces)
 
     def summary(self) -> dict:
         n = max(self.frames, 1)
-        tracks = []
+        tracks, sure = [], self.faces - self.unsure
         for t in sorted(self.tracks, key=lambda t: t.id):
             total = sum(t.counts.values())
-            if total:
-                label, count = max(t.counts.items(), key=lambda kv: kv[1])
-                tracks.append({"track": t.id, "frames": total, "dominant": label, "share": round(count / total, 4)})
+            if total or t.unsure:
+                label, count = max(t.counts.items(), key=lambda kv: kv[1]) if total else (None, 0)
+                tracks.append({"track": t.id, "frames": total + t.unsure, "dominant": label,
+                               "share": round(count / total, 4) if total else 0.0, "unsure_frames": t.unsure})
         return {
             "frames": self.frames, "corrupt_frames": self.corrupt, "reconnects": self.reconnects,
             "stopped_by": self.stopped_by, "seconds": round(self.seconds, 3),
             "fps": round(self.frames / self.seconds, 2) if self.seconds > 0 else 0.0,
             "stage_ms": {k: round(v * 1000 / n, 3) for k, v in self.stage_s.items()},
             "faces": self.faces, "frames_with_face": self.frames_with_face,
-            "emotion_share": {k: round(self.label_counts[k] / self.faces, 4) if self.faces else 0.0
-                              for k in self.labels},
+            "unsure_faces": self.unsure, "visits": self.visits,
+            "emotion_share": {k: round(self.label_counts[k] / sure, 4) if sure else 0.0 for k in self.labels},
             "tracks": tracks, "unreadable": self.unreadable, "schedule": self.schedule_summary(),
         }
 
@@ -175,16 +186,28 @@ class Pipeline:
         self.labels = self.classifier.labels
         self.tracker = Tracker(opts.iou_threshold, opts.max_missed, opts.smooth)
         self.stats = RunStats(self.labels)
+        self.threshold = self._threshold()
+        self.visits, self.final_visits = Visits(opts.min_visit, opts.visit_update), []
         self._since_detect = 0
         self.schedule = None if opts.full_rate else Schedule(
             self.detector,
             make_detector(opts.detector, opts.detector_model, threads=opts.threads, **opts.detect_options),
             stream_widths(opts.detect_size, self.detector.SIZES), opts.recheck)
 
+    def _threshold(self) -> float:
+        """--min-confidence, else the model's own threshold, else 0 (every face sure) and one line saying so."""
+        if self.options.min_confidence is not None:
+            return self.options.min_confidence
+        if self.classifier.meta.threshold is None:
+            log.info("%s carries no confidence threshold (a file made before fer-edge chose one): every face counts "
+                     "as sure; --min-confidence P sets one", self.classifier.path.name)
+            return 0.0
+        return self.classifier.meta.threshold
+
     # -- one frame ------------------------------------------------------------------------------
 
     def process(self, image, index: int = 0, t: float = 0.0, source: str = "", still: bool = False) -> FrameResult:
-        """One frame of a stream: the schedule (runtime.schedule) decides what to detect and classify;
+        """One frame of a stream: the schedule (runtime/faces/schedule.py) decides what to detect and classify;
         with --full-rate or --detect-every K, and for still images, every face is detected (every K frames)
         and classified."""
         frame = as_bgr(image)
@@ -218,7 +241,7 @@ class Pipeline:
         return tracks, tracks, t1, time.perf_counter()
 
     def _scheduled(self, frame, gray, t: float, t0: float):
-        """The stream schedule: what moved is looked at, what is still is held (runtime.schedule)."""
+        """The stream schedule: what moved is looked at, what is still is held (runtime/faces/schedule.py)."""
         if min(frame.shape[:2]) < MIN_SIDE:
             boxes, step = [], None
         else:
@@ -242,10 +265,13 @@ class Pipeline:
                     self.schedule.classified(tr, raw[tr.id])
             else:
                 p = tr.probs
-            label = self.labels[int(np.argmax(p))]
-            tr.counts[label] = tr.counts.get(label, 0) + 1
+            label, sure = self.labels[int(np.argmax(p))], float(np.max(p)) >= self.threshold
+            if sure:
+                tr.counts[label] = tr.counts.get(label, 0) + 1
+            else:
+                tr.unsure += 1
             faces.append(FaceResult(tr.box.box, label, {k: float(v) for k, v in zip(self.labels, p)}, tr.id,
-                                    tr.box.score, tr.box.landmarks))
+                                    tr.box.score, tr.box.landmarks, sure))
         return faces
 
     def detect(self, frame: np.ndarray, gray: np.ndarray, still: bool = False) -> list[FaceBox]:
@@ -286,6 +312,9 @@ class Pipeline:
                         self.stats.stopped_by = f"{type(sink).__name__} (window closed)"
                         stop.set()
                 self.stats.stage_s["output"] += time.perf_counter() - t0
+            for sink in sinks:  # a live source's visits still open when it stopped
+                if self.final_visits and hasattr(sink, "write_visits"):
+                    sink.write_visits(self.final_visits)
         except BaseException:  # a stop of a finite run, a failure: nothing is committed
             results.close()
             for sink in sinks:
@@ -300,7 +329,31 @@ class Pipeline:
                 max_frames: int | None = None) -> Iterator[tuple[Frame, FrameResult]]:
         """Each frame of a source with its result, until the source ends, `stop` is set or `max_frames`;
         the source is closed however the iteration ends (a `break` included). `run` and
-        `fer_edge.Recognizer.stream` are both this loop; `self.stats` counts it."""
+        `fer_edge.Recognizer.stream` are both this loop; `self.stats` counts it. Each result carries its visit
+        events (runtime.faces.visits). From a file, a frame is handed on once the next one is read, so the last
+        frame's result carries the end of every visit still open when the file ends; a live source's frames go
+        on at once (no added latency), and the visits open when it stops end in `self.final_visits`."""
+        self.visits, self.final_visits = Visits(self.options.min_visit, self.options.visit_update), []
+        frames, live = self._results(source, stop, max_frames), getattr(source, "live", False)
+        held = None
+        try:
+            for item in frames:
+                if held is not None:
+                    yield held
+                held = None if live else item
+                if live:
+                    yield item
+            ends = self.visits.close()
+            self.stats.visits = self.visits.reported
+            if held is not None:
+                held[1].visits.extend(ends)
+                yield held
+            else:
+                self.final_visits = ends
+        finally:
+            frames.close()
+
+    def _results(self, source, stop: threading.Event | None, max_frames: int | None):
         stop = stop or threading.Event()
         stats = self.stats = RunStats(self.labels)
         stats.full_rate = self.schedule is None or getattr(source, "stills", False) or self.options.detect_every > 1
@@ -347,6 +400,9 @@ class Pipeline:
                 log.warning("frame %d skipped: %s", frame.index, exc)
             else:
                 frame.drawing = Drawing(image, result)  # drawn once, on first use, for every sink that shows it
+                if not getattr(source, "stills", False):  # unrelated photos make no visits
+                    result.visits.extend(self.visits.update(result))
+                    stats.visits = self.visits.reported
                 return result
         stats.corrupt += 1  # an undecodable frame: the source counted and logged it too; here it is skipped
         if name:

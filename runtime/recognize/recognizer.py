@@ -79,8 +79,9 @@ class Recognizer:
 
     def analyze(self, image: ImageInput) -> list[FaceResult]:
         """The faces in one photo: for each, `box` (x, y, width, height in image pixels), `label`, `probs`
-        (label -> probability, 0-1, summing to 1), `score` (the detector's confidence, 0-1) and `landmarks`
-        (five (x, y) points in image pixels where the detector gives them, else None). No face: []."""
+        (label -> probability, 0-1, summing to 1), `score` (the detector's confidence, 0-1), `landmarks`
+        (five (x, y) points in image pixels where the detector gives them, else None) and `sure` (the top
+        probability reaches the model's threshold or `min_confidence`). No face: []."""
         frame = load_image(image)
         with self._lock:
             return list(self._open().process_photo(frame).faces)
@@ -109,8 +110,9 @@ class Recognizer:
                stall_timeout: float = 5.0) -> Iterator[FrameResult]:
         """Results frame by frame from a camera index (0), a video file, an rtsp:// or http:// URL, a GStreamer
         pipeline or a folder of images; faces keep their `track` id across frames, `time` is in seconds (media
-        time for files). A wrong source raises here, at the call; the source is closed when the loop ends,
-        breaks or raises."""
+        time for files); each result's `visits` holds the visit events of its frame (start, update, end; the last
+        result of a file ends every visit still open). A wrong source raises here, at the call; the source is
+        closed when the loop ends, breaks or raises."""
         return (result for _, result in self.frames(source, max_frames=max_frames, loop=loop,
                                                     stall_timeout=stall_timeout))
 

@@ -16,15 +16,16 @@ but /health needs the token (runtime/serve/access.py; checked by TokenGate befor
 `Authorization: Bearer` header, or `?token=` for a browser, which is how /docs passes it on to the schema.
 """
 # no `from __future__ import annotations`: FastAPI reads the endpoints' annotations as objects, and the
-# response models are local to create_app (they name its labels), where string annotations cannot be resolved
+# response models are made inside a function (_response_models: pydantic comes with the extra), where string
+# annotations cannot be resolved
 import json
-import sys
 import threading
 import time
 import urllib.parse
 
-from fer_edge.runtime.serve.access import WWW_AUTHENTICATE, Access, base_url
+from fer_edge.runtime.serve.access import WWW_AUTHENTICATE, Access
 from fer_edge.runtime.core.errors import FerEdgeError, require
+from fer_edge.runtime.core.version import package_version
 from fer_edge.runtime.media.images import FORMATS, MAX_PIXELS, decode_image
 
 DEFAULT_MAX_UPLOAD_MB = 10.0
@@ -105,39 +106,13 @@ def create_app(options=None, max_upload_bytes: int = int(DEFAULT_MAX_UPLOAD_MB *
     fastapi = require("fastapi", "api")
     require("multipart", "api")  # python-multipart: FastAPI's form parser, needed by UploadFile
     from fastapi import File, HTTPException, UploadFile
-    from pydantic import BaseModel, Field
 
     from fer_edge.runtime.recognize.pipeline import Pipeline, PipelineOptions
 
     pipe = pipeline or Pipeline(options or PipelineOptions())
     lock = threading.Lock()
-
-    class Face(BaseModel):
-        box: list[int] = Field(description="x, y, width, height in image pixels")
-        label: str
-        probs: dict[str, float] = Field(description="label -> probability")
-        score: float = Field(description="detector confidence")
-
-    class Prediction(BaseModel):
-        source: str = Field(description="the uploaded file's name")
-        width: int
-        height: int
-        faces: list[Face]
-        labels: list[str]
-        ms: float = Field(description="detection + classification time")
-
-    class Health(BaseModel):
-        status: str
-        model: str
-        backend: str
-        detector: str
-        framing: str = Field(description="how faces are cut for the classifier")
-        labels: list[str]
-
-    class Problem(BaseModel):
-        detail: str
-
-    app = fastapi.FastAPI(title="fer-edge", version=_version(), docs_url=None, redoc_url=None,
+    Face, Prediction, Health, Problem = _response_models()
+    app = fastapi.FastAPI(title="fer-edge", version=package_version(), docs_url=None, redoc_url=None,
                           description="Facial expressions in an image: faces, labels and probabilities.")
     app.add_middleware(BodyLimit, limit=max_upload_bytes)
     _docs_pages(app)
@@ -171,6 +146,39 @@ def create_app(options=None, max_upload_bytes: int = int(DEFAULT_MAX_UPLOAD_MB *
                           ms=round(ms, 3))
 
     return _protect(app, access or Access(), Problem)
+
+
+def _response_models():
+    """The pydantic models of the answers (Face, Prediction, Health, Problem): made when an app is, since
+    pydantic comes with the `api` extra."""
+    from pydantic import BaseModel, Field
+
+    class Face(BaseModel):
+        box: list[int] = Field(description="x, y, width, height in image pixels")
+        label: str
+        probs: dict[str, float] = Field(description="label -> probability")
+        score: float = Field(description="detector confidence")
+
+    class Prediction(BaseModel):
+        source: str = Field(description="the uploaded file's name")
+        width: int
+        height: int
+        faces: list[Face]
+        labels: list[str]
+        ms: float = Field(description="detection + classification time")
+
+    class Health(BaseModel):
+        status: str
+        model: str
+        backend: str
+        detector: str
+        framing: str = Field(description="how faces are cut for the classifier")
+        labels: list[str]
+
+    class Problem(BaseModel):
+        detail: str
+
+    return Face, Prediction, Health, Problem
 
 
 def _docs_pages(app) -> None:
@@ -210,67 +218,3 @@ def _protect(app, access: Access, problem):
                 operation["security"] = [{"bearer": []}, {"query": []}]
                 operation["responses"]["401"] = unauthorized
     return app
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("fer-edge")
-    except PackageNotFoundError:
-        return "0"
-
-
-def api_parser():
-    from fer_edge.runtime.cli_args import detector_arguments, model_arguments, token_arguments
-    from fer_edge.runtime.config import ConfigurableParser, add_config_argument
-
-    p = ConfigurableParser(prog="fer-edge serve-api", description="HTTP API: POST /predict with an image, "
-                                "GET /health, schema at /openapi.json (pip install 'fer-edge[api]').")
-    model_arguments(p)
-    detector_arguments(p)
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB, metavar="MB",
-                   help=f"largest accepted upload (default {DEFAULT_MAX_UPLOAD_MB:g})")
-    token_arguments(p.add_argument_group("access (every path but /health; beyond loopback a token is made when "
-                                         "none is given)"))
-    add_config_argument(p)
-    return p
-
-
-def serve_api(argv: list[str]) -> int:
-    from fer_edge.runtime.cli_args import access_options, classifier_options, detector_options
-    from fer_edge.runtime.config import with_config
-    from fer_edge.runtime.recognize.pipeline import Pipeline, PipelineOptions
-
-    p = api_parser()
-    a = p.parse_args(with_config(p, argv))
-    if a.max_upload_mb <= 0:
-        raise FerEdgeError(f"--max-upload-mb must be above 0, found {a.max_upload_mb}")
-    uvicorn = require("uvicorn", "api")
-    access = access_options(a, a.host)  # an empty or unreadable token: one line, before anything listens
-    opts = PipelineOptions(model=a.model, **detector_options(a), **classifier_options(a))
-    sock = _listen(a.host, a.port)  # before the model loads: a taken port is a one-line error, no "API on"
-    try:
-        with Pipeline(opts) as pipe:
-            app = create_app(max_upload_bytes=int(a.max_upload_mb * 1e6), pipeline=pipe, access=access)
-            server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))  # no access log: ?token= stays out
-            base = base_url(a.host, sock.getsockname()[1])
-            print(f"fer-edge: API on {base}/ (schema /openapi.json, docs /docs"
-                  f"{'; token required' if access.token else ''})", file=sys.stderr)
-            access.announce("API", base, "/docs")
-            server.run(sockets=[sock])
-    finally:
-        sock.close()
-    return 0
-
-
-def _listen(host: str, port: int):
-    import socket
-
-    try:
-        return socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET,
-                                    reuse_port=False)
-    except OSError as exc:
-        raise FerEdgeError(f"--host {host} --port {port}: cannot listen there ({exc.strerror or exc})") from None

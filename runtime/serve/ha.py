@@ -5,12 +5,16 @@ object_id from [a-zA-Z0-9_-]). fer-edge publishes one `sensor` per value, all un
 (identifiers, name, manufacturer, model, sw_version) so they group as one device:
 
     faces       faces in view in the latest frame
-    emotion     the dominant emotion over the recent window
+    emotion     the dominant emotion of the sure faces over the recent window
+    unsure      faces in the recent window the model was not sure of (not in the shares)
     fps         frames per second over the recent window
-    share_X     each emotion's share (%) of the faces seen in the recent window
+    share_X     each emotion's share (%) of the sure faces seen in the recent window
 
 Every sensor reads the one state topic `T/ha/state` (a JSON object, retained, published every
---mqtt-summary-every seconds) through a value_template, and its availability from `T/status`, the retained
+--mqtt-summary-every seconds) through a value_template. Beside them, a `binary_sensor` "Face in view" (device
+class occupancy) reads `T/ha/occupancy` (ON/OFF, retained, published when it changes: on while a sure face is
+tracked), and an `event` entity "Visit" reads `T/ha/visit` (each visit's start and end: {"event_type": "start" |
+"end", and the visit's fields as attributes}). Every entity takes its availability from `T/status`, the retained
 {"device", "online"} message the sink already keeps: online on connect, offline on a clean stop and, as the
 broker's last will, when the process dies. unique_ids are `<node_id>_<object_id>`, where node_id comes from
 --device-name, else --mqtt-client-id, else `fer-edge-<hostname>`: stable across restarts (not the pid).
@@ -24,9 +28,12 @@ import socket
 import time
 
 from fer_edge.runtime.core.errors import FerEdgeError
+from fer_edge.runtime.core.version import package_version
 
 DEFAULT_PREFIX = "homeassistant"
 AVAILABILITY_TEMPLATE = "{{ 'online' if value_json.online else 'offline' }}"
+OCCUPANCY, VISIT = "ha/occupancy", "ha/visit"  # subtopics of the occupancy sensor and the visit event entity
+VISIT_EVENTS = ("start", "end")  # the event entity's event_types (update events stay on T/visit)
 
 
 def check_prefix(prefix: str) -> str:
@@ -54,7 +61,9 @@ def sensors(labels: tuple[str, ...]) -> list[dict]:
            {"object_id": "emotion", "name": "Dominant emotion", "value_template": "{{ value_json.emotion }}",
             "icon": "mdi:emoticon-outline"},
            {"object_id": "fps", "name": "Frames per second", "value_template": "{{ value_json.fps }}",
-            "unit_of_measurement": "fps", "state_class": "measurement", "icon": "mdi:speedometer"}]
+            "unit_of_measurement": "fps", "state_class": "measurement", "icon": "mdi:speedometer"},
+           {"object_id": "unsure", "name": "Unsure faces", "value_template": "{{ value_json.unsure }}",
+            "state_class": "measurement", "icon": "mdi:help-circle-outline"}]
     for label in labels:
         out.append({"object_id": f"share_{label}", "name": f"{label.capitalize()} share",
                     "value_template": f"{{{{ value_json.share.{label} }}}}", "unit_of_measurement": "%",
@@ -67,33 +76,55 @@ class HaDiscovery:
 
     def __init__(self, prefix: str, base_topic: str, node: str, labels: tuple[str, ...], name: str | None = None,
                  model: str = ""):
-        from fer_edge.runtime.serve.api import _version
-
         self.prefix, self.base, self.node, self.labels = check_prefix(prefix), base_topic, node, tuple(labels)
         self.state_topic, self.status_topic = f"{base_topic}/ha/state", f"{base_topic}/status"
         self.device = {"identifiers": [node], "name": name or node, "manufacturer": "fer-edge",
-                       "model": f"fer-edge {model}".strip(), "sw_version": _version()}
+                       "model": f"fer-edge {model}".strip(), "sw_version": package_version()}
         self.window: collections.Counter = collections.Counter()
-        self.window_frames, self.faces_now = 0, 0
+        self.window_frames, self.faces_now, self.unsure = 0, 0, 0
         self.window_start = time.monotonic()
+        self.occupancy: str | None = None  # ON / OFF as last published
+
+    def entities(self) -> list[tuple[str, dict]]:
+        """(component, config before the shared keys) of every entity: the sensors, the occupancy sensor, the
+        visit event entity."""
+        out = [("sensor", {**s, "state_topic": self.state_topic}) for s in sensors(self.labels)]
+        out.append(("binary_sensor", {"object_id": "face_in_view", "name": "Face in view", "device_class": "occupancy",
+                                      "state_topic": f"{self.base}/{OCCUPANCY}", "payload_on": "ON",
+                                      "payload_off": "OFF"}))
+        out.append(("event", {"object_id": "visit", "name": "Visit", "event_types": list(VISIT_EVENTS),
+                              "state_topic": f"{self.base}/{VISIT}", "icon": "mdi:account-clock"}))
+        return out
 
     def configs(self) -> list[tuple[str, str]]:
         """(topic, payload) of every discovery config, to publish retained."""
         out = []
-        for s in sensors(self.labels):
+        for component, s in self.entities():
             object_id = s.pop("object_id")
-            doc = {**s, "unique_id": f"{self.node}_{object_id}",
-                   "state_topic": self.state_topic, "device": self.device,
+            doc = {**s, "unique_id": f"{self.node}_{object_id}", "device": self.device,
                    "availability": [{"topic": self.status_topic, "value_template": AVAILABILITY_TEMPLATE,
                                      "payload_available": "online", "payload_not_available": "offline"}]}
-            out.append((f"{self.prefix}/sensor/{self.node}/{object_id}/config", json.dumps(doc, separators=(",", ":"))))
+            out.append((f"{self.prefix}/{component}/{self.node}/{object_id}/config",
+                        json.dumps(doc, separators=(",", ":"))))
         return out
 
-    def add(self, faces: list) -> None:
-        """One processed frame's faces (each with a .label)."""
+    def add(self, faces: list) -> str | None:
+        """One processed frame's faces (each with .label and .sure); the occupancy (ON/OFF) when it changed."""
         self.window_frames += 1
         self.faces_now = len(faces)
-        self.window.update(f.label for f in faces)
+        self.window.update(f.label for f in faces if f.sure)
+        self.unsure += sum(not f.sure for f in faces)
+        now = "ON" if any(f.sure for f in faces) else "OFF"
+        if now == self.occupancy:
+            return None
+        self.occupancy = now
+        return now
+
+    @staticmethod
+    def visit_events(events: list[dict]) -> list[tuple[str, dict]]:
+        """(subtopic, payload) for the event entity: each visit's start and end, its kind as event_type."""
+        return [(VISIT, {"event_type": e["event"], **{k: v for k, v in e.items() if k != "event"}})
+                for e in events if e["event"] in VISIT_EVENTS]
 
     def state(self) -> dict:
         """The recent window's values (then the window starts again)."""
@@ -101,9 +132,9 @@ class HaDiscovery:
         seconds, total = now - self.window_start, sum(self.window.values())
         doc = {"faces": self.faces_now,
                "emotion": self.window.most_common(1)[0][0] if total else "none",
-               "fps": round(self.window_frames / seconds, 2) if seconds > 0 else 0.0,
+               "unsure": self.unsure, "fps": round(self.window_frames / seconds, 2) if seconds > 0 else 0.0,
                "share": {k: round(100.0 * self.window[k] / total, 1) if total else 0.0 for k in self.labels},
                "window_s": round(seconds, 1)}
         self.window.clear()
-        self.window_frames, self.window_start = 0, now
+        self.window_frames, self.window_start, self.unsure = 0, now, 0
         return doc

@@ -2,10 +2,13 @@
 
 Topics under the base topic T of the URL:
 
-    T/face      one message per face per frame: {device, frame, time, ts, track, box, label, probs}
+    T/face      one message per face per frame: {device, frame, time, ts, track, box, label, probs, sure}
                 (the JSON Lines face plus its frame, media time and wall-clock ts)
+    T/visit     one message per visit event (runtime.faces.visits: start, update, end) plus device and ts;
+                always QoS 1, queued like the rest while the broker is away
     T/summary   every --mqtt-summary-every seconds and once at the end ("final": true): frames, faces,
-                fps, emotion shares, the current label per track, and the link's counts (sent, dropped...)
+                fps, emotion shares of the sure faces, unsure faces, the current label per track, and the
+                link's counts (sent, dropped...)
     T/status    retained {"device", "online"}: true on connect, false as the broker's last will
 
 The frame loop never waits for the network. Messages go into a bounded offline queue (--mqtt-queue);
@@ -138,11 +141,11 @@ class MqttSink:
         self._inflight: dict[int, str] = {}  # mid -> kind
         self._acked_early: set[int] = set()
         self._closing = self._stop_now = False
-        self.frames = self.faces = 0
+        self.frames = self.faces = self.unsure = 0
         self.label_counts: collections.Counter = collections.Counter()
         self.track_labels: dict[int, str] = {}
         self.started = self._last_summary = time.monotonic()
-        self.ha = ha  # a runtime.ha.HaDiscovery: discovery configs on every connect, its state with each summary
+        self.ha = ha  # a serve/ha.py HaDiscovery: discovery configs on every connect, its state with each summary
         self.refused: str | None = None  # the broker's reason when it refused the connection
         self.unreachable: str | None = None
         self._waiting = connect_timeout is not None  # the first refusal becomes wait_connected()'s error line
@@ -181,8 +184,9 @@ class MqttSink:
                 self.refused = str(reason)
                 self.queue.cond.notify_all()
             return
-        status = (f"{self.target.topic}/status", json.dumps({"device": self.device, "online": True}), True)
-        first = [status] + [(topic, payload, True) for topic, payload in (self.ha.configs() if self.ha else [])]
+        status = (f"{self.target.topic}/status", json.dumps({"device": self.device, "online": True}), True, self.qos)
+        first = [status] + [(topic, payload, True, self.qos)
+                            for topic, payload in (self.ha.configs() if self.ha else [])]
         with self.queue.cond:
             self.connected = True
             self.connects += 1
@@ -252,12 +256,12 @@ class MqttSink:
                     q.cond.wait(0.5)
                 if self._stop_now:
                     return
-                topic, payload, retain = q.items.popleft()
-            info = self.client.publish(topic, payload, self.qos, retain)
+                topic, payload, retain, qos = item = q.items.popleft()
+            info = self.client.publish(topic, payload, qos, retain)
             kind = topic.rsplit("/", 1)[1]
             with q.cond:
-                if self.qos == 0 and info.rc != 0:  # QoS 0 is not kept by paho: back to the front
-                    q.items.appendleft((topic, payload, retain))
+                if qos == 0 and info.rc != 0:  # QoS 0 is not kept by paho: back to the front
+                    q.items.appendleft(item)
                     q.cond.wait(0.2)
                 elif info.mid in self._acked_early:  # QoS 1 is kept by paho, connected or not
                     self._acked_early.discard(info.mid)
@@ -267,39 +271,58 @@ class MqttSink:
 
     # -- the sink -------------------------------------------------------------------------------
 
-    def _put(self, subtopic: str, doc: dict, retain: bool = False) -> None:
-        self.queue.put((f"{self.target.topic}/{subtopic}", json.dumps(doc, separators=(",", ":")), retain))
+    def _put(self, subtopic: str, doc, retain: bool = False, qos: int | None = None) -> None:
+        payload = doc if isinstance(doc, str) else json.dumps(doc, separators=(",", ":"))
+        self.queue.put((f"{self.target.topic}/{subtopic}", payload, retain, self.qos if qos is None else qos))
 
     def write(self, frame, result) -> None:
         ts = round(time.time(), 3)
         self.frames += 1
         for f in result.faces:
             self.faces += 1
-            self.label_counts[f.label] += 1
+            self.label_counts[f.label] += f.sure
+            self.unsure += not f.sure
             self.track_labels[f.track] = f.label
             self._put("face", {"device": self.device, "frame": result.frame, "time": round(result.time, 4), "ts": ts,
                                **f.to_dict()})
+        self.write_visits(result.visits, ts)
         if self.ha is not None:
-            self.ha.add(result.faces)
+            self._ha_write(result.faces)
         if self.summary_every > 0 and time.monotonic() - self._last_summary >= self.summary_every:
             self._put("summary", self.summary())
             if self.ha is not None:
                 self._put("ha/state", self.ha.state(), retain=True)
 
+    def write_visits(self, events: list[dict], ts: float | None = None) -> None:
+        """Visit events on T/visit (QoS 1), and their start and end to Home Assistant's event entity."""
+        ts = round(time.time(), 3) if ts is None else ts
+        for event in events:
+            self._put("visit", {"device": self.device, "ts": ts, **event}, qos=1)
+        for topic, doc in self.ha.visit_events(events) if self.ha is not None else ():
+            self._put(topic, doc, qos=1)
+
+    def _ha_write(self, faces) -> None:
+        """Home Assistant's occupancy, when it changes."""
+        changed = self.ha.add(faces)
+        if changed is not None:
+            self._put("ha/occupancy", changed, retain=True)
+
     def stats(self) -> dict:
         with self.queue.cond:
             return {"connected": self.connected, "sent": sum(self.sent.values()), "sent_faces": self.sent["face"],
+                    "sent_visits": self.sent["visit"],
                     "queued": len(self.queue.items),
                     "inflight": len(self._inflight), "dropped": self.queue.dropped, "reconnects": self.reconnects}
 
     def summary(self, final: bool = False) -> dict:
         now = time.monotonic()
         self._last_summary = now
-        seconds = now - self.started
+        seconds, sure = now - self.started, self.faces - self.unsure
         return {"device": self.device, "ts": round(time.time(), 3), "final": final, "frames": self.frames,
                 "faces": self.faces, "seconds": round(seconds, 3),
                 "fps": round(self.frames / seconds, 2) if seconds > 0 else 0.0,
-                "emotion_share": {k: round(v / self.faces, 4) for k, v in sorted(self.label_counts.items())},
+                "emotion_share": {k: round(v / sure, 4) for k, v in sorted(self.label_counts.items()) if v},
+                "unsure_faces": self.unsure,
                 "tracks": {str(k): v for k, v in sorted(self.track_labels.items())}, "mqtt": self.stats()}
 
     def close(self) -> None:
@@ -307,6 +330,7 @@ class MqttSink:
             return
         if self.ha is not None:
             self._put("ha/state", self.ha.state(), retain=True)
+            self._put("ha/occupancy", "OFF", retain=True)  # no face in view once stopped
         self._put("summary", self.summary(final=True))
         with self.queue.cond:
             self._closing = True

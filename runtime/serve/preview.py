@@ -56,7 +56,7 @@ PAGE = """<!doctype html>
  #side{flex:1 1 auto;min-width:220px} h1{font-size:16px;margin:0 0 8px} .face{margin:0 0 14px}
  .row{display:flex;align-items:center;gap:6px;margin:2px 0} .name{width:70px}
  .bar{height:12px;background:#3a3f4b;flex:1;position:relative} .fill{height:100%;background:#4fc36b}
- .top .fill{background:#ffb347} #stat{color:#9aa}
+ .top .fill{background:#ffb347} .unsure .fill{background:#888} #stat{color:#9aa}
 </style></head>
 <body><div id="view"><img id="stream" alt="annotated stream"></div>
 <div id="side"><h1>fer-edge</h1><div id="stat">waiting for frames...</div><div id="faces"></div></div>
@@ -76,7 +76,7 @@ async function poll() {
       document.getElementById("stat").textContent =
         `frame ${s.frame} · ${s.fps.toFixed(1)} fps · ${s.faces.length} face(s)`;
       document.getElementById("faces").innerHTML = s.faces.map(f =>
-        `<div class="face" data-track="${f.track}"><b>#${f.track} ${esc(f.label)}</b>` +
+        `<div class="face${f.sure ? "" : " unsure"}" data-track="${f.track}"><b>#${f.track} ${esc(f.label)}${f.sure ? "" : " ?"}</b>` +
         Object.entries(f.probs).map(([k, v]) =>
           `<div class="row${k === f.label ? " top" : ""}"><span class="name">${esc(k)}</span>` +
           `<span class="bar"><span class="fill" style="display:block;width:${(100 * v).toFixed(1)}%"></span></span>` +

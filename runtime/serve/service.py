@@ -24,30 +24,33 @@ def add_service_arguments(parser: argparse.ArgumentParser) -> None:
                    "unique_ids (default: --mqtt-client-id, else fer-edge-<hostname>)")
 
 
-def json_rotation(a: argparse.Namespace) -> dict:
-    """The JsonLinesSink keywords for --json-max-mb/--json-keep; checked before any work starts."""
+def json_rotation(a: argparse.Namespace, opt: str = "json") -> dict:
+    """The JsonLinesSink keywords for --json-max-mb/--json-keep, for the --json (or --visits) file; checked before
+    any work starts."""
     if a.json_keep < 1:
         raise FerEdgeError(f"--json-keep must be 1 or more, found {a.json_keep}")
     if a.json_max_mb is None:
         return {}
     if not a.json_max_mb > 0:
         raise FerEdgeError(f"--json-max-mb must be above 0 megabytes, found {a.json_max_mb:g}")
-    if not a.json:
-        raise FerEdgeError("--json-max-mb rotates the --json file: give --json FILE too")
-    if a.json == "-":
-        raise FerEdgeError("--json-max-mb: cannot rotate standard output (--json -): give a file name")
+    if not (a.json or getattr(a, "visits", None)):
+        raise FerEdgeError("--json-max-mb rotates the --json and --visits files: give --json FILE too")
+    value = getattr(a, opt, None)
+    if value == "-":
+        raise FerEdgeError(f"--json-max-mb: cannot rotate standard output (--{opt} -): give a file name")
     from pathlib import Path
 
-    from fer_edge.runtime.core.fileio import _is_special
+    from fer_edge.runtime.core.fileio import is_special
 
-    if _is_special(Path(a.json)):  # renaming /dev/null or a FIFO away would break it for everyone
-        raise FerEdgeError(f"--json-max-mb: cannot rotate {a.json}, a device or pipe: give a regular file name")
+    if value and is_special(Path(value)):  # renaming /dev/null or a FIFO away would break it for everyone
+        raise FerEdgeError(f"--json-max-mb: cannot rotate {value}, a device or pipe: give a regular file name")
     return {"max_bytes": max(1, int(a.json_max_mb * 1024 * 1024)), "keep": a.json_keep}
 
 
 def check_service_arguments(a: argparse.Namespace) -> None:
     """Everything about these flags that can be wrong, before the model loads."""
     json_rotation(a)
+    json_rotation(a, "visits")
     if a.ha_discovery is not None:
         from fer_edge.runtime.serve.ha import check_prefix, node_id
 

@@ -21,7 +21,9 @@ from fer_edge.runtime.model.preprocess import PreprocessSpec
 
 HERE = Path(__file__).resolve().parent
 META = ModelMetadata(FER2013, PreprocessSpec(size=(48, 48), channels=1, value_range=(0.0, 1.0)),
-                     provenance={"source": "tests/assets/make_tiny_models.py", "note": "random weights, tests only"})
+                     provenance={"source": "tests/assets/make_tiny_models.py", "note": "random weights, tests only"},
+                     # every face sure: tests that want unsure faces pass --min-confidence or strip this
+                     confidence={"threshold": 0.0, "rule": "tests only: every face sure"})
 
 
 def weights():

@@ -324,7 +324,7 @@ def test_no_token_serves_open_beyond_loopback_and_warns_at_every_start(caplog, m
 
 
 def test_the_token_keys_of_a_config_file_work_for_both_servers(tmp_path, capfd, monkeypatch):
-    from fer_edge.runtime.serve.api import api_parser
+    from fer_edge.runtime.cli_serve import api_parser
     from fer_edge.runtime.cli import main
     from fer_edge.runtime.cli_args import access_options
     from fer_edge.runtime.config import with_config
@@ -353,7 +353,7 @@ def test_the_deploy_files_and_the_security_page_agree():
         assert 'serve_token_file = "/etc/fer-edge/token"' in (root / "deploy" / config).read_text()
     assert "serve-token-file /run/secrets/fer-edge-token" in (root / "deploy" / "docker" / "README.md").read_text()
     # the board commands the page shows in console fences: every flag exists (their parsers read them)
-    from fer_edge.runtime.serve.api import api_parser
+    from fer_edge.runtime.cli_serve import api_parser
     from fer_edge.runtime.cli import run_parser
 
     page = (root / "docs" / "security.md").read_text()
