@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from fer_edge.runtime.data.datasets import FaceDataset, split_code
-from fer_edge.runtime.core import stop
+import fer_edge.runtime.core.stop as stop
 from fer_edge.runtime.core.errors import DataError, FerEdgeError
 from fer_edge.runtime.core.fileio import atomic_output, check_writable, sha256_file
 from fer_edge.runtime.model.preprocess import PreprocessSpec, preprocess

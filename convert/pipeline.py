@@ -20,7 +20,7 @@ from fer_edge.convert.parity import (DEFAULT_MAX_DROP, DEFAULT_MIN_AGREEMENT, KE
                                      evaluate_file, reference_entry, report_texts)
 from fer_edge.convert.report import FormatEntry, ParityReport, RecipeSearch, Reference
 from fer_edge.runtime.data.datasets import load_dataset, split_code
-from fer_edge.runtime.core import stop
+import fer_edge.runtime.core.stop as stop
 from fer_edge.runtime.core.errors import DataError, FerEdgeError
 from fer_edge.runtime.core.fileio import check_writable, sha256_file
 from fer_edge.runtime.model.metadata import read_metadata, write_metadata

@@ -32,7 +32,7 @@ import numpy as np
 
 from fer_edge.convert.search import (DEBUG_FACES, FLOAT_STEPS, MAX_FLOAT_SHARE, TABLE_ROWS, diagnosis, heldout_scores,
                                      meets, quiet_converter, recipe_cost)
-from fer_edge.runtime.core import stop
+import fer_edge.runtime.core.stop as stop
 from fer_edge.runtime.core.errors import FerEdgeError, ModelError, require
 
 RANGE_QUANTILES = (0.99, 0.9)  # percentile recipes: ranges cut to this quantile of the per-face extremes

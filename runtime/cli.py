@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from fer_edge.runtime.core.errors import FerEdgeError, cli_main
-from fer_edge.runtime.core import stop
+import fer_edge.runtime.core.stop as stop
 from fer_edge.runtime.core.stop import check as check_stop
 from fer_edge.runtime.cli_args import (add_mqtt_arguments, add_preview_arguments, classifier_options,
                                       detector_arguments, detector_options, min_confidence_argument,

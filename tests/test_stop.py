@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from fer_edge.runtime.core import stop
+import fer_edge.runtime.core.stop as stop
 from fer_edge.runtime.core.errors import cli_main
 from fer_edge.runtime.core.fileio import OutputFile, commit_all
 

@@ -12,7 +12,7 @@ import numpy as np
 from fer_edge.runtime.cli_args import fix_argv
 from fer_edge.runtime.data.datasets import SPLITS, FaceDataset, load_dataset
 from fer_edge.runtime.core.errors import cli_main, FerEdgeError
-from fer_edge.runtime.core import stop
+import fer_edge.runtime.core.stop as stop
 from fer_edge.runtime.core.fileio import OutputFile, atomic_output, check_out_folder, commit_all
 from fer_edge.runtime.model.labels import LABEL_SETS
 from fer_edge.runtime.model.metadata import write_metadata

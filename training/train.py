@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from fer_edge.runtime.cli_args import fix_argv
-from fer_edge.runtime.core import stop
+import fer_edge.runtime.core.stop as stop
 from fer_edge.runtime.core.errors import FerEdgeError, Interrupted, cli_main
 from fer_edge.runtime.core.fileio import atomic_output
 from fer_edge.runtime.model.metadata import ModelMetadata

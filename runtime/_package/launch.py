@@ -23,7 +23,7 @@ def _launch(module: str, argv: list[str] | None) -> None:
             signal.signal(sig, _record)
     import importlib
 
-    from fer_edge.runtime.core import stop  # numpy and OpenCV come with it: a signal meanwhile is kept
+    import fer_edge.runtime.core.stop as stop  # numpy and OpenCV come with it: a signal meanwhile is kept
 
     stop.carry(_early)
     try:

@@ -54,7 +54,7 @@ def cli_main(fn):
     import functools
     import sys
 
-    from fer_edge.runtime.core import stop
+    import fer_edge.runtime.core.stop as stop
 
     def interrupted() -> int:
         print(f"interrupted ({stop.requested() or 'SIGINT'})", file=sys.stderr)

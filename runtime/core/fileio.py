@@ -8,7 +8,7 @@ import stat
 import sys
 from pathlib import Path
 
-from fer_edge.runtime.core import stop
+import fer_edge.runtime.core.stop as stop
 from fer_edge.runtime.core.errors import FerEdgeError
 
 

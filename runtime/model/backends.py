@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fer_edge.runtime.core import stop
+import fer_edge.runtime.core.stop as stop
 from fer_edge.runtime.core.errors import MissingExtraError, MissingInterpreterError, ModelError
 from fer_edge.runtime.model.metadata import ModelMetadata, check_model_path, read_metadata, resolve_metadata
 from fer_edge.runtime.model.preprocess import preprocess

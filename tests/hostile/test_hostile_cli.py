@@ -259,7 +259,7 @@ def test_sigterm_unwinds_like_ctrl_c(capfd, tmp_path):
     import os
     import signal
 
-    from fer_edge.runtime.core import stop
+    import fer_edge.runtime.core.stop as stop
     from fer_edge.runtime.core.errors import cli_main
 
     scratch = tmp_path / "scratch"
@@ -286,7 +286,7 @@ def test_sigterm_swallowed_by_a_library_still_exits_130(capfd, then):
     import os
     import signal
 
-    from fer_edge.runtime.core import stop
+    import fer_edge.runtime.core.stop as stop
     from fer_edge.runtime.core.errors import MissingExtraError, cli_main
 
     @cli_main
