@@ -19,6 +19,7 @@ from fer_edge.runtime.data.datasets import FaceDataset, split_code
 import fer_edge.runtime.core.stop as stop
 from fer_edge.runtime.core.errors import DataError, FerEdgeError
 from fer_edge.runtime.core.fileio import atomic_output, check_writable, sha256_file
+from fer_edge.runtime.core.progress import Progress
 from fer_edge.runtime.model.preprocess import PreprocessSpec, preprocess
 
 DEFAULT_SIZE = 500
@@ -63,10 +64,13 @@ class CalibrationSet:
             yield self.inputs[i:i + batch_size]
 
     def representative_dataset(self):
-        """A callable for TFLiteConverter.representative_dataset (one face per step)."""
+        """A callable for TFLiteConverter.representative_dataset (one face per step); a pass shows a progress bar
+        on a terminal."""
         def gen():
-            for x in self.batches(1):
-                yield [x]
+            with Progress(len(self), "calibration faces") as bar:
+                for x in self.batches(1):
+                    yield [x]
+                    bar.update()
         return gen
 
     def reader(self, input_name: str, batch_size: int = 1) -> "CalibrationReader":
@@ -82,10 +86,18 @@ class CalibrationReader:
 
     def get_next(self) -> dict | None:
         x = next(self._it, None)
-        return None if x is None else {self.input_name: x}
+        if x is None:
+            return None
+        if self._bar is None:  # a pass has started: its bar (drawn on a terminal only) ends with its last face
+            self._bar = Progress(len(self.cs), "calibration faces")
+        self._bar.update(len(x))
+        return {self.input_name: x}
 
     def rewind(self) -> None:
         self._it = self.cs.batches(self.batch_size)
+        if getattr(self, "_bar", None) is not None:
+            self._bar.close()
+        self._bar = None
 
     def __iter__(self):  # onnxruntime >= 1.16 also accepts an iterable reader
         self.rewind()

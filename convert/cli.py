@@ -18,7 +18,10 @@ from fer_edge.runtime.core.errors import FerEdgeError, cli_main
 
 
 def _log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    from fer_edge.runtime.core.progress import printing
+
+    with printing():  # a progress bar (calibration, the recipe search) is redrawn below the line
+        print(msg, file=sys.stderr, flush=True)
 
 
 def _common(p: argparse.ArgumentParser) -> None:

@@ -20,6 +20,7 @@ from fer_edge.convert.search import (DEBUG_FACES, FLOAT_STEPS, MAX_FLOAT_SHARE, 
                                      meets, recipe_cost)
 import fer_edge.runtime.core.stop as stop
 from fer_edge.runtime.core.errors import FerEdgeError, ModelError, require
+from fer_edge.runtime.core.progress import Progress
 
 
 @dataclass(frozen=True)
@@ -206,10 +207,12 @@ class _Search:
 
 def _plain_recipes(s: _Search, forced: str | None, integer_only: bool) -> tuple[str, bool]:
     """The fixed recipes (or the one --onnx-recipe forces): (the best one's name, whether it meets the target)."""
-    for name in [forced] if forced else RECIPES:
-        if integer_only and not forced and RECIPES[name].float_head:  # a float head is not a fully-integer file
-            continue
-        s.attempt(RECIPES[name])
+    names = [name for name in ([forced] if forced else RECIPES)  # a float head is not a fully-integer file
+             if forced or not (integer_only and RECIPES[name].float_head)]
+    with Progress(len(names), "onnx-int8 recipes") as bar:  # on a terminal only
+        for name in names:
+            s.attempt(RECIPES[name])
+            bar.update()
     if not s.cands:
         raise ModelError("onnx-int8: every quantization recipe failed: " + "; ".join(r.get("error", "") for r in s.table))
     name = _choose([r for r in s.table if "error" not in r])

@@ -18,6 +18,7 @@ from fer_edge.convert.cost import fmt_macs
 from fer_edge.convert.formats import FORMATS
 from fer_edge.convert.report import (Budget, Evaluated, FormatEntry, KernelFigures, ParityReport, RecipeSearch,
                                      Reference, Spread)
+from fer_edge.runtime.core.progress import Progress
 from fer_edge.runtime.model.backends import Classifier
 from fer_edge.runtime.data.metrics import agreement, classification_report
 
@@ -66,9 +67,10 @@ def evaluate_file(path: Path, ev: EvalSet, ref_probs: np.ndarray, reference: Ref
     tflite = path.suffix.lower() == ".tflite"
     paths = (kernel_paths if int8 else kernel_paths[:1]) if tflite else (None,)
     probs = {}
-    for k in paths:
-        clf = Classifier(path, **classifier_options, **({"kernels": k} if k else {}))
-        probs[k] = clf.predict_batched(ev.faces)
+    with Progress(len(ev.faces) * len(paths), f"{path.name} parity faces") as bar:  # drawn on a terminal only
+        for k in paths:
+            clf = Classifier(path, **classifier_options, **({"kernels": k} if k else {}))
+            probs[k] = clf.predict_batched(ev.faces, progress=bar)
     first = probs[paths[0]]
     entry = FormatEntry(path=display_path or str(path), bytes=path.stat().st_size,
                         runtime=clf.backend.interpreter_module, **_compare(first, ref_probs, ev, clf.labels, reference))

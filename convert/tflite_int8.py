@@ -34,6 +34,7 @@ from fer_edge.convert.search import (DEBUG_FACES, FLOAT_STEPS, MAX_FLOAT_SHARE, 
                                      meets, quiet_converter, recipe_cost)
 import fer_edge.runtime.core.stop as stop
 from fer_edge.runtime.core.errors import FerEdgeError, ModelError, require
+from fer_edge.runtime.core.progress import Progress
 
 RANGE_QUANTILES = (0.99, 0.9)  # percentile recipes: ranges cut to this quantile of the per-face extremes
 MORE_FACES = 2  # the "more calibration faces" step uses this many times the given calibration size
@@ -294,15 +295,18 @@ def _integer_ladder(s: _Search) -> tuple[bool, list[dict]]:
     """The fully-integer recipes in order until one meets the target: (whether one did, the layer errors of
     the plain recipe, measured only when it misses)."""
     ladder = _ladder(len(s.ctx.calibration), s.ctx.more_calibration is not None)
-    ok, heldout = s.attempt(ladder[0]), s.ctx.heldout
-    errors = []
-    if not ok and heldout is not None:  # what breaks: only asked when the plain recipe misses (it costs a pass)
-        errors = diagnosis("tflite-int8", lambda: layer_errors(s.calibrated_for(ladder[0]), ladder[0],
-                                                               heldout[0][:DEBUG_FACES]), s.ctx.log)
-    for recipe in ladder[1:]:
-        if ok:
-            break
-        ok = s.attempt(recipe)
+    with Progress(len(ladder), "tflite-int8 recipes") as bar:  # on a terminal; full once one meets the target
+        ok, heldout = s.attempt(ladder[0]), s.ctx.heldout
+        bar.update()
+        errors = []
+        if not ok and heldout is not None:  # what breaks: only asked when the plain recipe misses (it costs a pass)
+            errors = diagnosis("tflite-int8", lambda: layer_errors(s.calibrated_for(ladder[0]), ladder[0],
+                                                                   heldout[0][:DEBUG_FACES]), s.ctx.log)
+        for recipe in ladder[1:]:
+            if ok:
+                break
+            ok = s.attempt(recipe)
+            bar.update()
     return ok, errors
 
 

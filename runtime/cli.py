@@ -74,8 +74,10 @@ def run_parser() -> ConfigurableParser:
     o.add_argument("--summary", metavar="FILE", help="also write the end-of-run summary as JSON")
     o.add_argument("--timeline", metavar="FILE.png", help="draw each track's emotion probabilities over time "
                    "into this image when the run ends")
+    o.add_argument("--report", metavar="FILE.html", help="write one self-contained page about the run when it ends "
+                   "(summary, each track's timeline, share of each emotion, tracks or photos, model, command)")
     o.add_argument("--force", action="store_true", help="overwrite existing output files")
-    o.add_argument("--quiet", action="store_true", help="no summary on stderr")
+    o.add_argument("--quiet", action="store_true", help="no summary and no progress bar on stderr")
     r = p.add_argument_group("run")
     r.add_argument("--loop", type=int, default=1, metavar="N", help="pass over a file source N times")
     r.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
@@ -107,6 +109,7 @@ def verify(argv: list[str]) -> int:
     from fer_edge.runtime.model.backends import Classifier
     from fer_edge.runtime.data.datasets import load_dataset
     from fer_edge.runtime.core.fileio import OutputFile
+    from fer_edge.runtime.core.progress import Progress
     from fer_edge.runtime.data.metrics import classification_report
     from fer_edge.runtime.recognize.pipeline import resolve_model
 
@@ -124,7 +127,8 @@ def verify(argv: list[str]) -> int:
         if a.limit:
             data = data.take(slice(0, a.limit))
         t0 = time.perf_counter()
-        probs = clf.predict_batched(data.images)
+        with Progress(len(data), "faces") as bar:
+            probs = clf.predict_batched(data.images, progress=bar)
         seconds = time.perf_counter() - t0
         true_classes, class_names = data.labels, clf.labels  # per face (ints), and the model's label names
         report = classification_report(true_classes, probs, class_names)
@@ -165,7 +169,7 @@ def _write_json(out, doc: dict) -> None:
             f.close()
 
 
-OUTPUTS = ("json", "visits", "record", "summary", "timeline")  # the output file options, checked alike
+OUTPUTS = ("json", "visits", "record", "summary", "timeline", "report")  # the output file options, checked alike
 
 
 def _check_visit_arguments(a) -> None:
@@ -198,10 +202,12 @@ def run(argv: list[str]) -> int:
         on_stdout = [f"--{opt} -" for opt in OUTPUTS if getattr(a, opt) == "-"]
         if len(on_stdout) > 1:
             raise FerEdgeError(f"{' and '.join(on_stdout)}: only one output can go to standard output")
+        if a.report and a.report != "-" and Path(a.report).suffix.lower() not in (".html", ".htm"):
+            raise FerEdgeError(f"--report {a.report}: expected a .html file name")
         for opt in OUTPUTS:
             value = getattr(a, opt)
             outputs["--" + opt] = OutputFile(value, a.force, "--" + opt) if value else None
-        summary = _run(a, outputs, preview)
+        summary = _run(a, outputs, preview, argv)
         if outputs["--summary"] is not None:
             _write_json(outputs["--summary"], summary)
             outputs["--summary"].commit()
@@ -213,10 +219,9 @@ def run(argv: list[str]) -> int:
     return 0
 
 
-def _run(a, outputs: dict, preview) -> dict:
+def _run(a, outputs: dict, preview, argv: list[str]) -> dict:
     from fer_edge.runtime.recognize.pipeline import Pipeline, PipelineOptions
-    from fer_edge.runtime.media.sinks import (JsonLinesSink, PrintSink, RecordSink, TimelineSink, VisitsSink,
-                                              WindowSink, format_summary, gui_available)
+    from fer_edge.runtime.media.sinks import format_summary
     from fer_edge.runtime.media.sources import open_source
 
     kw = classifier_options(a)
@@ -231,48 +236,103 @@ def _run(a, outputs: dict, preview) -> dict:
     with Pipeline(opts) as pipe:  # the model first: a wrong model path fails before a camera opens
         source = open_source(a.source or a.image, camera=a.camera, picamera=a.picamera, loop=a.loop,
                              stall_timeout=a.stall_timeout)
-        sinks = []
-        # a service (a live source, or a stream for others: --mqtt, --serve) ends when it is stopped: summary,
-        # exit 0; a file's or a folder's run writing files is finite work: a stop is an interruption (130)
-        service = source.live or bool(a.mqtt) or preview is not None
-        try:
-            if a.image:  # readable lines; on stderr when stdout carries JSON (--json - | jq must parse)
-                sinks.append(PrintSink(sys.stderr if "-" in (a.json, a.summary, a.visits) else None))
-            if a.json:
-                sinks.append(JsonLinesSink(outputs["--json"], stream=service, **json_rotation(a)))
-            if a.visits:
-                sinks.append(VisitsSink(outputs["--visits"], stream=service, **json_rotation(a, "visits")))
-            if a.record:
-                sinks.append(RecordSink(outputs["--record"], getattr(source, "fps", 0.0), a.force))
-            if a.timeline:
-                sinks.append(TimelineSink(outputs["--timeline"], pipe.labels, a.force))
-            if a.mqtt:
-                sinks.append(start_mqtt(a, mqtt_options(a), pipe.labels, pipe.classifier.path.name))
-            if preview is not None:
-                from fer_edge.runtime.serve.preview import PreviewServer
-
-                sinks.append(PreviewServer(preview))
-            show, why = (False, "") if a.window == "off" else gui_available()
-            if show:
-                sinks.append(WindowSink())
-            elif a.window == "on":
-                raise FerEdgeError(f"--window on: cannot open a window: {why}")
-            elif why and not a.image and (a.camera is not None or a.picamera):
-                log.info("no window: %s; use --json or --record for output", why)
-        except BaseException:
-            for s in sinks:
-                getattr(s, "discard", s.close)()
-            source.close()
-            raise
+        service = _is_service(a, source, preview)
+        sinks = _open_sinks(a, outputs, pipe, source, preview)
+        bar = _progress_bar(a, source, sinks)
         notifier = _notify_ready(sinks)
         with _stop_on_signals(stop) if service else contextlib.nullcontext():
-            stats = pipe.run(source, sinks, stop, a.max_frames)
+            try:
+                stats = pipe.run(source, sinks, stop, a.max_frames)
+            except BaseException:
+                bar.close()
+                raise
+            bar.close(complete=stats.stopped_by == "end of source")  # 100% even where the frame count was an estimate
         if notifier.sent:
             log.info("systemd: sent %d notifications", len(notifier.sent))
-    summary = stats.summary()
+        summary = stats.summary()
+        if a.report:
+            _write_report(a, outputs["--report"], sinks, summary, pipe, argv)
     if not a.quiet and not a.image:
         print(format_summary(summary), file=sys.stderr)
     return summary
+
+
+def _is_service(a, source, preview) -> bool:
+    """A service (a live source, or a stream for others: --mqtt, --serve) ends when it is stopped: summary,
+    exit 0, its events followable from the first frame; a file's or a folder's run writing files is finite
+    work: a stop is an interruption (130) and commits nothing."""
+    return source.live or bool(a.mqtt) or preview is not None
+
+
+def _open_sinks(a, outputs: dict, pipe, source, preview) -> list:
+    """The run's outputs, in the order they are written each frame; none is left open if one fails."""
+    from fer_edge.runtime.media.sinks import (JsonLinesSink, PrintSink, RecordSink, TimelineSink, VisitsSink,
+                                              WindowSink, gui_available)
+
+    sinks = []
+    try:
+        if a.image:  # readable lines; on stderr when stdout carries JSON (--json - | jq must parse)
+            sinks.append(PrintSink(sys.stderr if "-" in (a.json, a.summary, a.visits, a.report) else None))
+        if a.json:
+            sinks.append(JsonLinesSink(outputs["--json"], stream=_is_service(a, source, preview), **json_rotation(a)))
+        if a.visits:
+            sinks.append(VisitsSink(outputs["--visits"], stream=_is_service(a, source, preview),
+                                    **json_rotation(a, "visits")))
+        if a.record:
+            sinks.append(RecordSink(outputs["--record"], getattr(source, "fps", 0.0), a.force))
+        if a.timeline:
+            sinks.append(TimelineSink(outputs["--timeline"], pipe.labels, a.force))
+        if a.report:
+            from fer_edge.runtime.media.report import ReportSink
+
+            sinks.append(ReportSink(pipe.labels))
+        if a.mqtt:
+            sinks.append(start_mqtt(a, mqtt_options(a), pipe.labels, pipe.classifier.path.name))
+        if preview is not None:
+            from fer_edge.runtime.serve.preview import PreviewServer
+
+            sinks.append(PreviewServer(preview))
+        show, why = (False, "") if a.window == "off" else gui_available()
+        if show:
+            sinks.append(WindowSink())
+        elif a.window == "on":
+            raise FerEdgeError(f"--window on: cannot open a window: {why}")
+        elif why and not a.image and (a.camera is not None or a.picamera):
+            log.info("no window: %s; use --json or --record for output", why)
+    except BaseException:
+        for s in sinks:
+            getattr(s, "discard", s.close)()
+        source.close()
+        raise
+    return sinks
+
+
+def _progress_bar(a, source, sinks: list):
+    """A bar on stderr for a video file or a folder (a source of known length) on a terminal, unless --quiet;
+    none for a live source, nor for --image, whose lines per photo are its progress."""
+    from fer_edge.runtime.core.progress import Progress
+    from fer_edge.runtime.media.sinks import ProgressSink
+
+    total = getattr(source, "length", 0)
+    if a.max_frames and total:
+        total = min(total, a.max_frames)
+    bar = Progress(total, "photos" if getattr(source, "stills", False) else "frames", quiet=a.quiet or bool(a.image))
+    if bar.on:
+        sinks.append(ProgressSink(bar))
+    return bar
+
+
+def _write_report(a, out, sinks: list, summary: dict, pipe, argv: list[str]) -> None:
+    import shlex
+
+    from fer_edge.runtime.media.report import ReportSink, write_report
+
+    sink = next(s for s in sinks if isinstance(s, ReportSink))
+    clf = pipe.classifier
+    model = {"path": str(clf.path), "label_set": clf.meta.label_set.name, "figures": clf.meta.figures,
+             "command": clf.meta.provenance.get("command", "")}
+    source = a.source or a.image or (f"camera {a.camera}" if a.camera is not None else "picamera")
+    write_report(out, sink, summary, model, shlex.join(["fer-edge", *argv]), str(source))
 
 
 def _notify_ready(sinks: list):
@@ -324,7 +384,9 @@ def _quiet_libraries() -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     _quiet_libraries()
-    handler = logging.StreamHandler(sys.stderr)
+    from fer_edge.runtime.core.progress import LineHandler
+
+    handler = LineHandler(sys.stderr)  # a warning during a run clears the progress bar, which is redrawn below it
     handler.setFormatter(logging.Formatter("fer-edge: %(message)s"))
     logger = logging.getLogger("fer_edge")
     logger.addHandler(handler)

@@ -17,9 +17,21 @@ from fer_edge.runtime.core.fileio import OutputFile, atomic_output, check_out_fo
 from fer_edge.runtime.model.labels import LABEL_SETS
 from fer_edge.runtime.model.metadata import write_metadata
 from fer_edge.runtime.data.metrics import classification_report
+from fer_edge.runtime.core.progress import Progress, printing
 from fer_edge.runtime.model.preprocess import VALUE_RANGES
 
 EVAL_SPLITS = ("PublicTest", "PrivateTest")
+CHUNK = 2048  # faces per model.predict call: a progress step, and few enough calls that their overhead is nil
+
+
+def predict_with_progress(src, faces: np.ndarray, bar: Progress) -> np.ndarray:
+    """The Keras model's probabilities in chunks, advancing a progress bar (drawn on a terminal only)."""
+    parts = []
+    for i in range(0, len(faces), CHUNK):
+        stop.check()
+        parts.append(src.predict(faces[i:i + CHUNK], batch_size=512))
+        bar.update(len(parts[-1]))
+    return np.concatenate(parts) if parts else src.predict(faces[:0])
 
 
 def markdown(reports: dict, title: str) -> str:
@@ -102,7 +114,8 @@ def _evaluate_splits(src, ds: FaceDataset, splits, log, staged, model_path) -> d
         if part is None or not len(part):
             log(f"note: no {split} faces in {ds.source}: skipped")
             continue
-        probs = src.predict(part.images, batch_size=512)
+        with Progress(len(part), f"{split} faces") as bar:
+            probs = predict_with_progress(src, part.images, bar)
         reports[split] = classification_report(part.labels, probs, src.meta.labels)
         log(f"{split}: accuracy {100 * reports[split]['accuracy']:.2f}%  macro-F1 {100 * reports[split]['macro_f1']:.2f}%  ({len(part)} faces)")
         if staged:
@@ -181,7 +194,12 @@ def main(argv=None) -> int:
         own = read_source_metadata(args.model) is not None  # a model's own metadata wins over the flags
         src = load_source(args.model, None if own else args.labels, None if own else args.normalize)
         ds = load_dataset(args.data, label_set=src.meta.label_set.name)  # after the model: a bad model fails at once
-    evaluate_to(args.model, ds, out, splits=splits, log=lambda m: print(m, flush=True), src=src)
+    evaluate_to(args.model, ds, out, splits=splits, log=_print, src=src)
+
+
+def _print(message: str) -> None:
+    with printing():  # a progress bar on the terminal is redrawn below the line
+        print(message, flush=True)
 
 
 if __name__ == "__main__":

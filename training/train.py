@@ -198,14 +198,34 @@ def _fit(cfg: TrainConfig, keras, model, seq, validation, epochs_callback, state
         # shuffle=False: the sequence orders each epoch itself from (seed, epoch), so a resumed run is repeatable;
         # Keras's own batch shuffling draws from Python's global random state, which a resume does not restore
         # a TTY gets Keras's progress bar, listed first so that it ends its line before ours is printed
+        # otherwise a bar of epochs on stderr where that is a terminal (runtime.core.progress draws none elsewhere)
         tty = sys.stdout.isatty()
         callbacks = [_stop_check(keras), epochs_callback]  # a stop takes effect within a batch
         model.fit(seq, validation_data=validation, epochs=cfg.epochs, initial_epoch=state["epoch"],
-                  callbacks=[keras.callbacks.ProgbarLogger(), *callbacks] if tty else callbacks,
+                  callbacks=[keras.callbacks.ProgbarLogger(), *callbacks] if tty
+                  else [*callbacks, _epoch_bar(keras, cfg.epochs - state["epoch"])],
                   shuffle=False, verbose=1 if tty else 0)
     else:
         log(f"{out} has finished its run ({state['epoch']} of {cfg.epochs} epochs): nothing to train")
     log(f"best validation accuracy {state['best']:.4f} at epoch {state['best_epoch'] + 1}; model in {out / BEST}")
+
+
+def _epoch_bar(keras, epochs: int):
+    """A Keras callback that advances a progress bar of `epochs` epochs on stderr (drawn on a terminal only)."""
+    from fer_edge.runtime.core.progress import Progress
+
+    class EpochBar(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.bar = Progress(epochs, "epochs")
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.bar.update()
+
+        def on_train_end(self, logs=None):
+            self.bar.close()
+
+    return EpochBar()
 
 
 @cli_main

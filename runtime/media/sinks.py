@@ -250,6 +250,20 @@ class TimelineSink:
         self.out.commit()
 
 
+class ProgressSink:
+    """Advances a progress bar (runtime.core.progress) to each frame's position in its source; frames skipped as
+    corrupt count too. The run closes the bar: only it knows whether the source ended."""
+
+    def __init__(self, bar):
+        self.bar = bar
+
+    def write(self, frame, result: FrameResult):
+        self.bar.update_to(result.frame + 1)
+
+    def close(self) -> None:
+        pass
+
+
 def format_summary(summary: dict) -> str:
     lines = [f"frames {summary['frames']} in {summary['seconds']:.2f} s = {summary['fps']:.1f} fps "
              f"({summary['stopped_by']}); faces {summary['faces']} on {summary['frames_with_face']} frames; "

@@ -60,6 +60,8 @@ class VideoFileSource:
         cap = cv2.VideoCapture(str(self.path))
         ok = cap.isOpened()
         self.fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0) if ok else 0.0
+        # frames in all passes, from the container (an estimate for some formats; 0: unknown): the progress bar's
+        self.length = int(max(0.0, cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0.0)) * self.loop if ok else 0
         cap.release()
         if not ok:
             raise SourceError(f"{self.path}: OpenCV cannot open this video file")
@@ -110,6 +112,7 @@ class ImageSource:
         if not paths:
             raise SourceError("no images to read")
         self.paths, self.loop = paths, max(1, int(loop))
+        self.length = len(paths) * self.loop  # images in all passes (the progress bar's total)
         self.corrupt = 0
         self.reconnects = 0
 
@@ -151,6 +154,7 @@ class LiveSource:
     live = True
     stills = False
     fps = 0.0
+    length = 0  # no known end: a live source shows no progress bar
 
     def __init__(self, opener: Callable[[], object], name: str, backoff: float = 0.5, max_backoff: float = 10.0,
                  stall_timeout: float = 5.0, fail_reads: int = 10):

@@ -267,10 +267,13 @@ class Classifier:
         out = self.backend.infer(preprocess(faces, self.meta.preprocess))
         return softmax(out) if self.scores else out
 
-    def predict_batched(self, faces, batch_size: int = 256) -> np.ndarray:
-        """predict over a large array of faces (datasets) in fixed-size batches."""
+    def predict_batched(self, faces, batch_size: int = 256, progress=None) -> np.ndarray:
+        """predict over a large array of faces (datasets) in fixed-size batches; `progress` (a
+        runtime.core.progress.Progress) is advanced by each batch."""
         parts = []
         for i in range(0, len(faces), batch_size):
             stop.check()
             parts.append(self.predict(faces[i:i + batch_size]))
+            if progress is not None:
+                progress.update(len(parts[-1]))
         return np.concatenate(parts) if parts else np.zeros((0, len(self.labels)), np.float32)
