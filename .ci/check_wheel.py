@@ -7,7 +7,7 @@ The wheel is what a device installs: every file of models/ except the shipped mo
 (for `fer-edge verify` and `fer-convert verify --reference NAME_golden.npz`), YuNet and the licence texts,
 the cards; at most WHEEL_MAX_BYTES. The sdist holds every file of models/. Every models/NAME_golden.npz
 has NAME_int8.tflite and NAME_int8.onnx beside it in the wheel; the Python API (fer_edge/__init__.py,
-compat.py, py.typed) is in the wheel; the project's LICENSE is in the wheel's metadata and at the sdist's root. Prints the sizes and the licence files found. Standard library only.
+compat.py, py.typed) and the preview's page (runtime/serve/preview.html) are in the wheel; the project's LICENSE is in the wheel's metadata and at the sdist's root. Prints the sizes and the licence files found. Standard library only.
 """
 from __future__ import annotations
 
@@ -48,6 +48,7 @@ def main(wheel: str, sdist: str) -> int:
     with zipfile.ZipFile(wheel) as z:
         in_wheel = {n.removeprefix("fer_edge/models/") for n in z.namelist() if n.startswith("fer_edge/models/")}
         api = [n for n in ("fer_edge/__init__.py", "fer_edge/compat.py", "fer_edge/py.typed") if n not in z.namelist()]
+        page = [n for n in ("fer_edge/runtime/serve/preview.html",) if n not in z.namelist()]
         licences = [n for n in z.namelist() if "/licenses/" in n or Path(n).name.upper().startswith("LICENSE")]
     with tarfile.open(sdist) as t:
         in_sdist = {Path(n).name for n in t.getnames() if Path(n).parent.name == "models"}
@@ -56,6 +57,7 @@ def main(wheel: str, sdist: str) -> int:
     problems = wheel_problems(shipped, in_wheel, size)
     problems += [f"sdist lacks models/{n}" for n in shipped if n not in in_sdist]
     problems += [f"wheel lacks {n} (the Python API: from fer_edge import Recognizer)" for n in api]
+    problems += [f"wheel lacks {n} (the page of fer-edge --serve)" for n in page]
     if not any(n.endswith(".dist-info/licenses/LICENSE") for n in licences):
         problems.append("wheel lacks the project's LICENSE in its .dist-info/licenses/")
     if not sdist_licence:

@@ -1,6 +1,8 @@
-"""fer-convert: Keras model -> TFLite / ONNX (fp32, fp16, dynamic, INT8) with a parity report.
+"""fer-convert: Keras, ONNX or PyTorch model -> TFLite / ONNX (fp32, fp16, dynamic, INT8) with a parity report.
 
     fer-convert --int8 model.h5 --data DATA --out DIR
+    fer-convert --int8 model.onnx --labels fer2013 --normalize 0,1 --equalize --data DATA --out DIR
+    fer-convert --int8 model.pth --torch-class net.py:Net --labels fer2013 --normalize 0,1 --data DATA --out DIR
     fer-convert model.keras --formats tflite-fp32,tflite-int8,onnx-int8 --data DATA --out DIR
     fer-convert verify DIR/model_int8.tflite --reference model.keras --data DATA
     fer-convert verify models/fer-vgg_int8.tflite --reference models/fer-vgg_golden.npz --data DATA   # no TF
@@ -43,8 +45,8 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="smallest share of faces with the reference's top-1 class (0..1)")
     p.add_argument("--force", action="store_true", help="overwrite existing output files")
     p.add_argument(UNSAFE_FLAG, action="store_true",
-                   help="load a Keras model that holds Python code (Lambda layers): it runs that code, so only for "
-                        "a file you trust (Keras safe_mode off)")
+                   help="load a Keras model that holds Python code (Lambda layers), or a whole pickled PyTorch "
+                        "model: it runs that code, so only for a file you trust (Keras safe_mode off)")
 
 
 def convert_parser() -> argparse.ArgumentParser:
@@ -53,7 +55,10 @@ def convert_parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(prog="fer-convert", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("model", help=".keras, Keras 2 .h5, or SavedModel folder")
+    p.add_argument("model", help=".keras, Keras 2 .h5, SavedModel folder, .onnx, PyTorch .pt2 (torch.export), or a "
+                   "PyTorch state_dict .pth/.pt with --torch-class")
+    p.add_argument("--torch-class", metavar="FILE.py:CLASS",
+                   help="the class that defines the network a state_dict .pth holds (weights read weights_only)")
     p.add_argument("--int8", action="store_true", help=f"shorthand for --formats {','.join(INT8_FORMATS)}")
     p.add_argument("--formats", help=f"comma-separated: {','.join(FORMATS)} (default: all)")
     p.add_argument("--calibration", help="reuse a calibration set NAME.npz (+ NAME.json) instead of building one")
@@ -127,7 +132,7 @@ def _run(argv: list[str]) -> int:
             calibration_size=a.calibration_size, calibration_seed=a.calibration_seed,
             force_calibration=a.force_calibration, label_set=a.label_set, normalize=a.normalize, equalize=a.equalize,
             eval_split=a.eval_split, max_drop=a.max_drop, min_agreement=a.min_agreement, force=a.force,
-            unsafe_deserialization=a.unsafe_deserialization,
+            unsafe_deserialization=a.unsafe_deserialization, torch_class=a.torch_class,
             format_options={"opset": a.opset, "onnx_recipe": a.onnx_recipe, "integer_only": a.integer_only,
                             "calibration": a.calibration},
             command=shlex.join(["fer-convert", *argv]))

@@ -43,14 +43,10 @@ class ExportContext:
         return Path(self._tmp.name)
 
     def saved_model(self) -> Path:
+        """The source as a TensorFlow SavedModel (the TFLite formats are made from it), made once."""
         if self._saved_model is None:
-            self.log("exporting the Keras model as a SavedModel")
             d = self.workdir() / "saved_model"
-            with quiet():
-                try:
-                    self.source.model.export(str(d), verbose=False)
-                except TypeError:  # Keras versions without the verbose argument
-                    self.source.model.export(str(d))
+            self.source.write_saved_model(d, self.log)
             self._saved_model = d
         return self._saved_model
 
@@ -58,11 +54,12 @@ class ExportContext:
         """The float ONNX graph (made once; onnx-int8 quantizes it)."""
         if self._onnx_fp32 is None:
             p = self.workdir() / "model_fp32.onnx"
-            self.onnx_info = _onnx_fp32(self, p)
+            self.onnx_info = self.source.write_onnx(p, self)
             self._onnx_fp32 = p
         return self._onnx_fp32
 
     def close(self) -> None:
+        self.source.close()
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
@@ -107,7 +104,8 @@ def tflite_int8(ctx, path):
 
 # --- ONNX --------------------------------------------------------------------------------------
 
-def _onnx_fp32(ctx: ExportContext, path: Path) -> dict:
+def keras_to_onnx(ctx: ExportContext, path: Path) -> dict:
+    """A Keras source's float ONNX graph, by tf2onnx."""
     tf = require("tensorflow", "convert")
     tf2onnx = require("tf2onnx", "convert")
     opset = int(ctx.options.get("opset") or DEFAULT_OPSET)

@@ -103,7 +103,10 @@ def build_report(reference: Reference, ev: EvalSet | None, formats: dict[str, Fo
                  recipes: dict[str, RecipeSearch] | None = None) -> ParityReport:
     failures = []
     for entry in formats.values():
-        if entry.measured:
+        if entry.error:  # not made: a failure of that format alone, the others still ship
+            entry.failures, entry.passed = [f"{entry.path}: not made ({entry.error})"], False
+            failures += entry.failures
+        elif entry.measured:
             entry.failures = gate(entry, max_drop, min_agreement)
             entry.passed = not entry.failures
             failures += entry.failures
@@ -138,8 +141,9 @@ def markdown(doc: ParityReport) -> str:
     lines += ["| format | file | bytes | accuracy | macro-F1 | drop (pp) | agreement | max prob diff | verdict |",
               "|---|---|---|---|---|---|---|---|---|"]
     for name, e in doc.formats.items():
-        if not e.measured:
-            lines.append(f"| {name} | `{Path(e.path).name}` | {e.bytes} | - | - | - | - | - | not measured |")
+        if e.error or not e.measured:
+            verdict = "FAIL: not made (see below)" if e.error else "not measured"
+            lines.append(f"| {name} | `{Path(e.path).name}` | {e.bytes} | - | - | - | - | - | {verdict} |")
             continue
         verdict = "pass" if e.passed else "**FAIL**"
         lines.append(f"| {name} | `{Path(e.path).name}` | {e.bytes} | {_pct(e.accuracy)} | {_pct(e.macro_f1)} "

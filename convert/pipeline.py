@@ -14,14 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
-from fer_edge.convert.cost import model_cost
 from fer_edge.convert.formats import FORMATS, ExportContext, Format, check_options, output_path
 from fer_edge.convert.parity import (DEFAULT_MAX_DROP, DEFAULT_MIN_AGREEMENT, KERNEL_PATHS, EvalSet, build_report,
                                      evaluate_file, reference_entry, report_texts)
 from fer_edge.convert.report import FormatEntry, ParityReport, RecipeSearch, Reference
 from fer_edge.runtime.data.datasets import load_dataset, split_code
 import fer_edge.runtime.core.stop as stop
-from fer_edge.runtime.core.errors import DataError, FerEdgeError
+from fer_edge.runtime.core.errors import DataError, FerEdgeError, ModelError
 from fer_edge.runtime.core.fileio import check_writable, sha256_file
 from fer_edge.runtime.model.metadata import read_metadata, write_metadata
 from fer_edge.runtime.model.preprocess import preprocess
@@ -61,6 +60,7 @@ class ConvertOptions(ParityOptions):
     force_calibration: bool = False
     format_options: dict = field(default_factory=dict)  # opset, onnx_recipe, integer_only
     command: str = ""
+    torch_class: str | None = None  # FILE.py:Class, the network a PyTorch state_dict fills
 
 
 @dataclass(kw_only=True)
@@ -104,6 +104,11 @@ class Staging:
         tmp = final.with_name(f".{final.name}.tmp{os.getpid()}{final.suffix}")
         self.items.append((tmp, final))
         return tmp
+
+    def drop(self, tmp: Path) -> None:
+        """A staged file given up (its format failed): removed, not committed."""
+        tmp.unlink(missing_ok=True)
+        self.items = [(t, f) for t, f in self.items if t != tmp]
 
     def commit(self) -> None:
         stop.check()  # nothing is renamed into place after a stop, whatever swallowed it before
@@ -203,7 +208,8 @@ def _load(opts: ConvertOptions, model_path: Path, log):
     from fer_edge.convert.source import load_source
 
     log(f"loading {model_path}")
-    src = load_source(model_path, opts.label_set, opts.normalize, opts.equalize, not opts.unsafe_deserialization)
+    src = load_source(model_path, opts.label_set, opts.normalize, opts.equalize, not opts.unsafe_deserialization,
+                      opts.torch_class)
     spec = src.meta.preprocess
     log(f"model: input {src.input_shape}, {src.num_outputs} classes ({src.meta.label_set.name}), "
         f"value range {list(spec.value_range)}, equalize {spec.equalize}")
@@ -219,11 +225,10 @@ def _load(opts: ConvertOptions, model_path: Path, log):
 
 def _measure_reference(src, ev: EvalSet | None, model_path: Path, log) -> tuple[np.ndarray | None, Reference]:
     """The Keras model's cost, and its probabilities and scores on the evaluation faces when there are some."""
-    cost = model_cost(src.model)
-    cost = cost if cost["macs"] else {"macs": None, "parameters": cost["parameters"]}  # a SavedModel hides its layers
+    cost = src.cost()
     ref_probs, reference = None, Reference(path=str(model_path), sha256=src.sha256)
     if ev is not None:
-        log(f"reference: Keras on {len(ev.labels)} {ev.split} faces")
+        log(f"reference: {src.kind} on {len(ev.labels)} {ev.split} faces")
         ref_probs = src.predict(ev.faces)
         reference = reference_entry(model_path, src.sha256, ref_probs, ev, src.meta.labels)
         log(f"reference accuracy {100 * reference.accuracy:.2f}%, macro-F1 {100 * reference.macro_f1:.2f}%")
@@ -283,7 +288,15 @@ def _export_all(opts: ConvertOptions, ctx: ExportContext, staging: Staging, out_
         final = output_path(out_dir, stem, fmt)
         tmp = staging.path(final)
         log(f"{fmt.name}: converting")
-        meta = _export_one(fmt, ctx, tmp, base_prov, cal_sha, cal_file, out)
+        try:
+            meta = _export_one(fmt, ctx, tmp, base_prov, cal_sha, cal_file, out)
+        except ModelError as exc:  # this format cannot express the model: it fails alone, the others still ship
+            if len(opts.formats) == 1:
+                raise
+            staging.drop(tmp)
+            log(f"FAIL {fmt.name}: {exc}")
+            out.entries[fmt.name] = FormatEntry(path=str(final), bytes=0, error=str(exc))
+            continue
         out.staged[fmt.name] = (tmp, final, meta)
         if ev is not None:
             log(f"{fmt.name}: evaluating {final.name} ({tmp.stat().st_size} bytes) on {ev.split}"

@@ -89,6 +89,7 @@ class FormatEntry:
     failures: list[str] | None = None
     passed: bool | None = None
     sha256: str | None = None
+    error: str | None = None  # the format could not be made from this model (an operator it cannot express)
 
     @property
     def measured(self) -> bool:

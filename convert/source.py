@@ -21,6 +21,7 @@ from fer_edge.runtime.model.preprocess import PreprocessSpec, preprocess
 from fer_edge.runtime.model.shipped import missing_model
 
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
+TORCH_SUFFIXES = (".pt2", ".pth", ".pt", ".pkl")
 UNSAFE_FLAG = "--unsafe-deserialization"  # the user's explicit trust: Keras safe_mode off
 
 
@@ -33,6 +34,33 @@ class SourceModel:
     input_shape: tuple[int, int, int]  # H, W, C
     num_outputs: int
     appended_softmax: bool = False  # the file's model outputs scores (logits): fer-convert added the softmax
+
+    kind = "keras"  # what every source gives (see convert/source_onnx.py for the others): predict, predict_inputs,
+    # cost, write_saved_model, write_onnx, close
+
+    def cost(self) -> dict:
+        from fer_edge.convert.cost import model_cost
+
+        cost = model_cost(self.model)
+        return cost if cost["macs"] else {"macs": None, "parameters": cost["parameters"]}  # a SavedModel hides layers
+
+    def write_saved_model(self, folder: Path, log) -> None:
+        from fer_edge.convert.search import quiet
+
+        log("exporting the Keras model as a SavedModel")
+        with quiet():
+            try:
+                self.model.export(str(folder), verbose=False)
+            except TypeError:  # Keras versions without the verbose argument
+                self.model.export(str(folder))
+
+    def write_onnx(self, path: Path, ctx) -> dict:
+        from fer_edge.convert.formats import keras_to_onnx
+
+        return keras_to_onnx(ctx, path)
+
+    def close(self) -> None:
+        pass
 
     def predict(self, faces: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """Face crops -> probabilities from the Keras model itself (the reference)."""
@@ -96,20 +124,65 @@ def _load_saved_model(path: Path):
 
 
 def load_source(path: str | os.PathLike, label_set: str | None = None, normalize: str | None = None,
-                equalize: bool | None = None, safe_mode: bool = True) -> SourceModel:
-    """Load a .keras / Keras 2 .h5 / SavedModel folder and resolve its metadata (or the user's flags);
-    safe_mode=False only on the user's word (it runs the file's Python code: Lambda layers)."""
+                equalize: bool | None = None, safe_mode: bool = True, torch_class: str | None = None):
+    """The source model by its kind (SOURCES): Keras, SavedModel, ONNX or PyTorch, with its metadata resolved
+    (its own, or the user's flags); safe_mode=False only on the user's word (it runs the file's Python code:
+    Lambda layers, a pickled PyTorch model)."""
     path = Path(path)
     if not path.exists():
         raise ModelError(missing_model(path))
+    suffix = "folder" if path.is_dir() else path.suffix.lower()
+    if suffix not in SOURCES:
+        raise ModelError(f"{path}: fer-convert reads models: expected .keras, .h5, a SavedModel folder, .onnx, or "
+                         f"PyTorch .pt2 (or .pth with --torch-class), found {path.suffix or 'no suffix'!r}")
+    if torch_class and suffix not in TORCH_SUFFIXES:
+        raise ModelError(f"--torch-class applies to PyTorch files ({', '.join(TORCH_SUFFIXES)}), not to {path.name}")
+    flags = (label_set, normalize, equalize)
+    return SOURCES[suffix](path, flags, safe_mode, torch_class)
+
+
+def _resolver(path: Path, flags: tuple):
+    """(own metadata or None, (H, W, C)) -> the metadata: own, flags over it, or flags alone; the input size wins."""
+    def resolve(own, input_shape):
+        meta = resolve_metadata(path, own, *flags, input_shape)
+        spec = meta.preprocess
+        if (*spec.size, spec.channels) != tuple(input_shape):
+            if own is not None:
+                raise ModelError(f"{path}: the model takes input {tuple(input_shape)} but its metadata says "
+                                 f"{(*spec.size, spec.channels)}")
+            meta = meta.replace(preprocess=PreprocessSpec(input_shape[:2], input_shape[2], spec.value_range,
+                                                          spec.equalize, spec.crop_margin))
+        return meta
+    return resolve
+
+
+def _onnx_source(path: Path, flags: tuple, safe_mode: bool, torch_class):
+    from fer_edge.convert.source_onnx import load_onnx
+
+    return load_onnx(path, _resolver(path, flags))
+
+
+def _torch_source(path: Path, flags: tuple, safe_mode: bool, torch_class):
+    import tempfile
+
+    from fer_edge.convert.source_onnx import load_onnx, torch_to_onnx
+
+    tmp = tempfile.TemporaryDirectory(prefix="fer-convert-src-")
+    try:
+        onnx_path, how = torch_to_onnx(path, torch_class, not safe_mode, (48, 48), Path(tmp.name))
+        return load_onnx(onnx_path, _resolver(path, flags), sha256_file(path), tmp, how)
+    except BaseException:
+        tmp.cleanup()
+        raise
+
+
+def _keras_source(path: Path, flags: tuple, safe_mode: bool, torch_class) -> SourceModel:
+    label_set, normalize, equalize = flags
     if path.is_dir():
         model = _load_saved_model(path)
         sha = _tree_sha256(path)
         meta = None
     else:
-        if path.suffix.lower() not in KERAS_SUFFIXES:
-            raise ModelError(f"{path}: fer-convert reads Keras models: expected .keras, .h5 or a SavedModel folder, "
-                             f"found {path.suffix or 'no suffix'!r}")
         model, meta = load_keras(path, safe_mode=safe_mode)
         sha = sha256_file(path)
     inputs, outputs = list(model.inputs), list(model.outputs)
@@ -127,15 +200,7 @@ def load_source(path: str | os.PathLike, label_set: str | None = None, normalize
     if len(oshape) != 2 or oshape[1] is None:
         raise ModelError(f"{path}: expected an output of N x classes probabilities, found {oshape}")
     input_shape = tuple(int(v) for v in ishape[1:])
-    own = meta
-    meta = resolve_metadata(path, own, label_set, normalize, equalize, input_shape)
-    spec = meta.preprocess
-    if (*spec.size, spec.channels) != input_shape:
-        if own is not None:
-            raise ModelError(f"{path}: the model takes input {input_shape} but its metadata says "
-                             f"{(*spec.size, spec.channels)}")
-        meta = meta.replace(preprocess=PreprocessSpec(input_shape[:2], input_shape[2], spec.value_range,
-                                                      spec.equalize, spec.crop_margin))
+    meta = _resolver(path, flags)(meta, input_shape)
     if int(oshape[1]) != len(meta.labels):
         raise ModelError(f"{path}: the model has {oshape[1]} outputs but label set {meta.label_set.name} has "
                          f"{len(meta.labels)} classes ({', '.join(meta.labels)})")
@@ -145,6 +210,10 @@ def load_source(path: str | os.PathLike, label_set: str | None = None, normalize
         keras = require("keras", "convert")
         model = keras.Model(model.inputs, keras.layers.Softmax(name="probs")(model.outputs[0]))
     return SourceModel(path, model, meta, sha, input_shape, int(oshape[1]), appended)
+
+
+SOURCES = {**{s: _keras_source for s in (*KERAS_SUFFIXES, "folder")}, ".onnx": _onnx_source,
+           **{s: _torch_source for s in TORCH_SUFFIXES}}
 
 
 def read_source_metadata(path: str | os.PathLike) -> ModelMetadata | None:

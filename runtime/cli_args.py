@@ -113,8 +113,9 @@ def mqtt_options(a: argparse.Namespace) -> MqttOptions:
 
 def add_preview_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("browser preview")
-    g.add_argument("--serve", metavar="[HOST:]PORT", help="serve the annotated stream and live emotion bars over "
-                   "HTTP (a bare port binds to 127.0.0.1; give 0.0.0.0:PORT to reach it from other machines)")
+    g.add_argument("--serve", metavar="[HOST:]PORT", help="serve a live page (the annotated frames, each face's bars and "
+                   "its chart of the last minute) over HTTP (a bare port binds to 127.0.0.1; give 0.0.0.0:PORT to reach "
+                   "it from other machines)")
     token_arguments(g)
 
 

@@ -180,3 +180,69 @@ def test_a_frame_is_drawn_once_for_all_the_outputs_that_show_it(tmp_path, monkey
 def test_timeline_without_tracks_says_so():
     image = drawing.draw_timeline({}, ("happy", "sad"))
     assert image.shape[1] == 1000 and (image != 255).any()
+
+
+def _faces(*boxes, label="happy"):
+    from fer_edge.runtime.core.results import FaceResult, FrameResult
+    from fer_edge.runtime.model.labels import FER2013
+
+    probs = {name: 0.05 for name in FER2013.labels} | {label: 0.7}
+    return FrameResult(0, 0.0, [FaceResult(box, label, probs, track) for track, box in enumerate(boxes, 1)])
+
+
+def _inside(box):
+    x, y, w, h = box
+    return slice(y + 4, y + h - 4), slice(x + 4, x + w - 4)
+
+
+def test_the_tag_goes_above_the_face_or_below_it_never_over_it():
+    """On a 640x360 frame: above a face in the middle, below one at the top edge, above one at the bottom
+    edge; the face's pixels stay as they were, and the tag is tall enough to read."""
+    black = np.zeros((360, 640, 3), np.uint8)
+    middle, top, bottom = (100, 150, 80, 80), (300, 0, 80, 90), (480, 270, 80, 90)
+    result = _faces(middle, top, bottom)
+    placed = drawing.layout(result, 640, 360)
+    boxes = [(x, y, x + w, y + h) for x, y, w, h in (middle, top, bottom)]
+    for p in placed:
+        assert not any(drawing._overlaps(p.tag, b) for b in boxes), f"the tag {p.tag} covers a face"
+        assert 0 <= p.tag[0] < p.tag[2] <= 640 and 0 <= p.tag[1] < p.tag[3] <= 360
+        assert p.tag[3] - p.tag[1] >= 16, "the tag is too small to read on a 640-wide frame"
+    assert placed[0].tag[3] <= middle[1] and placed[1].tag[1] >= top[1] + top[3] and placed[2].tag[3] <= bottom[1]
+    out = drawing.draw(black, result)
+    for box in (middle, top, bottom):
+        assert not out[_inside(box)].any(), f"something drawn over the face at {box}"
+    tag = placed[0].tag
+    assert (out[tag[1]:tag[3], tag[0]:tag[2]] == drawing.COLOURS[1]).all(axis=2).mean() > 0.3, "no tag drawn"
+
+
+def test_bars_only_where_a_whole_panel_fits():
+    """A face with room beside it gets every class's bar, inside the frame and over no face or tag; a face
+    that fills the frame's width gets none (its tag still shows), and nothing covers it."""
+    black = np.zeros((360, 640, 3), np.uint8)
+    roomy = drawing.layout(_faces((100, 100, 90, 90)), 640, 360)[0]
+    assert roomy.panel is not None
+    x0, y0, x1, y1 = roomy.panel
+    assert 0 <= x0 and x1 <= 640 and 0 <= y0 and y1 <= 360 and (y1 - y0) // len(roomy.face.probs) >= 12
+    assert not drawing._overlaps(roomy.panel, (100, 100, 190, 190)) and not drawing._overlaps(roomy.panel, roomy.tag)
+    big = (70, 40, 500, 300)  # 70 px free either side: no whole panel fits there
+    crowded = drawing.layout(_faces(big), 640, 360)[0]
+    assert crowded.panel is None and crowded.tag is not None
+    out = drawing.draw(black, _faces(big))
+    assert not out[_inside(big)].any() and not out[:, :66].any() and not out[:, 574:].any()
+    assert drawing.layout(_faces((100, 100, 90, 90)), 640, 360, bars=False)[0].panel is None
+
+
+def test_a_face_s_colour_and_text_are_chosen_in_one_place(monkeypatch):
+    """face_look decides both (an unsure face: grey, '?'), and draw takes them from it and nowhere else."""
+    from dataclasses import replace
+
+    face = _faces((100, 150, 80, 80)).faces[0]
+    assert drawing.face_look(face) == (drawing.COLOURS[1], "#1 happy 70%")
+    assert drawing.face_look(replace(face, sure=False)) == (drawing.UNSURE, "#1 happy 70% ?")
+    grey = (128, 128, 128)
+    monkeypatch.setattr(drawing, "face_look", lambda face: (grey, f"#{face.track} ?"))
+    result = _faces((100, 150, 80, 80))
+    out = drawing.draw(np.zeros((360, 640, 3), np.uint8), result)
+    tag = drawing.layout(result, 640, 360)[0].tag
+    assert (out[tag[1]:tag[3], tag[0]:tag[2]] == grey).all(axis=2).mean() > 0.3
+    assert not (out == drawing.COLOURS[1]).all(axis=2).any(), "a colour was chosen outside face_look"

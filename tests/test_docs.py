@@ -24,6 +24,7 @@ and fer-convert verify); every run-command has a RUN_LIMIT_S (180 s) limit.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -58,6 +59,8 @@ RULES: list[tuple[str, str, str]] = [
      "(the package index is there), so the pins stay real"),
     (r"^((\S*/)?pip|python3? -m pip) ", "unhandled", "pip is not run here (it needs the network): add a row"),
     (r"^(FER_EDGE_DATA=\S+ )?(\S*/)?python3? -m pytest\b", "ci", "the test suite: .ci/run runs it"),
+    (r"^python3? -c \"import (sys, )?torch\b", "torch", "a PyTorch line: run where torch is installed (the [torch] "
+     "extra; .ci/torch.sh runs this test there), skipped elsewhere"),
     (r"^bash \.ci/run$", "ci", "CI itself"),
     (r"^fer-train\b(?!.*\s--limit\s)", "parse", "training takes hours (a run with --limit N is run); "
      "tests/test_training.py runs short ones"),
@@ -374,11 +377,13 @@ def test_documented_command(cmd: Command, tmp_path_factory, request):
         check_host(cmd)
     elif kind == "parse":
         check_parse(cmd)
-    elif kind in ("run", "server"):
+    elif kind == "torch" and importlib.util.find_spec("torch") is None:
+        pytest.skip("needs PyTorch (the [torch] extra): .ci/torch.sh runs tests/test_docs.py in its environment")
+    elif kind in ("run", "server", "torch"):
         data = request.getfixturevalue("data_dir")
         if cmd.file not in _SCRATCH:  # one working folder per page, shared by its commands in order, as a reader's
             _SCRATCH[cmd.file] = scratch_repo(tmp_path_factory.mktemp("docs"), data)
-        (check_run if kind == "run" else check_server)(cmd, _SCRATCH[cmd.file], data)
+        (check_server if kind == "server" else check_run)(cmd, _SCRATCH[cmd.file], data)
     else:
         assert kind == "setup"
 

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# CI's torch leg (issue 37), in an environment of its own: the CPU build of PyTorch, the [torch] extra and
+# onnx2tf; trains the tutorial network once (benchmarks/torch_tutorial_train.py) and runs the ONNX and PyTorch
+# route tests on it. Called from .ci/run; the coordinator may run it in the background beside another leg.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+: "${FER_EDGE_DATA:?set FER_EDGE_DATA to the data folder}"
+export PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1 TF_CPP_MIN_LOG_LEVEL=2
+start=$SECONDS
+echo "== torch environment: torch 2.13.0 (CPU), the [torch] extra, onnx2tf"
+rm -rf .venv-torch
+python3 -m venv .venv-torch
+.venv-torch/bin/pip install -q --upgrade pip
+.venv-torch/bin/pip install -q torch==2.13.0  # first: a plain `torch` would pull a CUDA build
+.venv-torch/bin/pip install -q -e ".[torch,dev]"
+# onnx2tf pins TensorFlow 2.19 and old numpy/onnx: installed without its pins (convert/onnx_tflite.py, ONNX2TF_PIP)
+.venv-torch/bin/pip install -q --no-deps onnx2tf==1.29.24 onnx-graphsurgeon sng4onnx psutil 'tf_keras==2.21.*'
+echo "torch leg: environment ready after $((SECONDS - start)) s"
+t0=$SECONDS
+.venv-torch/bin/python benchmarks/torch_tutorial_train.py --data "$FER_EDGE_DATA" --out .ci-out/torch --epochs 2  # 1 epoch: 47.2% on PrivateTest (benchmarks/torch_tutorial_train.json); 2 not yet measured
+echo "torch leg: training $((SECONDS - t0)) s"
+FER_EDGE_TORCH_MODEL="$PWD/.ci-out/torch/tutorial.pth" .venv-torch/bin/python -m pytest -q -p no:cacheprovider \
+    tests/test_convert_torch.py tests/test_convert_onnx.py
+# the docs' PyTorch export line (skipped in the main environment, which has no torch)
+.venv-torch/bin/python -m pytest -q -p no:cacheprovider tests/test_docs.py -k "documented_command and torch"
+echo "torch leg: $((SECONDS - start)) s"
