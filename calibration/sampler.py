@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from fer_edge.runtime.data.datasets import FaceDataset, split_code
+import fer_edge.runtime.core.stop as stop
 from fer_edge.runtime.core.errors import DataError, FerEdgeError
 from fer_edge.runtime.core.fileio import atomic_output, check_writable, sha256_file
 from fer_edge.runtime.core.progress import Progress
@@ -59,6 +60,7 @@ class CalibrationSet:
 
     def batches(self, batch_size: int = 1):
         for i in range(0, len(self), batch_size):
+            stop.check()  # TFLite's and ONNX Runtime's calibration call back here: a stop ends them within a step
             yield self.inputs[i:i + batch_size]
 
     def representative_dataset(self):

@@ -18,6 +18,7 @@ import numpy as np
 
 from fer_edge.convert.search import (DEBUG_FACES, FLOAT_STEPS, MAX_FLOAT_SHARE, TABLE_ROWS, diagnosis, heldout_scores,
                                      meets, recipe_cost)
+import fer_edge.runtime.core.stop as stop
 from fer_edge.runtime.core.errors import FerEdgeError, ModelError, require
 from fer_edge.runtime.core.progress import Progress
 
@@ -172,6 +173,7 @@ class _Search:
 
     def attempt(self, recipe: Recipe) -> dict | None:
         ctx, table, x_sel = self.ctx, self.table, self.x_sel
+        stop.check()  # a recipe is a step of the search
         cand = self.work / f"int8_{len(table)}.onnx"
         try:
             _quantize(self.pre, cand, recipe, ctx.calibration, "face", self.work / "onnx_calibration_cache.json",

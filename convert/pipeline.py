@@ -19,6 +19,7 @@ from fer_edge.convert.parity import (DEFAULT_MAX_DROP, DEFAULT_MIN_AGREEMENT, KE
                                      evaluate_file, reference_entry, report_texts)
 from fer_edge.convert.report import FormatEntry, ParityReport, RecipeSearch, Reference
 from fer_edge.runtime.data.datasets import load_dataset, split_code
+import fer_edge.runtime.core.stop as stop
 from fer_edge.runtime.core.errors import DataError, FerEdgeError, ModelError
 from fer_edge.runtime.core.fileio import check_writable, sha256_file
 from fer_edge.runtime.model.metadata import read_metadata, write_metadata
@@ -110,18 +111,21 @@ class Staging:
         self.items = [(t, f) for t, f in self.items if t != tmp]
 
     def commit(self) -> None:
+        stop.check()  # nothing is renamed into place after a stop, whatever swallowed it before
         for tmp, final in self.items:
             check_writable(final, self.force)
-        for tmp, final in self.items:
-            os.replace(tmp, final)
-        self.items = []
+        with stop.shielded():  # all of them or none
+            for tmp, final in self.items:
+                os.replace(tmp, final)
+            self.items = []
 
     def abort(self) -> None:
-        for tmp, _ in self.items:
-            tmp.unlink(missing_ok=True)
-        self.items = []
-        if self.created and self.out_dir.is_dir() and not any(self.out_dir.iterdir()):
-            self.out_dir.rmdir()
+        with stop.shielded():
+            for tmp, _ in self.items:
+                tmp.unlink(missing_ok=True)
+            self.items = []
+            if self.created and self.out_dir.is_dir() and not any(self.out_dir.iterdir()):
+                self.out_dir.rmdir()
 
 
 def _clock(log):
@@ -280,6 +284,7 @@ def _export_all(opts: ConvertOptions, ctx: ExportContext, staging: Staging, out_
                  "training": src.meta.provenance, "cost": reference.cost,
                  **({"appended_softmax": True} if src.appended_softmax else {})}
     for fmt in opts.formats:
+        stop.check()
         final = output_path(out_dir, stem, fmt)
         tmp = staging.path(final)
         log(f"{fmt.name}: converting")
@@ -327,23 +332,12 @@ def convert(opts: ConvertOptions, log=print) -> tuple[ParityReport, int]:
 
     log = _clock(log)
     model_path, stem, out_dir, staging = _plan(opts)
-    src, ds, ev = _load(opts, model_path, log)
+    with stop.raising():  # TensorFlow's import and model loading: no checkpoint of ours inside
+        src, ds, ev = _load(opts, model_path, log)
     ctx = ExportContext(src, options=dict(opts.format_options), log=log)
     try:
-        cal_file = None
-        if any(f.calibrated for f in opts.formats):
-            ctx.calibration, cal_file = _calibration(opts, ds, src.meta.preprocess, staging, out_dir, log)
-        ref_probs, reference = _measure_reference(src, ev, model_path, log)
-        ctx.confidence = _confidence(src, ds, log)
-        if any(f.recipe_search for f in opts.formats):
-            _heldout(ctx, ds, src, src.meta.preprocess, opts)
-        out = _export_all(opts, ctx, staging, out_dir, stem, cal_file, (ev, ref_probs, reference), log)
-        extra = {"calibration": None if ctx.calibration is None else {
-            "file": cal_file, "manifest_sha256": ctx.calibration.manifest_sha256, "faces": len(ctx.calibration),
-            "counts": ctx.calibration.manifest.get("counts")}}
-        doc = build_report(reference, ev, out.entries, opts.max_drop, opts.min_agreement, extra, out.recipes)
-        _stamp_figures(out, ev, reference)
-        _write_report(doc, staging, out_dir)
+        with stop.raising():  # library calls without our checkpoints; the commit below is outside it
+            doc = _convert_steps(opts, ctx, (ds, ev, model_path), staging, (out_dir, stem), log)
         staging.commit()
     except BaseException:
         staging.abort()
@@ -354,6 +348,28 @@ def convert(opts: ConvertOptions, log=print) -> tuple[ParityReport, int]:
     for f in doc.failures:
         log(f"FAIL {f}")
     return doc, (GATE_EXIT if doc.failures else 0)
+
+
+def _convert_steps(opts: ConvertOptions, ctx: ExportContext, loaded: tuple, staging: Staging, where: tuple,
+                   log) -> ParityReport:
+    """Calibrate, measure the reference, export and measure each format, write the staged report."""
+    ds, ev, model_path = loaded
+    out_dir, stem = where
+    src, cal_file = ctx.source, None
+    if any(f.calibrated for f in opts.formats):
+        ctx.calibration, cal_file = _calibration(opts, ds, src.meta.preprocess, staging, out_dir, log)
+    ref_probs, reference = _measure_reference(src, ev, model_path, log)
+    ctx.confidence = _confidence(src, ds, log)
+    if any(f.recipe_search for f in opts.formats):
+        _heldout(ctx, ds, src, src.meta.preprocess, opts)
+    out = _export_all(opts, ctx, staging, out_dir, stem, cal_file, (ev, ref_probs, reference), log)
+    extra = {"calibration": None if ctx.calibration is None else {
+        "file": cal_file, "manifest_sha256": ctx.calibration.manifest_sha256, "faces": len(ctx.calibration),
+        "counts": ctx.calibration.manifest.get("counts")}}
+    doc = build_report(reference, ev, out.entries, opts.max_drop, opts.min_agreement, extra, out.recipes)
+    _stamp_figures(out, ev, reference)
+    _write_report(doc, staging, out_dir)
+    return doc
 
 
 def _write_report(doc: ParityReport, staging: Staging, out_dir: Path) -> None:
@@ -386,7 +402,8 @@ def verify(opts: VerifyOptions, log=print) -> tuple[ParityReport, int]:
     if opts.out:
         staging = Staging(Path(opts.out), opts.force)
         staging.prepare([Path(opts.out) / "report.json", Path(opts.out) / "report.md"])
-    ref, ref_probs, ev, ref_meta = _verify_reference(opts, paths, log)
+    with stop.raising():  # the reference model or golden file and the faces: library calls without checkpoints
+        ref, ref_probs, ev, ref_meta = _verify_reference(opts, paths, log)
     if opts.sample is not None:
         ref, ref_probs, ev = _sampled(ref, ref_probs, ev, opts.sample, opts.sample_seed)
         log(f"measuring a seeded sample: {len(ev.labels)} of the {ev.split} faces (seed {opts.sample_seed})")

@@ -32,6 +32,7 @@ import numpy as np
 
 from fer_edge.convert.search import (DEBUG_FACES, FLOAT_STEPS, MAX_FLOAT_SHARE, TABLE_ROWS, diagnosis, heldout_scores,
                                      meets, quiet_converter, recipe_cost)
+import fer_edge.runtime.core.stop as stop
 from fer_edge.runtime.core.errors import FerEdgeError, ModelError, require
 from fer_edge.runtime.core.progress import Progress
 
@@ -271,6 +272,7 @@ class _Search:
     def attempt(self, recipe: TfliteRecipe) -> bool:
         """Tries one recipe; whether it meets the target (always, with no held-out faces to measure)."""
         ctx, heldout = self.ctx, self.ctx.heldout
+        stop.check()  # a recipe is a step of the search
         cand = self.work / f"tflite_int8_{len(self.tried)}.tflite"
         if recipe.activations == "int16":
             cand.write_bytes(_int16(self.saved_model, ctx.calibration))

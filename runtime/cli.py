@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 
 from fer_edge.runtime.core.errors import FerEdgeError, cli_main
+import fer_edge.runtime.core.stop as stop
+from fer_edge.runtime.core.stop import check as check_stop
 from fer_edge.runtime.cli_args import (add_mqtt_arguments, add_preview_arguments, classifier_options,
                                       detector_arguments, detector_options, min_confidence_argument,
                                       model_arguments, mqtt_options, preview_options)
@@ -114,8 +116,9 @@ def verify(argv: list[str]) -> int:
     if a.limit is not None and a.limit < 1:
         raise FerEdgeError(f"--limit must be 1 or more, found {a.limit}")
     with OutputFile(a.json, a.force, "--json") if a.json else contextlib.nullcontext() as out:
-        clf = Classifier(resolve_model(a.model), **classifier_options(a))
-        data = load_dataset(a.data, label_set=clf.meta.label_set.name)
+        with stop.raising():  # the model and the faces: library calls without checkpoints of ours
+            clf = Classifier(resolve_model(a.model), **classifier_options(a))
+            data = load_dataset(a.data, label_set=clf.meta.label_set.name)
         for note in data.notes:
             print(f"note: {note}", file=sys.stderr)
         if not data.has_split(a.split):
@@ -233,10 +236,11 @@ def _run(a, outputs: dict, preview, argv: list[str]) -> dict:
     with Pipeline(opts) as pipe:  # the model first: a wrong model path fails before a camera opens
         source = open_source(a.source or a.image, camera=a.camera, picamera=a.picamera, loop=a.loop,
                              stall_timeout=a.stall_timeout)
+        service = _is_service(a, source, preview)
         sinks = _open_sinks(a, outputs, pipe, source, preview)
         bar = _progress_bar(a, source, sinks)
         notifier = _notify_ready(sinks)
-        with _stop_on_signals(stop):
+        with _stop_on_signals(stop) if service else contextlib.nullcontext():
             try:
                 stats = pipe.run(source, sinks, stop, a.max_frames)
             except BaseException:
@@ -253,6 +257,13 @@ def _run(a, outputs: dict, preview, argv: list[str]) -> dict:
     return summary
 
 
+def _is_service(a, source, preview) -> bool:
+    """A service (a live source, or a stream for others: --mqtt, --serve) ends when it is stopped: summary,
+    exit 0, its events followable from the first frame; a file's or a folder's run writing files is finite
+    work: a stop is an interruption (130) and commits nothing."""
+    return source.live or bool(a.mqtt) or preview is not None
+
+
 def _open_sinks(a, outputs: dict, pipe, source, preview) -> list:
     """The run's outputs, in the order they are written each frame; none is left open if one fails."""
     from fer_edge.runtime.media.sinks import (JsonLinesSink, PrintSink, RecordSink, TimelineSink, VisitsSink,
@@ -263,9 +274,10 @@ def _open_sinks(a, outputs: dict, pipe, source, preview) -> list:
         if a.image:  # readable lines; on stderr when stdout carries JSON (--json - | jq must parse)
             sinks.append(PrintSink(sys.stderr if "-" in (a.json, a.summary, a.visits, a.report) else None))
         if a.json:
-            sinks.append(JsonLinesSink(outputs["--json"], **json_rotation(a)))
+            sinks.append(JsonLinesSink(outputs["--json"], stream=_is_service(a, source, preview), **json_rotation(a)))
         if a.visits:
-            sinks.append(VisitsSink(outputs["--visits"], **json_rotation(a, "visits")))
+            sinks.append(VisitsSink(outputs["--visits"], stream=_is_service(a, source, preview),
+                                    **json_rotation(a, "visits")))
         if a.record:
             sinks.append(RecordSink(outputs["--record"], getattr(source, "fps", 0.0), a.force))
         if a.timeline:
@@ -336,7 +348,8 @@ def _notify_ready(sinks: list):
 
 
 class _stop_on_signals:
-    """SIGINT/SIGTERM set `stop` (the run finishes its frame, flushes outputs, prints the summary)."""
+    """A live run: SIGINT/SIGTERM set `stop` (the run finishes its frame, flushes outputs, prints the summary
+    and exits 0: for a camera or a stream under systemd, a stop is the normal end)."""
 
     def __init__(self, stop: threading.Event):
         self.stop, self.old = stop, {}
@@ -346,6 +359,7 @@ class _stop_on_signals:
         self.stop.set()
 
     def __enter__(self):
+        check_stop()  # a stop before the live run started is an interruption (exit 130)
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self.old[sig] = signal.signal(sig, self._handler)

@@ -12,7 +12,8 @@ import numpy as np
 from fer_edge.runtime.cli_args import fix_argv
 from fer_edge.runtime.data.datasets import SPLITS, FaceDataset, load_dataset
 from fer_edge.runtime.core.errors import cli_main, FerEdgeError
-from fer_edge.runtime.core.fileio import atomic_output, check_out_folder
+import fer_edge.runtime.core.stop as stop
+from fer_edge.runtime.core.fileio import OutputFile, atomic_output, check_out_folder, commit_all
 from fer_edge.runtime.model.labels import LABEL_SETS
 from fer_edge.runtime.model.metadata import write_metadata
 from fer_edge.runtime.data.metrics import classification_report
@@ -27,6 +28,7 @@ def predict_with_progress(src, faces: np.ndarray, bar: Progress) -> np.ndarray:
     """The Keras model's probabilities in chunks, advancing a progress bar (drawn on a terminal only)."""
     parts = []
     for i in range(0, len(faces), CHUNK):
+        stop.check()
         parts.append(src.predict(faces[i:i + CHUNK], batch_size=512))
         bar.update(len(parts[-1]))
     return np.concatenate(parts) if parts else src.predict(faces[:0])
@@ -103,6 +105,24 @@ def plot_curves(history: Path, path: Path) -> None:
     plt.close(fig)
 
 
+def _evaluate_splits(src, ds: FaceDataset, splits, log, staged, model_path) -> dict:
+    """Each split's classification report (and its confusion figure, staged, when `staged` is given)."""
+    reports = {}
+    for split in splits:
+        stop.check()
+        part = ds.subset(split) if ds.has_split(split) else None
+        if part is None or not len(part):
+            log(f"note: no {split} faces in {ds.source}: skipped")
+            continue
+        with Progress(len(part), f"{split} faces") as bar:
+            probs = predict_with_progress(src, part.images, bar)
+        reports[split] = classification_report(part.labels, probs, src.meta.labels)
+        log(f"{split}: accuracy {100 * reports[split]['accuracy']:.2f}%  macro-F1 {100 * reports[split]['macro_f1']:.2f}%  ({len(part)} faces)")
+        if staged:
+            plot_confusion(reports[split], staged(f"confusion_{split}.png"), f"{Path(model_path).name} on {split}")
+    return reports
+
+
 def evaluate_to(model_path, ds: FaceDataset, out_dir, history=None, log=print, update_metadata=False,
                 splits=EVAL_SPLITS, src=None) -> dict:
     """Evaluate a Keras model (loaded here, or `src` as convert.source.load_source gave it, e.g. with the user's
@@ -114,30 +134,33 @@ def evaluate_to(model_path, ds: FaceDataset, out_dir, history=None, log=print, u
     if tuple(ds.label_set.labels) != meta.labels:
         raise FerEdgeError(f"the data has label set {ds.label_set.name} but the model predicts {meta.label_set.name}")
     out_dir = Path(out_dir)
+    created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
     plots = importlib.util.find_spec("matplotlib") is not None  # the figures are extras (the [train] extra has it)
     if not plots:
         log("note: matplotlib is not installed: report.json and report.md only, no PNG figures "
             "(pip install matplotlib, or pip install 'fer-edge[train]')")
-    reports = {}
-    for split in splits:
-        part = ds.subset(split) if ds.has_split(split) else None
-        if part is None or not len(part):
-            log(f"note: no {split} faces in {ds.source}: skipped")
-            continue
-        with Progress(len(part), f"{split} faces") as bar:
-            probs = predict_with_progress(src, part.images, bar)
-        reports[split] = classification_report(part.labels, probs, meta.labels)
-        log(f"{split}: accuracy {100 * reports[split]['accuracy']:.2f}%  macro-F1 {100 * reports[split]['macro_f1']:.2f}%  ({len(part)} faces)")
-        if plots:
-            plot_confusion(reports[split], out_dir / f"confusion_{split}.png", f"{Path(model_path).name} on {split}")
-    doc = {"model": str(model_path), "data": ds.source, "splits": reports}
-    with atomic_output(out_dir / "report.json", force=True) as tmp:
-        tmp.write_text(json.dumps(doc, indent=1))
-    with atomic_output(out_dir / "report.md", force=True) as tmp:
-        tmp.write_text(markdown(reports, f"Evaluation of {Path(model_path).name}"))
-    if plots and history and Path(history).is_file():
-        plot_curves(Path(history), out_dir / "curves.png")
+    outputs: list[OutputFile] = []
+
+    def staged(name: str) -> Path:  # written under a temporary name, committed with the others at the end
+        outputs.append(OutputFile(out_dir / name, force=True))
+        return outputs[-1].target
+
+    try:
+        with stop.raising():  # Keras's predict over a whole split, matplotlib: no checkpoint of ours inside
+            reports = _evaluate_splits(src, ds, splits, log, plots and staged, model_path)
+            doc = {"model": str(model_path), "data": ds.source, "splits": reports}
+            staged("report.json").write_text(json.dumps(doc, indent=1))
+            staged("report.md").write_text(markdown(reports, f"Evaluation of {Path(model_path).name}"))
+            if plots and history and Path(history).is_file():
+                plot_curves(Path(history), staged("curves.png"))
+            commit_all(outputs)  # all or none, whenever the stop comes
+    except BaseException:
+        for out in outputs:
+            out.discard()
+        if created and not any(out_dir.iterdir()):
+            out_dir.rmdir()
+        raise
     if update_metadata and reports:
         figures = dict(meta.figures)
         for split, r in reports.items():
@@ -166,10 +189,11 @@ def main(argv=None) -> int:
     from fer_edge.convert.source import load_source, read_source_metadata
     from fer_edge.training.backend import import_keras
 
-    import_keras()  # a missing backend is one line here, not a traceback from the model loader
-    own = read_source_metadata(args.model) is not None  # a model's own metadata wins over the flags
-    src = load_source(args.model, None if own else args.labels, None if own else args.normalize)
-    ds = load_dataset(args.data, label_set=src.meta.label_set.name)  # after the model: a bad model fails at once
+    with stop.raising():  # Keras's import and the model: library calls without checkpoints of ours
+        import_keras()  # a missing backend is one line here, not a traceback from the model loader
+        own = read_source_metadata(args.model) is not None  # a model's own metadata wins over the flags
+        src = load_source(args.model, None if own else args.labels, None if own else args.normalize)
+        ds = load_dataset(args.data, label_set=src.meta.label_set.name)  # after the model: a bad model fails at once
     evaluate_to(args.model, ds, out, splits=splits, log=_print, src=src)
 
 

@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from fer_edge.runtime.cli_args import fix_argv
-from fer_edge.runtime.core.errors import cli_main, FerEdgeError
+import fer_edge.runtime.core.stop as stop
+from fer_edge.runtime.core.errors import FerEdgeError, Interrupted, cli_main
 from fer_edge.runtime.core.fileio import atomic_output
 from fer_edge.runtime.model.metadata import ModelMetadata
 from fer_edge.runtime.model.preprocess import PreprocessSpec, preprocess
@@ -60,7 +61,8 @@ def train(cfg: TrainConfig, log=print) -> Path:
     """Train as `cfg` says; every check on the user's input happens before the first write to --out."""
     from fer_edge.training.backend import import_keras
 
-    keras = import_keras()
+    with stop.raising():  # Keras's import: seconds without a checkpoint of ours
+        keras = import_keras()
     if cfg.resume:
         check_out(cfg)
         cfg = restore_config(cfg, log)
@@ -71,10 +73,11 @@ def train(cfg: TrainConfig, log=print) -> Path:
         from fer_edge.runtime.model.labels import get_label_set
         from fer_edge.training.distill import check_teachers
 
-        teachers = check_teachers(list(cfg.teacher), get_label_set(cfg.labels), cfg.input_size)
-        # a resumed run starts from its checkpoint: --init is only read again for the provenance, when still there
-        if cfg.init and (not cfg.resume or Path(cfg.init).is_file()):
-            init = check_teachers([cfg.init], get_label_set(cfg.labels), cfg.input_size, option="--init")[0]
+        with stop.raising():
+            teachers = check_teachers(list(cfg.teacher), get_label_set(cfg.labels), cfg.input_size)
+            # a resumed run starts from its checkpoint: --init is only read again for the provenance, when still there
+            if cfg.init and (not cfg.resume or Path(cfg.init).is_file()):
+                init = check_teachers([cfg.init], get_label_set(cfg.labels), cfg.input_size, option="--init")[0]
     policy = keras.mixed_precision.global_policy()
     try:
         return _train(cfg, log, keras, teachers, init)
@@ -86,15 +89,16 @@ def _train(cfg: TrainConfig, log, keras, teachers: list, init=None) -> Path:
     """The steps of a run: prepare data, teach, build or resume, fit, select (--soup), record (fer-eval)."""
     from fer_edge.training.data import make_sequence
 
-    data = prepare_data(cfg, keras, log)
-    teaching = teach(cfg, teachers, data, log) if teachers else None
-    seq = make_sequence(data.faces, data.y_train, data.weights, data.spec, cfg.batch_size, cfg.seed,
-                        data.augment if cfg.augment else None, workers=cfg.workers)
-    x_val = preprocess(data.val.images, data.spec)
-    gpus, strategy = _devices(cfg, keras, log)
-    out = Path(cfg.out)
-    state = json.loads((out / STATE).read_text()) if cfg.resume else {"epoch": 0, "best": -1.0, "best_epoch": -1}
-    model = build_or_resume(cfg, keras, teachers, data.k, strategy, state, log)
+    with stop.raising():  # data, teachers and the model: library calls without checkpoints of ours
+        data = prepare_data(cfg, keras, log)
+        teaching = teach(cfg, teachers, data, log) if teachers else None
+        seq = make_sequence(data.faces, data.y_train, data.weights, data.spec, cfg.batch_size, cfg.seed,
+                            data.augment if cfg.augment else None, workers=cfg.workers)
+        x_val = preprocess(data.val.images, data.spec)
+        gpus, strategy = _devices(cfg, keras, log)
+        out = Path(cfg.out)
+        state = json.loads((out / STATE).read_text()) if cfg.resume else {"epoch": 0, "best": -1.0, "best_epoch": -1}
+        model = build_or_resume(cfg, keras, teachers, data.k, strategy, state, log)
     out = prepare_out(cfg)  # the first write: every check on the user's input has passed
     if teaching and (teaching.fresh or not cfg.resume):  # prepare_out cleared an earlier run's copy
         from fer_edge.training.distill import save_targets
@@ -107,8 +111,9 @@ def _train(cfg: TrainConfig, log, keras, teachers: list, init=None) -> Path:
         f"backend {keras.backend.backend()}")
     meta = run_metadata(cfg, keras, model, data, gpus, teaching, init)
     float32_copy = float32_copier(cfg, keras, data.k, mixed=gpus > 0)
-    _fit(cfg, keras, model, seq, (x_val, data.y_val), _epoch_callback(cfg, keras, out, state, meta, float32_copy, log),
-         state, out, log)
+    with stop.raising():  # Keras traces and compiles its steps in Python for seconds: a stop raises at once
+        _fit(cfg, keras, model, seq, (x_val, data.y_val),
+             _epoch_callback(cfg, keras, out, state, meta, float32_copy, log), state, out, log)
     if cfg.soup:
         soup_step(cfg, out, state, float32_copy(model), data.train, data.spec, x_val, data.val.labels, meta, log)
     from fer_edge.training.evaluate import evaluate_to
@@ -175,6 +180,18 @@ def _epoch_callback(cfg: TrainConfig, keras, out: Path, state: dict, meta: Model
     return Epochs()
 
 
+def _stop_check(keras):
+    """A Keras callback that checks for a stop at every batch boundary (training and validation)."""
+    class StopCheck(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            stop.check()
+
+        def on_test_batch_end(self, batch, logs=None):
+            stop.check()
+
+    return StopCheck()
+
+
 def _fit(cfg: TrainConfig, keras, model, seq, validation, epochs_callback, state: dict, out: Path, log) -> None:
     """Train the epochs left (none when the run has finished or stopped early)."""
     if state["epoch"] < cfg.epochs and state["epoch"] - state["best_epoch"] <= cfg.patience:
@@ -183,9 +200,10 @@ def _fit(cfg: TrainConfig, keras, model, seq, validation, epochs_callback, state
         # a TTY gets Keras's progress bar, listed first so that it ends its line before ours is printed
         # otherwise a bar of epochs on stderr where that is a terminal (runtime.core.progress draws none elsewhere)
         tty = sys.stdout.isatty()
+        callbacks = [_stop_check(keras), epochs_callback]  # a stop takes effect within a batch
         model.fit(seq, validation_data=validation, epochs=cfg.epochs, initial_epoch=state["epoch"],
-                  callbacks=[keras.callbacks.ProgbarLogger(), epochs_callback] if tty
-                  else [epochs_callback, _epoch_bar(keras, cfg.epochs - state["epoch"])],
+                  callbacks=[keras.callbacks.ProgbarLogger(), *callbacks] if tty
+                  else [*callbacks, _epoch_bar(keras, cfg.epochs - state["epoch"])],
                   shuffle=False, verbose=1 if tty else 0)
     else:
         log(f"{out} has finished its run ({state['epoch']} of {cfg.epochs} epochs): nothing to train")
@@ -227,9 +245,10 @@ def main(argv=None) -> int:
     )
     try:
         train(cfg, log=lambda m: print(m, flush=True))
-    except KeyboardInterrupt:
-        print("interrupted: resume with --resume", file=sys.stderr)
-        return 130
+    except (KeyboardInterrupt, Interrupted):
+        if (Path(cfg.out) / STATE).is_file():  # the epochs finished before the stop are kept
+            print(f"fer-train: resume with --resume (the finished epochs are in {cfg.out})", file=sys.stderr)
+        raise  # cli_main: exit 130 with its one line
     return 0
 
 

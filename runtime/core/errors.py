@@ -42,67 +42,51 @@ def require(module: str, extra: str):
 
 OK, USER_ERROR, PARITY_FAILED, INTERRUPTED = 0, 2, 3, 130  # the exit codes of every fer-* command
 
-
-class Interrupted(BaseException):
-    """SIGTERM turned into an exception, so `finally` blocks and temporary folders clean up as on Ctrl-C."""
-
-
-_RECEIVED: list[str] = []  # the signals cli_main's handler has seen during the running command
-
-
-def _raise_interrupted(signum, _frame):
-    _RECEIVED.append(signal_name(signum))  # remembered: a library may swallow the exception (see cli_main)
-    raise Interrupted(signal_name(signum))
-
-
-def signal_name(signum: int) -> str:
-    import signal
-
-    return signal.Signals(signum).name
+from fer_edge.runtime.core.stop import Interrupted  # noqa: E402  (stop.py imports nothing of ours)
 
 
 def cli_main(fn):
     """Decorate a CLI's `main(argv=None)`; it owns the exit codes of every command: main's own return value
     (None = 0, 3 = parity gate failed), 2 with one line `ErrorType: message` on stderr for a user error
-    (a FerEdgeError, or an OSError such as a full disk), 130 on Ctrl-C or SIGTERM, never a traceback for
-    any of them. SIGTERM (systemd, `docker stop`, CI timeouts) unwinds like Ctrl-C, so temporary files go.
-    A library can catch the Interrupted exception in its own code (an import guarded by a bare except, say) and
-    fail later in another way, or not at all: once SIGTERM has arrived the command exits 130 whatever follows."""
+    (a FerEdgeError, or an OSError such as a full disk), 130 on SIGINT or SIGTERM, never a traceback for
+    any of them. A stop is recorded by runtime/core/stop.py and acted on at our own checkpoints; once one has
+    arrived nothing is committed and the command exits 130 whatever a library made of it."""
     import functools
-    import signal
     import sys
-    import threading
+
+    import fer_edge.runtime.core.stop as stop
+
+    def interrupted() -> int:
+        print(f"interrupted ({stop.requested() or 'SIGINT'})", file=sys.stderr)
+        return INTERRUPTED
 
     @functools.wraps(fn)
     def wrapper(argv=None):
-        main_thread = threading.current_thread() is threading.main_thread()
-        old = signal.signal(signal.SIGTERM, _raise_interrupted) if main_thread else None
-        _RECEIVED.clear()
-
-        def interrupted(what) -> int:
-            print(f"interrupted ({what})", file=sys.stderr)
-            return INTERRUPTED
-
-        try:
-            code = fn(argv) or OK
-            return interrupted(_RECEIVED[0]) if _RECEIVED else code
-        except (KeyboardInterrupt, Interrupted) as exc:
-            return interrupted(exc or "SIGINT")
-        except (FerEdgeError, OSError) as exc:
-            if _RECEIVED:  # whatever a library made of the signal, the command was told to stop
-                return interrupted(_RECEIVED[0])
-            if isinstance(exc, FerEdgeError):
-                print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
-            else:  # disk full, a path that cannot be written: one line, no traceback
-                where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
-                print(f"{type(exc).__name__}: {where}{exc.strerror or exc}", file=sys.stderr)
-            return USER_ERROR
-        except Exception:
-            if _RECEIVED:
-                return interrupted(_RECEIVED[0])
-            raise
-        finally:
-            if main_thread:
-                signal.signal(signal.SIGTERM, old)
+        with stop.installed():
+            try:
+                stop.check()  # a stop while the command's modules were imported
+                code = fn(argv) or OK
+                return interrupted() if stop.requested() else code
+            except (KeyboardInterrupt, Interrupted):
+                return interrupted()
+            except (FerEdgeError, OSError) as exc:
+                if stop.requested():  # whatever a library made of the signal, the command was told to stop
+                    return interrupted()
+                _one_line(exc)
+                return USER_ERROR
+            except Exception:
+                if stop.requested():
+                    return interrupted()
+                raise
 
     return wrapper
+
+
+def _one_line(exc: Exception) -> None:
+    import sys
+
+    if isinstance(exc, FerEdgeError):
+        print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
+    else:  # disk full, a path that cannot be written: one line, no traceback
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        print(f"{type(exc).__name__}: {where}{exc.strerror or exc}", file=sys.stderr)

@@ -8,6 +8,7 @@ import stat
 import sys
 from pathlib import Path
 
+import fer_edge.runtime.core.stop as stop
 from fer_edge.runtime.core.errors import FerEdgeError
 
 
@@ -79,23 +80,43 @@ class OutputFile:
         return open(self.target, mode, **kwargs)
 
     def commit(self) -> None:
+        commit_all([self])
+
+    def _rename(self) -> None:
         if self.tmp is not None:
             os.replace(self.tmp, self.path)
             self.tmp = None
 
     def discard(self) -> None:
         if self.tmp is not None:
-            self.tmp.unlink(missing_ok=True)
-            self.tmp = None
+            with stop.shielded():
+                self.tmp.unlink(missing_ok=True)
+                self.tmp = None
 
     def __enter__(self) -> "OutputFile":
         return self
 
     def __exit__(self, exc_type, *_):
         if exc_type is None:
-            self.commit()
+            try:
+                self.commit()
+            except BaseException:  # refused after a stop, or the rename failed: no file is left behind
+                self.discard()
+                raise
         else:
             self.discard()
+
+
+def commit_all(outputs: list[OutputFile]) -> None:
+    """Outputs renamed into place together, once their writing is over: after a stop none of them (they are
+    removed), and a stop arriving during the renames does not cut them in half."""
+    if stop.requested():  # nothing is renamed into place after a stop, whatever swallowed it before
+        for out in outputs:
+            out.discard()
+        stop.check()
+    with stop.shielded():
+        for out in outputs:
+            out._rename()
 
 
 def check_distinct(paths: dict[str, str | os.PathLike | None]) -> None:

@@ -31,17 +31,20 @@ def _output(target, force: bool, option: str) -> OutputFile:
 class JsonLinesSink:
     """One JSON object per processed frame: {frame, time, faces: [{box, label, probs, track}]}.
 
-    Written under a temporary name that takes the final name with the first frame, so a run that fails to
-    start (`discard()`) leaves no file and an old one untouched, while a running camera's events can be
-    followed live (`tail -f`); every line is flushed, so even SIGKILL leaves whole lines.
+    Written under a temporary name. A live source's events (`stream`, and any rotated file) take the final
+    name with the first frame, so a running camera's events can be followed live (`tail -f`); a file's or a
+    folder's take it when the run ends, so a stopped or failed run leaves none. A run that fails to start
+    (`discard()`) leaves no file and an old one untouched; every line is flushed, so even SIGKILL leaves
+    whole lines.
 
     With `max_bytes`, the live file is rotated between two lines once it reaches that size: FILE becomes
     FILE.1 (FILE.1 becomes FILE.2, ... the oldest beyond `keep` is deleted) and a new FILE starts, so every
     finished file is complete JSON Lines and no line is split or lost at the boundary."""
 
     def __init__(self, target: str | os.PathLike | OutputFile, force: bool = False, max_bytes: int | None = None,
-                 keep: int = 5):
+                 keep: int = 5, stream: bool = True):
         self.out = _output(target, force, "--json")
+        self.stream = stream or max_bytes is not None
         if max_bytes is not None and self.out.stdout:
             raise FerEdgeError("--json-max-mb: cannot rotate standard output (--json -): give a file name")
         self.max_bytes, self.keep = max_bytes, keep
@@ -57,7 +60,7 @@ class JsonLinesSink:
         self.file.flush()  # a line per frame survives a kill; cheap next to a detector run
         self.lines += 1
         self.size += len(line.encode("utf-8"))
-        if self.lines == 1:
+        if self.lines == 1 and self.stream:
             self.out.commit()  # the run has started: the events take the final name (the open file follows)
         if self.max_bytes is not None and self.size >= self.max_bytes:
             self.rotate()

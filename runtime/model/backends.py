@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+import fer_edge.runtime.core.stop as stop
 from fer_edge.runtime.core.errors import MissingExtraError, MissingInterpreterError, ModelError
 from fer_edge.runtime.model.metadata import ModelMetadata, check_model_path, read_metadata, resolve_metadata
 from fer_edge.runtime.model.preprocess import preprocess
@@ -60,6 +61,7 @@ def litert_interpreter(path: str | os.PathLike, threads: int | None = None, kern
         try:
             mod = importlib.import_module(name)
         except ImportError:
+            stop.check()  # a stop swallowed inside the import must not send us on to TensorFlow's (seconds)
             continue
         mod = getattr(mod, "lite", mod)  # tensorflow -> tensorflow.lite
         kwargs = {"model_path": str(path), "num_threads": threads}
@@ -79,7 +81,10 @@ def litert_interpreter(path: str | os.PathLike, threads: int | None = None, kern
 def infer_batched(backend, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """A backend's outputs over a large array of model inputs, in fixed-size batches (Classifier.predict_batched
     does the same from raw faces, preprocessing batch by batch so that a dataset is never held as floats)."""
-    parts = [backend.infer(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
+    parts = []
+    for i in range(0, len(x), batch_size):
+        stop.check()
+        parts.append(backend.infer(x[i:i + batch_size]))
     return np.concatenate(parts) if parts else np.zeros((0, backend.num_outputs), np.float32)
 
 
@@ -267,6 +272,7 @@ class Classifier:
         runtime.core.progress.Progress) is advanced by each batch."""
         parts = []
         for i in range(0, len(faces), batch_size):
+            stop.check()
             parts.append(self.predict(faces[i:i + batch_size]))
             if progress is not None:
                 progress.update(len(parts[-1]))

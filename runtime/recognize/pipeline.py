@@ -28,6 +28,7 @@ from fer_edge.runtime.core.boxes import FaceBox
 from fer_edge.runtime.faces.detectors import DEFAULT_DETECTOR, detect_at, make_detector
 from fer_edge.runtime.media.drawing import Drawing
 from fer_edge.runtime.core.errors import FerEdgeError, ModelError
+from fer_edge.runtime.core.stop import check as check_stop
 from fer_edge.runtime.faces.framing import FRAMINGS, face_crops
 from fer_edge.runtime.media.images import MIN_SIDE
 from fer_edge.runtime.model.preprocess import FrameError, as_bgr
@@ -314,10 +315,14 @@ class Pipeline:
             for sink in sinks:  # a live source's visits still open when it stopped
                 if self.final_visits and hasattr(sink, "write_visits"):
                     sink.write_visits(self.final_visits)
-        finally:
-            results.close()  # the source closes and the stats are complete before the sinks close
+        except BaseException:  # a stop of a finite run, a failure: nothing is committed
+            results.close()
             for sink in sinks:
-                sink.close()
+                getattr(sink, "discard", sink.close)()
+            raise
+        results.close()  # the source closes and the stats are complete before the sinks close
+        for sink in sinks:
+            sink.close()
         return self.stats
 
     def results(self, source, stop: threading.Event | None = None,
@@ -357,6 +362,7 @@ class Pipeline:
         frames = iter(source)
         try:
             while not stop.is_set():
+                check_stop()  # SIGTERM/SIGINT on a finite source (a live one sets `stop` instead)
                 t0 = time.perf_counter()
                 frame = next(frames, None)
                 stats.stage_s["read"] += time.perf_counter() - t0

@@ -1,0 +1,126 @@
+"""A stop is a stop: how every fer-* command takes SIGTERM and SIGINT.
+
+The signal handler only records the signal. Our code acts on it at points it controls: `check()` at the step
+boundaries of long loops (a frame, a batch, a recipe, a calibration step), and every commit point refuses to
+rename anything into place once a stop has arrived (runtime/core/fileio.py's commit_all, convert's Staging),
+so an exception swallowed inside a library can never lead to files written after the stop. Inside
+`raising()` (a long library call with no checkpoint of ours: TensorFlow's import and conversion, Keras
+tracing a training step) the handler also raises at once, except inside `shielded()` (the renames and
+cleanups, never cut in half); if the raise lands in a library's `__del__`, Python's "Exception ignored"
+report of it is silenced (the stop is recorded, the next check acts). `installed()` (used by cli_main) also
+gives the command a private TMPDIR, removed at its end, so whatever a library leaves in its temporary folder
+when it is stopped goes too. Imports nothing of ours."""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+
+_received: list[str] = []  # the signals seen while the running command was installed
+_raising = [0]  # depth of raising() blocks
+
+
+class Interrupted(BaseException):
+    """A stop (SIGTERM, SIGINT) acted on: unwinds like Ctrl-C, so `finally` blocks and temporary files clean up."""
+
+
+def signal_name(signum: int) -> str:
+    return signal.Signals(signum).name
+
+
+def requested() -> str | None:
+    """The name of the first signal received ("SIGTERM"), or None."""
+    return _received[0] if _received else None
+
+
+def check() -> None:
+    """A step boundary: raise Interrupted if a stop has arrived."""
+    if _received:
+        raise Interrupted(_received[0])
+
+
+def carry(early: list[int]) -> None:
+    """From the console script's launcher: take the signals over, with any that arrived before this import."""
+    for signum in early:
+        _handler(signum, None)
+    _take(threading.current_thread() is threading.main_thread())
+
+
+def _take(main: bool) -> dict:
+    """Our handler for SIGTERM and SIGINT (on the main thread, and not for a signal the parent set to be
+    ignored: `nohup`, a shell's `&`); the handlers it replaced."""
+    sigs = [s for s in (signal.SIGTERM, signal.SIGINT) if main and signal.getsignal(s) is not signal.SIG_IGN]
+    return {s: signal.signal(s, _handler) for s in sigs}
+
+
+def _handler(signum, _frame):
+    if not _received:
+        _received.append(signal_name(signum))
+    if _raising[0]:
+        raise Interrupted(signal_name(signum))
+
+
+@contextlib.contextmanager
+def raising():
+    """A long call into a library where our checks cannot reach: a stop raises at its next Python bytecode."""
+    check()
+    _raising[0] += 1
+    try:
+        yield
+    finally:
+        _raising[0] -= 1
+    check()  # a library that swallowed the raise (a __del__, a bare except) still stops here
+
+
+@contextlib.contextmanager
+def shielded():
+    """A commit or a cleanup, inside a raising() block: a stop arriving here is only recorded (the next
+    check acts), so no rename or removal is cut in half."""
+    depth, _raising[0] = _raising[0], 0
+    try:
+        yield
+    finally:
+        _raising[0] = depth
+
+
+def _silence_interrupted(hook):
+    def unraisable(u):
+        if isinstance(u.exc_value, (Interrupted, KeyboardInterrupt)) and _received:
+            return  # the stop landed in a __del__: recorded, acted on at the next check; no report on stderr
+        hook(u)
+
+    return unraisable
+
+
+@contextlib.contextmanager
+def installed():
+    """For the length of one command: the handlers, a clean record, the quiet unraisable hook, a private TMPDIR.
+    Off the main thread (a command run from a test's thread) only the record and TMPDIR are set up."""
+    old = _take(threading.current_thread() is threading.main_thread())
+    old_hook, old_tempdir, old_env = sys.unraisablehook, tempfile.tempdir, os.environ.get("TMPDIR")
+    depth, _raising[0] = _raising[0], 0  # (a stop recorded by the launcher, before the command, is kept)
+    sys.unraisablehook = _silence_interrupted(old_hook)
+    try:
+        scratch = tempfile.mkdtemp(prefix="fer-edge-run-")
+        tempfile.tempdir = os.environ["TMPDIR"] = scratch
+    except OSError:  # no writable temporary folder (a locked-down service): the libraries will say so if they need one
+        scratch = None
+    try:
+        yield
+    finally:
+        _received.clear()  # a later command, or the Python API, in the same process starts afresh
+        _raising[0] = depth
+        tempfile.tempdir = old_tempdir
+        if old_env is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = old_env
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+        sys.unraisablehook = old_hook
+        for s, handler in old.items():
+            signal.signal(s, handler)

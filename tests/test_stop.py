@@ -1,0 +1,118 @@
+"""The stop mechanism (runtime/core/stop.py) in one process: the handler records, our checkpoints act, the
+commit points refuse, a stop inside a library's __del__ is not reported, the command's TMPDIR goes. Fast:
+no subprocess, no model (tests/hostile/test_hostile_stops.py stops the real commands)."""
+from __future__ import annotations
+
+import os
+import signal
+import tempfile
+import time
+
+import pytest
+
+import fer_edge.runtime.core.stop as stop
+from fer_edge.runtime.core.errors import cli_main
+from fer_edge.runtime.core.fileio import OutputFile, commit_all
+
+
+def _wait_for(condition, timeout: float = 10.0) -> None:
+    t0 = time.monotonic()
+    while not condition():
+        assert time.monotonic() - t0 < timeout
+        time.sleep(0.01)
+
+
+class _Native:
+    """Like a TensorFlow object whose __del__ runs when the signal lands (issue 35's UniquePtr.__del__)."""
+
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.5)  # the handler runs here, inside __del__: its exception cannot propagate
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_the_handler_records_and_our_checkpoint_acts(capfd, tmp_path, sig):
+    seen = []
+
+    @cli_main
+    def busy(argv=None):
+        os.kill(os.getpid(), sig)
+        _wait_for(stop.requested)
+        seen.append("went on")  # outside raising(): the handler did not raise in the middle of our code
+        stop.check()
+        seen.append("past the check")
+
+    assert busy() == 130 and seen == ["went on"]
+    err = capfd.readouterr().err
+    assert err.strip() == f"interrupted ({signal.Signals(sig).name})"
+
+
+def test_a_stop_swallowed_in_a_del_commits_nothing_and_reports_nothing(capfd, tmp_path):
+    target = tmp_path / "model.tflite"
+
+    @cli_main
+    def convert(argv=None):
+        out = OutputFile(target)
+        with open(out.target, "wb") as f:
+            f.write(b"half a model")
+        try:
+            stop._raising[0] += 1  # as inside stop.raising(), without its own checks: only __del__ sees it
+            _Native()  # created and collected at once
+        finally:
+            stop._raising[0] -= 1
+        out.commit()  # the commit point checks for itself
+
+    assert convert() == 130
+    err = capfd.readouterr().err
+    assert "Exception ignored" not in err and "Traceback" not in err and err.strip() == "interrupted (SIGTERM)", err
+    assert not target.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_commit_all_commits_none_after_a_stop(tmp_path):
+    with stop.installed():
+        outs = [OutputFile(tmp_path / f"{name}.json") for name in ("report", "summary")]
+        for out in outs:
+            out.target.write_text("{}")
+        os.kill(os.getpid(), signal.SIGTERM)
+        _wait_for(stop.requested)
+        with pytest.raises(stop.Interrupted):
+            commit_all(outs)
+        for out in outs:
+            out.discard()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_raising_interrupts_a_long_library_call():
+    with stop.installed():
+        t0 = time.monotonic()
+        with pytest.raises(stop.Interrupted):
+            with stop.raising():
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(30)  # a call with no checkpoint of ours
+        assert time.monotonic() - t0 < 10
+
+
+def test_the_command_gets_its_own_tmpdir_and_it_goes(tmp_path, monkeypatch):
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    seen = []
+
+    @cli_main
+    def leaky(argv=None):
+        seen.append(os.environ["TMPDIR"])
+        with open(os.path.join(tempfile.mkdtemp(), "x.ses"), "w") as f:  # a library's leftover
+            f.write("x")
+
+    assert leaky() == 0
+    assert seen[0].startswith(str(tmp_path)) and os.environ["TMPDIR"] == str(tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_after_a_command_the_python_api_is_not_stopped():
+    @cli_main
+    def stopped(argv=None):
+        os.kill(os.getpid(), signal.SIGTERM)
+        _wait_for(stop.requested)
+
+    assert stopped() == 130
+    stop.check()  # the record went with the command: nothing raises here
