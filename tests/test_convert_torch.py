@@ -98,7 +98,7 @@ TRAINED = os.environ.get("FER_EDGE_TORCH_MODEL")
 
 
 @pytest.mark.skipif(not TRAINED, reason="FER_EDGE_TORCH_MODEL (the trained tutorial state_dict) is not set: "
-                    "CI's torch leg trains it (benchmarks/torch_tutorial_train.py)")
+                    "train it with benchmarks/torch_tutorial_train.py (CI does not: see .ci/torch.sh)")
 def test_the_trained_tutorial_network_converts_by_all_three_routes(tmp_path, data_dir, fer2013):
     """Issue 37's acceptance: .onnx, .pt2 and .pth + --torch-class each exit 0 (every INT8 file within the
     budget, the gate), and the three routes' INT8 files agree with each other on >= 99% of PrivateTest."""
