@@ -236,11 +236,12 @@ def _run(a, outputs: dict, preview, argv: list[str]) -> dict:
     with Pipeline(opts) as pipe:  # the model first: a wrong model path fails before a camera opens
         source = open_source(a.source or a.image, camera=a.camera, picamera=a.picamera, loop=a.loop,
                              stall_timeout=a.stall_timeout)
-        service = _is_service(a, source, preview)
-        sinks = _open_sinks(a, outputs, pipe, source, preview)
-        bar = _progress_bar(a, source, sinks)
-        notifier = _notify_ready(sinks)
-        with _stop_on_signals(stop) if service else contextlib.nullcontext():
+        # a service takes its stops as its normal end from the moment its source is open: its sinks announce it
+        # (MQTT's online status, Home Assistant's discovery) as they open, and a stop after that is no interruption
+        with _stop_on_signals(stop) if _is_service(a, source, preview) else contextlib.nullcontext():
+            sinks = _open_sinks(a, outputs, pipe, source, preview)
+            bar = _progress_bar(a, source, sinks)
+            notifier = _notify_ready(sinks)
             try:
                 stats = pipe.run(source, sinks, stop, a.max_frames)
             except BaseException:

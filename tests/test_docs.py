@@ -59,7 +59,7 @@ RULES: list[tuple[str, str, str]] = [
      "(the package index is there), so the pins stay real"),
     (r"^((\S*/)?pip|python3? -m pip) ", "unhandled", "pip is not run here (it needs the network): add a row"),
     (r"^(FER_EDGE_DATA=\S+ )?(\S*/)?python3? -m pytest\b", "ci", "the test suite: .ci/run runs it"),
-    (r"^python3? -c \"import (sys, )?torch\b", "torch", "a PyTorch line: run where torch is installed (the [torch] "
+    (r"^python3? -c \"?import (sys, )?torch\b", "torch", "a PyTorch line: run where torch is installed (the [torch] "
      "extra; .ci/torch.sh runs this test there), skipped elsewhere"),
     (r"^bash \.ci/run$", "ci", "CI itself"),
     (r"^fer-train\b(?!.*\s--limit\s)", "parse", "training takes hours (a run with --limit N is run); "
