@@ -130,6 +130,7 @@ def verify(argv: list[str]) -> int:
         with Progress(len(data), "faces") as bar:
             probs = clf.predict_batched(data.images, progress=bar)
         seconds = time.perf_counter() - t0
+        stop.check()  # the faces are scored: a stop that came with the last batch ends here, before the report
         true_classes, class_names = data.labels, clf.labels  # per face (ints), and the model's label names
         report = classification_report(true_classes, probs, class_names)
         report.update(model=str(clf.path), split=a.split, backend=clf.backend.interpreter_module, seconds=round(seconds, 3),

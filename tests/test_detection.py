@@ -59,7 +59,10 @@ def test_recognizer_from_python_prints_nothing_on_stderr_and_leaves_opencvs_log_
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
                           env={k: v for k, v in __import__("os").environ.items() if k != "OPENCV_LOG_LEVEL"})
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == ["0", "True"] and proc.stderr == "", (cv2.__version__, proc.stderr)
+    # under qemu-user (CI's aarch64 leg) /sys has no CPU lists and the interpreter's cpuinfo library says so at
+    # load: the emulator's words, not fer-edge's or OpenCV's; on a real board they are not printed
+    printed = [line for line in proc.stderr.splitlines() if not line.startswith("Error in cpuinfo: failed to parse")]
+    assert proc.stdout.split() == ["0", "True"] and printed == [], (cv2.__version__, proc.stderr)
 
 
 def test_every_detector_declares_its_options_and_others_are_refused():

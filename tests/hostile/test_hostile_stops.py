@@ -142,7 +142,8 @@ def _stopped_run(argv, folder: Path, after: float, sig: int) -> tuple[str, float
         problems.append("a traceback on stderr")
     if took > bound:
         problems.append(f"ended {took:.1f} s after the signal (allowed {bound:.1f} s at this load)")
-    went_on = PROGRESS.findall(err.read_bytes()[before:].decode(errors="replace"))
+    went_on = [line for line in err.read_bytes()[before:].decode(errors="replace").splitlines()
+               if PROGRESS.search(line)]  # lines: one report line can say "accuracy" several times
     if len(went_on) > 1:
         problems.append(f"worked on after the signal: {went_on}")
     if list(scratch.iterdir()):
