@@ -285,9 +285,8 @@ def _eval_faces(data: str, split: str, golden: str | None, label_set: str, setti
 def run_bench(models: list[ModelFile], data: str | None = None, golden: str | None = None, reference: str | None = None,
               video: str | None = None, blazeface: str | None = None, threads=(1, 2), batches=(1, 8),
               split: str = "PrivateTest", settings: Settings = FULL, log=print) -> dict:
-    from fer_edge.convert.bench_e2e import e2e_median, keras_row, keras_tutorial, tutorial_row
+    from fer_edge.convert.bench_e2e import keras_tutorial
     from fer_edge.convert.bench_report import int8_findings, machine, versions
-    from fer_edge.runtime.core.fileio import sha256_file
     from fer_edge.runtime.model.metadata import read_metadata
 
     started = time.perf_counter()
@@ -315,28 +314,8 @@ def run_bench(models: list[ModelFile], data: str | None = None, golden: str | No
         elif golden:
             raise FerEdgeError("--golden needs --data: the golden outputs are compared on FER2013 faces")
         for m, kernels in _rows(models):
-            row = {"file": m.path.name if m.exported_from else str(m.path), "name": m.path.name, "format": m.format, "kernels": kernels,
-                   "bytes": m.path.stat().st_size, "sha256": sha256_file(m.path)}
-            if m.exported_from:
-                row["exported_from"] = m.exported_from
-            row.update(file_cost(m.path))
-            log(f"{m.path.name} ({m.format}, {kernels})")
-            if m.format == "keras":
-                tutorial = video if haar and m.path == ref_keras and 1 in threads else None  # one TensorFlow start less
-                row.update(keras_row(m.path, faces is not None, threads, batches, settings, tmp.name, tutorial))
-                if faces is not None:
-                    row.update(scores(np.load(Path(tmp.name) / "keras.npy"), labels, ref))
-                if "tutorial" in row:
-                    doc["baseline"] = tutorial_row(row.pop("tutorial"), m.path)
-            else:
-                if faces is not None:
-                    row.update(measure_accuracy(m.path, kernels, faces, labels, ref))
-                row["latency"] = measure_latency(m.path, kernels, threads, batches, settings)
-                if video:
-                    row["e2e"] = {det: e2e_median(video, m.path, det, kernels if m.runtime == "tflite" else "default",
-                                                  settings.e2e_repeats, blazeface, settings.max_frames)
-                                  for det in e2e_detectors(blazeface)}
-            doc["rows"].append(row)
+            doc["rows"].append(_measure_row(m, kernels, doc, Path(tmp.name), faces, labels, ref, ref_keras, haar,
+                                            threads, batches, video, blazeface, settings, log))
         if video and haar and ref_keras is not None and doc["baseline"] is None:
             log(f"tutorials' loop: {ref_keras.name}, Haar every frame, model.predict per face")
             doc["baseline"] = keras_tutorial(video, ref_keras, settings.e2e_repeats, settings.max_frames)
@@ -346,6 +325,37 @@ def run_bench(models: list[ModelFile], data: str | None = None, golden: str | No
     doc["findings"] = int8_findings(doc)
     doc["seconds"] = round(time.perf_counter() - started, 1)
     return doc
+
+
+def _measure_row(m: ModelFile, kernels: str, doc: dict, tmp: Path, faces, labels, ref, ref_keras, haar: bool,
+                 threads: list, batches: list, video, blazeface, settings: Settings, log) -> dict:
+    """One file's row: size, cost, accuracy on the faces (when given), latency and end-to-end time; the Keras
+    reference also times the tutorials' loop (doc["baseline"]) in the same TensorFlow start."""
+    from fer_edge.convert.bench_e2e import e2e_median, keras_row, tutorial_row
+    from fer_edge.runtime.core.fileio import sha256_file
+
+    row = {"file": m.path.name if m.exported_from else str(m.path), "name": m.path.name, "format": m.format, "kernels": kernels,
+           "bytes": m.path.stat().st_size, "sha256": sha256_file(m.path)}
+    if m.exported_from:
+        row["exported_from"] = m.exported_from
+    row.update(file_cost(m.path))
+    log(f"{m.path.name} ({m.format}, {kernels})")
+    if m.format == "keras":
+        tutorial = video if haar and m.path == ref_keras and 1 in threads else None  # one TensorFlow start less
+        row.update(keras_row(m.path, faces is not None, threads, batches, settings, str(tmp), tutorial))
+        if faces is not None:
+            row.update(scores(np.load(tmp / "keras.npy"), labels, ref))
+        if "tutorial" in row:
+            doc["baseline"] = tutorial_row(row.pop("tutorial"), m.path)
+    else:
+        if faces is not None:
+            row.update(measure_accuracy(m.path, kernels, faces, labels, ref))
+        row["latency"] = measure_latency(m.path, kernels, threads, batches, settings)
+        if video:
+            row["e2e"] = {det: e2e_median(video, m.path, det, kernels if m.runtime == "tflite" else "default",
+                                          settings.e2e_repeats, blazeface, settings.max_frames)
+                          for det in e2e_detectors(blazeface)}
+    return row
 
 
 def export_missing(models: list[ModelFile], data: str | None, out: Path, log=print) -> list[ModelFile]:
