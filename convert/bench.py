@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from fer_edge.convert.bench_e2e import FULL, QUICK, Settings
+import fer_edge.runtime.core.stop as stop
 from fer_edge.convert.formats import FORMATS
 from fer_edge.runtime.core.errors import FerEdgeError, ModelError, cli_main
 from fer_edge.runtime.model.shipped import missing_model
@@ -111,6 +112,7 @@ def time_calls(fn, x: np.ndarray, warmup: int, rounds: int, iters: int) -> dict:
         fn(x)
     p50, p95 = [], []
     for _ in range(rounds):
+        stop.check()  # a step boundary: a stop ends the timing here
         t = np.empty(iters)
         for i in range(iters):
             t0 = time.perf_counter()
@@ -314,6 +316,7 @@ def run_bench(models: list[ModelFile], data: str | None = None, golden: str | No
         elif golden:
             raise FerEdgeError("--golden needs --data: the golden outputs are compared on FER2013 faces")
         for m, kernels in _rows(models):
+            stop.check()
             doc["rows"].append(_measure_row(m, kernels, doc, Path(tmp.name), faces, labels, ref, ref_keras, haar,
                                             threads, batches, video, blazeface, settings, log))
         if video and haar and ref_keras is not None and doc["baseline"] is None:

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from dataclasses import dataclass
 
+import fer_edge.runtime.core.stop as stop
 from fer_edge.runtime.core.errors import FerEdgeError
 
 
@@ -57,6 +58,7 @@ def run_child(argv: list[str], frames_per_pass: int | None = None, json_path: Pa
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)  # reaps the child and keeps its rusage
             if pid:
                 break
+            _end_on_stop(proc)
             time.sleep(0.05)
             r = rss_mb(proc.pid)
             if r is not None and json_path is not None and json_path.exists():
@@ -117,13 +119,27 @@ def e2e_median(video, model, detector: str, kernels: str, repeats: int, blazefac
             "stage_ms": med["stage_ms"], "frames": med["frames"], "frames_with_face": med["frames_with_face"]}
 
 
+def _end_on_stop(proc: subprocess.Popen) -> None:
+    """A stop (SIGTERM, SIGINT) reached fer-bench while a child measures: the child is ended too, then we stop."""
+    if stop.requested():
+        proc.terminate()
+        proc.communicate()
+        stop.check()
+
+
 def keras_worker(args: list[str]) -> dict:
     """Run `python -m fer_edge.convert.bench_keras ARGS` (TensorFlow stays out of this process)."""
-    out = subprocess.run([sys.executable, "-m", "fer_edge.convert.bench_keras", *args], capture_output=True, text=True,
-                         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
-    if out.returncode:
-        raise FerEdgeError(f"the Keras worker failed ({' '.join(args)}):\n{out.stderr[-2000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    proc = subprocess.Popen([sys.executable, "-m", "fer_edge.convert.bench_keras", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    while True:
+        try:
+            out, err = proc.communicate(timeout=0.2)
+            break
+        except subprocess.TimeoutExpired:
+            _end_on_stop(proc)
+    if proc.returncode:
+        raise FerEdgeError(f"the Keras worker failed ({' '.join(args)}):\n{err[-2000:]}")
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def keras_tutorial(video: str | os.PathLike, keras_model: str | os.PathLike, repeats: int = 1,

@@ -38,9 +38,9 @@ class EvalSet:
     source: str
 
 
-def reference_entry(path, sha256: str, ref_probs: np.ndarray, ev: EvalSet, labels) -> Reference:
+def reference_entry(path, sha256: str, ref_probs: np.ndarray, ev: EvalSet, labels, runtime: str = "keras") -> Reference:
     r = classification_report(ev.labels, ref_probs, tuple(labels))
-    return Reference(path=str(path), sha256=sha256, runtime="keras", n=r["n"], accuracy=r["accuracy"],
+    return Reference(path=str(path), sha256=sha256, runtime=runtime, n=r["n"], accuracy=r["accuracy"],
                      macro_f1=r["macro_f1"], recall={k: v["recall"] for k, v in r["per_class"].items()})
 
 

@@ -101,28 +101,34 @@ class Staging:
         if not self.out_dir.exists():
             self.out_dir.mkdir(parents=True)
             self.created = True
+            stop.staged(self.out_dir)  # the last resort removes it if it is still empty
         tmp = final.with_name(f".{final.name}.tmp{os.getpid()}{final.suffix}")
         self.items.append((tmp, final))
+        stop.staged(tmp)
         return tmp
 
     def drop(self, tmp: Path) -> None:
         """A staged file given up (its format failed): removed, not committed."""
         tmp.unlink(missing_ok=True)
+        stop.unstaged(tmp)
         self.items = [(t, f) for t, f in self.items if t != tmp]
 
     def commit(self) -> None:
         stop.check()  # nothing is renamed into place after a stop, whatever swallowed it before
         for tmp, final in self.items:
             check_writable(final, self.force)
-        with stop.shielded():  # all of them or none
+        with stop.committing():  # all of them or none
             for tmp, final in self.items:
                 os.replace(tmp, final)
+                stop.unstaged(tmp)
+            stop.unstaged(self.out_dir)
             self.items = []
 
     def abort(self) -> None:
         with stop.shielded():
             for tmp, _ in self.items:
                 tmp.unlink(missing_ok=True)
+                stop.unstaged(tmp)
             self.items = []
             if self.created and self.out_dir.is_dir() and not any(self.out_dir.iterdir()):
                 self.out_dir.rmdir()
@@ -223,14 +229,17 @@ def _load(opts: ConvertOptions, model_path: Path, log):
     return src, ds, ev
 
 
+REFERENCE_RUNTIME = {"keras": "keras", "onnx": "onnxruntime"}  # a source's kind -> what ran the reference
+
+
 def _measure_reference(src, ev: EvalSet | None, model_path: Path, log) -> tuple[np.ndarray | None, Reference]:
     """The Keras model's cost, and its probabilities and scores on the evaluation faces when there are some."""
     cost = src.cost()
-    ref_probs, reference = None, Reference(path=str(model_path), sha256=src.sha256)
+    ref_probs, reference = None, Reference(path=str(model_path), sha256=src.sha256, runtime=REFERENCE_RUNTIME[src.kind])
     if ev is not None:
         log(f"reference: {src.kind} on {len(ev.labels)} {ev.split} faces")
         ref_probs = src.predict(ev.faces)
-        reference = reference_entry(model_path, src.sha256, ref_probs, ev, src.meta.labels)
+        reference = reference_entry(model_path, src.sha256, ref_probs, ev, src.meta.labels, REFERENCE_RUNTIME[src.kind])
         log(f"reference accuracy {100 * reference.accuracy:.2f}%, macro-F1 {100 * reference.macro_f1:.2f}%")
     reference.cost = cost
     return ref_probs, reference
@@ -456,9 +465,9 @@ def _verify_reference(opts: VerifyOptions, paths: list[Path], log):
     src = load_source(opts.reference, opts.label_set, opts.normalize, opts.equalize, not opts.unsafe_deserialization)
     ds = load_dataset(opts.data, label_set=src.meta.label_set.name)
     ev = _eval_set(ds, opts.eval_split)
-    log(f"reference: Keras on {len(ev.labels)} {ev.split} faces")
+    log(f"reference: {src.kind} on {len(ev.labels)} {ev.split} faces")
     ref_probs = src.predict(ev.faces)
-    ref = reference_entry(opts.reference, src.sha256, ref_probs, ev, src.meta.labels)
+    ref = reference_entry(opts.reference, src.sha256, ref_probs, ev, src.meta.labels, REFERENCE_RUNTIME[src.kind])
     return ref, ref_probs, ev, src.meta
 
 

@@ -44,7 +44,8 @@ class _Entry:
 
 @dataclass
 class Reference(_Entry):
-    """The fp32 reference the files are held to: a Keras model, or its golden outputs (runtime 'golden')."""
+    """The fp32 reference the files are held to: the source model (runtime 'keras', or 'onnxruntime' for an ONNX
+    or PyTorch source), or its golden outputs (runtime 'golden')."""
     path: str
     sha256: str
     runtime: str = "keras"

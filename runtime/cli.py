@@ -362,6 +362,8 @@ class _stop_on_signals:
 
     def __enter__(self):
         check_stop()  # a stop before the live run started is an interruption (exit 130)
+        self.service = stop.service()  # its outputs close however long that takes: no last resort
+        self.service.__enter__()
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self.old[sig] = signal.signal(sig, self._handler)
@@ -370,6 +372,7 @@ class _stop_on_signals:
     def __exit__(self, *exc):
         for sig, old in self.old.items():
             signal.signal(sig, old)
+        self.service.__exit__(*exc)
 
 
 def _quiet_libraries() -> None:

@@ -127,3 +127,4 @@ def test_an_operator_tflite_cannot_express_fails_those_formats_and_the_onnx_ones
     assert (out / "contrib_fp32.onnx").is_file() and not (out / "contrib_fp32.tflite").exists()
     report = (out / "report.json").read_text()
     assert '"error"' in report and "not made" in report
+    assert '"runtime": "onnxruntime"' in report  # the reference is the ONNX file run by onnxruntime, not Keras

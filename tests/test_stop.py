@@ -116,3 +116,62 @@ def test_after_a_command_the_python_api_is_not_stopped():
 
     assert stopped() == 130
     stop.check()  # the record went with the command: nothing raises here
+
+
+SLOW = '''import sys, tempfile, time
+from pathlib import Path
+import fer_edge.runtime.core.stop as stop
+from fer_edge.runtime.core.errors import cli_main
+from fer_edge.runtime.core.fileio import OutputFile
+
+
+@cli_main
+def main(argv=None):
+    out = OutputFile(sys.argv[1])
+    Path(tempfile.mkdtemp(), "scratch.bin").write_bytes(b"x")
+    if sys.argv[2] == "service":
+        with stop.service():
+            print("ready", flush=True)
+            time.sleep(6)  # a stop is its normal end: it closes its outputs however long that takes
+            print("closed", flush=True)
+        return 0
+    print("ready", flush=True)
+    time.sleep(120)  # like a C++ call that releases the GIL: the signal handler waits for it, the last resort not
+    out.commit()
+'''
+
+
+def _launch_slow(tmp_path, mode: str):
+    import subprocess
+    import sys
+
+    (tmp_path / "slow.py").write_text(SLOW)
+    scratch = tmp_path / "tmpdir"
+    scratch.mkdir()
+    code = f"import sys; sys.path.insert(0, {str(tmp_path)!r}); from fer_edge.launch import _entry; _entry('slow')()"
+    proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "result.json"), mode], text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "TMPDIR": str(scratch)})
+    assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=110)
+    return proc.returncode, time.monotonic() - t0, out, err, scratch
+
+
+def test_the_last_resort_ends_a_command_stuck_in_a_long_call_and_leaves_nothing(tmp_path):
+    """A stop that lands in a call our handler cannot interrupt (here a 120 s sleep, resumed after the handler
+    as a C++ call would be): the last resort ends the console script long before the call would have returned,
+    with exit 130 and its one line, and removes the staged output and the command's temporary folder."""
+    rc, took, _, err, scratch = _launch_slow(tmp_path, "finite")
+    assert rc == 130 and err.strip().splitlines()[-1] == "interrupted (SIGTERM)", err
+    assert "Traceback" not in err
+    assert took < 100, f"ended {took:.1f} s after the signal: the sleep ran out, no last resort acted"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["slow.py", "tmpdir"]  # no result.json, no .result.json.tmp
+    assert list(scratch.iterdir()) == []
+
+
+def test_the_last_resort_leaves_a_service_to_finish(tmp_path):
+    """A service takes its time to close after a stop (6 s here, past the last resort's 3 s): it is not cut."""
+    rc, took, out, err, _ = _launch_slow(tmp_path, "service")
+    assert "closed" in out, (rc, err)
+    assert rc == 130 and "Traceback" not in err  # the stop was recorded: a finished service still says it

@@ -15,6 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+import fer_edge.runtime.core.stop as stop
 from fer_edge.runtime.cli_args import fix_argv
 from fer_edge.runtime.core.errors import cli_main, FerEdgeError, require
 from fer_edge.runtime.core.fileio import atomic_output, check_writable
@@ -139,7 +140,8 @@ def explain(model_path, image_path, out, label_set=None, normalize=None, target=
     own = read_source_metadata(model_path) is not None
     if own and (label_set or normalize):
         log(f"note: {model_path} carries its own labels and preprocessing: --labels/--normalize ignored")
-    src = load_source(model_path, None if own else label_set, None if own else normalize)
+    with stop.raising():  # Keras's load: a library call without checkpoints of ours
+        src = load_source(model_path, None if own else label_set, None if own else normalize)
     model, meta = src.model, src.meta
     spec = meta.preprocess
     if tuple(model.input_shape[1:]) != (*spec.size, spec.channels):
@@ -149,10 +151,11 @@ def explain(model_path, image_path, out, label_set=None, normalize=None, target=
     crop, box = find_face(image, spec, whole_image, str(image_path))
     x = preprocess([crop], spec)[0]
     baseline = preprocess([np.zeros(spec.size, np.uint8)], spec)[0]  # black, in the model's value range
-    probs = np.asarray(model(np.stack([x, baseline]), training=False), np.float32)
-    pred = int(probs[0].argmax())
-    k = meta.label_set.index(target) if target else pred
-    attr = integrated_gradients(model, x, k, baseline, steps).sum(axis=-1)
+    with stop.raising():  # the model's calls and gradients
+        probs = np.asarray(model(np.stack([x, baseline]), training=False), np.float32)
+        pred = int(probs[0].argmax())
+        k = meta.label_set.index(target) if target else pred
+        attr = integrated_gradients(model, x, k, baseline, steps).sum(axis=-1)
     gap = float(probs[0, k] - probs[1, k])
     completeness = abs(float(attr.sum()) - gap)
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+import fer_edge.runtime.core.stop as stop
 from fer_edge.runtime.core.fileio import atomic_output
 
 EPOCHS = "epochs"  # DIR/epochs/NNN.npz: each epoch's float32 weights, kept when --soup is on
@@ -48,6 +49,7 @@ def recalibrate_bn(model, x: np.ndarray, batch: int = 512) -> None:
         s1 = s2 = 0.0
         n = 0
         for i in range(0, len(x), batch):
+            stop.check()  # a step boundary: a stop ends the soup here
             a = keras.ops.convert_to_numpy(sub([x[i:i + batch]], training=False)).astype(np.float64)
             a = np.moveaxis(a, bn.axis, -1).reshape(-1, a.shape[bn.axis])
             s1, s2, n = s1 + a.sum(0), s2 + (a * a).sum(0), n + len(a)
@@ -88,6 +90,7 @@ def greedy_soup(model, candidates: list[tuple[str, float, list[np.ndarray]]], x_
     log(f"soup: {ranked[0][0]} alone, batch norm measured again: validation accuracy {100 * acc:.2f}% "
         f"(as trained {100 * ranked[0][1]:.2f}%)")
     for cand in ranked[1:]:
+        stop.check()
         trial = score(chosen + [cand])
         joined = trial >= acc
         log(f"soup: + {cand[0]} ({100 * cand[1]:.2f}% alone): {100 * trial:.2f}%{'  joins' if joined else ''}")

@@ -63,7 +63,7 @@ class OutputFile:
         self.tmp = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}{self.path.suffix}")
         try:  # proves the folder takes a new file (a read-only mount, /proc) before any work
             with open(self.tmp, "xb"):
-                pass
+                stop.staged(self.tmp)
         except OSError as exc:
             self.tmp = None
             raise FerEdgeError(f"cannot write {option + ' ' if option else ''}{self.path}: {exc.strerror}") from None
@@ -85,12 +85,14 @@ class OutputFile:
     def _rename(self) -> None:
         if self.tmp is not None:
             os.replace(self.tmp, self.path)
+            stop.unstaged(self.tmp)
             self.tmp = None
 
     def discard(self) -> None:
         if self.tmp is not None:
             with stop.shielded():
                 self.tmp.unlink(missing_ok=True)
+                stop.unstaged(self.tmp)
                 self.tmp = None
 
     def __enter__(self) -> "OutputFile":
@@ -114,7 +116,7 @@ def commit_all(outputs: list[OutputFile]) -> None:
         for out in outputs:
             out.discard()
         stop.check()
-    with stop.shielded():
+    with stop.committing():
         for out in outputs:
             out._rename()
 

@@ -9,19 +9,35 @@ tracing a training step) the handler also raises at once, except inside `shielde
 cleanups, never cut in half); if the raise lands in a library's `__del__`, Python's "Exception ignored"
 report of it is silenced (the stop is recorded, the next check acts). `installed()` (used by cli_main) also
 gives the command a private TMPDIR, removed at its end, so whatever a library leaves in its temporary folder
-when it is stopped goes too. Imports nothing of ours."""
+when it is stopped goes too.
+
+The last resort: a Python signal handler runs only between bytecodes, so a stop that lands in a long C++ call
+(TensorFlow compiling a graph, XLA) waits for it to return. In a console script's process (`carry()`), on the
+main thread, `installed()` also starts a thread woken by the signal itself (`signal.set_wakeup_fd`, written by
+the C-level handler at once); if the command has not ended `LAST_RESORT_S` after a stop, that thread removes
+the staged outputs (`staged()`) and the private TMPDIR, says `interrupted (SIG...)` and ends the process with
+130 (after any commit in progress: `committing()`). It can run while the C++ call releases the GIL, as
+TensorFlow's and XLA's do. A service (`service()`: a stop is its normal end) is left to finish. Imports nothing
+of ours."""
 from __future__ import annotations
 
 import contextlib
 import os
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 import threading
+from pathlib import Path
 
 _received: list[str] = []  # the signals seen while the running command was installed
 _raising = [0]  # depth of raising() blocks
+LAST_RESORT_S = 3.0  # seconds a stopped command has to end by itself before the last resort ends it
+_staged: dict[Path, None] = {}  # temporary outputs not committed yet (in order): the last resort removes them
+_commit_lock = threading.Lock()  # held while outputs are renamed into place
+_service = [0]  # depth of service() blocks: a stop is their normal end, not the last resort's business
+_armed = [False]  # the last resort: only in a console script's process (carry), never in a host's (tests, the API)
 
 
 class Interrupted(BaseException):
@@ -47,6 +63,7 @@ def carry(early: list[int]) -> None:
     """From the console script's launcher: take the signals over, with any that arrived before this import."""
     for signum in early:
         _handler(signum, None)
+    _armed[0] = True
     _take(threading.current_thread() is threading.main_thread())
 
 
@@ -96,6 +113,85 @@ def _silence_interrupted(hook):
     return unraisable
 
 
+def staged(path: Path) -> None:
+    """A temporary output now exists at `path` (a file, or a folder made for outputs): removed by the last
+    resort unless `unstaged` first (committed or cleaned up)."""
+    _staged[Path(path)] = None
+
+
+def unstaged(path: Path) -> None:
+    _staged.pop(Path(path), None)
+
+
+@contextlib.contextmanager
+def committing():
+    """Renames into place: the last resort waits for them to finish (and shielded() keeps a raise out)."""
+    with _commit_lock, shielded():
+        yield
+
+
+@contextlib.contextmanager
+def service():
+    """A live run that takes a stop as its normal end (exit 0): it closes its outputs however long that takes."""
+    _service[0] += 1
+    try:
+        yield
+    finally:
+        _service[0] -= 1
+
+
+def _end_now(signum: int, scratch: str | None) -> None:
+    """The last resort's work: no staged output left, no temporary folder, the one line, exit 130."""
+    with _commit_lock:
+        for path in reversed(list(_staged)):  # files before the folders made for them
+            with contextlib.suppress(OSError):
+                path.rmdir() if path.is_dir() else path.unlink()
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+        os.write(2, f"interrupted ({signal_name(signum)})\n".encode())
+        os._exit(130)
+
+
+def _last_resort(wake: socket.socket, done: threading.Event, scratch: str | None) -> None:
+    while True:
+        try:
+            data = wake.recv(64)
+        except OSError:
+            return
+        if not data or done.is_set():
+            return
+        stops = [s for s in data if s in (signal.SIGTERM, signal.SIGINT)]
+        if stops and not _service[0] and not done.wait(LAST_RESORT_S) and not _service[0]:
+            _end_now(stops[0], scratch)
+
+
+@contextlib.contextmanager
+def _watched(scratch: str | None):
+    """The last-resort thread for the length of a command (main thread only: the wakeup fd is the process's)."""
+    if not _armed[0] or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    wake, poke = socket.socketpair()
+    poke.setblocking(False)
+    try:
+        old = signal.set_wakeup_fd(poke.fileno(), warn_on_full_buffer=False)
+    except ValueError:  # not the main interpreter
+        wake.close(), poke.close()
+        yield
+        return
+    done = threading.Event()
+    watcher = threading.Thread(target=_last_resort, args=(wake, done, scratch), name="fer-edge-stop", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        done.set()
+        signal.set_wakeup_fd(old)
+        poke.close()  # the watcher reads the end of the stream and returns
+        watcher.join(1.0)
+        wake.close()
+
+
 @contextlib.contextmanager
 def installed():
     """For the length of one command: the handlers, a clean record, the quiet unraisable hook, a private TMPDIR.
@@ -110,9 +206,11 @@ def installed():
     except OSError:  # no writable temporary folder (a locked-down service): the libraries will say so if they need one
         scratch = None
     try:
-        yield
+        with _watched(scratch):
+            yield
     finally:
         _received.clear()  # a later command, or the Python API, in the same process starts afresh
+        _staged.clear()
         _raising[0] = depth
         tempfile.tempdir = old_tempdir
         if old_env is None:

@@ -1,14 +1,14 @@
-"""A stop is a stop (issue 35): SIGTERM and SIGINT, alternated, at 20 moments spread over the whole run of five
+"""A stop is a stop (issue 35): SIGTERM and SIGINT, alternated, at moments spread over the whole run of seven
 finite commands (fer-convert on a small Keras model, fer-train for one short epoch, fer-eval, fer-edge verify,
-fer-edge on a video). Every stopped run exits 130 within 5 s of its signal (scaled by the machine's load
-beyond its cores), prints at most one progress line after it (the stop took effect at the next step), says
+fer-edge on a video, fer-bench with its child processes, fer-explain). Every stopped run exits 130 within 5 s
+of its signal (scaled by the machine's load beyond its cores), prints at most one progress line after it (the stop took effect at the next step), says
 `interrupted (SIG...)` last, prints no traceback and no "Exception ignored", and leaves no temporary file (in its TMPDIR or beside its
 outputs) and no output file committed after the signal (its ctime, set by the rename into place, is later
 than the signal): fer-train keeps the epochs it had finished before it, for --resume.
 
 The moments are fractions of a first, unkilled run of the same command on this machine (which also shows
 that the outputs the stopped runs must not leave are really written by a whole run), so they follow the
-machine's speed instead of hard-coded seconds. The five commands run two at a time: about 3 minutes on CI's
+machine's speed instead of hard-coded seconds. The seven commands run two at a time: about 3 minutes on CI's
 2-core machine (the figure is in the report of the change). One test: the README's pytest command runs it once."""
 from __future__ import annotations
 
@@ -29,8 +29,8 @@ pytest.importorskip("keras", reason="fer-convert, fer-train and fer-eval need th
 pytestmark = [pytest.mark.data, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
-# of the unkilled run's wall time: startup, middle, late work; 4 per command (20 in all) in the README's pytest
-# command, FER_EDGE_STOP_MOMENTS=20 for the deeper run of 20 per command (100 stops, ~15 min; its figures are in
+# of the unkilled run's wall time: startup, middle, late work; 4 per command (28 in all) in the README's pytest
+# command, FER_EDGE_STOP_MOMENTS=20 for the deeper run of 20 per command (140 stops, ~20 min; its figures are in
 # docs/contracts.md)
 MOMENTS = int(os.environ.get("FER_EDGE_STOP_MOMENTS", "4"))
 FRACTIONS = (0.06, 0.3, 0.55, 0.8) if MOMENTS == 4 else tuple(np.linspace(0.03, 0.95, MOMENTS).round(3))
@@ -69,6 +69,13 @@ def _commands(data: Path, tiny: Path, video: Path) -> dict:
                                       "--record", d / "out.mp4", "--json", d / "events.jsonl", "--summary",
                                       d / "summary.json", "--quiet"],
                            ["out.mp4", "events.jsonl", "summary.json"]),
+        "fer-bench": (lambda d: [bin_dir / "fer-bench", models / "fer-lite_int8.tflite", models / "fer-lite.keras",
+                                 "--data", data, "--video", video, "--quick", "--threads", "1", "--json",
+                                 d / "bench.json", "--markdown", d / "bench.md"],
+                      ["bench.json", "bench.md"]),
+        "fer-explain": (lambda d: [bin_dir / "fer-explain", models / "fer-lite.keras", video.parent / "fer_justin.jpg",
+                                   "--out", d / "explain.png"],
+                        ["explain.png"]),
     }
 
 
