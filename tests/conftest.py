@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _data_dir() -> Path | None:
     value = os.environ.get("FER_EDGE_DATA")
-    return Path(value) if value else None
+    return Path(value).resolve() if value else None  # absolute: tests run commands from other folders
 
 
 @pytest.fixture(scope="session")

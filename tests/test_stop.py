@@ -68,6 +68,45 @@ def test_a_stop_swallowed_in_a_del_commits_nothing_and_reports_nothing(capfd, tm
     assert not target.exists() and list(tmp_path.iterdir()) == []
 
 
+CUT_SHORT = """import os, signal, time
+import fer_edge.runtime.core.stop as stop
+from fer_edge.runtime.core.errors import cli_main
+
+
+class CutShort:  # like TensorFlow's ApiDefMap when a stop lands in its __init__: __del__ reads what was never set
+    def __del__(self):
+        self._handle.close()
+
+
+@cli_main
+def main(argv=None):
+    if os.environ["STOP"] == "1":
+        os.kill(os.getpid(), signal.SIGINT)
+        while not stop.requested():
+            time.sleep(0.01)
+    CutShort()  # collected at once: its __del__ raises AttributeError
+    stop.check()
+"""
+
+
+@pytest.mark.parametrize("stopped", [True, False])
+def test_an_object_cut_short_by_a_stop_fails_in_del_without_a_report(tmp_path, stopped):
+    """Seen in the 20-moment stop run: fer-convert stopped inside tf2onnx said `interrupted (SIGINT)`, then
+    Python reported an AttributeError from a half-built object's __del__. After a stop such reports are silent;
+    without one, Python reports it as always. A console script's process (pytest has its own hook)."""
+    import subprocess
+    import sys
+
+    (tmp_path / "cut_short.py").write_text(CUT_SHORT)
+    code = f"import sys; sys.path.insert(0, {str(tmp_path)!r}); from fer_edge.launch import _entry; _entry('cut_short')()"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "STOP": "1" if stopped else "0"})
+    if stopped:
+        assert proc.returncode == 130 and proc.stderr.strip() == "interrupted (SIGINT)", proc.stderr
+    else:
+        assert proc.returncode == 0 and "Exception ignored" in proc.stderr and "_handle" in proc.stderr, proc.stderr
+
+
 def test_commit_all_commits_none_after_a_stop(tmp_path):
     with stop.installed():
         outs = [OutputFile(tmp_path / f"{name}.json") for name in ("report", "summary")]

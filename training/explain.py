@@ -140,8 +140,7 @@ def explain(model_path, image_path, out, label_set=None, normalize=None, target=
     own = read_source_metadata(model_path) is not None
     if own and (label_set or normalize):
         log(f"note: {model_path} carries its own labels and preprocessing: --labels/--normalize ignored")
-    with stop.raising():  # Keras's load: a library call without checkpoints of ours
-        src = load_source(model_path, None if own else label_set, None if own else normalize)
+    src = load_source(model_path, None if own else label_set, None if own else normalize)
     model, meta = src.model, src.meta
     spec = meta.preprocess
     if tuple(model.input_shape[1:]) != (*spec.size, spec.channels):
@@ -151,11 +150,10 @@ def explain(model_path, image_path, out, label_set=None, normalize=None, target=
     crop, box = find_face(image, spec, whole_image, str(image_path))
     x = preprocess([crop], spec)[0]
     baseline = preprocess([np.zeros(spec.size, np.uint8)], spec)[0]  # black, in the model's value range
-    with stop.raising():  # the model's calls and gradients
-        probs = np.asarray(model(np.stack([x, baseline]), training=False), np.float32)
-        pred = int(probs[0].argmax())
-        k = meta.label_set.index(target) if target else pred
-        attr = integrated_gradients(model, x, k, baseline, steps).sum(axis=-1)
+    probs = np.asarray(model(np.stack([x, baseline]), training=False), np.float32)
+    pred = int(probs[0].argmax())
+    k = meta.label_set.index(target) if target else pred
+    attr = integrated_gradients(model, x, k, baseline, steps).sum(axis=-1)
     gap = float(probs[0, k] - probs[1, k])
     completeness = abs(float(attr.sum()) - gap)
 
@@ -185,8 +183,10 @@ def main(argv=None) -> int:
     p.add_argument("--normalize", choices=list(VALUE_RANGES), help="input value range, for models without metadata")
     p.add_argument("--force", action="store_true", help="overwrite --out")
     args = p.parse_args(fix_argv(argv))
-    explain(args.model, args.image, args.out, label_set=args.labels, normalize=args.normalize, target=args.target,
-            steps=args.steps, whole_image=args.whole_image, force=args.force, log=lambda m: print(m, flush=True))
+    with stop.raising():  # Keras's import and load, the gradients: library calls without checkpoints of ours
+        explain(args.model, args.image, args.out, label_set=args.labels, normalize=args.normalize,
+                target=args.target, steps=args.steps, whole_image=args.whole_image, force=args.force,
+                log=lambda m: print(m, flush=True))
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ def _launch(module: str, argv: list[str] | None) -> None:
 
     stop.carry(_early)
     try:
-        with stop.raising():  # the command's imports: a stop ends them at once
+        with stop.raising(), stop.watched():  # the command's imports: a stop ends them at once (or the last resort)
             main = importlib.import_module(module).main
         code = main(argv)
     except (stop.Interrupted, KeyboardInterrupt):

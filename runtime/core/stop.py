@@ -38,6 +38,7 @@ _staged: dict[Path, None] = {}  # temporary outputs not committed yet (in order)
 _commit_lock = threading.Lock()  # held while outputs are renamed into place
 _service = [0]  # depth of service() blocks: a stop is their normal end, not the last resort's business
 _armed = [False]  # the last resort: only in a console script's process (carry), never in a host's (tests, the API)
+_ended_by_stop = [False]  # a console script's command ended by a stop: its objects' __del__ reports stay silent
 
 
 class Interrupted(BaseException):
@@ -104,11 +105,11 @@ def shielded():
         _raising[0] = depth
 
 
-def _silence_interrupted(hook):
+def _silence_after_stop(hook):
     def unraisable(u):
-        if isinstance(u.exc_value, (Interrupted, KeyboardInterrupt)) and _received:
-            return  # the stop landed in a __del__: recorded, acted on at the next check; no report on stderr
-        hook(u)
+        if _received or _ended_by_stop[0]:  # the stop landed in a __del__ (recorded, acted on at the next
+            return  # check), or an object it cut short fails in its __del__ (an attribute never set): the
+        hook(u)  # command says `interrupted (SIG...)` in one line, with no report on stderr
 
     return unraisable
 
@@ -166,8 +167,9 @@ def _last_resort(wake: socket.socket, done: threading.Event, scratch: str | None
 
 
 @contextlib.contextmanager
-def _watched(scratch: str | None):
-    """The last-resort thread for the length of a command (main thread only: the wakeup fd is the process's)."""
+def watched(scratch: str | None = None):
+    """The last-resort thread for the length of a command, or of a console script's imports (main thread only:
+    the wakeup fd is the process's)."""
     if not _armed[0] or threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -199,16 +201,17 @@ def installed():
     old = _take(threading.current_thread() is threading.main_thread())
     old_hook, old_tempdir, old_env = sys.unraisablehook, tempfile.tempdir, os.environ.get("TMPDIR")
     depth, _raising[0] = _raising[0], 0  # (a stop recorded by the launcher, before the command, is kept)
-    sys.unraisablehook = _silence_interrupted(old_hook)
+    sys.unraisablehook = _silence_after_stop(old_hook)
     try:
         scratch = tempfile.mkdtemp(prefix="fer-edge-run-")
         tempfile.tempdir = os.environ["TMPDIR"] = scratch
     except OSError:  # no writable temporary folder (a locked-down service): the libraries will say so if they need one
         scratch = None
     try:
-        with _watched(scratch):
+        with watched(scratch):
             yield
     finally:
+        _ended_by_stop[0] = _armed[0] and bool(_received)  # the process ends next: its teardown stays quiet
         _received.clear()  # a later command, or the Python API, in the same process starts afresh
         _staged.clear()
         _raising[0] = depth
@@ -219,6 +222,7 @@ def installed():
             os.environ["TMPDIR"] = old_env
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
-        sys.unraisablehook = old_hook
+        if not _ended_by_stop[0]:
+            sys.unraisablehook = old_hook
         for s, handler in old.items():
             signal.signal(s, handler)
