@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -202,5 +201,7 @@ def _print(message: str) -> None:
         print(message, flush=True)
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # as its console script runs: stops, exit codes (fer_edge/launch.py)
+    from fer_edge.launch import main_module
+
+    main_module(main)

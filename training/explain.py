@@ -9,7 +9,6 @@ what the model sees.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import cv2
@@ -189,5 +188,7 @@ def main(argv=None) -> int:
                 log=lambda m: print(m, flush=True))
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # as its console script runs: stops, exit codes (fer_edge/launch.py)
+    from fer_edge.launch import main_module
+
+    main_module(main)

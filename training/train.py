@@ -253,5 +253,7 @@ def main(argv=None) -> int:
 
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # as its console script runs: stops, exit codes (fer_edge/launch.py)
+    from fer_edge.launch import main_module
+
+    main_module(main)

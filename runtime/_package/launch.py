@@ -17,18 +17,18 @@ def _record(signum, _frame) -> None:
     _early.append(signum)
 
 
-def _launch(module: str, argv: list[str] | None) -> None:
+def _run(load, argv: list[str] | None) -> None:
+    """`load()` gives the command's main (importing its module); run it as a console script runs."""
     for sig in (signal.SIGTERM, signal.SIGINT):
         if signal.getsignal(sig) is not signal.SIG_IGN:  # `nohup`, a shell's `&`: an ignored signal stays so
             signal.signal(sig, _record)
-    import importlib
 
     import fer_edge.runtime.core.stop as stop  # numpy and OpenCV come with it: a signal meanwhile is kept
 
     stop.carry(_early)
     try:
         with stop.raising(), stop.watched():  # the command's imports: a stop ends them at once (or the last resort)
-            main = importlib.import_module(module).main
+            main = load()
         code = main(argv)
     except (stop.Interrupted, KeyboardInterrupt):
         print(f"interrupted ({stop.requested() or 'SIGINT'})", file=sys.stderr)
@@ -38,6 +38,18 @@ def _launch(module: str, argv: list[str] | None) -> None:
         sys.stderr.flush()
         os._exit(130)
     sys.exit(code)
+
+
+def _launch(module: str, argv: list[str] | None) -> None:
+    import importlib
+
+    _run(lambda: importlib.import_module(module).main, argv)
+
+
+def main_module(main) -> None:
+    """`python -m fer_edge.convert.cli ...` and the other command modules: run as their console scripts run
+    (the module's imports are done by then)."""
+    _run(lambda: main, None)
 
 
 def _entry(module: str):
