@@ -2,8 +2,9 @@
 # CI's torch leg (issue 37), in an environment of its own: the CPU build of PyTorch, the [torch] extra and
 # onnx2tf; runs the ONNX and PyTorch route tests (hostile files, the three routes on a small network, an operator
 # one format cannot express, fer-bench on the results) and the docs' export line. Called from .ci/run.
-# Not here: training the tutorial network to >= 50% (benchmarks/torch_tutorial_train.py: one epoch took 35 min on
-# this 2-core machine under load, and each INT8 conversion of its 170 MB graph ~12 min), so its acceptance test
+# Not here: training the tutorial network to >= 50% (benchmarks/torch_tutorial_train.py: two epochs, 1038 s at
+# one thread of this 2-core machine) and converting it by three routes (519-550 s each on a quiet machine,
+# benchmarks/convert_routes.md) would add about 45 minutes to .ci/run (38 min), past its 60-minute budget. Its acceptance test
 # (tests/test_convert_torch.py, FER_EDGE_TORCH_MODEL) is run by hand, as benchmarks/torch_tutorial_train.md says.
 set -euo pipefail
 cd "$(dirname "$0")/.."
