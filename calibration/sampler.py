@@ -53,10 +53,9 @@ class CalibrationSet:
             raise DataError(f"{where}: calibration inputs have shape {self.inputs.shape} but the model needs "
                             f"N x {spec.size[0]} x {spec.size[1]} x {spec.channels}")
         mine = self.spec
-        if (mine.value_range, mine.equalize) != (spec.value_range, spec.equalize):
-            raise DataError(f"{where}: calibration faces were preprocessed with value range {list(mine.value_range)}, "
-                            f"equalize {mine.equalize}, but the model expects {list(spec.value_range)}, "
-                            f"equalize {spec.equalize}: build a new set with --data")
+        if (mine.scaling(), mine.align) != (spec.scaling(), spec.align):
+            raise DataError(f"{where}: calibration faces were preprocessed as {mine.describe()}, but the model "
+                            f"expects {spec.describe()}: build a new set with --data")
 
     def batches(self, batch_size: int = 1):
         for i in range(0, len(self), batch_size):
@@ -164,7 +163,8 @@ def build_calibration(ds: FaceDataset, spec: PreprocessSpec, size: int = DEFAULT
         "seed": int(seed),
         "size": int(len(pick)),
         "label_set": ds.label_set.name,
-        "counts": {name: int(c) for name, c in zip(ds.label_set.labels, counts)},
+        # the classes the data can label (a model's contempt is absent from FER2013: not a missing class)
+        "counts": {ds.label_set.labels[i]: int(counts[i]) for i in (ds.scored or range(k))},
         "preprocess": spec.to_dict(),
         "forced": bool(force),
     }

@@ -29,16 +29,13 @@ def _log(msg: str) -> None:
 def _common(p: argparse.ArgumentParser) -> None:
     from fer_edge.convert.parity import DEFAULT_MAX_DROP, DEFAULT_MIN_AGREEMENT
     from fer_edge.convert.source import UNSAFE_FLAG
-    from fer_edge.runtime.model.labels import LABEL_SETS
-    from fer_edge.runtime.model.preprocess import VALUE_RANGES
+    from fer_edge.runtime.cli_args import model_flag_arguments
 
-    p.add_argument("--data", help="FER2013 (.npz, .csv, image folders, or a folder holding fer2013.npz)")
+    p.add_argument("--data", help="labelled faces: FER2013 (.npz, .csv, image folders, or a folder holding "
+                   "fer2013.npz), or a folder of photos with a labels.csv (file,label) or one folder per class, whose "
+                   "faces are found and cut as fer-edge will cut them")
     p.add_argument("--out", help="output folder (convert: default MODEL_export/; verify: no report files unless given)")
-    p.add_argument("--labels", dest="label_set", choices=sorted(LABEL_SETS),
-                   help="label set of a model without fer-edge metadata")
-    p.add_argument("--normalize", choices=list(VALUE_RANGES), help="input scaling of a model without metadata")
-    p.add_argument("--equalize", action="store_true", default=None,
-                   help="the model (without metadata) was trained on histogram-equalised faces")
+    model_flag_arguments(p)
     p.add_argument("--eval-split", default="PrivateTest", choices=("PublicTest", "PrivateTest", "Training"))
     p.add_argument("--max-drop", type=float, default=DEFAULT_MAX_DROP, help="largest accuracy drop, percentage points")
     p.add_argument("--min-agreement", type=float, default=DEFAULT_MIN_AGREEMENT,
@@ -110,14 +107,14 @@ def verify_parser() -> argparse.ArgumentParser:
 def _run(argv: list[str]) -> int:
     from fer_edge.convert.formats import FORMATS, INT8_FORMATS, parse_formats
     from fer_edge.convert.pipeline import ConvertOptions, VerifyOptions, convert, verify
+    from fer_edge.runtime.cli_args import model_flags
 
     if argv and argv[0] == "verify":
         a = verify_parser().parse_args(argv[1:])
         if not a.data:
             raise FerEdgeError("verify needs --data DATA to measure the files on")
         doc, code = verify(VerifyOptions(
-            files=a.files, reference=a.reference, data=a.data, out=a.out, label_set=a.label_set,
-            normalize=a.normalize, equalize=a.equalize, eval_split=a.eval_split, max_drop=a.max_drop,
+            files=a.files, reference=a.reference, data=a.data, out=a.out, flags=model_flags(a), eval_split=a.eval_split, max_drop=a.max_drop,
             min_agreement=a.min_agreement, force=a.force, kernel_paths=a.kernels, sample=a.sample,
             sample_seed=a.sample_seed, unsafe_deserialization=a.unsafe_deserialization), log=_log)
     else:
@@ -130,8 +127,7 @@ def _run(argv: list[str]) -> int:
         opts = ConvertOptions(
             model=a.model, formats=formats, out=a.out, data=a.data, calibration=a.calibration,
             calibration_size=a.calibration_size, calibration_seed=a.calibration_seed,
-            force_calibration=a.force_calibration, label_set=a.label_set, normalize=a.normalize, equalize=a.equalize,
-            eval_split=a.eval_split, max_drop=a.max_drop, min_agreement=a.min_agreement, force=a.force,
+            force_calibration=a.force_calibration, flags=model_flags(a), eval_split=a.eval_split, max_drop=a.max_drop, min_agreement=a.min_agreement, force=a.force,
             unsafe_deserialization=a.unsafe_deserialization, torch_class=a.torch_class,
             format_options={"opset": a.opset, "onnx_recipe": a.onnx_recipe, "integer_only": a.integer_only,
                             "calibration": a.calibration},

@@ -20,6 +20,7 @@ from fer_edge.convert.report import (Budget, Evaluated, FormatEntry, KernelFigur
                                      Reference, Spread)
 from fer_edge.runtime.core.progress import Progress
 from fer_edge.runtime.model.backends import Classifier
+from fer_edge.runtime.data.datasets import restrict
 from fer_edge.runtime.data.metrics import agreement, classification_report
 
 DEFAULT_MAX_DROP = 1.0  # percentage points of accuracy a file may lose against the reference
@@ -32,20 +33,26 @@ KERNEL_PATHS = ("default", "builtin")
 
 @dataclass(frozen=True)
 class EvalSet:
-    faces: np.ndarray  # uint8 N x 48 x 48
-    labels: np.ndarray  # int64 (N,)
+    faces: np.ndarray  # uint8 N x H x W (x C): crops at the model's input size
+    labels: np.ndarray  # int64 (N,), the model's class indices
     split: str
     source: str
+    scored: tuple[int, ...] | None = None  # the model's classes the data can label (None: all): accuracy's top class
+
+
+def _scored_report(ev: EvalSet, probs: np.ndarray, labels) -> dict:
+    """Accuracy and recalls on the classes the data shares with the model (datasets.restrict)."""
+    return classification_report(ev.labels, restrict(probs, ev.scored), tuple(labels))
 
 
 def reference_entry(path, sha256: str, ref_probs: np.ndarray, ev: EvalSet, labels, runtime: str = "keras") -> Reference:
-    r = classification_report(ev.labels, ref_probs, tuple(labels))
+    r = _scored_report(ev, ref_probs, labels)
     return Reference(path=str(path), sha256=sha256, runtime=runtime, n=r["n"], accuracy=r["accuracy"],
                      macro_f1=r["macro_f1"], recall={k: v["recall"] for k, v in r["per_class"].items()})
 
 
 def _compare(probs: np.ndarray, ref_probs: np.ndarray, ev: EvalSet, labels, reference: Reference) -> dict:
-    r = classification_report(ev.labels, probs, tuple(labels))
+    r = _scored_report(ev, probs, labels)
     return {
         "accuracy": r["accuracy"],
         "macro_f1": r["macro_f1"],
@@ -138,6 +145,7 @@ def markdown(doc: ParityReport) -> str:
                     if ref.cost else []), "",
                   f"Budget: accuracy drop <= {doc.thresholds.max_drop_pp:g} pp and agreement >= "
                   f"{100 * doc.thresholds.min_agreement:g}% on every kernel path.", ""]
+    lines += [f"Note: {n}" for n in doc.extra.get("notes", [])] + ([""] if doc.extra.get("notes") else [])
     lines += ["| format | file | bytes | accuracy | macro-F1 | drop (pp) | agreement | max prob diff | verdict |",
               "|---|---|---|---|---|---|---|---|---|"]
     for name, e in doc.formats.items():

@@ -18,12 +18,13 @@ from fer_edge.convert.formats import FORMATS, ExportContext, Format, check_optio
 from fer_edge.convert.parity import (DEFAULT_MAX_DROP, DEFAULT_MIN_AGREEMENT, KERNEL_PATHS, EvalSet, build_report,
                                      evaluate_file, reference_entry, report_texts)
 from fer_edge.convert.report import FormatEntry, ParityReport, RecipeSearch, Reference
-from fer_edge.runtime.data.datasets import load_dataset, split_code
+from fer_edge.runtime.data.datasets import split_code
 import fer_edge.runtime.core.stop as stop
 from fer_edge.runtime.core.errors import DataError, FerEdgeError, ModelError
 from fer_edge.runtime.core.fileio import check_writable, sha256_file
-from fer_edge.runtime.model.metadata import read_metadata, write_metadata
+from fer_edge.runtime.model.metadata import ModelFlags, read_metadata, write_metadata
 from fer_edge.runtime.model.preprocess import preprocess
+from fer_edge.runtime.recognize.photos import load_for_model
 from fer_edge.runtime.model.shipped import missing_model, shipped_or_path
 
 HELDOUT_SPLIT = "PublicTest"  # INT8 recipes are chosen here; parity is reported on PrivateTest
@@ -40,9 +41,7 @@ class ParityOptions:
     measured on, the budget, and whether existing outputs may be replaced."""
     out: str | None = None  # output folder (verify: no report files without it)
     data: str | None = None  # FER2013
-    label_set: str | None = None  # for a model (or files) without metadata: fer2013 | ferplus
-    normalize: str | None = None
-    equalize: bool | None = None
+    flags: ModelFlags = field(default_factory=ModelFlags)  # --labels, --normalize, --colour ... (no metadata)
     eval_split: str = "PrivateTest"
     max_drop: float = DEFAULT_MAX_DROP
     min_agreement: float = DEFAULT_MIN_AGREEMENT
@@ -144,7 +143,7 @@ def _eval_set(ds, split: str) -> EvalSet:
     idx = np.flatnonzero(ds.split == code)
     if not len(idx):
         raise DataError(f"{ds.source}: no {split} faces to evaluate on (--eval-split)")
-    return EvalSet(ds.images[idx], ds.labels[idx], split, str(ds.source))
+    return EvalSet(ds.images[idx], ds.labels[idx], split, str(ds.source), ds.scored)
 
 
 def _calibration(opts: ConvertOptions, ds, spec, staging: Staging, out_dir: Path, log):
@@ -214,15 +213,14 @@ def _load(opts: ConvertOptions, model_path: Path, log):
     from fer_edge.convert.source import load_source
 
     log(f"loading {model_path}")
-    src = load_source(model_path, opts.label_set, opts.normalize, opts.equalize, not opts.unsafe_deserialization,
+    src = load_source(model_path, opts.flags, not opts.unsafe_deserialization,
                       opts.torch_class)
     spec = src.meta.preprocess
-    log(f"model: input {src.input_shape}, {src.num_outputs} classes ({src.meta.label_set.name}), "
-        f"value range {list(spec.value_range)}, equalize {spec.equalize}")
+    log(f"model: input {spec.describe()}, {src.num_outputs} classes ({', '.join(src.meta.labels)})")
     if src.appended_softmax:
         log("note: the model outputs scores, not probabilities (they do not sum to 1): the exported files end "
             "with a softmax, which keeps every face's ranking of the classes")
-    ds = load_dataset(opts.data, label_set=src.meta.label_set.name) if opts.data else None
+    ds = load_for_model(opts.data, src.meta) if opts.data else None
     for note in ds.notes if ds is not None else ():
         log(f"note: {note}")
     ev = _eval_set(ds, opts.eval_split) if ds is not None else None
@@ -374,7 +372,7 @@ def _convert_steps(opts: ConvertOptions, ctx: ExportContext, loaded: tuple, stag
     out = _export_all(opts, ctx, staging, out_dir, stem, cal_file, (ev, ref_probs, reference), log)
     extra = {"calibration": None if ctx.calibration is None else {
         "file": cal_file, "manifest_sha256": ctx.calibration.manifest_sha256, "faces": len(ctx.calibration),
-        "counts": ctx.calibration.manifest.get("counts")}}
+        "counts": ctx.calibration.manifest.get("counts")}, **({"notes": list(ds.notes)} if ds is not None and ds.notes else {})}
     doc = build_report(reference, ev, out.entries, opts.max_drop, opts.min_agreement, extra, out.recipes)
     _stamp_figures(out, ev, reference)
     _write_report(doc, staging, out_dir)
@@ -412,7 +410,7 @@ def verify(opts: VerifyOptions, log=print) -> tuple[ParityReport, int]:
         staging = Staging(Path(opts.out), opts.force)
         staging.prepare([Path(opts.out) / "report.json", Path(opts.out) / "report.md"])
     with stop.raising():  # the reference model or golden file and the faces: library calls without checkpoints
-        ref, ref_probs, ev, ref_meta = _verify_reference(opts, paths, log)
+        ref, ref_probs, ev, ref_meta, notes = _verify_reference(opts, paths, log)
     if opts.sample is not None:
         ref, ref_probs, ev = _sampled(ref, ref_probs, ev, opts.sample, opts.sample_seed)
         log(f"measuring a seeded sample: {len(ev.labels)} of the {ev.split} faces (seed {opts.sample_seed})")
@@ -425,16 +423,16 @@ def verify(opts: VerifyOptions, log=print) -> tuple[ParityReport, int]:
                                f"{opts.reference} is {ref.sha256[:12]}…: compare files with their own reference")
         fmt = (meta.provenance.get("format") if meta else None) or p.name
         int8 = fmt in FORMATS and FORMATS[fmt].int8 or "int8" in p.name
-        if meta is None and ref_meta is None and not (opts.label_set and opts.normalize):
+        if meta is None and ref_meta is None and not (opts.flags.labels and opts.flags.scaling_given()):
             raise FerEdgeError(f"{p}: carries no fer-edge metadata: give --labels and --normalize")
         # a file without metadata takes the reference's, with the user's flags over it; one with metadata, its own
-        flags = {} if meta else {"label_set": opts.label_set, "normalize": opts.normalize, "meta": ref_meta,
-                                 "equalize": bool(opts.equalize) if ref_meta is None else opts.equalize}
+        flags = {} if meta else {"flags": opts.flags, "meta": ref_meta}
         log(f"{p.name}: evaluating on {ev.split}")
         entries[fmt if fmt not in entries else p.name] = evaluate_file(p, ev, ref_probs, ref, int8,
                                                                        kernel_paths=opts.kernel_paths, **flags)
     doc = build_report(ref, ev, entries, opts.max_drop, opts.min_agreement,
-                       {"machine": machine(), "kernel_paths": list(opts.kernel_paths)})
+                       {"machine": machine(), "kernel_paths": list(opts.kernel_paths),
+                        **({"notes": list(notes)} if notes else {})})
     if staging is not None:
         try:
             _write_report(doc, staging, Path(opts.out))
@@ -455,20 +453,24 @@ def _verify_reference(opts: VerifyOptions, paths: list[Path], log):
 
     if Path(opts.reference).suffix.lower() == ".npz":  # golden outputs: no TensorFlow needed
         from fer_edge.convert.golden import load_golden
+        from fer_edge.runtime.data.datasets import load_dataset
 
         log(f"reference: golden outputs {opts.reference}")
         first = read_metadata(paths[0])
-        ds = load_dataset(opts.data, label_set=opts.label_set or (first.label_set.name if first else "fer2013"))
+        ds = load_dataset(opts.data, label_set="ferplus" if (first and first.label_set.name == "ferplus") or
+                          opts.flags.labels == "ferplus" else "fer2013")
         ref, ref_probs, ev = load_golden(opts.reference, ds)
-        return ref, ref_probs, ev, None
+        return ref, ref_probs, ev, None, ds.notes
     log(f"loading reference {opts.reference}")
-    src = load_source(opts.reference, opts.label_set, opts.normalize, opts.equalize, not opts.unsafe_deserialization)
-    ds = load_dataset(opts.data, label_set=src.meta.label_set.name)
+    src = load_source(opts.reference, opts.flags, not opts.unsafe_deserialization)
+    ds = load_for_model(opts.data, src.meta)
+    for note in ds.notes:
+        log(f"note: {note}")
     ev = _eval_set(ds, opts.eval_split)
     log(f"reference: {src.kind} on {len(ev.labels)} {ev.split} faces")
     ref_probs = src.predict(ev.faces)
     ref = reference_entry(opts.reference, src.sha256, ref_probs, ev, src.meta.labels, REFERENCE_RUNTIME[src.kind])
-    return ref, ref_probs, ev, src.meta
+    return ref, ref_probs, ev, src.meta, ds.notes
 
 
 def _sampled(ref: Reference, ref_probs: np.ndarray, ev: EvalSet, n: int, seed: int):
@@ -476,7 +478,7 @@ def _sampled(ref: Reference, ref_probs: np.ndarray, ev: EvalSet, n: int, seed: i
     them so that accuracy drops compare like with like."""
     total = len(ev.labels)
     keep = np.sort(np.random.default_rng(seed).permutation(total)[:n])
-    sub = EvalSet(ev.faces[keep], ev.labels[keep], ev.split, ev.source)
+    sub = EvalSet(ev.faces[keep], ev.labels[keep], ev.split, ev.source, ev.scored)
     entry = reference_entry(ref.path, ref.sha256, ref_probs[keep], sub, tuple(ref.recall))
     entry.runtime, entry.sample = ref.runtime, {"faces": len(keep), "of": total, "seed": seed}
     return entry, ref_probs[keep], sub

@@ -16,8 +16,9 @@ import numpy as np
 from fer_edge.runtime.model.backends import outputs_probabilities
 from fer_edge.runtime.core.errors import ModelError, require
 from fer_edge.runtime.core.fileio import sha256_file
-from fer_edge.runtime.model.metadata import ModelMetadata, check_model_path, read_metadata, resolve_metadata
-from fer_edge.runtime.model.preprocess import PreprocessSpec, preprocess
+from fer_edge.runtime.model.metadata import (ModelFlags, ModelMetadata, check_model_path, read_metadata,
+                                              resolve_metadata)
+from fer_edge.runtime.model.preprocess import preprocess
 from fer_edge.runtime.model.shipped import missing_model
 
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
@@ -123,8 +124,8 @@ def _load_saved_model(path: Path):
     return keras.Model(inp, out)
 
 
-def load_source(path: str | os.PathLike, label_set: str | None = None, normalize: str | None = None,
-                equalize: bool | None = None, safe_mode: bool = True, torch_class: str | None = None):
+def load_source(path: str | os.PathLike, flags: ModelFlags | None = None, safe_mode: bool = True,
+                torch_class: str | None = None):
     """The source model by its kind (SOURCES): Keras, SavedModel, ONNX or PyTorch, with its metadata resolved
     (its own, or the user's flags); safe_mode=False only on the user's word (it runs the file's Python code:
     Lambda layers, a pickled PyTorch model)."""
@@ -137,26 +138,22 @@ def load_source(path: str | os.PathLike, label_set: str | None = None, normalize
                          f"PyTorch .pt2 (or .pth with --torch-class), found {path.suffix or 'no suffix'!r}")
     if torch_class and suffix not in TORCH_SUFFIXES:
         raise ModelError(f"--torch-class applies to PyTorch files ({', '.join(TORCH_SUFFIXES)}), not to {path.name}")
-    flags = (label_set, normalize, equalize)
-    return SOURCES[suffix](path, flags, safe_mode, torch_class)
+    return SOURCES[suffix](path, flags or ModelFlags(), safe_mode, torch_class)
 
 
-def _resolver(path: Path, flags: tuple):
-    """(own metadata or None, (H, W, C)) -> the metadata: own, flags over it, or flags alone; the input size wins."""
+def _resolver(path: Path, flags: ModelFlags):
+    """(own metadata or None, (H, W, C)) -> the metadata: own, flags over it, or flags alone (at the input's size)."""
     def resolve(own, input_shape):
-        meta = resolve_metadata(path, own, *flags, input_shape)
+        meta = resolve_metadata(path, own, flags, input_shape)
         spec = meta.preprocess
         if (*spec.size, spec.channels) != tuple(input_shape):
-            if own is not None:
-                raise ModelError(f"{path}: the model takes input {tuple(input_shape)} but its metadata says "
-                                 f"{(*spec.size, spec.channels)}")
-            meta = meta.replace(preprocess=PreprocessSpec(input_shape[:2], input_shape[2], spec.value_range,
-                                                          spec.equalize, spec.crop_margin))
+            raise ModelError(f"{path}: the model takes input {tuple(input_shape)} but its metadata says "
+                             f"{(*spec.size, spec.channels)}")
         return meta
     return resolve
 
 
-def _onnx_source(path: Path, flags: tuple, safe_mode: bool, torch_class):
+def _onnx_source(path: Path, flags: ModelFlags, safe_mode: bool, torch_class):
     from fer_edge.convert.source_onnx import load_onnx
 
     return load_onnx(path, _resolver(path, flags))
@@ -176,8 +173,7 @@ def _torch_source(path: Path, flags: tuple, safe_mode: bool, torch_class):
         raise
 
 
-def _keras_source(path: Path, flags: tuple, safe_mode: bool, torch_class) -> SourceModel:
-    label_set, normalize, equalize = flags
+def _keras_source(path: Path, flags: ModelFlags, safe_mode: bool, torch_class) -> SourceModel:
     if path.is_dir():
         model = _load_saved_model(path)
         sha = _tree_sha256(path)
@@ -202,10 +198,9 @@ def _keras_source(path: Path, flags: tuple, safe_mode: bool, torch_class) -> Sou
     input_shape = tuple(int(v) for v in ishape[1:])
     meta = _resolver(path, flags)(meta, input_shape)
     if int(oshape[1]) != len(meta.labels):
-        raise ModelError(f"{path}: the model has {oshape[1]} outputs but label set {meta.label_set.name} has "
-                         f"{len(meta.labels)} classes ({', '.join(meta.labels)})")
-    appended = not outputs_probabilities(lambda x: model.predict(x, verbose=0), input_shape,
-                                         meta.preprocess.value_range)
+        raise ModelError(f"{path}: the model has {oshape[1]} outputs but its labels name {len(meta.labels)} "
+                         f"classes ({', '.join(meta.labels)})")
+    appended = not outputs_probabilities(lambda x: model.predict(x, verbose=0), input_shape, meta.preprocess.bounds)
     if appended:  # the runtime reports probabilities: a softmax keeps the ranking and gives them
         keras = require("keras", "convert")
         model = keras.Model(model.inputs, keras.layers.Softmax(name="probs")(model.outputs[0]))

@@ -207,7 +207,7 @@ def load_onnx(path: Path, resolve, sha256: str | None = None, tmp=None, exported
     canonical = work / "canonical_fp32.onnx"
     onnx.save(_canonical(model, layout, softmax=False), str(canonical))
     try:
-        appended = not _probabilities(canonical, input_shape, meta.preprocess.value_range)
+        appended = not _probabilities(canonical, input_shape, meta.preprocess.bounds)
     except ModelError as exc:  # onnxruntime cannot load or run it: say so of the user's file
         raise ModelError(str(exc).replace(str(canonical), str(path))) from None
     if appended:

@@ -107,7 +107,8 @@ def verify(argv: list[str]) -> int:
     p = verify_parser()
     a = p.parse_args(with_config(p, argv))
     from fer_edge.runtime.model.backends import Classifier
-    from fer_edge.runtime.data.datasets import load_dataset
+    from fer_edge.runtime.data.datasets import restrict
+    from fer_edge.runtime.recognize.photos import load_for_model
     from fer_edge.runtime.core.fileio import OutputFile
     from fer_edge.runtime.core.progress import Progress
     from fer_edge.runtime.data.metrics import classification_report
@@ -118,7 +119,7 @@ def verify(argv: list[str]) -> int:
     with OutputFile(a.json, a.force, "--json") if a.json else contextlib.nullcontext() as out:
         with stop.raising():  # the model and the faces: library calls without checkpoints of ours
             clf = Classifier(resolve_model(a.model), **classifier_options(a))
-            data = load_dataset(a.data, label_set=clf.meta.label_set.name)
+            data = load_for_model(a.data, clf.meta)
         for note in data.notes:
             print(f"note: {note}", file=sys.stderr)
         if not data.has_split(a.split):
@@ -132,7 +133,7 @@ def verify(argv: list[str]) -> int:
         seconds = time.perf_counter() - t0
         stop.check()  # the faces are scored: a stop that came with the last batch ends here, before the report
         true_classes, class_names = data.labels, clf.labels  # per face (ints), and the model's label names
-        report = classification_report(true_classes, probs, class_names)
+        report = classification_report(true_classes, restrict(probs, data.scored), class_names)
         report.update(model=str(clf.path), split=a.split, backend=clf.backend.interpreter_module, seconds=round(seconds, 3),
                       ms_per_face=round(seconds * 1000 / max(len(data), 1), 4))
         claimed = clf.meta.figures

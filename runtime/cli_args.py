@@ -11,7 +11,8 @@ from fer_edge.runtime.faces.detectors import DEFAULT_DETECTOR, DETECTORS
 from fer_edge.runtime.faces.framing import FRAMINGS
 from fer_edge.runtime.model.labels import LABEL_SETS
 from fer_edge.runtime.serve.mqtt import PASSWORD_ENV, MqttOptions
-from fer_edge.runtime.model.preprocess import VALUE_RANGES
+from fer_edge.runtime.model.metadata import ModelFlags
+from fer_edge.runtime.model.preprocess import ALIGNS, COLOURS, NORMALIZE_CHOICES
 from fer_edge.runtime.serve.preview import PreviewOptions, parse_bind
 
 
@@ -33,16 +34,40 @@ def model_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--model", help="classifier .tflite or .onnx, or the short name of a shipped model "
                    "(e.g. vgg: the accurate one; default: the model shipped as fer-edge's default)")
-    g.add_argument("--labels", dest="label_set", choices=sorted(LABEL_SETS),
-                   help="label set, for a model without fer-edge metadata")
-    g.add_argument("--normalize", choices=sorted(VALUE_RANGES), help="input scaling, for a model without metadata")
-    g.add_argument("--equalize", action=argparse.BooleanOptionalAction, default=None,
-                   help="histogram-equalise faces (overrides the model's metadata)")
+    model_flag_arguments(g, equalize_off=True)
     g.add_argument("--threads", type=int, default=None, help="interpreter threads (default: the interpreter's)")
     g.add_argument("--providers", help="onnxruntime providers, comma-separated, e.g. "
                    "CUDAExecutionProvider,CPUExecutionProvider (default CPU)")
     g.add_argument("--kernels", choices=("default", "builtin"), default=None,
                    help="LiteRT kernels (.tflite): default (XNNPACK, the default) or builtin (reference)")
+
+
+def model_flag_arguments(g, equalize_off: bool = False) -> None:
+    """What a user states about a model without fer-edge metadata (fer-edge, serve-api, fer-convert, fer-eval)."""
+    g.add_argument("--labels", metavar="SET|NAMES|FILE", help="the model's classes in output order, for a model "
+                   f"without fer-edge metadata: a label set ({', '.join(LABEL_SETS)}), comma-separated names, or a "
+                   "labels.txt (one name a line, or Teachable Machine's '0 Name' lines)")
+    g.add_argument("--normalize", choices=NORMALIZE_CHOICES, help="input scaling of a model without metadata "
+                   "(imagenet: ImageNet's mean and std, for colour models)")
+    g.add_argument("--mean", metavar="R,G,B", help="per-channel mean on the 0-1 scale, in the model's channel order "
+                   "(with --std; instead of --normalize)")
+    g.add_argument("--std", metavar="R,G,B", help="per-channel standard deviation on the 0-1 scale (with --mean)")
+    g.add_argument("--colour", "--color", dest="colour", choices=COLOURS,
+                   help="what a model without metadata takes: grey faces, or colour in rgb or bgr order")
+    g.add_argument("--align", choices=ALIGNS, help="none, or 5point: warp each face onto a 112x112-style template "
+                   "from the detector's five landmarks before the crop (a model without metadata)")
+    if equalize_off:
+        g.add_argument("--equalize", action=argparse.BooleanOptionalAction, default=None,
+                       help="histogram-equalise faces (overrides the model's metadata)")
+    else:
+        g.add_argument("--equalize", action="store_true", default=None,
+                       help="the model (without metadata) was trained on histogram-equalised faces")
+
+
+def model_flags(a: argparse.Namespace) -> ModelFlags:
+    """The flags of `model_flag_arguments`, as given."""
+    return ModelFlags(labels=a.labels, normalize=a.normalize, mean=a.mean, std=a.std, equalize=a.equalize,
+                      colour=a.colour, align=a.align)
 
 
 def min_confidence_argument(g) -> None:
@@ -55,8 +80,7 @@ def min_confidence_argument(g) -> None:
 def classifier_options(a: argparse.Namespace) -> dict:
     """The model group's values as Classifier/PipelineOptions keywords (None: not chosen)."""
     providers = [x.strip() for x in a.providers.split(",") if x.strip()] if a.providers else None
-    return {"label_set": a.label_set, "normalize": a.normalize, "equalize": a.equalize, "threads": a.threads,
-            "providers": providers, "kernels": a.kernels}
+    return {"flags": model_flags(a), "threads": a.threads, "providers": providers, "kernels": a.kernels}
 
 
 def detector_arguments(g) -> None:

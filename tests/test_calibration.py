@@ -78,7 +78,7 @@ def test_wrong_shape_and_changed_file_refused(tmp_path):
     cs = build_calibration(synthetic(), PreprocessSpec(), size=120)
     with pytest.raises(DataError, match="shape"):
         cs.check_spec(PreprocessSpec(size=(64, 64)))
-    with pytest.raises(DataError, match="value range"):
+    with pytest.raises(DataError, match="values"):
         cs.check_spec(PreprocessSpec(value_range=(-1.0, 1.0)))
     path = tmp_path / "cal.npz"
     save_calibration(cs, path)

@@ -68,7 +68,7 @@ def test_spec_dict_round_trip():
     spec = PreprocessSpec(size=(64, 56), channels=3, value_range=(-1, 1), equalize=True, crop_margin=0.2)
     assert PreprocessSpec.from_dict(spec.to_dict()) == spec
     with pytest.raises(FerEdgeError, match="unknown preprocessing keys"):
-        PreprocessSpec.from_dict({**spec.to_dict(), "mean": 0.5})
+        PreprocessSpec.from_dict({**spec.to_dict(), "gamma": 0.5})
 
 
 def test_equalize_changes_output():

@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 import pytest
 
+from fer_edge.runtime.model.metadata import ModelFlags
 from fer_edge.runtime.cli import main
 from fer_edge.runtime.core.boxes import FaceBox, drop_nested
 from fer_edge.runtime.faces.detectors import blazeface_anchors, weighted_nms
@@ -123,7 +124,7 @@ def test_a_file_that_outputs_logits_is_read_as_probabilities(tmp_path, batch):
     from fer_edge.runtime.model.preprocess import PreprocessSpec, preprocess
 
     raw = _tiny_onnx(tmp_path / "logits.onnx", softmax=False, batch=batch)
-    clf = Classifier(raw, label_set="fer2013", normalize="0,1")
+    clf = Classifier(raw, ModelFlags(labels="fer2013", normalize="0,1"))
     faces = np.random.default_rng(0).integers(0, 256, (3, 48, 48), dtype=np.uint8)
     probs = clf.predict(faces)
     scores = np.concatenate([clf.backend.infer(x[None]) for x in preprocess(faces, PreprocessSpec())])
@@ -131,7 +132,8 @@ def test_a_file_that_outputs_logits_is_read_as_probabilities(tmp_path, batch):
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
     np.testing.assert_array_equal(probs.argmax(1), scores.argmax(1))
     np.testing.assert_allclose(probs, np.concatenate([clf.predict(f[None]) for f in faces]), atol=1e-6)
-    with_softmax = Classifier(_tiny_onnx(tmp_path / "probs.onnx", batch=batch), label_set="fer2013", normalize="0,1")
+    with_softmax = Classifier(_tiny_onnx(tmp_path / "probs.onnx", batch=batch),
+                              ModelFlags(labels="fer2013", normalize="0,1"))
     assert not with_softmax.scores
     np.testing.assert_allclose(with_softmax.predict(faces), probs, atol=1e-5)
 
@@ -165,13 +167,13 @@ def test_channels_first_onnx_reads_faces_like_channels_last(tmp_path):
     last = _linear_onnx(tmp_path / "nhwc.onnx", ["n", 48, 48, 3], w_hwc.reshape(-1, 7))
     first = _linear_onnx(tmp_path / "nchw.onnx", ["n", 3, 48, 48], w_chw.reshape(-1, 7))
     faces = np.random.default_rng(2).integers(0, 256, (4, 64, 64, 3), dtype=np.uint8)
-    a = Classifier(last, label_set="fer2013", normalize="0,1")
-    b = Classifier(first, label_set="fer2013", normalize="0,1")
+    a = Classifier(last, ModelFlags(labels="fer2013", normalize="0,1", colour="grey"))
+    b = Classifier(first, ModelFlags(labels="fer2013", normalize="0,1"))
     assert b.backend.channels_first and b.backend.input_shape == (48, 48, 3)
     np.testing.assert_allclose(b.predict(faces), a.predict(faces), atol=1e-5)
     with pytest.raises(ModelError, match="fixed size"):
         Classifier(_linear_onnx(tmp_path / "dyn.onnx", ["n", "h", "w", 1], w_hwc[..., :1, :].reshape(-1, 7)),
-                   label_set="fer2013", normalize="0,1")
+                   ModelFlags(labels="fer2013", normalize="0,1"))
 
 
 def test_overlay_bars_never_cover_another_face():

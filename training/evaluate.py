@@ -8,16 +8,15 @@ from pathlib import Path
 
 import numpy as np
 
-from fer_edge.runtime.cli_args import fix_argv
-from fer_edge.runtime.data.datasets import SPLITS, FaceDataset, load_dataset
+from fer_edge.runtime.cli_args import fix_argv, model_flag_arguments, model_flags
+from fer_edge.runtime.data.datasets import SPLITS, FaceDataset, restrict
 from fer_edge.runtime.core.errors import cli_main, FerEdgeError
 import fer_edge.runtime.core.stop as stop
 from fer_edge.runtime.core.fileio import OutputFile, atomic_output, check_out_folder, commit_all
-from fer_edge.runtime.model.labels import LABEL_SETS
 from fer_edge.runtime.model.metadata import write_metadata
 from fer_edge.runtime.data.metrics import classification_report
 from fer_edge.runtime.core.progress import Progress, printing
-from fer_edge.runtime.model.preprocess import VALUE_RANGES
+from fer_edge.runtime.recognize.photos import load_for_model
 
 EVAL_SPLITS = ("PublicTest", "PrivateTest")
 CHUNK = 2048  # faces per model.predict call: a progress step, and few enough calls that their overhead is nil
@@ -115,7 +114,7 @@ def _evaluate_splits(src, ds: FaceDataset, splits, log, staged, model_path) -> d
             continue
         with Progress(len(part), f"{split} faces") as bar:
             probs = predict_with_progress(src, part.images, bar)
-        reports[split] = classification_report(part.labels, probs, src.meta.labels)
+        reports[split] = classification_report(part.labels, restrict(probs, part.scored), src.meta.labels)
         log(f"{split}: accuracy {100 * reports[split]['accuracy']:.2f}%  macro-F1 {100 * reports[split]['macro_f1']:.2f}%  ({len(part)} faces)")
         if staged:
             plot_confusion(reports[split], staged(f"confusion_{split}.png"), f"{Path(model_path).name} on {split}")
@@ -175,8 +174,7 @@ def main(argv=None) -> int:
     p.add_argument("--data", required=True)
     p.add_argument("--out", default=None, help="report folder (default: <model>_eval/)")
     p.add_argument("--splits", default=",".join(EVAL_SPLITS))
-    p.add_argument("--labels", choices=sorted(LABEL_SETS), help="label set, for models without metadata")
-    p.add_argument("--normalize", choices=list(VALUE_RANGES), help="input value range, for models without metadata")
+    model_flag_arguments(p)
     p.add_argument("--force", action="store_true", help="overwrite the reports of an earlier evaluation in --out")
     args = p.parse_args(fix_argv(argv))
     out = check_out_folder(args.out or str(Path(args.model).with_suffix("")) + "_eval", args.force,
@@ -191,8 +189,10 @@ def main(argv=None) -> int:
     with stop.raising():  # Keras's import and the model: library calls without checkpoints of ours
         import_keras()  # a missing backend is one line here, not a traceback from the model loader
         own = read_source_metadata(args.model) is not None  # a model's own metadata wins over the flags
-        src = load_source(args.model, None if own else args.labels, None if own else args.normalize)
-        ds = load_dataset(args.data, label_set=src.meta.label_set.name)  # after the model: a bad model fails at once
+        src = load_source(args.model, None if own else model_flags(args))
+        ds = load_for_model(args.data, src.meta)  # after the model: a bad model fails at once
+    for note in ds.notes:
+        _print(f"note: {note}")
     evaluate_to(args.model, ds, out, splits=splits, log=_print, src=src)
 
 

@@ -15,11 +15,11 @@ import cv2
 import numpy as np
 
 import fer_edge.runtime.core.stop as stop
-from fer_edge.runtime.cli_args import fix_argv
+from fer_edge.runtime.cli_args import fix_argv, model_flag_arguments, model_flags
 from fer_edge.runtime.core.errors import cli_main, FerEdgeError, require
 from fer_edge.runtime.core.fileio import atomic_output, check_writable
-from fer_edge.runtime.model.labels import LABEL_SETS
-from fer_edge.runtime.model.preprocess import VALUE_RANGES, PreprocessSpec, preprocess
+from fer_edge.runtime.model.metadata import ModelFlags
+from fer_edge.runtime.model.preprocess import PreprocessSpec, preprocess
 
 SMALL = 2  # an image at most this many times the model input on each side is taken as the face itself
 
@@ -28,7 +28,7 @@ def find_face(image: np.ndarray, spec: PreprocessSpec, whole: bool = False, name
     """(face crop, box or None): the largest face of a photo found and framed as fer-edge does (YuNet,
     FER2013's framing), or the whole image when it is a face crop."""
     from fer_edge.runtime.faces.detectors import DEFAULT_DETECTOR, detect_at, make_detector
-    from fer_edge.runtime.faces.framing import FER2013, face_crops
+    from fer_edge.runtime.faces.framing import FER2013, crop_source, face_crops
     from fer_edge.runtime.model.preprocess import as_bgr
 
     h, w = image.shape[:2]
@@ -44,7 +44,7 @@ def find_face(image: np.ndarray, spec: PreprocessSpec, whole: bool = False, name
     if not faces:
         raise FerEdgeError(f"{name}: no face found in the {w}x{h} photo: pass a face crop, or --whole-image to use all of it")
     face = max(faces, key=lambda f: f.w * f.h)
-    return face_crops(gray, [face], spec, FER2013)[0], face.box
+    return face_crops(crop_source(frame, gray, spec), [face], spec, FER2013)[0], face.box
 
 
 def _path_gradients_tensorflow(model, path: np.ndarray, target: int) -> np.ndarray:
@@ -116,7 +116,7 @@ def draw(face: np.ndarray, attr: np.ndarray, title: str, path: Path, force: bool
     plt.close(fig)
 
 
-def explain(model_path, image_path, out, label_set=None, normalize=None, target=None, steps=50,
+def explain(model_path, image_path, out, flags: ModelFlags | None = None, target=None, steps=50,
             whole_image=False, force=False, log=print) -> dict:
     from fer_edge.convert.source import load_source, read_source_metadata
 
@@ -137,9 +137,9 @@ def explain(model_path, image_path, out, label_set=None, normalize=None, target=
         image = cv2.convertScaleAbs(image, alpha=255.0 / max(1, int(image.max())))
 
     own = read_source_metadata(model_path) is not None
-    if own and (label_set or normalize):
+    if own and flags is not None and flags.given():
         log(f"note: {model_path} carries its own labels and preprocessing: --labels/--normalize ignored")
-    src = load_source(model_path, None if own else label_set, None if own else normalize)
+    src = load_source(model_path, None if own else flags)
     model, meta = src.model, src.meta
     spec = meta.preprocess
     if tuple(model.input_shape[1:]) != (*spec.size, spec.channels):
@@ -178,12 +178,11 @@ def main(argv=None) -> int:
     p.add_argument("--target", default=None, help="class to explain (default: the predicted one)")
     p.add_argument("--steps", type=int, default=50, help="integration steps (default 50)")
     p.add_argument("--whole-image", action="store_true", help="use the whole image as the face, no detection")
-    p.add_argument("--labels", choices=sorted(LABEL_SETS), help="label set, for models without metadata")
-    p.add_argument("--normalize", choices=list(VALUE_RANGES), help="input value range, for models without metadata")
+    model_flag_arguments(p)
     p.add_argument("--force", action="store_true", help="overwrite --out")
     args = p.parse_args(fix_argv(argv))
     with stop.raising():  # Keras's import and load, the gradients: library calls without checkpoints of ours
-        explain(args.model, args.image, args.out, label_set=args.labels, normalize=args.normalize,
+        explain(args.model, args.image, args.out, flags=model_flags(args),
                 target=args.target, steps=args.steps, whole_image=args.whole_image, force=args.force,
                 log=lambda m: print(m, flush=True))
 

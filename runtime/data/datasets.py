@@ -34,6 +34,7 @@ class FaceDataset:
     soft: np.ndarray | None = None  # float32 (N, K) vote distributions (FER+)
     rows: np.ndarray | None = None  # index of each face in the original FER2013 order, when known
     notes: list[str] = field(default_factory=list)
+    scored: tuple[int, ...] | None = None  # the label set's classes the data can label (in_model_classes); None: all
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -41,7 +42,8 @@ class FaceDataset:
     def take(self, index) -> "FaceDataset":
         pick = lambda a: None if a is None else a[index]
         return FaceDataset(self.images[index], self.labels[index], self.split[index], self.label_set,
-                           self.source, pick(self.names), pick(self.soft), pick(self.rows), list(self.notes))
+                           self.source, pick(self.names), pick(self.soft), pick(self.rows), list(self.notes),
+                           self.scored)
 
     def subset(self, split: str | int) -> "FaceDataset":
         code = split if isinstance(split, int) else split_code(split)
@@ -364,3 +366,64 @@ def _class_folder_photos(folder: Path, labels: tuple[str, ...], limit: int | Non
                         f"({', '.join(labels)}), found neither")
     out = [(f, label) for d, label in found for f in sorted(d.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
     return out[:limit] if limit else out
+
+
+# --- any labelled faces in a model's own classes -----------------------------------------------------
+
+def in_model_classes(ds: FaceDataset, labels: tuple[str, ...]) -> FaceDataset:
+    """The faces relabelled by the model's class indices, compared by canonical name: faces of a class the model
+    lacks are left out, and a note says which classes are scored when the two lists differ. `scored` (the
+    model's indices the data has) is where `restrict` looks for a face's predicted class."""
+    own = tuple(canonical(n) for n in ds.label_set.labels)
+    if own == tuple(labels):
+        return ds
+    to_model = np.array([labels.index(n) if n in labels else -1 for n in own], dtype=np.int64)
+    keep = ds.take(np.flatnonzero(to_model[ds.labels] >= 0))
+    keep.labels = to_model[keep.labels]
+    keep.label_set = LabelSet(f"{ds.label_set.name} as the model's", tuple(labels))
+    keep.soft = None
+    shared = [n for n in labels if n in own]
+    if not shared:
+        raise DataError(f"{ds.source}: the data's classes ({', '.join(own)}) and the model's ({', '.join(labels)}) "
+                        "share none: nothing to score")
+    keep.scored = tuple(labels.index(n) for n in shared)
+    dropped = [f"{n} ({int(np.sum(ds.labels == i))} faces)" for i, n in enumerate(own) if n not in labels]
+    missing = [n for n in labels if n not in own]
+    keep.notes = list(ds.notes) + [
+        f"scored on the {len(shared)} classes the model and the data share ({', '.join(shared)})"
+        + (f"; the data's {', '.join(dropped)} left out" if dropped else "")
+        + (f"; the model's {', '.join(missing)} never predicted in scoring" if missing else "")]
+    return keep
+
+
+def restrict(probs: np.ndarray, scored: tuple[int, ...] | None) -> np.ndarray:
+    """Probabilities with the classes outside `scored` zeroed, so a face's top class is one the data can label."""
+    if scored is None or len(scored) == probs.shape[1]:
+        return probs
+    out = np.zeros_like(probs)
+    out[:, scored] = probs[:, scored]
+    return out
+
+
+def list_photos(folder: Path) -> list[tuple[Path, str]]:
+    """(photo, class name) from a folder of photos: its labels.csv (file,label rows; a file outside the folder is
+    refused) or one sub-folder per class, any names."""
+    path = folder / "labels.csv"
+    if path.is_file():
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+        if not rows or not {"file", "label"} <= set(rows[0]):
+            raise DataError(f"{path}: expected columns file and label, found {', '.join(rows[0]) if rows else 'no rows'}")
+        root, out = folder.resolve(), []
+        for i, row in enumerate(rows, start=2):
+            photo = (folder / row["file"]).resolve()
+            if root not in photo.parents:
+                raise DataError(f"{path} line {i}: {row['file']!r} lies outside {folder}: expected a path inside it")
+            out.append((photo, canonical(row["label"])))
+        return out
+    classes = sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+    out = [(f, canonical(d.name)) for d in classes for f in sorted(d.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
+    if not out:
+        raise DataError(f"{folder}: expected a labels.csv of file,label rows or one folder of photos per class, "
+                        "found neither")
+    return out

@@ -36,6 +36,7 @@ class Detector(Protocol):
     name: str
     OPTIONS: dict[str, str]  # option name -> what it means (the --detect-NAME flag)
     SIZES: tuple[int | None, int | None]  # default detect width for (streams, photos); None: the whole frame
+    LANDMARKS: bool  # gives five landmarks per face (a model aligned on them needs this)
 
     def detect(self, frame: np.ndarray, gray: np.ndarray) -> list[FaceBox]:
         """Faces in a BGR frame (`gray` is the same frame in grey, computed once by the caller)."""
@@ -83,6 +84,7 @@ class YuNetDetector:
     OPTIONS = {"score": "minimum face score, 0-1 (default 0.6)",
                "nms": "IoU above which overlapping boxes are merged (default 0.3)"}
     SIZES = (320, 640)
+    LANDMARKS = True
     GRAY = False  # detect() reads the colour frame only
     STRIDE = 32  # its coarsest feature map's stride: a crop whose origin is a multiple of it sees the same grid
     TOP_K = 5000  # candidates kept before NMS (OpenCV's default)
@@ -141,6 +143,7 @@ class HaarDetector:
     CASCADE = "haarcascade_frontalface_default.xml"
     OPTIONS: dict[str, str] = {}
     SIZES = (320, 320)
+    LANDMARKS = False
     SCALE_FACTOR, MIN_NEIGHBORS, MIN_SIZE = 1.1, 5, 24
 
     def __init__(self, model: str | os.PathLike | None = None, threads: int | None = None):
@@ -233,6 +236,7 @@ class BlazeFaceDetector:
     OPTIONS = {"score": "minimum face score, 0-1 (default 0.6)",
                "nms": "IoU above which overlapping boxes are averaged (default 0.3)"}
     SIZES = (320, 320)  # its input is 128x128 anyway: a smaller copy only makes the resize cheaper
+    LANDMARKS = True  # eyes, nose and the mouth centre (given for both mouth corners)
     GRAY = False  # detect() reads the colour frame only
 
     # MediaPipe's default is 0.5; on the sample video background blur scored up to 0.52 and the face never

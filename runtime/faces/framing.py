@@ -91,12 +91,16 @@ def align_matrix(landmarks, framing: Framing, out_w: int, out_h: int) -> np.ndar
 
 def face_crops(image: np.ndarray, faces: Sequence[FaceBox], spec: PreprocessSpec,
                framing: Framing | None = FER2013) -> list[np.ndarray]:
-    """One crop per face, ready for `preprocess`: FER2013-framed where there are landmarks, else the box.
+    """One crop per face, ready for `preprocess`: warped onto the model's own 5-point template where its spec
+    says so, else FER2013-framed where there are landmarks, else the box.
 
-    `image` is the frame in grey (what the classifier uses; cheaper to warp) or BGR.
+    `image` is the frame in grey (a grey model's: cheaper to warp) or BGR (a colour model's: `crop_source`).
     """
     crops = []
     for face in faces:
+        if spec.align == "5point" and face.landmarks is not None:
+            crops.append(_template_aligned(image, face.landmarks, spec))
+            continue
         if framing is not None and face.landmarks is not None:
             crops.append(_aligned(image, face.landmarks, framing, spec))
             continue
@@ -112,3 +116,39 @@ def _aligned(image: np.ndarray, landmarks, framing: Framing, spec: PreprocessSpe
     out_h = max(1, round(out_w * h / w))
     m = align_matrix(landmarks, framing, out_w, out_h)
     return cv2.warpAffine(image, m, (out_w, out_h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def crop_source(frame_bgr: np.ndarray, gray: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """The picture a model's faces are cut from: the grey frame for a grey model, the colour one otherwise."""
+    return gray if spec.colour == "grey" else frame_bgr
+
+
+def template_points(spec: PreprocessSpec, out_w: int, out_h: int) -> np.ndarray:
+    """The spec's five template points in pixels of an out_w x out_h crop, shrunk towards its centre by the margin."""
+    t = np.asarray(spec.template, np.float64)
+    t = 0.5 + (t - 0.5) * (1.0 - 2.0 * spec.align_margin)
+    return (t * np.array([out_w, out_h])).astype(np.float32)
+
+
+def _template_aligned(image: np.ndarray, landmarks, spec: PreprocessSpec) -> np.ndarray:
+    """The face warped by the similarity (rotation, uniform scale, shift) that best puts its five landmarks on
+    the template, cut at up to MAX_UPSCALE times the model input so `preprocess` shrinks it like any crop."""
+    h, w = spec.size
+    src = np.asarray(landmarks[:5], np.float32)
+    eye_side = float(np.hypot(*(src[1] - src[0])))
+    tmpl_eye = float(np.hypot(*(template_points(spec, w, h)[1] - template_points(spec, w, h)[0])))
+    k = int(min(max(round(eye_side / max(tmpl_eye, 1e-6)), 1), MAX_UPSCALE))
+    m = similarity(src, template_points(spec, w * k, h * k))
+    return cv2.warpAffine(image, m, (w * k, h * k), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """The 2x3 least-squares similarity map from points `src` to `dst` (Umeyama's, without reflection);
+    points all on one spot give a pure shift."""
+    ms, md = src.mean(0), dst.mean(0)
+    s0, d0 = src - ms, dst - md
+    norm = float((s0 ** 2).sum())
+    a = float((s0 * d0).sum()) / norm if norm > 0 else 1.0
+    b = float((s0[:, 0] * d0[:, 1] - s0[:, 1] * d0[:, 0]).sum()) / norm if norm > 0 else 0.0
+    r = np.array([[a, -b], [b, a]])
+    return np.hstack([r, (md - r @ ms)[:, None]]).astype(np.float64)

@@ -16,7 +16,8 @@ import numpy as np
 
 import fer_edge.runtime.core.stop as stop
 from fer_edge.runtime.core.errors import MissingExtraError, MissingInterpreterError, ModelError
-from fer_edge.runtime.model.metadata import ModelMetadata, check_model_path, read_metadata, resolve_metadata
+from fer_edge.runtime.model.metadata import (ModelFlags, ModelMetadata, check_model_path, read_metadata,
+                                              resolve_metadata)
 from fer_edge.runtime.model.preprocess import preprocess
 
 
@@ -237,24 +238,23 @@ class Classifier:
     """A model file plus its metadata: face crops in, probabilities out (a file that outputs scores, such as
     a third-party model ending in logits, gets a softmax here, which keeps each face's ranking)."""
 
-    def __init__(self, path: str | os.PathLike, label_set: str | None = None, normalize: str | None = None,
-                 equalize: bool | None = None, meta: ModelMetadata | None = None, **backend_options):
+    def __init__(self, path: str | os.PathLike, flags: ModelFlags | None = None, meta: ModelMetadata | None = None,
+                 **backend_options):
         """`meta`: the metadata of a file that carries none (fer-convert verify gives its reference's); the
-        label set, normalisation and equalisation flags override either."""
+        user's `flags` (--labels, --normalize, --colour ...) override either."""
         self.path = Path(path)
         self.backend = open_backend(self.path, **backend_options)
-        self.meta = resolve_metadata(self.path, read_metadata(self.path) or meta, label_set, normalize, equalize,
-                                     self.backend.input_shape)
+        self.meta = resolve_metadata(self.path, read_metadata(self.path) or meta, flags, self.backend.input_shape)
         spec = self.meta.preprocess
         expected = (*spec.size, spec.channels)
         if self.backend.input_shape != expected:
             raise ModelError(f"{self.path}: the model takes input {self.backend.input_shape} but its preprocessing "
                              f"gives {expected}")
         if self.backend.num_outputs != len(self.meta.labels):
-            raise ModelError(f"{self.path}: the model has {self.backend.num_outputs} outputs but label set "
-                             f"{self.meta.label_set.name} has {len(self.meta.labels)} classes")
+            raise ModelError(f"{self.path}: the model has {self.backend.num_outputs} outputs but its labels name "
+                             f"{len(self.meta.labels)} classes ({', '.join(self.meta.labels)})")
         # an INT8 softmax output is off by up to half a quantization step (1/512) per class
-        self.scores = not outputs_probabilities(self.backend.infer, expected, spec.value_range, tolerance=0.02)
+        self.scores = not outputs_probabilities(self.backend.infer, expected, spec.bounds, tolerance=0.02)
 
     @property
     def labels(self) -> tuple[str, ...]:

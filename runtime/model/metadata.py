@@ -23,8 +23,8 @@ from pathlib import Path
 
 from fer_edge.runtime.core.errors import FerEdgeError, ModelError
 from fer_edge.runtime.core.fileio import atomic_output
-from fer_edge.runtime.model.labels import LabelSet, get_label_set
-from fer_edge.runtime.model.preprocess import PreprocessSpec
+from fer_edge.runtime.model.labels import LabelSet, label_set_of, parse_labels
+from fer_edge.runtime.model.preprocess import IMAGENET, PreprocessSpec
 
 FORMAT = "fer-edge/1"
 MEMBER = "fer_edge.json"  # zip member name in .tflite and .keras files
@@ -71,9 +71,7 @@ class ModelMetadata:
             d = json.loads(text)
             if d.get("format") != FORMAT:
                 raise FerEdgeError(f"format is {d.get('format')!r}, expected {FORMAT!r}")
-            label_set = get_label_set(d["label_set"])
-            if tuple(d["labels"]) != label_set.labels:
-                raise FerEdgeError(f"labels {d['labels']} differ from label set {label_set.name} {list(label_set.labels)}")
+            label_set = label_set_of(d["label_set"], d["labels"])
             spec = PreprocessSpec.from_dict(d["preprocess"])
             return cls(label_set, spec, dict(d.get("provenance", {})), dict(d.get("figures", {})),
                        dict(d.get("confidence", {})))
@@ -90,21 +88,84 @@ class ModelMetadata:
 
 # --- ONNX: a minimal protobuf walker for ModelProto.metadata_props ------------------------------
 
-def resolve_metadata(path, meta: ModelMetadata | None, label_set: str | None = None, normalize: str | None = None,
-                     equalize: bool | None = None, input_shape: tuple[int, int, int] | None = None) -> ModelMetadata:
-    """The model's own metadata, or one built from the user's flags; a model with neither is refused."""
-    if meta is not None and label_set is None and normalize is None and equalize is None:
+@dataclass(frozen=True)
+class ModelFlags:
+    """What a user states about a model that carries no fer-edge metadata (or overrides in one that does):
+    the command-line flags --labels, --normalize, --mean/--std, --equalize, --colour and --align, as given."""
+    labels: str | None = None  # a label set name, a comma-separated list, or a labels.txt path
+    normalize: str | None = None  # 0,1 | -1,1 | 0,255 | imagenet
+    mean: str | None = None  # "R,G,B" on the 0-1 scale, in the model's channel order
+    std: str | None = None
+    equalize: bool | None = None
+    colour: str | None = None  # grey | rgb | bgr
+    align: str | None = None  # none | 5point
+
+    def given(self) -> bool:
+        return any(v is not None for v in vars(self).values())
+
+    def scaling_given(self) -> bool:
+        return self.normalize is not None or self.mean is not None or self.std is not None
+
+
+def _scaling(flags: ModelFlags, spec: PreprocessSpec, colour: str) -> dict:
+    """value_range / mean / std from the flags (ImageNet's mean and std put in the model's channel order)."""
+    if flags.normalize is not None and (flags.mean or flags.std):
+        raise ModelError("give either --normalize or --mean/--std, not both")
+    if flags.mean is not None or flags.std is not None:
+        if flags.mean is None or flags.std is None:
+            raise ModelError("--mean and --std go together: give both, as R,G,B on the 0-1 scale")
+        return {"mean": _numbers(flags.mean, "--mean"), "std": _numbers(flags.std, "--std")}
+    if flags.normalize == "imagenet":
+        mean, std = IMAGENET if colour != "bgr" else (IMAGENET[0][::-1], IMAGENET[1][::-1])
+        return {"mean": mean, "std": std}
+    if flags.normalize is not None:
+        return {"value_range": PreprocessSpec.parse_range(flags.normalize), "mean": None, "std": None}
+    return {"value_range": spec.value_range, "mean": spec.mean, "std": spec.std}
+
+
+def _numbers(text: str, flag: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise ModelError(f"{flag} {text!r}: expected comma-separated numbers such as 0.485,0.456,0.406") from None
+    if not all(v == v and abs(v) != float("inf") for v in values):
+        raise ModelError(f"{flag} {text!r}: expected finite numbers, found nan or inf")
+    return values
+
+
+def resolve_metadata(path, meta: ModelMetadata | None, flags: ModelFlags | None = None,
+                     input_shape: tuple[int, int, int] | None = None) -> ModelMetadata:
+    """The model's own metadata, or one built from the user's flags; a model with neither is refused, and so
+    is a 3-channel model without metadata whose channel order nobody stated."""
+    flags = flags or ModelFlags()
+    if meta is not None and not flags.given():
         return meta
-    if meta is None and (label_set is None or normalize is None):
-        raise ModelError(f"{path}: carries no fer-edge metadata: state its classes and scaling with "
-                         "--labels fer2013|ferplus and --normalize 0,1|-1,1 (and --equalize if it was trained on equalised faces)")
-    base = meta or ModelMetadata(get_label_set(label_set), PreprocessSpec(
-        size=input_shape[:2] if input_shape else (48, 48), channels=input_shape[2] if input_shape else 1))
-    spec = base.preprocess
-    spec = PreprocessSpec(size=spec.size, channels=spec.channels,
-                          value_range=PreprocessSpec.parse_range(normalize) if normalize else spec.value_range,
-                          equalize=spec.equalize if equalize is None else equalize, crop_margin=spec.crop_margin)
-    return base.replace(label_set=get_label_set(label_set) if label_set else base.label_set, preprocess=spec)
+    if meta is None and (flags.labels is None or not flags.scaling_given()):
+        raise ModelError(f"{path}: carries no fer-edge metadata: state its classes and scaling with --labels "
+                         "SET|NAME,NAME,...|labels.txt and --normalize 0,1|-1,1|0,255|imagenet (or --mean/--std), "
+                         "and --colour rgb|bgr for a colour model")
+    shape = tuple(input_shape) if input_shape else None
+    base = meta.preprocess if meta is not None else PreprocessSpec(
+        size=shape[:2] if shape else (48, 48), channels=shape[2] if shape else 1)
+    colour = flags.colour or base.colour
+    if meta is None and base.channels == 3 and flags.colour is None:
+        raise ModelError(f"{path}: the model takes 3-channel faces and carries no metadata: say what they hold with "
+                         "--colour rgb|bgr (or --colour grey for a grey face copied to each channel)")
+    if colour == "grey" and flags.colour is None and flags.normalize == "imagenet" and base.channels == 3:
+        raise ModelError(f"{path}: --normalize imagenet is for colour faces: add --colour rgb (or bgr)")
+    align = flags.align or base.align
+    try:
+        spec = PreprocessSpec(size=base.size, channels=base.channels, **_scaling(flags, base, colour),
+                              equalize=base.equalize if flags.equalize is None else flags.equalize,
+                              crop_margin=base.crop_margin, colour=colour, align=align,
+                              template=base.template if align == base.align else None,
+                              align_margin=base.align_margin)
+        label_set = parse_labels(flags.labels) if flags.labels else (meta.label_set if meta else None)
+    except FerEdgeError as exc:
+        raise ModelError(f"{path}: {exc}") from None
+    if meta is None:
+        return ModelMetadata(label_set, spec)
+    return meta.replace(label_set=label_set, preprocess=spec)
 
 
 def _varint(buf: bytes, pos: int) -> tuple[int, int]:

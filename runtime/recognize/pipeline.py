@@ -24,12 +24,13 @@ import cv2
 import numpy as np
 
 from fer_edge.runtime.model.backends import Classifier
+from fer_edge.runtime.model.metadata import ModelFlags
 from fer_edge.runtime.core.boxes import FaceBox
 from fer_edge.runtime.faces.detectors import DEFAULT_DETECTOR, detect_at, make_detector
 from fer_edge.runtime.media.drawing import Drawing
 from fer_edge.runtime.core.errors import FerEdgeError, ModelError
 from fer_edge.runtime.core.stop import check as check_stop
-from fer_edge.runtime.faces.framing import FRAMINGS, face_crops
+from fer_edge.runtime.faces.framing import FRAMINGS, crop_source, face_crops
 from fer_edge.runtime.media.images import MIN_SIDE
 from fer_edge.runtime.model.preprocess import FrameError, as_bgr
 from fer_edge.runtime.core.results import FaceResult, FrameResult
@@ -74,9 +75,7 @@ def resolve_model(model: str | os.PathLike | None) -> Path:
 @dataclass
 class PipelineOptions:
     model: str | os.PathLike | None = None  # None: the shipped default model
-    label_set: str | None = None  # for models without metadata: fer2013 | ferplus
-    normalize: str | None = None  # for models without metadata: 0,1 | -1,1 | 0,255
-    equalize: bool | None = None
+    flags: ModelFlags | None = None  # what the user states about a model without metadata (--labels, --colour ...)
     threads: int | None = None
     providers: list[str] | None = None  # onnxruntime execution providers
     kernels: str | None = None  # LiteRT: default (XNNPACK, when None) | builtin
@@ -178,10 +177,13 @@ class RunStats:
 class Pipeline:
     def __init__(self, options: PipelineOptions | None = None, **overrides):
         self.options = opts = options or PipelineOptions(**overrides)
-        self.classifier = Classifier(resolve_model(opts.model), label_set=opts.label_set, normalize=opts.normalize,
-                                     equalize=opts.equalize, threads=opts.threads, providers=opts.providers,
+        self.classifier = Classifier(resolve_model(opts.model), opts.flags, threads=opts.threads, providers=opts.providers,
                                      kernels=opts.kernels)
         self.detector = make_detector(opts.detector, opts.detector_model, threads=opts.threads, **opts.detect_options)
+        if self.classifier.meta.preprocess.align == "5point" and not self.detector.LANDMARKS:
+            self.detector.close()
+            raise ModelError(f"{self.classifier.path.name} aligns faces on five landmarks (--align 5point) but detector "
+                             f"{self.detector.name} gives none: use --detector yunet or blazeface")
         self.framing = FRAMINGS[opts.framing]
         self.labels = self.classifier.labels
         self.tracker = Tracker(opts.iou_threshold, opts.max_missed, opts.smooth)
@@ -217,8 +219,7 @@ class Pipeline:
             tracks, todo, t1, t2 = self._every_frame(frame, gray, still, t0)
         else:
             tracks, todo, t1, t2 = self._scheduled(frame, gray, t, t0)
-        raw = self.classifier.predict(face_crops(gray, [tr.box for tr in todo], self.classifier.meta.preprocess,
-                                                 self.framing)) if todo else []
+        raw = self.classify_boxes(frame, [tr.box for tr in todo], gray) if todo else []
         t3 = time.perf_counter()
         faces = self._report(tracks, dict(zip((tr.id for tr in todo), raw)))
         s = self.stats.stage_s
@@ -293,10 +294,13 @@ class Pipeline:
         self.tracker = Tracker(opts.iou_threshold, opts.max_missed, opts.smooth)
         return self.process_image(image, source=source)
 
-    def classify_boxes(self, image, boxes: list[FaceBox]) -> np.ndarray:
-        """Probabilities for given faces (no detection, no tracking), framed like the pipeline's own."""
-        gray = cv2.cvtColor(as_bgr(image), cv2.COLOR_BGR2GRAY)
-        return self.classifier.predict(face_crops(gray, boxes, self.classifier.meta.preprocess, self.framing))
+    def classify_boxes(self, image, boxes: list[FaceBox], gray: np.ndarray | None = None) -> np.ndarray:
+        """Probabilities for given faces (no detection, no tracking), framed like the pipeline's own, cut from
+        the grey frame for a grey model and from the colour one for a colour model."""
+        frame = as_bgr(image)
+        gray = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY) if gray is None else gray
+        spec = self.classifier.meta.preprocess
+        return self.classifier.predict(face_crops(crop_source(frame, gray, spec), boxes, spec, self.framing))
 
     # -- a whole source -------------------------------------------------------------------------
 
