@@ -168,7 +168,7 @@ def test_channels_first_onnx_reads_faces_like_channels_last(tmp_path):
     first = _linear_onnx(tmp_path / "nchw.onnx", ["n", 3, 48, 48], w_chw.reshape(-1, 7))
     faces = np.random.default_rng(2).integers(0, 256, (4, 64, 64, 3), dtype=np.uint8)
     a = Classifier(last, ModelFlags(labels="fer2013", normalize="0,1", colour="grey"))
-    b = Classifier(first, ModelFlags(labels="fer2013", normalize="0,1"))
+    b = Classifier(first, ModelFlags(labels="fer2013", normalize="0,1", colour="grey"))
     assert b.backend.channels_first and b.backend.input_shape == (48, 48, 3)
     np.testing.assert_allclose(b.predict(faces), a.predict(faces), atol=1e-5)
     with pytest.raises(ModelError, match="fixed size"):

@@ -386,6 +386,8 @@ def in_model_classes(ds: FaceDataset, labels: tuple[str, ...]) -> FaceDataset:
     if not shared:
         raise DataError(f"{ds.source}: the data's classes ({', '.join(own)}) and the model's ({', '.join(labels)}) "
                         "share none: nothing to score")
+    if len(shared) == len(labels) == len(own):  # the same classes in another order: relabelled, nothing to say
+        return keep
     keep.scored = tuple(labels.index(n) for n in shared)
     dropped = [f"{n} ({int(np.sum(ds.labels == i))} faces)" for i, n in enumerate(own) if n not in labels]
     missing = [n for n in labels if n not in own]

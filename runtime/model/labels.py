@@ -67,9 +67,9 @@ def check_names(names, where: str = "labels") -> tuple[str, ...]:
     if len(out) < 2:
         raise FerEdgeError(f"{where}: expected at least 2 class names, found {len(out)}")
     for raw, name in zip(names, out):
-        if not name or len(name) > MAX_NAME or not name.isprintable() or re.search(r"[,#+/\\\"<>]", name):
+        if not name or len(name) > MAX_NAME or not name.isprintable() or re.search(r"[,#+/\\\"'<>]", name):
             raise FerEdgeError(f"{where}: class name {str(raw)!r} must be 1-{MAX_NAME} printable characters "
-                               "without , # + / \\ \" < >")
+                               "without , # + / \\ \" ' < >")
     dup = sorted({n for n in out if out.count(n) > 1})
     if dup:
         raise FerEdgeError(f"{where}: duplicate class name {', '.join(dup)} (names are compared in canonical form)")

@@ -100,6 +100,23 @@ class ModelFlags:
     colour: str | None = None  # grey | rgb | bgr
     align: str | None = None  # none | 5point
 
+    def __post_init__(self):
+        """What can be checked before the model is read: the numbers, the class names, mean with std."""
+        for flag, text in (("--mean", self.mean), ("--std", self.std)):
+            if text is not None:
+                _numbers(text, flag)
+        if self.std is not None and min(_numbers(self.std, "--std")) <= 0:
+            raise ModelError(f"--std {self.std!r}: std must be positive (it divides)")
+        if (self.mean is None) != (self.std is None):
+            raise ModelError("--mean and --std go together: give both, as R,G,B on the 0-1 scale")
+        if self.normalize is not None and self.mean is not None:
+            raise ModelError("give either --normalize or --mean/--std, not both")
+        if self.labels is not None:
+            try:
+                parse_labels(self.labels)
+            except FerEdgeError as exc:
+                raise ModelError(str(exc)) from None
+
     def given(self) -> bool:
         return any(v is not None for v in vars(self).values())
 

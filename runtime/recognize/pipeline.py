@@ -26,7 +26,7 @@ import numpy as np
 from fer_edge.runtime.model.backends import Classifier
 from fer_edge.runtime.model.metadata import ModelFlags
 from fer_edge.runtime.core.boxes import FaceBox
-from fer_edge.runtime.faces.detectors import DEFAULT_DETECTOR, detect_at, make_detector
+from fer_edge.runtime.faces.detectors import DEFAULT_DETECTOR, DETECTORS, detect_at, make_detector
 from fer_edge.runtime.media.drawing import Drawing
 from fer_edge.runtime.core.errors import FerEdgeError, ModelError
 from fer_edge.runtime.core.stop import check as check_stop
@@ -179,11 +179,10 @@ class Pipeline:
         self.options = opts = options or PipelineOptions(**overrides)
         self.classifier = Classifier(resolve_model(opts.model), opts.flags, threads=opts.threads, providers=opts.providers,
                                      kernels=opts.kernels)
-        self.detector = make_detector(opts.detector, opts.detector_model, threads=opts.threads, **opts.detect_options)
-        if self.classifier.meta.preprocess.align == "5point" and not self.detector.LANDMARKS:
-            self.detector.close()
+        if self.classifier.meta.preprocess.align == "5point" and not getattr(DETECTORS.get(opts.detector), "LANDMARKS", True):
             raise ModelError(f"{self.classifier.path.name} aligns faces on five landmarks (--align 5point) but detector "
-                             f"{self.detector.name} gives none: use --detector yunet or blazeface")
+                             f"{opts.detector} gives none: use --detector yunet or blazeface")
+        self.detector = make_detector(opts.detector, opts.detector_model, threads=opts.threads, **opts.detect_options)
         self.framing = FRAMINGS[opts.framing]
         self.labels = self.classifier.labels
         self.tracker = Tracker(opts.iou_threshold, opts.max_missed, opts.smooth)

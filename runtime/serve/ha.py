@@ -64,10 +64,19 @@ def sensors(labels: tuple[str, ...]) -> list[dict]:
             "unit_of_measurement": "fps", "state_class": "measurement", "icon": "mdi:speedometer"},
            {"object_id": "unsure", "name": "Unsure faces", "value_template": "{{ value_json.unsure }}",
             "state_class": "measurement", "icon": "mdi:help-circle-outline"}]
-    for label in labels:
-        out.append({"object_id": f"share_{label}", "name": f"{label.capitalize()} share",
-                    "value_template": f"{{{{ value_json.share.{label} }}}}", "unit_of_measurement": "%",
+    for label, slug in zip(labels, slugs(labels)):  # the model's own classes, whatever their names
+        out.append({"object_id": f"share_{slug}", "name": f"{label.capitalize()} share",
+                    "value_template": f"{{{{ value_json.share['{label}'] }}}}", "unit_of_measurement": "%",
                     "state_class": "measurement", "icon": "mdi:chart-donut"})
+    return out
+
+
+def slugs(labels: tuple[str, ...]) -> list[str]:
+    """Entity-id-safe names for a model's classes ("very happy" -> very_happy), distinct even where two slug alike."""
+    out = []
+    for i, label in enumerate(labels):
+        slug = re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_") or f"class_{i}"
+        out.append(slug if slug not in out else f"{slug}_{i}")
     return out
 
 
