@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+from dataclasses import replace
 import sys
 
 from fer_edge.runtime.core.errors import FerEdgeError, cli_main
@@ -56,6 +57,8 @@ def convert_parser() -> argparse.ArgumentParser:
                    "PyTorch state_dict .pth/.pt with --torch-class")
     p.add_argument("--torch-class", metavar="FILE.py:CLASS",
                    help="the class that defines the network a state_dict .pth holds (weights read weights_only)")
+    p.add_argument("--input-size", metavar="SIDE|HxW", help="the input size of a PyTorch state_dict's network "
+                   "(a .pth holds none; default 48): 112, 224, 112x96 ...")
     p.add_argument("--int8", action="store_true", help=f"shorthand for --formats {','.join(INT8_FORMATS)}")
     p.add_argument("--formats", help=f"comma-separated: {','.join(FORMATS)} (default: all)")
     p.add_argument("--calibration", help="reuse a calibration set NAME.npz (+ NAME.json) instead of building one")
@@ -127,7 +130,7 @@ def _run(argv: list[str]) -> int:
         opts = ConvertOptions(
             model=a.model, formats=formats, out=a.out, data=a.data, calibration=a.calibration,
             calibration_size=a.calibration_size, calibration_seed=a.calibration_seed,
-            force_calibration=a.force_calibration, flags=model_flags(a), eval_split=a.eval_split, max_drop=a.max_drop, min_agreement=a.min_agreement, force=a.force,
+            force_calibration=a.force_calibration, flags=replace(model_flags(a), input_size=a.input_size), eval_split=a.eval_split, max_drop=a.max_drop, min_agreement=a.min_agreement, force=a.force,
             unsafe_deserialization=a.unsafe_deserialization, torch_class=a.torch_class,
             format_options={"opset": a.opset, "onnx_recipe": a.onnx_recipe, "integer_only": a.integer_only,
                             "calibration": a.calibration},

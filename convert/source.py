@@ -166,7 +166,7 @@ def _torch_source(path: Path, flags: tuple, safe_mode: bool, torch_class):
 
     tmp = tempfile.TemporaryDirectory(prefix="fer-convert-src-")
     try:
-        onnx_path, how = torch_to_onnx(path, torch_class, not safe_mode, (48, 48), Path(tmp.name))
+        onnx_path, how = torch_to_onnx(path, torch_class, not safe_mode, flags.size or (48, 48), Path(tmp.name))
         return load_onnx(onnx_path, _resolver(path, flags), sha256_file(path), tmp, how)
     except BaseException:
         tmp.cleanup()

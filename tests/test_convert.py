@@ -244,7 +244,7 @@ def test_output_size_not_matching_labels(keras, tmp_path, capsys):
     path = tmp_path / "five.keras"
     _tiny(keras, classes=5).save(path)
     _refused([path, "--formats", "tflite-fp32", "--labels", "fer2013", "--normalize", "0,1", "--out", tmp_path / "out"],
-             capsys, tmp_path / "out", "5 outputs but label set fer2013 has 7")
+             capsys, tmp_path / "out", "5 outputs but its labels name 7 classes")
 
 
 def test_calibration_of_wrong_shape(keras, tmp_path, capsys):

@@ -416,9 +416,9 @@ def list_photos(folder: Path) -> list[tuple[Path, str]]:
             rows = list(csv.DictReader(f))
         if not rows or not {"file", "label"} <= set(rows[0]):
             raise DataError(f"{path}: expected columns file and label, found {', '.join(rows[0]) if rows else 'no rows'}")
-        root, out = folder.resolve(), []
+        root, out = Path(os.path.abspath(folder)), []
         for i, row in enumerate(rows, start=2):
-            photo = (folder / row["file"]).resolve()
+            photo = Path(os.path.normpath(root / row["file"]))  # ../ resolved, links inside the folder followed later
             if root not in photo.parents:
                 raise DataError(f"{path} line {i}: {row['file']!r} lies outside {folder}: expected a path inside it")
             out.append((photo, canonical(row["label"])))

@@ -99,9 +99,21 @@ class ModelFlags:
     equalize: bool | None = None
     colour: str | None = None  # grey | rgb | bgr
     align: str | None = None  # none | 5point
+    input_size: str | None = None  # "112" or "112x96" (height x width): a PyTorch state_dict's input, which it lacks
+
+    @property
+    def size(self) -> tuple[int, int] | None:
+        """--input-size as (height, width), None when not given."""
+        if self.input_size is None:
+            return None
+        parts = self.input_size.lower().split("x")
+        if len(parts) not in (1, 2) or not all(p.strip().isdigit() and 8 <= int(p) <= 1024 for p in parts):
+            raise ModelError(f"--input-size {self.input_size!r}: expected SIDE or HEIGHTxWIDTH in pixels, 8-1024")
+        return int(parts[0]), int(parts[-1])
 
     def __post_init__(self):
         """What can be checked before the model is read: the numbers, the class names, mean with std."""
+        _ = self.size
         for flag, text in (("--mean", self.mean), ("--std", self.std)):
             if text is not None:
                 _numbers(text, flag)
@@ -118,7 +130,7 @@ class ModelFlags:
                 raise ModelError(str(exc)) from None
 
     def given(self) -> bool:
-        return any(v is not None for v in vars(self).values())
+        return any(v is not None for k, v in vars(self).items() if k != "input_size")
 
     def scaling_given(self) -> bool:
         return self.normalize is not None or self.mean is not None or self.std is not None

@@ -179,7 +179,8 @@ class Pipeline:
         self.options = opts = options or PipelineOptions(**overrides)
         self.classifier = Classifier(resolve_model(opts.model), opts.flags, threads=opts.threads, providers=opts.providers,
                                      kernels=opts.kernels)
-        if self.classifier.meta.preprocess.align == "5point" and not getattr(DETECTORS.get(opts.detector), "LANDMARKS", True):
+        landmarks = getattr(DETECTORS.get(opts.detector), "LANDMARKS", True)
+        if self.classifier.meta.preprocess.align == "5point" and not landmarks:
             raise ModelError(f"{self.classifier.path.name} aligns faces on five landmarks (--align 5point) but detector "
                              f"{opts.detector} gives none: use --detector yunet or blazeface")
         self.detector = make_detector(opts.detector, opts.detector_model, threads=opts.threads, **opts.detect_options)
