@@ -153,18 +153,49 @@ def measure_latency(path: Path, kernels: str, threads: list[int], batches: list[
     return out
 
 
-def measure_accuracy(path: Path, kernels: str, faces: np.ndarray, labels: np.ndarray, ref: np.ndarray | None) -> dict:
+@dataclass
+class BenchEval:
+    """The labelled faces the rows are scored on. `faces`/`labels`/`ref` are the reference's (FER2013 in the
+    first model's classes; none for a photo folder); a model with other classes, or any model on photos, reads
+    the data again in its own terms (its classes, its crops) and is scored on the classes it shares with it."""
+    data: str
+    split: str
+    max_faces: int | None
+    faces: np.ndarray | None = None
+    labels: np.ndarray | None = None
+    ref: np.ndarray | None = None
+    names: tuple[str, ...] = ()  # the classes `labels` index
+
+    def for_model(self, clf) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, tuple | None, list[str]]:
+        """(faces, labels, reference probabilities or None, scored classes or None, notes) for this model."""
+        from fer_edge.runtime.data.datasets import in_model_classes, load_dataset
+        from fer_edge.runtime.recognize.photos import is_photo_set, load_for_model
+
+        if self.faces is not None and tuple(clf.labels) == self.names:
+            return self.faces, self.labels, self.ref, None, []
+        if is_photo_set(Path(self.data)):
+            ds = load_for_model(self.data, clf.meta)
+        else:
+            ds = in_model_classes(load_dataset(self.data), tuple(clf.labels))
+        part = ds.subset(self.split)
+        part = part.take(slice(0, self.max_faces)) if self.max_faces else part
+        return part.images, part.labels, None, ds.scored, [n for n in ds.notes if n.startswith("scored on")]
+
+
+def measure_accuracy(path: Path, kernels: str, ev: BenchEval) -> dict:
     from fer_edge.runtime.model.backends import Classifier
 
     clf = Classifier(path, threads=os.cpu_count(), kernels=_litert_kernels(kernels))
-    probs = clf.predict_batched(faces)
-    return scores(probs, labels, ref)
+    faces, labels, ref, scored, notes = ev.for_model(clf)
+    out = scores(clf.predict_batched(faces), labels, ref, scored)
+    return {**out, "faces": int(len(labels)), **({"classes": notes[0]} if notes else {})}
 
 
-def scores(probs: np.ndarray, labels: np.ndarray, ref: np.ndarray | None) -> dict:
+def scores(probs: np.ndarray, labels: np.ndarray, ref: np.ndarray | None, scored: tuple | None = None) -> dict:
+    from fer_edge.runtime.data.datasets import restrict
     from fer_edge.runtime.data.metrics import agreement
 
-    out = {"accuracy": float((probs.argmax(1) == labels).mean())}
+    out = {"accuracy": float((restrict(probs, scored).argmax(1) == labels).mean())}
     if ref is not None:
         out["agreement"] = agreement(probs, ref)
         out["max_prob_diff"] = float(np.abs(probs - ref).max())
@@ -289,13 +320,16 @@ def run_bench(models: list[ModelFile], data: str | None = None, golden: str | No
               split: str = "PrivateTest", settings: Settings = FULL, log=print) -> dict:
     from fer_edge.convert.bench_e2e import keras_tutorial
     from fer_edge.convert.bench_report import int8_findings, machine, versions
+    from fer_edge.runtime.model.labels import get_label_set
     from fer_edge.runtime.model.metadata import read_metadata
+    from fer_edge.runtime.recognize.photos import is_photo_set
 
     started = time.perf_counter()
     threads, batches = list(threads), list(batches)
     keras = [m for m in models if m.format == "keras"]
     ref_keras = Path(reference) if reference else (keras[0].path if keras else None)
-    label_set = next((md.label_set.name for m in models if (md := read_metadata(m.path))), "fer2013")
+    first = next((md for m in models if (md := read_metadata(m.path))), None)
+    label_set = "ferplus" if first is not None and first.label_set.name == "ferplus" else "fer2013"
     doc = {"machine": machine(), "versions": versions(),
            "settings": {**settings.__dict__, "threads": threads, "batches": batches, "video": video,
                         "blazeface": blazeface, "e2e_threads": 1},
@@ -309,15 +343,20 @@ def run_bench(models: list[ModelFile], data: str | None = None, golden: str | No
         log(f"note: {doc['baseline_note']}")
     tmp = tempfile.TemporaryDirectory(prefix="fer-bench-")
     try:
-        faces = labels = ref = None
-        if data:
-            faces, labels, ref, doc["reference"] = _eval_faces(data, split, golden, label_set, settings, ref_keras,
-                                                               keras, Path(tmp.name), log)
+        ev = BenchEval(data, split, settings.max_faces) if data else None
+        if data and is_photo_set(Path(data)):
+            if golden:
+                raise FerEdgeError("--golden outputs are FER2013's: give --data the FER2013 folder, not photos")
+            doc["reference"] = {"kind": None, "split": split, "data": str(data), "n": None}
+        elif data:
+            ev.faces, ev.labels, ev.ref, doc["reference"] = _eval_faces(data, split, golden, label_set, settings,
+                                                                        ref_keras, keras, Path(tmp.name), log)
+            ev.names = get_label_set(label_set).labels
         elif golden:
             raise FerEdgeError("--golden needs --data: the golden outputs are compared on FER2013 faces")
         for m, kernels in _rows(models):
             stop.check()
-            doc["rows"].append(_measure_row(m, kernels, doc, Path(tmp.name), faces, labels, ref, ref_keras, haar,
+            doc["rows"].append(_measure_row(m, kernels, doc, Path(tmp.name), ev, ref_keras, haar,
                                             threads, batches, video, blazeface, settings, log))
         if video and haar and ref_keras is not None and doc["baseline"] is None:
             log(f"tutorials' loop: {ref_keras.name}, Haar every frame, model.predict per face")
@@ -330,7 +369,7 @@ def run_bench(models: list[ModelFile], data: str | None = None, golden: str | No
     return doc
 
 
-def _measure_row(m: ModelFile, kernels: str, doc: dict, tmp: Path, faces, labels, ref, ref_keras, haar: bool,
+def _measure_row(m: ModelFile, kernels: str, doc: dict, tmp: Path, ev: BenchEval | None, ref_keras, haar: bool,
                  threads: list, batches: list, video, blazeface, settings: Settings, log) -> dict:
     """One file's row: size, cost, accuracy on the faces (when given), latency and end-to-end time; the Keras
     reference also times the tutorials' loop (doc["baseline"]) in the same TensorFlow start."""
@@ -345,14 +384,15 @@ def _measure_row(m: ModelFile, kernels: str, doc: dict, tmp: Path, faces, labels
     log(f"{m.path.name} ({m.format}, {kernels})")
     if m.format == "keras":
         tutorial = video if haar and m.path == ref_keras and 1 in threads else None  # one TensorFlow start less
-        row.update(keras_row(m.path, faces is not None, threads, batches, settings, str(tmp), tutorial))
-        if faces is not None:
-            row.update(scores(np.load(tmp / "keras.npy"), labels, ref))
+        scored = ev is not None and ev.faces is not None  # the Keras worker reads the reference's FER2013 faces
+        row.update(keras_row(m.path, scored, threads, batches, settings, str(tmp), tutorial))
+        if scored:
+            row.update(scores(np.load(tmp / "keras.npy"), ev.labels, ev.ref))
         if "tutorial" in row:
             doc["baseline"] = tutorial_row(row.pop("tutorial"), m.path)
     else:
-        if faces is not None:
-            row.update(measure_accuracy(m.path, kernels, faces, labels, ref))
+        if ev is not None:
+            row.update(measure_accuracy(m.path, kernels, ev))
         row["latency"] = measure_latency(m.path, kernels, threads, batches, settings)
         if video:
             row["e2e"] = {det: e2e_median(video, m.path, det, kernels if m.runtime == "tflite" else "default",

@@ -194,7 +194,9 @@ def _md_latency(doc: dict) -> list[str]:
                  f"{_pct(r.get('accuracy'))} | {_pct(r.get('agreement'))} | "
                  + " | ".join(f"{_fmt(lat[k]['p50_ms'])} / {_fmt(lat[k]['p95_ms'])}" if k in lat else "-" for k in keys)
                  + " |")
-    return L
+    notes = [f"- `{r['name']}`: {r['classes']} ({r['faces']} faces)" for r in doc["rows"] if r.get("classes")]
+    return L + (["", "Models whose classes differ from the data's are scored on the classes they share:", *notes]
+                if notes else [])
 
 
 def _md_e2e(doc: dict) -> list[str]:
