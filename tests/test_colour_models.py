@@ -162,3 +162,47 @@ def test_align_5point_with_a_detector_without_landmarks_is_refused(exported, tin
     errors = [line for line in capfd.readouterr().err.splitlines() if "Error: " in line]
     assert len(errors) == 1 and "five landmarks" in errors[0] and "haar" in errors[0], errors
     assert not (tmp_path / "a.jpg").exists()
+
+
+@pytest.mark.slow
+def test_python_compat_and_the_http_api_follow_the_files_classes(exported, tinted):
+    """Recognizer, fer_edge.compat's FER and serve-api's /predict feed the colour crops and answer in the file's
+    own two classes."""
+    from fer_edge import Recognizer
+    from fer_edge.compat import FER
+
+    model = exported / "tint_int8.onnx"
+    red, blue = (next(iter(sorted(tinted.glob(f"{t}_*")))) for t in ("red", "blue"))
+    rec = Recognizer(model=model)
+    assert rec.labels == ("red", "blue")
+    assert [f.label for f in rec.analyze(str(red))] == ["red"]
+    fer = FER(model=model)
+    assert fer._get_labels() == {0: "red", 1: "blue"} and fer.top_emotion(str(blue))[0] == "blue"
+    pytest.importorskip("fastapi")
+    pytest.importorskip("httpx")
+    from fastapi.testclient import TestClient
+
+    from fer_edge.runtime.recognize.pipeline import PipelineOptions
+    from fer_edge.runtime.serve.api import create_app
+
+    with TestClient(create_app(PipelineOptions(model=model, threads=1))) as client:
+        r = client.post("/predict", files={"file": ("red.jpg", red.read_bytes(), "image/jpeg")})
+        assert r.status_code == 200, r.text
+        faces = r.json()["faces"]
+        assert faces[0]["label"] == "red" and set(faces[0]["probs"]) == {"red", "blue"}
+
+
+@pytest.mark.slow
+def test_a_video_run_and_home_assistant_follow_the_files_classes(exported, samples_dir, tmp_path, capsys):
+    """A video through the colour model: the summary, the visits and the Home Assistant entities name its
+    classes (red, blue), never FER2013's."""
+    from fer_edge.runtime.serve.ha import sensors
+
+    summary, visits = tmp_path / "summary.json", tmp_path / "visits.jsonl"
+    assert fer_edge(["--model", str(exported / "tint_int8.tflite"), "--source", str(samples_dir / "fer_test.mp4"),
+                     "--summary", str(summary), "--visits", str(visits), "--min-confidence", "0"]) == 0
+    text = summary.read_text() + visits.read_text()
+    assert ("red" in text or "blue" in text) and not any(e in text for e in ("happy", "neutral", "angry"))
+    ids = {s["object_id"] for s in sensors(("red", "blue"))}
+    assert {"share_red", "share_blue"} <= ids
+

@@ -89,10 +89,10 @@ class FER:
                                      **options)
         self.emotions: list[dict] = []
 
-    @staticmethod
-    def _get_labels() -> dict[int, str]:
-        """fer's index -> emotion name (FER2013's order, which fer-edge's default model shares)."""
-        return dict(enumerate(("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")))
+    def _get_labels(self) -> dict[int, str]:
+        """fer's index -> class name, read from the model (FER2013's order for fer-edge's default model, which fer
+        shares; a model of other classes gives its own)."""
+        return dict(enumerate(self.recognizer.labels))
 
     def find_faces(self, img, bgr: bool = True) -> list[list[int]]:
         """Face boxes [x, y, w, h] in image pixels (at least `min_face_size` wide and high)."""
