@@ -20,7 +20,8 @@ python3 -m venv .venv-torch
 # onnx2tf pins TensorFlow 2.19 and old numpy/onnx: installed without its pins (convert/onnx_tflite.py, ONNX2TF_PIP)
 .venv-torch/bin/pip install -q --no-deps onnx2tf==1.29.24 onnx-graphsurgeon sng4onnx psutil 'tf_keras==2.21.*'
 echo "torch leg: environment ready after $((SECONDS - start)) s"
-.venv-torch/bin/python -m pytest -q -p no:cacheprovider tests/test_convert_torch.py tests/test_convert_onnx.py
+.venv-torch/bin/python -m pytest -q -p no:cacheprovider tests/test_convert_torch.py tests/test_convert_onnx.py \
+    tests/test_convert_torch_colour.py
 # the docs' PyTorch export line (skipped in the main environment, which has no torch)
 .venv-torch/bin/python -m pytest -q -p no:cacheprovider tests/test_docs.py -k "documented_command and torch"
 echo "torch leg: $((SECONDS - start)) s"
