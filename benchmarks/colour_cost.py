@@ -52,17 +52,38 @@ def main(argv=None) -> int:
                  "--normalize", "-1,1", "--data", str(Path(a.data) / "tfeid-dev"), "--max-drop", "100",
                  "--min-agreement", "0", "--onnx-recipe", "qdq-u8s8-perchannel-rr", "--out", str(out)])
             files += sorted(out.glob("*_int8.*"))
-        shipped = [ROOT / "models" / f"{m}_int8.tflite" for m in ("fer-vgg", "fer-lite")]
-        json_out = Path(a.out).with_suffix(".json")
-        run([str(bin_dir / "fer-bench"), *map(str, shipped + files), "--threads", "1", "--batches", "1",
-             "--json", str(json_out), "--markdown", str(a.out), "--force", "--note",
-             "Colour models' cost per face (benchmarks/colour_cost.py): MobileNetV2 alpha 0.35 with an 8-class "
-             "head at 112 and 224 RGB, untrained (no accuracy figures for them), beside the shipped grey models."])
-    rows = json.loads(json_out.read_text())["rows"]
-    for r in rows:
-        lat = r.get("latency", {}).get("t1_b1", {})
-        print(f"{r['name']:40s} {r['kernels']:8s} macs {r.get('macs')} ms/face {lat.get('p50_ms')}", file=sys.stderr)
+        groups = {f"mobilenetv2-035-{side}": [f for f in files if f"-{side}_" in f.name] for side in SIDES}
+        groups.update({m: [ROOT / "models" / f"{m}_int8.tflite"] for m in ("fer-lite", "fer-vgg")})
+        rows = []
+        for name, group in groups.items():  # fer-bench measures one model's files a run
+            out = Path(tmp) / f"{name}.json"
+            run([str(bin_dir / "fer-bench"), *map(str, group), "--threads", "1", "--batches", "1", "--json", str(out)])
+            doc = json.loads(out.read_text())
+            rows += [{"model": name, **r} for r in doc["rows"]]
+    doc = {"machine": doc["machine"], "command": "python benchmarks/colour_cost.py --data DATA --out " + a.out,
+           "rows": rows}
+    Path(a.out).with_suffix(".json").write_text(json.dumps(doc, indent=1) + "\n")
+    Path(a.out).write_text(markdown(doc))
     return 0
+
+
+def markdown(doc: dict) -> str:
+    m = doc["machine"]
+    lines = ["# What a colour model costs per face", "",
+             f"Written by `{doc['command']}` on {m.get('cpu')} ({m.get('arch')}; SIMD flags "
+             f"{m.get('simd', '?')}, load average {m.get('load_average_at_start')} at the last fer-bench's start: the machine was "
+             "shared, so the ms are upper bounds): multiply-adds and parameters per face from the files' own "
+             "metadata, ms per face at 1 thread and batch 1 (p50, the interpreter call alone) by fer-bench. The "
+             "MobileNetV2 rows are untrained (cost does not depend on the weights); fer-vgg and fer-lite are the "
+             "shipped grey models, for scale. Multiply-adds travel to other boards (deploy/BOARDS.md), the ms do not.",
+             "", "| model | file | kernels | multiply-adds | parameters | ms per face (1 thread) |",
+             "|---|---|---|---|---|---|"]
+    for r in doc["rows"]:
+        lat = r.get("latency", {}).get("t1_b1", {})
+        macs = f"{r['macs'] / 1e6:.1f} M" if r.get("macs") else "-"
+        params = f"{r['parameters']:,}" if r.get("parameters") else "-"
+        lines.append(f"| {r['model']} | `{r['name']}` | {r['kernels']} | {macs} | {params} | {lat.get('p50_ms', '-')} |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -206,3 +206,25 @@ def test_a_video_run_and_home_assistant_follow_the_files_classes(exported, sampl
     ids = {s["object_id"] for s in sensors(("red", "blue"))}
     assert {"share_red", "share_blue"} <= ids
 
+
+
+def test_photo_sets_count_faceless_photos_and_grey_data_for_a_colour_model_gets_a_warning(data_dir, samples_dir,
+                                                                                            tmp_path):
+    import shutil
+
+    from fer_edge.runtime.model.labels import FER2013
+    from fer_edge.runtime.model.metadata import ModelMetadata
+    from fer_edge.runtime.model.preprocess import IMAGENET, PreprocessSpec
+    from fer_edge.runtime.recognize.photos import load_for_model
+
+    spec = PreprocessSpec((64, 64), 3, colour="bgr", mean=IMAGENET[0][::-1], std=IMAGENET[1][::-1])
+    for name in ("happy", "neutral"):
+        (tmp_path / name).mkdir()
+    shutil.copy(samples_dir / "fer_justin.jpg", tmp_path / "happy" / "justin.jpg")
+    shutil.copy(samples_dir / "fer_no-faces.jpg", tmp_path / "neutral" / "cartoon.jpg")
+    (tmp_path / "neutral" / "broken.jpg").write_bytes(b"not a jpeg")
+    ds = load_for_model(tmp_path, ModelMetadata(FER2013, spec))
+    assert ds.images.shape == (1, 64, 64, 3) and ds.labels.tolist() == [FER2013.index("happy")]
+    assert any("1 photos without a face and 1 unreadable ones skipped" in n for n in ds.notes), ds.notes
+    grey = load_for_model(data_dir / "fer2013.npz", ModelMetadata(FER2013, spec))
+    assert any(n.startswith("warning:") and "grey faces" in n for n in grey.notes), grey.notes
