@@ -332,7 +332,8 @@ def _write_report(a, out, sinks: list, summary: dict, pipe, argv: list[str]) -> 
 
     sink = next(s for s in sinks if isinstance(s, ReportSink))
     clf = pipe.classifier
-    model = {"path": str(clf.path), "label_set": clf.meta.label_set.name, "figures": clf.meta.figures,
+    model = {"path": str(clf.path), "label_set": f"{clf.meta.label_set.name}: {', '.join(clf.labels)}",
+             "input": clf.meta.preprocess.describe(), "figures": clf.meta.figures,
              "command": clf.meta.provenance.get("command", "")}
     source = a.source or a.image or (f"camera {a.camera}" if a.camera is not None else "picamera")
     write_report(out, sink, summary, model, shlex.join(["fer-edge", *argv]), str(source))

@@ -223,7 +223,7 @@ def card_figures(model: Path) -> list[list]:
 def model_section(model: dict) -> str:
     path = Path(model["path"])
     out = ["<h2>Model</h2>", table(None, [["file", path.name], ["labels", model.get("label_set", "")],
-                                              ["made by", model.get("command", "")]])]
+                                              ["input", model.get("input", "")], ["made by", model.get("command", "")]])]
     rows = figures_rows(model.get("figures", {}))
     if rows:
         out += ["<h3>Figures stored in the model</h3>",
