@@ -5,6 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
+from fer_edge.runtime.core.boxes import FaceBox
 from fer_edge.runtime.core.errors import FerEdgeError
 from fer_edge.runtime.model.preprocess import PreprocessSpec, crop_faces, expand_box, preprocess, to_gray
 
@@ -163,3 +164,52 @@ def test_crop_box_outside_the_frame_raises():
         crop_faces(frame, [(130, 10, 20, 20)], PreprocessSpec())
     with pytest.raises(FerEdgeError, match="outside"):
         crop_faces(frame, [(-50, 10, 20, 20)], PreprocessSpec(crop_margin=0.1))
+
+
+def test_a_grey_spec_writes_the_keys_it_always_wrote():
+    """Colour, mean/std and alignment keys appear only when used: a grey model's metadata reads as before, and an
+    older fer-edge still reads it."""
+    assert set(PreprocessSpec(equalize=True).to_dict()) == {"size", "channels", "value_range", "equalize", "crop_margin"}
+
+
+def test_colour_specs_scale_per_channel_in_the_models_order():
+    from fer_edge.runtime.model.preprocess import IMAGENET
+
+    face = np.zeros((8, 8, 3), np.uint8)
+    face[..., 2] = 255  # pure red in BGR
+    rgb = PreprocessSpec((8, 8), 3, colour="rgb", mean=IMAGENET[0], std=IMAGENET[1])
+    out = preprocess([face], rgb)[0, 0, 0]
+    np.testing.assert_allclose(out, [(1 - 0.485) / 0.229, -0.456 / 0.224, -0.406 / 0.225], rtol=1e-5)
+    bgr = PreprocessSpec((8, 8), 3, colour="bgr", value_range=(0, 1))
+    np.testing.assert_allclose(preprocess([face], bgr)[0, 0, 0], [0, 0, 1])
+    assert PreprocessSpec.from_dict(rgb.to_dict()) == rgb
+
+
+@pytest.mark.parametrize("kw,words", [
+    ({"colour": "rgb"}, "takes 3 channels"), ({"channels": 3, "colour": "rgb", "equalize": True}, "grey models only"),
+    ({"channels": 3, "mean": (0.5, 0.5, 0.5)}, "both a mean and a std"),
+    ({"channels": 3, "mean": (0.5, 0.5), "std": (1, 1, 1)}, "mean must be 3 finite numbers"),
+    ({"channels": 3, "mean": (0.5, 0.5, 0.5), "std": (1, 0, 1)}, "std must be positive"),
+    ({"align": "7point"}, "alignment must be one of"), ({"colour": "hsv"}, "colour must be one of")])
+def test_bad_colour_specs_are_refused(kw, words):
+    with pytest.raises(FerEdgeError, match=words):
+        PreprocessSpec(**kw)
+
+
+def test_5point_alignment_puts_the_landmarks_on_the_template():
+    """Five dots at a rotated, scaled, shifted copy of the template land on the template (within two pixels)."""
+    from fer_edge.runtime.faces.framing import face_crops, template_points
+
+    spec = PreprocessSpec((112, 96), 3, colour="rgb", align="5point")
+    angle, scale, shift = np.deg2rad(20), 1.7, np.array([60.0, 40.0])
+    rot = scale * np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    tmpl = template_points(spec, 96, 112).astype(np.float64)
+    marks = tmpl @ rot.T + shift
+    image = np.zeros((400, 400, 3), np.uint8)
+    for x, y in marks:
+        cv2.circle(image, (int(round(x)), int(round(y))), 3, (255, 255, 255), -1)
+    crop = face_crops(image, [FaceBox(0, 0, 400, 400, 1.0, tuple(map(tuple, marks)))], spec)[0]
+    k = crop.shape[1] / 96
+    for tx, ty in tmpl * k:
+        y0, x0 = int(ty), int(tx)
+        assert crop[max(0, y0 - 2):y0 + 3, max(0, x0 - 2):x0 + 3].max() > 128, (tx, ty)
