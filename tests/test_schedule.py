@@ -161,6 +161,25 @@ def test_a_face_walking_in_is_reported_within_three_frames(samples_dir):
     assert p.stats.schedule["motion_searches"] >= 1 and p.stats.schedule["full_detections"] == 2
 
 
+def test_a_still_group_keeps_every_face_a_photo_width_detection_finds_and_a_group_that_left_ends(samples_dir):
+    """The selfie as a still 640-wide stream: its big face cut by the edge is found at the photo width only (the
+    stream width misses it); region searches must not drop it (issue 45), and faces that leave must still end."""
+    rng = np.random.default_rng(6)
+    selfie = cv2.imread(str(samples_dir / "deepface_selfie-many-people.jpg"))
+    group = cv2.resize(selfie, (640, round(selfie.shape[0] * 640 / selfie.shape[1])), interpolation=cv2.INTER_AREA)
+    frames = [noisy(group.astype(np.float64), rng) for _ in range(45)]  # 3 s: region searches between rechecks
+    empty = cv2.resize(room(samples_dir), group.shape[1::-1])
+    frames += [noisy(empty, rng) for _ in range(30)]  # the group leaves: 2 s of the empty room
+    detector = make_detector("yunet", threads=1)
+    photo = [len(detect_at(detector, f, None, 640)) for f in frames[:45:11]]
+    stream = [len(detect_at(detector, f, None, 320)) for f in frames[:45:11]]
+    detector.close()
+    assert min(photo) > max(stream)  # the scene holds a face that only the photo width finds
+    results, p = run(frames)
+    assert [len(r.faces) for r in results[:45]] == [max(photo)] * 45
+    assert results[-1].faces == [] and p.tracker.tracks == []
+
+
 def test_still_faces_hold_their_probabilities_between_classifications(samples_dir):
     rng = np.random.default_rng(4)
     background = room(samples_dir)

@@ -78,6 +78,7 @@ class Seen:
     raw: np.ndarray | None = None  # the classifier's answer then
     changing: bool = True
     unsure: bool = True  # its label was a near tie at its last classification (UNSURE)
+    fine: bool = False  # re-found only at the photo width: looked for there (Schedule.refind)
 
 
 class Schedule:
@@ -174,24 +175,41 @@ class Schedule:
         return False if self.frame_no - seen.looked >= VERIFY_EVERY or seen.unsure else None
 
     def refind(self, frame, gray, tracks: list, step: Step) -> list[FaceBox]:
-        """Each face looked for around its last box (`_region`); the box nearest the old one kept."""
+        """Each face looked for around its last box (`_region`); the box nearest the old one kept. A face the
+        stream width misses is looked for again at the photo width before it counts a miss: the photo-width
+        search finds faces the stream copy cannot see (a big face cut by the frame's edge), and such a face is
+        looked for at the photo width from then on (`Seen.fine`)."""
         out = []
         for tr in tracks:
-            self._seen(tr).looked = self.frame_no
-            step.regions += 1
-            found, pixels = self._region(frame, gray, tr.box)
-            step.region_pixels += pixels
-            best = max(found, key=lambda b: iou(b.box, tr.box.box), default=None)
-            if best is not None and iou(best.box, tr.box.box) > 0.1:
+            seen = self._seen(tr)
+            seen.looked = self.frame_no
+            best = self._nearest(frame, gray, tr.box, seen.fine, step)
+            if best is None and not seen.fine and self._finer(frame):
+                best = self._nearest(frame, gray, tr.box, True, step)
+                seen.fine = best is not None
+            if best is not None:
                 out.append(best)
         return out
 
-    def _region(self, frame, gray, box: FaceBox) -> tuple[list[FaceBox], int]:
-        """A face re-found on a grid-aligned crop of the stream copy where the detector has a stride and the face
-        is big enough there (its landmarks then match a full detection's), else on a REGION square; and the
-        detector's input pixels."""
-        stride, width = getattr(self.region_detector, "STRIDE", None), min(self.stream_width or 0, frame.shape[1])
-        if stride and width and max(box.w, box.h) * width / frame.shape[1] >= GRID_FACE:
+    def _nearest(self, frame, gray, box: FaceBox, fine: bool, step: Step) -> FaceBox | None:
+        """The face re-found nearest `box` (None: none overlaps it), at the stream or the photo width."""
+        step.regions += 1
+        found, pixels = self._region(frame, gray, box, self.fine_width if fine else self.stream_width)
+        step.region_pixels += pixels
+        best = max(found, key=lambda b: iou(b.box, box.box), default=None)
+        return best if best is not None and iou(best.box, box.box) > 0.1 else None
+
+    def _finer(self, frame) -> bool:
+        """Does the photo width see more of this frame than the stream width?"""
+        return min(self.fine_width or frame.shape[1], frame.shape[1]) > min(self.stream_width or frame.shape[1],
+                                                                            frame.shape[1])
+
+    def _region(self, frame, gray, box: FaceBox, width: int | None) -> tuple[list[FaceBox], int]:
+        """A face re-found on a grid-aligned crop of the copy shrunk to `width` where the detector has a stride and
+        the face is big enough there (its landmarks then match a full detection's), else on a REGION square; and
+        the detector's input pixels."""
+        stride, width = getattr(self.region_detector, "STRIDE", None), min(width or frame.shape[1], frame.shape[1])
+        if stride and max(box.w, box.h) * width / frame.shape[1] >= GRID_FACE:
             return grid_faces(self.region_detector, frame, width, box, stride)
         return region_faces(self.region_detector, frame, gray, box), REGION * REGION
 
