@@ -13,6 +13,14 @@ between a 60-frame run and a full run. Runs are repeated (--repeats); the median
 Also writes the machine-independent table: multiply-adds per frame (detector at its input size, classifier
 per face) as the schedule ran them, so a board's time can be estimated from its own measured rate
 (deploy/BOARDS.md).
+
+    python benchmarks/scene_cost.py --counts --data ../shared/data --out .ci-out/scene_counts.json
+
+is the short form CI runs (issue 45; ~15-25 s on CI's machine): faces, not times. Each scene's first COUNT_FRAMES
+frames (the walk-in whole) through `fer-edge` with its default schedule, one run each; a still scene must report on
+its frames, on average, the faces that a photo-width detection (YuNet at 640 px) finds on its frames (within
+COUNT_SLACK a frame), and the walk-in must be reported within WALK_IN_FRAMES frames of `--full-rate`. Exit 1 with
+one line per failed scene.
 """
 from __future__ import annotations
 
@@ -38,6 +46,10 @@ NOISE = 3.0  # sensor noise, grey levels (standard deviation), redrawn on every 
 SHORT = 60  # frames of the short run; the slope is taken between it and the full run
 SCENES = ("empty", "one_face", "group", "distance", "walk_in")
 WALK_IN_AT = 4.0  # seconds of empty scene before the face slides in
+STILL_FRAMES = 180  # frames of a still scene (12 s)
+COUNT_FRAMES = 75  # frames of a still scene in --counts: 5 s, two rechecks and many region searches
+COUNT_SLACK = 0.02  # faces a frame the schedule may differ from the photo-width count, on average (1 frame in 50)
+WALK_IN_FRAMES = 3  # frames the schedule may report a walk-in after --full-rate (issue 27's target)
 
 
 # -- the scenes -----------------------------------------------------------------------------------
@@ -100,17 +112,18 @@ def walk_in_frames(data: Path, seed: int = 4):
         yield np.clip(frame + rng.normal(0, NOISE, frame.shape), 0, 255).astype(np.uint8)
 
 
-def make_scenes(data: Path, work: Path) -> dict[str, Path]:
-    """The scene videos in `work` (made once; the one-face scene is the sample video itself)."""
+def make_scenes(data: Path, work: Path, still: int = STILL_FRAMES) -> dict[str, Path]:
+    """The scene videos in `work` (made once; the one-face scene is the sample video itself), the still ones
+    `still` frames long."""
     work.mkdir(parents=True, exist_ok=True)
     samples = data / "samples"
-    paths = {s: work / f"{s}.mp4" for s in SCENES}
+    paths = {s: work / (f"{s}.mp4" if still == STILL_FRAMES or s == "walk_in" else f"{s}_{still}.mp4") for s in SCENES}
     paths["one_face"] = samples / "fer_test.mp4"
     makers = {
-        "empty": lambda: _noisy(_width(cv2.imread(str(samples / "fer_no-faces.jpg")), 640).astype(np.float64), 180, 1),
+        "empty": lambda: _noisy(_width(cv2.imread(str(samples / "fer_no-faces.jpg")), 640).astype(np.float64), still, 1),
         "group": lambda: _noisy(_width(cv2.imread(str(samples / "deepface_selfie-many-people.jpg")), 640)
-                                .astype(np.float64), 180, 2),
-        "distance": lambda: _noisy(distance_photo(data).astype(np.float64), 180, 3),
+                                .astype(np.float64), still, 2),
+        "distance": lambda: _noisy(distance_photo(data).astype(np.float64), still, 3),
         "walk_in": lambda: walk_in_frames(data),
     }
     for name, make in makers.items():
@@ -326,6 +339,50 @@ def markdown(doc: dict) -> list[str]:
     return lines
 
 
+def photo_width_count(video: Path, every: int = 15) -> int:
+    """Faces a photo-width detection (YuNet at 640 px, as photos are searched) finds on every `every`-th frame of
+    a video: the median."""
+    from fer_edge.runtime.faces.detectors import detect_at, make_detector
+
+    detector, cap, counts, i = make_detector("yunet", threads=1), cv2.VideoCapture(str(video)), [], 0
+    while i < COUNT_FRAMES:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        if i % every == 0:
+            counts.append(len(detect_at(detector, frame, None, 640)))
+        i += 1
+    cap.release()
+    detector.close()
+    return int(statistics.median(counts))
+
+
+def check_counts(paths: dict, scenes: list[str]) -> tuple[dict, list[str]]:
+    """The face-count guard: per scene, what the default schedule reported against what it must (see the
+    docstring); and one line per failure."""
+    out, failures = {}, []
+    with tempfile.TemporaryDirectory(prefix="scene-counts-") as d:
+        for scene in scenes:
+            if scene == "walk_in":
+                got, ref = (first_face(fer_edge(paths[scene], mode, Path(d))["lines"]) for mode in ([], ["--full-rate"]))
+                ok = got is not None and ref is not None and got - ref <= WALK_IN_FRAMES
+                out[scene] = {"first_face": got, "first_face_full_rate": ref, "ok": ok}
+                if not ok:
+                    failures.append(f"{scene}: the face was first reported on frame {got}, --full-rate's on {ref} "
+                                    f"(at most {WALK_IN_FRAMES} frames later expected)")
+                continue
+            lines = fer_edge(paths[scene], [], Path(d), COUNT_FRAMES)["lines"]
+            faces = [len(x["faces"]) for x in lines]
+            mean, ref = sum(faces) / max(len(faces), 1), photo_width_count(paths[scene])
+            ok = abs(mean - ref) <= COUNT_SLACK
+            out[scene] = {"frames": len(faces), "faces_per_frame": round(mean, 3), "photo_width_faces": ref,
+                          "min": min(faces), "max": max(faces), "ok": ok}
+            if not ok:
+                failures.append(f"{scene}: {mean:.2f} faces a frame on {len(faces)} frames, a photo-width detection "
+                                f"finds {ref} (within {COUNT_SLACK} expected)")
+    return out, failures
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default=os.environ.get("FER_EDGE_DATA", "../shared/data"))
@@ -339,8 +396,18 @@ def main(argv=None) -> int:
                    "one-face video with this model (TensorFlow; e.g. models/fer-vgg.keras)")
     p.add_argument("--tutorial-path", metavar="DIR", help="put DIR first on the tutorials' loop's PYTHONPATH (e.g. "
                    "pip install --target DIR 'opencv-python-headless<5' where the installed OpenCV 5 has no Haar)")
+    p.add_argument("--counts", action="store_true", help="the face-count guard only (CI): faces, not times; exit 1 "
+                   "when a scene loses or gains faces")
     a = p.parse_args(argv)
-    paths = make_scenes(Path(a.data), Path(a.work))
+    paths = make_scenes(Path(a.data), Path(a.work), COUNT_FRAMES if a.counts else STILL_FRAMES)
+    if a.counts:
+        doc, failures = check_counts(paths, a.scenes.split(","))
+        write_report(a.out, doc)
+        for scene, row in doc.items():
+            print(f"{scene:9s} {json.dumps(row)}", file=sys.stderr)
+        for line in failures:
+            print(f"scene_cost --counts: {line}", file=sys.stderr)
+        return 1 if failures else 0
     modes = {"default": [], "full-rate": ["--full-rate"], "today": []}
     rows = {}
     for scene in a.scenes.split(","):
