@@ -173,7 +173,8 @@ def scene_row(video: Path, mode: list[str], repeats: int, loop: int) -> dict:
     faces = [len(x["faces"]) for x in full["lines"]]
     return {"cpu_ms": round(statistics.median(slopes), 3), "cpu_ms_runs": [round(x, 3) for x in slopes],
             "frames": len(faces), "faces_per_frame": round(sum(faces) / len(faces), 3), "stage_ms": s["stage_ms"],
-            "schedule": {"frames": len(faces), **s["schedule"]}, "lines": full["lines"]}
+            "schedule": {"frames": len(faces), **s["schedule"]}, "emotion_share": s["emotion_share"],
+            "lines": full["lines"]}
 
 
 # -- multiply-adds --------------------------------------------------------------------------------
@@ -238,15 +239,23 @@ def first_face(lines: list[dict]) -> int | None:
 
 
 def agreement(a: list[dict], b: list[dict]) -> dict:
-    """Frames where both report a face (of those where `b`, the reference, does), and where their labels agree."""
+    """Frames where both report a face (of those where `b`, the reference, does), where their labels agree, and
+    where they agree of those where the reference's face is sure (issue 45's measure)."""
     ref = {x["frame"]: x["faces"] for x in b}
     both = [(x["faces"], ref[x["frame"]]) for x in a if x["frame"] in ref]
     with_face = [(fa, fb) for fa, fb in both if fb]
     same_face = sum(bool(fa) for fa, fb in with_face)
-    same_label = sum(bool(fa) and fa[0]["label"] == fb[0]["label"] for fa, fb in with_face)
+    same = [bool(fa) and fa[0]["label"] == fb[0]["label"] for fa, fb in with_face]
+    sure = [s for s, (fa, fb) in zip(same, with_face) if fb[0].get("sure", True)]
     n = max(len(with_face), 1)
     return {"frames_with_face_ref": len(with_face), "face_kept": round(same_face / n, 4),
-            "label_same": round(same_label / n, 4)}
+            "label_same": round(sum(same) / n, 4), "sure_frames_ref": len(sure),
+            "label_same_sure": round(sum(sure) / max(len(sure), 1), 4)}
+
+
+def share_gap(a: dict, b: dict) -> float:
+    """The largest difference between two runs' shares of sure faces per emotion (summary emotion_share)."""
+    return round(max([abs(a[k] - b.get(k, 0.0)) for k in a] or [0.0]), 4)
 
 
 def add_macs(rows: dict, paths: dict) -> None:
@@ -287,6 +296,7 @@ def compare(rows: dict) -> dict:
         if mode != "default" or ref is None:
             continue
         out[scene] = agreement(rows[key]["lines"], ref["lines"])
+        out[scene]["share_gap"] = share_gap(rows[key]["emotion_share"], ref["emotion_share"])
         a, b = first_face(rows[key]["lines"]), first_face(ref["lines"])
         if scene == "walk_in" and a is not None and b is not None:
             out[scene]["walk_in_delay_frames"] = a - b
@@ -324,12 +334,14 @@ def markdown(doc: dict) -> list[str]:
     lines += ["", f"YuNet: {m['yunet_M_at']['region']:.1f} M multiply-adds at 96x96; the classifier "
               f"{m['classifier_M_per_face']:.1f} M per face."]
     lines += ["", "Against `--full-rate` (frames where it reports a face):", "",
-              "| scene | face kept | same label | walk-in delay (frames) |", "|---|---|---|---|"]
+              "| scene | face kept | same label | same label where --full-rate is sure | largest share gap | "
+              "walk-in delay (frames) |", "|---|---|---|---|---|---|"]
     for scene, c in doc["against_full_rate"].items():
         if not c["frames_with_face_ref"]:
-            lines.append(f"| {scene} | no face in either | | |")
+            lines.append(f"| {scene} | no face in either | | | | |")
             continue
-        lines.append(f"| {scene} | {c['face_kept']:.2%} | {c['label_same']:.2%} | {c.get('walk_in_delay_frames', '')} |")
+        lines.append(f"| {scene} | {c['face_kept']:.2%} | {c['label_same']:.2%} | {c['label_same_sure']:.2%} "
+                     f"({c['sure_frames_ref']} frames) | {c['share_gap']:.1%} | {c.get('walk_in_delay_frames', '')} |")
     if "tutorial" in doc:
         t = doc["tutorial"]
         lines += ["", f"The tutorials' loop (Haar on every frame, Keras `predict` per face, one core) on the one-face "

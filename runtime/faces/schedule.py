@@ -12,14 +12,15 @@ Per frame, in order:
    least `GRID_FACE` pixels on the stream copy is re-found on a crop of that copy whose corners lie on the
    detector's coarsest grid (YuNet: 32 px), so its landmarks, and the classifier's crop, are a full
    detection's (`grid_faces`); a smaller one (found at the photo width) on a `REGION`-pixel square.
-   A moving face is re-found every other frame and followed by its picture (template matching) in between
-   (`FOLLOW`); a face whose label was a near tie (`UNSURE`) is re-found and classified on every frame. A
-   moving track not re-found counts a miss and is dropped after `max_missed` misses, as with full detections.
+   A moving face is followed by its picture (template matching, `FOLLOW`) and re-found by the detector once
+   every `FOLLOW_RUN` + 1 frames (following drifts: its landmarks move with the box only); a face whose label
+   was a near tie (`UNSURE`) is re-found and classified on every frame. A moving track not re-found counts a
+   miss and is dropped after `max_missed` misses, as with full detections.
 4. Moving pixels outside the tracked faces (someone walking in) are searched, on a crop around them, at the
    photo width's scale.
 5. A face is classified again when it moved, when its probabilities changed at its last classification, when
-   its top two were a near tie, or when it has held them for `HOLD` frames; in between its last probabilities
-   are reported.
+   its top two were a near tie, or when it has held them for `HOLD` frames and its crop changed (`crop_change`
+   above `CROP_CHANGE` grey levels), or for `HOLD_MAX` frames; in between its last probabilities are reported.
 Still images (photos, folders, `--image`) never come here: each gets a full detection.
 """
 from __future__ import annotations
@@ -43,13 +44,17 @@ GRID_FACE = 40  # a face at least this many pixels on the stream copy is re-foun
 GRID_SIDES = 1.2  # that crop's side before it is moved out to the detector's stride, in face sides
 VERIFY_EVERY = 5  # frames a still face waits before it is looked for again
 FOLLOW = True  # between two re-findings of a moving face, follow its picture (template matching, ~0.1 ms)
-HOLD = 3  # frames a still face keeps its probabilities before it is classified again
+FOLLOW_RUN = 3  # frames in a row a moving face may be followed by its picture (benchmarks/scene_cost.md)
+HOLD = 3  # frames a face keeps its probabilities before it is classified again, if its crop changed (CROP_CHANGE)
 MOVED = 0.08  # a face whose box moved more than this share of its side since its classification moved
+HOLD_MAX = 15  # frames a face whose crop did not change keeps its probabilities at most
+CROP_CHANGE = 4.0  # grey levels (crop_change) below which a crop is unchanged (benchmarks/crop_change.md)
 UNSURE = 0.05  # top two probabilities closer than this at the last classification: re-find and classify every frame
 CHANGED = 0.1  # a probability that changed by more than this at a classification: classify the next frame too
 TRACK_MARGIN = 0.5  # motion this far (in face sides) around a tracked face means it moved
 BUSY = 0.25  # more than this share of the picture around the people moving: the camera or the light moved
 BUSY_EVERY = 0.5  # ... then a full detection runs every recheck * BUSY_EVERY seconds at most
+PRINT = 24  # side of the small copy of a face's crop that crop_change compares
 FINE_EVERY = 4  # rechecks between searches at the photo width while faces are in view
 
 
@@ -73,8 +78,11 @@ class Step:
 class Seen:
     """A track's schedule state."""
     looked: int  # frame it was last looked for
+    followed: int = -1  # frame it was last followed by its picture
     classified: int = -1_000_000  # frame it was last classified
     box: tuple | None = None  # its box then
+    classified_print: np.ndarray | None = None  # its crop then (crop_print)
+    print: np.ndarray | None = None  # its crop on this frame
     raw: np.ndarray | None = None  # the classifier's answer then
     changing: bool = True
     unsure: bool = True  # its label was a near tie at its last classification (UNSURE)
@@ -123,6 +131,9 @@ class Schedule:
         boxes = self.refind(frame, gray, [tr for tr in tracks if looks[tr.id] is not None and tr.id not in follow],
                             step)
         followed = {tr.id: follow_box(prev, gray, tr.box) for tr in tracks if tr.id in follow}
+        for tr in tracks:
+            if followed.get(tr.id) is not None:
+                self._seen(tr).followed = self.frame_no
         boxes += [b for b in followed.values() if b is not None]
         # a face looked for and not re-found counts a miss (still ones too: a face that left a still scene must
         # end, or its visit never would), and one followed by its picture only when the picture was lost
@@ -134,8 +145,9 @@ class Schedule:
 
     def _followable(self, track, prev, gray) -> bool:
         """A moving face re-found on the previous frame is followed by its picture on this one (FOLLOW)."""
-        return (FOLLOW and prev is not None and prev.shape == gray.shape and not self._seen(track).unsure
-                and self._seen(track).looked == self.frame_no - 1)
+        seen = self._seen(track)
+        return (FOLLOW and prev is not None and prev.shape == gray.shape and not seen.unsure
+                and self.frame_no - 1 in (seen.looked, seen.followed) and self.frame_no - seen.looked <= FOLLOW_RUN)
 
     def _full_due(self, now: float, busy: bool) -> bool:
         if self.last_full is None:
@@ -231,13 +243,18 @@ class Schedule:
             self.seen[track.id] = Seen(looked=self.frame_no)
         return self.seen[track.id]
 
-    def to_classify(self, tracks: list) -> list:
-        """The faces to classify on this frame (the others keep their probabilities)."""
+    def to_classify(self, tracks: list, crops: list) -> list:
+        """The faces to classify on this frame (the others keep their probabilities), given their crops as the
+        classifier would see them: a held face whose crop did not change is not classified again (step 5)."""
         out = []
-        for tr in tracks:
+        for tr, crop in zip(tracks, crops):
             s = self._seen(tr)
+            s.print = crop_print(crop)
             moved = s.box is None or _shift(s.box, tr.box.box) > MOVED
-            if tr.probs is None or moved or s.changing or s.unsure or self.frame_no - s.classified >= HOLD:
+            held = self.frame_no - s.classified
+            due = held >= HOLD and (held >= HOLD_MAX or s.classified_print is None
+                                     or crop_change(s.classified_print, s.print) > CROP_CHANGE)
+            if tr.probs is None or moved or s.changing or s.unsure or due:
                 out.append(tr)
         live = {tr.id for tr in tracks}
         for gone in [i for i in self.seen if i not in live]:
@@ -247,21 +264,35 @@ class Schedule:
     def classified(self, track, raw: np.ndarray) -> None:
         s = self._seen(track)
         s.changing = s.raw is None or float(np.abs(raw - s.raw).max()) > CHANGED
-        s.classified, s.box, s.raw = self.frame_no, track.box.box, raw
+        s.classified, s.classified_print, s.raw = self.frame_no, s.print, raw
+        s.box = track.box.box
         top = np.sort(np.asarray(raw, np.float32))[-2:]
         s.unsure = len(top) == 2 and float(top[1] - top[0]) < UNSURE
 
 
-def body(box: tuple) -> tuple:
-    """Where a face's person moves: a face side either side, half above, three below (shoulders, hands)."""
-    x, y, w, h = box
-    return x - w, y - h // 2, 3 * w, 4 * h
+def crop_print(crop: np.ndarray) -> np.ndarray:
+    """A face's crop (as the classifier is handed it) shrunk to PRINT pixels a side, grey, as float32: what
+    `crop_change` compares."""
+    if crop.ndim == 3:
+        crop = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)
+    return cv2.resize(crop, (PRINT, PRINT), interpolation=cv2.INTER_AREA).astype(np.float32)
+
+
+def crop_change(a: np.ndarray, b: np.ndarray) -> float:
+    """How much a face's crop changed: the mean absolute difference of two `crop_print`s, in grey levels."""
+    return float(cv2.norm(a, b, cv2.NORM_L1)) / a.size
 
 
 def _shift(a: tuple, b: tuple) -> float:
     """How far box b is from box a, in a's side: the largest move of an edge."""
     return max(abs(a[0] - b[0]), abs(a[1] - b[1]), abs(a[0] + a[2] - b[0] - b[2]),
                abs(a[1] + a[3] - b[1] - b[3])) / max(a[2], a[3], 1)
+
+
+def body(box: tuple) -> tuple:
+    """Where a face's person moves: a face side either side, half above, three below (shoulders, hands)."""
+    x, y, w, h = box
+    return x - w, y - h // 2, 3 * w, 4 * h
 
 
 def region_faces(detector, frame: np.ndarray, gray: np.ndarray, box: FaceBox) -> list[FaceBox]:

@@ -215,10 +215,10 @@ class Pipeline:
         gray = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)  # once per frame: detector, tracker and crops share it
         if self.schedule is None or still or self.options.detect_every > 1:
             tracks, todo, t1, t2 = self._every_frame(frame, gray, still, t0)
+            crops = self._crops(gray, todo)
         else:
-            tracks, todo, t1, t2 = self._scheduled(frame, gray, t, t0)
-        raw = self.classifier.predict(face_crops(gray, [tr.box for tr in todo], self.classifier.meta.preprocess,
-                                                 self.framing)) if todo else []
+            tracks, todo, crops, t1, t2 = self._scheduled(frame, gray, t, t0)
+        raw = self.classifier.predict(crops) if todo else []
         t3 = time.perf_counter()
         faces = self._report(tracks, dict(zip((tr.id for tr in todo), raw)))
         s = self.stats.stage_s
@@ -253,7 +253,12 @@ class Pipeline:
             self.stats.schedule.update(step.counts())
         t1 = time.perf_counter()
         tracks = self.tracker.update(boxes, gray, None if step is None else step.checked)
-        return tracks, self.schedule.to_classify(tracks), t1, time.perf_counter()
+        crops = dict(zip((tr.id for tr in tracks), self._crops(gray, tracks)))  # the schedule compares them
+        todo = self.schedule.to_classify(tracks, list(crops.values()))
+        return tracks, todo, [crops[tr.id] for tr in todo], t1, time.perf_counter()
+
+    def _crops(self, gray, tracks) -> list[np.ndarray]:
+        return face_crops(gray, [tr.box for tr in tracks], self.classifier.meta.preprocess, self.framing)
 
     def _report(self, tracks, raw: dict) -> list[FaceResult]:
         """Every tracked face, with its new probabilities where it was classified, else the ones it holds."""
