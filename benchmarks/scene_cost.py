@@ -303,6 +303,39 @@ def compare(rows: dict) -> dict:
     return out
 
 
+def step_row(doc: dict) -> dict:
+    """One run's figures for the step-by-step table: per scene (default schedule) CPU ms, faces a frame, region
+    detections and classifications a frame; the one-face labels and the walk-in delay against --full-rate."""
+    out = {}
+    for key, r in doc["rows"].items():
+        scene, mode = key.split("/")
+        if mode == "default":
+            out[scene] = {"cpu_ms": r["cpu_ms"], "faces_per_frame": r["faces_per_frame"],
+                          "regions_per_frame": round(r["schedule"]["region_detections"] / r["frames"], 3),
+                          "classifications_per_frame": r["schedule"]["classifications_per_frame"]}
+    c = doc.get("against_full_rate", {})
+    out["one_face_label_same_sure"] = c.get("one_face", {}).get("label_same_sure")
+    out["one_face_share_gap"] = c.get("one_face", {}).get("share_gap")
+    out["walk_in_delay_frames"] = c.get("walk_in", {}).get("walk_in_delay_frames")
+    return out
+
+
+def steps_markdown(steps: dict) -> list[str]:
+    scenes = [s for s in SCENES if any(s in row for row in steps.values())]
+    lines = ["", "Step by step (default schedule; each step a run of this script on that code, the load noted below): "
+             "CPU ms a frame, faces a frame, region detections and classifications a frame; the one-face video's "
+             "labels where `--full-rate` is sure, and the walk-in delay.", "",
+             "| step | " + " | ".join(scenes) + " | one-face labels (sure) | share gap | walk-in delay |",
+             "|---|" + "---|" * (len(scenes) + 3)]
+    for name, row in steps.items():
+        cells = [f"{row[s]['cpu_ms']:.2f} ms, {row[s]['faces_per_frame']:.2f} faces, {row[s]['regions_per_frame']:.2f} "
+                 f"reg, {row[s]['classifications_per_frame']:.2f} cls" if s in row else "" for s in scenes]
+        sure, gap = row.get("one_face_label_same_sure"), row.get("one_face_share_gap")
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {'' if sure is None else f'{sure:.2%}'} | "
+                     f"{'' if gap is None else f'{gap:.1%}'} | {row.get('walk_in_delay_frames') or 0} |")
+    return lines
+
+
 def markdown(doc: dict) -> list[str]:
     lines = ["# What a frame costs, by scene", "", "Written by `python benchmarks/scene_cost.py` (see its docstring): "
              f"CPU ms per frame at one thread on one core ({doc['machine']}), the slope between a {SHORT}-frame "
@@ -342,6 +375,8 @@ def markdown(doc: dict) -> list[str]:
             continue
         lines.append(f"| {scene} | {c['face_kept']:.2%} | {c['label_same']:.2%} | {c['label_same_sure']:.2%} "
                      f"({c['sure_frames_ref']} frames) | {c['share_gap']:.1%} | {c.get('walk_in_delay_frames', '')} |")
+    if len(doc.get("steps", {})) > 1:
+        lines += steps_markdown(doc["steps"])
     if "tutorial" in doc:
         t = doc["tutorial"]
         lines += ["", f"The tutorials' loop (Haar on every frame, Keras `predict` per face, one core) on the one-face "
@@ -408,6 +443,10 @@ def main(argv=None) -> int:
                    "one-face video with this model (TensorFlow; e.g. models/fer-vgg.keras)")
     p.add_argument("--tutorial-path", metavar="DIR", help="put DIR first on the tutorials' loop's PYTHONPATH (e.g. "
                    "pip install --target DIR 'opencv-python-headless<5' where the installed OpenCV 5 has no Haar)")
+    p.add_argument("--full-rate-scenes", help="the scenes that also run --full-rate (default: every scene)")
+    p.add_argument("--steps", nargs="*", default=[], metavar="NAME=JSON", help="earlier runs of this script (on "
+                   "earlier code) to list step by step beside this one in the Markdown")
+    p.add_argument("--step-name", default="this commit", help="this run's name in the step-by-step table")
     p.add_argument("--counts", action="store_true", help="the face-count guard only (CI): faces, not times; exit 1 "
                    "when a scene loses or gains faces")
     a = p.parse_args(argv)
@@ -422,8 +461,11 @@ def main(argv=None) -> int:
         return 1 if failures else 0
     modes = {"default": [], "full-rate": ["--full-rate"], "today": []}
     rows = {}
+    full_rate_scenes = (a.full_rate_scenes or a.scenes).split(",")
     for scene in a.scenes.split(","):
         for mode in a.modes.split(","):
+            if mode == "full-rate" and scene not in full_rate_scenes:
+                continue
             loop = 3 if scene == "one_face" else 1
             rows[f"{scene}/{mode}"] = scene_row(paths[scene], modes[mode], a.repeats, loop)
             r = rows[f"{scene}/{mode}"]
@@ -439,6 +481,8 @@ def main(argv=None) -> int:
         for mode in ("default", "full-rate"):
             if f"one_face/{mode}" in rows:
                 doc["tutorial"][f"speedup_{mode}"] = round(doc["tutorial"]["cpu_ms"] / rows[f"one_face/{mode}"]["cpu_ms"], 1)
+    steps = {name: json.loads(Path(path).read_text()) for name, path in (x.split("=", 1) for x in a.steps)}
+    doc["steps"] = {name: step_row(d) for name, d in {**steps, a.step_name: doc}.items()}
     write_report(a.out, doc, markdown(doc))
     return 0
 

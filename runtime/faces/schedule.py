@@ -7,9 +7,9 @@ Per frame, in order:
    most of the picture moves (a camera that moves). When faces come into view, and then every FINE_EVERY
    rechecks while they stay, it also searches the frame at the photo width (`fine`), where the small faces
    of a group are found.
-3. Otherwise each tracked face whose surroundings moved, or that was last looked for `VERIFY_EVERY` frames ago,
-   is re-found by the detector around its last box, which keeps its landmarks for the framing. A face of at
-   least `GRID_FACE` pixels on the stream copy is re-found on a crop of that copy whose corners lie on the
+3. Otherwise each tracked face whose surroundings moved, or that was last looked for `VERIFY_STILL` frames ago
+   (`VERIFY_EVERY` once it was missed), is re-found by the detector around its last box, which keeps its
+   landmarks for the framing. A face of at least `GRID_FACE` pixels on the stream copy is re-found on a crop of that copy whose corners lie on the
    detector's coarsest grid (YuNet: 32 px), so its landmarks, and the classifier's crop, are a full
    detection's (`grid_faces`); a smaller one (found at the photo width) on a `REGION`-pixel square.
    A moving face is followed by its picture (template matching, `FOLLOW`) and re-found by the detector once
@@ -42,7 +42,8 @@ REGION = 96  # side in detector pixels of the square a tracked face is re-found 
 REGION_SIDES = 2.0  # that square's side, in face sides
 GRID_FACE = 40  # a face at least this many pixels on the stream copy is re-found on a crop of that copy (grid_faces)
 GRID_SIDES = 1.2  # that crop's side before it is moved out to the detector's stride, in face sides
-VERIFY_EVERY = 5  # frames a still face waits before it is looked for again
+VERIFY_EVERY = 5  # frames a still face not re-found at its last look waits before it is looked for again
+VERIFY_STILL = 15  # ... and one re-found there (a face that leaves moves, and motion looks for it at once)
 FOLLOW = True  # between two re-findings of a moving face, follow its picture (template matching, ~0.1 ms)
 FOLLOW_RUN = 3  # frames in a row a moving face may be followed by its picture (benchmarks/scene_cost.md)
 HOLD = 3  # frames a face keeps its probabilities before it is classified again, if its crop changed (CROP_CHANGE)
@@ -144,9 +145,10 @@ class Schedule:
         return dedupe(boxes), step
 
     def _followable(self, track, prev, gray) -> bool:
-        """A moving face re-found on the previous frame is followed by its picture on this one (FOLLOW)."""
-        seen = self._seen(track)
-        return (FOLLOW and prev is not None and prev.shape == gray.shape and not seen.unsure
+        """A moving face re-found or followed on the previous frame is followed by its picture on this one (FOLLOW),
+        FOLLOW_RUN frames in a row at most."""
+        seen = self._seen(track)  # a face missed at its last look is not followed: its picture may be the wall
+        return (FOLLOW and prev is not None and prev.shape == gray.shape and not seen.unsure and not track.missed
                 and self.frame_no - 1 in (seen.looked, seen.followed) and self.frame_no - seen.looked <= FOLLOW_RUN)
 
     def _full_due(self, now: float, busy: bool) -> bool:
@@ -178,13 +180,14 @@ class Schedule:
 
     def _look(self, track, mask: np.ndarray, grown: tuple) -> bool | None:
         """Look for this face now? True: its surroundings moved; False: it is still but was last looked for
-        VERIFY_EVERY frames ago (its landmarks are refreshed); None: not now."""
+        VERIFY_STILL frames ago, VERIFY_EVERY once missed (its landmarks are refreshed); None: not now."""
         seen = self._seen(track)
         k = self.gate.scale
         x, y, w, h = grown
         if self.gate.moving(mask[int(y / k):int(np.ceil((y + h) / k)), int(x / k):int(np.ceil((x + w) / k))]):
             return True
-        return False if self.frame_no - seen.looked >= VERIFY_EVERY or seen.unsure else None
+        wait = VERIFY_EVERY if track.missed else VERIFY_STILL
+        return False if self.frame_no - seen.looked >= wait or seen.unsure else None
 
     def refind(self, frame, gray, tracks: list, step: Step) -> list[FaceBox]:
         """Each face looked for around its last box (`_region`); the box nearest the old one kept. A face the
