@@ -13,7 +13,8 @@ from fer_edge.runtime.cli import main
 from fer_edge.runtime.faces.detectors import detect_at, make_detector
 from fer_edge.runtime.faces.motion import MotionGate
 from fer_edge.runtime.recognize.pipeline import Pipeline, PipelineOptions
-from fer_edge.runtime.faces.schedule import FOLLOW_RUN, Schedule, grid_faces, region_faces, shrunk_part
+from fer_edge.runtime.faces.schedule import (FOLLOW_RUN, Schedule, grid_faces, region_faces, shrunk_part,
+                                            whole_factor)
 
 ASSETS = Path(__file__).parent / "assets"
 TFLITE = ASSETS / "tiny_fer.tflite"
@@ -103,6 +104,11 @@ def test_a_part_of_the_shrunk_frame_is_exactly_that_part_of_the_whole_shrunk_cop
         part = shrunk_part(frame, 320, x0, y0, x1, y1)
         assert part.shape == whole[y0:y1, x0:x1].shape
         assert np.array_equal(part, whole[y0:y1, x0:x1])
+
+
+def test_the_stream_copy_shrinks_the_frame_by_a_whole_factor():
+    assert [whole_factor(w, 320) for w in (596, 640, 1280, 1920, 1000, 320, 200)] == [298, 320, 320, 320, 333, 320, 320]
+    assert whole_factor(640, None) is None
 
 
 def landmark_gap(a, b) -> float:

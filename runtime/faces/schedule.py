@@ -21,6 +21,8 @@ Per frame, in order:
 5. A face is classified again when it moved, when its probabilities changed at its last classification, when
    its top two were a near tie, or when it has held them for `HOLD` frames and its crop changed (`crop_change`
    above `CROP_CHANGE` grey levels), or for `HOLD_MAX` frames; in between its last probabilities are reported.
+The stream copy is the frame shrunk by the whole factor nearest the stream width (`whole_factor`: 596 px -> 298,
+640 -> 320), so it and its parts are area-averaged by OpenCV's fast path.
 Still images (photos, folders, `--image`) never come here: each gets a full detection.
 """
 from __future__ import annotations
@@ -95,6 +97,7 @@ class Schedule:
                  recheck: float = DEFAULT_RECHECK):
         self.detector, self.region_detector = detector, region_detector
         self.stream_width, self.fine_width = widths
+        self.width = self.stream_width  # the stream width for this frame's size (whole_factor)
         self.recheck = recheck
         self.gate = MotionGate()
         self.reset()
@@ -117,6 +120,7 @@ class Schedule:
     def detect(self, frame: np.ndarray, gray: np.ndarray, tracks: list, t: float) -> tuple[list[FaceBox], Step]:
         """Boxes found on this frame and what ran to find them (step.checked: the tracks looked for)."""
         self.frame_no += 1
+        self.width = whole_factor(frame.shape[1], self.stream_width)
         now = self.clock(t)
         prev, self.prev_gray = self.prev_gray, gray
         mask = self.gate.update(gray)
@@ -165,14 +169,14 @@ class Schedule:
         are found, then every FINE_EVERY rechecks). A still face that the stream width cannot see (found at
         the photo width) is not lost by it: only a search at the photo width or a moving face counts misses."""
         fine = bool(tracks) and self._fine_due(now)
-        boxes = detect_at(self.detector, frame, gray, self.fine_width if fine else self.stream_width)
+        boxes = detect_at(self.detector, frame, gray, self.fine_width if fine else self.width)
         if not fine and boxes and self._fine_due(now):  # faces in view for the first time: small ones beside?
             fine = True
             boxes = dedupe(boxes + detect_at(self.detector, frame, gray, self.fine_width))
         self.last_full = now
         if fine:
             self.last_fine = now
-        step = Step(full=True, fine=fine and self.fine_width != self.stream_width,
+        step = Step(full=True, fine=fine and self.fine_width != self.width,
                     checked={tr.id for tr in tracks} if fine else moved)
         for tr in tracks:
             self._seen(tr).looked = self.frame_no
@@ -209,14 +213,14 @@ class Schedule:
     def _nearest(self, frame, gray, box: FaceBox, fine: bool, step: Step) -> FaceBox | None:
         """The face re-found nearest `box` (None: none overlaps it), at the stream or the photo width."""
         step.regions += 1
-        found, pixels = self._region(frame, gray, box, self.fine_width if fine else self.stream_width)
+        found, pixels = self._region(frame, gray, box, self.fine_width if fine else self.width)
         step.region_pixels += pixels
         best = max(found, key=lambda b: iou(b.box, box.box), default=None)
         return best if best is not None and iou(best.box, box.box) > 0.1 else None
 
     def _finer(self, frame) -> bool:
         """Does the photo width see more of this frame than the stream width?"""
-        return min(self.fine_width or frame.shape[1], frame.shape[1]) > min(self.stream_width or frame.shape[1],
+        return min(self.fine_width or frame.shape[1], frame.shape[1]) > min(self.width or frame.shape[1],
                                                                             frame.shape[1])
 
     def _region(self, frame, gray, box: FaceBox, width: int | None) -> tuple[list[FaceBox], int]:
@@ -233,7 +237,7 @@ class Schedule:
         would cost more than a detection of the whole frame."""
         x, y, w, h = expand_box(rect, 0.5, frame.shape)
         fine = self.fine_width / frame.shape[1] if self.fine_width and frame.shape[1] > self.fine_width else 1.0
-        stream = self.stream_width / frame.shape[1] if self.stream_width and frame.shape[1] > self.stream_width else 1.0
+        stream = self.width / frame.shape[1] if self.width and frame.shape[1] > self.width else 1.0
         fine = min(fine, max(stream, (frame.shape[0] * frame.shape[1] * stream * stream / (w * h)) ** 0.5))
         crop, crop_gray = frame[y:y + h, x:x + w], gray[y:y + h, x:x + w]
         faces = detect_at(self.detector, crop, crop_gray, max(1, round(w * fine)))
@@ -271,6 +275,14 @@ class Schedule:
         s.box = track.box.box
         top = np.sort(np.asarray(raw, np.float32))[-2:]
         s.unsure = len(top) == 2 and float(top[1] - top[0]) < UNSURE
+
+
+def whole_factor(frame_width: int, width: int | None) -> int | None:
+    """The width nearest `width` that divides the frame's by a whole number: the copy is then area-averaged by
+    OpenCV's fast path, and a part of it (shrunk_part) is shrunk from only the pixels under it."""
+    if not width or frame_width <= width:
+        return width
+    return frame_width // max(1, round(frame_width / width))
 
 
 def crop_print(crop: np.ndarray) -> np.ndarray:
