@@ -337,12 +337,16 @@ def steps_markdown(steps: dict) -> list[str]:
 
 
 def markdown(doc: dict) -> list[str]:
+    load = doc.get("load")
     lines = ["# What a frame costs, by scene", "", "Written by `python benchmarks/scene_cost.py` (see its docstring): "
              f"CPU ms per frame at one thread on one core ({doc['machine']}), the slope between a {SHORT}-frame "
-             "run and a full run; median of the repeats, all repeats in brackets (the machine was shared). This "
+             "run and a full run; median of the repeats, all repeats in brackets (the machine was shared"
+             + (f": load average {load['start']} at the start, {load['end']} at the end, on "
+                f"{os.cpu_count()} cores" if load else "") + "). This "
              "run: `python benchmarks/scene_cost.py --data ../shared/data --repeats 3 --tutorial "
-             "models/fer-vgg.keras --tutorial-path DIR`, DIR holding `pip install --target DIR "
-             "'opencv-python-headless<5'` for the tutorials' Haar (this OpenCV 5 has none). The stage columns are "
+             "models/fer-vgg.keras --tutorial-path DIR --steps NAME=JSON...`, DIR holding `pip install --target DIR "
+             "'opencv-python-headless<5'` for the tutorials' Haar (this OpenCV 5 has none), each JSON an earlier "
+             "step's run of the script (`--full-rate-scenes one_face,walk_in`). The stage columns are "
              "the full run's own summary (wall-clock ms per frame, so inflated by the other work on the machine).", "",
              "| scene | mode | CPU ms/frame | runs | faces/frame | detect | track | classify | read | schedule |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -460,6 +464,7 @@ def main(argv=None) -> int:
             print(f"scene_cost --counts: {line}", file=sys.stderr)
         return 1 if failures else 0
     modes = {"default": [], "full-rate": ["--full-rate"], "today": []}
+    load = {"start": round(os.getloadavg()[0], 2)}
     rows = {}
     full_rate_scenes = (a.full_rate_scenes or a.scenes).split(",")
     for scene in a.scenes.split(","):
@@ -475,12 +480,13 @@ def main(argv=None) -> int:
     add_macs(rows, paths)
     doc = {"machine": platform.processor() or platform.machine(), "python": platform.python_version(),
            "rows": {k: {kk: vv for kk, vv in v.items() if kk != "lines"} for k, v in rows.items()},
-           "against_full_rate": comparisons}
+           "against_full_rate": comparisons, "load": load}
     if a.tutorial:
         doc["tutorial"] = tutorial_ms(paths["one_face"], Path(a.tutorial), a.repeats, a.tutorial_path)
         for mode in ("default", "full-rate"):
             if f"one_face/{mode}" in rows:
                 doc["tutorial"][f"speedup_{mode}"] = round(doc["tutorial"]["cpu_ms"] / rows[f"one_face/{mode}"]["cpu_ms"], 1)
+    load["end"] = round(os.getloadavg()[0], 2)
     steps = {name: json.loads(Path(path).read_text()) for name, path in (x.split("=", 1) for x in a.steps)}
     doc["steps"] = {name: step_row(d) for name, d in {**steps, a.step_name: doc}.items()}
     write_report(a.out, doc, markdown(doc))
