@@ -381,6 +381,14 @@ def markdown(doc: dict) -> list[str]:
                      f"({c['sure_frames_ref']} frames) | {c['share_gap']:.1%} | {c.get('walk_in_delay_frames', '')} |")
     if len(doc.get("steps", {})) > 1:
         lines += steps_markdown(doc["steps"])
+    if "paired" in doc:
+        pd = doc["paired"]
+        lines += ["", f"Paired runs (`benchmarks/scene_paired.py --against {pd['against']}`): {pd['against']} and this "
+                  "commit's schedule run in turn on the same scenes, so both see the same load (load average "
+                  f"{pd['load'][0]} at the start, {pd['load'][1]} at the end): CPU ms a frame, median (all runs).", "",
+                  "| scene | code | CPU ms/frame | runs |", "|---|---|---|---|"]
+        for key, v in pd["cpu_ms"].items():
+            lines.append(f"| {key.split('/')[0]} | {key.split('/')[1]} | {v['median']:.2f} | {v['runs']} |")
     if "tutorial" in doc:
         t = doc["tutorial"]
         lines += ["", f"The tutorials' loop (Haar on every frame, Keras `predict` per face, one core) on the one-face "
@@ -450,6 +458,7 @@ def main(argv=None) -> int:
     p.add_argument("--full-rate-scenes", help="the scenes that also run --full-rate (default: every scene)")
     p.add_argument("--steps", nargs="*", default=[], metavar="NAME=JSON", help="earlier runs of this script (on "
                    "earlier code) to list step by step beside this one in the Markdown")
+    p.add_argument("--paired", metavar="JSON", help="benchmarks/scene_paired.py's result, listed in the Markdown")
     p.add_argument("--step-name", default="this commit", help="this run's name in the step-by-step table")
     p.add_argument("--counts", action="store_true", help="the face-count guard only (CI): faces, not times; exit 1 "
                    "when a scene loses or gains faces")
@@ -489,6 +498,8 @@ def main(argv=None) -> int:
     load["end"] = round(os.getloadavg()[0], 2)
     steps = {name: json.loads(Path(path).read_text()) for name, path in (x.split("=", 1) for x in a.steps)}
     doc["steps"] = {name: step_row(d) for name, d in {**steps, a.step_name: doc}.items()}
+    if a.paired:
+        doc["paired"] = json.loads(Path(a.paired).read_text())
     write_report(a.out, doc, markdown(doc))
     return 0
 
