@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from report import write_report  # noqa: E402
-from scene_cost import SHORT, fer_edge, make_scenes  # noqa: E402
+from scene_cost import LOOPED, SHORT, fer_edge, make_scenes  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 FILES = ("runtime/faces/schedule.py", "runtime/recognize/pipeline.py")
@@ -62,7 +62,7 @@ def main(argv=None) -> int:
                     for rev in (a.against, None) if i % 2 == 0 else (None, a.against):  # each first in turn
                         use(rev)
                         runs.setdefault(f"{scene}/{names[rev]}", []).append(
-                            round(slope(paths[scene], 3 if scene == "one_face" else 1, Path(d)), 3))
+                            round(slope(paths[scene], 3 if scene in LOOPED else 1, Path(d)), 3))
                 print(f"pair {i + 1}: load {os.getloadavg()[0]:.2f}", file=sys.stderr, flush=True)
     finally:
         use(None)
