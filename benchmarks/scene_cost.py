@@ -13,6 +13,14 @@ between a 60-frame run and a full run. Runs are repeated (--repeats); the median
 Also writes the machine-independent table: multiply-adds per frame (detector at its input size, classifier
 per face) as the schedule ran them, so a board's time can be estimated from its own measured rate
 (deploy/BOARDS.md).
+
+    python benchmarks/scene_cost.py --counts --data ../shared/data --out .ci-out/scene_counts.json
+
+is the short form CI runs (issue 45; ~15-25 s on CI's machine): faces, not times. Each scene's first COUNT_FRAMES
+frames (the walk-in whole) through `fer-edge` with its default schedule, one run each; a still scene must report on
+its frames, on average, the faces that a photo-width detection (YuNet at 640 px) finds on its frames (within
+COUNT_SLACK a frame), and the walk-in must be reported within WALK_IN_FRAMES frames of `--full-rate`. Exit 1 with
+one line per failed scene.
 """
 from __future__ import annotations
 
@@ -38,6 +46,11 @@ NOISE = 3.0  # sensor noise, grey levels (standard deviation), redrawn on every 
 SHORT = 60  # frames of the short run; the slope is taken between it and the full run
 SCENES = ("empty", "one_face", "group", "distance", "walk_in")
 WALK_IN_AT = 4.0  # seconds of empty scene before the face slides in
+LOOPED = ("one_face", "empty")  # scenes played 3 times over: their per-frame cost is small against start-up noise
+STILL_FRAMES = 180  # frames of a still scene (12 s)
+COUNT_FRAMES = 75  # frames of a still scene in --counts: 5 s, two rechecks and many region searches
+COUNT_SLACK = 0.02  # faces a frame the schedule may differ from the photo-width count, on average (1 frame in 50)
+WALK_IN_FRAMES = 3  # frames the schedule may report a walk-in after --full-rate (issue 27's target)
 
 
 # -- the scenes -----------------------------------------------------------------------------------
@@ -100,17 +113,18 @@ def walk_in_frames(data: Path, seed: int = 4):
         yield np.clip(frame + rng.normal(0, NOISE, frame.shape), 0, 255).astype(np.uint8)
 
 
-def make_scenes(data: Path, work: Path) -> dict[str, Path]:
-    """The scene videos in `work` (made once; the one-face scene is the sample video itself)."""
+def make_scenes(data: Path, work: Path, still: int = STILL_FRAMES) -> dict[str, Path]:
+    """The scene videos in `work` (made once; the one-face scene is the sample video itself), the still ones
+    `still` frames long."""
     work.mkdir(parents=True, exist_ok=True)
     samples = data / "samples"
-    paths = {s: work / f"{s}.mp4" for s in SCENES}
+    paths = {s: work / (f"{s}.mp4" if still == STILL_FRAMES or s == "walk_in" else f"{s}_{still}.mp4") for s in SCENES}
     paths["one_face"] = samples / "fer_test.mp4"
     makers = {
-        "empty": lambda: _noisy(_width(cv2.imread(str(samples / "fer_no-faces.jpg")), 640).astype(np.float64), 180, 1),
+        "empty": lambda: _noisy(_width(cv2.imread(str(samples / "fer_no-faces.jpg")), 640).astype(np.float64), still, 1),
         "group": lambda: _noisy(_width(cv2.imread(str(samples / "deepface_selfie-many-people.jpg")), 640)
-                                .astype(np.float64), 180, 2),
-        "distance": lambda: _noisy(distance_photo(data).astype(np.float64), 180, 3),
+                                .astype(np.float64), still, 2),
+        "distance": lambda: _noisy(distance_photo(data).astype(np.float64), still, 3),
         "walk_in": lambda: walk_in_frames(data),
     }
     for name, make in makers.items():
@@ -160,7 +174,8 @@ def scene_row(video: Path, mode: list[str], repeats: int, loop: int) -> dict:
     faces = [len(x["faces"]) for x in full["lines"]]
     return {"cpu_ms": round(statistics.median(slopes), 3), "cpu_ms_runs": [round(x, 3) for x in slopes],
             "frames": len(faces), "faces_per_frame": round(sum(faces) / len(faces), 3), "stage_ms": s["stage_ms"],
-            "schedule": {"frames": len(faces), **s["schedule"]}, "lines": full["lines"]}
+            "schedule": {"frames": len(faces), **s["schedule"]}, "emotion_share": s["emotion_share"],
+            "lines": full["lines"]}
 
 
 # -- multiply-adds --------------------------------------------------------------------------------
@@ -225,15 +240,23 @@ def first_face(lines: list[dict]) -> int | None:
 
 
 def agreement(a: list[dict], b: list[dict]) -> dict:
-    """Frames where both report a face (of those where `b`, the reference, does), and where their labels agree."""
+    """Frames where both report a face (of those where `b`, the reference, does), where their labels agree, and
+    where they agree of those where the reference's face is sure (issue 45's measure)."""
     ref = {x["frame"]: x["faces"] for x in b}
     both = [(x["faces"], ref[x["frame"]]) for x in a if x["frame"] in ref]
     with_face = [(fa, fb) for fa, fb in both if fb]
     same_face = sum(bool(fa) for fa, fb in with_face)
-    same_label = sum(bool(fa) and fa[0]["label"] == fb[0]["label"] for fa, fb in with_face)
+    same = [bool(fa) and fa[0]["label"] == fb[0]["label"] for fa, fb in with_face]
+    sure = [s for s, (fa, fb) in zip(same, with_face) if fb[0].get("sure", True)]
     n = max(len(with_face), 1)
     return {"frames_with_face_ref": len(with_face), "face_kept": round(same_face / n, 4),
-            "label_same": round(same_label / n, 4)}
+            "label_same": round(sum(same) / n, 4), "sure_frames_ref": len(sure),
+            "label_same_sure": round(sum(sure) / max(len(sure), 1), 4)}
+
+
+def share_gap(a: dict, b: dict) -> float:
+    """The largest difference between two runs' shares of sure faces per emotion (summary emotion_share)."""
+    return round(max([abs(a[k] - b.get(k, 0.0)) for k in a] or [0.0]), 4)
 
 
 def add_macs(rows: dict, paths: dict) -> None:
@@ -274,19 +297,57 @@ def compare(rows: dict) -> dict:
         if mode != "default" or ref is None:
             continue
         out[scene] = agreement(rows[key]["lines"], ref["lines"])
+        out[scene]["share_gap"] = share_gap(rows[key]["emotion_share"], ref["emotion_share"])
         a, b = first_face(rows[key]["lines"]), first_face(ref["lines"])
         if scene == "walk_in" and a is not None and b is not None:
             out[scene]["walk_in_delay_frames"] = a - b
     return out
 
 
+def step_row(doc: dict) -> dict:
+    """One run's figures for the step-by-step table: per scene (default schedule) CPU ms, faces a frame, region
+    detections and classifications a frame; the one-face labels and the walk-in delay against --full-rate."""
+    out = {}
+    for key, r in doc["rows"].items():
+        scene, mode = key.split("/")
+        if mode == "default":
+            out[scene] = {"cpu_ms": r["cpu_ms"], "faces_per_frame": r["faces_per_frame"],
+                          "regions_per_frame": round(r["schedule"]["region_detections"] / r["frames"], 3),
+                          "classifications_per_frame": r["schedule"]["classifications_per_frame"]}
+    c = doc.get("against_full_rate", {})
+    out["one_face_label_same_sure"] = c.get("one_face", {}).get("label_same_sure")
+    out["one_face_share_gap"] = c.get("one_face", {}).get("share_gap")
+    out["walk_in_delay_frames"] = c.get("walk_in", {}).get("walk_in_delay_frames")
+    return out
+
+
+def steps_markdown(steps: dict) -> list[str]:
+    scenes = [s for s in SCENES if any(s in row for row in steps.values())]
+    lines = ["", "Step by step (default schedule; each step a run of this script on that code, the load noted below): "
+             "CPU ms a frame, faces a frame, region detections and classifications a frame; the one-face video's "
+             "labels where `--full-rate` is sure, and the walk-in delay.", "",
+             "| step | " + " | ".join(scenes) + " | one-face labels (sure) | share gap | walk-in delay |",
+             "|---|" + "---|" * (len(scenes) + 3)]
+    for name, row in steps.items():
+        cells = [f"{row[s]['cpu_ms']:.2f} ms, {row[s]['faces_per_frame']:.2f} faces, {row[s]['regions_per_frame']:.2f} "
+                 f"reg, {row[s]['classifications_per_frame']:.2f} cls" if s in row else "" for s in scenes]
+        sure, gap = row.get("one_face_label_same_sure"), row.get("one_face_share_gap")
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {'' if sure is None else f'{sure:.2%}'} | "
+                     f"{'' if gap is None else f'{gap:.1%}'} | {row.get('walk_in_delay_frames') or 0} |")
+    return lines
+
+
 def markdown(doc: dict) -> list[str]:
+    load = doc.get("load")
     lines = ["# What a frame costs, by scene", "", "Written by `python benchmarks/scene_cost.py` (see its docstring): "
              f"CPU ms per frame at one thread on one core ({doc['machine']}), the slope between a {SHORT}-frame "
-             "run and a full run; median of the repeats, all repeats in brackets (the machine was shared). This "
+             "run and a full run; median of the repeats, all repeats in brackets (the machine was shared"
+             + (f": load average {load['start']} at the start, {load['end']} at the end, on "
+                f"{os.cpu_count()} cores" if load else "") + "). This "
              "run: `python benchmarks/scene_cost.py --data ../shared/data --repeats 3 --tutorial "
-             "models/fer-vgg.keras --tutorial-path DIR`, DIR holding `pip install --target DIR "
-             "'opencv-python-headless<5'` for the tutorials' Haar (this OpenCV 5 has none). The stage columns are "
+             "models/fer-vgg.keras --tutorial-path DIR --steps NAME=JSON...`, DIR holding `pip install --target DIR "
+             "'opencv-python-headless<5'` for the tutorials' Haar (this OpenCV 5 has none), each JSON an earlier "
+             "step's run of the script (`--full-rate-scenes one_face,walk_in`). The stage columns are "
              "the full run's own summary (wall-clock ms per frame, so inflated by the other work on the machine).", "",
              "| scene | mode | CPU ms/frame | runs | faces/frame | detect | track | classify | read | schedule |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -311,12 +372,24 @@ def markdown(doc: dict) -> list[str]:
     lines += ["", f"YuNet: {m['yunet_M_at']['region']:.1f} M multiply-adds at 96x96; the classifier "
               f"{m['classifier_M_per_face']:.1f} M per face."]
     lines += ["", "Against `--full-rate` (frames where it reports a face):", "",
-              "| scene | face kept | same label | walk-in delay (frames) |", "|---|---|---|---|"]
+              "| scene | face kept | same label | same label where --full-rate is sure | largest share gap | "
+              "walk-in delay (frames) |", "|---|---|---|---|---|---|"]
     for scene, c in doc["against_full_rate"].items():
         if not c["frames_with_face_ref"]:
-            lines.append(f"| {scene} | no face in either | | |")
+            lines.append(f"| {scene} | no face in either | | | | |")
             continue
-        lines.append(f"| {scene} | {c['face_kept']:.2%} | {c['label_same']:.2%} | {c.get('walk_in_delay_frames', '')} |")
+        lines.append(f"| {scene} | {c['face_kept']:.2%} | {c['label_same']:.2%} | {c['label_same_sure']:.2%} "
+                     f"({c['sure_frames_ref']} frames) | {c['share_gap']:.1%} | {c.get('walk_in_delay_frames', '')} |")
+    if len(doc.get("steps", {})) > 1:
+        lines += steps_markdown(doc["steps"])
+    if "paired" in doc:
+        pd = doc["paired"]
+        lines += ["", f"Paired runs (`benchmarks/scene_paired.py --against {pd['against']}`): {pd['against']} and this "
+                  "commit's schedule run in turn on the same scenes, so both see the same load (load average "
+                  f"{pd['load'][0]} at the start, {pd['load'][1]} at the end): CPU ms a frame, median (all runs).", "",
+                  "| scene | code | CPU ms/frame | runs |", "|---|---|---|---|"]
+        for key, v in pd["cpu_ms"].items():
+            lines.append(f"| {key.split('/')[0]} | {key.split('/')[1]} | {v['median']:.2f} | {v['runs']} |")
     if "tutorial" in doc:
         t = doc["tutorial"]
         lines += ["", f"The tutorials' loop (Haar on every frame, Keras `predict` per face, one core) on the one-face "
@@ -324,6 +397,50 @@ def markdown(doc: dict) -> list[str]:
                   + ", ".join(f"{k.removeprefix('speedup_')} {v}x" for k, v in t.items() if k.startswith("speedup_"))
                   + " less CPU per frame."]
     return lines
+
+
+def photo_width_count(video: Path, every: int = 15) -> int:
+    """Faces a photo-width detection (YuNet at 640 px, as photos are searched) finds on every `every`-th frame of
+    a video: the median."""
+    from fer_edge.runtime.faces.detectors import detect_at, make_detector
+
+    detector, cap, counts, i = make_detector("yunet", threads=1), cv2.VideoCapture(str(video)), [], 0
+    while i < COUNT_FRAMES:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        if i % every == 0:
+            counts.append(len(detect_at(detector, frame, None, 640)))
+        i += 1
+    cap.release()
+    detector.close()
+    return int(statistics.median(counts))
+
+
+def check_counts(paths: dict, scenes: list[str]) -> tuple[dict, list[str]]:
+    """The face-count guard: per scene, what the default schedule reported against what it must (see the
+    docstring); and one line per failure."""
+    out, failures = {}, []
+    with tempfile.TemporaryDirectory(prefix="scene-counts-") as d:
+        for scene in scenes:
+            if scene == "walk_in":
+                got, ref = (first_face(fer_edge(paths[scene], mode, Path(d))["lines"]) for mode in ([], ["--full-rate"]))
+                ok = got is not None and ref is not None and got - ref <= WALK_IN_FRAMES
+                out[scene] = {"first_face": got, "first_face_full_rate": ref, "ok": ok}
+                if not ok:
+                    failures.append(f"{scene}: the face was first reported on frame {got}, --full-rate's on {ref} "
+                                    f"(at most {WALK_IN_FRAMES} frames later expected)")
+                continue
+            lines = fer_edge(paths[scene], [], Path(d), COUNT_FRAMES)["lines"]
+            faces = [len(x["faces"]) for x in lines]
+            mean, ref = sum(faces) / max(len(faces), 1), photo_width_count(paths[scene])
+            ok = abs(mean - ref) <= COUNT_SLACK
+            out[scene] = {"frames": len(faces), "faces_per_frame": round(mean, 3), "photo_width_faces": ref,
+                          "min": min(faces), "max": max(faces), "ok": ok}
+            if not ok:
+                failures.append(f"{scene}: {mean:.2f} faces a frame on {len(faces)} frames, a photo-width detection "
+                                f"finds {ref} (within {COUNT_SLACK} expected)")
+    return out, failures
 
 
 def main(argv=None) -> int:
@@ -339,13 +456,32 @@ def main(argv=None) -> int:
                    "one-face video with this model (TensorFlow; e.g. models/fer-vgg.keras)")
     p.add_argument("--tutorial-path", metavar="DIR", help="put DIR first on the tutorials' loop's PYTHONPATH (e.g. "
                    "pip install --target DIR 'opencv-python-headless<5' where the installed OpenCV 5 has no Haar)")
+    p.add_argument("--full-rate-scenes", help="the scenes that also run --full-rate (default: every scene)")
+    p.add_argument("--steps", nargs="*", default=[], metavar="NAME=JSON", help="earlier runs of this script (on "
+                   "earlier code) to list step by step beside this one in the Markdown")
+    p.add_argument("--paired", metavar="JSON", help="benchmarks/scene_paired.py's result, listed in the Markdown")
+    p.add_argument("--step-name", default="this commit", help="this run's name in the step-by-step table")
+    p.add_argument("--counts", action="store_true", help="the face-count guard only (CI): faces, not times; exit 1 "
+                   "when a scene loses or gains faces")
     a = p.parse_args(argv)
-    paths = make_scenes(Path(a.data), Path(a.work))
+    paths = make_scenes(Path(a.data), Path(a.work), COUNT_FRAMES if a.counts else STILL_FRAMES)
+    if a.counts:
+        doc, failures = check_counts(paths, a.scenes.split(","))
+        write_report(a.out, doc)
+        for scene, row in doc.items():
+            print(f"{scene:9s} {json.dumps(row)}", file=sys.stderr)
+        for line in failures:
+            print(f"scene_cost --counts: {line}", file=sys.stderr)
+        return 1 if failures else 0
     modes = {"default": [], "full-rate": ["--full-rate"], "today": []}
+    load = {"start": round(os.getloadavg()[0], 2)}
     rows = {}
+    full_rate_scenes = (a.full_rate_scenes or a.scenes).split(",")
     for scene in a.scenes.split(","):
         for mode in a.modes.split(","):
-            loop = 3 if scene == "one_face" else 1
+            if mode == "full-rate" and scene not in full_rate_scenes:
+                continue
+            loop = 3 if scene in LOOPED else 1
             rows[f"{scene}/{mode}"] = scene_row(paths[scene], modes[mode], a.repeats, loop)
             r = rows[f"{scene}/{mode}"]
             print(f"{scene:9s} {mode:9s} {r['cpu_ms']:7.3f} ms {r['cpu_ms_runs']} faces/frame "
@@ -354,12 +490,17 @@ def main(argv=None) -> int:
     add_macs(rows, paths)
     doc = {"machine": platform.processor() or platform.machine(), "python": platform.python_version(),
            "rows": {k: {kk: vv for kk, vv in v.items() if kk != "lines"} for k, v in rows.items()},
-           "against_full_rate": comparisons}
+           "against_full_rate": comparisons, "load": load}
     if a.tutorial:
         doc["tutorial"] = tutorial_ms(paths["one_face"], Path(a.tutorial), a.repeats, a.tutorial_path)
         for mode in ("default", "full-rate"):
             if f"one_face/{mode}" in rows:
                 doc["tutorial"][f"speedup_{mode}"] = round(doc["tutorial"]["cpu_ms"] / rows[f"one_face/{mode}"]["cpu_ms"], 1)
+    load["end"] = round(os.getloadavg()[0], 2)
+    steps = {name: json.loads(Path(path).read_text()) for name, path in (x.split("=", 1) for x in a.steps)}
+    doc["steps"] = {name: step_row(d) for name, d in {**steps, a.step_name: doc}.items()}
+    if a.paired:
+        doc["paired"] = json.loads(Path(a.paired).read_text())
     write_report(a.out, doc, markdown(doc))
     return 0
 

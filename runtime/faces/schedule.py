@@ -7,19 +7,22 @@ Per frame, in order:
    most of the picture moves (a camera that moves). When faces come into view, and then every FINE_EVERY
    rechecks while they stay, it also searches the frame at the photo width (`fine`), where the small faces
    of a group are found.
-3. Otherwise each tracked face whose surroundings moved, or that was last looked for `VERIFY_EVERY` frames ago,
-   is re-found by the detector around its last box, which keeps its landmarks for the framing. A face of at
-   least `GRID_FACE` pixels on the stream copy is re-found on a crop of that copy whose corners lie on the
+3. Otherwise each tracked face whose surroundings moved, or that was last looked for `VERIFY_STILL` frames ago
+   (`VERIFY_EVERY` once it was missed), is re-found by the detector around its last box, which keeps its
+   landmarks for the framing. A face of at least `GRID_FACE` pixels on the stream copy is re-found on a crop of that copy whose corners lie on the
    detector's coarsest grid (YuNet: 32 px), so its landmarks, and the classifier's crop, are a full
    detection's (`grid_faces`); a smaller one (found at the photo width) on a `REGION`-pixel square.
-   A moving face is re-found every other frame and followed by its picture (template matching) in between
-   (`FOLLOW`); a face whose label was a near tie (`UNSURE`) is re-found and classified on every frame. A
-   moving track not re-found counts a miss and is dropped after `max_missed` misses, as with full detections.
+   A moving face is followed by its picture (template matching, `FOLLOW`) and re-found by the detector once
+   every `FOLLOW_RUN` + 1 frames (following drifts: its landmarks move with the box only); a face whose label
+   was a near tie (`UNSURE`) is re-found and classified on every frame. A moving track not re-found counts a
+   miss and is dropped after `max_missed` misses, as with full detections.
 4. Moving pixels outside the tracked faces (someone walking in) are searched, on a crop around them, at the
    photo width's scale.
 5. A face is classified again when it moved, when its probabilities changed at its last classification, when
-   its top two were a near tie, or when it has held them for `HOLD` frames; in between its last probabilities
-   are reported.
+   its top two were a near tie, or when it has held them for `HOLD` frames and its crop changed (`crop_change`
+   above `CROP_CHANGE` grey levels), or for `HOLD_MAX` frames; in between its last probabilities are reported.
+The stream copy is the frame shrunk by the whole factor nearest the stream width (`whole_factor`: 596 px -> 298,
+640 -> 320), so it and its parts are area-averaged by OpenCV's fast path.
 Still images (photos, folders, `--image`) never come here: each gets a full detection.
 """
 from __future__ import annotations
@@ -41,15 +44,20 @@ REGION = 96  # side in detector pixels of the square a tracked face is re-found 
 REGION_SIDES = 2.0  # that square's side, in face sides
 GRID_FACE = 40  # a face at least this many pixels on the stream copy is re-found on a crop of that copy (grid_faces)
 GRID_SIDES = 1.2  # that crop's side before it is moved out to the detector's stride, in face sides
-VERIFY_EVERY = 5  # frames a still face waits before it is looked for again
+VERIFY_EVERY = 5  # frames a still face not re-found at its last look waits before it is looked for again
+VERIFY_STILL = 15  # ... and one re-found there (a face that leaves moves, and motion looks for it at once)
 FOLLOW = True  # between two re-findings of a moving face, follow its picture (template matching, ~0.1 ms)
-HOLD = 3  # frames a still face keeps its probabilities before it is classified again
+FOLLOW_RUN = 3  # frames in a row a moving face may be followed by its picture (benchmarks/scene_cost.md)
+HOLD = 3  # frames a face keeps its probabilities before it is classified again, if its crop changed (CROP_CHANGE)
 MOVED = 0.08  # a face whose box moved more than this share of its side since its classification moved
+HOLD_MAX = 15  # frames a face whose crop did not change keeps its probabilities at most
+CROP_CHANGE = 4.0  # grey levels (crop_change) below which a crop is unchanged (benchmarks/crop_change.md)
 UNSURE = 0.05  # top two probabilities closer than this at the last classification: re-find and classify every frame
 CHANGED = 0.1  # a probability that changed by more than this at a classification: classify the next frame too
 TRACK_MARGIN = 0.5  # motion this far (in face sides) around a tracked face means it moved
 BUSY = 0.25  # more than this share of the picture around the people moving: the camera or the light moved
 BUSY_EVERY = 0.5  # ... then a full detection runs every recheck * BUSY_EVERY seconds at most
+PRINT = 24  # side of the small copy of a face's crop that crop_change compares
 FINE_EVERY = 4  # rechecks between searches at the photo width while faces are in view
 
 
@@ -73,11 +81,15 @@ class Step:
 class Seen:
     """A track's schedule state."""
     looked: int  # frame it was last looked for
+    followed: int = -1  # frame it was last followed by its picture
     classified: int = -1_000_000  # frame it was last classified
     box: tuple | None = None  # its box then
+    classified_print: np.ndarray | None = None  # its crop then (crop_print)
+    print: np.ndarray | None = None  # its crop on this frame
     raw: np.ndarray | None = None  # the classifier's answer then
     changing: bool = True
     unsure: bool = True  # its label was a near tie at its last classification (UNSURE)
+    fine: bool = False  # re-found only at the photo width: looked for there (Schedule.refind)
 
 
 class Schedule:
@@ -85,6 +97,7 @@ class Schedule:
                  recheck: float = DEFAULT_RECHECK):
         self.detector, self.region_detector = detector, region_detector
         self.stream_width, self.fine_width = widths
+        self.width = self.stream_width  # the stream width for this frame's size (whole_factor)
         self.recheck = recheck
         self.gate = MotionGate()
         self.reset()
@@ -107,6 +120,7 @@ class Schedule:
     def detect(self, frame: np.ndarray, gray: np.ndarray, tracks: list, t: float) -> tuple[list[FaceBox], Step]:
         """Boxes found on this frame and what ran to find them (step.checked: the tracks looked for)."""
         self.frame_no += 1
+        self.width = whole_factor(frame.shape[1], self.stream_width)
         now = self.clock(t)
         prev, self.prev_gray = self.prev_gray, gray
         mask = self.gate.update(gray)
@@ -122,6 +136,9 @@ class Schedule:
         boxes = self.refind(frame, gray, [tr for tr in tracks if looks[tr.id] is not None and tr.id not in follow],
                             step)
         followed = {tr.id: follow_box(prev, gray, tr.box) for tr in tracks if tr.id in follow}
+        for tr in tracks:
+            if followed.get(tr.id) is not None:
+                self._seen(tr).followed = self.frame_no
         boxes += [b for b in followed.values() if b is not None]
         # a face looked for and not re-found counts a miss (still ones too: a face that left a still scene must
         # end, or its visit never would), and one followed by its picture only when the picture was lost
@@ -132,9 +149,11 @@ class Schedule:
         return dedupe(boxes), step
 
     def _followable(self, track, prev, gray) -> bool:
-        """A moving face re-found on the previous frame is followed by its picture on this one (FOLLOW)."""
-        return (FOLLOW and prev is not None and prev.shape == gray.shape and not self._seen(track).unsure
-                and self._seen(track).looked == self.frame_no - 1)
+        """A moving face re-found or followed on the previous frame is followed by its picture on this one (FOLLOW),
+        FOLLOW_RUN frames in a row at most."""
+        seen = self._seen(track)  # a face missed at its last look is not followed: its picture may be the wall
+        return (FOLLOW and prev is not None and prev.shape == gray.shape and not seen.unsure and not track.missed
+                and self.frame_no - 1 in (seen.looked, seen.followed) and self.frame_no - seen.looked <= FOLLOW_RUN)
 
     def _full_due(self, now: float, busy: bool) -> bool:
         if self.last_full is None:
@@ -150,14 +169,14 @@ class Schedule:
         are found, then every FINE_EVERY rechecks). A still face that the stream width cannot see (found at
         the photo width) is not lost by it: only a search at the photo width or a moving face counts misses."""
         fine = bool(tracks) and self._fine_due(now)
-        boxes = detect_at(self.detector, frame, gray, self.fine_width if fine else self.stream_width)
+        boxes = detect_at(self.detector, frame, gray, self.fine_width if fine else self.width)
         if not fine and boxes and self._fine_due(now):  # faces in view for the first time: small ones beside?
             fine = True
             boxes = dedupe(boxes + detect_at(self.detector, frame, gray, self.fine_width))
         self.last_full = now
         if fine:
             self.last_fine = now
-        step = Step(full=True, fine=fine and self.fine_width != self.stream_width,
+        step = Step(full=True, fine=fine and self.fine_width != self.width,
                     checked={tr.id for tr in tracks} if fine else moved)
         for tr in tracks:
             self._seen(tr).looked = self.frame_no
@@ -165,33 +184,51 @@ class Schedule:
 
     def _look(self, track, mask: np.ndarray, grown: tuple) -> bool | None:
         """Look for this face now? True: its surroundings moved; False: it is still but was last looked for
-        VERIFY_EVERY frames ago (its landmarks are refreshed); None: not now."""
+        VERIFY_STILL frames ago, VERIFY_EVERY once missed (its landmarks are refreshed); None: not now."""
         seen = self._seen(track)
         k = self.gate.scale
         x, y, w, h = grown
         if self.gate.moving(mask[int(y / k):int(np.ceil((y + h) / k)), int(x / k):int(np.ceil((x + w) / k))]):
             return True
-        return False if self.frame_no - seen.looked >= VERIFY_EVERY or seen.unsure else None
+        wait = VERIFY_EVERY if track.missed else VERIFY_STILL
+        return False if self.frame_no - seen.looked >= wait or seen.unsure else None
 
     def refind(self, frame, gray, tracks: list, step: Step) -> list[FaceBox]:
-        """Each face looked for around its last box (`_region`); the box nearest the old one kept."""
+        """Each face looked for around its last box (`_region`); the box nearest the old one kept. A face the
+        stream width misses is looked for again at the photo width before it counts a miss: the photo-width
+        search finds faces the stream copy cannot see (a big face cut by the frame's edge), and such a face is
+        looked for at the photo width from then on (`Seen.fine`)."""
         out = []
         for tr in tracks:
-            self._seen(tr).looked = self.frame_no
-            step.regions += 1
-            found, pixels = self._region(frame, gray, tr.box)
-            step.region_pixels += pixels
-            best = max(found, key=lambda b: iou(b.box, tr.box.box), default=None)
-            if best is not None and iou(best.box, tr.box.box) > 0.1:
+            seen = self._seen(tr)
+            seen.looked = self.frame_no
+            best = self._nearest(frame, gray, tr.box, seen.fine, step)
+            if best is None and not seen.fine and self._finer(frame):
+                best = self._nearest(frame, gray, tr.box, True, step)
+                seen.fine = best is not None
+            if best is not None:
                 out.append(best)
         return out
 
-    def _region(self, frame, gray, box: FaceBox) -> tuple[list[FaceBox], int]:
-        """A face re-found on a grid-aligned crop of the stream copy where the detector has a stride and the face
-        is big enough there (its landmarks then match a full detection's), else on a REGION square; and the
-        detector's input pixels."""
-        stride, width = getattr(self.region_detector, "STRIDE", None), min(self.stream_width or 0, frame.shape[1])
-        if stride and width and max(box.w, box.h) * width / frame.shape[1] >= GRID_FACE:
+    def _nearest(self, frame, gray, box: FaceBox, fine: bool, step: Step) -> FaceBox | None:
+        """The face re-found nearest `box` (None: none overlaps it), at the stream or the photo width."""
+        step.regions += 1
+        found, pixels = self._region(frame, gray, box, self.fine_width if fine else self.width)
+        step.region_pixels += pixels
+        best = max(found, key=lambda b: iou(b.box, box.box), default=None)
+        return best if best is not None and iou(best.box, box.box) > 0.1 else None
+
+    def _finer(self, frame) -> bool:
+        """Does the photo width see more of this frame than the stream width?"""
+        return min(self.fine_width or frame.shape[1], frame.shape[1]) > min(self.width or frame.shape[1],
+                                                                            frame.shape[1])
+
+    def _region(self, frame, gray, box: FaceBox, width: int | None) -> tuple[list[FaceBox], int]:
+        """A face re-found on a grid-aligned crop of the copy shrunk to `width` where the detector has a stride and
+        the face is big enough there (its landmarks then match a full detection's), else on a REGION square; and
+        the detector's input pixels."""
+        stride, width = getattr(self.region_detector, "STRIDE", None), min(width or frame.shape[1], frame.shape[1])
+        if stride and max(box.w, box.h) * width / frame.shape[1] >= GRID_FACE:
             return grid_faces(self.region_detector, frame, width, box, stride)
         return region_faces(self.region_detector, frame, gray, box), REGION * REGION
 
@@ -200,7 +237,7 @@ class Schedule:
         would cost more than a detection of the whole frame."""
         x, y, w, h = expand_box(rect, 0.5, frame.shape)
         fine = self.fine_width / frame.shape[1] if self.fine_width and frame.shape[1] > self.fine_width else 1.0
-        stream = self.stream_width / frame.shape[1] if self.stream_width and frame.shape[1] > self.stream_width else 1.0
+        stream = self.width / frame.shape[1] if self.width and frame.shape[1] > self.width else 1.0
         fine = min(fine, max(stream, (frame.shape[0] * frame.shape[1] * stream * stream / (w * h)) ** 0.5))
         crop, crop_gray = frame[y:y + h, x:x + w], gray[y:y + h, x:x + w]
         faces = detect_at(self.detector, crop, crop_gray, max(1, round(w * fine)))
@@ -213,13 +250,18 @@ class Schedule:
             self.seen[track.id] = Seen(looked=self.frame_no)
         return self.seen[track.id]
 
-    def to_classify(self, tracks: list) -> list:
-        """The faces to classify on this frame (the others keep their probabilities)."""
+    def to_classify(self, tracks: list, crops: list) -> list:
+        """The faces to classify on this frame (the others keep their probabilities), given their crops as the
+        classifier would see them: a held face whose crop did not change is not classified again (step 5)."""
         out = []
-        for tr in tracks:
+        for tr, crop in zip(tracks, crops):
             s = self._seen(tr)
+            s.print = crop_print(crop)
             moved = s.box is None or _shift(s.box, tr.box.box) > MOVED
-            if tr.probs is None or moved or s.changing or s.unsure or self.frame_no - s.classified >= HOLD:
+            held = self.frame_no - s.classified
+            due = held >= HOLD and (held >= HOLD_MAX or s.classified_print is None
+                                     or crop_change(s.classified_print, s.print) > CROP_CHANGE)
+            if tr.probs is None or moved or s.changing or s.unsure or due:
                 out.append(tr)
         live = {tr.id for tr in tracks}
         for gone in [i for i in self.seen if i not in live]:
@@ -229,21 +271,43 @@ class Schedule:
     def classified(self, track, raw: np.ndarray) -> None:
         s = self._seen(track)
         s.changing = s.raw is None or float(np.abs(raw - s.raw).max()) > CHANGED
-        s.classified, s.box, s.raw = self.frame_no, track.box.box, raw
+        s.classified, s.classified_print, s.raw = self.frame_no, s.print, raw
+        s.box = track.box.box
         top = np.sort(np.asarray(raw, np.float32))[-2:]
         s.unsure = len(top) == 2 and float(top[1] - top[0]) < UNSURE
 
 
-def body(box: tuple) -> tuple:
-    """Where a face's person moves: a face side either side, half above, three below (shoulders, hands)."""
-    x, y, w, h = box
-    return x - w, y - h // 2, 3 * w, 4 * h
+def whole_factor(frame_width: int, width: int | None) -> int | None:
+    """The width nearest `width` that divides the frame's by a whole number: the copy is then area-averaged by
+    OpenCV's fast path, and a part of it (shrunk_part) is shrunk from only the pixels under it."""
+    if not width or frame_width <= width:
+        return width
+    return frame_width // max(1, round(frame_width / width))
+
+
+def crop_print(crop: np.ndarray) -> np.ndarray:
+    """A face's crop (as the classifier is handed it) shrunk to PRINT pixels a side, grey, as float32: what
+    `crop_change` compares."""
+    if crop.ndim == 3:
+        crop = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)
+    return cv2.resize(crop, (PRINT, PRINT), interpolation=cv2.INTER_AREA).astype(np.float32)
+
+
+def crop_change(a: np.ndarray, b: np.ndarray) -> float:
+    """How much a face's crop changed: the mean absolute difference of two `crop_print`s, in grey levels."""
+    return float(cv2.norm(a, b, cv2.NORM_L1)) / a.size
 
 
 def _shift(a: tuple, b: tuple) -> float:
     """How far box b is from box a, in a's side: the largest move of an edge."""
     return max(abs(a[0] - b[0]), abs(a[1] - b[1]), abs(a[0] + a[2] - b[0] - b[2]),
                abs(a[1] + a[3] - b[1] - b[3])) / max(a[2], a[3], 1)
+
+
+def body(box: tuple) -> tuple:
+    """Where a face's person moves: a face side either side, half above, three below (shoulders, hands)."""
+    x, y, w, h = box
+    return x - w, y - h // 2, 3 * w, 4 * h
 
 
 def region_faces(detector, frame: np.ndarray, gray: np.ndarray, box: FaceBox) -> list[FaceBox]:

@@ -217,9 +217,10 @@ class Pipeline:
         gray = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)  # once per frame: detector, tracker and crops share it
         if self.schedule is None or still or self.options.detect_every > 1:
             tracks, todo, t1, t2 = self._every_frame(frame, gray, still, t0)
+            crops = self._crops(frame, gray, [tr.box for tr in todo])
         else:
-            tracks, todo, t1, t2 = self._scheduled(frame, gray, t, t0)
-        raw = self.classify_boxes(frame, [tr.box for tr in todo], gray) if todo else []
+            tracks, todo, crops, t1, t2 = self._scheduled(frame, gray, t, t0)
+        raw = self.classifier.predict(crops) if todo else []
         t3 = time.perf_counter()
         faces = self._report(tracks, dict(zip((tr.id for tr in todo), raw)))
         s = self.stats.stage_s
@@ -254,7 +255,15 @@ class Pipeline:
             self.stats.schedule.update(step.counts())
         t1 = time.perf_counter()
         tracks = self.tracker.update(boxes, gray, None if step is None else step.checked)
-        return tracks, self.schedule.to_classify(tracks), t1, time.perf_counter()
+        # every tracked face's crop: the schedule compares it with the one it was last classified on
+        crops = dict(zip((tr.id for tr in tracks), self._crops(frame, gray, [tr.box for tr in tracks])))
+        todo = self.schedule.to_classify(tracks, list(crops.values()))
+        return tracks, todo, [crops[tr.id] for tr in todo], t1, time.perf_counter()
+
+    def _crops(self, frame, gray, boxes: list[FaceBox]) -> list[np.ndarray]:
+        """The faces as the classifier takes them: cut from the grey frame (a grey model) or the colour one."""
+        spec = self.classifier.meta.preprocess
+        return face_crops(crop_source(frame, gray, spec), boxes, spec, self.framing)
 
     def _report(self, tracks, raw: dict) -> list[FaceResult]:
         """Every tracked face, with its new probabilities where it was classified, else the ones it holds."""
@@ -299,8 +308,7 @@ class Pipeline:
         the grey frame for a grey model and from the colour one for a colour model."""
         frame = as_bgr(image)
         gray = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY) if gray is None else gray
-        spec = self.classifier.meta.preprocess
-        return self.classifier.predict(face_crops(crop_source(frame, gray, spec), boxes, spec, self.framing))
+        return self.classifier.predict(self._crops(frame, gray, boxes))
 
     # -- a whole source -------------------------------------------------------------------------
 
