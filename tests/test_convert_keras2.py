@@ -23,7 +23,8 @@ from fer_edge.runtime.model.preprocess import PreprocessSpec, preprocess  # noqa
 
 FLAGS = ["--labels", "fer2013", "--normalize", "-1,1"]
 SPEC = PreprocessSpec(size=(224, 224), channels=3, value_range=(-1.0, 1.0))
-SPLITS = {0: 256, 1: 200, 2: 300}  # faces kept from Training, PublicTest, PrivateTest
+SPLITS = {0: 50, 1: 100, 2: 100}  # faces fer-convert is given from Training, PublicTest, PrivateTest
+HEAD_FACES = 256  # Training faces the head is fitted on
 
 
 def _teachable_machine(faces: np.ndarray, labels: np.ndarray, classes: int = 7):
@@ -60,7 +61,7 @@ def small_data(small_npz) -> Path:
 @pytest.fixture(scope="module")
 def teachable(fer2013, tmp_path_factory):
     """(keras_model.h5 as Teachable Machine exports it, the tf_keras model it was saved from)."""
-    train = np.flatnonzero(fer2013.split == 0)[:SPLITS[0]]
+    train = np.flatnonzero(fer2013.split == 0)[:HEAD_FACES]
     model = _teachable_machine(fer2013.images[train], fer2013.labels[train])
     path = tmp_path_factory.mktemp("tm") / "keras_model.h5"
     model.save(path)
