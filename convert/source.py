@@ -247,7 +247,7 @@ def _keras_source(path: Path, flags: tuple, safe_mode: bool, torch_class) -> Sou
             model, meta = load_keras(path, safe_mode=safe_mode)
         except ModelError as exc:
             version = _keras2_version(path)
-            if version is None:
+            if version is None or UNSAFE_FLAG in str(exc):  # not Keras 2, or Python code safe mode refuses
                 raise
             model, tmp, cost = _load_keras2(path, safe_mode, version)
             meta = read_metadata(path)
