@@ -170,3 +170,19 @@ def test_a_graph_fixed_to_a_larger_batch_is_one_line_exit_2(tmp_path, capfd):
     assert main(["--formats", "onnx-fp32", str(model), *FLAGS, "--out", str(out)]) == 2
     error_line(capfd.readouterr().err, "ModelError", "fixed8.onnx", "fixed to a batch of 8", "a batch of 1")
     assert not out.exists()
+
+
+def test_a_library_failing_inside_a_conversion_is_one_line_naming_the_model(tmp_path, capfd, monkeypatch):
+    """No internal failure reaches the user as a traceback: a library raising its own type while a format is made
+    is one line naming the model and what was found, exit 2, and nothing is left."""
+    from fer_edge.convert.source_onnx import OnnxSource
+
+    def fails(self, path, ctx):
+        raise RuntimeError("[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : something inside\nsecond line")
+
+    monkeypatch.setattr(OnnxSource, "write_onnx", fails)
+    model, out = _model(tmp_path / "tiny.onnx"), tmp_path / "out"
+    assert main(["--formats", "onnx-fp32", str(model), *FLAGS, "--out", str(out)]) == 2
+    error_line(capfd.readouterr().err, "ModelError", "tiny.onnx: converting failed",
+               "RuntimeError: [ONNXRuntimeError] : 2 : INVALID_ARGUMENT : something inside")
+    assert not out.exists()
