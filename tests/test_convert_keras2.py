@@ -69,6 +69,8 @@ def teachable(fer2013, tmp_path_factory):
     return path, model
 
 
+@pytest.mark.data
+@pytest.mark.slow
 def test_a_teachable_machine_export_converts_and_runs_as_tf_keras_runs_it(teachable, small_data, tmp_path,
                                                                           monkeypatch):
     """Keras 3 cannot read the file; fer-convert with today's flags goes through to its files (exit 0: the gate

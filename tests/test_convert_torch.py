@@ -138,6 +138,8 @@ def batch1(tmp_path_factory, fer2013):
     return d, model
 
 
+@pytest.mark.data
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["batch1.onnx", "batch1.pt2"])
 def test_a_batch_1_export_converts_within_budget_and_runs_one_face_at_a_time(batch1, name, tmp_path, small_npz):
     """Issue 43: onnxruntime failed on a batch of faces ("GEMM: Dimension mismatch") with a traceback. Now every
