@@ -39,9 +39,11 @@ def _layers(model):
             yield layer
 
 
-def model_cost(model) -> dict:
-    """{"macs": multiply-adds per face, "parameters": weights} of a Keras model (one input face)."""
-    import keras
+def model_cost(model, keras=None) -> dict:
+    """{"macs": multiply-adds per face, "parameters": weights} of a Keras model (one input face); `keras`: the
+    module whose layers it is made of (Keras 3 unless given: tf_keras for a tf.keras 2 file)."""
+    if keras is None:
+        import keras
 
     return {"macs": int(sum(_layer_macs(l, keras) for l in _layers(model))), "parameters": int(model.count_params())}
 

@@ -87,14 +87,24 @@ def _quantize(pre: Path, out: Path, recipe: Recipe, cs, input_name: str, cache: 
         nodes_to_exclude=exclude or None,
         calibrate_method=getattr(q.CalibrationMethod, recipe.calibration),
     )
-    # equal batches: the histogram calibrators cannot stack a shorter last batch
-    reader = cs.reader(input_name, batch_size=max(d for d in range(1, 33) if len(cs) % d == 0))
+    # equal batches: the histogram calibrators cannot stack a shorter last batch; one face at a time for a graph
+    # that fixes a batch of 1
+    reader = cs.reader(input_name, batch_size=1 if _fixed_batch(pre) else
+                       max(d for d in range(1, 33) if len(cs) % d == 0))
     if recipe.calibration != "MinMax":  # one cache per method
         cache = cache.with_name(f"{cache.stem}_{recipe.calibration}{cache.suffix}")
     try:
         q.quantize_static(str(pre), str(out), reader, calibration_cache_path=str(cache), **kwargs)
     except TypeError:  # onnxruntime < 1.23: no calibration cache, every recipe calibrates again
         q.quantize_static(str(pre), str(out), reader, **kwargs)
+
+
+def _fixed_batch(path: Path) -> int | None:
+    from fer_edge.convert.source_onnx import image_input, tensor_dims
+    from fer_edge.runtime.model.backends import fixed_batch
+
+    onnx = require("onnx", "convert")
+    return fixed_batch(tensor_dims(image_input(onnx.load(str(path), load_external_data=False).graph)))
 
 
 def _preprocessed(src: Path, log) -> Path:

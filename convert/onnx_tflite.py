@@ -16,10 +16,12 @@ from fer_edge.runtime.core.errors import ModelError, require
 ONNX2TF_PIP = "pip install --no-deps onnx2tf==1.29.24 onnx-graphsurgeon sng4onnx psutil 'tf_keras==2.21.*'"
 
 
-def onnx_to_saved_model(onnx_path: Path, folder: Path, softmax: bool, log, keep_input: str | None = None) -> None:
+def onnx_to_saved_model(onnx_path: Path, folder: Path, softmax: bool, log, keep_input: str | None = None,
+                        batch: int | None = None) -> None:
     """`onnx_path` (the user's graph; `softmax`: append one, the model outputs logits) as a SavedModel;
     `keep_input`: the name of a channels-last input, which onnx2tf must not transpose (it takes 4-D inputs
-    for channels-first otherwise)."""
+    for channels-first otherwise); `batch`: the batch the graph fixes (the TFLite files then fix it too, and
+    run one face at a time), None for any."""
     tf = require("tensorflow", "convert")
     try:
         import onnx2tf
@@ -39,7 +41,7 @@ def onnx_to_saved_model(onnx_path: Path, folder: Path, softmax: bool, log, keep_
     fn = model
     if softmax:
         fn = lambda x: tf.nn.softmax(model(x), axis=-1)  # noqa: E731 - the logits model's probabilities
-    spec = tf.TensorSpec([None, *model.inputs[0].shape[1:]], tf.float32, name="face")
+    spec = tf.TensorSpec([batch, *model.inputs[0].shape[1:]], tf.float32, name="face")
     serve = tf.function(lambda face: {"probs": fn(face)}, input_signature=[spec])
     module = tf.Module()
     module.model = model

@@ -6,6 +6,7 @@ half-way leaves nothing behind (and a folder we created is removed again).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import time
@@ -131,6 +132,19 @@ class Staging:
             self.items = []
             if self.created and self.out_dir.is_dir() and not any(self.out_dir.iterdir()):
                 self.out_dir.rmdir()
+
+
+@contextlib.contextmanager
+def _one_line(model_path, step: str):
+    """A library failing inside `step` on the user's model (onnxruntime, TensorFlow, onnx2tf raise assorted
+    types) reaches the user as one line naming the model and what was found (exit 2), never as a traceback."""
+    try:
+        yield
+    except (FerEdgeError, OSError):
+        raise
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        raise ModelError(f"{model_path}: {step} failed ({type(exc).__name__}: {first})") from exc
 
 
 def _clock(log):
@@ -339,11 +353,12 @@ def convert(opts: ConvertOptions, log=print) -> tuple[ParityReport, int]:
 
     log = _clock(log)
     model_path, stem, out_dir, staging = _plan(opts)
-    with stop.raising():  # TensorFlow's import and model loading: no checkpoint of ours inside
+    with stop.raising(), _one_line(model_path, "loading"):  # TensorFlow's import and model loading: no checkpoint
         src, ds, ev = _load(opts, model_path, log)
     ctx = ExportContext(src, options=dict(opts.format_options), log=log)
     try:
-        with stop.raising():  # library calls without our checkpoints; the commit below is outside it
+        with stop.raising(), _one_line(model_path, "converting"):  # library calls without our checkpoints; the
+            # commit below is outside it
             doc = _convert_steps(opts, ctx, (ds, ev, model_path), staging, (out_dir, stem), log)
         staging.commit()
     except BaseException:
@@ -409,7 +424,8 @@ def verify(opts: VerifyOptions, log=print) -> tuple[ParityReport, int]:
     if opts.out:
         staging = Staging(Path(opts.out), opts.force)
         staging.prepare([Path(opts.out) / "report.json", Path(opts.out) / "report.md"])
-    with stop.raising():  # the reference model or golden file and the faces: library calls without checkpoints
+    with stop.raising(), _one_line(opts.reference, "loading"):  # the reference model or golden file and the faces:
+        # library calls without checkpoints
         ref, ref_probs, ev, ref_meta, notes = _verify_reference(opts, paths, log)
     if opts.sample is not None:
         ref, ref_probs, ev = _sampled(ref, ref_probs, ev, opts.sample, opts.sample_seed)
@@ -428,8 +444,9 @@ def verify(opts: VerifyOptions, log=print) -> tuple[ParityReport, int]:
         # a file without metadata takes the reference's, with the user's flags over it; one with metadata, its own
         flags = {} if meta else {"flags": opts.flags, "meta": ref_meta}
         log(f"{p.name}: evaluating on {ev.split}")
-        entries[fmt if fmt not in entries else p.name] = evaluate_file(p, ev, ref_probs, ref, int8,
-                                                                       kernel_paths=opts.kernel_paths, **flags)
+        with _one_line(p, "evaluating"):
+            entries[fmt if fmt not in entries else p.name] = evaluate_file(p, ev, ref_probs, ref, int8,
+                                                                           kernel_paths=opts.kernel_paths, **flags)
     doc = build_report(ref, ev, entries, opts.max_drop, opts.min_agreement,
                        {"machine": machine(), "kernel_paths": list(opts.kernel_paths),
                         **({"notes": list(notes)} if notes else {})})

@@ -35,6 +35,8 @@ class SourceModel:
     input_shape: tuple[int, int, int]  # H, W, C
     num_outputs: int
     appended_softmax: bool = False  # the file's model outputs scores (logits): fer-convert added the softmax
+    _tmp: object = None  # a temporary folder the model is read from (a tf.keras 2 file's SavedModel)
+    _cost: dict | None = None  # counted at loading where self.model hides its layers (a tf.keras 2 file)
 
     kind = "keras"  # what every source gives (see convert/source_onnx.py for the others): predict, predict_inputs,
     # cost, write_saved_model, write_onnx, close
@@ -42,6 +44,8 @@ class SourceModel:
     def cost(self) -> dict:
         from fer_edge.convert.cost import model_cost
 
+        if self._cost is not None:
+            return self._cost
         cost = model_cost(self.model)
         return cost if cost["macs"] else {"macs": None, "parameters": cost["parameters"]}  # a SavedModel hides layers
 
@@ -61,7 +65,9 @@ class SourceModel:
         return keras_to_onnx(ctx, path)
 
     def close(self) -> None:
-        pass
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
 
     def predict(self, faces: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """Face crops -> probabilities from the Keras model itself (the reference)."""
@@ -82,14 +88,68 @@ def load_keras(path: str | Path, safe_mode: bool = True):
     try:
         model = keras.models.load_model(path, compile=False, safe_mode=safe_mode)
     except Exception as exc:  # Keras raises many types for unreadable files; report it as one line
-        text = " ".join(str(exc).split()) or type(exc).__name__
-        if safe_mode and "safe_mode" in text:  # Keras refuses Python code (a Lambda layer) in safe mode
-            raise ModelError(f"{path}: holds Python code (a Lambda layer) that Keras will not run in safe mode: "
-                             f"expected a model without it, or {UNSAFE_FLAG} if you trust this file") from None
-        if len(text) > 600:
-            text = text[:600].rsplit(". ", 1)[0] + "."
-        raise ModelError(f"{path}: not a loadable Keras model ({text})") from None
+        raise _load_error(path, exc, safe_mode, "Keras") from None
     return model, read_metadata(path)
+
+
+def _load_error(path: Path, exc: Exception, safe_mode: bool, loader: str) -> ModelError:
+    """One line for a model file a Keras loader refused (Keras 3 or tf_keras)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if safe_mode and "safe_mode" in text:  # Keras refuses Python code (a Lambda layer) in safe mode
+        return ModelError(f"{path}: holds Python code (a Lambda layer) that Keras will not run in safe mode: "
+                          f"expected a model without it, or {UNSAFE_FLAG} if you trust this file")
+    if len(text) > 600:
+        text = text[:600].rsplit(". ", 1)[0] + "."
+    return ModelError(f"{path}: not a loadable {loader} model ({text})")
+
+
+def _keras2_version(path: Path) -> str | None:
+    """The Keras version a legacy HDF5 model file was saved by, when it is tf.keras 2 (else None)."""
+    if path.suffix.lower() not in (".h5", ".hdf5"):
+        return None
+    try:
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            version, config = f.attrs.get("keras_version"), f.attrs.get("model_config")
+    except Exception:  # not HDF5, or unreadable: Keras's own error stands
+        return None
+    version = version.decode() if isinstance(version, bytes) else str(version or "")
+    return version if config is not None and version.split(".")[0] == "2" else None
+
+
+def _load_keras2(path: Path, safe_mode: bool, version: str):
+    """A tf.keras 2 HDF5 file Keras 3 cannot read (Teachable Machine's keras_model.h5: nested Functional models,
+    DepthwiseConv2D configs with `groups`): read by tf_keras, TensorFlow's own Keras 2, and handed on as a
+    SavedModel (the graph TensorFlow runs, unchanged). Returns (Keras 3 model, the temporary folder holding it,
+    the cost counted on the tf_keras layers, which the SavedModel hides)."""
+    import tempfile
+
+    tf = require("tensorflow", "convert")
+    pin = "tf_keras==" + ".".join(tf.__version__.split(".")[:2]) + ".*"
+    try:
+        import tf_keras
+        from tf_keras.src.saving.serialization_lib import SafeModeScope
+    except ImportError:
+        raise ModelError(f"{path}: a tf.keras {version} file, which Keras 3 cannot read: fer-convert reads it with "
+                         f"tf_keras, the Keras 2 of TensorFlow {tf.__version__}: pip install --no-deps '{pin}'") from None
+    from fer_edge.convert.cost import model_cost
+    from fer_edge.convert.search import quiet
+
+    try:
+        # tf_keras's HDF5 loader ignores safe_mode (its Lambda check reads the scope): set it here
+        with SafeModeScope(safe_mode), quiet():
+            model = tf_keras.models.load_model(path, compile=False)
+    except Exception as exc:  # tf_keras raises many types for unreadable files; report it as one line
+        raise _load_error(path, exc, safe_mode, f"tf.keras {version}") from None
+    tmp = tempfile.TemporaryDirectory(prefix="fer-convert-keras2-")
+    try:
+        with quiet():
+            model.export(str(Path(tmp.name) / "saved_model"))
+        return _load_saved_model(Path(tmp.name) / "saved_model"), tmp, model_cost(model, tf_keras)
+    except BaseException:
+        tmp.cleanup()
+        raise
 
 
 def _tree_sha256(folder: Path) -> str:
@@ -159,7 +219,7 @@ def _onnx_source(path: Path, flags: ModelFlags, safe_mode: bool, torch_class):
     return load_onnx(path, _resolver(path, flags))
 
 
-def _torch_source(path: Path, flags: tuple, safe_mode: bool, torch_class):
+def _torch_source(path: Path, flags: ModelFlags, safe_mode: bool, torch_class):
     import tempfile
 
     from fer_edge.convert.source_onnx import load_onnx, torch_to_onnx
@@ -174,13 +234,34 @@ def _torch_source(path: Path, flags: tuple, safe_mode: bool, torch_class):
 
 
 def _keras_source(path: Path, flags: ModelFlags, safe_mode: bool, torch_class) -> SourceModel:
+    tmp = cost = None
     if path.is_dir():
         model = _load_saved_model(path)
         sha = _tree_sha256(path)
         meta = None
     else:
-        model, meta = load_keras(path, safe_mode=safe_mode)
+        try:
+            model, meta = load_keras(path, safe_mode=safe_mode)
+        except ModelError as exc:
+            version = _keras2_version(path)
+            if version is None or UNSAFE_FLAG in str(exc):  # not Keras 2, or Python code safe mode refuses
+                raise
+            model, tmp, cost = _load_keras2(path, safe_mode, version)
+            meta = read_metadata(path)
         sha = sha256_file(path)
+    try:
+        src = _checked_keras_source(path, flags, model, meta, sha)
+        src._tmp, src._cost = tmp, cost
+        return src
+    except BaseException:
+        if tmp is not None:
+            tmp.cleanup()
+        raise
+
+
+def _checked_keras_source(path: Path, flags: ModelFlags, model, meta, sha: str) -> SourceModel:
+    """The loaded Keras model's input and output checked (a channel axis added to an H x W input), its metadata
+    resolved, and a softmax appended to a model that outputs scores."""
     inputs, outputs = list(model.inputs), list(model.outputs)
     if len(inputs) != 1 or len(outputs) != 1:
         raise ModelError(f"{path}: expected a model with one input and one output, found {len(inputs)} inputs "

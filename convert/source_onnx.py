@@ -36,9 +36,15 @@ SAFE_EXPORT = ("export it safely with one of: torch.export.save(torch.export.exp
                "(then --torch-class FILE.py:Class)")
 
 
-def _dims(value_info) -> list:
+def tensor_dims(value_info) -> list:
     return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
             for d in value_info.type.tensor_type.shape.dim]
+
+
+def image_input(graph):
+    """The graph's one real input (initializers may be listed as inputs too)."""
+    init = {t.name for t in graph.initializer}
+    return next(i for i in graph.input if i.name not in init)
 
 
 def _check_external_data(model, path: Path) -> None:
@@ -81,7 +87,7 @@ def _layout(path: Path, model) -> tuple[str, tuple[int, int, int]]:
     if etype != FLOAT:
         onnx = require("onnx", "convert")
         raise ModelError(f"{path}: expected a float32 image input, found {onnx.TensorProto.DataType.Name(etype)}")
-    dims = _dims(inputs[0])
+    dims = tensor_dims(inputs[0])
     if len(dims) != 4 or not all(isinstance(d, int) and d > 0 for d in dims[1:]):
         raise ModelError(f"{path}: expected an image input N x C x H x W or N x H x W x C of fixed height, width "
                          f"and channels, found {' x '.join(str(d or '?') for d in dims)}")
@@ -92,17 +98,17 @@ def _layout(path: Path, model) -> tuple[str, tuple[int, int, int]]:
     raise ModelError(f"{path}: expected 1 or 3 channels first or last, found input {' x '.join(map(str, dims))}")
 
 
-def _canonical(model, layout: str, softmax: bool):
-    """The model behind an N x H x W x C float input named `face` (dynamic batch) and, when it outputs
-    logits, a Softmax: the graph every ONNX output and the reference are made from."""
+def _canonical(model, layout: str, softmax: bool, batch: int | None = None):
+    """The model behind an N x H x W x C float input named `face` (any batch, or the one the graph fixes) and,
+    when it outputs logits, a Softmax: the graph every ONNX output and the reference are made from."""
     onnx = require("onnx", "convert")
     h = onnx.helper
     g = model.graph
-    init = {t.name for t in g.initializer}
-    inp = next(i for i in g.input if i.name not in init)
-    dims = _dims(inp)
+    inp = image_input(g)
+    dims = tensor_dims(inp)
     nhwc = [dims[0], dims[2], dims[3], dims[1]] if layout == "NCHW" else list(dims)
-    face = h.make_tensor_value_info("face", FLOAT, ["N", *nhwc[1:]])
+    n = batch or "N"
+    face = h.make_tensor_value_info("face", FLOAT, [n, *nhwc[1:]])
     nodes, old_out = list(g.node), g.output[0]
     if layout == "NCHW":
         nodes.insert(0, h.make_node("Transpose", ["face"], [inp.name], perm=[0, 3, 1, 2], name="fer_edge_to_nchw"))
@@ -111,7 +117,7 @@ def _canonical(model, layout: str, softmax: bool):
     out = old_out
     if softmax:
         nodes.append(h.make_node("Softmax", [old_out.name], ["probs"], axis=-1, name="fer_edge_softmax"))
-        out = h.make_tensor_value_info("probs", FLOAT, ["N", _dims(old_out)[-1]])
+        out = h.make_tensor_value_info("probs", FLOAT, [n, tensor_dims(old_out)[-1]])
     graph = h.make_graph(nodes, g.name or "model", [face], [out], list(g.initializer),
                          value_info=[v for v in g.value_info])
     new = h.make_model(graph, opset_imports=list(model.opset_import), ir_version=model.ir_version,
@@ -138,6 +144,7 @@ class OnnxSource:
     appended_softmax: bool = False
     exported_by: dict = field(default_factory=dict)  # how a PyTorch model became ONNX
     parameters: int = 0
+    batch: int | None = None  # the batch the graph fixes (one face at a time everywhere), None for any
     _tmp: object = None
     _session: object = None
 
@@ -162,7 +169,8 @@ class OnnxSource:
     def write_onnx(self, path: Path, ctx) -> dict:
         path.write_bytes(self.canonical.read_bytes())
         return {"converter": "fer-convert (the source ONNX graph, NHWC input 'face')", "layout_of_source": self.layout,
-                **self.exported_by, "quantization": "none (float32)"}
+                **self.exported_by, **({"fixed_batch": self.batch} if self.batch else {}),
+                "quantization": "none (float32)"}
 
     def write_saved_model(self, folder: Path, log) -> None:
         from fer_edge.convert.onnx_tflite import onnx_to_saved_model
@@ -170,10 +178,8 @@ class OnnxSource:
         keep = None
         if self.layout == "NHWC":
             onnx = require("onnx", "convert")
-            model = onnx.load(str(self.original), load_external_data=False)
-            init = {t.name for t in model.graph.initializer}
-            keep = next(i.name for i in model.graph.input if i.name not in init)
-        onnx_to_saved_model(self.original, folder, self.appended_softmax, log, keep)
+            keep = image_input(onnx.load(str(self.original), load_external_data=False).graph).name
+        onnx_to_saved_model(self.original, folder, self.appended_softmax, log, keep, self.batch)
 
     def close(self) -> None:
         self._session = None
@@ -188,6 +194,43 @@ def _probabilities(canonical_path: Path, input_shape, value_range) -> bool:
     return outputs_probabilities(OnnxBackend(canonical_path).infer, input_shape, value_range)
 
 
+def _graph_batch(path: Path, canonical_path: Path, input_shape, value_range, declared) -> int | None:
+    """None when the graph takes any batch; 1 when it only gives each face's answer one face at a time (a
+    batch-1 export whose flatten's Reshape holds the 1: onnxruntime fails on more, or mixes the faces).
+    Decided by running three faces together and one at a time; `declared`: the batch the user's input names."""
+    from fer_edge.runtime.model.backends import OnnxBackend, quiet_stderr
+
+    lo, hi = value_range
+    x = np.random.default_rng(0).uniform(lo, hi, (3, *input_shape)).astype(np.float32)
+    backend = OnnxBackend(canonical_path)
+    fixed = isinstance(declared, int) and declared > 1
+    refused = ModelError(f"{path}: expected a graph that runs one face, or any number, at a time; found one fixed "
+                         f"to a batch of {declared} (export it with a batch of 1, or a dynamic batch axis)")
+    with quiet_stderr():  # onnxruntime logs the failures this probe expects of such a graph
+        try:
+            alone = np.concatenate([backend.infer(x[i:i + 1]) for i in range(len(x))])
+        except ModelError:
+            if fixed:
+                raise refused from None
+            raise
+        try:
+            together = backend.infer(x)
+            if together.shape == alone.shape and np.allclose(together, alone, rtol=1e-3, atol=1e-5):
+                return None
+        except ModelError:
+            pass
+    if fixed:
+        raise refused
+    return 1
+
+
+def _fix_batch(model, batch: int) -> None:
+    """The user's graph (for onnx2tf) with its input's batch set: a fixed-batch graph converts as one."""
+    dim = image_input(model.graph).type.tensor_type.shape.dim[0]
+    dim.Clear()
+    dim.dim_value = batch
+
+
 def load_onnx(path: Path, resolve, sha256: str | None = None, tmp=None, exported_by: dict | None = None) -> OnnxSource:
     """An ONNX file checked and wrapped; `resolve(own metadata, (H, W, C))` gives the metadata (flags or own)."""
     onnx = require("onnx", "convert")
@@ -196,7 +239,7 @@ def load_onnx(path: Path, resolve, sha256: str | None = None, tmp=None, exported
     layout, input_shape = _layout(path, model)
     own = read_metadata(path) if path.suffix.lower() == ".onnx" and exported_by is None else None
     meta = resolve(own, input_shape)
-    out_dims = _dims(model.graph.output[0])
+    out_dims = tensor_dims(model.graph.output[0])
     if not out_dims or out_dims[-1] != len(meta.labels) or len(out_dims) != 2:
         found = " x ".join(str(d or "?") for d in out_dims)
         raise ModelError(f"{path}: expected an output N x {len(meta.labels)} (label set {meta.label_set.name}: "
@@ -207,14 +250,19 @@ def load_onnx(path: Path, resolve, sha256: str | None = None, tmp=None, exported
     canonical = work / "canonical_fp32.onnx"
     onnx.save(_canonical(model, layout, softmax=False), str(canonical))
     try:
+        batch = _graph_batch(path, canonical, input_shape, meta.preprocess.bounds,
+                             tensor_dims(image_input(model.graph))[0])
         appended = not _probabilities(canonical, input_shape, meta.preprocess.bounds)
     except ModelError as exc:  # onnxruntime cannot load or run it: say so of the user's file
         raise ModelError(str(exc).replace(str(canonical), str(path))) from None
-    if appended:
-        onnx.save(_canonical(model, layout, softmax=True), str(canonical))
+    if batch:
+        _fix_batch(model, batch)
+        onnx.save(model, str(original))
+    if appended or batch:
+        onnx.save(_canonical(model, layout, softmax=appended, batch=batch), str(canonical))
     params = int(sum(np.prod(t.dims) for t in model.graph.initializer))
     return OnnxSource(path, meta, sha256 or sha256_file(path), input_shape, len(meta.labels), layout, canonical,
-                      original, appended, dict(exported_by or {}), params, tmp)
+                      original, appended, dict(exported_by or {}), params, batch, tmp)
 
 
 # --- PyTorch -------------------------------------------------------------------------------------

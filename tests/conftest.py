@@ -43,6 +43,20 @@ def fer2013(data_dir):
 
 
 @pytest.fixture(scope="session")
+def small_npz(fer2013, tmp_path_factory):
+    """A factory: {split code: n} -> a FER2013 .npz of the first n faces of each split, in row order."""
+    import numpy as np
+
+    def make(splits: dict) -> Path:
+        keep = np.sort(np.concatenate([np.flatnonzero(fer2013.split == s)[:n] for s, n in splits.items()]))
+        path = tmp_path_factory.mktemp("data") / "fer2013.npz"
+        np.savez(path, pixels=fer2013.images[keep], emotion=fer2013.labels[keep].astype(np.uint8),
+                 usage=fer2013.split[keep].astype(np.uint8))
+        return path
+    return make
+
+
+@pytest.fixture(scope="session")
 def samples_dir(data_dir) -> Path:
     d = data_dir / "samples"
     if not d.is_dir():

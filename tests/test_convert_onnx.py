@@ -128,3 +128,61 @@ def test_an_operator_tflite_cannot_express_fails_those_formats_and_the_onnx_ones
     report = (out / "report.json").read_text()
     assert '"error"' in report and "not made" in report
     assert '"runtime": "onnxruntime"' in report  # the reference is the ONNX file run by onnxruntime, not Keras
+
+
+def _fixed_batch_model(path: Path, batch: int) -> Path:
+    """x (batch x 1 x 48 x 48) -> conv -> Reshape to [batch, -1] -> Gemm: a PyTorch export's view(x.size(0), -1)
+    traced with a fixed batch, where the Reshape holds the batch."""
+    rng = np.random.default_rng(2)
+    nodes, inits = _conv_front()
+    nodes += [helper.make_node("Reshape", ["c", "shape"], ["flat"]), helper.make_node("Gemm", ["flat", "w", "b"], ["y"])]
+    inits += [helper.make_tensor("shape", TensorProto.INT64, [2], [batch, -1]),
+              helper.make_tensor("w", TensorProto.FLOAT, [4 * 48 * 48, 7], rng.normal(0, 0.02, 4 * 48 * 48 * 7)),
+              helper.make_tensor("b", TensorProto.FLOAT, [7], rng.normal(0, 1, 7))]
+    graph = helper.make_graph(nodes, "fixed", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 1, 48, 48])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 7])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
+    return path
+
+
+def test_a_graph_that_fixes_a_batch_of_1_converts_and_runs_one_face_at_a_time(tmp_path, fer2013, capfd):
+    """Issue 43: onnxruntime failed on a batch ("GEMM: Dimension mismatch") with a traceback. The files keep the
+    batch of 1 (ONNX input, TFLite shape signature), and fer-edge's backends run them one face at a time."""
+    from fer_edge.runtime.model.backends import Classifier
+
+    pytest.importorskip("onnx2tf", reason="the TFLite formats of an ONNX model need onnx2tf (.ci/torch.sh installs it)")
+    model, out = _fixed_batch_model(tmp_path / "fixed.onnx", 1), tmp_path / "out"
+    assert main(["--formats", "onnx-fp32,tflite-fp32", str(model), *FLAGS, "--out", str(out)]) == 0
+    assert "onnxruntime" not in capfd.readouterr().err  # the probe's expected failure is not shown
+    faces = fer2013.images[:5]
+    probs = {}
+    for name in ("fixed_fp32.onnx", "fixed_fp32.tflite"):
+        clf = Classifier(out / name)
+        assert clf.backend.batch == 1, name
+        probs[name] = clf.predict(faces)
+        np.testing.assert_allclose(probs[name], np.concatenate([clf.predict(f[None]) for f in faces]), atol=1e-6)
+    np.testing.assert_allclose(probs["fixed_fp32.onnx"], probs["fixed_fp32.tflite"], atol=1e-4)
+    assert np.ptp(probs["fixed_fp32.onnx"], axis=0).max() > 1e-3  # each face its own answer, not the first's
+
+
+def test_a_graph_fixed_to_a_larger_batch_is_one_line_exit_2(tmp_path, capfd):
+    model, out = _fixed_batch_model(tmp_path / "fixed8.onnx", 8), tmp_path / "out"
+    assert main(["--formats", "onnx-fp32", str(model), *FLAGS, "--out", str(out)]) == 2
+    error_line(capfd.readouterr().err, "ModelError", "fixed8.onnx", "fixed to a batch of 8", "a batch of 1")
+    assert not out.exists()
+
+
+def test_a_library_failing_inside_a_conversion_is_one_line_naming_the_model(tmp_path, capfd, monkeypatch):
+    """No internal failure reaches the user as a traceback: a library raising its own type while a format is made
+    is one line naming the model and what was found, exit 2, and nothing is left."""
+    from fer_edge.convert.source_onnx import OnnxSource
+
+    def fails(self, path, ctx):
+        raise RuntimeError("[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : something inside\nsecond line")
+
+    monkeypatch.setattr(OnnxSource, "write_onnx", fails)
+    model, out = _model(tmp_path / "tiny.onnx"), tmp_path / "out"
+    assert main(["--formats", "onnx-fp32", str(model), *FLAGS, "--out", str(out)]) == 2
+    error_line(capfd.readouterr().err, "ModelError", "tiny.onnx: converting failed",
+               "RuntimeError: [ONNXRuntimeError] : 2 : INVALID_ARGUMENT : something inside")
+    assert not out.exists()

@@ -5,6 +5,7 @@ The acceptance test on the trained tutorial network (benchmarks/torch_tutorial_n
 runs where FER_EDGE_TORCH_MODEL names its state_dict: CI's torch leg (.ci/torch.sh) trains it once and sets it."""
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -92,6 +93,80 @@ def test_the_three_pytorch_routes_give_the_same_model(small, tmp_path, fer2013):
         probs[name] = clf.predict(fer2013.images[:128])
     np.testing.assert_allclose(probs["pt2"], probs["pth"], atol=1e-5)
     np.testing.assert_allclose(probs["pt2"], probs["pickled"], atol=1e-5)
+
+
+class ViewFlatten(torch.nn.Module):
+    """The tutorials' network shape: convolutions, then `x.view(x.size(0), -1)` into a linear layer."""
+
+    def __init__(self):
+        super().__init__()
+        nn = torch.nn
+        self.f = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(4),
+                               nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(4))
+        self.fc = nn.Linear(16 * 3 * 3, 7)
+
+    def forward(self, x):
+        x = self.f(x)
+        return self.fc(x.view(x.size(0), -1))
+
+
+def _nchw(faces):
+    from fer_edge.runtime.model.preprocess import PreprocessSpec, preprocess
+
+    return torch.from_numpy(preprocess(faces, PreprocessSpec()).transpose(0, 3, 1, 2).copy())
+
+
+@pytest.fixture(scope="module")
+def batch1(tmp_path_factory, fer2013):
+    """ViewFlatten trained for a few seconds on 2,048 Training faces, exported as the tutorials do: .onnx with a
+    batch of 1 and no dynamic axes (the flatten's Reshape holds the 1), and a .pt2 with torch.export's static
+    shapes. Returns (folder, the trained network)."""
+    torch.manual_seed(0)
+    idx = np.flatnonzero(fer2013.split == 0)[:2048]
+    x, y = _nchw(fer2013.images[idx]), torch.from_numpy(fer2013.labels[idx].astype(np.int64))
+    model = ViewFlatten()
+    opt = torch.optim.Adam(model.parameters(), 1e-2)
+    for _ in range(3):
+        for i in torch.randperm(len(x)).split(64):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x[i]), y[i]).backward()
+            opt.step()
+    model.eval()
+    d = tmp_path_factory.mktemp("batch1")
+    torch.onnx.export(model, torch.randn(1, 1, 48, 48), str(d / "batch1.onnx"), dynamo=False)
+    torch.export.save(torch.export.export(model, (torch.rand(1, 1, 48, 48),)), d / "batch1.pt2")
+    return d, model
+
+
+@pytest.mark.data
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["batch1.onnx", "batch1.pt2"])
+def test_a_batch_1_export_converts_within_budget_and_runs_one_face_at_a_time(batch1, name, tmp_path, small_npz):
+    """Issue 43: onnxruntime failed on a batch of faces ("GEMM: Dimension mismatch") with a traceback. Now every
+    step runs such a graph one face at a time: the reference is the network's own answers, the INT8 files are
+    within the budget (exit 0: the gate, on 1,500 PrivateTest faces), fix the batch of 1, and run one face at a
+    time in fer-edge."""
+    from fer_edge.runtime.data.datasets import read_npz
+    from fer_edge.runtime.model.backends import Classifier
+
+    folder, model = batch1
+    data, out = small_npz({0: 3000, 1: 1500, 2: 1500}), tmp_path / "out"
+    assert main(["--int8", str(folder / name), "--labels", "fer2013", "--normalize", "0,1", "--data", str(data),
+                 "--out", str(out)]) == 0
+    test = read_npz(data).subset("PrivateTest")
+    x = _nchw(test.images)
+    with torch.no_grad():  # in batches of 64 as in training (view() needs the layout they give)
+        own = torch.cat([model(x[i]) for i in torch.arange(len(x)).split(64)]).argmax(1).numpy()
+    doc = json.loads((out / "report.json").read_text())
+    # onnxruntime's reference is the network's own answers (a near tie may flip: float sums in another order)
+    assert doc["reference"]["accuracy"] == pytest.approx((own == test.labels).mean(), abs=0.002)
+    assert doc["reference"]["accuracy"] > 0.28  # trained (30.6% here; 24.5% always says happy): the budget is
+    # measured on a model that decides
+    stem = name.split(".")[0]
+    for f in (out / f"{stem}_int8.tflite", out / f"{stem}_int8.onnx"):
+        clf = Classifier(f)
+        assert clf.backend.batch == 1 and clf.meta.provenance["recipe"] is not None
+        assert (clf.predict(test.images[:300]).argmax(1) == own[:300]).mean() >= 0.95, f.name
 
 
 TRAINED = os.environ.get("FER_EDGE_TORCH_MODEL")

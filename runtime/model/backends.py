@@ -35,7 +35,7 @@ def _dequantize(y: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
 
 
 @contextlib.contextmanager
-def _quiet_stderr():
+def quiet_stderr():
     """Silence what native code writes to file descriptor 2 in the block (Python's own messages are flushed first)."""
     sys.stderr.flush()
     try:
@@ -71,12 +71,31 @@ def litert_interpreter(path: str | os.PathLike, threads: int | None = None, kern
                 if hasattr(mod, "experimental") else mod.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
         try:
             interp = mod.Interpreter(**kwargs)
-            with _quiet_stderr():  # LiteRT's "INFO: Created TensorFlow Lite XNNPACK delegate" on every start
+            with quiet_stderr():  # LiteRT's "INFO: Created TensorFlow Lite XNNPACK delegate" on every start
                 interp.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise ModelError(f"{path}: not a loadable .tflite model ({str(exc).splitlines()[0]})") from None
         return interp, name.split(".")[0]
     raise MissingInterpreterError()
+
+
+def fixed_batch(shape) -> int | None:
+    """The batch a model's input shape fixes (N x ... with N a positive number), or None for any batch (None, -1
+    or a name). A file exported with a batch of 1 often holds it inside too (a PyTorch flatten's Reshape to
+    1 x -1), so it runs one face at a time."""
+    n = shape[0] if len(shape) else None
+    return int(n) if isinstance(n, (int, np.integer)) and n > 0 else None
+
+
+def in_fixed_batches(run, x: np.ndarray, batch: int) -> np.ndarray:
+    """`run` (a batch of exactly `batch` inputs -> outputs) over any number of inputs: whole batches, the last one
+    padded with its first input."""
+    parts = []
+    for i in range(0, len(x), batch):
+        chunk = x[i:i + batch]
+        padded = np.concatenate([chunk, np.repeat(chunk[:1], batch - len(chunk), axis=0)])
+        parts.append(run(padded)[:len(chunk)])
+    return np.concatenate(parts)
 
 
 def infer_batched(backend, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
@@ -114,6 +133,9 @@ class LiteRTBackend:
         self.input_dtype = np.dtype(self.inp["dtype"])
         self.kernels = kernels
         self._batch = int(self.inp["shape"][0])
+        # shape_signature: -1 where the file takes any batch (the shape itself says 1 then)
+        self.batch = fixed_batch(list(self.inp.get("shape_signature", [-1])))
+        self.path = path
 
     def _resize(self, n: int) -> None:
         if n != self._batch:
@@ -126,10 +148,16 @@ class LiteRTBackend:
     def infer(self, x: np.ndarray) -> np.ndarray:
         if len(x) == 0:
             return np.zeros((0, self.num_outputs), np.float32)
+        if self.batch is not None and len(x) != self.batch:
+            return in_fixed_batches(self.infer, x, self.batch)
         self._resize(len(x))
         scale, zp = self.inp["quantization"]
         self.interpreter.set_tensor(self.inp["index"], _quantize(x, self.input_dtype, scale, zp))
-        self.interpreter.invoke()
+        try:
+            self.interpreter.invoke()
+        except RuntimeError as exc:  # a kernel refusing its shapes: one line naming the file
+            raise ModelError(f"{self.path}: LiteRT could not run the model on {len(x)} faces "
+                             f"({str(exc).strip().splitlines()[0][:200]})") from None
         y = self.interpreter.get_tensor(self.out["index"])
         return _dequantize(y, *self.out["quantization"])
 
@@ -176,23 +204,23 @@ class OnnxBackend:
                                      "tensor(int8)": np.int8}.get(self.inp.type, np.float32))
         self.interpreter_module = "onnxruntime"
         self.kernels = ",".join(providers)
-        batch = self.inp.shape[0]
-        self.batch = batch if isinstance(batch, int) and batch > 0 else None  # a file exported for a fixed batch
+        self.batch = fixed_batch(dims)  # a file exported for a fixed batch (often 1)
+        self.path = path
 
     def infer(self, x: np.ndarray) -> np.ndarray:
         if len(x) == 0:
             return np.zeros((0, self.num_outputs), np.float32)
+        if self.batch is not None and len(x) != self.batch:
+            return in_fixed_batches(self.infer, x, self.batch)
         x = x.astype(self.input_dtype, copy=False)
         if self.channels_first:
             x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
-        if self.batch is None or len(x) == self.batch:
-            return np.asarray(self.session.run([self.out.name], {self.inp.name: x})[0], dtype=np.float32)
-        parts = []  # a fixed-batch file (often 1): whole batches, the last one padded with its first face
-        for i in range(0, len(x), self.batch):
-            chunk = x[i:i + self.batch]
-            padded = np.concatenate([chunk, np.repeat(chunk[:1], self.batch - len(chunk), axis=0)])
-            parts.append(self.session.run([self.out.name], {self.inp.name: padded})[0][:len(chunk)])
-        return np.asarray(np.concatenate(parts), dtype=np.float32)
+        try:
+            y = self.session.run([self.out.name], {self.inp.name: x})[0]
+        except Exception as exc:  # onnxruntime's own types (InvalidArgument, Fail): one line naming the file
+            raise ModelError(f"{self.path}: onnxruntime could not run the model on {len(x)} faces "
+                             f"({str(exc).strip().splitlines()[0][:300]})") from None
+        return np.asarray(y, dtype=np.float32)
 
 
 BACKENDS = {".tflite": LiteRTBackend, ".onnx": OnnxBackend}
