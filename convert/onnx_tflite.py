@@ -6,7 +6,11 @@ search) is then made by the same code as for Keras models. Why onnx2tf: docs/con
 """
 from __future__ import annotations
 
+import contextlib
+import sys
 from pathlib import Path
+
+import numpy as np
 
 from fer_edge.convert.search import quiet
 from fer_edge.runtime.core.errors import ModelError, require
@@ -14,6 +18,22 @@ from fer_edge.runtime.core.errors import ModelError, require
 # onnx2tf pins old releases of everything (TensorFlow 2.19, numpy 1.26, onnx 1.19): installed without them, beside
 # what it needs and fer-edge's own TensorFlow (.ci/torch.sh does this)
 ONNX2TF_PIP = "pip install --no-deps onnx2tf==1.29.24 onnx-graphsurgeon sng4onnx psutil 'tf_keras==2.21.*'"
+
+
+@contextlib.contextmanager
+def _no_sample_download():
+    """onnx2tf fetches sample photos from the network (GitHub) for its check run when the input is a fixed-batch
+    RGB image (a tutorial's batch-1 colour export): a device or CI machine may have no network, and a conversion
+    must not depend on one. Seeded noise of the same shape takes their place, as any other input gets noise."""
+    module = sys.modules.get("onnx2tf.onnx2tf")
+    original = getattr(module, "download_test_image_data", None)
+    if original is not None:
+        module.download_test_image_data = lambda: np.random.default_rng(0).random((20, 128, 128, 3), np.float32)
+    try:
+        yield
+    finally:
+        if original is not None:
+            module.download_test_image_data = original
 
 
 def onnx_to_saved_model(onnx_path: Path, folder: Path, softmax: bool, log, keep_input: str | None = None,
@@ -29,7 +49,7 @@ def onnx_to_saved_model(onnx_path: Path, folder: Path, softmax: bool, log, keep_
         raise ModelError(f"the TFLite formats of an ONNX or PyTorch model need onnx2tf: run  {ONNX2TF_PIP}") from None
     log(f"converting ONNX to a TensorFlow SavedModel (onnx2tf {onnx2tf.__version__})")
     try:
-        with quiet():
+        with quiet(), _no_sample_download():
             model = onnx2tf.convert(input_onnx_file_path=str(onnx_path), output_folder_path=str(folder.parent / "o2tf"),
                                     disable_model_save=True, non_verbose=True, not_use_onnxsim=True,
                                     verbosity="error",

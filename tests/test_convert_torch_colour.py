@@ -73,12 +73,12 @@ def colour_faces(colour_photos):
 
 @pytest.fixture(scope="module")
 def colour_net(tmp_path_factory, colour_faces):
-    """net.py, the trained state_dict, a static batch-1 .pt2 and .onnx, as the tutorials export them."""
+    """colour_net.py, the trained state_dict, a static batch-1 .pt2 and .onnx, as the tutorials export them."""
     d = tmp_path_factory.mktemp("colour_torch")
-    (d / "net.py").write_text(NET)
+    (d / "colour_net.py").write_text(NET)
     sys.path.insert(0, str(d))
     try:
-        from net import ColourNet
+        from colour_net import ColourNet
     finally:
         sys.path.remove(str(d))
     torch.manual_seed(0)
@@ -108,7 +108,7 @@ def colour_net(tmp_path_factory, colour_faces):
 @pytest.mark.parametrize("route", ["pth", "pt2", "onnx"])
 def test_a_colour_pytorch_model_converts_by_each_route_and_runs_with_no_flags(colour_net, colour_photos, data_dir,
                                                                                 tmp_path, route, capsys):
-    argv = {"pth": [str(colour_net / "colour.pth"), "--torch-class", f"{colour_net}/net.py:ColourNet",
+    argv = {"pth": [str(colour_net / "colour.pth"), "--torch-class", f"{colour_net}/colour_net.py:ColourNet",
                     "--input-size", "112"],
             "pt2": [str(colour_net / "colour.pt2")], "onnx": [str(colour_net / "colour.onnx")]}[route]
     out = tmp_path / "out"
