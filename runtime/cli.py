@@ -161,9 +161,11 @@ def _golden_line(model: Path, data, probs, report: dict) -> None:
 
 
 def _write_json(out, doc: dict) -> None:
+    from fer_edge.runtime.core.redact import redact_doc
+
     f = out.open("w", encoding="utf-8")
     try:
-        f.write(json.dumps(doc, indent=1) + "\n")
+        f.write(json.dumps(redact_doc(doc), indent=1) + "\n")
         f.flush()
     finally:
         if not out.stdout:
@@ -327,6 +329,7 @@ def _progress_bar(a, source, sinks: list):
 def _write_report(a, out, sinks: list, summary: dict, pipe, argv: list[str]) -> None:
     import shlex
 
+    from fer_edge.runtime.core.redact import redact, redact_argv
     from fer_edge.runtime.media.report import ReportSink, write_report
 
     sink = next(s for s in sinks if isinstance(s, ReportSink))
@@ -334,7 +337,7 @@ def _write_report(a, out, sinks: list, summary: dict, pipe, argv: list[str]) -> 
     model = {"path": str(clf.path), "label_set": clf.meta.label_set.name, "figures": clf.meta.figures,
              "command": clf.meta.provenance.get("command", "")}
     source = a.source or a.image or (f"camera {a.camera}" if a.camera is not None else "picamera")
-    write_report(out, sink, summary, model, shlex.join(["fer-edge", *argv]), str(source))
+    write_report(out, sink, summary, model, shlex.join(["fer-edge", *redact_argv(argv)]), redact(source))
 
 
 def _notify_ready(sinks: list):
@@ -390,9 +393,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     _quiet_libraries()
     from fer_edge.runtime.core.progress import LineHandler
+    from fer_edge.runtime.core.redact import RedactFilter
 
     handler = LineHandler(sys.stderr)  # a warning during a run clears the progress bar, which is redrawn below it
     handler.setFormatter(logging.Formatter("fer-edge: %(message)s"))
+    handler.addFilter(RedactFilter())  # a URL with a password or a token never reaches the log
     logger = logging.getLogger("fer_edge")
     logger.addHandler(handler)
     old_level = logger.level

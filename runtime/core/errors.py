@@ -85,8 +85,10 @@ def cli_main(fn):
 def _one_line(exc: Exception) -> None:
     import sys
 
+    from fer_edge.runtime.core.redact import redact
+
     if isinstance(exc, FerEdgeError):
-        print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
+        print(redact(f"{type(exc).__name__}: {exc}"), file=sys.stderr)
     else:  # disk full, a path that cannot be written: one line, no traceback
         where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
-        print(f"{type(exc).__name__}: {where}{exc.strerror or exc}", file=sys.stderr)
+        print(redact(f"{type(exc).__name__}: {where}{exc.strerror or exc}"), file=sys.stderr)

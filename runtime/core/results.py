@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from fer_edge.runtime.core.redact import redact
+
 
 @dataclass(frozen=True)
 class FaceResult:
@@ -38,5 +40,5 @@ class FrameResult:
     def to_dict(self) -> dict:
         d = {"frame": self.frame, "time": round(self.time, 4), "faces": [f.to_dict() for f in self.faces]}
         if self.source:
-            d["source"] = self.source
+            d["source"] = redact(self.source)
         return d

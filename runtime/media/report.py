@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from fer_edge.runtime.core.fileio import OutputFile
+from fer_edge.runtime.core.redact import redact, redact_doc
 from fer_edge.runtime.core.results import FrameResult
 from fer_edge.runtime.media.drawing import LABEL_COLOURS
 
@@ -267,6 +268,9 @@ def photos_section(sink: ReportSink) -> str:
 
 
 def page(sink: ReportSink, summary: dict, model: dict, command: str, source: str) -> str:
+    """The whole page; the source, the command and the model's own command are redacted (runtime/core/redact.py):
+    a page may be mailed as it is."""
+    source, command, model = redact(source), redact(command), redact_doc(model)
     tracks = summary.get("tracks", [])
     sure = " (of sure faces)" if "unsure_faces" in summary else ""
     body = [f"<h1>fer-edge report: {esc(source)}</h1>",

@@ -31,6 +31,7 @@ import urllib.parse
 from dataclasses import dataclass
 
 from fer_edge.runtime.core.errors import FerEdgeError, require
+from fer_edge.runtime.core.redact import redact
 
 log = logging.getLogger("fer_edge.runtime")
 
@@ -49,8 +50,8 @@ class MqttTarget:
     password: str | None = None
 
     def redacted(self) -> str:
-        user = f"{self.username}:***@" if self.username else ""
-        return f"{'mqtts' if self.tls else 'mqtt'}://{user}{self.host}:{self.port}/{self.topic}"
+        user = f"{self.username}:{self.password or ''}@" if self.username else ""
+        return redact(f"{'mqtts' if self.tls else 'mqtt'}://{user}{self.host}:{self.port}/{self.topic}")
 
 
 def parse_mqtt_url(url: str, tls: bool = False) -> MqttTarget:
@@ -272,7 +273,7 @@ class MqttSink:
     # -- the sink -------------------------------------------------------------------------------
 
     def _put(self, subtopic: str, doc, retain: bool = False, qos: int | None = None) -> None:
-        payload = doc if isinstance(doc, str) else json.dumps(doc, separators=(",", ":"))
+        payload = redact(doc if isinstance(doc, str) else json.dumps(doc, separators=(",", ":")))
         self.queue.put((f"{self.target.topic}/{subtopic}", payload, retain, self.qos if qos is None else qos))
 
     def write(self, frame, result) -> None:
