@@ -36,6 +36,7 @@ log = logging.getLogger("fer_edge.runtime")
 
 def run_parser() -> ConfigurableParser:
     from fer_edge.runtime.faces.schedule import DEFAULT_RECHECK
+    from fer_edge.runtime.faces.occupancy import DEFAULT_HOLD
     from fer_edge.runtime.faces.visits import DEFAULT_MIN_VISIT
 
     p = ConfigurableParser(prog="fer-edge", description="Facial expressions from a camera, stream or file. "
@@ -66,6 +67,10 @@ def run_parser() -> ConfigurableParser:
                    f"seconds is no visit (default {DEFAULT_MIN_VISIT:g}: a false detection is no event)")
     v.add_argument("--visit-update", type=float, metavar="S", help="an update event every S seconds while a visit "
                    "lasts (default: none)")
+    v.add_argument("--in-view-hold", type=float, default=DEFAULT_HOLD, metavar="S", help="'in view' (Home "
+                   "Assistant's occupancy, the preview, the summary) stays on S seconds after the last face the model "
+                   f"was sure of is gone (default {DEFAULT_HOLD:g}): an unsure frame or a face lost for a moment "
+                   "changes nothing")
     o = p.add_argument_group("outputs")
     o.add_argument("--json", metavar="FILE", help="JSON Lines, one object per frame ('-' = stdout)")
     o.add_argument("--record", metavar="FILE", help="annotated video (.mp4/.avi/.mkv) or image (.jpg/.png)")
@@ -178,11 +183,13 @@ OUTPUTS = ("json", "visits", "record", "summary", "timeline", "report")  # the o
 def _check_visit_arguments(a) -> None:
     """--min-confidence, --min-visit and --visit-update, before any work (PipelineOptions checks them alike)."""
     from fer_edge.runtime.data.confidence import check_min_confidence
+    from fer_edge.runtime.faces.occupancy import check_hold
     from fer_edge.runtime.faces.visits import check_visit_options
 
     if a.min_confidence is not None:
         check_min_confidence(a.min_confidence)
     check_visit_options(a.min_visit, a.visit_update)
+    check_hold(a.in_view_hold)
 
 
 def run(argv: list[str]) -> int:
@@ -234,7 +241,7 @@ def _run(a, outputs: dict, preview, argv: list[str]) -> dict:
         cv2.setNumThreads(a.threads)  # Haar and resizing too, so --threads 1 means one core
     opts = PipelineOptions(model=a.model, detect_every=a.detect_every, smooth=a.smooth, full_rate=a.full_rate,
                            recheck=a.recheck, min_confidence=a.min_confidence, min_visit=a.min_visit,
-                           visit_update=a.visit_update, **detector_options(a), **kw)
+                           visit_update=a.visit_update, in_view_hold=a.in_view_hold, **detector_options(a), **kw)
     stop = threading.Event()
     with Pipeline(opts) as pipe:  # the model first: a wrong model path fails before a camera opens
         source = open_source(a.source or a.image, camera=a.camera, picamera=a.picamera, loop=a.loop,

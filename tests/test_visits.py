@@ -114,7 +114,8 @@ def test_home_assistant_entities_and_visit_events():
         assert doc["device"]["identifiers"] == ["door"] and doc["availability"][0]["topic"] == "fer/door/status"
     assert occupancy["device_class"] == "occupancy" and occupancy["state_topic"] == "fer/door/ha/occupancy"
     assert event["event_types"] == ["start", "end"] and event["state_topic"] == "fer/door/ha/visit"
-    assert ha.add([_face(1, sure=False)]) == "OFF" and ha.add([_face(1)]) == "ON" and ha.add([_face(1)]) is None
+    ha.add([_face(1, sure=False)])
+    assert ha.occupancy_of(False) == "OFF" and ha.occupancy_of(True) == "ON" and ha.occupancy_of(True) is None
     out = ha.visit_events(_events([[_face(1)]] * 20 + [[]], update_every=0.2))
     assert [d["event_type"] for _, d in out] == ["start", "end"]  # updates stay on T/visit
     assert all(d["event_type"] in event["event_types"] for _, d in out)

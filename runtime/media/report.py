@@ -159,6 +159,8 @@ def summary_rows(s: dict) -> list[list]:
     rows = [["frames", s["frames"]], ["seconds", s["seconds"]], ["frames per second", s["fps"]],
             ["stopped by", s["stopped_by"]], ["faces", s["faces"]], ["frames with a face", s["frames_with_face"]]]
     rows += [[name, s[key]] for name, key in (("unsure faces", "unsure_faces"), ("visits", "visits")) if key in s]
+    if s.get("in_view", {}).get("periods"):
+        rows.append(["in view", f"{s['in_view']['seconds']:.1f} s ({s['in_view']['periods']} times)"])
     rows += [["corrupt frames skipped", s["corrupt_frames"]], ["reconnects", s["reconnects"]],
              ["per frame ms", ", ".join(f"{k} {v:.2f}" for k, v in s["stage_ms"].items())]]
     if s.get("unreadable"):

@@ -266,7 +266,7 @@ class ProgressSink:
 
 def format_summary(summary: dict) -> str:
     lines = [f"frames {summary['frames']} in {summary['seconds']:.2f} s = {summary['fps']:.1f} fps "
-             f"({summary['stopped_by']}); faces {summary['faces']} on {summary['frames_with_face']} frames; "
+             f"({summary['stopped_by']}); faces {summary['faces']} on {summary['frames_with_face']} frames{_in_view(summary)}; "
              f"corrupt frames skipped {summary['corrupt_frames']}; reconnects {summary['reconnects']}",
              "per frame ms: " + ", ".join(f"{k} {v:.2f}" for k, v in summary["stage_ms"].items())]
     sc = summary.get("schedule")
@@ -286,3 +286,9 @@ def format_summary(summary: dict) -> str:
         lines.append(f"track {t['track']}: {t['dominant'] or 'no sure frame'} on {t['share']:.0%} of its "
                      f"{t['frames'] - t['unsure_frames']} sure frames ({t['unsure_frames']} unsure)")
     return "\n".join(lines)
+
+
+def _in_view(summary: dict) -> str:
+    """'; in view 12.3 s (2 times)': runtime/faces/occupancy.py's figures, where the run has them."""
+    v = summary.get("in_view")
+    return f"; in view {v['seconds']:.1f} s ({v['periods']} times)" if v and v["periods"] else ""

@@ -16,7 +16,7 @@ import os
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterator
 
@@ -37,6 +37,7 @@ from fer_edge.runtime.faces.schedule import DEFAULT_RECHECK, Schedule
 from fer_edge.runtime.media.sources import Frame
 from fer_edge.runtime.model.shipped import shipped_file, shipped_models
 from fer_edge.runtime.faces.tracking import Tracker
+from fer_edge.runtime.faces.occupancy import DEFAULT_HOLD, Occupancy, check_hold
 from fer_edge.runtime.faces.visits import DEFAULT_MIN_VISIT, Visits, check_visit_options
 from fer_edge.runtime.data.confidence import check_min_confidence
 
@@ -94,11 +95,13 @@ class PipelineOptions:
     min_confidence: float | None = None  # a face is sure from this top probability; None: the model's threshold
     min_visit: float = DEFAULT_MIN_VISIT  # seconds a track must last to be a visit
     visit_update: float | None = None  # seconds between a visit's update events; None: none
+    in_view_hold: float = DEFAULT_HOLD  # seconds without a sure track before "in view" turns off
 
     def __post_init__(self):
         if self.min_confidence is not None:
             self.min_confidence = check_min_confidence(self.min_confidence)
         check_visit_options(self.min_visit, self.visit_update)
+        self.in_view_hold = check_hold(self.in_view_hold)
         if not (isinstance(self.recheck, (int, float)) and math.isfinite(self.recheck) and self.recheck > 0):
             raise FerEdgeError(f"--recheck must be a number of seconds above 0, found {self.recheck}")
         if int(self.detect_every) < 1:
@@ -138,6 +141,7 @@ class RunStats:
         self.unreadable: list[str] = []  # names of image files that could not be decoded
         self.stopped_by = "end of source"
         self.visits = 0  # visits reported (ended)
+        self.in_view = {"periods": 0, "seconds": 0.0}  # runtime/faces/occupancy.py's figures
 
     def add(self, result: FrameResult) -> None:
         self.frames += 1
@@ -161,7 +165,7 @@ class RunStats:
             "fps": round(self.frames / self.seconds, 2) if self.seconds > 0 else 0.0,
             "stage_ms": {k: round(v * 1000 / n, 3) for k, v in self.stage_s.items()},
             "faces": self.faces, "frames_with_face": self.frames_with_face,
-            "unsure_faces": self.unsure, "visits": self.visits,
+            "unsure_faces": self.unsure, "visits": self.visits, "in_view": self.in_view,
             "emotion_share": {k: round(self.label_counts[k] / sure, 4) if sure else 0.0 for k in self.labels},
             "tracks": tracks, "unreadable": self.unreadable, "schedule": self.schedule_summary(),
         }
@@ -188,6 +192,7 @@ class Pipeline:
         self.stats = RunStats(self.labels)
         self.threshold = self._threshold()
         self.visits, self.final_visits = Visits(opts.min_visit, opts.visit_update), []
+        self.occupancy = Occupancy(opts.in_view_hold)
         self._since_detect = 0
         self.schedule = None if opts.full_rate else Schedule(
             self.detector,
@@ -334,6 +339,7 @@ class Pipeline:
         frame's result carries the end of every visit still open when the file ends; a live source's frames go
         on at once (no added latency), and the visits open when it stops end in `self.final_visits`."""
         self.visits, self.final_visits = Visits(self.options.min_visit, self.options.visit_update), []
+        self.occupancy = Occupancy(self.options.in_view_hold)
         frames, live = self._results(source, stop, max_frames), getattr(source, "live", False)
         held = None
         try:
@@ -385,6 +391,7 @@ class Pipeline:
             stats.seconds = time.perf_counter() - stats.started
             stats.reconnects = getattr(source, "reconnects", 0)
             stats.tracks = self.tracker.all_tracks()
+            stats.in_view = self.occupancy.figures()
 
     def _frame_result(self, source, frame: Frame) -> FrameResult | None:
         """One frame of a source processed (unrelated photos without tracking), or None for a frame that could
@@ -400,9 +407,11 @@ class Pipeline:
                 log.warning("frame %d skipped: %s", frame.index, exc)
             else:
                 frame.drawing = Drawing(image, result)  # drawn once, on first use, for every sink that shows it
-                if not getattr(source, "stills", False):  # unrelated photos make no visits
+                if not getattr(source, "stills", False):  # unrelated photos make no visits, nor presence
                     result.visits.extend(self.visits.update(result))
                     stats.visits = self.visits.reported
+                    self.occupancy.update(result)
+                    result = replace(result, in_view=self.occupancy.in_view)
                 return result
         stats.corrupt += 1  # an undecodable frame: the source counted and logged it too; here it is skipped
         if name:

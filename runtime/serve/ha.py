@@ -12,8 +12,8 @@ object_id from [a-zA-Z0-9_-]). fer-edge publishes one `sensor` per value, all un
 
 Every sensor reads the one state topic `T/ha/state` (a JSON object, retained, published every
 --mqtt-summary-every seconds) through a value_template. Beside them, a `binary_sensor` "Face in view" (device
-class occupancy) reads `T/ha/occupancy` (ON/OFF, retained, published when it changes: on while a sure face is
-tracked), and an `event` entity "Visit" reads `T/ha/visit` (each visit's start and end: {"event_type": "start" |
+class occupancy) reads `T/ha/occupancy` (ON/OFF, retained, published when it changes and again on every
+reconnect: on while a track with a sure frame is alive, off once none has been for --in-view-hold seconds), and an `event` entity "Visit" reads `T/ha/visit` (each visit's start and end: {"event_type": "start" |
 "end", and the visit's fields as attributes}). Every entity takes its availability from `T/status`, the retained
 {"device", "online"} message the sink already keeps: online on connect, offline on a clean stop and, as the
 broker's last will, when the process dies. unique_ids are `<node_id>_<object_id>`, where node_id comes from
@@ -108,13 +108,17 @@ class HaDiscovery:
                         json.dumps(doc, separators=(",", ":"))))
         return out
 
-    def add(self, faces: list) -> str | None:
-        """One processed frame's faces (each with .label and .sure); the occupancy (ON/OFF) when it changed."""
+    def add(self, faces: list) -> None:
+        """One processed frame's faces (each with .label and .sure), into the recent window."""
         self.window_frames += 1
         self.faces_now = len(faces)
         self.window.update(f.label for f in faces if f.sure)
         self.unsure += sum(not f.sure for f in faces)
-        now = "ON" if any(f.sure for f in faces) else "OFF"
+
+    def occupancy_of(self, in_view: bool) -> str | None:
+        """The occupancy (ON/OFF) to publish when it changed: a frame's `in_view` (runtime/faces/occupancy.py:
+        from tracks, with a hold time, so an unsure frame changes nothing), else None."""
+        now = "ON" if in_view else "OFF"
         if now == self.occupancy:
             return None
         self.occupancy = now

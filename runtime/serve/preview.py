@@ -156,10 +156,10 @@ class PreviewServer:
         entry = recent[-1] if recent and seq is None else next((e for e in recent if e[0] == seq), None)
         if entry is None:
             return None if seq is not None else {"run": self.run, "seq": 0, "frame": -1, "t": 0.0,
-                                                 "frames": frames, "fps": round(fps, 2), "faces": []}
+                                                 "frames": frames, "fps": round(fps, 2), "in_view": False, "faces": []}
         n, t, result = entry
         state = {"run": self.run, "seq": n, "frame": result.frame, "t": round(t, 3), "frames": frames,
-                 "fps": round(fps, 2), "faces": [f.to_dict() for f in result.faces]}
+                 "fps": round(fps, 2), "in_view": result.in_view, "faces": [f.to_dict() for f in result.faces]}
         if since is not None:
             state["history"] = [_point(pt, ps, r) for ps, pt, r in history if since < ps < n]
             state["history"].append({"t": state["t"], "seq": n, "faces": state["faces"]})
