@@ -213,4 +213,4 @@ def test_the_last_resort_leaves_a_service_to_finish(tmp_path):
     """A service takes its time to close after a stop (6 s here, past the last resort's 3 s): it is not cut."""
     rc, took, out, err, _ = _launch_slow(tmp_path, "service")
     assert "closed" in out, (rc, err)
-    assert rc == 130 and "Traceback" not in err  # the stop was recorded: a finished service still says it
+    assert rc == 0 and "Traceback" not in err and "interrupted" not in err  # a stop is a service's normal end

@@ -11,6 +11,10 @@ import signal
 import sys
 
 _early: list[int] = []  # signals that arrived before runtime/core/stop.py was imported
+# TensorFlow's C++ logging (absl: cpu_feature_guard, oneDNN, MLIR, the SavedModel loader) is read from the
+# environment when TensorFlow loads: set here, before any import, so a command's own lines are not buried in it.
+# 2 keeps C++ errors (and every Python error becomes the command's one line); a value the user set is kept.
+QUIET_NATIVE_LOGS = {"TF_CPP_MIN_LOG_LEVEL": "2", "GRPC_VERBOSITY": "ERROR"}
 
 
 def _record(signum, _frame) -> None:
@@ -19,6 +23,8 @@ def _record(signum, _frame) -> None:
 
 def _run(load, argv: list[str] | None) -> None:
     """`load()` gives the command's main (importing its module); run it as a console script runs."""
+    for key, value in QUIET_NATIVE_LOGS.items():
+        os.environ.setdefault(key, value)
     for sig in (signal.SIGTERM, signal.SIGINT):
         if signal.getsignal(sig) is not signal.SIG_IGN:  # `nohup`, a shell's `&`: an ignored signal stays so
             signal.signal(sig, _record)

@@ -133,12 +133,17 @@ def committing():
 
 @contextlib.contextmanager
 def service():
-    """A live run that takes a stop as its normal end (exit 0): it closes its outputs however long that takes."""
+    """A live run that takes a stop as its normal end (exit 0): it closes its outputs however long that takes, and
+    a stop that arrives meanwhile is forgotten when it ends (a server that re-raises the signal it handled, as
+    uvicorn does, ends its command with 0 too). A stop from before it began is kept."""
+    before = bool(_received)
     _service[0] += 1
     try:
         yield
     finally:
         _service[0] -= 1
+        if not before and not _service[0]:
+            _received.clear()
 
 
 def _end_now(signum: int, scratch: str | None) -> None:
