@@ -205,6 +205,10 @@ def run(argv: list[str]) -> int:
         raise FerEdgeError(f"--stall-timeout must be above 0 seconds, found {a.stall_timeout}")
     check_service_arguments(a)
     _check_visit_arguments(a)
+    given = [opt for opt, v in (("--serve-token", a.serve_token), ("--serve-token-file", a.serve_token_file),
+                                ("--no-token", a.no_token or None)) if v is not None]
+    if given and not a.serve:
+        raise FerEdgeError(f"{given[0]} is for the browser preview: give --serve [HOST:]PORT too, or leave it out")
     preview = preview_options(a) if a.serve else None  # an empty token fails here, before any work
     outputs = {}
     try:  # every output file is checked before the model loads, and none is left behind if the run fails

@@ -36,7 +36,7 @@ from browser import Chromium, find_chromium  # noqa: E402  (docs/browser.py)
 
 TFLITE = Path(__file__).parent / "assets" / "tiny_fer.tflite"
 CHROMIUM = find_chromium()
-TOKEN = "t0ken"
+TOKEN = "t0ken-for-the-preview"
 WINDOW = (1100, 520)
 
 

@@ -127,8 +127,8 @@ def timeline_svg(track: int, points: list[list], labels: tuple[str, ...], t_end:
     parts = [f'<svg class="timeline" data-track="{track}" width="{W}" height="{H}" role="img" '
              f'aria-label="track {track}: emotion probabilities over time">',
              f'<rect x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}" fill="none" stroke="#bbb"/>']
-    parts += [f'<rect class="unsure" x="{x(p[0]):.1f}" y="{TOP}" width="{pw / len(points) + 0.8:.1f}" '
-              f'height="{ph}" fill="#eee"/>' for p in points if p[2] < 0.5]
+    parts += [f'<rect class="unsure" x="{x(a):.1f}" y="{TOP}" width="{x(b) - x(a) + 0.8:.1f}" height="{ph}" fill="#eee"/>'
+              for p, (a, b) in zip(points, spans(points)) if p[2] < 0.5]
     for v in (0.0, 0.5, 1.0):
         parts.append(f'<text x="{LEFT - 6}" y="{y(v) + 4:.1f}" text-anchor="end">{v:.1f}</text>')
     for i, label in enumerate(labels):
@@ -138,6 +138,21 @@ def timeline_svg(track: int, points: list[list], labels: tuple[str, ...], t_end:
     parts.append(f'<text x="{LEFT}" y="{H - 5}">0 s</text>'
                  f'<text x="{LEFT + pw}" y="{H - 5}" text-anchor="end">{t_end:.1f} s</text>')
     return "".join(parts) + "</svg>"
+
+
+def spans(points: list[list]) -> list[tuple[float, float]]:
+    """The stretch of time each point stands for: halfway to its neighbours, never more than half the track's
+    usual spacing on either side (a gap where the face was lost is not shaded), and a track's own span only,
+    not the run's."""
+    times = [p[0] for p in points]
+    gaps = sorted(b - a for a, b in zip(times, times[1:]))
+    half = (gaps[len(gaps) // 2] / 2) if gaps else 0.02  # one frame of a 25 fps source, for a one-point track
+    out = []
+    for i, t in enumerate(times):
+        before = min(half, (t - times[i - 1]) / 2) if i else half
+        after = min(half, (times[i + 1] - t) / 2) if i + 1 < len(times) else half
+        out.append((max(0.0, t - before), t + after))
+    return out
 
 
 def legend(labels: tuple[str, ...]) -> str:

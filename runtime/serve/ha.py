@@ -22,6 +22,7 @@ broker's last will, when the process dies. unique_ids are `<node_id>_<object_id>
 from __future__ import annotations
 
 import collections
+import hashlib
 import json
 import re
 import socket
@@ -46,11 +47,15 @@ def check_prefix(prefix: str) -> str:
 
 
 def node_id(device_name: str | None, client_id: str | None) -> str:
-    """The device's id in topics and unique_ids: [a-zA-Z0-9_-] only, as Home Assistant requires."""
+    """The device's id in topics and unique_ids: [a-zA-Z0-9_-] only, as Home Assistant requires. Spaces and dots
+    become _ ("Hall camera" -> Hall_camera); a name with any other character gets a short hash of the whole name
+    too, so distinct names stay distinct ids ("cam/#" is not "cam")."""
     raw = device_name or client_id or f"fer-edge-{socket.gethostname()}"
     node = re.sub(r"[^a-zA-Z0-9_-]+", "_", raw).strip("_")
     if not node:
         raise FerEdgeError(f"--device-name: expected letters, digits, - or _, found {raw!r}")
+    if re.search(r"[^a-zA-Z0-9_ .-]", raw):
+        node += "_" + hashlib.sha256(raw.encode()).hexdigest()[:6]
     return node
 
 

@@ -196,7 +196,7 @@ def test_an_empty_or_conflicting_token_stops_serve_api_with_one_line(capfd, tmp_
     for extra, words in ((["--serve-token", ""], "--serve-token is empty"),
                          (["--serve-token-file", str(empty)], f"--serve-token-file {empty} is empty"),
                          (["--serve-token-file", str(tmp_path / "none")], "cannot read it"),
-                         (["--no-token", "--serve-token", "x"], "--no-token and --serve-token both given")):
+                         (["--no-token", "--serve-token", TOKEN], "--no-token and --serve-token both given")):
         assert main(base + extra) == 2
         one_line(capfd.readouterr().err, *words.split(" is ")[:1])
     monkeypatch.setenv("FER_EDGE_SERVE_TOKEN", " ")
