@@ -180,16 +180,15 @@ def _write_json(out, doc: dict) -> None:
 OUTPUTS = ("json", "visits", "record", "summary", "timeline", "report")  # the output file options, checked alike
 
 
-def _check_visit_arguments(a) -> None:
-    """--min-confidence, --min-visit and --visit-update, before any work (PipelineOptions checks them alike)."""
-    from fer_edge.runtime.data.confidence import check_min_confidence
-    from fer_edge.runtime.faces.occupancy import check_hold
-    from fer_edge.runtime.faces.visits import check_visit_options
+def _pipeline_options(a):
+    """The pipeline's options from the command line (or a config file): checked as they are made, the way a
+    Python caller's are, before any output file or the model."""
+    from fer_edge.runtime.recognize.pipeline import PipelineOptions
 
-    if a.min_confidence is not None:
-        check_min_confidence(a.min_confidence)
-    check_visit_options(a.min_visit, a.visit_update)
-    check_hold(a.in_view_hold)
+    return PipelineOptions(model=a.model, detect_every=a.detect_every, smooth=a.smooth, full_rate=a.full_rate,
+                           recheck=a.recheck, min_confidence=a.min_confidence, min_visit=a.min_visit,
+                           visit_update=a.visit_update, in_view_hold=a.in_view_hold, **detector_options(a),
+                           **classifier_options(a))
 
 
 def run(argv: list[str]) -> int:
@@ -204,7 +203,9 @@ def run(argv: list[str]) -> int:
     if a.stall_timeout <= 0:
         raise FerEdgeError(f"--stall-timeout must be above 0 seconds, found {a.stall_timeout}")
     check_service_arguments(a)
-    _check_visit_arguments(a)
+    opts = _pipeline_options(a)
+    if a.mqtt:
+        mqtt_options(a)  # its files and numbers checked now, before any work
     given = [opt for opt, v in (("--serve-token", a.serve_token), ("--serve-token-file", a.serve_token_file),
                                 ("--no-token", a.no_token or None)) if v is not None]
     if given and not a.serve:
@@ -221,7 +222,7 @@ def run(argv: list[str]) -> int:
         for opt in OUTPUTS:
             value = getattr(a, opt)
             outputs["--" + opt] = OutputFile(value, a.force, "--" + opt) if value else None
-        summary = _run(a, outputs, preview, argv)
+        summary = _run(a, opts, outputs, preview, argv)
         if outputs["--summary"] is not None:
             _write_json(outputs["--summary"], summary)
             outputs["--summary"].commit()
@@ -233,19 +234,15 @@ def run(argv: list[str]) -> int:
     return 0
 
 
-def _run(a, outputs: dict, preview, argv: list[str]) -> dict:
-    from fer_edge.runtime.recognize.pipeline import Pipeline, PipelineOptions
+def _run(a, opts, outputs: dict, preview, argv: list[str]) -> dict:
+    from fer_edge.runtime.recognize.pipeline import Pipeline
     from fer_edge.runtime.media.sinks import format_summary
     from fer_edge.runtime.media.sources import open_source
 
-    kw = classifier_options(a)
     if a.threads:
         import cv2
 
         cv2.setNumThreads(a.threads)  # Haar and resizing too, so --threads 1 means one core
-    opts = PipelineOptions(model=a.model, detect_every=a.detect_every, smooth=a.smooth, full_rate=a.full_rate,
-                           recheck=a.recheck, min_confidence=a.min_confidence, min_visit=a.min_visit,
-                           visit_update=a.visit_update, in_view_hold=a.in_view_hold, **detector_options(a), **kw)
     stop = threading.Event()
     with Pipeline(opts) as pipe:  # the model first: a wrong model path fails before a camera opens
         source = open_source(a.source or a.image, camera=a.camera, picamera=a.picamera, loop=a.loop,
@@ -257,7 +254,7 @@ def _run(a, outputs: dict, preview, argv: list[str]) -> dict:
             bar = _progress_bar(a, source, sinks)
             notifier = _notify_ready(sinks)
             try:
-                stats = pipe.run(source, sinks, stop, a.max_frames)
+                stats = pipe.run(source, sinks, stop, a.max_frames, keep_on_failure=_is_service(a, source, preview))
             except BaseException:
                 bar.close()
                 raise
@@ -282,7 +279,7 @@ def _is_service(a, source, preview) -> bool:
 def _open_sinks(a, outputs: dict, pipe, source, preview) -> list:
     """The run's outputs, in the order they are written each frame; none is left open if one fails."""
     from fer_edge.runtime.media.sinks import (JsonLinesSink, PrintSink, RecordSink, TimelineSink, VisitsSink,
-                                              WindowSink, gui_available)
+                                              WindowSink, finish_all, gui_available)
 
     sinks = []
     try:
@@ -315,9 +312,10 @@ def _open_sinks(a, outputs: dict, pipe, source, preview) -> list:
         elif why and not a.image and (a.camera is not None or a.picamera):
             log.info("no window: %s; use --json or --record for output", why)
     except BaseException:
-        for s in sinks:
-            getattr(s, "discard", s.close)()
-        source.close()
+        try:
+            finish_all(sinks, commit=False)
+        finally:
+            source.close()
         raise
     return sinks
 

@@ -247,7 +247,7 @@ def test_a_visit_end_is_queued_while_the_broker_restarts_and_then_delivered(brok
         assert end["dominant"] == "happy" and end["device"] and end["ts"] <= time.time()
     finally:
         if sink:
-            sink.close()
+            sink.finish(True)
         if sub:
             sub.close()
 

@@ -19,6 +19,7 @@ from fer_edge.runtime.core.fileio import OutputFile
 from fer_edge.runtime.core.redact import redact, redact_doc
 from fer_edge.runtime.core.results import FrameResult
 from fer_edge.runtime.media.drawing import LABEL_COLOURS
+from fer_edge.runtime.media.sinks import Sink
 
 TIMELINE_POINTS = 600  # points drawn per track (an hour of video is averaged down to this)
 MAX_TIMELINES = 60  # tracks drawn; every track is in the table
@@ -58,7 +59,7 @@ class Timeline:
         return self.points + ([self.pending] if self.pending is not None else [])
 
 
-class ReportSink:
+class ReportSink(Sink):
     """What the report needs from each frame: the tracks' probabilities over time (streams and videos) or the
     photos' faces (folders). Written by `write_report` once the summary exists."""
 
@@ -92,7 +93,7 @@ class ReportSink:
         """Visit events of a frame, or (from the pipeline) those of a live source's visits open when it stopped."""
         self.visits += [e for e in events if e.get("event") == "end"][:MAX_ROWS - len(self.visits)]
 
-    def close(self) -> None:
+    def finish(self, commit: bool) -> None:
         pass  # the page is written by write_report, once the run's summary exists
 
 

@@ -1,16 +1,22 @@
 """Outputs of a run: JSON Lines, an annotated video or image, a window, and the end-of-run summary.
 
-Every sink has `write(frame, result)` (returns False to ask the run to stop, e.g. a closed window) and
-`close()`; the pipeline closes them all however the run ends, so outputs are flushed on SIGINT/SIGTERM.
+Every output of a run is a `Sink` (the one contract): `write(frame, result)` for each frame (False asks the
+run to stop: a closed window), `write_visits(events)` for visit events that come without a frame (a live
+source's visits still open when it stopped), and `finish(commit)` once at the end: with commit its files take
+their final names (and a link says goodbye), without it nothing staged is left. `finish_all` finishes a run's
+sinks in order, every one of them even when one raises. A finite run that fails commits nothing; a live service
+keeps what it recorded (runtime/recognize/pipeline.py's `Pipeline.run`).
 """
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import logging
 import os
 import sys
 from pathlib import Path
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -24,17 +30,38 @@ from fer_edge.runtime.core.results import FrameResult
 log = logging.getLogger("fer_edge.runtime")
 
 
+class Sink(Protocol):
+    """The contract every output of a run keeps (subclass it for the defaults of the optional parts)."""
+
+    def write(self, frame, result: FrameResult) -> bool | None:
+        """One frame and its result; False asks the run to stop."""
+
+    def write_visits(self, events: list[dict]) -> None:
+        """Visit events that come without a frame (a live source's visits open when it stopped)."""
+
+    def finish(self, commit: bool) -> None:
+        """The run is over: commit (files renamed into place, goodbyes said), or leave nothing staged behind."""
+
+
+def finish_all(sinks, commit: bool) -> None:
+    """Finish every sink, in order, whichever of them raises (the first error is raised once all have had
+    their turn, the others chained to it)."""
+    with contextlib.ExitStack() as stack:
+        for sink in reversed(list(sinks)):
+            stack.callback(sink.finish, commit)
+
+
 def _output(target, force: bool, option: str) -> OutputFile:
     return target if isinstance(target, OutputFile) else OutputFile(target, force, option)
 
 
-class JsonLinesSink:
+class JsonLinesSink(Sink):
     """One JSON object per processed frame: {frame, time, faces: [{box, label, probs, track}]}.
 
     Written under a temporary name. A live source's events (`stream`, and any rotated file) take the final
     name with the first frame, so a running camera's events can be followed live (`tail -f`); a file's or a
     folder's take it when the run ends, so a stopped or failed run leaves none. A run that fails to start
-    (`discard()`) leaves no file and an old one untouched; every line is flushed, so even SIGKILL leaves
+    (`finish(False)`) leaves no file and an old one untouched; every line is flushed, so even SIGKILL leaves
     whole lines.
 
     With `max_bytes`, the live file is rotated between two lines once it reaches that size: FILE becomes
@@ -73,20 +100,13 @@ class JsonLinesSink:
         self.size = 0
         self.rotations += 1
 
-    def close(self) -> None:
+    def finish(self, commit: bool) -> None:
         if self.file is None:
             return
-        self.file.flush()
+        file, self.file = self.file, None
         if not self.out.stdout:
-            self.file.close()
-        self.file = None
-        self.out.commit()
-
-    def discard(self) -> None:
-        if self.file is not None and not self.out.stdout:
-            self.file.close()
-        self.file = None
-        self.out.discard()
+            file.close()  # (a live file, already at its final name, keeps every whole line it has)
+        self.out.commit() if commit else self.out.discard()
 
 
 class VisitsSink(JsonLinesSink):
@@ -111,7 +131,7 @@ def rotate_numbered(path: Path, keep: int) -> None:
     os.replace(path, f"{path}.1")
 
 
-class RecordSink:
+class RecordSink(Sink):
     """Annotated frames to a video file (.mp4, .avi, .mkv) or to image files (.jpg, .png: the first frame
     at the name given, the others at NAME-FRAME.jpg). Every file is written under a temporary name and
     renamed when complete, so a killed run never leaves an unplayable video at the final name."""
@@ -164,20 +184,14 @@ class RecordSink:
         if not cv2.imwrite(str(target), image):
             raise FerEdgeError(f"{target}: OpenCV could not write this image")
 
-    def close(self) -> None:
+    def finish(self, commit: bool) -> None:
         if self.writer is not None:
             self.writer.release()
             self.writer = None
-        if self.frames:
+        if commit and self.frames:
             self.out.commit()
         else:
             self.out.discard()  # no frame: no empty file at the final name
-
-    def discard(self) -> None:
-        if self.writer is not None:
-            self.writer.release()
-            self.writer = None
-        self.out.discard()
 
 
 def gui_available() -> tuple[bool, str]:
@@ -191,7 +205,7 @@ def gui_available() -> tuple[bool, str]:
     return True, ""
 
 
-class WindowSink:
+class WindowSink(Sink):
     """The annotated frames in an OpenCV window; q or Esc stops the run."""
 
     def __init__(self, title: str = "fer-edge"):
@@ -203,11 +217,11 @@ class WindowSink:
         key = cv2.waitKey(1) & 0xFF
         return key not in (ord("q"), 27)
 
-    def close(self) -> None:
+    def finish(self, commit: bool) -> None:
         cv2.destroyWindow(self.title)
 
 
-class PrintSink:
+class PrintSink(Sink):
     """One readable line per face (the --image output)."""
 
     def __init__(self, stream=None):
@@ -222,11 +236,11 @@ class PrintSink:
             print(f"{name}: face {f.track} at {list(f.box)}: {f.label}{'' if f.sure else ' (unsure)'} "
                   f"({', '.join(f'{k} {v:.2f}' for k, v in top)})", file=self.stream)
 
-    def close(self) -> None:
+    def finish(self, commit: bool) -> None:
         self.stream.flush()
 
 
-class TimelineSink:
+class TimelineSink(Sink):
     """--timeline FILE.png: each track's emotion probabilities over time, drawn when the run ends."""
 
     def __init__(self, target, labels: tuple[str, ...], force: bool = False):
@@ -241,16 +255,18 @@ class TimelineSink:
         for f in result.faces:
             self.tracks.setdefault(f.track, []).append((result.time, np.array([f.probs[k] for k in self.labels])))
 
-    def close(self) -> None:
+    def finish(self, commit: bool) -> None:
         if self.tracks is None:
             return
-        image = draw_timeline(self.tracks, self.labels)
-        self.tracks = None
-        RecordSink._imwrite(self.out.target, image)
+        tracks, self.tracks = self.tracks, None
+        if not commit:
+            self.out.discard()
+            return
+        RecordSink._imwrite(self.out.target, draw_timeline(tracks, self.labels))
         self.out.commit()
 
 
-class ProgressSink:
+class ProgressSink(Sink):
     """Advances a progress bar (runtime.core.progress) to each frame's position in its source; frames skipped as
     corrupt count too. The run closes the bar: only it knows whether the source ended."""
 
@@ -259,9 +275,6 @@ class ProgressSink:
 
     def write(self, frame, result: FrameResult):
         self.bar.update_to(result.frame + 1)
-
-    def close(self) -> None:
-        pass
 
 
 def format_summary(summary: dict) -> str:

@@ -21,7 +21,6 @@ broker's last will, when the process dies. unique_ids are `<node_id>_<object_id>
 """
 from __future__ import annotations
 
-import collections
 import hashlib
 import json
 import re
@@ -30,6 +29,7 @@ import time
 
 from fer_edge.runtime.core.errors import FerEdgeError
 from fer_edge.runtime.core.version import package_version
+from fer_edge.runtime.faces.facestats import FaceStats
 
 DEFAULT_PREFIX = "homeassistant"
 AVAILABILITY_TEMPLATE = "{{ 'online' if value_json.online else 'offline' }}"
@@ -85,8 +85,8 @@ class HaDiscovery:
         self.state_topic, self.status_topic = f"{base_topic}/ha/state", f"{base_topic}/status"
         self.device = {"identifiers": [node], "name": name or node, "manufacturer": "fer-edge",
                        "model": f"fer-edge {model}".strip(), "sw_version": package_version()}
-        self.window: collections.Counter = collections.Counter()
-        self.window_frames, self.faces_now, self.unsure = 0, 0, 0
+        self.window = FaceStats()  # the faces of the recent window (runtime/faces/facestats.py)
+        self.window_frames, self.faces_now = 0, 0
         self.window_start = time.monotonic()
         self.occupancy: str | None = None  # ON / OFF as last published
 
@@ -117,8 +117,7 @@ class HaDiscovery:
         """One processed frame's faces (each with .label and .sure), into the recent window."""
         self.window_frames += 1
         self.faces_now = len(faces)
-        self.window.update(f.label for f in faces if f.sure)
-        self.unsure += sum(not f.sure for f in faces)
+        self.window.add_all(faces)
 
     def occupancy_of(self, in_view: bool) -> str | None:
         """The occupancy (ON/OFF) to publish when it changed: a frame's `in_view` (runtime/faces/occupancy.py:
@@ -138,12 +137,11 @@ class HaDiscovery:
     def state(self) -> dict:
         """The recent window's values (then the window starts again)."""
         now = time.monotonic()
-        seconds, total = now - self.window_start, sum(self.window.values())
-        doc = {"faces": self.faces_now,
-               "emotion": self.window.most_common(1)[0][0] if total else "none",
-               "unsure": self.unsure, "fps": round(self.window_frames / seconds, 2) if seconds > 0 else 0.0,
-               "share": {k: round(100.0 * self.window[k] / total, 1) if total else 0.0 for k in self.labels},
+        seconds, w = now - self.window_start, self.window
+        doc = {"faces": self.faces_now, "emotion": w.dominant() or "none",
+               "unsure": w.unsure, "fps": round(self.window_frames / seconds, 2) if seconds > 0 else 0.0,
+               "share": {k: round(100.0 * v, 1) for k, v in w.shares(self.labels, digits=6).items()},
                "window_s": round(seconds, 1)}
         self.window.clear()
-        self.window_frames, self.window_start, self.unsure = 0, now, 0
+        self.window_frames, self.window_start = 0, now
         return doc

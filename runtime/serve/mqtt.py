@@ -34,6 +34,8 @@ from dataclasses import dataclass
 
 from fer_edge.runtime.core.errors import FerEdgeError, require
 from fer_edge.runtime.core.redact import redact
+from fer_edge.runtime.faces.facestats import FaceStats
+from fer_edge.runtime.media.sinks import Sink
 from fer_edge.runtime.serve.ha import OCCUPANCY
 
 log = logging.getLogger("fer_edge.runtime")
@@ -149,8 +151,22 @@ class MqttOptions:
     client_id: str | None = None
     flush_timeout: float = 5.0
 
+    def __post_init__(self):
+        """Checked once, as they are made (from the command line, a config file or Python)."""
+        parse_mqtt_url(self.url, self.tls)
+        for name, path in (("--mqtt-ca", self.ca), ("--mqtt-cert", self.cert), ("--mqtt-key", self.key)):
+            if path and not os.path.isfile(path):
+                raise FerEdgeError(f"{name}: no such file {path}")
+        if self.key and not self.cert:
+            raise FerEdgeError("--mqtt-key needs --mqtt-cert")
+        if int(self.queue) < 1:
+            raise FerEdgeError(f"--mqtt-queue must be 1 or more, found {self.queue}")
+        for name, value in (("--mqtt-summary-every", self.summary_every), ("--mqtt-flush-timeout", self.flush_timeout)):
+            if not value >= 0:
+                raise FerEdgeError(f"{name} must be 0 seconds or more, found {value}")
 
-class MqttSink:
+
+class MqttSink(Sink):
     """A sink (write/close) publishing to an MQTT broker through paho-mqtt 2.x."""
 
     def __init__(self, options: MqttOptions, ha=None, connect_timeout: float | None = None):
@@ -161,11 +177,6 @@ class MqttSink:
         qos, queue, summary_every, client_id, flush_timeout = o.qos, o.queue, o.summary_every, o.client_id, o.flush_timeout
         mqtt = require("paho.mqtt.client", "mqtt")
         self.target = t = parse_mqtt_url(url, tls)
-        for name, path in (("--mqtt-ca", ca), ("--mqtt-cert", cert), ("--mqtt-key", key)):
-            if path and not os.path.isfile(path):
-                raise FerEdgeError(f"{name}: no such file {path}")
-        if key and not cert:
-            raise FerEdgeError("--mqtt-key needs --mqtt-cert")
         self.qos, self.summary_every, self.flush_timeout = int(qos), float(summary_every), float(flush_timeout)
         self.device = socket.gethostname()
         self.queue = OfflineQueue(int(queue))
@@ -175,8 +186,8 @@ class MqttSink:
         self._inflight: dict[int, str] = {}  # mid -> kind
         self._acked_early: set[int] = set()
         self._closing = self._stop_now = False
-        self.frames = self.faces = self.unsure = 0
-        self.label_counts: collections.Counter = collections.Counter()
+        self.frames = 0
+        self.face_stats = FaceStats()  # every face published (runtime/faces/facestats.py)
         self.track_labels: dict[int, str] = {}
         self.started = self._last_summary = time.monotonic()
         self.ha = ha  # a serve/ha.py HaDiscovery: discovery configs on every connect, its state with each summary
@@ -323,10 +334,8 @@ class MqttSink:
     def write(self, frame, result) -> None:
         ts = round(time.time(), 3)
         self.frames += 1
+        self.face_stats.add_all(result.faces)
         for f in result.faces:
-            self.faces += 1
-            self.label_counts[f.label] += f.sure
-            self.unsure += not f.sure
             self.track_labels[f.track] = f.label
             self._put("face", {"device": self.device, "frame": result.frame, "time": round(result.time, 4), "ts": ts,
                                **f.to_dict()})
@@ -363,15 +372,15 @@ class MqttSink:
     def summary(self, final: bool = False) -> dict:
         now = time.monotonic()
         self._last_summary = now
-        seconds, sure = now - self.started, self.faces - self.unsure
+        seconds, stats = now - self.started, self.face_stats
         return {"device": self.device, "ts": round(time.time(), 3), "final": final, "frames": self.frames,
-                "faces": self.faces, "seconds": round(seconds, 3),
+                "faces": stats.faces, "seconds": round(seconds, 3),
                 "fps": round(self.frames / seconds, 2) if seconds > 0 else 0.0,
-                "emotion_share": {k: round(v / sure, 4) for k, v in sorted(self.label_counts.items()) if v},
-                "unsure_faces": self.unsure,
+                "emotion_share": stats.shares(), "unsure_faces": stats.unsure,
                 "tracks": {str(k): v for k, v in sorted(self.track_labels.items())}, "mqtt": self.stats()}
 
-    def close(self) -> None:
+    def finish(self, commit: bool = True) -> None:
+        """The last state, the final summary and the goodbye, either way (a link has nothing to take back)."""
         if self._closing:
             return
         if self.ha is not None:
