@@ -56,10 +56,10 @@ def test_a_stop_swallowed_in_a_del_commits_nothing_and_reports_nothing(capfd, tm
         with open(out.target, "wb") as f:
             f.write(b"half a model")
         try:
-            stop._raising[0] += 1  # as inside stop.raising(), without its own checks: only __del__ sees it
+            stop._set_depth(stop._raising_depth() + 1)  # as inside stop.raising(), without its own checks
             _Native()  # created and collected at once
         finally:
-            stop._raising[0] -= 1
+            stop._set_depth(stop._raising_depth() - 1)
         out.commit()  # the commit point checks for itself
 
     assert convert() == 130
