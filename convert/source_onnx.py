@@ -43,10 +43,13 @@ def _dims(value_info) -> list:
 
 
 def _check_external_data(model, path: Path) -> None:
-    """External tensor data must lie in the model's own folder (or below): a path out of it is refused."""
+    """External tensor data must lie in the model's own folder (or below): a path out of it is refused. Every
+    tensor onnx would load is checked: initializers, Constant nodes' and other attributes, subgraphs."""
     onnx = require("onnx", "convert")
+    from onnx.external_data_helper import _get_all_tensors  # what load_external_data_for_model walks
+
     base = path.resolve().parent
-    for t in model.graph.initializer:
+    for t in _get_all_tensors(model):
         if t.data_location != onnx.TensorProto.EXTERNAL:
             continue
         loc = next((e.value for e in t.external_data if e.key == "location"), "")

@@ -3,7 +3,7 @@ API (`fer-edge serve-api`), the Jupyter way.
 
 The token comes from `--serve-token-file FILE` (its first line) or `--serve-token TOKEN` (not both), else from
 `$FER_EDGE_SERVE_TOKEN`; an empty one is an error, never an open server, and so is one shorter than MIN_TOKEN
-characters; a token file other users can read is used with a warning. A server bound beyond loopback
+characters; a token file every user can read is used with a warning. A server bound beyond loopback
 without one makes a random token for the run and prints the URL that carries it, once, on stderr;
 `--no-token` is the only way to serve open, with a warning on every start. A server on loopback without a
 token stays open, as it always was. Both servers take the token either way: `?token=T` in the URL (what a
@@ -40,14 +40,14 @@ WWW_AUTHENTICATE = ("WWW-Authenticate", 'Bearer realm="fer-edge"')
 def read_token(token: str | None = None, token_file: str | None = None) -> str | None:
     """The token from --serve-token-file, --serve-token or $FER_EDGE_SERVE_TOKEN, in that order (None: none).
     An empty one (an unset shell variable, `serve_token = ""`) is an error, never a server without a token."""
-    shared = 0  # a token file's permission bits for its group and others
+    shared = 0  # a token file's permission bits for every other user
     if token is not None and token_file:
         raise FerEdgeError("give --serve-token or --serve-token-file, not both")
     if token_file:
         try:
             with open(token_file, encoding="utf-8") as f:
                 token, where = f.readline().strip(), f"--serve-token-file {token_file}"
-                shared = os.fstat(f.fileno()).st_mode & 0o077
+                shared = os.fstat(f.fileno()).st_mode & 0o007  # others' bits (a group like fer-edge's may read)
         except (OSError, UnicodeDecodeError) as exc:
             raise FerEdgeError(f"--serve-token-file {token_file}: cannot read it "
                                f"({getattr(exc, 'strerror', None) or exc})") from None
@@ -64,8 +64,8 @@ def read_token(token: str | None = None, token_file: str | None = None) -> str |
         raise FerEdgeError(f"{where}: expected a token of {MIN_TOKEN} characters or more, found {len(token)} (make "
                            "one with: python -c \"import secrets; print(secrets.token_urlsafe(32))\")")
     if token_file and shared:
-        log.warning("--serve-token-file %s can be read by other users of this machine: chmod 600 %s",
-                    token_file, token_file)
+        log.warning("--serve-token-file %s can be read by every user of this machine: chmod 600 %s (or 640 with "
+                    "the service's group)", token_file, token_file)
     return token
 
 

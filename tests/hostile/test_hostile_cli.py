@@ -240,10 +240,10 @@ def test_a_short_token_a_token_without_a_server_and_a_shared_token_file(capfd, p
         one_line(err, f"{flags[0]} is for the browser preview: give --serve")
     token = tmp_path / "token"
     token.write_text("a-long-enough-token-0123\n")
-    for mode, warned in ((0o644, True), (0o600, False)):
+    for mode, warned in ((0o644, True), (0o640, False), (0o600, False)):  # 640: the service's group (deploy/)
         token.chmod(mode)
         rc, _, err = run(capfd, "--image", photo, "--serve", "0", "--serve-token-file", token)
-        assert rc == 0 and ("can be read by other users" in err) == warned, err
+        assert rc == 0 and ("can be read by every user" in err) == warned, err
 
 
 def test_an_open_preview_beyond_loopback_needs_no_token_and_warns(capfd, photo, monkeypatch):
