@@ -74,3 +74,18 @@ def test_every_sink_is_finished_in_order_when_one_raises():
     with pytest.raises(RuntimeError, match="b failed"):
         finish_all(sinks, commit=True)
     assert log == [("a", True), ("b", True), ("c", True)]
+
+
+def test_a_long_timeline_is_kept_in_bounded_memory_and_drawn(tmp_path):
+    """--timeline keeps each track as the report does (runtime/media/sinks.py's Timeline): an hour at 25 fps
+    is a few hundred points, and the PNG is drawn from them."""
+    from fer_edge.runtime.core.results import FaceResult, FrameResult
+    from fer_edge.runtime.media.sinks import TIMELINE_POINTS
+
+    sink = TimelineSink(tmp_path / "t.png", ("happy", "sad"))
+    face = FaceResult((1, 2, 3, 4), "happy", {"happy": 0.7, "sad": 0.3}, 1)
+    for i in range(25 * 3600):
+        sink.write(None, FrameResult(i, i / 25, [face]))
+    assert len(sink.tracks[1].all()) < 2 * TIMELINE_POINTS
+    sink.finish(True)
+    assert (tmp_path / "t.png").stat().st_size > 0 and [p.name for p in tmp_path.iterdir()] == ["t.png"]

@@ -19,9 +19,8 @@ from fer_edge.runtime.core.fileio import OutputFile
 from fer_edge.runtime.core.redact import redact, redact_doc
 from fer_edge.runtime.core.results import FrameResult
 from fer_edge.runtime.media.drawing import LABEL_COLOURS
-from fer_edge.runtime.media.sinks import Sink
+from fer_edge.runtime.media.sinks import TIMELINE_POINTS, Sink, Timeline  # noqa: F401 (TIMELINE_POINTS: the report keeps as many)
 
-TIMELINE_POINTS = 600  # points drawn per track (an hour of video is averaged down to this)
 MAX_TIMELINES = 60  # tracks drawn; every track is in the table
 MAX_ROWS = 20000  # rows of the photos and visits tables (a folder's photos with a face, visits)
 W, H, LEFT, TOP = 900, 150, 44, 10  # timeline size and margins, in pixels
@@ -34,29 +33,6 @@ def esc(value) -> str:
 def rgb(i: int) -> str:
     b, g, r = LABEL_COLOURS[i % len(LABEL_COLOURS)]  # the --timeline PNG's colours (BGR there)
     return f"rgb({r},{g},{b})"
-
-
-class Timeline:
-    """One track's probabilities over time in at most 2 x TIMELINE_POINTS points of equal weight: each point
-    averages `step` frames, and `step` doubles (neighbours merged) whenever the points fill up."""
-
-    def __init__(self):
-        self.points: list[list] = []  # [time, probs, sure, frames]
-        self.step = 1
-        self.pending: list | None = None  # the point being filled
-
-    def add(self, t: float, probs: list[float], sure: float) -> None:
-        point = [t, probs, sure, 1.0]
-        self.pending = point if self.pending is None else _merge(self.pending, point)
-        if self.pending[3] >= self.step:
-            self.points.append(self.pending)
-            self.pending = None
-            if len(self.points) >= 2 * TIMELINE_POINTS:
-                self.points = [_merge(a, b) for a, b in zip(self.points[::2], self.points[1::2])]
-                self.step *= 2
-
-    def all(self) -> list[list]:
-        return self.points + ([self.pending] if self.pending is not None else [])
 
 
 class ReportSink(Sink):
@@ -95,12 +71,6 @@ class ReportSink(Sink):
 
     def finish(self, commit: bool) -> None:
         pass  # the page is written by write_report, once the run's summary exists
-
-
-def _merge(a: list, b: list) -> list:
-    w = a[3] + b[3]
-    return [(a[0] * a[3] + b[0] * b[3]) / w, [(x * a[3] + y * b[3]) / w for x, y in zip(a[1], b[1])],
-            (a[2] * a[3] + b[2] * b[3]) / w, w]
 
 
 # -- charts -----------------------------------------------------------------------------------------------------

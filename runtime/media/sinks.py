@@ -29,6 +29,8 @@ from fer_edge.runtime.core.results import FrameResult
 
 log = logging.getLogger("fer_edge.runtime")
 
+TIMELINE_POINTS = 600  # points kept per track for --timeline and --report (an hour of video is averaged down)
+
 
 class Sink(Protocol):
     """The contract every output of a run keeps (subclass it for the defaults of the optional parts)."""
@@ -240,8 +242,38 @@ class PrintSink(Sink):
         self.stream.flush()
 
 
+class Timeline:
+    """One track's probabilities over time in at most 2 x TIMELINE_POINTS points of equal weight: each point
+    averages `step` frames, and `step` doubles (neighbours merged) whenever the points fill up."""
+
+    def __init__(self):
+        self.points: list[list] = []  # [time, probs, sure, frames]
+        self.step = 1
+        self.pending: list | None = None  # the point being filled
+
+    def add(self, t: float, probs: list[float], sure: float) -> None:
+        point = [t, probs, sure, 1.0]
+        self.pending = point if self.pending is None else _merge(self.pending, point)
+        if self.pending[3] >= self.step:
+            self.points.append(self.pending)
+            self.pending = None
+            if len(self.points) >= 2 * TIMELINE_POINTS:
+                self.points = [_merge(a, b) for a, b in zip(self.points[::2], self.points[1::2])]
+                self.step *= 2
+
+    def all(self) -> list[list]:
+        return self.points + ([self.pending] if self.pending is not None else [])
+
+
+def _merge(a: list, b: list) -> list:
+    w = a[3] + b[3]
+    return [(a[0] * a[3] + b[0] * b[3]) / w, [(x * a[3] + y * b[3]) / w for x, y in zip(a[1], b[1])],
+            (a[2] * a[3] + b[2] * b[3]) / w, w]
+
+
 class TimelineSink(Sink):
-    """--timeline FILE.png: each track's emotion probabilities over time, drawn when the run ends."""
+    """--timeline FILE.png: each track's emotion probabilities over time, drawn when the run ends (kept as the
+    report keeps them, `Timeline`: bounded memory however long the run)."""
 
     def __init__(self, target, labels: tuple[str, ...], force: bool = False):
         self.out = _output(target, force, "--timeline")
@@ -249,11 +281,12 @@ class TimelineSink(Sink):
             self.out.discard()
             raise FerEdgeError(f"--timeline {self.out.path}: expected a .png or .jpg file name")
         self.labels = labels
-        self.tracks: dict[int, list] = {}
+        self.tracks: dict[int, Timeline] = {}
 
     def write(self, frame, result: FrameResult):
         for f in result.faces:
-            self.tracks.setdefault(f.track, []).append((result.time, np.array([f.probs[k] for k in self.labels])))
+            self.tracks.setdefault(f.track, Timeline()).add(result.time, [f.probs[k] for k in self.labels],
+                                                            float(f.sure))
 
     def finish(self, commit: bool) -> None:
         if self.tracks is None:
@@ -262,7 +295,9 @@ class TimelineSink(Sink):
         if not commit:
             self.out.discard()
             return
-        RecordSink._imwrite(self.out.target, draw_timeline(tracks, self.labels))
+        points = {track: [(p[0], np.array(p[1])) for p in t.all()] for track, t in tracks.items()}
+        frames = {track: int(sum(p[3] for p in t.all())) for track, t in tracks.items()}
+        RecordSink._imwrite(self.out.target, draw_timeline(points, self.labels, frames=frames))
         self.out.commit()
 
 
