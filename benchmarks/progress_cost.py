@@ -41,8 +41,11 @@ class TimedSink:
         self.wall += time.perf_counter() - t0
         self.calls += 1
 
-    def close(self) -> None:
-        self.sink.close()
+    def write_visits(self, events) -> None:
+        pass
+
+    def finish(self, commit: bool) -> None:
+        self.sink.finish(commit)
 
 
 class TimedProgress(Progress):

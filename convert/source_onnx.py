@@ -16,6 +16,7 @@ read as above. A whole pickled model is refused unless the user trusts it (--uns
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import sys
 import tempfile
@@ -48,10 +49,13 @@ def image_input(graph):
 
 
 def _check_external_data(model, path: Path) -> None:
-    """External tensor data must lie in the model's own folder (or below): a path out of it is refused."""
+    """External tensor data must lie in the model's own folder (or below): a path out of it is refused. Every
+    tensor onnx would load is checked: initializers, Constant nodes' and other attributes, subgraphs."""
     onnx = require("onnx", "convert")
+    from onnx.external_data_helper import _get_all_tensors  # what load_external_data_for_model walks
+
     base = path.resolve().parent
-    for t in model.graph.initializer:
+    for t in _get_all_tensors(model):
         if t.data_location != onnx.TensorProto.EXTERNAL:
             continue
         loc = next((e.value for e in t.external_data if e.key == "location"), "")
@@ -292,15 +296,34 @@ def _import_class(spec: str):
     return cls
 
 
+@contextlib.contextmanager
+def _importable_as_saved(cls, torch_class: str | None):
+    """While a whole pickled model loads: --torch-class's file also under its own module name (net.py -> `net`),
+    the name the pickle recorded when the model was saved from a script beside it."""
+    name = Path(torch_class.rpartition(":")[0]).stem if cls is not None else None
+    if name is None or name in sys.modules:
+        yield
+        return
+    sys.modules[name] = sys.modules[cls.__module__]
+    try:
+        yield
+    finally:
+        sys.modules.pop(name, None)
+
+
 def _load_torch_file(path: Path, torch_class: str | None, unsafe: bool):
     """A .pth/.pt/.pkl file -> an nn.Module in eval mode: a state_dict into --torch-class, or (trusted only)
     a whole pickled model."""
     torch = require("torch", "torch")
     cls = _import_class(torch_class) if torch_class else None
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=not unsafe)
+        with _importable_as_saved(cls, torch_class):
+            obj = torch.load(path, map_location="cpu", weights_only=not unsafe)
     except Exception as exc:  # pickle.UnpicklingError for a whole model under weights_only; others for junk
         text = str(exc)
+        if isinstance(exc, ModuleNotFoundError) and unsafe:
+            raise ModelError(f"{path}: the pickled model's class is in a module not found here ({text}): give "
+                             "--torch-class FILE.py:ClassName naming the file that defines it") from None
         if "weights_only" in text or "Weights only load failed" in text:
             raise ModelError(f"{path}: expected a state_dict or a torch.export program, found a pickled whole model "
                              f"(loading it runs code from the file): {SAFE_EXPORT}; or {UNSAFE_FLAG} if you trust "

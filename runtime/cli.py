@@ -36,6 +36,7 @@ log = logging.getLogger("fer_edge.runtime")
 
 def run_parser() -> ConfigurableParser:
     from fer_edge.runtime.faces.schedule import DEFAULT_RECHECK
+    from fer_edge.runtime.faces.occupancy import DEFAULT_HOLD
     from fer_edge.runtime.faces.visits import DEFAULT_MIN_VISIT
 
     p = ConfigurableParser(prog="fer-edge", description="Facial expressions from a camera, stream or file. "
@@ -66,6 +67,10 @@ def run_parser() -> ConfigurableParser:
                    f"seconds is no visit (default {DEFAULT_MIN_VISIT:g}: a false detection is no event)")
     v.add_argument("--visit-update", type=float, metavar="S", help="an update event every S seconds while a visit "
                    "lasts (default: none)")
+    v.add_argument("--in-view-hold", type=float, default=DEFAULT_HOLD, metavar="S", help="'in view' (Home "
+                   "Assistant's occupancy, the preview, the summary) stays on S seconds after the last face the model "
+                   f"was sure of is gone (default {DEFAULT_HOLD:g}): an unsure frame or a face lost for a moment "
+                   "changes nothing")
     o = p.add_argument_group("outputs")
     o.add_argument("--json", metavar="FILE", help="JSON Lines, one object per frame ('-' = stdout)")
     o.add_argument("--record", metavar="FILE", help="annotated video (.mp4/.avi/.mkv) or image (.jpg/.png)")
@@ -162,9 +167,11 @@ def _golden_line(model: Path, data, probs, report: dict) -> None:
 
 
 def _write_json(out, doc: dict) -> None:
+    from fer_edge.runtime.core.redact import redact_doc
+
     f = out.open("w", encoding="utf-8")
     try:
-        f.write(json.dumps(doc, indent=1) + "\n")
+        f.write(json.dumps(redact_doc(doc), indent=1) + "\n")
         f.flush()
     finally:
         if not out.stdout:
@@ -174,14 +181,15 @@ def _write_json(out, doc: dict) -> None:
 OUTPUTS = ("json", "visits", "record", "summary", "timeline", "report")  # the output file options, checked alike
 
 
-def _check_visit_arguments(a) -> None:
-    """--min-confidence, --min-visit and --visit-update, before any work (PipelineOptions checks them alike)."""
-    from fer_edge.runtime.data.confidence import check_min_confidence
-    from fer_edge.runtime.faces.visits import check_visit_options
+def _pipeline_options(a):
+    """The pipeline's options from the command line (or a config file): checked as they are made, the way a
+    Python caller's are, before any output file or the model."""
+    from fer_edge.runtime.recognize.pipeline import PipelineOptions
 
-    if a.min_confidence is not None:
-        check_min_confidence(a.min_confidence)
-    check_visit_options(a.min_visit, a.visit_update)
+    return PipelineOptions(model=a.model, detect_every=a.detect_every, smooth=a.smooth, full_rate=a.full_rate,
+                           recheck=a.recheck, min_confidence=a.min_confidence, min_visit=a.min_visit,
+                           visit_update=a.visit_update, in_view_hold=a.in_view_hold, **detector_options(a),
+                           **classifier_options(a))
 
 
 def run(argv: list[str]) -> int:
@@ -196,7 +204,13 @@ def run(argv: list[str]) -> int:
     if a.stall_timeout <= 0:
         raise FerEdgeError(f"--stall-timeout must be above 0 seconds, found {a.stall_timeout}")
     check_service_arguments(a)
-    _check_visit_arguments(a)
+    opts = _pipeline_options(a)
+    if a.mqtt:
+        mqtt_options(a)  # its files and numbers checked now, before any work
+    given = [opt for opt, v in (("--serve-token", a.serve_token), ("--serve-token-file", a.serve_token_file),
+                                ("--no-token", a.no_token or None)) if v is not None]
+    if given and not a.serve:
+        raise FerEdgeError(f"{given[0]} is for the browser preview: give --serve [HOST:]PORT too, or leave it out")
     preview = preview_options(a) if a.serve else None  # an empty token fails here, before any work
     outputs = {}
     try:  # every output file is checked before the model loads, and none is left behind if the run fails
@@ -209,7 +223,7 @@ def run(argv: list[str]) -> int:
         for opt in OUTPUTS:
             value = getattr(a, opt)
             outputs["--" + opt] = OutputFile(value, a.force, "--" + opt) if value else None
-        summary = _run(a, outputs, preview, argv)
+        summary = _run(a, opts, outputs, preview, argv)
         if outputs["--summary"] is not None:
             _write_json(outputs["--summary"], summary)
             outputs["--summary"].commit()
@@ -221,19 +235,15 @@ def run(argv: list[str]) -> int:
     return 0
 
 
-def _run(a, outputs: dict, preview, argv: list[str]) -> dict:
-    from fer_edge.runtime.recognize.pipeline import Pipeline, PipelineOptions
+def _run(a, opts, outputs: dict, preview, argv: list[str]) -> dict:
+    from fer_edge.runtime.recognize.pipeline import Pipeline
     from fer_edge.runtime.media.sinks import format_summary
     from fer_edge.runtime.media.sources import open_source
 
-    kw = classifier_options(a)
     if a.threads:
         import cv2
 
         cv2.setNumThreads(a.threads)  # Haar and resizing too, so --threads 1 means one core
-    opts = PipelineOptions(model=a.model, detect_every=a.detect_every, smooth=a.smooth, full_rate=a.full_rate,
-                           recheck=a.recheck, min_confidence=a.min_confidence, min_visit=a.min_visit,
-                           visit_update=a.visit_update, **detector_options(a), **kw)
     stop = threading.Event()
     with Pipeline(opts) as pipe:  # the model first: a wrong model path fails before a camera opens
         source = open_source(a.source or a.image, camera=a.camera, picamera=a.picamera, loop=a.loop,
@@ -245,7 +255,7 @@ def _run(a, outputs: dict, preview, argv: list[str]) -> dict:
             bar = _progress_bar(a, source, sinks)
             notifier = _notify_ready(sinks)
             try:
-                stats = pipe.run(source, sinks, stop, a.max_frames)
+                stats = pipe.run(source, sinks, stop, a.max_frames, keep_on_failure=_is_service(a, source, preview))
             except BaseException:
                 bar.close()
                 raise
@@ -270,7 +280,7 @@ def _is_service(a, source, preview) -> bool:
 def _open_sinks(a, outputs: dict, pipe, source, preview) -> list:
     """The run's outputs, in the order they are written each frame; none is left open if one fails."""
     from fer_edge.runtime.media.sinks import (JsonLinesSink, PrintSink, RecordSink, TimelineSink, VisitsSink,
-                                              WindowSink, gui_available)
+                                              WindowSink, finish_all, gui_available)
 
     sinks = []
     try:
@@ -303,9 +313,10 @@ def _open_sinks(a, outputs: dict, pipe, source, preview) -> list:
         elif why and not a.image and (a.camera is not None or a.picamera):
             log.info("no window: %s; use --json or --record for output", why)
     except BaseException:
-        for s in sinks:
-            getattr(s, "discard", s.close)()
-        source.close()
+        try:
+            finish_all(sinks, commit=False)
+        finally:
+            source.close()
         raise
     return sinks
 
@@ -328,6 +339,7 @@ def _progress_bar(a, source, sinks: list):
 def _write_report(a, out, sinks: list, summary: dict, pipe, argv: list[str]) -> None:
     import shlex
 
+    from fer_edge.runtime.core.redact import redact, redact_argv
     from fer_edge.runtime.media.report import ReportSink, write_report
 
     sink = next(s for s in sinks if isinstance(s, ReportSink))
@@ -336,7 +348,7 @@ def _write_report(a, out, sinks: list, summary: dict, pipe, argv: list[str]) -> 
              "input": clf.meta.preprocess.describe(), "figures": clf.meta.figures,
              "command": clf.meta.provenance.get("command", "")}
     source = a.source or a.image or (f"camera {a.camera}" if a.camera is not None else "picamera")
-    write_report(out, sink, summary, model, shlex.join(["fer-edge", *argv]), str(source))
+    write_report(out, sink, summary, model, shlex.join(["fer-edge", *redact_argv(argv)]), redact(source))
 
 
 def _notify_ready(sinks: list):
@@ -392,9 +404,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     _quiet_libraries()
     from fer_edge.runtime.core.progress import LineHandler
+    from fer_edge.runtime.core.redact import RedactFilter
 
     handler = LineHandler(sys.stderr)  # a warning during a run clears the progress bar, which is redrawn below it
     handler.setFormatter(logging.Formatter("fer-edge: %(message)s"))
+    handler.addFilter(RedactFilter())  # a URL with a password or a token never reaches the log
     logger = logging.getLogger("fer_edge")
     logger.addHandler(handler)
     old_level = logger.level

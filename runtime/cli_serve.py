@@ -7,6 +7,7 @@ import sys
 from fer_edge.runtime.cli_args import (access_options, classifier_options, detector_arguments, detector_options,
                                        min_confidence_argument, model_arguments, token_arguments)
 from fer_edge.runtime.config import ConfigurableParser, add_config_argument, with_config
+import fer_edge.runtime.core.stop as stop
 from fer_edge.runtime.core.errors import FerEdgeError, require
 from fer_edge.runtime.serve.access import base_url
 from fer_edge.runtime.serve.api import DEFAULT_MAX_UPLOAD_MB
@@ -49,7 +50,8 @@ def serve_api(argv: list[str]) -> int:
             print(f"fer-edge: API on {base}/ (schema /openapi.json, docs /docs"
                   f"{'; token required' if access.token else ''})", file=sys.stderr)
             access.announce("API", base, "/docs")
-            server.run(sockets=[sock])
+            with stop.service():  # SIGTERM is its normal end: requests in flight are answered, then exit 0
+                server.run(sockets=[sock])
     finally:
         sock.close()
     return 0

@@ -29,12 +29,14 @@ def wait_for(cond, timeout: float, what: str) -> None:
 
 
 class Broker:
-    """mosquitto on 127.0.0.1:port with persistence in a temporary folder (sessions survive a restart)."""
+    """mosquitto on 127.0.0.1:port with persistence in a temporary folder (sessions and retained messages survive
+    a restart), or without (`persistence=False`: a restart forgets everything)."""
 
-    def __init__(self, folder: Path, port: int):
+    def __init__(self, folder: Path, port: int, persistence: bool = True):
         self.port, self.conf, self.proc = port, folder / "mosquitto.conf", None
         (folder / "db").mkdir(exist_ok=True)
-        self.conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
+        self.conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n"
+                             f"persistence {'true' if persistence else 'false'}\n"
                              f"persistence_location {folder / 'db'}/\nuser {getpass.getuser()}\n"
                              f"log_dest file {folder / 'mosquitto.log'}\n")
 
@@ -65,6 +67,7 @@ class Subscriber:
         import paho.mqtt.client as mqtt
 
         self.messages: list[tuple[str, bytes]] = []
+        self.times: list[float] = []  # time.monotonic() of each message's arrival
         self.lock = threading.Lock()
         self.subscribed = threading.Event()
         c = self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or "",
@@ -79,6 +82,7 @@ class Subscriber:
     def _on_message(self, _c, _u, msg):
         with self.lock:
             self.messages.append((msg.topic, msg.payload))
+            self.times.append(time.monotonic())
 
     def of(self, kind: str) -> list[dict]:
         """Every message on a topic ending in /kind, in order."""

@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -80,3 +81,16 @@ def test_verify_json_to_stdout_is_one_json_document(data_dir):
     report = json.loads(proc.stdout)
     assert report["n"] == 64 and "accuracy" in report
     assert "accuracy" in proc.stderr  # the readable line
+
+
+def test_a_closed_stdout_ends_the_run_quietly(samples_dir):
+    """`fer-edge ... --json - | head -1`: exit 0 and nothing on stderr. The output (20 passes over the video) is
+    larger than a pipe holds, so the run is still writing when the reader goes."""
+    proc = subprocess.Popen([sys.executable, "-m", "fer_edge.runtime.cli", "--source", str(samples_dir / "fer_test.mp4"),
+                             "--loop", "20", "--model", str(Path(__file__).parent / "assets" / "tiny_fer.tflite"), "--threads", "1", "--json", "-"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = proc.stdout.readline()
+    proc.stdout.close()  # what `head -1` does once it has its line
+    err = proc.stderr.read()
+    assert proc.wait(120) == 0, err
+    assert json.loads(first)["frame"] == 0 and err == ""

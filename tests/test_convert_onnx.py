@@ -33,7 +33,7 @@ def _model(path: Path, inputs=(("x", TensorProto.FLOAT, ["N", 1, 48, 48]),), cla
         helper.make_node("Gemm", ["flat", "w", "b"], ["logits" if logits else "y"])]
     if not logits:
         nodes.append(helper.make_node("Softmax", ["y"], ["logits"], axis=-1))
-    channels = 4 if nodes_before and nodes_before[0].op_type == "Conv" else inputs[0][2][1]
+    channels = 4 if any(n.op_type == "Conv" for n in nodes_before) else inputs[0][2][1]
     inits = [helper.make_tensor("w", TensorProto.FLOAT, [channels, classes], rng.normal(0, 3, channels * classes)),
              helper.make_tensor("b", TensorProto.FLOAT, [classes], rng.normal(0, 1, classes)), *extra_inits]
     graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info(*i) for i in inputs],
@@ -62,7 +62,7 @@ def _hostile(tmp_path: Path, case: str) -> Path:
                       nodes_before=[helper.make_node("Cast", ["x"], ["xf"], to=TensorProto.FLOAT)])
     if case == "five-outputs":
         return _model(p, classes=5)
-    if case == "external-outside":
+    if case in ("external-outside", "external-constant"):
         (tmp_path / "secret.bin").write_bytes(np.zeros(36, np.float32).tobytes())
         nodes, _ = _conv_front()
         cw = TensorProto(name="cw", data_type=TensorProto.FLOAT, dims=[4, 1, 3, 3])
@@ -70,6 +70,9 @@ def _hostile(tmp_path: Path, case: str) -> Path:
         for k, v in (("location", "../secret.bin"), ("offset", "0"), ("length", "144")):
             cw.external_data.add(key=k, value=v)
         (tmp_path / "models").mkdir()
+        if case == "external-constant":  # the same tensor as a Constant node's value, not an initializer
+            nodes = [helper.make_node("Constant", [], ["cw"], value=cw), *nodes]
+            return _model(tmp_path / "models" / f"{case}.onnx", nodes_before=nodes)
         return _model(tmp_path / "models" / f"{case}.onnx", nodes_before=nodes, extra_inits=[cw])
     raise AssertionError(case)
 
@@ -80,6 +83,7 @@ def _hostile(tmp_path: Path, case: str) -> Path:
     ("uint8-input", ["expected a float32 image input, found UINT8"]),
     ("five-outputs", ["expected an output N x 7", "found N x 5"]),
     ("external-outside", ["expected external tensor data in the model's folder", "'../secret.bin'"]),
+    ("external-constant", ["expected external tensor data in the model's folder", "'../secret.bin'"]),
 ])
 def test_a_hostile_onnx_file_is_one_line_exit_2_and_leaves_nothing(tmp_path, capfd, case, words):
     model, out = _hostile(tmp_path, case), tmp_path / "out"

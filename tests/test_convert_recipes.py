@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -258,6 +259,9 @@ def test_the_same_command_gives_the_same_recipe(tiny_keras, data_dir, tmp_path):
                                "tflite-int8,onnx-int8", "--data", str(data_dir), "--out", str(out), *FAST,
                                "--max-drop=-5"], capture_output=True, text=True, timeout=600)
         assert done.returncode == 3, done.stderr[-2000:]
+        # TensorFlow's C++ log lines (I0000 00:00:... cpu_feature_guard.cc, W... loader.cc) are silenced at launch
+        native = [line for line in done.stderr.splitlines() if re.match(r"[IWE]\d{4} |WARNING: All log messages", line)]
+        assert native == [], native[:5]
         doc = json.loads((out / "report.json").read_text())
         found.append({k: (doc[k]["recipe"], doc[k]["candidates"], doc[k]["layer_errors"])
                       for k in ("tflite_int8_recipe", "onnx_int8_recipe")})

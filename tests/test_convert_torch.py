@@ -53,6 +53,7 @@ def small(tmp_path_factory):
     model = Small().eval()
     torch.save(model.state_dict(), d / "small.pth")
     torch.save(model, d / "whole.pt")
+    sys.modules.pop("net")  # the pickled model must be loaded through --torch-class, not through this leftover
     torch.export.save(torch.export.export(model, (torch.rand(1, 1, 48, 48),)), d / "small.pt2")
     (d / "broken.py").write_text("import no_such_module_here\n")
     (d / "other.py").write_text(NET.replace("nn.Linear(144, 7)", "nn.Linear(144, 5)"))

@@ -435,3 +435,15 @@ def test_load_dataset_unknown_inputs(tmp_path):
     (tmp_path / "faces.parquet").write_bytes(b"")
     with pytest.raises(DataError, match="unknown dataset format"):
         load_dataset(tmp_path / "faces.parquet")
+
+
+@pytest.mark.parametrize("name", ["../x.jpg", "a/../../x.jpg", "/etc/passwd", ""])
+def test_labels_csv_rows_outside_their_folder_are_refused(tmp_path, name):
+    from fer_edge.runtime.data.datasets import read_photo_labels
+
+    (tmp_path / "labels.csv").write_text(f"file,label\nin/a.jpg,happy\n{name},happy\n")
+    with pytest.raises(DataError, match=r"labels.csv line 3: expected a photo's path inside"):
+        read_photo_labels(tmp_path, FER2013.labels, None)
+    (tmp_path / "labels.csv").write_text("file,label\nin/a.jpg,happy\n./b.jpg,sad\n")
+    assert read_photo_labels(tmp_path, FER2013.labels, None) == [(tmp_path / "in" / "a.jpg", 3),
+                                                                (tmp_path / "b.jpg", 4)]

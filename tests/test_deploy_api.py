@@ -132,6 +132,84 @@ def test_serve_api_subcommand_on_loopback(tmp_path):
     assert "token" not in proc.stderr.read()
 
 
+def test_min_confidence_fills_sure(samples_dir):
+    """--min-confidence reaches the answers: every face sure at 0, none at 1 (the top probability of the tiny
+    model's faces is below 1)."""
+    data = (samples_dir / "fer_justin.jpg").read_bytes()
+    sure = []
+    for p in (0.0, 1.0):
+        app = create_app(PipelineOptions(model=TFLITE, threads=1, min_confidence=p))
+        with TestClient(app) as c:
+            faces = c.post("/predict", files={"file": ("j.jpg", data, "image/jpeg")}).json()["faces"]
+        sure.append([f["sure"] for f in faces])
+    assert sure == [[True], [False]], sure
+
+
+SLOW_PREDICT = """
+import sys, time
+from pathlib import Path
+from fer_edge.runtime.recognize.pipeline import Pipeline
+photo = Pipeline.process_photo
+def slow(self, *args, **kwargs):  # the test's hook: say the request is in, then take longer than the last resort
+    Path(sys.argv[1]).write_text("in")
+    time.sleep(4.5)
+    return photo(self, *args, **kwargs)
+Pipeline.process_photo = slow
+from fer_edge.launch import fer_edge
+fer_edge(sys.argv[2:])
+"""
+
+
+@pytest.mark.slow
+def test_sigterm_lets_a_slow_predict_answer_then_exits_0(tmp_path, samples_dir):
+    """serve-api is a service: SIGTERM while a /predict is in flight (inside the classifier, held 4.5 s, longer
+    than the last resort's 3 s) lets it answer, then the command exits 0."""
+    import signal
+    import subprocess
+    import sys
+    import threading
+    import time
+    import urllib.request
+
+    pytest.importorskip("uvicorn", reason="the [api] extra is not installed")
+    from mqtt_broker import free_port, wait_for
+
+    port, mark = free_port(), tmp_path / "in-flight"
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_PREDICT, str(mark), "serve-api", "--model", str(TFLITE),
+                             "--threads", "1", "--port", str(port)], stderr=subprocess.PIPE, text=True)
+    answer = {}
+
+    def post():
+        body = (b'--xx\r\nContent-Disposition: form-data; name="file"; filename="j.jpg"\r\n\r\n'
+                + (samples_dir / "fer_justin.jpg").read_bytes() + b"\r\n--xx--\r\n")
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/predict", data=body,
+                                     headers={"Content-Type": "multipart/form-data; boundary=xx"})
+        with urllib.request.urlopen(req, timeout=60) as r:
+            answer["status"], answer["doc"] = r.status, r.read()
+
+    try:
+        def up() -> bool:
+            assert proc.poll() is None, proc.stderr.read()
+            try:
+                return urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).status == 200
+            except OSError:
+                return False
+
+        wait_for(up, 60, "serve-api to answer /health")
+        client = threading.Thread(target=post)
+        client.start()
+        wait_for(mark.exists, 30, "the request to reach the classifier")
+        proc.send_signal(signal.SIGTERM)
+        client.join(60)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert answer.get("status") == 200 and b'"faces":[{' in answer["doc"], (answer, err)
+    assert proc.returncode == 0, err
+    assert "interrupted" not in err and "Traceback" not in err, err
+
+
 schemathesis = pytest.importorskip("schemathesis", reason="schemathesis is not installed (the [dev] extra)")
 from hypothesis import HealthCheck, settings  # noqa: E402
 

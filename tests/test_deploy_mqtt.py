@@ -54,7 +54,7 @@ def test_unreachable_broker_fills_the_queue_and_reports_drops(tmp_path):
     for i in range(12):
         sink.write(None, FrameResult(i, i / 25, [face]))
     stats = sink.stats()
-    sink.close()
+    sink.finish(True)
     assert stats["sent"] == 0 and stats["queued"] == 5 and stats["dropped"] == 7
     assert sink.summary()["mqtt"]["dropped"] == 8  # the final summary pushed one more out
 

@@ -36,7 +36,7 @@ from browser import Chromium, find_chromium  # noqa: E402  (docs/browser.py)
 
 TFLITE = Path(__file__).parent / "assets" / "tiny_fer.tflite"
 CHROMIUM = find_chromium()
-TOKEN = "t0ken"
+TOKEN = "t0ken-for-the-preview"
 WINDOW = (1100, 520)
 
 
@@ -71,7 +71,7 @@ def test_state_by_frame_and_the_charts_history():
             server.write(None, _frame(n))
         assert server.state(3) is None and server.state(6 + preview.RECENT)["frame"] == 6 + preview.RECENT
     finally:
-        server.close()
+        server.finish(True)
 
 
 def test_the_charts_keep_one_point_a_tenth_of_a_second_for_a_minute():
@@ -83,7 +83,7 @@ def test_the_charts_keep_one_point_a_tenth_of_a_second_for_a_minute():
         assert times[-1] - times[0] <= preview.HISTORY_S and times[-1] == pytest.approx(119.95)
         assert min(np.diff(times)) >= preview.HISTORY_STEP_S - 1e-9 and len(times) <= 601
     finally:
-        server.close()
+        server.finish(True)
 
 
 def _free_port() -> int:
@@ -274,7 +274,7 @@ class Fed:
     def close(self):
         self._stop.set()
         self._thread.join(10)
-        self.server.close()
+        self.server.finish(True)
 
 
 def _face(track: int = 1, sure: bool = True) -> FaceResult:

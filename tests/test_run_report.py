@@ -188,3 +188,16 @@ def test_a_long_run_is_kept_in_bounded_memory():
                "emotion_share": {"happy": 0.6, "sad": 0.4}}
     text = page(sink, summary, {"path": "m.tflite"}, "fer-edge --source x.mp4", "x.mp4")
     assert text.count('<svg class="timeline"') == MAX_TIMELINES and f"{len(sink.left_out)} more tracks" in text
+
+
+def test_unsure_bands_cover_the_unsure_stretch_of_their_track_only():
+    """0.36 s of unsure frames in a 10 s run shade about 0.36 s of the axis, not a tenth of it per point."""
+    from fer_edge.runtime.media.report import LEFT, W, timeline_svg
+
+    labels = ("happy", "sad")
+    points = [[9.0 + i * 0.04, [0.5, 0.5], 0.0, 1.0] for i in range(10)]  # one track: 10 unsure frames at 25 fps
+    svg = timeline_svg(1, points, labels, t_end=10.0)
+    widths = [float(w) for w in re.findall(r'class="unsure" x="[\d.]+" y="\d+" width="([\d.]+)"', svg)]
+    axis = W - LEFT - 10
+    shaded_s = sum(w - 0.8 for w in widths) * 10.0 / axis  # (each band overlaps the next by 0.8 px)
+    assert len(widths) == 10 and 0.3 <= shaded_s <= 0.45, (widths, shaded_s)

@@ -179,7 +179,7 @@ def test_rotation_with_keep_one_replaces_the_older_file(tmp_path):
     face = FaceResult((1, 2, 3, 4), "happy", {"happy": 0.9, "sad": 0.1}, 1)
     for i in range(20):
         sink.write(None, FrameResult(i, i / 25, [face]))
-    sink.close()
+    sink.finish(True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["e.jsonl", "e.jsonl.1"]
     frames = [d["frame"] for n in ("e.jsonl.1", "e.jsonl") for d in _read_jsonl(tmp_path / n)]
     assert frames == list(range(frames[0], 20)) and sink.rotations >= 5

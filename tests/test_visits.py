@@ -45,6 +45,13 @@ def test_threshold_keeps_the_share_of_faces_the_rule_asks_and_sure_faces_are_mor
     assert at["coverage"] == doc["coverage"] and at["accuracy_sure"] == doc["accuracy_sure"]
 
 
+
+def test_an_empty_set_has_no_figures_and_no_nan_in_json():
+    rows, at = risk_coverage([], []), at_threshold(np.array([]), np.array([], bool), 0.5)
+    text = json.dumps({"rows": rows, "at": at}, allow_nan=False)  # NaN would raise here
+    assert rows[0] == {"keep": 1.0, "faces": 0, "accuracy": None, "min_confidence": None}
+    assert at["faces"] == 0 and at["coverage"] is None and "null" in text
+
 @pytest.mark.parametrize("bad", [math.nan, -0.1, 1.5, "x", math.inf])
 def test_min_confidence_outside_0_to_1_is_refused(bad):
     from fer_edge.runtime.core.errors import FerEdgeError
@@ -114,7 +121,8 @@ def test_home_assistant_entities_and_visit_events():
         assert doc["device"]["identifiers"] == ["door"] and doc["availability"][0]["topic"] == "fer/door/status"
     assert occupancy["device_class"] == "occupancy" and occupancy["state_topic"] == "fer/door/ha/occupancy"
     assert event["event_types"] == ["start", "end"] and event["state_topic"] == "fer/door/ha/visit"
-    assert ha.add([_face(1, sure=False)]) == "OFF" and ha.add([_face(1)]) == "ON" and ha.add([_face(1)]) is None
+    ha.add([_face(1, sure=False)])
+    assert ha.occupancy_of(False) == "OFF" and ha.occupancy_of(True) == "ON" and ha.occupancy_of(True) is None
     out = ha.visit_events(_events([[_face(1)]] * 20 + [[]], update_every=0.2))
     assert [d["event_type"] for _, d in out] == ["start", "end"]  # updates stay on T/visit
     assert all(d["event_type"] in event["event_types"] for _, d in out)
@@ -239,7 +247,7 @@ def test_a_visit_end_is_queued_while_the_broker_restarts_and_then_delivered(brok
         assert end["dominant"] == "happy" and end["device"] and end["ts"] <= time.time()
     finally:
         if sink:
-            sink.close()
+            sink.finish(True)
         if sub:
             sub.close()
 
@@ -265,3 +273,14 @@ def test_a_featureless_patch_is_not_followed():
     textured = np.random.default_rng(0).integers(0, 255, (240, 320), dtype=np.uint8)
     moved = np.roll(textured, 4, axis=1)
     assert follow_box(textured, moved, FaceBox(100, 80, 60, 60)).box[:2] == (104, 80)
+
+
+def test_distinct_device_names_are_distinct_node_ids():
+    import re
+
+    from fer_edge.runtime.serve.ha import node_id
+
+    assert node_id("Hall camera", None) == "Hall_camera" and node_id(None, "fer-edge-pi.local") == "fer-edge-pi_local"
+    names = ("cam", "cam/#", "cam+", "cam/1", "cam_1", "cam#1")
+    ids = {node_id(n, None) for n in names}
+    assert len(ids) == len(names) and all(re.fullmatch(r"[a-zA-Z0-9_-]+", i) for i in ids), ids

@@ -132,10 +132,11 @@ def card_section(out: Path, name: str) -> list[str]:
              "| faces | n | accuracy keeping 100% | 90% | 70% | 50% | sure at the threshold | accuracy of sure faces |",
              "|---|---|---|---|---|---|---|---|"]
     for split, s in doc["sets"].items():
-        acc = " | ".join(f"{100 * r['accuracy']:.2f}%" for r in s["risk_coverage"])
+        acc = " | ".join("-" if r["accuracy"] is None else f"{100 * r['accuracy']:.2f}%" for r in s["risk_coverage"])
         sure = (f"{100 * s['accuracy_sure']:.2f}% ({100 * (s['accuracy_sure'] - s['accuracy_all']):+.2f} pp)"
                 if s["accuracy_sure"] is not None else "no sure face")
-        lines.append(f"| {split} | {s['faces']} | {acc} | {s['coverage']:.1%} | {sure} |")
+        coverage = "-" if s["coverage"] is None else f"{s['coverage']:.1%}"  # no faces in the set
+        lines.append(f"| {split} | {s['faces']} | {acc} | {coverage} | {sure} |")
     return lines
 
 

@@ -69,6 +69,13 @@ def cli_main(fn):
                 return interrupted() if stop.requested() else code
             except (KeyboardInterrupt, Interrupted):
                 return interrupted()
+            except BrokenPipeError as exc:
+                if stop.requested():
+                    return interrupted()
+                if stdout_closed():  # `fer-edge ... --json - | head -1`: the reader has what it wanted
+                    return OK
+                _one_line(exc)
+                return USER_ERROR
             except (FerEdgeError, OSError) as exc:
                 if stop.requested():  # whatever a library made of the signal, the command was told to stop
                     return interrupted()
@@ -82,11 +89,34 @@ def cli_main(fn):
     return wrapper
 
 
+def stdout_closed() -> bool:
+    """Whether standard output is a pipe whose reader has gone (`| head -1`); if so it now points at /dev/null, so
+    the interpreter's last flush of what was buffered for it fails no more (and says nothing on stderr)."""
+    import os
+    import select
+    import sys
+
+    try:
+        fd = sys.stdout.fileno()
+        poll = select.poll()
+        poll.register(fd, select.POLLOUT)
+        gone = any(event & select.POLLERR for _, event in poll.poll(0))
+    except (AttributeError, OSError, ValueError):  # no real stdout (a test's capture), or no poll()
+        return False
+    if gone:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, fd)
+        os.close(null)
+    return gone
+
+
 def _one_line(exc: Exception) -> None:
     import sys
 
+    from fer_edge.runtime.core.redact import redact
+
     if isinstance(exc, FerEdgeError):
-        print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
+        print(redact(f"{type(exc).__name__}: {exc}"), file=sys.stderr)
     else:  # disk full, a path that cannot be written: one line, no traceback
         where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
-        print(f"{type(exc).__name__}: {where}{exc.strerror or exc}", file=sys.stderr)
+        print(redact(f"{type(exc).__name__}: {where}{exc.strerror or exc}"), file=sys.stderr)

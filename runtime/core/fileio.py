@@ -61,12 +61,13 @@ class OutputFile:
         if is_special(self.path):
             return
         self.tmp = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}{self.path.suffix}")
-        try:  # proves the folder takes a new file (a read-only mount, /proc) before any work
-            with open(self.tmp, "xb"):
-                stop.staged(self.tmp)
-        except OSError as exc:
-            self.tmp = None
-            raise FerEdgeError(f"cannot write {option + ' ' if option else ''}{self.path}: {exc.strerror}") from None
+        with stop.shielded():  # made and staged together: a stop inside raising() cannot orphan it in between
+            try:  # proves the folder takes a new file (a read-only mount, /proc) before any work
+                with open(self.tmp, "xb"):
+                    stop.staged(self.tmp)
+            except OSError as exc:
+                self.tmp = None
+                raise FerEdgeError(f"cannot write {option + ' ' if option else ''}{self.path}: {exc.strerror}") from None
 
     @property
     def target(self) -> Path:
@@ -111,14 +112,16 @@ class OutputFile:
 
 def commit_all(outputs: list[OutputFile]) -> None:
     """Outputs renamed into place together, once their writing is over: after a stop none of them (they are
-    removed), and a stop arriving during the renames does not cut them in half."""
-    if stop.requested():  # nothing is renamed into place after a stop, whatever swallowed it before
+    removed: committing() refuses once a stop has arrived, whatever swallowed it before), and a stop arriving
+    during the renames does not cut them in half."""
+    try:
+        with stop.committing():
+            for out in outputs:
+                out._rename()
+    except stop.Interrupted:
         for out in outputs:
             out.discard()
-        stop.check()
-    with stop.committing():
-        for out in outputs:
-            out._rename()
+        raise
 
 
 def check_distinct(paths: dict[str, str | os.PathLike | None]) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from fer_edge.runtime.core.redact import redact
+
 
 @dataclass(frozen=True)
 class FaceResult:
@@ -34,9 +36,12 @@ class FrameResult:
     # visit events (runtime.faces.visits) that happened on this frame: start, update, and end of each visit that
     # ended here (an end's time is its last frame's); not in to_dict: they go to --visits and MQTT T/visit
     visits: list[dict] = field(default_factory=list)
+    # someone is in view (runtime/faces/occupancy.py: a track with a sure frame alive, or gone for less than the
+    # hold time); a stream's frames only. Not in to_dict: Home Assistant's occupancy, the preview and the summary
+    in_view: bool = False
 
     def to_dict(self) -> dict:
         d = {"frame": self.frame, "time": round(self.time, 4), "faces": [f.to_dict() for f in self.faces]}
         if self.source:
-            d["source"] = self.source
+            d["source"] = redact(self.source)
         return d

@@ -5,11 +5,13 @@ boundaries of long loops (a frame, a batch, a recipe, a calibration step), and e
 rename anything into place once a stop has arrived (runtime/core/fileio.py's commit_all, convert's Staging),
 so an exception swallowed inside a library can never lead to files written after the stop. Inside
 `raising()` (a long library call with no checkpoint of ours: TensorFlow's import and conversion, Keras
-tracing a training step) the handler also raises at once, except inside `shielded()` (the renames and
-cleanups, never cut in half); if the raise lands in a library's `__del__`, Python's "Exception ignored"
-report of it is silenced (the stop is recorded, the next check acts). `installed()` (used by cli_main) also
-gives the command a private TMPDIR, removed at its end, so whatever a library leaves in its temporary folder
-when it is stopped goes too.
+tracing a training step) the handler also raises at once, for the first stop only (a second one would land
+in the first one's cleanup), and never inside `shielded()` (the renames and cleanups, never cut in half);
+`committing()` checks again once it holds the commit lock. If the raise lands in a library's `__del__`,
+Python's "Exception ignored" report of it is silenced (the stop is recorded, the next check acts).
+`installed()` (used by cli_main) also gives the command a private TMPDIR, removed at its end, so whatever a
+library leaves in its temporary folder when it is stopped goes too; these are the process's, so only a command
+on the main thread sets them up (the raising() depth is kept per thread).
 
 The last resort: a Python signal handler runs only between bytecodes, so a stop that lands in a long C++ call
 (TensorFlow compiling a graph, XLA) waits for it to return. In a console script's process (`carry()`), on the
@@ -32,7 +34,8 @@ import threading
 from pathlib import Path
 
 _received: list[str] = []  # the signals seen while the running command was installed
-_raising = [0]  # depth of raising() blocks
+_depth = threading.local()  # per thread: .raising, the depth of its raising() blocks (the handler reads the main
+# thread's: a command on another thread cannot make the main thread's handler raise)
 LAST_RESORT_S = 3.0  # seconds a stopped command has to end by itself before the last resort ends it
 _staged: dict[Path, None] = {}  # temporary outputs not committed yet (in order): the last resort removes them
 _commit_lock = threading.Lock()  # held while outputs are renamed into place
@@ -61,11 +64,12 @@ def check() -> None:
 
 
 def carry(early: list[int]) -> None:
-    """From the console script's launcher: take the signals over, with any that arrived before this import."""
-    for signum in early:
-        _handler(signum, None)
+    """From the console script's launcher: take the signals over, with any that arrived before this import.
+    Our handler first, then the early ones replayed: a signal arriving in between is ours, not lost in `early`."""
     _armed[0] = True
     _take(threading.current_thread() is threading.main_thread())
+    for signum in list(early):
+        _handler(signum, None)
 
 
 def _take(main: bool) -> dict:
@@ -76,21 +80,30 @@ def _take(main: bool) -> dict:
 
 
 def _handler(signum, _frame):
-    if not _received:
-        _received.append(signal_name(signum))
-    if _raising[0]:
+    if _received:  # a second stop: the first one is being acted on (a raise would land in its cleanup)
+        return
+    _received.append(signal_name(signum))
+    if _raising_depth():
         raise Interrupted(signal_name(signum))
+
+
+def _raising_depth() -> int:
+    return getattr(_depth, "raising", 0)
+
+
+def _set_depth(depth: int) -> None:
+    _depth.raising = depth
 
 
 @contextlib.contextmanager
 def raising():
     """A long call into a library where our checks cannot reach: a stop raises at its next Python bytecode."""
     check()
-    _raising[0] += 1
+    _set_depth(_raising_depth() + 1)
     try:
         yield
     finally:
-        _raising[0] -= 1
+        _set_depth(_raising_depth() - 1)
     check()  # a library that swallowed the raise (a __del__, a bare except) still stops here
 
 
@@ -98,11 +111,12 @@ def raising():
 def shielded():
     """A commit or a cleanup, inside a raising() block: a stop arriving here is only recorded (the next
     check acts), so no rename or removal is cut in half."""
-    depth, _raising[0] = _raising[0], 0
+    depth = _raising_depth()
+    _set_depth(0)
     try:
         yield
     finally:
-        _raising[0] = depth
+        _set_depth(depth)
 
 
 def _silence_after_stop(hook):
@@ -126,19 +140,26 @@ def unstaged(path: Path) -> None:
 
 @contextlib.contextmanager
 def committing():
-    """Renames into place: the last resort waits for them to finish (and shielded() keeps a raise out)."""
+    """Renames into place: the last resort waits for them to finish (and shielded() keeps a raise out). A stop
+    that came after the caller's own check, up to here, raises Interrupted before the block: nothing is renamed."""
     with _commit_lock, shielded():
+        check()
         yield
 
 
 @contextlib.contextmanager
 def service():
-    """A live run that takes a stop as its normal end (exit 0): it closes its outputs however long that takes."""
+    """A live run that takes a stop as its normal end (exit 0): it closes its outputs however long that takes, and
+    a stop that arrives meanwhile is forgotten when it ends (a server that re-raises the signal it handled, as
+    uvicorn does, ends its command with 0 too). A stop from before it began is kept."""
+    before = bool(_received)
     _service[0] += 1
     try:
         yield
     finally:
         _service[0] -= 1
+        if not before and not _service[0]:
+            _received.clear()
 
 
 def _end_now(signum: int, scratch: str | None) -> None:
@@ -197,10 +218,15 @@ def watched(scratch: str | None = None):
 @contextlib.contextmanager
 def installed():
     """For the length of one command: the handlers, a clean record, the quiet unraisable hook, a private TMPDIR.
-    Off the main thread (a command run from a test's thread) only the record and TMPDIR are set up."""
-    old = _take(threading.current_thread() is threading.main_thread())
+    These are the process's: only a command on the main thread sets them up; one on another thread (a test's,
+    a host's) leaves them alone, so two commands on threads cannot undo each other's."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = _take(True)
     old_hook, old_tempdir, old_env = sys.unraisablehook, tempfile.tempdir, os.environ.get("TMPDIR")
-    depth, _raising[0] = _raising[0], 0  # (a stop recorded by the launcher, before the command, is kept)
+    depth = _raising_depth()  # (a stop recorded by the launcher, before the command, is kept)
+    _set_depth(0)
     sys.unraisablehook = _silence_after_stop(old_hook)
     try:
         scratch = tempfile.mkdtemp(prefix="fer-edge-run-")
@@ -214,7 +240,7 @@ def installed():
         _ended_by_stop[0] = _armed[0] and bool(_received)  # the process ends next: its teardown stays quiet
         _received.clear()  # a later command, or the Python API, in the same process starts afresh
         _staged.clear()
-        _raising[0] = depth
+        _set_depth(depth)
         tempfile.tempdir = old_tempdir
         if old_env is None:
             os.environ.pop("TMPDIR", None)

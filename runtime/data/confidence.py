@@ -48,8 +48,11 @@ def check_min_confidence(value) -> float:
 
 
 def risk_coverage(conf: np.ndarray, right: np.ndarray, keeps=KEEPS) -> list[dict]:
-    """Accuracy of the faces kept when keeping each share of them, surest first."""
+    """Accuracy of the faces kept when keeping each share of them, surest first (no faces: None for the figures,
+    never NaN, which JSON cannot carry)."""
     conf, right = np.asarray(conf, np.float64), np.asarray(right, bool)
+    if not conf.size:
+        return [{"keep": keep, "faces": 0, "accuracy": None, "min_confidence": None} for keep in keeps]
     order = np.argsort(-conf, kind="stable")
     rows = []
     for keep in keeps:
@@ -63,6 +66,9 @@ def at_threshold(conf: np.ndarray, right: np.ndarray, threshold: float) -> dict:
     """Coverage and accuracy of the sure faces at a threshold, beside the accuracy of all faces."""
     conf, right = np.asarray(conf, np.float64), np.asarray(right, bool)
     sure = conf >= threshold
+    if not conf.size:  # no faces: no figure (None), never NaN
+        return {"threshold": threshold, "faces": 0, "sure": 0, "coverage": None, "accuracy_all": None,
+                "accuracy_sure": None}
     return {"threshold": threshold, "faces": int(conf.size), "sure": int(sure.sum()),
             "coverage": round(float(sure.mean()), 4), "accuracy_all": round(float(right.mean()), 4),
             "accuracy_sure": round(float(right[sure].mean()), 4) if sure.any() else None}

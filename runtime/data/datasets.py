@@ -355,7 +355,10 @@ def read_photo_labels(folder: Path, labels: tuple[str, ...], limit: int | None) 
     for i, row in enumerate(rows[:limit] if limit else rows, start=2):
         if canonical(row["label"]) not in labels:
             raise DataError(f"{path} line {i}: label {row['label']!r} is not one of the model's ({', '.join(labels)})")
-        out.append((folder / row["file"], labels.index(canonical(row["label"]))))
+        name = os.path.normpath(row["file"] or ".")
+        if os.path.isabs(name) or name == "." or name.split(os.sep)[0] == "..":  # a photo of this folder, no other
+            raise DataError(f"{path} line {i}: expected a photo's path inside {folder}, found {row['file']!r}")
+        out.append((folder / name, labels.index(canonical(row["label"]))))
     return out
 
 

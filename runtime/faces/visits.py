@@ -13,11 +13,11 @@ time); `update` carries the same figures so far every `update_every` seconds (No
 from __future__ import annotations
 
 import math
-from collections import Counter
 from dataclasses import dataclass, field
 
 from fer_edge.runtime.core.errors import FerEdgeError
 from fer_edge.runtime.core.results import FaceResult, FrameResult
+from fer_edge.runtime.faces.facestats import FaceStats
 
 DEFAULT_MIN_VISIT = 0.5  # seconds: shorter tracks are no visit
 
@@ -39,28 +39,24 @@ class Visit:
     end: float = 0.0
     end_frame: int = 0
     frames: int = 0
-    sure_frames: int = 0
-    counts: Counter = field(default_factory=Counter)  # label -> sure frames
+    stats: FaceStats = field(default_factory=FaceStats)  # sure frames per label, unsure frames
     peak: dict | None = None  # the surest sure frame: label, prob, time
     reported: bool = False  # `start` said
     last_update: float = 0.0
 
     def add(self, face: FaceResult, frame: int, t: float) -> None:
         self.end, self.end_frame, self.frames = t, frame, self.frames + 1
+        self.stats.add(face)
         if face.sure:
-            self.sure_frames += 1
-            self.counts[face.label] += 1
             p = face.probs[face.label]
             if self.peak is None or p > self.peak["prob"]:
                 self.peak = {"label": face.label, "prob": round(p, 4), "time": round(t, 4)}
 
     def figures(self) -> dict:
-        n = self.sure_frames
         return {"track": self.track, "start": round(self.start, 4), "start_frame": self.start_frame,
                 "end": round(self.end, 4), "end_frame": self.end_frame, "seconds": round(self.end - self.start, 4),
-                "frames": self.frames, "sure_frames": n,
-                "dominant": self.counts.most_common(1)[0][0] if n else None,
-                "share": {k: round(v / n, 4) for k, v in self.counts.most_common()}, "peak": self.peak}
+                "frames": self.frames, "sure_frames": self.stats.sure, "dominant": self.stats.dominant(),
+                "share": self.stats.shares(), "peak": self.peak}
 
 
 class Visits:

@@ -169,7 +169,7 @@ def annotated(frame, result) -> np.ndarray:
 
 
 def draw_timeline(tracks: dict[int, list[tuple[float, np.ndarray]]], labels: tuple[str, ...], width: int = 1000,
-                  row_height: int = 170) -> np.ndarray:
+                  row_height: int = 170, frames: dict[int, int] | None = None) -> np.ndarray:
     """One panel per track: each label's probability (0-1, y) over time in seconds (x), a legend on top."""
     font = cv2.FONT_HERSHEY_SIMPLEX
     left, right, top, gap = 56, 16, 40, 34
@@ -189,7 +189,8 @@ def draw_timeline(tracks: dict[int, list[tuple[float, np.ndarray]]], labels: tup
     plot_w = width - left - right
     for row, (track, points) in enumerate(sorted(tracks.items())):
         y0 = top + row * (row_height + gap) + gap - 8
-        cv2.putText(img, f"track {track}: {len(points)} frames", (left, y0 - 8), font, 0.5, (30, 30, 30), 1,
+        n = (frames or {}).get(track, len(points))  # points may each average several frames
+        cv2.putText(img, f"track {track}: {n} frames", (left, y0 - 8), font, 0.5, (30, 30, 30), 1,
                     cv2.LINE_AA)
         cv2.rectangle(img, (left, y0), (left + plot_w, y0 + row_height), (190, 190, 190), 1)
         for frac in (0.0, 0.5, 1.0):

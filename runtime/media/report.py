@@ -16,10 +16,11 @@ import time
 from pathlib import Path
 
 from fer_edge.runtime.core.fileio import OutputFile
+from fer_edge.runtime.core.redact import redact, redact_doc
 from fer_edge.runtime.core.results import FrameResult
 from fer_edge.runtime.media.drawing import LABEL_COLOURS
+from fer_edge.runtime.media.sinks import TIMELINE_POINTS, Sink, Timeline  # noqa: F401 (TIMELINE_POINTS: the report keeps as many)
 
-TIMELINE_POINTS = 600  # points drawn per track (an hour of video is averaged down to this)
 MAX_TIMELINES = 60  # tracks drawn; every track is in the table
 MAX_ROWS = 20000  # rows of the photos and visits tables (a folder's photos with a face, visits)
 W, H, LEFT, TOP = 900, 150, 44, 10  # timeline size and margins, in pixels
@@ -34,30 +35,7 @@ def rgb(i: int) -> str:
     return f"rgb({r},{g},{b})"
 
 
-class Timeline:
-    """One track's probabilities over time in at most 2 x TIMELINE_POINTS points of equal weight: each point
-    averages `step` frames, and `step` doubles (neighbours merged) whenever the points fill up."""
-
-    def __init__(self):
-        self.points: list[list] = []  # [time, probs, sure, frames]
-        self.step = 1
-        self.pending: list | None = None  # the point being filled
-
-    def add(self, t: float, probs: list[float], sure: float) -> None:
-        point = [t, probs, sure, 1.0]
-        self.pending = point if self.pending is None else _merge(self.pending, point)
-        if self.pending[3] >= self.step:
-            self.points.append(self.pending)
-            self.pending = None
-            if len(self.points) >= 2 * TIMELINE_POINTS:
-                self.points = [_merge(a, b) for a, b in zip(self.points[::2], self.points[1::2])]
-                self.step *= 2
-
-    def all(self) -> list[list]:
-        return self.points + ([self.pending] if self.pending is not None else [])
-
-
-class ReportSink:
+class ReportSink(Sink):
     """What the report needs from each frame: the tracks' probabilities over time (streams and videos) or the
     photos' faces (folders). Written by `write_report` once the summary exists."""
 
@@ -91,14 +69,8 @@ class ReportSink:
         """Visit events of a frame, or (from the pipeline) those of a live source's visits open when it stopped."""
         self.visits += [e for e in events if e.get("event") == "end"][:MAX_ROWS - len(self.visits)]
 
-    def close(self) -> None:
+    def finish(self, commit: bool) -> None:
         pass  # the page is written by write_report, once the run's summary exists
-
-
-def _merge(a: list, b: list) -> list:
-    w = a[3] + b[3]
-    return [(a[0] * a[3] + b[0] * b[3]) / w, [(x * a[3] + y * b[3]) / w for x, y in zip(a[1], b[1])],
-            (a[2] * a[3] + b[2] * b[3]) / w, w]
 
 
 # -- charts -----------------------------------------------------------------------------------------------------
@@ -126,8 +98,8 @@ def timeline_svg(track: int, points: list[list], labels: tuple[str, ...], t_end:
     parts = [f'<svg class="timeline" data-track="{track}" width="{W}" height="{H}" role="img" '
              f'aria-label="track {track}: emotion probabilities over time">',
              f'<rect x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}" fill="none" stroke="#bbb"/>']
-    parts += [f'<rect class="unsure" x="{x(p[0]):.1f}" y="{TOP}" width="{pw / len(points) + 0.8:.1f}" '
-              f'height="{ph}" fill="#eee"/>' for p in points if p[2] < 0.5]
+    parts += [f'<rect class="unsure" x="{x(a):.1f}" y="{TOP}" width="{x(b) - x(a) + 0.8:.1f}" height="{ph}" fill="#eee"/>'
+              for p, (a, b) in zip(points, spans(points)) if p[2] < 0.5]
     for v in (0.0, 0.5, 1.0):
         parts.append(f'<text x="{LEFT - 6}" y="{y(v) + 4:.1f}" text-anchor="end">{v:.1f}</text>')
     for i, label in enumerate(labels):
@@ -137,6 +109,21 @@ def timeline_svg(track: int, points: list[list], labels: tuple[str, ...], t_end:
     parts.append(f'<text x="{LEFT}" y="{H - 5}">0 s</text>'
                  f'<text x="{LEFT + pw}" y="{H - 5}" text-anchor="end">{t_end:.1f} s</text>')
     return "".join(parts) + "</svg>"
+
+
+def spans(points: list[list]) -> list[tuple[float, float]]:
+    """The stretch of time each point stands for: halfway to its neighbours, never more than half the track's
+    usual spacing on either side (a gap where the face was lost is not shaded), and a track's own span only,
+    not the run's."""
+    times = [p[0] for p in points]
+    gaps = sorted(b - a for a, b in zip(times, times[1:]))
+    half = (gaps[len(gaps) // 2] / 2) if gaps else 0.02  # one frame of a 25 fps source, for a one-point track
+    out = []
+    for i, t in enumerate(times):
+        before = min(half, (t - times[i - 1]) / 2) if i else half
+        after = min(half, (times[i + 1] - t) / 2) if i + 1 < len(times) else half
+        out.append((max(0.0, t - before), t + after))
+    return out
 
 
 def legend(labels: tuple[str, ...]) -> str:
@@ -158,6 +145,8 @@ def summary_rows(s: dict) -> list[list]:
     rows = [["frames", s["frames"]], ["seconds", s["seconds"]], ["frames per second", s["fps"]],
             ["stopped by", s["stopped_by"]], ["faces", s["faces"]], ["frames with a face", s["frames_with_face"]]]
     rows += [[name, s[key]] for name, key in (("unsure faces", "unsure_faces"), ("visits", "visits")) if key in s]
+    if s.get("in_view", {}).get("periods"):
+        rows.append(["in view", f"{s['in_view']['seconds']:.1f} s ({s['in_view']['periods']} times)"])
     rows += [["corrupt frames skipped", s["corrupt_frames"]], ["reconnects", s["reconnects"]],
              ["per frame ms", ", ".join(f"{k} {v:.2f}" for k, v in s["stage_ms"].items())]]
     if s.get("unreadable"):
@@ -267,6 +256,9 @@ def photos_section(sink: ReportSink) -> str:
 
 
 def page(sink: ReportSink, summary: dict, model: dict, command: str, source: str) -> str:
+    """The whole page; the source, the command and the model's own command are redacted (runtime/core/redact.py):
+    a page may be mailed as it is."""
+    source, command, model = redact(source), redact(command), redact_doc(model)
     tracks = summary.get("tracks", [])
     sure = " (of sure faces)" if "unsure_faces" in summary else ""
     body = [f"<h1>fer-edge report: {esc(source)}</h1>",

@@ -1,16 +1,22 @@
 """Outputs of a run: JSON Lines, an annotated video or image, a window, and the end-of-run summary.
 
-Every sink has `write(frame, result)` (returns False to ask the run to stop, e.g. a closed window) and
-`close()`; the pipeline closes them all however the run ends, so outputs are flushed on SIGINT/SIGTERM.
+Every output of a run is a `Sink` (the one contract): `write(frame, result)` for each frame (False asks the
+run to stop: a closed window), `write_visits(events)` for visit events that come without a frame (a live
+source's visits still open when it stopped), and `finish(commit)` once at the end: with commit its files take
+their final names (and a link says goodbye), without it nothing staged is left. `finish_all` finishes a run's
+sinks in order, every one of them even when one raises. A finite run that fails commits nothing; a live service
+keeps what it recorded (runtime/recognize/pipeline.py's `Pipeline.run`).
 """
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import logging
 import os
 import sys
 from pathlib import Path
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -23,18 +29,41 @@ from fer_edge.runtime.core.results import FrameResult
 
 log = logging.getLogger("fer_edge.runtime")
 
+TIMELINE_POINTS = 600  # points kept per track for --timeline and --report (an hour of video is averaged down)
+
+
+class Sink(Protocol):
+    """The contract every output of a run keeps (subclass it for the defaults of the optional parts)."""
+
+    def write(self, frame, result: FrameResult) -> bool | None:
+        """One frame and its result; False asks the run to stop."""
+
+    def write_visits(self, events: list[dict]) -> None:
+        """Visit events that come without a frame (a live source's visits open when it stopped)."""
+
+    def finish(self, commit: bool) -> None:
+        """The run is over: commit (files renamed into place, goodbyes said), or leave nothing staged behind."""
+
+
+def finish_all(sinks, commit: bool) -> None:
+    """Finish every sink, in order, whichever of them raises (the first error is raised once all have had
+    their turn, the others chained to it)."""
+    with contextlib.ExitStack() as stack:
+        for sink in reversed(list(sinks)):
+            stack.callback(sink.finish, commit)
+
 
 def _output(target, force: bool, option: str) -> OutputFile:
     return target if isinstance(target, OutputFile) else OutputFile(target, force, option)
 
 
-class JsonLinesSink:
+class JsonLinesSink(Sink):
     """One JSON object per processed frame: {frame, time, faces: [{box, label, probs, track}]}.
 
     Written under a temporary name. A live source's events (`stream`, and any rotated file) take the final
     name with the first frame, so a running camera's events can be followed live (`tail -f`); a file's or a
     folder's take it when the run ends, so a stopped or failed run leaves none. A run that fails to start
-    (`discard()`) leaves no file and an old one untouched; every line is flushed, so even SIGKILL leaves
+    (`finish(False)`) leaves no file and an old one untouched; every line is flushed, so even SIGKILL leaves
     whole lines.
 
     With `max_bytes`, the live file is rotated between two lines once it reaches that size: FILE becomes
@@ -73,20 +102,13 @@ class JsonLinesSink:
         self.size = 0
         self.rotations += 1
 
-    def close(self) -> None:
+    def finish(self, commit: bool) -> None:
         if self.file is None:
             return
-        self.file.flush()
+        file, self.file = self.file, None
         if not self.out.stdout:
-            self.file.close()
-        self.file = None
-        self.out.commit()
-
-    def discard(self) -> None:
-        if self.file is not None and not self.out.stdout:
-            self.file.close()
-        self.file = None
-        self.out.discard()
+            file.close()  # (a live file, already at its final name, keeps every whole line it has)
+        self.out.commit() if commit else self.out.discard()
 
 
 class VisitsSink(JsonLinesSink):
@@ -111,7 +133,7 @@ def rotate_numbered(path: Path, keep: int) -> None:
     os.replace(path, f"{path}.1")
 
 
-class RecordSink:
+class RecordSink(Sink):
     """Annotated frames to a video file (.mp4, .avi, .mkv) or to image files (.jpg, .png: the first frame
     at the name given, the others at NAME-FRAME.jpg). Every file is written under a temporary name and
     renamed when complete, so a killed run never leaves an unplayable video at the final name."""
@@ -164,20 +186,14 @@ class RecordSink:
         if not cv2.imwrite(str(target), image):
             raise FerEdgeError(f"{target}: OpenCV could not write this image")
 
-    def close(self) -> None:
+    def finish(self, commit: bool) -> None:
         if self.writer is not None:
             self.writer.release()
             self.writer = None
-        if self.frames:
+        if commit and self.frames:
             self.out.commit()
         else:
             self.out.discard()  # no frame: no empty file at the final name
-
-    def discard(self) -> None:
-        if self.writer is not None:
-            self.writer.release()
-            self.writer = None
-        self.out.discard()
 
 
 def gui_available() -> tuple[bool, str]:
@@ -191,7 +207,7 @@ def gui_available() -> tuple[bool, str]:
     return True, ""
 
 
-class WindowSink:
+class WindowSink(Sink):
     """The annotated frames in an OpenCV window; q or Esc stops the run."""
 
     def __init__(self, title: str = "fer-edge"):
@@ -203,11 +219,11 @@ class WindowSink:
         key = cv2.waitKey(1) & 0xFF
         return key not in (ord("q"), 27)
 
-    def close(self) -> None:
+    def finish(self, commit: bool) -> None:
         cv2.destroyWindow(self.title)
 
 
-class PrintSink:
+class PrintSink(Sink):
     """One readable line per face (the --image output)."""
 
     def __init__(self, stream=None):
@@ -222,12 +238,42 @@ class PrintSink:
             print(f"{name}: face {f.track} at {list(f.box)}: {f.label}{'' if f.sure else ' (unsure)'} "
                   f"({', '.join(f'{k} {v:.2f}' for k, v in top)})", file=self.stream)
 
-    def close(self) -> None:
+    def finish(self, commit: bool) -> None:
         self.stream.flush()
 
 
-class TimelineSink:
-    """--timeline FILE.png: each track's emotion probabilities over time, drawn when the run ends."""
+class Timeline:
+    """One track's probabilities over time in at most 2 x TIMELINE_POINTS points of equal weight: each point
+    averages `step` frames, and `step` doubles (neighbours merged) whenever the points fill up."""
+
+    def __init__(self):
+        self.points: list[list] = []  # [time, probs, sure, frames]
+        self.step = 1
+        self.pending: list | None = None  # the point being filled
+
+    def add(self, t: float, probs: list[float], sure: float) -> None:
+        point = [t, probs, sure, 1.0]
+        self.pending = point if self.pending is None else _merge(self.pending, point)
+        if self.pending[3] >= self.step:
+            self.points.append(self.pending)
+            self.pending = None
+            if len(self.points) >= 2 * TIMELINE_POINTS:
+                self.points = [_merge(a, b) for a, b in zip(self.points[::2], self.points[1::2])]
+                self.step *= 2
+
+    def all(self) -> list[list]:
+        return self.points + ([self.pending] if self.pending is not None else [])
+
+
+def _merge(a: list, b: list) -> list:
+    w = a[3] + b[3]
+    return [(a[0] * a[3] + b[0] * b[3]) / w, [(x * a[3] + y * b[3]) / w for x, y in zip(a[1], b[1])],
+            (a[2] * a[3] + b[2] * b[3]) / w, w]
+
+
+class TimelineSink(Sink):
+    """--timeline FILE.png: each track's emotion probabilities over time, drawn when the run ends (kept as the
+    report keeps them, `Timeline`: bounded memory however long the run)."""
 
     def __init__(self, target, labels: tuple[str, ...], force: bool = False):
         self.out = _output(target, force, "--timeline")
@@ -235,22 +281,27 @@ class TimelineSink:
             self.out.discard()
             raise FerEdgeError(f"--timeline {self.out.path}: expected a .png or .jpg file name")
         self.labels = labels
-        self.tracks: dict[int, list] = {}
+        self.tracks: dict[int, Timeline] = {}
 
     def write(self, frame, result: FrameResult):
         for f in result.faces:
-            self.tracks.setdefault(f.track, []).append((result.time, np.array([f.probs[k] for k in self.labels])))
+            self.tracks.setdefault(f.track, Timeline()).add(result.time, [f.probs[k] for k in self.labels],
+                                                            float(f.sure))
 
-    def close(self) -> None:
+    def finish(self, commit: bool) -> None:
         if self.tracks is None:
             return
-        image = draw_timeline(self.tracks, self.labels)
-        self.tracks = None
-        RecordSink._imwrite(self.out.target, image)
+        tracks, self.tracks = self.tracks, None
+        if not commit:
+            self.out.discard()
+            return
+        points = {track: [(p[0], np.array(p[1])) for p in t.all()] for track, t in tracks.items()}
+        frames = {track: int(sum(p[3] for p in t.all())) for track, t in tracks.items()}
+        RecordSink._imwrite(self.out.target, draw_timeline(points, self.labels, frames=frames))
         self.out.commit()
 
 
-class ProgressSink:
+class ProgressSink(Sink):
     """Advances a progress bar (runtime.core.progress) to each frame's position in its source; frames skipped as
     corrupt count too. The run closes the bar: only it knows whether the source ended."""
 
@@ -260,13 +311,10 @@ class ProgressSink:
     def write(self, frame, result: FrameResult):
         self.bar.update_to(result.frame + 1)
 
-    def close(self) -> None:
-        pass
-
 
 def format_summary(summary: dict) -> str:
     lines = [f"frames {summary['frames']} in {summary['seconds']:.2f} s = {summary['fps']:.1f} fps "
-             f"({summary['stopped_by']}); faces {summary['faces']} on {summary['frames_with_face']} frames; "
+             f"({summary['stopped_by']}); faces {summary['faces']} on {summary['frames_with_face']} frames{_in_view(summary)}; "
              f"corrupt frames skipped {summary['corrupt_frames']}; reconnects {summary['reconnects']}",
              "per frame ms: " + ", ".join(f"{k} {v:.2f}" for k, v in summary["stage_ms"].items())]
     sc = summary.get("schedule")
@@ -286,3 +334,9 @@ def format_summary(summary: dict) -> str:
         lines.append(f"track {t['track']}: {t['dominant'] or 'no sure frame'} on {t['share']:.0%} of its "
                      f"{t['frames'] - t['unsure_frames']} sure frames ({t['unsure_frames']} unsure)")
     return "\n".join(lines)
+
+
+def _in_view(summary: dict) -> str:
+    """'; in view 12.3 s (2 times)': runtime/faces/occupancy.py's figures, where the run has them."""
+    v = summary.get("in_view")
+    return f"; in view {v['seconds']:.1f} s ({v['periods']} times)" if v and v["periods"] else ""

@@ -24,6 +24,7 @@ import numpy as np
 
 from fer_edge.runtime.data.datasets import IMAGE_SUFFIXES
 from fer_edge.runtime.core.errors import FerEdgeError
+from fer_edge.runtime.core.redact import redact
 from fer_edge.runtime.media.images import ImageError, read_image
 
 log = logging.getLogger("fer_edge.runtime")
@@ -316,7 +317,7 @@ def open_source(spec: str | int | None = None, camera: int | None = None, picame
     if text.lower().startswith(URL_SCHEMES):
         # timeouts so a dead server or a stalled stream returns from open/read instead of blocking for ever
         params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, 10000, cv2.CAP_PROP_READ_TIMEOUT_MSEC, 5000]
-        return LiveSource(_capture(text, cv2.CAP_FFMPEG, params), _redact(text), **live_options)
+        return LiveSource(_capture(text, cv2.CAP_FFMPEG, params), redact(text), **live_options)
     if "!" in text:
         if not cv2.videoio_registry.hasBackend(cv2.CAP_GSTREAMER):
             raise SourceError("this OpenCV build cannot read GStreamer pipelines (pip wheels have no GStreamer): "
@@ -330,10 +331,3 @@ def open_source(spec: str | int | None = None, camera: int | None = None, picame
         return ImageSource.from_path(path, loop)
     return VideoFileSource(path, loop)
 
-
-def _redact(url: str) -> str:
-    """rtsp://user:password@host/... -> rtsp://***@host/... for log lines."""
-    scheme, _, rest = url.partition("://")
-    if "@" in rest.split("/", 1)[0]:
-        rest = "***@" + rest.split("@", 1)[1]
-    return f"{scheme}://{rest}"

@@ -16,9 +16,9 @@ import os
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -35,9 +35,12 @@ from fer_edge.runtime.media.images import MIN_SIDE
 from fer_edge.runtime.model.preprocess import FrameError, as_bgr
 from fer_edge.runtime.core.results import FaceResult, FrameResult
 from fer_edge.runtime.faces.schedule import DEFAULT_RECHECK, Schedule
+from fer_edge.runtime.media.sinks import Sink, finish_all
 from fer_edge.runtime.media.sources import Frame
 from fer_edge.runtime.model.shipped import shipped_file, shipped_models
 from fer_edge.runtime.faces.tracking import Tracker
+from fer_edge.runtime.faces.facestats import FaceStats
+from fer_edge.runtime.faces.occupancy import DEFAULT_HOLD, Occupancy, check_hold
 from fer_edge.runtime.faces.visits import DEFAULT_MIN_VISIT, Visits, check_visit_options
 from fer_edge.runtime.data.confidence import check_min_confidence
 
@@ -93,11 +96,13 @@ class PipelineOptions:
     min_confidence: float | None = None  # a face is sure from this top probability; None: the model's threshold
     min_visit: float = DEFAULT_MIN_VISIT  # seconds a track must last to be a visit
     visit_update: float | None = None  # seconds between a visit's update events; None: none
+    in_view_hold: float = DEFAULT_HOLD  # seconds without a sure track before "in view" turns off
 
     def __post_init__(self):
         if self.min_confidence is not None:
             self.min_confidence = check_min_confidence(self.min_confidence)
         check_visit_options(self.min_visit, self.visit_update)
+        self.in_view_hold = check_hold(self.in_view_hold)
         if not (isinstance(self.recheck, (int, float)) and math.isfinite(self.recheck) and self.recheck > 0):
             raise FerEdgeError(f"--recheck must be a number of seconds above 0, found {self.recheck}")
         if int(self.detect_every) < 1:
@@ -126,43 +131,51 @@ class RunStats:
 
     def __init__(self, labels: tuple[str, ...]):
         self.labels = labels
-        self.frames = self.corrupt = self.faces = self.frames_with_face = self.reconnects = self.unsure = 0
+        self.frames = self.corrupt = self.frames_with_face = self.reconnects = 0
+        self.face_stats = FaceStats()  # every face of the run (runtime/faces/facestats.py)
+        self.track_stats: dict[int, tuple] = {}  # id(Track) -> (the track, its FaceStats)
         self.stage_s = dict.fromkeys(STAGES, 0.0)
         self.schedule: Counter = Counter()  # what ran: full / region detections, classifications, skipped frames
         self.full_rate = False
-        self.label_counts: Counter = Counter()
         self.started = time.perf_counter()
         self.seconds = 0.0
-        self.tracks: list = []
         self.unreadable: list[str] = []  # names of image files that could not be decoded
         self.stopped_by = "end of source"
         self.visits = 0  # visits reported (ended)
+        self.in_view = {"periods": 0, "seconds": 0.0}  # runtime/faces/occupancy.py's figures
+
+    @property
+    def faces(self) -> int:
+        return self.face_stats.faces
 
     def add(self, result: FrameResult) -> None:
         self.frames += 1
-        self.faces += len(result.faces)
         self.frames_with_face += bool(result.faces)
-        self.label_counts.update(f.label for f in result.faces if f.sure)
-        self.unsure += sum(not f.sure for f in result.faces)
+        self.face_stats.add_all(result.faces)
+
+    def of_track(self, track) -> FaceStats:
+        """The statistics of one track (a Track object: a folder's photos each number theirs from 1)."""
+        return self.track_stats.setdefault(id(track), (track, FaceStats()))[1]
+
+    def track_rows(self) -> list[dict]:
+        rows = []
+        for t, s in sorted(self.track_stats.values(), key=lambda ts: ts[0].id):
+            label = s.dominant()
+            rows.append({"track": t.id, "frames": s.faces, "dominant": label,
+                         "share": round(s.counts[label] / s.sure, 4) if label else 0.0, "unsure_frames": s.unsure})
+        return rows
 
     def summary(self) -> dict:
         n = max(self.frames, 1)
-        tracks, sure = [], self.faces - self.unsure
-        for t in sorted(self.tracks, key=lambda t: t.id):
-            total = sum(t.counts.values())
-            if total or t.unsure:
-                label, count = max(t.counts.items(), key=lambda kv: kv[1]) if total else (None, 0)
-                tracks.append({"track": t.id, "frames": total + t.unsure, "dominant": label,
-                               "share": round(count / total, 4) if total else 0.0, "unsure_frames": t.unsure})
         return {
             "frames": self.frames, "corrupt_frames": self.corrupt, "reconnects": self.reconnects,
             "stopped_by": self.stopped_by, "seconds": round(self.seconds, 3),
             "fps": round(self.frames / self.seconds, 2) if self.seconds > 0 else 0.0,
             "stage_ms": {k: round(v * 1000 / n, 3) for k, v in self.stage_s.items()},
             "faces": self.faces, "frames_with_face": self.frames_with_face,
-            "unsure_faces": self.unsure, "visits": self.visits,
-            "emotion_share": {k: round(self.label_counts[k] / sure, 4) if sure else 0.0 for k in self.labels},
-            "tracks": tracks, "unreadable": self.unreadable, "schedule": self.schedule_summary(),
+            "unsure_faces": self.face_stats.unsure, "visits": self.visits, "in_view": self.in_view,
+            "emotion_share": self.face_stats.shares(self.labels),
+            "tracks": self.track_rows(), "unreadable": self.unreadable, "schedule": self.schedule_summary(),
         }
 
     def schedule_summary(self) -> dict:
@@ -190,6 +203,7 @@ class Pipeline:
         self.stats = RunStats(self.labels)
         self.threshold = self._threshold()
         self.visits, self.final_visits = Visits(opts.min_visit, opts.visit_update), []
+        self.occupancy = Occupancy(opts.in_view_hold)
         self._since_detect = 0
         self.schedule = None if opts.full_rate else Schedule(
             self.detector,
@@ -276,12 +290,9 @@ class Pipeline:
             else:
                 p = tr.probs
             label, sure = self.labels[int(np.argmax(p))], float(np.max(p)) >= self.threshold
-            if sure:
-                tr.counts[label] = tr.counts.get(label, 0) + 1
-            else:
-                tr.unsure += 1
             faces.append(FaceResult(tr.box.box, label, {k: float(v) for k, v in zip(self.labels, p)}, tr.id,
                                     tr.box.score, tr.box.landmarks, sure))
+            self.stats.of_track(tr).add(faces[-1])
         return faces
 
     def detect(self, frame: np.ndarray, gray: np.ndarray, still: bool = False) -> list[FaceBox]:
@@ -312,9 +323,13 @@ class Pipeline:
 
     # -- a whole source -------------------------------------------------------------------------
 
-    def run(self, source, sinks=(), stop: threading.Event | None = None, max_frames: int | None = None) -> RunStats:
-        """Process a source until it ends, `stop` is set or a sink asks to stop; sinks are closed after."""
+    def run(self, source, sinks: Sequence[Sink] = (), stop: threading.Event | None = None,
+            max_frames: int | None = None, keep_on_failure: bool | None = None) -> RunStats:
+        """Process a source until it ends, `stop` is set or a sink asks to stop; then every sink is finished
+        (runtime/media/sinks.py), committing its output. A run that fails commits nothing, unless
+        `keep_on_failure` (default: a live source): a service keeps what it recorded."""
         stop = stop or threading.Event()
+        keep = getattr(source, "live", False) if keep_on_failure is None else keep_on_failure
         results = self.results(source, stop, max_frames)
         try:
             for frame, result in results:
@@ -324,17 +339,18 @@ class Pipeline:
                         self.stats.stopped_by = f"{type(sink).__name__} (window closed)"
                         stop.set()
                 self.stats.stage_s["output"] += time.perf_counter() - t0
-            for sink in sinks:  # a live source's visits still open when it stopped
-                if self.final_visits and hasattr(sink, "write_visits"):
+            if self.final_visits:  # a live source's visits still open when it stopped
+                for sink in sinks:
                     sink.write_visits(self.final_visits)
-        except BaseException:  # a stop of a finite run, a failure: nothing is committed
+        except BaseException:  # a stop of a finite run, a failure
             results.close()
-            for sink in sinks:
-                getattr(sink, "discard", sink.close)()
+            try:
+                finish_all(sinks, commit=keep)
+            except Exception as exc:  # the run's own failure is the one to report
+                log.warning("an output could not be finished after the run failed: %s", exc)
             raise
-        results.close()  # the source closes and the stats are complete before the sinks close
-        for sink in sinks:
-            sink.close()
+        results.close()  # the source closes and the stats are complete before the sinks finish
+        finish_all(sinks, commit=True)
         return self.stats
 
     def results(self, source, stop: threading.Event | None = None,
@@ -346,6 +362,7 @@ class Pipeline:
         frame's result carries the end of every visit still open when the file ends; a live source's frames go
         on at once (no added latency), and the visits open when it stops end in `self.final_visits`."""
         self.visits, self.final_visits = Visits(self.options.min_visit, self.options.visit_update), []
+        self.occupancy = Occupancy(self.options.in_view_hold)
         frames, live = self._results(source, stop, max_frames), getattr(source, "live", False)
         held = None
         try:
@@ -396,7 +413,7 @@ class Pipeline:
                 close()
             stats.seconds = time.perf_counter() - stats.started
             stats.reconnects = getattr(source, "reconnects", 0)
-            stats.tracks = self.tracker.all_tracks()
+            stats.in_view = self.occupancy.figures()
 
     def _frame_result(self, source, frame: Frame) -> FrameResult | None:
         """One frame of a source processed (unrelated photos without tracking), or None for a frame that could
@@ -412,9 +429,11 @@ class Pipeline:
                 log.warning("frame %d skipped: %s", frame.index, exc)
             else:
                 frame.drawing = Drawing(image, result)  # drawn once, on first use, for every sink that shows it
-                if not getattr(source, "stills", False):  # unrelated photos make no visits
+                if not getattr(source, "stills", False):  # unrelated photos make no visits, nor presence
                     result.visits.extend(self.visits.update(result))
                     stats.visits = self.visits.reported
+                    self.occupancy.update(result)
+                    result = replace(result, in_view=self.occupancy.in_view)
                 return result
         stats.corrupt += 1  # an undecodable frame: the source counted and logged it too; here it is skipped
         if name:

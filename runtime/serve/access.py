@@ -2,7 +2,8 @@
 API (`fer-edge serve-api`), the Jupyter way.
 
 The token comes from `--serve-token-file FILE` (its first line) or `--serve-token TOKEN` (not both), else from
-`$FER_EDGE_SERVE_TOKEN`; an empty one is an error, never an open server. A server bound beyond loopback
+`$FER_EDGE_SERVE_TOKEN`; an empty one is an error, never an open server, and so is one shorter than MIN_TOKEN
+characters; a token file every user can read is used with a warning. A server bound beyond loopback
 without one makes a random token for the run and prints the URL that carries it, once, on stderr;
 `--no-token` is the only way to serve open, with a warning on every start. A server on loopback without a
 token stays open, as it always was. Both servers take the token either way: `?token=T` in the URL (what a
@@ -31,6 +32,7 @@ log = logging.getLogger("fer_edge.runtime")
 
 TOKEN_ENV = "FER_EDGE_SERVE_TOKEN"
 NO_TOKEN_FLAG = "--no-token"
+MIN_TOKEN = 16  # characters: a shorter token is guessed by a script (secrets.token_urlsafe(24) makes 32)
 LOG_BURST, LOG_WINDOW = 5, 60.0  # refusals logged per window; the rest are counted and reported later
 WWW_AUTHENTICATE = ("WWW-Authenticate", 'Bearer realm="fer-edge"')
 
@@ -38,12 +40,14 @@ WWW_AUTHENTICATE = ("WWW-Authenticate", 'Bearer realm="fer-edge"')
 def read_token(token: str | None = None, token_file: str | None = None) -> str | None:
     """The token from --serve-token-file, --serve-token or $FER_EDGE_SERVE_TOKEN, in that order (None: none).
     An empty one (an unset shell variable, `serve_token = ""`) is an error, never a server without a token."""
+    shared = 0  # a token file's permission bits for every other user
     if token is not None and token_file:
         raise FerEdgeError("give --serve-token or --serve-token-file, not both")
     if token_file:
         try:
             with open(token_file, encoding="utf-8") as f:
                 token, where = f.readline().strip(), f"--serve-token-file {token_file}"
+                shared = os.fstat(f.fileno()).st_mode & 0o007  # others' bits (a group like fer-edge's may read)
         except (OSError, UnicodeDecodeError) as exc:
             raise FerEdgeError(f"--serve-token-file {token_file}: cannot read it "
                                f"({getattr(exc, 'strerror', None) or exc})") from None
@@ -56,6 +60,12 @@ def read_token(token: str | None = None, token_file: str | None = None) -> str |
     if not token:
         raise FerEdgeError(f"{where} is empty (an unset variable?): expected a token; give none to have one "
                            f"made for the run, or {NO_TOKEN_FLAG} to serve without one")
+    if len(token) < MIN_TOKEN:
+        raise FerEdgeError(f"{where}: expected a token of {MIN_TOKEN} characters or more, found {len(token)} (make "
+                           "one with: python -c \"import secrets; print(secrets.token_urlsafe(32))\")")
+    if token_file and shared:
+        log.warning("--serve-token-file %s can be read by every user of this machine: chmod 600 %s (or 640 with "
+                    "the service's group)", token_file, token_file)
     return token
 
 

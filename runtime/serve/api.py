@@ -141,7 +141,7 @@ def create_app(options=None, max_upload_bytes: int = int(DEFAULT_MAX_UPLOAD_MB *
             raise HTTPException(400, str(exc)) from None
         ms = (time.perf_counter() - t0) * 1000
         faces = [Face(box=list(f.box), label=f.label, probs={k: round(v, 5) for k, v in f.probs.items()},
-                      score=round(float(f.score), 4)) for f in result.faces]
+                      score=round(float(f.score), 4), sure=f.sure) for f in result.faces]
         return Prediction(source=result.source, width=image.shape[1], height=image.shape[0], faces=faces, labels=list(pipe.labels),
                           ms=round(ms, 3))
 
@@ -158,6 +158,8 @@ def _response_models():
         label: str
         probs: dict[str, float] = Field(description="label -> probability")
         score: float = Field(description="detector confidence")
+        sure: bool = Field(description="the top probability reaches --min-confidence (default: the model's "
+                                       "threshold)")
 
     class Prediction(BaseModel):
         source: str = Field(description="the uploaded file's name")

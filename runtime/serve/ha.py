@@ -12,8 +12,8 @@ object_id from [a-zA-Z0-9_-]). fer-edge publishes one `sensor` per value, all un
 
 Every sensor reads the one state topic `T/ha/state` (a JSON object, retained, published every
 --mqtt-summary-every seconds) through a value_template. Beside them, a `binary_sensor` "Face in view" (device
-class occupancy) reads `T/ha/occupancy` (ON/OFF, retained, published when it changes: on while a sure face is
-tracked), and an `event` entity "Visit" reads `T/ha/visit` (each visit's start and end: {"event_type": "start" |
+class occupancy) reads `T/ha/occupancy` (ON/OFF, retained, published when it changes and again on every
+reconnect: on while a track with a sure frame is alive, off once none has been for --in-view-hold seconds), and an `event` entity "Visit" reads `T/ha/visit` (each visit's start and end: {"event_type": "start" |
 "end", and the visit's fields as attributes}). Every entity takes its availability from `T/status`, the retained
 {"device", "online"} message the sink already keeps: online on connect, offline on a clean stop and, as the
 broker's last will, when the process dies. unique_ids are `<node_id>_<object_id>`, where node_id comes from
@@ -21,7 +21,7 @@ broker's last will, when the process dies. unique_ids are `<node_id>_<object_id>
 """
 from __future__ import annotations
 
-import collections
+import hashlib
 import json
 import re
 import socket
@@ -29,6 +29,7 @@ import time
 
 from fer_edge.runtime.core.errors import FerEdgeError
 from fer_edge.runtime.core.version import package_version
+from fer_edge.runtime.faces.facestats import FaceStats
 
 DEFAULT_PREFIX = "homeassistant"
 AVAILABILITY_TEMPLATE = "{{ 'online' if value_json.online else 'offline' }}"
@@ -46,11 +47,15 @@ def check_prefix(prefix: str) -> str:
 
 
 def node_id(device_name: str | None, client_id: str | None) -> str:
-    """The device's id in topics and unique_ids: [a-zA-Z0-9_-] only, as Home Assistant requires."""
+    """The device's id in topics and unique_ids: [a-zA-Z0-9_-] only, as Home Assistant requires. Spaces and dots
+    become _ ("Hall camera" -> Hall_camera); a name with any other character gets a short hash of the whole name
+    too, so distinct names stay distinct ids ("cam/#" is not "cam")."""
     raw = device_name or client_id or f"fer-edge-{socket.gethostname()}"
     node = re.sub(r"[^a-zA-Z0-9_-]+", "_", raw).strip("_")
     if not node:
         raise FerEdgeError(f"--device-name: expected letters, digits, - or _, found {raw!r}")
+    if re.search(r"[^a-zA-Z0-9_ .-]", raw):
+        node += "_" + hashlib.sha256(raw.encode()).hexdigest()[:6]
     return node
 
 
@@ -89,8 +94,8 @@ class HaDiscovery:
         self.state_topic, self.status_topic = f"{base_topic}/ha/state", f"{base_topic}/status"
         self.device = {"identifiers": [node], "name": name or node, "manufacturer": "fer-edge",
                        "model": f"fer-edge {model}".strip(), "sw_version": package_version()}
-        self.window: collections.Counter = collections.Counter()
-        self.window_frames, self.faces_now, self.unsure = 0, 0, 0
+        self.window = FaceStats()  # the faces of the recent window (runtime/faces/facestats.py)
+        self.window_frames, self.faces_now = 0, 0
         self.window_start = time.monotonic()
         self.occupancy: str | None = None  # ON / OFF as last published
 
@@ -117,13 +122,16 @@ class HaDiscovery:
                         json.dumps(doc, separators=(",", ":"))))
         return out
 
-    def add(self, faces: list) -> str | None:
-        """One processed frame's faces (each with .label and .sure); the occupancy (ON/OFF) when it changed."""
+    def add(self, faces: list) -> None:
+        """One processed frame's faces (each with .label and .sure), into the recent window."""
         self.window_frames += 1
         self.faces_now = len(faces)
-        self.window.update(f.label for f in faces if f.sure)
-        self.unsure += sum(not f.sure for f in faces)
-        now = "ON" if any(f.sure for f in faces) else "OFF"
+        self.window.add_all(faces)
+
+    def occupancy_of(self, in_view: bool) -> str | None:
+        """The occupancy (ON/OFF) to publish when it changed: a frame's `in_view` (runtime/faces/occupancy.py:
+        from tracks, with a hold time, so an unsure frame changes nothing), else None."""
+        now = "ON" if in_view else "OFF"
         if now == self.occupancy:
             return None
         self.occupancy = now
@@ -138,12 +146,11 @@ class HaDiscovery:
     def state(self) -> dict:
         """The recent window's values (then the window starts again)."""
         now = time.monotonic()
-        seconds, total = now - self.window_start, sum(self.window.values())
-        doc = {"faces": self.faces_now,
-               "emotion": self.window.most_common(1)[0][0] if total else "none",
-               "unsure": self.unsure, "fps": round(self.window_frames / seconds, 2) if seconds > 0 else 0.0,
-               "share": {k: round(100.0 * self.window[k] / total, 1) if total else 0.0 for k in self.labels},
+        seconds, w = now - self.window_start, self.window
+        doc = {"faces": self.faces_now, "emotion": w.dominant() or "none",
+               "unsure": w.unsure, "fps": round(self.window_frames / seconds, 2) if seconds > 0 else 0.0,
+               "share": {k: round(100.0 * v, 1) for k, v in w.shares(self.labels, digits=6).items()},
                "window_s": round(seconds, 1)}
         self.window.clear()
-        self.window_frames, self.window_start, self.unsure = 0, now, 0
+        self.window_frames, self.window_start = 0, now
         return doc

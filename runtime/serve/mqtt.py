@@ -14,7 +14,9 @@ Topics under the base topic T of the URL:
 The frame loop never waits for the network. Messages go into a bounded offline queue (--mqtt-queue);
 a pump thread hands them to paho-mqtt while connected, at most MAX_INFLIGHT unacknowledged at a time
 (QoS 1 by default: what paho holds when the link drops it re-sends on reconnect). While the broker is
-unreachable the queue fills; when full it drops the oldest message and counts it. paho's network thread
+unreachable the queue fills; when full it drops the oldest message and counts it. State, availability, discovery
+and visit messages wait in a queue of their own that per-face messages cannot evict, and go first; the retained
+states (occupancy, Home Assistant's state) are said again on every reconnect. paho's network thread
 reconnects with exponential backoff (BACKOFF_MIN_S doubling to BACKOFF_MAX_S). At the end of the run
 the sink waits up to --mqtt-flush-timeout seconds for the queue to drain.
 """
@@ -31,6 +33,10 @@ import urllib.parse
 from dataclasses import dataclass
 
 from fer_edge.runtime.core.errors import FerEdgeError, require
+from fer_edge.runtime.core.redact import redact
+from fer_edge.runtime.faces.facestats import FaceStats
+from fer_edge.runtime.media.sinks import Sink
+from fer_edge.runtime.serve.ha import OCCUPANCY
 
 log = logging.getLogger("fer_edge.runtime")
 
@@ -49,8 +55,8 @@ class MqttTarget:
     password: str | None = None
 
     def redacted(self) -> str:
-        user = f"{self.username}:***@" if self.username else ""
-        return f"{'mqtts' if self.tls else 'mqtt'}://{user}{self.host}:{self.port}/{self.topic}"
+        user = f"{self.username}:{self.password or ''}@" if self.username else ""
+        return redact(f"{'mqtts' if self.tls else 'mqtt'}://{user}{self.host}:{self.port}/{self.topic}")
 
 
 def parse_mqtt_url(url: str, tls: bool = False) -> MqttTarget:
@@ -79,25 +85,55 @@ def parse_mqtt_url(url: str, tls: bool = False) -> MqttTarget:
 
 
 class OfflineQueue:
-    """A bounded FIFO that drops its oldest item when full, and counts what it dropped."""
+    """Two bounded FIFOs that drop their oldest item when full, and count what they dropped: `items` (per-face
+    events, summaries) and `urgent` (availability, discovery, state, occupancy, visits), sent first and never
+    evicted by a face event. Items are (topic, payload, retain, qos); an urgent retained item replaces the one
+    still waiting on its topic (only the newest state matters), so a long outage keeps every state's last value
+    and drops only the oldest visits beyond `maxlen`."""
 
     def __init__(self, maxlen: int):
         if maxlen < 1:
             raise FerEdgeError(f"--mqtt-queue must be 1 or more, found {maxlen}")
         self.items: collections.deque = collections.deque()
+        self.urgent: collections.deque = collections.deque()
         self.maxlen, self.dropped = maxlen, 0
-        self.cond = threading.Condition()
+        self.cond = threading.Condition()  # (an RLock: put_front is called with it held)
 
-    def put(self, item) -> None:
+    def put(self, item, urgent: bool = False) -> None:
         with self.cond:
-            if len(self.items) >= self.maxlen:
-                self.items.popleft()
-                self.dropped += 1
-            self.items.append(item)
+            if urgent:
+                self._put_urgent(item, front=False)
+            else:
+                if len(self.items) >= self.maxlen:
+                    self.items.popleft()
+                    self.dropped += 1
+                self.items.append(item)
             self.cond.notify_all()
 
+    def put_front(self, items: list) -> None:
+        """Urgent items to go out before anything else, in this order (a connection's first messages)."""
+        with self.cond:
+            for item in reversed(items):
+                self._put_urgent(item, front=True)
+            self.cond.notify_all()
+
+    def _put_urgent(self, item, front: bool) -> None:
+        if item[2]:  # retained: the newest value of its topic is the only one worth sending
+            self.urgent = collections.deque(i for i in self.urgent if i[0] != item[0])
+        elif sum(not i[2] for i in self.urgent) >= self.maxlen:
+            self.urgent.remove(next(i for i in self.urgent if not i[2]))
+            self.dropped += 1
+        self.urgent.appendleft(item) if front else self.urgent.append(item)
+
+    def pop(self) -> tuple[tuple, bool]:
+        """The next item to send (urgent ones first) and whether it was urgent; the caller holds `cond`."""
+        return (self.urgent.popleft(), True) if self.urgent else (self.items.popleft(), False)
+
+    def unpop(self, item, urgent: bool) -> None:
+        (self.urgent if urgent else self.items).appendleft(item)
+
     def __len__(self) -> int:
-        return len(self.items)
+        return len(self.items) + len(self.urgent)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -115,8 +151,22 @@ class MqttOptions:
     client_id: str | None = None
     flush_timeout: float = 5.0
 
+    def __post_init__(self):
+        """Checked once, as they are made (from the command line, a config file or Python)."""
+        parse_mqtt_url(self.url, self.tls)
+        for name, path in (("--mqtt-ca", self.ca), ("--mqtt-cert", self.cert), ("--mqtt-key", self.key)):
+            if path and not os.path.isfile(path):
+                raise FerEdgeError(f"{name}: no such file {path}")
+        if self.key and not self.cert:
+            raise FerEdgeError("--mqtt-key needs --mqtt-cert")
+        if int(self.queue) < 1:
+            raise FerEdgeError(f"--mqtt-queue must be 1 or more, found {self.queue}")
+        for name, value in (("--mqtt-summary-every", self.summary_every), ("--mqtt-flush-timeout", self.flush_timeout)):
+            if not value >= 0:
+                raise FerEdgeError(f"{name} must be 0 seconds or more, found {value}")
 
-class MqttSink:
+
+class MqttSink(Sink):
     """A sink (write/close) publishing to an MQTT broker through paho-mqtt 2.x."""
 
     def __init__(self, options: MqttOptions, ha=None, connect_timeout: float | None = None):
@@ -127,11 +177,6 @@ class MqttSink:
         qos, queue, summary_every, client_id, flush_timeout = o.qos, o.queue, o.summary_every, o.client_id, o.flush_timeout
         mqtt = require("paho.mqtt.client", "mqtt")
         self.target = t = parse_mqtt_url(url, tls)
-        for name, path in (("--mqtt-ca", ca), ("--mqtt-cert", cert), ("--mqtt-key", key)):
-            if path and not os.path.isfile(path):
-                raise FerEdgeError(f"{name}: no such file {path}")
-        if key and not cert:
-            raise FerEdgeError("--mqtt-key needs --mqtt-cert")
         self.qos, self.summary_every, self.flush_timeout = int(qos), float(summary_every), float(flush_timeout)
         self.device = socket.gethostname()
         self.queue = OfflineQueue(int(queue))
@@ -141,11 +186,14 @@ class MqttSink:
         self._inflight: dict[int, str] = {}  # mid -> kind
         self._acked_early: set[int] = set()
         self._closing = self._stop_now = False
-        self.frames = self.faces = self.unsure = 0
-        self.label_counts: collections.Counter = collections.Counter()
+        self.frames = 0
+        self.face_stats = FaceStats()  # every face published (runtime/faces/facestats.py)
         self.track_labels: dict[int, str] = {}
         self.started = self._last_summary = time.monotonic()
         self.ha = ha  # a serve/ha.py HaDiscovery: discovery configs on every connect, its state with each summary
+        self._states: dict[str, str] = {}  # subtopic -> the last retained state payload (occupancy, HA state)
+        if ha is not None:  # no one in view before the first frame: said on connect (a crashed run's ON goes)
+            ha.occupancy = self._states[OCCUPANCY] = "OFF"
         self.refused: str | None = None  # the broker's reason when it refused the connection
         self.unreachable: str | None = None
         self._waiting = connect_timeout is not None  # the first refusal becomes wait_connected()'s error line
@@ -191,8 +239,9 @@ class MqttSink:
             self.connected = True
             self.connects += 1
             self.reconnects = self.connects - 1
-            self.queue.items.extendleft(reversed(first))  # first out; never dropped for being old (they are new)
-            self.queue.cond.notify_all()
+            # every (re)connect says the current state again: a broker restarted without persistence forgot it
+            first += [(f"{self.target.topic}/{sub}", payload, True, self.qos) for sub, payload in self._states.items()]
+            self.queue.put_front(first)
         log.info("mqtt: connected to %s%s", self.target.redacted(), " again" if self.connects > 1 else "")
 
     def _on_connect_fail(self, _client, _userdata):
@@ -250,18 +299,19 @@ class MqttSink:
         q = self.queue
         while True:
             with q.cond:
-                while not self._stop_now and (not self.connected or not q.items or len(self._inflight) >= MAX_INFLIGHT):
-                    if self._closing and not q.items and not self._inflight:
+                while not self._stop_now and (not self.connected or not len(q) or len(self._inflight) >= MAX_INFLIGHT):
+                    if self._closing and not len(q) and not self._inflight:
                         return
                     q.cond.wait(0.5)
                 if self._stop_now:
                     return
-                topic, payload, retain, qos = item = q.items.popleft()
+                item, urgent = q.pop()
+                topic, payload, retain, qos = item
             info = self.client.publish(topic, payload, qos, retain)
             kind = topic.rsplit("/", 1)[1]
             with q.cond:
                 if qos == 0 and info.rc != 0:  # QoS 0 is not kept by paho: back to the front
-                    q.items.appendleft(item)
+                    q.unpop(item, urgent)
                     q.cond.wait(0.2)
                 elif info.mid in self._acked_early:  # QoS 1 is kept by paho, connected or not
                     self._acked_early.discard(info.mid)
@@ -271,66 +321,72 @@ class MqttSink:
 
     # -- the sink -------------------------------------------------------------------------------
 
-    def _put(self, subtopic: str, doc, retain: bool = False, qos: int | None = None) -> None:
-        payload = doc if isinstance(doc, str) else json.dumps(doc, separators=(",", ":"))
-        self.queue.put((f"{self.target.topic}/{subtopic}", payload, retain, self.qos if qos is None else qos))
+    def _put(self, subtopic: str, doc, retain: bool = False, qos: int | None = None, urgent: bool = False) -> None:
+        """Queue one message; an urgent one (state, visits) is never evicted by per-face messages, and a retained
+        urgent one is remembered and said again on every reconnect."""
+        payload = redact(doc if isinstance(doc, str) else json.dumps(doc, separators=(",", ":")))
+        with self.queue.cond:
+            if urgent and retain:
+                self._states[subtopic] = payload
+            self.queue.put((f"{self.target.topic}/{subtopic}", payload, retain, self.qos if qos is None else qos),
+                           urgent)
 
     def write(self, frame, result) -> None:
         ts = round(time.time(), 3)
         self.frames += 1
+        self.face_stats.add_all(result.faces)
         for f in result.faces:
-            self.faces += 1
-            self.label_counts[f.label] += f.sure
-            self.unsure += not f.sure
             self.track_labels[f.track] = f.label
             self._put("face", {"device": self.device, "frame": result.frame, "time": round(result.time, 4), "ts": ts,
                                **f.to_dict()})
         self.write_visits(result.visits, ts)
         if self.ha is not None:
-            self._ha_write(result.faces)
+            self._ha_write(result)
         if self.summary_every > 0 and time.monotonic() - self._last_summary >= self.summary_every:
             self._put("summary", self.summary())
             if self.ha is not None:
-                self._put("ha/state", self.ha.state(), retain=True)
+                self._put("ha/state", self.ha.state(), retain=True, urgent=True)
 
     def write_visits(self, events: list[dict], ts: float | None = None) -> None:
         """Visit events on T/visit (QoS 1), and their start and end to Home Assistant's event entity."""
         ts = round(time.time(), 3) if ts is None else ts
         for event in events:
-            self._put("visit", {"device": self.device, "ts": ts, **event}, qos=1)
+            self._put("visit", {"device": self.device, "ts": ts, **event}, qos=1, urgent=True)
         for topic, doc in self.ha.visit_events(events) if self.ha is not None else ():
-            self._put(topic, doc, qos=1)
+            self._put(topic, doc, qos=1, urgent=True)
 
-    def _ha_write(self, faces) -> None:
-        """Home Assistant's occupancy, when it changes."""
-        changed = self.ha.add(faces)
+    def _ha_write(self, result) -> None:
+        """Home Assistant's window of faces, and its occupancy (the frame's `in_view`) when it changes."""
+        self.ha.add(result.faces)
+        changed = self.ha.occupancy_of(result.in_view)
         if changed is not None:
-            self._put("ha/occupancy", changed, retain=True)
+            self._put(OCCUPANCY, changed, retain=True, urgent=True)
 
     def stats(self) -> dict:
         with self.queue.cond:
             return {"connected": self.connected, "sent": sum(self.sent.values()), "sent_faces": self.sent["face"],
                     "sent_visits": self.sent["visit"],
-                    "queued": len(self.queue.items),
+                    "queued": len(self.queue),
                     "inflight": len(self._inflight), "dropped": self.queue.dropped, "reconnects": self.reconnects}
 
     def summary(self, final: bool = False) -> dict:
         now = time.monotonic()
         self._last_summary = now
-        seconds, sure = now - self.started, self.faces - self.unsure
+        seconds, stats = now - self.started, self.face_stats
         return {"device": self.device, "ts": round(time.time(), 3), "final": final, "frames": self.frames,
-                "faces": self.faces, "seconds": round(seconds, 3),
+                "faces": stats.faces, "seconds": round(seconds, 3),
                 "fps": round(self.frames / seconds, 2) if seconds > 0 else 0.0,
-                "emotion_share": {k: round(v / sure, 4) for k, v in sorted(self.label_counts.items()) if v},
-                "unsure_faces": self.unsure,
+                "emotion_share": stats.shares(), "unsure_faces": stats.unsure,
                 "tracks": {str(k): v for k, v in sorted(self.track_labels.items())}, "mqtt": self.stats()}
 
-    def close(self) -> None:
+    def finish(self, commit: bool = True) -> None:
+        """The last state, the final summary and the goodbye, either way (a link has nothing to take back)."""
         if self._closing:
             return
         if self.ha is not None:
-            self._put("ha/state", self.ha.state(), retain=True)
-            self._put("ha/occupancy", "OFF", retain=True)  # no face in view once stopped
+            self._put("ha/state", self.ha.state(), retain=True, urgent=True)
+            if self.ha.occupancy_of(False) is not None:  # no face in view once stopped
+                self._put(OCCUPANCY, "OFF", retain=True, urgent=True)
         self._put("summary", self.summary(final=True))
         with self.queue.cond:
             self._closing = True

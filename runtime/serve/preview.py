@@ -35,6 +35,7 @@ import cv2
 
 from fer_edge.runtime.serve.access import WWW_AUTHENTICATE, Access, base_url
 from fer_edge.runtime.core.errors import FerEdgeError
+from fer_edge.runtime.media.sinks import Sink
 
 log = logging.getLogger("fer_edge.runtime")
 
@@ -85,7 +86,7 @@ def _point(t: float, seq: int, result) -> dict:
     return {"t": round(t, 3), "seq": seq, "faces": [f.to_dict() for f in result.faces]}
 
 
-class PreviewServer:
+class PreviewServer(Sink):
     """The HTTP server and the newest frame; `write`/`close` make it a sink of the pipeline."""
 
     def __init__(self, options: PreviewOptions):
@@ -125,7 +126,7 @@ class PreviewServer:
             self._times = [t for t in self._times if now - t < 2.0] + [now]
             self._cond.notify_all()
 
-    def close(self) -> None:
+    def finish(self, commit: bool = True) -> None:
         with self._cond:
             self.closed = True
             self._cond.notify_all()
@@ -156,10 +157,10 @@ class PreviewServer:
         entry = recent[-1] if recent and seq is None else next((e for e in recent if e[0] == seq), None)
         if entry is None:
             return None if seq is not None else {"run": self.run, "seq": 0, "frame": -1, "t": 0.0,
-                                                 "frames": frames, "fps": round(fps, 2), "faces": []}
+                                                 "frames": frames, "fps": round(fps, 2), "in_view": False, "faces": []}
         n, t, result = entry
         state = {"run": self.run, "seq": n, "frame": result.frame, "t": round(t, 3), "frames": frames,
-                 "fps": round(fps, 2), "faces": [f.to_dict() for f in result.faces]}
+                 "fps": round(fps, 2), "in_view": result.in_view, "faces": [f.to_dict() for f in result.faces]}
         if since is not None:
             state["history"] = [_point(pt, ps, r) for ps, pt, r in history if since < ps < n]
             state["history"].append({"t": state["t"], "seq": n, "faces": state["faces"]})

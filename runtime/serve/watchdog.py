@@ -19,6 +19,8 @@ import os
 import socket
 import time
 
+from fer_edge.runtime.media.sinks import Sink
+
 log = logging.getLogger("fer_edge.runtime")
 
 
@@ -72,9 +74,9 @@ class Notifier:
         return self.send("WATCHDOG=1")
 
 
-class WatchdogSink:
+class WatchdogSink(Sink):
     """A sink that pings the watchdog for each processed frame: the frame loop is alive exactly when frames
-    reach the sinks, so a stalled source or a wedged detector stops the pings. close() says STOPPING=1."""
+    reach the sinks, so a stalled source or a wedged detector stops the pings. finish() says STOPPING=1."""
 
     def __init__(self, notifier: Notifier):
         self.notifier = notifier
@@ -82,5 +84,5 @@ class WatchdogSink:
     def write(self, frame, result) -> None:
         self.notifier.ping()
 
-    def close(self) -> None:
+    def finish(self, commit: bool) -> None:
         self.notifier.stopping()

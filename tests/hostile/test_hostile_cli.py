@@ -222,11 +222,28 @@ def test_preview_token_from_a_file_or_the_environment(tmp_path, monkeypatch):
 
     monkeypatch.delenv("FER_EDGE_SERVE_TOKEN", raising=False)
     secret = tmp_path / "token"
-    secret.write_text("s3cret\n")
-    assert serve_token(token_file=str(secret)) == "s3cret"
+    secret.write_text("s3cret-0123456789\n")
+    assert serve_token(token_file=str(secret)) == "s3cret-0123456789"
     assert serve_token() is None
-    monkeypatch.setenv("FER_EDGE_SERVE_TOKEN", "from-env")
-    assert serve_token() == "from-env"
+    monkeypatch.setenv("FER_EDGE_SERVE_TOKEN", "from-env-0123456789")
+    assert serve_token() == "from-env-0123456789"
+
+
+def test_a_short_token_a_token_without_a_server_and_a_shared_token_file(capfd, photo, tmp_path, monkeypatch):
+    monkeypatch.delenv("FER_EDGE_SERVE_TOKEN", raising=False)
+    rc, _, err = run(capfd, "--image", photo, "--serve", "0", "--serve-token", "guessable")
+    assert rc == 2
+    one_line(err, "--serve-token: expected a token of 16 characters or more, found 9")
+    for flags in (["--serve-token", "x" * 20], ["--serve-token-file", tmp_path / "t"], ["--no-token"]):
+        rc, _, err = run(capfd, "--image", photo, *flags)
+        assert rc == 2
+        one_line(err, f"{flags[0]} is for the browser preview: give --serve")
+    token = tmp_path / "token"
+    token.write_text("a-long-enough-token-0123\n")
+    for mode, warned in ((0o644, True), (0o640, False), (0o600, False)):  # 640: the service's group (deploy/)
+        token.chmod(mode)
+        rc, _, err = run(capfd, "--image", photo, "--serve", "0", "--serve-token-file", token)
+        assert rc == 0 and ("can be read by every user" in err) == warned, err
 
 
 def test_an_open_preview_beyond_loopback_needs_no_token_and_warns(capfd, photo, monkeypatch):

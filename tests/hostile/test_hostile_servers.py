@@ -84,7 +84,7 @@ def test_the_preview_answers_head_like_get():
             with urllib.request.urlopen(req, timeout=10) as r:
                 assert r.status == 200 and r.headers["Content-Type"].startswith(ctype) and r.read() == b""
     finally:
-        preview.close()
+        preview.finish(True)
 
 
 # -- the token (runtime/serve/access.py): both servers, both forms, wrong, missing, empty, --no-token ---------------
@@ -196,7 +196,7 @@ def test_an_empty_or_conflicting_token_stops_serve_api_with_one_line(capfd, tmp_
     for extra, words in ((["--serve-token", ""], "--serve-token is empty"),
                          (["--serve-token-file", str(empty)], f"--serve-token-file {empty} is empty"),
                          (["--serve-token-file", str(tmp_path / "none")], "cannot read it"),
-                         (["--no-token", "--serve-token", "x"], "--no-token and --serve-token both given")):
+                         (["--no-token", "--serve-token", TOKEN], "--no-token and --serve-token both given")):
         assert main(base + extra) == 2
         one_line(capfd.readouterr().err, *words.split(" is ")[:1])
     monkeypatch.setenv("FER_EDGE_SERVE_TOKEN", " ")
@@ -270,7 +270,7 @@ def test_the_preview_needs_its_token_for_the_page_and_the_stream():
                 assert status == 200 and body, (path, headers, query)
         assert b"--ferframe" in _ask(f"{base}/stream.mjpg?token={TOKEN}")[1]
     finally:
-        preview.close()
+        preview.finish(True)
 
 
 def test_the_preview_beyond_loopback_makes_a_token_and_prints_its_url_once(capfd, monkeypatch):
@@ -285,7 +285,7 @@ def test_the_preview_beyond_loopback_makes_a_token_and_prints_its_url_once(capfd
         assert _ask(base + "/")[0] == 401 and _ask(base + "/stream.mjpg")[0] == 401
         assert _ask(f"{base}/?token={token}")[0] == 200 and _ask(f"{base}/stream.mjpg?token={token}")[0] == 200
     finally:
-        preview.close()
+        preview.finish(True)
 
 
 def test_the_cli_preview_prints_a_made_token_once_and_none_on_loopback(capfd, tmp_path, monkeypatch):
@@ -318,7 +318,7 @@ def test_no_token_serves_open_beyond_loopback_and_warns_at_every_start(caplog, m
         try:
             assert _ask(f"http://127.0.0.1:{preview.port}/state.json")[0] == 200
         finally:
-            preview.close()
+            preview.finish(True)
     warnings = [r.getMessage() for r in caplog.records if "--no-token" in r.getMessage()]
     assert len(warnings) == 2 and all("answers anyone who can reach it, without a token" in w for w in warnings)
 
