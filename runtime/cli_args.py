@@ -52,7 +52,7 @@ def model_flag_arguments(g, equalize_off: bool = False) -> None:
     g.add_argument("--mean", metavar="R,G,B", help="per-channel mean on the 0-1 scale, in the model's channel order "
                    "(with --std; instead of --normalize)")
     g.add_argument("--std", metavar="R,G,B", help="per-channel standard deviation on the 0-1 scale (with --mean)")
-    g.add_argument("--colour", "--color", dest="colour", choices=COLOURS,
+    g.add_argument("--colour", choices=COLOURS,
                    help="what a model without metadata takes: grey faces, or colour in rgb or bgr order")
     g.add_argument("--align", choices=ALIGNS, help="none, or 5point: warp each face onto a 112x112-style template "
                    "from the detector's five landmarks before the crop (a model without metadata)")

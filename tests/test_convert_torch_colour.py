@@ -34,11 +34,11 @@ class ColourNet(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.f = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-                               nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
-                               nn.MaxPool2d(4), nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
+        self.f = nn.Sequential(nn.Conv2d(3, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+                               nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
+                               nn.MaxPool2d(4), nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(),
                                nn.AdaptiveAvgPool2d(1))
-        self.head = nn.Linear(32, 8)
+        self.head = nn.Linear(64, 8)
 
     def forward(self, x):
         x = self.f(x)

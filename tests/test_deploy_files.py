@@ -88,7 +88,7 @@ def test_config_keys_types_and_command_line_overrides(tmp_path):
 
 
 @pytest.mark.parametrize("text, words", [
-    ("detect_everyy = 3\n", "unknown key 'detect_everyy'; valid keys: camera, "),
+    ("detect_everyy = 3\n", "unknown key 'detect_everyy'; valid keys: align, camera, "),
     ("force = 1\n", "takes true or false"),
     ("detector = true\n", "takes a value"),
     ("source = ['a', 'b']\n", "takes one value"),
