@@ -2,8 +2,9 @@
 # CI's torch leg (issue 37), in an environment of its own: the CPU build of PyTorch, the [torch] extra and
 # onnx2tf; runs the ONNX and PyTorch route tests (hostile files, the three routes on a small network, an operator
 # one format cannot express, fer-bench on the results, graphs that fix a batch of 1: a small view() network trained
-# for seconds and converted --int8 by .onnx and .pt2, about 75 s of this leg on the shared 2-core machine) and the
-# docs' export line. Called from .ci/run.
+# for seconds and converted --int8 by .onnx and .pt2, about 75 s of this leg on the shared 2-core machine; a colour
+# RGB 112x112 network trained on tfeid-dev's photos and converted --int8 by .pth, .pt2 and .onnx, about 2.5 min) and
+# the docs' export line. Called from .ci/run.
 # Not here: training the tutorial network to >= 50% (benchmarks/torch_tutorial_train.py: two epochs, 1038 s at
 # one thread of this 2-core machine) and converting it by three routes (519-550 s each on a quiet machine,
 # benchmarks/convert_routes.md) would add about 45 minutes to .ci/run (38 min), past its 60-minute budget. Its acceptance test
