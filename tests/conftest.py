@@ -65,6 +65,15 @@ def samples_dir(data_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tfeid_dev(data_dir) -> Path:
+    """The labelled colour photos (labels.csv: file,label) of the data folder's tfeid-dev/."""
+    p = data_dir / "tfeid-dev"
+    if not (p / "labels.csv").is_file():
+        pytest.skip(f"{p}/labels.csv is missing: the tfeid-dev photos are needed")
+    return p
+
+
+@pytest.fixture(scope="session")
 def blazeface_model(data_dir) -> Path:
     p = data_dir.parent / "models" / "face_detection_short_range.tflite"
     if not p.is_file():

@@ -55,15 +55,7 @@ def _teachable_machine(faces: np.ndarray, labels: np.ndarray, classes: int):
 
 
 @pytest.fixture(scope="module")
-def photos(data_dir) -> Path:
-    p = data_dir / "tfeid-dev"
-    if not (p / "labels.csv").is_file():
-        pytest.skip(f"{p}/labels.csv is missing: the tfeid-dev photos are needed")
-    return p
-
-
-@pytest.fixture(scope="module")
-def teachable(photos, tmp_path_factory):
+def teachable(tfeid_dev, tmp_path_factory):
     """(keras_model.h5 and labels.txt as Teachable Machine exports them, the tf_keras model): 5 classes, its head
     fitted on the Training photos of tfeid-dev, cut as fer-edge cuts them for this model."""
     from fer_edge.runtime.model.labels import parse_labels
@@ -72,7 +64,7 @@ def teachable(photos, tmp_path_factory):
 
     d = tmp_path_factory.mktemp("tm")
     (d / "labels.txt").write_text(LABELS_TXT)
-    train = load_for_model(photos, ModelMetadata(parse_labels(str(d / "labels.txt")), SPEC)).subset("Training")
+    train = load_for_model(tfeid_dev, ModelMetadata(parse_labels(str(d / "labels.txt")), SPEC)).subset("Training")
     model = _teachable_machine(train.images, train.labels, 5)
     model.save(d / "keras_model.h5")
     return d / "keras_model.h5", d / "labels.txt", model
@@ -80,7 +72,7 @@ def teachable(photos, tmp_path_factory):
 
 @pytest.mark.data
 @pytest.mark.slow
-def test_a_teachable_machine_export_converts_and_runs_as_tf_keras_runs_it(teachable, photos, tmp_path, monkeypatch,
+def test_a_teachable_machine_export_converts_and_runs_as_tf_keras_runs_it(teachable, tfeid_dev, tmp_path, monkeypatch,
                                                                           capsys):
     """Keras 3 cannot read the file; `fer-convert --labels labels.txt --colour rgb --normalize -1,1` goes through
     to its files (exit 0: the gate passed), its reference scores the colour faces as tf_keras does, its cost is
@@ -103,13 +95,13 @@ def test_a_teachable_machine_export_converts_and_runs_as_tf_keras_runs_it(teacha
     scratch.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # where the SavedModel of the tf_keras model goes
     assert main(["--formats", "tflite-fp32,onnx-fp32", str(path), "--labels", str(labels_txt), *TM_FLAGS,
-                 "--data", str(photos), "--force-calibration", "--out", str(out)]) == 0
+                 "--data", str(tfeid_dev), "--force-calibration", "--out", str(out)]) == 0
     assert not list(scratch.glob("fer-convert-*"))  # removed after the run (TensorFlow's autograph files stay)
     doc = json.loads((out / "report.json").read_text())
     clf = Classifier(out / "keras_model_fp32.tflite")
     names = ("angry", "happy", "sad", "surprise", "neutral")
     assert clf.labels == names and clf.meta.preprocess.colour == "rgb"
-    test = load_for_model(photos, clf.meta).subset("PrivateTest")
+    test = load_for_model(tfeid_dev, clf.meta).subset("PrivateTest")
     theirs = model.predict(preprocess(test.images, SPEC), verbose=0)
     assert len(set(theirs.argmax(1))) > 1  # not a constant model: the comparisons mean something
     assert doc["reference"]["accuracy"] == pytest.approx((theirs.argmax(1) == test.labels).mean(), abs=1e-9)
@@ -120,7 +112,7 @@ def test_a_teachable_machine_export_converts_and_runs_as_tf_keras_runs_it(teacha
         clf = Classifier(out / name)
         assert clf.backend.input_shape == (224, 224, 3) and clf.meta.preprocess.value_range == (-1.0, 1.0)
         np.testing.assert_allclose(clf.predict(test.images), theirs, atol=1e-4, err_msg=name)
-    photo = sorted((photos / "images").glob("*.jpg"))[0]
+    photo = sorted((tfeid_dev / "images").glob("*.jpg"))[0]
     capsys.readouterr()
     assert fer_edge(["--model", str(out / "keras_model_fp32.tflite"), "--image", str(photo), "--json", "-",
                      "--record", str(tmp_path / "annotated.jpg"), "--report", str(tmp_path / "run.html")]) == 0

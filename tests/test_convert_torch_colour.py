@@ -47,12 +47,10 @@ class ColourNet(nn.Module):
 
 
 @pytest.fixture(scope="module")
-def colour_photos(tmp_path_factory, data_dir) -> Path:
+def colour_photos(tmp_path_factory, tfeid_dev) -> Path:
     """tfeid-dev's 410 photos and their mirror images (links and flipped copies in a temporary folder): twice the
     faces, so the gate's share (two fifths) is 330 faces and 1 pp is more than three of them."""
-    src = data_dir / "tfeid-dev"
-    if not (src / "labels.csv").is_file():
-        pytest.skip(f"{src}/labels.csv is missing: the tfeid-dev photos are needed")
+    src = tfeid_dev
     out = tmp_path_factory.mktemp("colour_photos")
     rows = ["file,label"]
     for row in csv.DictReader(open(src / "labels.csv", newline="")):

@@ -22,14 +22,6 @@ VGG = ROOT / "models" / "fer-vgg_int8.tflite"
 
 
 @pytest.fixture(scope="module")
-def photos(data_dir) -> Path:
-    p = data_dir / "tfeid-dev"
-    if not (p / "labels.csv").is_file():
-        pytest.skip(f"{p}/labels.csv is missing: the tfeid-dev photos are needed")
-    return p
-
-
-@pytest.fixture(scope="module")
 def grumpy(tmp_path_factory) -> Path:
     """fer-vgg's INT8 file whose metadata calls class 0 'grumpy' (its outputs unchanged)."""
     path = tmp_path_factory.mktemp("grumpy") / "grumpy_int8.tflite"
@@ -46,9 +38,9 @@ def _verify(model: Path, photos: Path, tmp_path: Path, capfd) -> tuple[dict, str
     return json.loads(out.read_text()), capfd.readouterr().err
 
 
-def test_verify_scores_other_classes_on_the_shared_ones_and_says_which(grumpy, photos, tmp_path, capfd):
-    vgg, _ = _verify(VGG, photos, tmp_path, capfd)
-    other, err = _verify(grumpy, photos, tmp_path, capfd)
+def test_verify_scores_other_classes_on_the_shared_ones_and_says_which(grumpy, tfeid_dev, tmp_path, capfd):
+    vgg, _ = _verify(VGG, tfeid_dev, tmp_path, capfd)
+    other, err = _verify(grumpy, tfeid_dev, tmp_path, capfd)
     assert "scored on the 6 classes the model and the data share" in err and "angry" in err
     angry = vgg["per_class"]["angry"]["support"]
     assert angry > 0 and other["n"] == vgg["n"] - angry  # the angry photos left out of its score
@@ -58,11 +50,11 @@ def test_verify_scores_other_classes_on_the_shared_ones_and_says_which(grumpy, p
 
 
 @pytest.mark.slow
-def test_fer_bench_names_the_shared_classes(grumpy, photos, tmp_path):
+def test_fer_bench_names_the_shared_classes(grumpy, tfeid_dev, tmp_path):
     from fer_edge.convert.bench import main as fer_bench
 
     out = tmp_path / "bench.json"
-    assert fer_bench([str(VGG), str(grumpy), "--data", str(photos), "--quick", "--threads", "1", "--batches", "1",
+    assert fer_bench([str(VGG), str(grumpy), "--data", str(tfeid_dev), "--quick", "--threads", "1", "--batches", "1",
                       "--json", str(out)]) == 0
     rows = {r["name"]: r for r in json.loads(out.read_text())["rows"] if r["kernels"] != "builtin"}
     assert "classes" not in rows[VGG.name] and "6 classes" in rows[grumpy.name]["classes"]
@@ -71,7 +63,7 @@ def test_fer_bench_names_the_shared_classes(grumpy, photos, tmp_path):
 
 
 @pytest.mark.slow
-def test_fer_eval_scores_a_keras_model_on_the_shared_classes(photos, tmp_path, capsys):
+def test_fer_eval_scores_a_keras_model_on_the_shared_classes(tfeid_dev, tmp_path, capsys):
     pytest.importorskip("keras")
     from fer_edge.training.evaluate import main as fer_eval
 
@@ -79,7 +71,7 @@ def test_fer_eval_scores_a_keras_model_on_the_shared_classes(photos, tmp_path, c
     shutil.copy(ROOT / "models" / "fer-vgg.keras", model)
     meta = read_metadata(model)
     write_metadata(model, meta.replace(label_set=LabelSet(CUSTOM, ("grumpy", *meta.labels[1:]))))
-    assert fer_eval([str(model), "--data", str(photos), "--splits", "PrivateTest", "--out", str(tmp_path / "ev")]) == 0
+    assert fer_eval([str(model), "--data", str(tfeid_dev), "--splits", "PrivateTest", "--out", str(tmp_path / "ev")]) == 0
     assert "scored on the 6 classes the model and the data share" in capsys.readouterr().out
     report = json.loads((tmp_path / "ev" / "report.json").read_text())["splits"]["PrivateTest"]
     assert report["per_class"]["grumpy"]["support"] == 0 and report["n"] > 100
