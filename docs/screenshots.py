@@ -36,7 +36,7 @@ DOCS = Path(__file__).resolve().parent
 PORTRAIT = DOCS / "assets" / "astronaut.jpg"
 SHOTS = {"preview": (1100, 400), "report": (1100, 1040)}  # name -> viewport
 MAX_BYTES = 150_000
-TOKEN = "screenshot-token-16+"  # serve tokens are 16 characters or more
+TOKEN = "screenshot-token-sixteen"  # serve tokens are 16 characters or more (URL-safe: it goes in a query)
 
 
 def make_video(path: Path, seconds: float = 6.0, fps: float = 25.0, size=(640, 360)) -> Path:
