@@ -347,18 +347,28 @@ def read_photo_labels(folder: Path, labels: tuple[str, ...], limit: int | None) 
     path = folder / "labels.csv"
     if not path.is_file():
         return _class_folder_photos(folder, labels, limit)
-    with open(path, newline="") as f:
+    out = []
+    for i, photo, label in labels_csv(folder, limit):
+        if label not in labels:
+            raise DataError(f"{path} line {i}: label {label!r} is not one of the model's ({', '.join(labels)})")
+        out.append((photo, labels.index(label)))
+    return out
+
+
+def labels_csv(folder: Path, limit: int | None = None) -> list[tuple[int, Path, str]]:
+    """(line, photo, canonical class name) of the first `limit` rows of folder/labels.csv (file,label columns);
+    a path outside the folder is refused."""
+    path = folder / "labels.csv"
+    with open(path, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     if not rows or not {"file", "label"} <= set(rows[0]):
         raise DataError(f"{path}: expected columns file and label, found {', '.join(rows[0]) if rows else 'no rows'}")
     out = []
     for i, row in enumerate(rows[:limit] if limit else rows, start=2):
-        if canonical(row["label"]) not in labels:
-            raise DataError(f"{path} line {i}: label {row['label']!r} is not one of the model's ({', '.join(labels)})")
         name = os.path.normpath(row["file"] or ".")
         if os.path.isabs(name) or name == "." or name.split(os.sep)[0] == "..":  # a photo of this folder, no other
             raise DataError(f"{path} line {i}: expected a photo's path inside {folder}, found {row['file']!r}")
-        out.append((folder / name, labels.index(canonical(row["label"]))))
+        out.append((i, folder / name, canonical(row["label"])))
     return out
 
 
@@ -413,19 +423,8 @@ def restrict(probs: np.ndarray, scored: tuple[int, ...] | None) -> np.ndarray:
 def list_photos(folder: Path) -> list[tuple[Path, str]]:
     """(photo, class name) from a folder of photos: its labels.csv (file,label rows; a file outside the folder is
     refused) or one sub-folder per class, any names."""
-    path = folder / "labels.csv"
-    if path.is_file():
-        with open(path, newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
-        if not rows or not {"file", "label"} <= set(rows[0]):
-            raise DataError(f"{path}: expected columns file and label, found {', '.join(rows[0]) if rows else 'no rows'}")
-        root, out = Path(os.path.abspath(folder)), []
-        for i, row in enumerate(rows, start=2):
-            photo = Path(os.path.normpath(root / row["file"]))  # ../ resolved, links inside the folder followed later
-            if root not in photo.parents:
-                raise DataError(f"{path} line {i}: {row['file']!r} lies outside {folder}: expected a path inside it")
-            out.append((photo, canonical(row["label"])))
-        return out
+    if (folder / "labels.csv").is_file():
+        return [(photo, label) for _, photo, label in labels_csv(folder)]
     classes = sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
     out = [(f, canonical(d.name)) for d in classes for f in sorted(d.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
     if not out:
