@@ -28,7 +28,7 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -165,6 +165,7 @@ class BenchEval:
     labels: np.ndarray | None = None
     ref: np.ndarray | None = None
     names: tuple[str, ...] = ()  # the classes `labels` index
+    read: dict = field(default_factory=dict)  # (classes, preprocessing) -> the data read in those terms
 
     def for_model(self, clf) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, tuple | None, list[str]]:
         """(faces, labels, reference probabilities or None, scored classes or None, notes) for this model."""
@@ -173,10 +174,11 @@ class BenchEval:
 
         if self.faces is not None and tuple(clf.labels) == self.names:
             return self.faces, self.labels, self.ref, None, []
-        if is_photo_set(Path(self.data)):
-            ds = load_for_model(self.data, clf.meta)
-        else:
-            ds = in_model_classes(load_dataset(self.data), tuple(clf.labels))
+        key = (tuple(clf.labels), clf.meta.preprocess)  # a file's kernel rows and its twin formats read it once
+        if key not in self.read:
+            self.read[key] = (load_for_model(self.data, clf.meta) if is_photo_set(Path(self.data))
+                              else in_model_classes(load_dataset(self.data), tuple(clf.labels)))
+        ds = self.read[key]
         part = ds.subset(self.split)
         part = part.take(slice(0, self.max_faces)) if self.max_faces else part
         return part.images, part.labels, None, ds.scored, [n for n in ds.notes if n.startswith("scored on")]
