@@ -136,8 +136,8 @@ def _template_aligned(image: np.ndarray, landmarks, spec: PreprocessSpec) -> np.
     h, w = spec.size
     src = np.asarray(landmarks[:5], np.float32)
     eye_side = float(np.hypot(*(src[1] - src[0])))
-    tmpl_eye = float(np.hypot(*(template_points(spec, w, h)[1] - template_points(spec, w, h)[0])))
-    k = int(min(max(round(eye_side / max(tmpl_eye, 1e-6)), 1), MAX_UPSCALE))
+    tmpl = template_points(spec, w, h)
+    k = int(min(max(round(eye_side / max(float(np.hypot(*(tmpl[1] - tmpl[0]))), 1e-6)), 1), MAX_UPSCALE))
     m = similarity(src, template_points(spec, w * k, h * k))
     return cv2.warpAffine(image, m, (w * k, h * k), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
