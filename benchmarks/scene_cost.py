@@ -44,8 +44,10 @@ from report import write_report  # noqa: E402  benchmarks/report.py, beside this
 FPS = 15.0
 NOISE = 3.0  # sensor noise, grey levels (standard deviation), redrawn on every frame
 SHORT = 60  # frames of the short run; the slope is taken between it and the full run
-SCENES = ("empty", "one_face", "group", "distance", "walk_in")
+SCENES = ("empty", "one_face", "group", "distance", "walk_in", "expressions")
+COUNT_SCENES = SCENES[:5]  # --counts: the still scenes and the walk-in
 WALK_IN_AT = 4.0  # seconds of empty scene before the face slides in
+EXPRESSION_HOLD, EXPRESSION_FADE = 18, 8  # frames each posed expression is held, and cross-faded into the next
 LOOPED = ("one_face", "empty")  # scenes played 3 times over: their per-frame cost is small against start-up noise
 STILL_FRAMES = 180  # frames of a still scene (12 s)
 COUNT_FRAMES = 75  # frames of a still scene in --counts: 5 s, two rechecks and many region searches
@@ -113,12 +115,44 @@ def walk_in_frames(data: Path, seed: int = 4):
         yield np.clip(frame + rng.normal(0, NOISE, frame.shape), 0, 255).astype(np.uint8)
 
 
-def make_scenes(data: Path, work: Path, still: int = STILL_FRAMES) -> dict[str, Path]:
-    """The scene videos in `work` (made once; the one-face scene is the sample video itself), the still ones
+def expression_photos(data: Path, performers=("01", "02")) -> list[np.ndarray]:
+    """Each performer's theatrical poses (tfeid-dev performance 1), one photo per emotion, in the file order."""
+    rows = [line.split(",") for line in (data / "tfeid-dev" / "labels.csv").read_text().splitlines()[1:]]
+    photos = []
+    for who in performers:
+        seen = set()
+        for file, label, performer, perf, _view in rows:
+            if performer == who and perf in ("0", "1") and label not in seen:
+                seen.add(label)
+                photos.append(cv2.imread(str(data / "tfeid-dev" / file)))
+    return photos
+
+
+def expressions_frames(data: Path, seed: int = 5):
+    """A face whose expression changes every ~1.7 s: tfeid-dev's posed photos of two performers, each held
+    EXPRESSION_HOLD frames, then cross-faded into the next over EXPRESSION_FADE frames, while the head sways a
+    few pixels (a talking person's motion). The labels change often, so holding a classification costs
+    agreement here first: the scene the one-face video is too calm to be."""
+    room = _width(cv2.imread(str(data / "samples" / "fer_no-faces.jpg")), 640).astype(np.float64)
+    photos = [cv2.resize(p, (200, 200), interpolation=cv2.INTER_AREA).astype(np.float64)
+              for p in expression_photos(data)]
+    rng, i = np.random.default_rng(seed), 0
+    for a, b in zip(photos, photos[1:] + photos[:1]):
+        for k in range(EXPRESSION_HOLD + EXPRESSION_FADE):
+            w = max(0.0, (k - EXPRESSION_HOLD + 1) / (EXPRESSION_FADE + 1))
+            x, y = 220 + round(6 * np.sin(i / 5.0)), 80 + round(3 * np.sin(i / 3.7))
+            frame = room.copy()
+            frame[y:y + 200, x:x + 200] = (1 - w) * a + w * b
+            i += 1
+            yield np.clip(frame + rng.normal(0, NOISE, frame.shape), 0, 255).astype(np.uint8)
+
+
+def make_scenes(data: Path, work: Path, still: int = STILL_FRAMES, scenes=SCENES) -> dict[str, Path]:
+    """The `scenes` videos in `work` (made once; the one-face scene is the sample video itself), the still ones
     `still` frames long."""
     work.mkdir(parents=True, exist_ok=True)
     samples = data / "samples"
-    paths = {s: work / (f"{s}.mp4" if still == STILL_FRAMES or s == "walk_in" else f"{s}_{still}.mp4") for s in SCENES}
+    paths = {s: work / (f"{s}.mp4" if still == STILL_FRAMES or s in ("walk_in", "expressions") else f"{s}_{still}.mp4") for s in SCENES}
     paths["one_face"] = samples / "fer_test.mp4"
     makers = {
         "empty": lambda: _noisy(_width(cv2.imread(str(samples / "fer_no-faces.jpg")), 640).astype(np.float64), still, 1),
@@ -126,9 +160,10 @@ def make_scenes(data: Path, work: Path, still: int = STILL_FRAMES) -> dict[str, 
                                 .astype(np.float64), still, 2),
         "distance": lambda: _noisy(distance_photo(data).astype(np.float64), still, 3),
         "walk_in": lambda: walk_in_frames(data),
+        "expressions": lambda: expressions_frames(data),
     }
     for name, make in makers.items():
-        if not paths[name].exists():
+        if name in scenes and not paths[name].exists():
             tmp = paths[name].with_suffix(".tmp.mp4")
             _write_video(tmp, make())
             tmp.rename(paths[name])
@@ -450,7 +485,7 @@ def main(argv=None) -> int:
                    help="where the scene videos are written (once)")
     p.add_argument("--out", default=str(Path(__file__).with_name("scene_cost.json")))
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--scenes", default=",".join(SCENES))
+    p.add_argument("--scenes", help=f"default: {','.join(SCENES)} ({','.join(COUNT_SCENES)} with --counts)")
     p.add_argument("--modes", default="default,full-rate")
     p.add_argument("--tutorial", metavar="KERAS_MODEL", help="also run the tutorials' Haar + Keras loop on the "
                    "one-face video with this model (TensorFlow; e.g. models/fer-vgg.keras)")
@@ -464,9 +499,10 @@ def main(argv=None) -> int:
     p.add_argument("--counts", action="store_true", help="the face-count guard only (CI): faces, not times; exit 1 "
                    "when a scene loses or gains faces")
     a = p.parse_args(argv)
-    paths = make_scenes(Path(a.data), Path(a.work), COUNT_FRAMES if a.counts else STILL_FRAMES)
+    scenes = a.scenes.split(",") if a.scenes else list(COUNT_SCENES if a.counts else SCENES)
+    paths = make_scenes(Path(a.data), Path(a.work), COUNT_FRAMES if a.counts else STILL_FRAMES, scenes)
     if a.counts:
-        doc, failures = check_counts(paths, a.scenes.split(","))
+        doc, failures = check_counts(paths, scenes)
         write_report(a.out, doc)
         for scene, row in doc.items():
             print(f"{scene:9s} {json.dumps(row)}", file=sys.stderr)
@@ -476,8 +512,8 @@ def main(argv=None) -> int:
     modes = {"default": [], "full-rate": ["--full-rate"], "today": []}
     load = {"start": round(os.getloadavg()[0], 2)}
     rows = {}
-    full_rate_scenes = (a.full_rate_scenes or a.scenes).split(",")
-    for scene in a.scenes.split(","):
+    full_rate_scenes = a.full_rate_scenes.split(",") if a.full_rate_scenes else scenes
+    for scene in scenes:
         for mode in a.modes.split(","):
             if mode == "full-rate" and scene not in full_rate_scenes:
                 continue

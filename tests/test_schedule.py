@@ -13,7 +13,7 @@ from fer_edge.runtime.cli import main
 from fer_edge.runtime.faces.detectors import detect_at, make_detector
 from fer_edge.runtime.faces.motion import MotionGate
 from fer_edge.runtime.recognize.pipeline import Pipeline, PipelineOptions
-from fer_edge.runtime.faces.schedule import (FOLLOW_RUN, Schedule, grid_faces, region_faces, shrunk_part,
+from fer_edge.runtime.faces.schedule import (FOLLOW_RUN, STILL_RECHECKS, Schedule, grid_faces, region_faces, shrunk_part,
                                             whole_factor)
 
 ASSETS = Path(__file__).parent / "assets"
@@ -58,18 +58,36 @@ def test_motion_gate_sleeps_on_a_still_noisy_scene_and_a_light_change_and_wakes_
     assert 280 <= x <= 310 and 180 <= y <= 210 and 60 <= w <= 110 and 60 <= h <= 110
 
 
-def test_a_still_empty_scene_runs_the_detector_only_every_recheck(samples_dir):
+def test_a_still_empty_scene_is_searched_once_and_again_only_after_still_rechecks(samples_dir):
     rng = np.random.default_rng(1)
     background = room(samples_dir)
     frames = [noisy(background, rng) for _ in range(95)]  # 6.3 s at 15 fps
     results, p = run(frames, recheck=2.0)
     counts = p.stats.schedule
     assert all(r.faces == [] for r in results)
-    assert counts["full_detections"] == 4  # t = 0, 2, 4, 6 s
+    assert counts["full_detections"] == 1  # the same pixels hold the same faces: none
     assert counts["region_detections"] == counts["motion_searches"] == 0
-    assert counts["frames_skipped"] == 91
-    _, p = run(frames[:40], recheck=0.5)
-    assert p.stats.schedule["full_detections"] == 5  # t = 0, 0.53, 1.07, 1.6, 2.13 (the next one is due at 2.67)
+    assert counts["frames_skipped"] == 94
+    recheck = 0.2  # STILL_RECHECKS rechecks = 2 s = 30 frames
+    _, p = run(frames[:70], recheck=recheck)
+    assert p.stats.schedule["full_detections"] == 1 + int(69 / FPS / (recheck * STILL_RECHECKS))
+
+
+def test_a_face_that_comes_too_slowly_for_the_motion_gate_is_found_at_the_next_recheck(samples_dir):
+    """A face fading in over 8 s (a light coming on slowly, a person turning into view by degrees) changes each
+    frame too little for the motion gate, but the picture differs from the one last searched: the recheck runs."""
+    rng = np.random.default_rng(7)
+    background, person = room(samples_dir), face(samples_dir)
+    with_face = background.copy()
+    with_face[130:330, 200:400] = person
+    frames = [noisy(background, rng) for _ in range(15)]
+    frames += [noisy(background + (with_face - background) * min(1.0, (i + 1) / 120), rng) for i in range(150)]
+    gate = MotionGate()
+    assert not any(gate.moving(gate.update(cv2.cvtColor(f, cv2.COLOR_BGR2GRAY))) for f in frames)
+    results, p = run(frames, recheck=2.0)
+    first = next(i for i, r in enumerate(results) if r.faces)
+    assert first <= 15 + 120 + 2 * FPS  # found at a recheck at most one period after it is fully in
+    assert all(len(r.faces) == 1 for r in results[first:])
 
 
 # -- tracking between detections -----------------------------------------------------------------
@@ -143,7 +161,10 @@ def test_a_face_whose_label_is_a_near_tie_is_classified_and_re_found_every_frame
             tr.probs = raw
             schedule.classified(tr, raw)
     schedule.frame_no = 2
-    assert schedule.to_classify([sure, tie], [np.full((48, 48), 100, np.uint8)] * 2) == [tie]
+    cut = []
+    todo, crops = schedule.to_classify([sure, tie], lambda due: cut.extend(due) or [np.full((48, 48), 100, np.uint8)] * len(due))
+    assert todo == [tie] and len(crops) == 1
+    assert cut == [tie]  # the sure face, held one frame, is not even cut
     still = np.zeros((10, 10), bool)
     assert schedule._look(sure, still, sure.box.box) is None and schedule._look(tie, still, tie.box.box) is False
 

@@ -1,7 +1,7 @@
 """The motion gate: did anything change in the picture, and where?
 
-Each grey frame is shrunk to a small copy (`WIDTH` pixels wide, area-averaged: the average of ~40 camera
-pixels, which flattens sensor noise) and compared with a background that follows the scene slowly (a running
+Each grey frame is shrunk to a small copy (at most `WIDTH` pixels wide, halved by area averaging: the average
+of ~64 camera pixels at 640 wide, which flattens sensor noise) and compared with a background that follows the scene slowly (a running
 average). The difference has its mean taken off (a light that dims or brightens the whole picture moves
 every pixel alike), and the pixels still differing by more than `THRESHOLD` grey levels are the moving ones.
 About 0.1 ms per frame at 640x480 (grey conversion included); the answer is a mask on the small copy, with
@@ -22,34 +22,58 @@ class MotionGate:
     def __init__(self, width: int = WIDTH, threshold: float = THRESHOLD, min_pixels: int = MIN_PIXELS):
         self.width, self.threshold, self.min_pixels = width, threshold, min_pixels
         self.background: np.ndarray | None = None
+        self.current: np.ndarray | None = None  # the latest frame's small copy
         self.scale = 1.0  # frame pixels per small-copy pixel
 
     def reset(self) -> None:
-        self.background = None
+        self.background = self.current = None
 
     def small(self, gray: np.ndarray) -> np.ndarray:
-        """The grey frame as a small float copy: area-averaged by a whole factor (OpenCV's fast path)."""
-        h, w = gray.shape[:2]
-        k = max(1, -(-w // self.width))
+        """The grey frame as a small float copy: halved by area averaging (OpenCV's fastest path, ~2x cheaper than
+        one resize by a whole factor) until it is at most `width` pixels wide."""
+        small, k = gray, 1
+        while small.shape[1] > self.width and min(small.shape[:2]) >= 2:
+            h, w = small.shape[0] // 2 * 2, small.shape[1] // 2 * 2
+            small = cv2.resize(small[:h, :w], (w // 2, h // 2), interpolation=cv2.INTER_AREA)
+            k *= 2
         self.scale = float(k)
-        small = gray[:max(k, h // k * k), :w // k * k]
-        if k > 1:
-            small = cv2.resize(small, (w // k, max(1, h // k)), interpolation=cv2.INTER_AREA)
         return small.astype(np.float32)
 
     def update(self, gray: np.ndarray) -> np.ndarray:
         """The mask of moving pixels on the small copy (all False on the first frame: nothing to compare)."""
-        small = self.small(gray)
+        small = self.current = self.small(gray)
         if self.background is None or self.background.shape != small.shape:
-            self.background = small
+            self.background = small.copy()
             return np.zeros(small.shape, bool)
-        diff = cv2.subtract(small, self.background)
-        shift = cv2.mean(diff)[0]  # the whole picture brighter or darker is light, not motion
+        mask = self.differing(small, self.background)
         cv2.accumulateWeighted(small, self.background, ADAPT)
-        return cv2.absdiff(diff, shift) > self.threshold
+        return mask
+
+    def differing(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """The mask of pixels where two small copies differ by more than the threshold, once the whole picture's
+        change is taken off (the whole picture brighter or darker is light, not motion)."""
+        diff = cv2.subtract(a, b)
+        return cv2.absdiff(diff, cv2.mean(diff)[0]) > self.threshold
+
+    def changed_since(self, snapshot: np.ndarray | None, outside=(), within: tuple | None = None) -> bool:
+        """Does the latest frame differ from an earlier small copy (`current` then), outside the given frame boxes
+        or within one? A change too slow for the running background to call motion (a light coming on slowly, a
+        face turning into view by degrees) still adds up against the snapshot."""
+        if snapshot is None or self.current is None or snapshot.shape != self.current.shape:
+            return True
+        if within:  # only that part compared (its own light change taken off)
+            part = self.within(self.current, within)
+            return part.size > 0 and self.moving(self.differing(part, self.within(snapshot, within)))
+        return self.moving(self.outside(self.differing(self.current, snapshot), outside))
 
     def moving(self, mask: np.ndarray) -> bool:
         return np.count_nonzero(mask) >= self.min_pixels
+
+    def within(self, mask: np.ndarray, box: tuple) -> np.ndarray:
+        """The part of a mask under a frame box (x, y, w, h)."""
+        x, y, w, h = box
+        k = self.scale
+        return mask[int(y / k):int(np.ceil((y + h) / k)), int(x / k):int(np.ceil((x + w) / k))]
 
     def outside(self, mask: np.ndarray, boxes) -> np.ndarray:
         """The moving pixels that lie outside the given frame boxes (x, y, w, h)."""

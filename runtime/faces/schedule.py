@@ -2,11 +2,13 @@
 
 Per frame, in order:
 1. The motion gate (runtime/faces/motion.py) says which parts of the picture moved (~0.1 ms).
-2. A full detection of the whole frame runs on the first frame, every `recheck` seconds (a face that came
-   without motion: lights on, a camera just started) and, at most every `recheck * BUSY_EVERY` seconds, while
-   most of the picture moves (a camera that moves). When faces come into view, and then every FINE_EVERY
-   rechecks while they stay, it also searches the frame at the photo width (`fine`), where the small faces
-   of a group are found.
+2. A full detection of the whole frame runs on the first frame, every `recheck` seconds if the picture outside
+   the tracked people changed since the last one (a face that came without motion: lights on, a slow turn into
+   view), else every `STILL_RECHECKS` rechecks, and, at most every `recheck * BUSY_EVERY` seconds, while most
+   of the picture moves (a camera that moves). When faces come into view, and then every FINE_EVERY rechecks
+   while they stay (the picture changed alike), it also searches the frame at the photo width (`fine`), where
+   the small faces of a group are found. A still picture searched once is not searched again: the same
+   pixels hold the same faces.
 3. Otherwise each tracked face whose surroundings moved, or that was last looked for `VERIFY_STILL` frames ago
    (`VERIFY_EVERY` once it was missed), is re-found by the detector around its last box, which keeps its
    landmarks for the framing. A face of at least `GRID_FACE` pixels on the stream copy is re-found on a crop of that copy whose corners lie on the
@@ -20,7 +22,9 @@ Per frame, in order:
    photo width's scale.
 5. A face is classified again when it moved, when its probabilities changed at its last classification, when
    its top two were a near tie, or when it has held them for `HOLD` frames and its crop changed (`crop_change`
-   above `CROP_CHANGE` grey levels), or for `HOLD_MAX` frames; in between its last probabilities are reported.
+   above `CROP_CHANGE` grey levels), for `HOLD_MAX` frames and its crop changed more than sensor noise does
+   (`CROP_STILL`), or for `HOLD_MAX * STILL_RECHECKS` frames; in between its last probabilities are reported,
+   and a face held fewer than HOLD frames is not even cut.
 The stream copy is the frame shrunk by the whole factor nearest the stream width (`whole_factor`: 596 px -> 298,
 640 -> 320), so it and its parts are area-averaged by OpenCV's fast path.
 Still images (photos, folders, `--image`) never come here: each gets a full detection.
@@ -50,8 +54,9 @@ FOLLOW = True  # between two re-findings of a moving face, follow its picture (t
 FOLLOW_RUN = 3  # frames in a row a moving face may be followed by its picture (benchmarks/scene_cost.md)
 HOLD = 3  # frames a face keeps its probabilities before it is classified again, if its crop changed (CROP_CHANGE)
 MOVED = 0.08  # a face whose box moved more than this share of its side since its classification moved
-HOLD_MAX = 15  # frames a face whose crop did not change keeps its probabilities at most
+HOLD_MAX = 15  # frames after which a crop that changed more than noise (CROP_STILL) is classified again
 CROP_CHANGE = 4.0  # grey levels (crop_change) below which a crop is unchanged (benchmarks/crop_change.md)
+CROP_STILL = 2.0  # ... and below which it changed by sensor noise only (a still face; benchmarks/crop_change.md)
 UNSURE = 0.05  # top two probabilities closer than this at the last classification: re-find and classify every frame
 CHANGED = 0.1  # a probability that changed by more than this at a classification: classify the next frame too
 TRACK_MARGIN = 0.5  # motion this far (in face sides) around a tracked face means it moved
@@ -59,6 +64,7 @@ BUSY = 0.25  # more than this share of the picture around the people moving: the
 BUSY_EVERY = 0.5  # ... then a full detection runs every recheck * BUSY_EVERY seconds at most
 PRINT = 24  # side of the small copy of a face's crop that crop_change compares
 FINE_EVERY = 4  # rechecks between searches at the photo width while faces are in view
+STILL_RECHECKS = 10  # a picture that did not change is searched again after this many rechecks all the same
 
 
 @dataclass
@@ -90,6 +96,7 @@ class Seen:
     changing: bool = True
     unsure: bool = True  # its label was a near tie at its last classification (UNSURE)
     fine: bool = False  # re-found only at the photo width: looked for there (Schedule.refind)
+    snapshot: np.ndarray | None = None  # the motion gate's small copy when it was last looked for
 
 
 class Schedule:
@@ -105,6 +112,7 @@ class Schedule:
     def reset(self) -> None:
         self.gate.reset()
         self.frame_no, self.last_full, self.last_fine, self.t0 = -1, None, None, None
+        self.full_snapshot = self.fine_snapshot = None  # the motion gate's small copy at those searches
         self.prev_gray: np.ndarray | None = None
         self.seen: dict[int, Seen] = {}
 
@@ -127,9 +135,9 @@ class Schedule:
         grown = [expand_box(tr.box.box, TRACK_MARGIN, frame.shape) for tr in tracks]
         bodies = [body(tr.box.box) for tr in tracks]
         rest = self.gate.outside(mask, bodies)
-        busy = rest.sum() > BUSY * max(1, self.gate.outside(np.ones_like(mask), bodies).sum())
+        busy = bool(rest.any()) and rest.sum() > BUSY * max(1, self.gate.outside(np.ones_like(mask), bodies).sum())
         looks = {tr.id: self._look(tr, mask, g) for tr, g in zip(tracks, grown)}
-        if self._full_due(now, busy) or (tracks and self._fine_due(now)):
+        if self._full_due(now, busy, bodies) or (tracks and self._fine_due(now, bodies)):
             return self.full(frame, gray, tracks, now, {i for i, moved in looks.items() if moved})
         step = Step()
         follow = {tr.id for tr in tracks if looks[tr.id] and self._followable(tr, prev, gray)}
@@ -155,43 +163,54 @@ class Schedule:
         return (FOLLOW and prev is not None and prev.shape == gray.shape and not seen.unsure and not track.missed
                 and self.frame_no - 1 in (seen.looked, seen.followed) and self.frame_no - seen.looked <= FOLLOW_RUN)
 
-    def _full_due(self, now: float, busy: bool) -> bool:
-        if self.last_full is None:
+    def _full_due(self, now: float, busy: bool, bodies: list) -> bool:
+        if self.last_full is None or now < self.last_full:
             return True
-        since = now - self.last_full
-        return since >= self.recheck or since < 0 or (busy and since >= self.recheck * BUSY_EVERY)
+        return ((busy and now - self.last_full >= self.recheck * BUSY_EVERY)
+                or self._due(now - self.last_full, self.recheck, self.full_snapshot, bodies))
 
-    def _fine_due(self, now: float) -> bool:
-        return self.last_fine is None or not 0 <= now - self.last_fine < self.recheck * FINE_EVERY
+    def _fine_due(self, now: float, bodies: list) -> bool:
+        return (self.last_fine is None or now < self.last_fine
+                or self._due(now - self.last_fine, self.recheck * FINE_EVERY, self.fine_snapshot, bodies))
+
+    def _due(self, since: float, every: float, snapshot, bodies: list) -> bool:
+        """A search last run `since` seconds ago, due every `every` seconds where the picture outside the tracked
+        people changed since (the motion gate's small copy then: `snapshot`), else every STILL_RECHECKS times."""
+        return since >= every and (since >= every * STILL_RECHECKS or self.gate.changed_since(snapshot, bodies))
 
     def full(self, frame, gray, tracks, now, moved: set) -> tuple[list[FaceBox], Step]:
         """The whole frame; at the photo width while faces are in view (on the frame where the first faces
         are found, then every FINE_EVERY rechecks). A still face that the stream width cannot see (found at
         the photo width) is not lost by it: only a search at the photo width or a moving face counts misses."""
-        fine = bool(tracks) and self._fine_due(now)
+        bodies = [body(tr.box.box) for tr in tracks]
+        fine = bool(tracks) and self._fine_due(now, bodies)
         boxes = detect_at(self.detector, frame, gray, self.fine_width if fine else self.width)
-        if not fine and boxes and self._fine_due(now):  # faces in view for the first time: small ones beside?
+        if not fine and boxes and self._fine_due(now, bodies):  # faces in view for the first time: small ones beside?
             fine = True
             boxes = dedupe(boxes + detect_at(self.detector, frame, gray, self.fine_width))
-        self.last_full = now
+        self.last_full, self.full_snapshot = now, self.gate.current
         if fine:
-            self.last_fine = now
+            self.last_fine, self.fine_snapshot = now, self.gate.current
         step = Step(full=True, fine=fine and self.fine_width != self.width,
                     checked={tr.id for tr in tracks} if fine else moved)
         for tr in tracks:
-            self._seen(tr).looked = self.frame_no
+            self._looked(self._seen(tr))
         return boxes, step
 
     def _look(self, track, mask: np.ndarray, grown: tuple) -> bool | None:
         """Look for this face now? True: its surroundings moved; False: it is still but was last looked for
-        VERIFY_STILL frames ago, VERIFY_EVERY once missed (its landmarks are refreshed); None: not now."""
+        VERIFY_EVERY frames ago once missed, or VERIFY_STILL frames ago and its surroundings changed since (slowly:
+        the same pixels hold the same face) or STILL_RECHECKS times that; None: not now."""
         seen = self._seen(track)
-        k = self.gate.scale
-        x, y, w, h = grown
-        if self.gate.moving(mask[int(y / k):int(np.ceil((y + h) / k)), int(x / k):int(np.ceil((x + w) / k))]):
+        if self.gate.moving(self.gate.within(mask, grown)):
             return True
-        wait = VERIFY_EVERY if track.missed else VERIFY_STILL
-        return False if self.frame_no - seen.looked >= wait or seen.unsure else None
+        since = self.frame_no - seen.looked
+        if seen.unsure or (track.missed and since >= VERIFY_EVERY):
+            return False
+        if since >= VERIFY_STILL and (since >= VERIFY_STILL * STILL_RECHECKS
+                                      or self.gate.changed_since(seen.snapshot, within=grown)):
+            return False
+        return None
 
     def refind(self, frame, gray, tracks: list, step: Step) -> list[FaceBox]:
         """Each face looked for around its last box (`_region`); the box nearest the old one kept. A face the
@@ -201,7 +220,7 @@ class Schedule:
         out = []
         for tr in tracks:
             seen = self._seen(tr)
-            seen.looked = self.frame_no
+            self._looked(seen)
             best = self._nearest(frame, gray, tr.box, seen.fine, step)
             if best is None and not seen.fine and self._finer(frame):
                 best = self._nearest(frame, gray, tr.box, True, step)
@@ -209,6 +228,9 @@ class Schedule:
             if best is not None:
                 out.append(best)
         return out
+
+    def _looked(self, seen: Seen) -> None:
+        seen.looked, seen.snapshot = self.frame_no, self.gate.current
 
     def _nearest(self, frame, gray, box: FaceBox, fine: bool, step: Step) -> FaceBox | None:
         """The face re-found nearest `box` (None: none overlaps it), at the stream or the photo width."""
@@ -250,23 +272,35 @@ class Schedule:
             self.seen[track.id] = Seen(looked=self.frame_no)
         return self.seen[track.id]
 
-    def to_classify(self, tracks: list, crops: list) -> list:
-        """The faces to classify on this frame (the others keep their probabilities), given their crops as the
-        classifier would see them: a held face whose crop did not change is not classified again (step 5)."""
-        out = []
-        for tr, crop in zip(tracks, crops):
-            s = self._seen(tr)
-            s.print = crop_print(crop)
-            moved = s.box is None or _shift(s.box, tr.box.box) > MOVED
-            held = self.frame_no - s.classified
-            due = held >= HOLD and (held >= HOLD_MAX or s.classified_print is None
-                                     or crop_change(s.classified_print, s.print) > CROP_CHANGE)
-            if tr.probs is None or moved or s.changing or s.unsure or due:
-                out.append(tr)
+    def to_classify(self, tracks: list, cut) -> tuple[list, list]:
+        """The faces to classify on this frame and their crops (the others keep their probabilities). `cut(tracks)`
+        gives crops as the classifier would see them; only faces that may be due are cut (step 5)."""
         live = {tr.id for tr in tracks}
         for gone in [i for i in self.seen if i not in live]:
             del self.seen[gone]
-        return out
+        above = {tr.id: self._above(tr) for tr in tracks}
+        maybe = [tr for tr in tracks if above[tr.id] is not None]
+        out, crops = [], []
+        for tr, crop in zip(maybe, cut(maybe) if maybe else []):
+            s = self._seen(tr)
+            s.print = crop_print(crop)
+            if s.classified_print is None or crop_change(s.classified_print, s.print) > above[tr.id]:
+                out.append(tr)
+                crops.append(crop)
+        return out, crops
+
+    def _above(self, track) -> float | None:
+        """The crop change above which this face is classified on this frame: any (-1) when it is new, moved,
+        changing or unsure, or held HOLD_MAX * STILL_RECHECKS frames; CROP_CHANGE once held HOLD frames,
+        CROP_STILL (more than noise) once held HOLD_MAX, every HOLD frames; None: not now (its crop is not even cut)."""
+        s = self._seen(track)
+        held = self.frame_no - s.classified
+        if (track.probs is None or s.box is None or _shift(s.box, track.box.box) > MOVED or s.changing or s.unsure
+                or held >= HOLD_MAX * STILL_RECHECKS):
+            return -1.0
+        if held >= HOLD_MAX:  # a still face's crop is compared every HOLD frames only
+            return CROP_STILL if (held - HOLD_MAX) % HOLD == 0 else None
+        return CROP_CHANGE if held >= HOLD else None
 
     def classified(self, track, raw: np.ndarray) -> None:
         s = self._seen(track)

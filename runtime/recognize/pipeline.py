@@ -269,10 +269,9 @@ class Pipeline:
             self.stats.schedule.update(step.counts())
         t1 = time.perf_counter()
         tracks = self.tracker.update(boxes, gray, None if step is None else step.checked)
-        # every tracked face's crop: the schedule compares it with the one it was last classified on
-        crops = dict(zip((tr.id for tr in tracks), self._crops(frame, gray, [tr.box for tr in tracks])))
-        todo = self.schedule.to_classify(tracks, list(crops.values()))
-        return tracks, todo, [crops[tr.id] for tr in todo], t1, time.perf_counter()
+        # the crops of the faces that may be due: the schedule compares each with the one it was last classified on
+        todo, crops = self.schedule.to_classify(tracks, lambda due: self._crops(frame, gray, [tr.box for tr in due]))
+        return tracks, todo, crops, t1, time.perf_counter()
 
     def _crops(self, frame, gray, boxes: list[FaceBox]) -> list[np.ndarray]:
         """The faces as the classifier takes them: cut from the grey frame (a grey model) or the colour one."""
