@@ -3,7 +3,7 @@ frame (the slope of benchmarks/scene_cost.py) of the default schedule, median of
 
     python benchmarks/scene_paired.py --against 20ba4bc --repeats 5 --out benchmarks/scene_paired.json
 
-The earlier code is the stream schedule's two files (runtime/faces/schedule.py, runtime/recognize/pipeline.py) as
+The earlier code is the stream schedule's files (FILES: the schedule, the pipeline, the motion gate, tracking) as
 they were at --against, written over this checkout's for its runs and put back after (also on a failure or a
 stop): run it on a clean checkout. benchmarks/scene_cost.py --paired lists the result in scene_cost.md.
 """
@@ -23,7 +23,8 @@ from report import write_report  # noqa: E402
 from scene_cost import LOOPED, SHORT, fer_edge, make_scenes  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-FILES = ("runtime/faces/schedule.py", "runtime/recognize/pipeline.py")
+FILES = ("runtime/faces/schedule.py", "runtime/recognize/pipeline.py", "runtime/faces/motion.py",
+         "runtime/faces/tracking.py")
 
 
 def use(rev: str | None) -> None:
@@ -37,6 +38,7 @@ def use(rev: str | None) -> None:
 
 
 def slope(video: Path, loop: int, tmp: Path) -> float:
+    """The whole process's CPU (wait4's rusage), the one measure both commits have."""
     short, full = fer_edge(video, [], tmp, SHORT), fer_edge(video, [], tmp, loop=loop)
     return (full["cpu_s"] - short["cpu_s"]) * 1000 / (len(full["lines"]) - SHORT)
 

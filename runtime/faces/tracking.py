@@ -9,7 +9,7 @@ template matching a grey patch from the previous frame in a window around it: ~0
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -29,8 +29,6 @@ class Track:
     missed: int = 0  # detector runs in a row without a matching box
     hits: int = 1
     probs: np.ndarray | None = None  # smoothed probabilities
-    counts: dict = field(default_factory=dict)  # label -> sure frames, for the per-track summary
-    unsure: int = 0  # frames on which the face was not sure
 
 
 class Tracker:

@@ -137,8 +137,8 @@ class RunStats:
         self.stage_s = dict.fromkeys(STAGES, 0.0)
         self.schedule: Counter = Counter()  # what ran: full / region detections, classifications, skipped frames
         self.full_rate = False
-        self.started = time.perf_counter()
-        self.seconds = 0.0
+        self.started, self.cpu_started = time.perf_counter(), time.process_time()
+        self.seconds = self.cpu_seconds = 0.0  # wall-clock and CPU (every thread of the process) seconds of the run
         self.unreadable: list[str] = []  # names of image files that could not be decoded
         self.stopped_by = "end of source"
         self.visits = 0  # visits reported (ended)
@@ -171,6 +171,7 @@ class RunStats:
             "frames": self.frames, "corrupt_frames": self.corrupt, "reconnects": self.reconnects,
             "stopped_by": self.stopped_by, "seconds": round(self.seconds, 3),
             "fps": round(self.frames / self.seconds, 2) if self.seconds > 0 else 0.0,
+            "cpu_seconds": round(self.cpu_seconds, 3),
             "stage_ms": {k: round(v * 1000 / n, 3) for k, v in self.stage_s.items()},
             "faces": self.faces, "frames_with_face": self.frames_with_face,
             "unsure_faces": self.face_stats.unsure, "visits": self.visits, "in_view": self.in_view,
@@ -411,6 +412,7 @@ class Pipeline:
             if close:
                 close()
             stats.seconds = time.perf_counter() - stats.started
+            stats.cpu_seconds = time.process_time() - stats.cpu_started
             stats.reconnects = getattr(source, "reconnects", 0)
             stats.in_view = self.occupancy.figures()
 
