@@ -501,6 +501,8 @@ def main(argv=None) -> int:
     p.add_argument("--full-rate-scenes", help="the scenes that also run --full-rate (default: every scene)")
     p.add_argument("--steps", nargs="*", default=[], metavar="NAME=JSON", help="earlier runs of this script (on "
                    "earlier code) to list step by step beside this one in the Markdown")
+    p.add_argument("--history", metavar="JSON", help="an earlier result of this script (benchmarks/scene_cost.json): "
+                   "its step-by-step rows come first in the table")
     p.add_argument("--paired", metavar="JSON", help="benchmarks/scene_paired.py's result, listed in the Markdown")
     p.add_argument("--step-name", default="this commit", help="this run's name in the step-by-step table")
     p.add_argument("--counts", action="store_true", help="the face-count guard only (CI): faces, not times; exit 1 "
@@ -541,7 +543,8 @@ def main(argv=None) -> int:
                 doc["tutorial"][f"speedup_{mode}"] = round(doc["tutorial"]["cpu_ms"] / rows[f"one_face/{mode}"]["cpu_ms"], 1)
     load["end"] = round(os.getloadavg()[0], 2)
     steps = {name: json.loads(Path(path).read_text()) for name, path in (x.split("=", 1) for x in a.steps)}
-    doc["steps"] = {name: step_row(d) for name, d in {**steps, a.step_name: doc}.items()}
+    history = json.loads(Path(a.history).read_text()).get("steps", {}) if a.history else {}
+    doc["steps"] = {**history, **{name: step_row(d) for name, d in {**steps, a.step_name: doc}.items()}}
     if a.paired:
         doc["paired"] = json.loads(Path(a.paired).read_text())
     write_report(a.out, doc, markdown(doc))

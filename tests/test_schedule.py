@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import cv2
@@ -235,9 +236,12 @@ def test_full_rate_equals_the_output_before_the_schedule(tmp_path, samples_dir):
 
 def test_summary_says_what_the_schedule_did(tmp_path, samples_dir):
     summary = tmp_path / "summary.json"
+    before = time.process_time()
     assert main(["--source", str(samples_dir / "fer_test.mp4"), "--model", str(TFLITE), "--threads", "1",
                  "--window", "off", "--quiet", "--summary", str(summary), "--max-frames", "40"]) == 0
-    s = json.loads(summary.read_text())["schedule"]
+    whole = json.loads(summary.read_text())
+    assert 0 < whole["cpu_seconds"] <= time.process_time() - before  # the frame loop's CPU, start-up left out
+    s = whole["schedule"]
     assert s["mode"] == "scheduled" and s["full_detections"] >= 1
     assert s["full_detections"] + s["region_detections"] + s["motion_searches"] + s["frames_skipped"] >= 40
     assert s["region_detections"] >= 40 // (FOLLOW_RUN + 1) - 2 and 0 < s["classifications_per_frame"] <= 1
