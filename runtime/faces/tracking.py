@@ -102,15 +102,20 @@ class Tracker:
 
 
 def follow_box(prev: np.ndarray, gray: np.ndarray, box: FaceBox) -> FaceBox | None:
-    """The box moved to where its patch of `prev` matches `gray` best (landmarks moved alike); None: lost. Both are
-    shrunk by the whole factor that brings the box to about FOLLOW_SIDE pixels (OpenCV's fast area average)."""
+    """The box moved to where its patch of `prev` matches `gray` best (landmarks moved alike); None: lost."""
     x, y, w, h = box.box
-    k = max(1, round(max(w, h) / FOLLOW_SIDE))
+    scale = FOLLOW_SIDE / max(w, h)
+    if scale >= 1.0:
+        scale = 1.0
+    tpl = prev[y:y + h, x:x + w]
     sx0, sy0 = max(0, int(x - SEARCH * w)), max(0, int(y - SEARCH * h))
     sx1, sy1 = min(gray.shape[1], int(x + w + SEARCH * w)), min(gray.shape[0], int(y + h + SEARCH * h))
-    tpl, win = _whole(prev[y:y + h, x:x + w], k), _whole(gray[sy0:sy1, sx0:sx1], k)
-    if tpl.size == 0 or win.shape[0] * k <= h or win.shape[1] * k <= w:
+    win = gray[sy0:sy1, sx0:sx1]
+    if tpl.size == 0 or win.shape[0] <= h or win.shape[1] <= w:
         return None  # box at the frame edge with no room to search: keep it
+    if scale < 1.0:
+        tpl = cv2.resize(tpl, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        win = cv2.resize(win, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
     if win.shape[0] < tpl.shape[0] or win.shape[1] < tpl.shape[1]:
         return None
     if float(cv2.meanStdDev(tpl)[1][0, 0]) < FLAT:  # a featureless patch (a blank frame) matches anywhere
@@ -119,12 +124,4 @@ def follow_box(prev: np.ndarray, gray: np.ndarray, box: FaceBox) -> FaceBox | No
     _, best, _, (bx, by) = cv2.minMaxLoc(res)
     if not np.isfinite(best) or best < MIN_MATCH:
         return None
-    return box.moved(sx0 + bx * k - x, sy0 + by * k - y, gray.shape)  # landmarks move with it
-
-
-def _whole(image: np.ndarray, k: int) -> np.ndarray:
-    """`image` shrunk k times by area averaging, its edges trimmed to a multiple of k (OpenCV's fast path)."""
-    h, w = image.shape[0] // k * k, image.shape[1] // k * k
-    if k == 1 or h == 0 or w == 0:
-        return image[:h, :w]
-    return cv2.resize(image[:h, :w], (w // k, h // k), interpolation=cv2.INTER_AREA)
+    return box.moved(sx0 + bx / scale - x, sy0 + by / scale - y, gray.shape)  # landmarks move with it
