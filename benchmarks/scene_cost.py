@@ -116,7 +116,7 @@ def walk_in_frames(data: Path, seed: int = 4):
         yield np.clip(frame + rng.normal(0, NOISE, frame.shape), 0, 255).astype(np.uint8)
 
 
-def expression_photos(data: Path, performers=("01", "02")) -> list[np.ndarray]:
+def expression_photos(data: Path, performers=tuple(f"{i:02d}" for i in range(1, 11))) -> list[np.ndarray]:
     """Each performer's theatrical poses (tfeid-dev performance 1), one photo per emotion, in the file order."""
     rows = [line.split(",") for line in (data / "tfeid-dev" / "labels.csv").read_text().splitlines()[1:]]
     photos = []
@@ -130,7 +130,7 @@ def expression_photos(data: Path, performers=("01", "02")) -> list[np.ndarray]:
 
 
 def expressions_frames(data: Path, seed: int = 5):
-    """A face whose expression changes every ~1.7 s: tfeid-dev's posed photos of two performers, each held
+    """A face whose expression changes every ~1.7 s: tfeid-dev's posed photos of its ten performers, each held
     EXPRESSION_HOLD frames, then cross-faded into the next over EXPRESSION_FADE frames, while the head sways a
     few pixels (a talking person's motion). The labels change often, so holding a classification costs
     agreement here first: the scene the one-face video is too calm to be."""
@@ -387,9 +387,9 @@ def markdown(doc: dict) -> list[str]:
              + (f": load average {load['start']} at the start, {load['end']} at the end, on "
                 f"{os.cpu_count()} cores" if load else "") + "). This "
              "run: `python benchmarks/scene_cost.py --data ../shared/data --repeats 3 --tutorial "
-             "models/fer-vgg.keras --tutorial-path DIR --steps NAME=JSON...`, DIR holding `pip install --target DIR "
-             "'opencv-python-headless<5'` for the tutorials' Haar (this OpenCV 5 has none), each JSON an earlier "
-             "step's run of the script (`--full-rate-scenes one_face,walk_in`). The stage columns are "
+             "models/fer-vgg.keras --tutorial-path DIR --history benchmarks/scene_cost.json --paired JSON`, DIR "
+             "holding `pip install --target DIR 'opencv-python-headless<5'` for the tutorials' Haar (this OpenCV 5 "
+             "has none), the history the previous run's result (its step rows), JSON scene_paired.py's. The stage columns are "
              "the full run's own summary (wall-clock ms per frame, so inflated by the other work on the machine).", "",
              "| scene | mode | CPU ms/frame | runs | faces/frame | detect | track | classify | read | schedule |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -485,6 +485,13 @@ def check_counts(paths: dict, scenes: list[str]) -> tuple[dict, list[str]]:
     return out, failures
 
 
+def machine_line() -> str:
+    """The CPU and the SIMD features that decide the classifier's speed (convert/bench_report.py's reading)."""
+    from fer_edge.convert.bench_report import cpu_model, simd_flags
+
+    return f"{cpu_model()}, {platform.machine()}, SIMD: {', '.join(simd_flags()) or 'none listed'}"
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default=os.environ.get("FER_EDGE_DATA", "../shared/data"))
@@ -533,7 +540,7 @@ def main(argv=None) -> int:
                   f"{r['faces_per_frame']:.2f} {r['schedule']}", file=sys.stderr, flush=True)
     comparisons = compare(rows)
     add_macs(rows, paths)
-    doc = {"machine": platform.processor() or platform.machine(), "python": platform.python_version(),
+    doc = {"machine": machine_line(), "python": platform.python_version(),
            "rows": {k: {kk: vv for kk, vv in v.items() if kk != "lines"} for k, v in rows.items()},
            "against_full_rate": comparisons, "load": load}
     if a.tutorial:
