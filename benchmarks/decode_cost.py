@@ -11,6 +11,7 @@ Issue 45 asked for decoding at the size the pipeline needs: this is the record o
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 import tempfile
@@ -65,12 +66,11 @@ def main(argv=None) -> int:
     scenes = a.scenes.split(",")
     paths = make_scenes(Path(a.data), Path(a.work), scenes=scenes)
     ways = {f"opencv {m}": (opencv_ms, m) for m in ("read", "grab", "luma")}
-    try:
-        import av  # noqa: F401
+    if importlib.util.find_spec("av"):
         ways.update({"pyav bgr24": (pyav_ms, {}, "bgr24"), "pyav planes": (pyav_ms, {}, "planes"),
                      "pyav bgr24, no loop filter": (pyav_ms, {"skip_loop_filter": "all"}, "bgr24"),
                      "pyav planes, no loop filter": (pyav_ms, {"skip_loop_filter": "all"}, "planes")})
-    except ImportError:
+    else:
         print("PyAV is not installed: its rows are left out", file=sys.stderr)
     rows = {}
     for scene in scenes:
