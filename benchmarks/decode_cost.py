@@ -79,7 +79,8 @@ def main(argv=None) -> int:
             rows[f"{scene}/{name}"] = {"ms": runs[len(runs) // 2], "runs": runs}
             print(f"{scene:9s} {name:28s} {rows[f'{scene}/{name}']['ms']:.3f} ms", file=sys.stderr)
     doc = {"machine": machine_line(), "load": round(os.getloadavg()[0], 2), "rows": rows}
-    lines = ["# What reading a frame costs", "", f"Written by `python benchmarks/decode_cost.py` (see its docstring) on "
+    lines = ["# What reading a frame costs", "",
+             "Written by `python benchmarks/decode_cost.py` (see its docstring) on "
              f"{doc['machine']}, load average {doc['load']}: CPU ms per frame on one core, median of "
              f"{a.repeats} passes.", "", "| scene | way | ms/frame | passes |", "|---|---|---|---|"]
     lines += [f"| {k.split('/')[0]} | {k.split('/')[1]} | {v['ms']:.3f} | {v['runs']} |" for k, v in rows.items()]

@@ -153,7 +153,8 @@ def make_scenes(data: Path, work: Path, still: int = STILL_FRAMES, scenes=SCENES
     `still` frames long."""
     work.mkdir(parents=True, exist_ok=True)
     samples = data / "samples"
-    paths = {s: work / (f"{s}.mp4" if still == STILL_FRAMES or s in ("walk_in", "expressions") else f"{s}_{still}.mp4") for s in SCENES}
+    paths = {s: work / (f"{s}.mp4" if still == STILL_FRAMES or s in ("walk_in", "expressions") else f"{s}_{still}.mp4")
+             for s in SCENES}
     paths["one_face"] = samples / "fer_test.mp4"
     makers = {
         "empty": lambda: _noisy(_width(cv2.imread(str(samples / "fer_no-faces.jpg")), 640).astype(np.float64), still, 1),

@@ -35,7 +35,7 @@ log = logging.getLogger("fer_edge.runtime")
 
 
 def run_parser() -> ConfigurableParser:
-    from fer_edge.runtime.faces.schedule import DEFAULT_RECHECK
+    from fer_edge.runtime.faces.schedule import DEFAULT_RECHECK, STILL_RECHECKS
     from fer_edge.runtime.faces.occupancy import DEFAULT_HOLD
     from fer_edge.runtime.faces.visits import DEFAULT_MIN_VISIT
 
@@ -55,8 +55,9 @@ def run_parser() -> ConfigurableParser:
     d.add_argument("--full-rate", action="store_true", help="detect and classify every face on every frame "
                    "(the reference for measurements; default: look again only where the picture changed)")
     d.add_argument("--recheck", type=float, default=DEFAULT_RECHECK, metavar="S", help="seconds between full "
-                   f"detections of a still stream (default {DEFAULT_RECHECK:g}): a face that appears without motion "
-                   "is found within S seconds")
+                   f"detections of a stream whose picture changed (default {DEFAULT_RECHECK:g}): a face that "
+                   "appears without motion is found within S seconds; an unchanged picture is searched every "
+                   f"{STILL_RECHECKS} S")
     d.add_argument("--smooth", type=float, default=0.0, metavar="A", help="per-track EMA of probabilities: "
                    "A * previous + (1 - A) * new, A in [0, 1) (default 0 = off)")
     v = p.add_argument_group("sure faces and visits")

@@ -163,7 +163,8 @@ def test_a_face_whose_label_is_a_near_tie_is_classified_and_re_found_every_frame
             schedule.classified(tr, raw)
     schedule.frame_no = 2
     cut = []
-    todo, crops = schedule.to_classify([sure, tie], lambda due: cut.extend(due) or [np.full((48, 48), 100, np.uint8)] * len(due))
+    todo, crops = schedule.to_classify([sure, tie],
+                                       lambda due: cut.extend(due) or [np.full((48, 48), 100, np.uint8)] * len(due))
     assert todo == [tie] and len(crops) == 1
     assert cut == [tie]  # the sure face, held one frame, is not even cut
     still = np.zeros((10, 10), bool)
@@ -218,6 +219,32 @@ def test_still_faces_hold_their_probabilities_between_classifications(samples_di
     with Pipeline(PipelineOptions(model=TFLITE, threads=1, full_rate=True)) as q:
         q.process(background.astype(np.uint8))
         assert q.stats.schedule["classifications"] == 1
+
+
+def test_a_held_still_face_is_classified_again_for_a_change_beyond_noise_not_for_noise(samples_dir):
+    """After HOLD_MAX frames a still face's crop is compared with the one last classified: sensor noise alone
+    (below CROP_STILL) classifies nothing, a slow change too small for CROP_CHANGE and for the motion gate (a
+    mouth brightening by degrees) does."""
+    from fer_edge.runtime.faces.schedule import CROP_CHANGE, CROP_STILL, crop_change, crop_print
+
+    rng = np.random.default_rng(8)
+    still = room(samples_dir)
+    still[130:330, 200:400] = face(samples_dir)
+    changed = still.copy()
+    changed[260:290, 270:330] += 30
+    frames = [noisy(still, rng) for _ in range(60)]
+    frames += [noisy(still + (changed - still) * min(1.0, (i + 1) / 20), rng) for i in range(40)]
+    with Pipeline(PipelineOptions(model=TFLITE, threads=1)) as p:
+        counts = []
+        for i, f in enumerate(frames):
+            p.process(f, i, i / FPS)
+            counts.append(p.stats.schedule["classifications"])
+        box = p.tracker.tracks[0].box
+        cut = [crop_print(p._crops(im, cv2.cvtColor(im, cv2.COLOR_BGR2GRAY), [box])[0])
+               for im in (still.astype(np.uint8), changed.astype(np.uint8))]
+    assert CROP_STILL < crop_change(*cut) < CROP_CHANGE  # the change is the kind this rule is for
+    assert counts[59] <= 3  # noise: the first classification and its check, not one every HOLD_MAX (15) frames
+    assert counts[-1] > counts[59]  # the slow change: classified again
 
 
 # -- --full-rate, the CLI ------------------------------------------------------------------------

@@ -1,11 +1,11 @@
 """The motion gate: did anything change in the picture, and where?
 
 Each grey frame is shrunk to a small copy (at most `WIDTH` pixels wide, halved by area averaging: the average
-of ~64 camera pixels at 640 wide, which flattens sensor noise) and compared with a background that follows the scene slowly (a running
-average). The difference has its mean taken off (a light that dims or brightens the whole picture moves
-every pixel alike), and the pixels still differing by more than `THRESHOLD` grey levels are the moving ones.
-About 0.1 ms per frame at 640x480 (grey conversion included); the answer is a mask on the small copy, with
-`scale` to frame pixels.
+of ~64 camera pixels at 640 wide, which flattens sensor noise) and compared with a background that follows
+the scene slowly (a running average). The difference has its mean taken off (a light that dims or brightens
+the whole picture moves every pixel alike), and the pixels still differing by more than `THRESHOLD` grey
+levels are the moving ones. The answer is a mask on the small copy, with `scale` to frame pixels. The small
+copy is also kept (`current`), so the schedule can tell whether the picture changed since an earlier one.
 """
 from __future__ import annotations
 

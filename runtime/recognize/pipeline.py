@@ -92,7 +92,7 @@ class PipelineOptions:
     max_missed: int = 3  # detector runs a track survives without a matching box
     iou_threshold: float = 0.3
     full_rate: bool = False  # streams: detect and classify every face on every frame (else: runtime/faces/schedule.py)
-    recheck: float = DEFAULT_RECHECK  # seconds between full detections of a still stream (the schedule's)
+    recheck: float = DEFAULT_RECHECK  # seconds between full detections of a changed picture (the schedule's)
     min_confidence: float | None = None  # a face is sure from this top probability; None: the model's threshold
     min_visit: float = DEFAULT_MIN_VISIT  # seconds a track must last to be a visit
     visit_update: float | None = None  # seconds between a visit's update events; None: none
