@@ -493,6 +493,32 @@ def machine_line() -> str:
     return f"{cpu_model()}, {platform.machine()}, SIMD: {', '.join(simd_flags()) or 'none listed'}"
 
 
+def run_counts(paths: dict, scenes: list[str], out: str) -> int:
+    """The face-count guard (--counts): its report, one line per scene on stderr, exit 1 on a failure."""
+    doc, failures = check_counts(paths, scenes)
+    write_report(out, doc)
+    for scene, row in doc.items():
+        print(f"{scene:9s} {json.dumps(row)}", file=sys.stderr)
+    for line in failures:
+        print(f"scene_cost --counts: {line}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def measure_rows(paths: dict, scenes: list[str], a: argparse.Namespace) -> dict:
+    """Each scene in each of --modes (--full-rate only on --full-rate-scenes): scene_row's figures."""
+    modes = {"default": [], "full-rate": ["--full-rate"], "today": []}
+    full_rate_scenes = a.full_rate_scenes.split(",") if a.full_rate_scenes else scenes
+    rows = {}
+    for scene in scenes:
+        for mode in a.modes.split(","):
+            if mode == "full-rate" and scene not in full_rate_scenes:
+                continue
+            r = rows[f"{scene}/{mode}"] = scene_row(paths[scene], modes[mode], a.repeats, 3 if scene in LOOPED else 1)
+            print(f"{scene:9s} {mode:9s} {r['cpu_ms']:7.3f} ms {r['cpu_ms_runs']} faces/frame "
+                  f"{r['faces_per_frame']:.2f} {r['schedule']}", file=sys.stderr, flush=True)
+    return rows
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default=os.environ.get("FER_EDGE_DATA", "../shared/data"))
@@ -519,26 +545,9 @@ def main(argv=None) -> int:
     scenes = a.scenes.split(",") if a.scenes else list(COUNT_SCENES if a.counts else SCENES)
     paths = make_scenes(Path(a.data), Path(a.work), COUNT_FRAMES if a.counts else STILL_FRAMES, scenes)
     if a.counts:
-        doc, failures = check_counts(paths, scenes)
-        write_report(a.out, doc)
-        for scene, row in doc.items():
-            print(f"{scene:9s} {json.dumps(row)}", file=sys.stderr)
-        for line in failures:
-            print(f"scene_cost --counts: {line}", file=sys.stderr)
-        return 1 if failures else 0
-    modes = {"default": [], "full-rate": ["--full-rate"], "today": []}
+        return run_counts(paths, scenes, a.out)
     load = {"start": round(os.getloadavg()[0], 2)}
-    rows = {}
-    full_rate_scenes = a.full_rate_scenes.split(",") if a.full_rate_scenes else scenes
-    for scene in scenes:
-        for mode in a.modes.split(","):
-            if mode == "full-rate" and scene not in full_rate_scenes:
-                continue
-            loop = 3 if scene in LOOPED else 1
-            rows[f"{scene}/{mode}"] = scene_row(paths[scene], modes[mode], a.repeats, loop)
-            r = rows[f"{scene}/{mode}"]
-            print(f"{scene:9s} {mode:9s} {r['cpu_ms']:7.3f} ms {r['cpu_ms_runs']} faces/frame "
-                  f"{r['faces_per_frame']:.2f} {r['schedule']}", file=sys.stderr, flush=True)
+    rows = measure_rows(paths, scenes, a)
     comparisons = compare(rows)
     add_macs(rows, paths)
     doc = {"machine": machine_line(), "python": platform.python_version(),

@@ -69,18 +69,22 @@ class MotionGate:
     def moving(self, mask: np.ndarray) -> bool:
         return np.count_nonzero(mask) >= self.min_pixels
 
-    def within(self, mask: np.ndarray, box: tuple) -> np.ndarray:
-        """The part of a mask under a frame box (x, y, w, h)."""
+    def cells(self, box: tuple) -> tuple[slice, slice]:
+        """The rows and columns of the small copy under a frame box (x, y, w, h), clipped at its top and left."""
         x, y, w, h = box
         k = self.scale
-        return mask[int(y / k):int(np.ceil((y + h) / k)), int(x / k):int(np.ceil((x + w) / k))]
+        return (slice(max(0, int(y // k)), max(0, int(np.ceil((y + h) / k)))),
+                slice(max(0, int(x // k)), max(0, int(np.ceil((x + w) / k)))))
+
+    def within(self, mask: np.ndarray, box: tuple) -> np.ndarray:
+        """The part of a mask under a frame box (x, y, w, h)."""
+        return mask[self.cells(box)]
 
     def outside(self, mask: np.ndarray, boxes) -> np.ndarray:
         """The moving pixels that lie outside the given frame boxes (x, y, w, h)."""
-        rest, k = mask.copy(), self.scale
-        for x, y, w, h in boxes:
-            rest[max(0, int(y // k)):max(0, int(np.ceil((y + h) / k))),
-                 max(0, int(x // k)):max(0, int(np.ceil((x + w) / k)))] = False
+        rest = mask.copy()
+        for box in boxes:
+            rest[self.cells(box)] = False
         return rest
 
     def rect(self, mask: np.ndarray) -> tuple[int, int, int, int]:

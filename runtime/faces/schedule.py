@@ -182,10 +182,10 @@ class Schedule:
         """The whole frame; at the photo width while faces are in view (on the frame where the first faces
         are found, then every FINE_EVERY rechecks). A still face that the stream width cannot see (found at
         the photo width) is not lost by it: only a search at the photo width or a moving face counts misses."""
-        bodies = [body(tr.box.box) for tr in tracks]
-        fine = bool(tracks) and self._fine_due(now, bodies)
+        fine_due = self._fine_due(now, [body(tr.box.box) for tr in tracks])
+        fine = bool(tracks) and fine_due
         boxes = detect_at(self.detector, frame, gray, self.fine_width if fine else self.width)
-        if not fine and boxes and self._fine_due(now, bodies):  # faces in view for the first time: small ones beside?
+        if not fine and boxes and fine_due:  # faces in view for the first time: small ones beside?
             fine = True
             boxes = dedupe(boxes + detect_at(self.detector, frame, gray, self.fine_width))
         self.last_full, self.full_snapshot = now, self.gate.current
